@@ -1,0 +1,75 @@
+"""multiverify: confirm a loan applicant over several channels, get one explained verdict."""
+
+from __future__ import annotations
+
+from ._applicant import (
+    Address,
+    Applicant,
+    Contact,
+    LoanApplication,
+    RepaymentSchedule,
+    normalize_phone,
+)
+from ._audit import AuditEvent, AuditTrail
+from ._clock import Clock, SystemClock
+from ._results import (
+    Challenge,
+    ChannelResult,
+    Evidence,
+    Outcome,
+    PolicyRef,
+    Reason,
+    ResultStatus,
+    RuleTrace,
+    Signal,
+    StepSummary,
+    Verdict,
+)
+from ._session import Session, SessionStatus, StepRecord, StepState
+from ._specs import ChannelSpec
+from ._verifier import OnVerdict, Verifier
+from .policy import Fallback, Policy, RetrySettings, Rule, Step
+
+__all__ = [
+    "Address",
+    "Applicant",
+    "AuditEvent",
+    "AuditTrail",
+    "Challenge",
+    "ChannelResult",
+    "ChannelSpec",
+    "Clock",
+    "Contact",
+    "Evidence",
+    "Fallback",
+    "LoanApplication",
+    "OnVerdict",
+    "Outcome",
+    "Policy",
+    "PolicyRef",
+    "Reason",
+    "RepaymentSchedule",
+    "ResultStatus",
+    "RetrySettings",
+    "Rule",
+    "RuleTrace",
+    "Session",
+    "SessionStatus",
+    "Signal",
+    "Step",
+    "StepRecord",
+    "StepState",
+    "StepSummary",
+    "SystemClock",
+    "Verdict",
+    "Verifier",
+    "normalize_phone",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - lazy: costs only when asked
+
+        return version("multiverify")
+    raise AttributeError(f"module 'multiverify' has no attribute {name!r}")

@@ -1,0 +1,294 @@
+"""Who is verified and what they asked for: immutable values, personal fields masked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+import phonenumbers
+
+from ._masking import mask_id, mask_name, mask_phone
+from .exceptions import InvalidInputError
+
+__all__ = [
+    "Address",
+    "Applicant",
+    "Contact",
+    "LoanApplication",
+    "RepaymentSchedule",
+    "normalize_phone",
+]
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_PERSONAL = "Personal field: masked in repr, logs and the audit trail."
+
+
+def normalize_phone(
+    number: str, *, region: str | None = None, field: str = "phone"
+) -> str:
+    """Validate a phone number and return it in E.164 (``+8613800138000``).
+
+    Args:
+        number: the number as typed; without a leading ``+`` it needs ``region``.
+        region: ISO 3166 region used to read a national number, such as ``"CN"``.
+        field: the field name reported in the error.
+
+    Raises:
+        InvalidInputError: the number cannot be parsed or is not a valid number.
+    """
+    try:
+        parsed = phonenumbers.parse(number, region.upper() if region else None)
+    except (phonenumbers.NumberParseException, TypeError) as exc:
+        raise InvalidInputError(
+            message=f"{field}: not a phone number ({exc})", field=field
+        ) from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidInputError(
+            message=f"{field}: not a valid phone number for its region", field=field
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _phone(number: str) -> str:
+    return normalize_phone(number)
+
+
+def _decimal(value: object, field: str) -> Decimal:
+    if isinstance(value, float):
+        value = repr(value)
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise InvalidInputError(
+            message=f"{field}: not a decimal amount: {value!r}", field=field
+        )
+    try:
+        result = Decimal(value)
+    except (InvalidOperation, ValueError) as exc:
+        raise InvalidInputError(
+            message=f"{field}: not a decimal amount: {value!r}", field=field
+        ) from exc
+    if not result.is_finite():
+        raise InvalidInputError(message=f"{field}: must be finite", field=field)
+    return result
+
+
+def _amount(value: object) -> Decimal:
+    return _decimal(value, "amount")
+
+
+def _fees(value: object) -> Decimal:
+    return _decimal(value, "fees")
+
+
+def _annual_rate(value: object) -> Decimal | None:
+    return None if value is None else _decimal(value, "annual_rate")
+
+
+def _installment_amount(value: object) -> Decimal:
+    return _decimal(value, "repayment.installment_amount")
+
+
+def _contact_phone(value: str) -> str:
+    return normalize_phone(value, field="contacts.phone")
+
+
+def _lines(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _contacts(values: Iterable[Contact]) -> tuple[Contact, ...]:
+    return tuple(values)
+
+
+def _non_negative(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: Decimal) -> None:
+        if value < 0:
+            raise InvalidInputError(
+                message=f"{field}: must not be negative", field=field
+            )
+
+    return check
+
+
+def _positive(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: Decimal) -> None:
+        if value <= 0:
+            raise InvalidInputError(message=f"{field}: must be positive", field=field)
+
+    return check
+
+
+def _positive_int(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInputError(
+                message=f"{field}: expected a whole number, got {value!r}", field=field
+            )
+        if value <= 0:
+            raise InvalidInputError(message=f"{field}: must be positive", field=field)
+
+    return check
+
+
+def _non_empty(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: str) -> None:
+        if not value.strip():
+            raise InvalidInputError(message=f"{field}: must not be empty", field=field)
+
+    return check
+
+
+def _currency(_inst: object, _attr: object, value: str) -> None:
+    if not _CURRENCY.fullmatch(value):
+        raise InvalidInputError(
+            message=f"currency: expected an ISO 4217 code such as CNY, got {value!r}",
+            field="currency",
+        )
+
+
+def _timezone(_inst: object, _attr: object, value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise InvalidInputError(
+            message=f"timezone: unknown IANA time zone {value!r}", field="timezone"
+        ) from exc
+
+
+@attrs.frozen(kw_only=True)
+class RepaymentSchedule:
+    """A summary of how the loan is paid back, read out to the applicant."""
+
+    installments: int = attrs.field(validator=_positive_int("repayment.installments"))
+    installment_amount: Decimal = attrs.field(
+        converter=_installment_amount,
+        validator=_non_negative("repayment.installment_amount"),
+    )
+    first_due: date
+    frequency: str = "monthly"
+
+
+@attrs.frozen(kw_only=True)
+class LoanApplication:
+    """What the applicant asked for. Amounts are [`Decimal`][decimal.Decimal]."""
+
+    amount: Decimal = attrs.field(converter=_amount, validator=_positive("amount"))
+    currency: str = attrs.field(validator=_currency)
+    term_months: int = attrs.field(validator=_positive_int("term_months"))
+    purpose: str = attrs.field(validator=_non_empty("purpose"))
+    fees: Decimal = attrs.field(
+        default=Decimal(0), converter=_fees, validator=_non_negative("fees")
+    )
+    annual_rate: Decimal | None = attrs.field(
+        default=None,
+        converter=_annual_rate,
+    )
+    repayment: RepaymentSchedule | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The loan as plain values for policy conditions and the audit trail."""
+        return {
+            "amount": float(self.amount),
+            "currency": self.currency,
+            "term_months": self.term_months,
+            "purpose": self.purpose,
+            "fees": float(self.fees),
+            "annual_rate": None
+            if self.annual_rate is None
+            else float(self.annual_rate),
+            "installments": self.repayment.installments if self.repayment else None,
+            "installment_amount": (
+                float(self.repayment.installment_amount) if self.repayment else None
+            ),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class Address:
+    """A postal address. Every field is personal."""
+
+    lines: tuple[str, ...] = attrs.field(
+        converter=_lines, repr=False, metadata={"personal": True}
+    )
+    city: str = attrs.field(repr=False, metadata={"personal": True})
+    region: str = ""
+    postal_code: str = attrs.field(default="", repr=False, metadata={"personal": True})
+    country: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Contact:
+    """Someone the lender may reach about the applicant (a reference or relative)."""
+
+    name: str = attrs.field(repr=mask_name, metadata={"personal": True})
+    relation: str
+    phone: str = attrs.field(
+        converter=_contact_phone,
+        repr=mask_phone,
+        metadata={"personal": True},
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Applicant:
+    """The person being verified, with their loan application.
+
+    Personal fields (``name``, ``national_id``, ``phone``, ``date_of_birth``,
+    ``address``, ``contacts``) are masked in ``repr`` and never reach logs or
+    the audit trail in clear; policies see only [`facts`][multiverify.Applicant.facts].
+
+    Raises:
+        InvalidInputError: a field is invalid; ``field`` names it.
+    """
+
+    applicant_id: str = attrs.field(validator=_non_empty("applicant_id"))
+    name: str = attrs.field(
+        validator=_non_empty("name"), repr=mask_name, metadata={"personal": True}
+    )
+    national_id: str = attrs.field(
+        validator=_non_empty("national_id"), repr=mask_id, metadata={"personal": True}
+    )
+    phone: str = attrs.field(
+        converter=_phone, repr=mask_phone, metadata={"personal": True}
+    )
+    date_of_birth: date = attrs.field(
+        repr=lambda _: "****-**-**", metadata={"personal": True}
+    )
+    timezone: str = attrs.field(validator=_timezone)
+    loan: LoanApplication
+    locale: str = "en"
+    address: Address | None = attrs.field(
+        default=None, repr=False, metadata={"personal": True}
+    )
+    contacts: tuple[Contact, ...] = attrs.field(
+        default=(), converter=_contacts, repr=False, metadata={"personal": True}
+    )
+
+    def age_on(self, day: date) -> int:
+        """Whole years of age on ``day``."""
+        before_birthday = (day.month, day.day) < (
+            self.date_of_birth.month,
+            self.date_of_birth.day,
+        )
+        return day.year - self.date_of_birth.year - int(before_birthday)
+
+    def facts(self, *, on: date) -> dict[str, Any]:
+        """Non-personal facts for policy conditions and the audit trail.
+
+        Data minimisation: conditions see the age, the phone's country and the
+        number of contacts, never the name, number or ID.
+        """
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(self.phone))
+        return {
+            "id": self.applicant_id,
+            "age": self.age_on(on),
+            "phone_country": region or "",
+            "timezone": self.timezone,
+            "locale": self.locale,
+            "contacts": len(self.contacts),
+            "has_address": self.address is not None,
+        }

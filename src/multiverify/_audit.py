@@ -1,0 +1,300 @@
+"""The audit trail: append-only, hash-chained, personal data masked.
+
+Every session keeps its own chain. Each event's hash covers the previous
+event's hash and the event's canonical JSON, so changing, dropping or
+reordering an event breaks every hash after it and
+[`verify`][multiverify.AuditTrail.verify] names the first bad one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import IO, Any
+
+import attrs
+
+from ._applicant import Applicant
+from ._masking import mask_id, mask_name, mask_phone
+from ._serde import structure_input, unstructure
+from ._session import Input, Session, SessionStatus, StepRecord, transition
+from .exceptions import AuditIntegrityError, ConfigurationError
+from .policy import Policy
+
+__all__ = ["AuditEvent", "AuditTrail", "masked_applicant"]
+
+GENESIS = "0" * 64
+
+
+@attrs.frozen(kw_only=True)
+class AuditEvent:
+    """One entry of a session's audit trail.
+
+    Attributes:
+        session_id: the session.
+        index: position in the session's chain, from 0.
+        at: when it happened.
+        kind: ``session.created``, ``input``, ``provider.call``, ``verdict``...
+        data: what happened, JSON-compatible, personal data masked.
+        prev: the previous event's hash (zeros for the first).
+        hash: SHA-256 over ``prev`` and the canonical JSON of the rest.
+    """
+
+    session_id: str
+    index: int
+    at: datetime
+    kind: str
+    data: Mapping[str, Any]
+    prev: str
+    hash: str
+
+    def to_json(self) -> str:
+        """One JSONL line."""
+        return json.dumps(
+            {
+                "session_id": self.session_id,
+                "index": self.index,
+                "at": self.at.isoformat(),
+                "kind": self.kind,
+                "data": self.data,
+                "prev": self.prev,
+                "hash": self.hash,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> AuditEvent:
+        """Parse one JSONL line.
+
+        Raises:
+            ValueError: the line is not an audit event.
+        """
+        raw = json.loads(line)
+        try:
+            return cls(
+                session_id=str(raw["session_id"]),
+                index=int(raw["index"]),
+                at=datetime.fromisoformat(raw["at"]),
+                kind=str(raw["kind"]),
+                data=dict(raw["data"]),
+                prev=str(raw["prev"]),
+                hash=str(raw["hash"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an audit event: {exc}") from exc
+
+
+def _digest(
+    prev: str, *, session_id: str, index: int, at: datetime, kind: str, data: Any
+) -> str:
+    body = json.dumps(
+        {
+            "session_id": session_id,
+            "index": index,
+            "at": at.isoformat(),
+            "kind": kind,
+            "data": data,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+def masked_applicant(applicant: Applicant | None) -> dict[str, Any] | None:
+    """The applicant with every personal field masked, for the audit trail."""
+    if applicant is None:
+        return None
+    return {
+        "applicant_id": applicant.applicant_id,
+        "name": mask_name(applicant.name),
+        "national_id": mask_id(applicant.national_id),
+        "phone": mask_phone(applicant.phone),
+        "timezone": applicant.timezone,
+        "locale": applicant.locale,
+        "contacts": len(applicant.contacts),
+    }
+
+
+def _masked_input(event: Input) -> dict[str, Any]:
+    data: dict[str, Any] = unstructure(event)
+    # A channel's own state may hold personal or secret data (a code's HMAC,
+    # a destination); the core never decides on it, so the trail leaves it out.
+    if "channel_state" in data:
+        data["channel_state"] = {}
+    return data
+
+
+class AuditTrail:
+    """Builds, verifies, exports and replays audit events."""
+
+    @staticmethod
+    def append(
+        session: Session, kind: str, data: Mapping[str, Any], *, at: datetime
+    ) -> tuple[Session, AuditEvent]:
+        """Chain a new event to the session; return the session with its new head."""
+        payload = json.loads(json.dumps(dict(data), default=str))
+        index = session.audit_count
+        prev = session.audit_head or GENESIS
+        event = AuditEvent(
+            session_id=session.session_id,
+            index=index,
+            at=at,
+            kind=kind,
+            data=payload,
+            prev=prev,
+            hash=_digest(
+                prev,
+                session_id=session.session_id,
+                index=index,
+                at=at,
+                kind=kind,
+                data=payload,
+            ),
+        )
+        return attrs.evolve(
+            session, audit_head=event.hash, audit_count=index + 1
+        ), event
+
+    @staticmethod
+    def created(session: Session, *, at: datetime) -> tuple[Session, AuditEvent]:
+        """The first event of a session: policy, facts and the masked applicant."""
+        return AuditTrail.append(
+            session,
+            "session.created",
+            {
+                "policy": unstructure(session.policy),
+                "created_at": session.created_at.isoformat(),
+                "deadline_at": (
+                    session.deadline_at.isoformat() if session.deadline_at else None
+                ),
+                "steps": [record.step_id for record in session.steps],
+                "facts": dict(session.facts),
+                "applicant": masked_applicant(session.applicant),
+            },
+            at=at,
+        )
+
+    @staticmethod
+    def input(
+        session: Session, event: Input, *, at: datetime
+    ) -> tuple[Session, AuditEvent]:
+        """Record an input applied to the session, masked."""
+        return AuditTrail.append(
+            session, "input", {"input": _masked_input(event)}, at=at
+        )
+
+    @staticmethod
+    def verify(events: Iterable[AuditEvent]) -> int:
+        """Check the chains; return how many events were checked.
+
+        Raises:
+            AuditIntegrityError: an event was changed, dropped or reordered;
+                ``index`` is its position in ``events``.
+        """
+        heads: dict[str, tuple[int, str]] = {}
+        count = 0
+        for position, event in enumerate(events):
+            expected_index, prev = heads.get(event.session_id, (0, GENESIS))
+            problem = None
+            if event.index != expected_index:
+                problem = f"expected index {expected_index}, found {event.index}"
+            elif event.prev != prev:
+                problem = "its link to the previous event is broken"
+            elif event.hash != _digest(
+                event.prev,
+                session_id=event.session_id,
+                index=event.index,
+                at=event.at,
+                kind=event.kind,
+                data=event.data,
+            ):
+                problem = "its content does not match its hash"
+            if problem is not None:
+                raise AuditIntegrityError(
+                    message=f"audit event {position} (session {event.session_id}, "
+                    f"#{event.index}, {event.kind}) was tampered with: {problem}",
+                    index=position,
+                )
+            heads[event.session_id] = (event.index + 1, event.hash)
+            count += 1
+        return count
+
+    @staticmethod
+    def export_jsonl(events: Iterable[AuditEvent], out: IO[str]) -> int:
+        """Write events as JSON lines; return how many."""
+        count = 0
+        for event in events:
+            out.write(event.to_json() + "\n")
+            count += 1
+        return count
+
+    @staticmethod
+    def read_jsonl(lines: Iterable[str]) -> list[AuditEvent]:
+        """Parse JSON lines (blank lines are skipped).
+
+        Raises:
+            AuditIntegrityError: a line is not an audit event.
+        """
+        events = []
+        for number, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                events.append(AuditEvent.from_json(line))
+            except ValueError as exc:
+                raise AuditIntegrityError(
+                    message=f"line {number + 1} is not an audit event: {exc}",
+                    index=len(events),
+                ) from exc
+        return events
+
+    @staticmethod
+    def replay(policy: Policy, events: Sequence[AuditEvent]) -> Session:
+        """Rebuild a session by feeding its recorded inputs to the core again.
+
+        The rebuilt session has no applicant (the trail keeps only facts) and
+        no channel state; its steps, results and verdict are the original's.
+
+        Raises:
+            AuditIntegrityError: the trail does not verify or does not start
+                with ``session.created``.
+            ConfigurationError: the trail was recorded under another policy.
+        """
+        AuditTrail.verify(events)
+        if not events or events[0].kind != "session.created":
+            raise AuditIntegrityError(
+                message="an audit trail starts with session.created", index=0
+            )
+        head = events[0].data
+        if head["policy"]["hash"] != policy.hash:
+            raise ConfigurationError(
+                message=f"the trail was recorded under policy {head['policy']['name']} "
+                f"{head['policy']['version']} ({head['policy']['hash'][:12]}), "
+                f"not {policy.name} {policy.version} ({policy.hash[:12]})"
+            )
+        session = Session(
+            session_id=events[0].session_id,
+            applicant=None,
+            policy=policy.ref,
+            created_at=datetime.fromisoformat(head["created_at"]),
+            deadline_at=(
+                datetime.fromisoformat(head["deadline_at"])
+                if head["deadline_at"]
+                else None
+            ),
+            status=SessionStatus.ACTIVE,
+            steps=tuple(StepRecord(step_id=step_id) for step_id in head["steps"]),
+            facts=head["facts"],
+        )
+        for event in events[1:]:
+            if event.kind == "input":
+                session = transition(
+                    policy, session, structure_input(event.data["input"])
+                ).session
+        return session

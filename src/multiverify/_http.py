@@ -1,0 +1,167 @@
+"""The one place where httpx errors and statuses become ours, and retry settings become tenacity.
+
+Providers call [`send`][multiverify._http.send] (or map errors themselves with
+[`error_for_response`][multiverify._http.error_for_response]); the runtime
+retries provider calls with [`retrying`][multiverify._http.retrying]. No
+httpx or tenacity exception leaves the SDK.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+import tenacity
+
+from .exceptions import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+)
+from .policy import RetrySettings
+
+__all__ = ["error_for_response", "retry_after", "retrying", "send"]
+
+_REQUEST_ID_HEADERS = (
+    "x-request-id",
+    "request-id",
+    "x-twilio-request-id",
+    "x-amzn-requestid",
+)
+
+
+def retry_after(
+    response: httpx.Response, *, now: datetime | None = None
+) -> float | None:
+    """Seconds the vendor asks us to wait, from ``Retry-After`` (seconds or HTTP date)."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    reference = now or datetime.now(UTC)
+    return max((when - reference).total_seconds(), 0.0)
+
+
+def error_for_response(
+    provider: str, response: httpx.Response, *, message: str | None = None
+) -> ProviderError:
+    """Map an unsuccessful response to the SDK's provider error taxonomy.
+
+    429 is rate limited (retryable, with Retry-After), 401/403 auth (never
+    retried), 408/409/425 and 5xx unavailable (retryable), other 4xx rejected.
+    """
+    status = response.status_code
+    request_id = next(
+        (response.headers[h] for h in _REQUEST_ID_HEADERS if h in response.headers),
+        None,
+    )
+    text = message or f"{provider} answered HTTP {status}"
+    if status == httpx.codes.TOO_MANY_REQUESTS:
+        return ProviderRateLimitedError(
+            message=text,
+            provider=provider,
+            status_code=status,
+            request_id=request_id,
+            retry_after=retry_after(response),
+        )
+    if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
+        return ProviderAuthError(
+            message=text, provider=provider, status_code=status, request_id=request_id
+        )
+    if status >= httpx.codes.INTERNAL_SERVER_ERROR or status in (408, 409, 425):
+        return ProviderUnavailableError(
+            message=text, provider=provider, status_code=status, request_id=request_id
+        )
+    return ProviderRejectedError(
+        message=text, provider=provider, status_code=status, request_id=request_id
+    )
+
+
+async def send(
+    client: httpx.AsyncClient, provider: str, request: httpx.Request
+) -> httpx.Response:
+    """Send a request; return a 2xx response or raise a ProviderError.
+
+    Raises:
+        ProviderUnavailableError: transport failure or timeout.
+        ProviderError: the subclass for the response's status.
+    """
+    try:
+        response = await client.send(request)
+    except httpx.TimeoutException as exc:
+        raise ProviderUnavailableError(
+            message=f"{provider} timed out: {type(exc).__name__}", provider=provider
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderUnavailableError(
+            message=f"{provider} could not be reached: {type(exc).__name__}",
+            provider=provider,
+        ) from exc
+    if response.is_success:
+        return response
+    await response.aread()
+    raise error_for_response(provider, response)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+def retrying(
+    settings: RetrySettings,
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+    rng: random.Random | None = None,
+) -> tenacity.AsyncRetrying:
+    """Tenacity settings for a step's [`RetrySettings`][multiverify.RetrySettings].
+
+    Only retryable [`ProviderError`][multiverify.exceptions.ProviderError]s are
+    retried. Backoff is exponential from ``wait_initial`` up to ``wait_max``
+    plus up to ``wait_jitter``; a vendor's ``retry_after`` replaces it. The
+    total budget ``timeout`` counts the time slept, so it works on an
+    injected clock. When retries run out, the last error is re-raised.
+    """
+    jitter = rng or random.Random()
+
+    def base(state: tenacity.RetryCallState) -> tuple[float, bool]:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, ProviderRateLimitedError) and exc.retry_after is not None:
+            return exc.retry_after, False
+        backoff = settings.wait_initial * 2 ** (state.attempt_number - 1)
+        return min(backoff, settings.wait_max), True
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        delay, jittered = base(state)
+        if jittered and settings.wait_jitter:
+            delay += jitter.uniform(0, settings.wait_jitter)
+        return delay
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= settings.attempts:
+            return True
+        if settings.timeout is None:
+            return False
+        return state.idle_for + base(state)[0] > settings.timeout
+
+    return tenacity.AsyncRetrying(
+        stop=stop,
+        wait=wait,
+        retry=tenacity.retry_if_exception(_is_retryable),
+        sleep=sleep,
+        reraise=True,
+    )

@@ -1,0 +1,663 @@
+"""The embedded runtime: applies the pure core, saves with compare-and-set, runs effects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Self
+
+import attrs
+
+from ._applicant import Applicant
+from ._audit import AuditEvent, AuditTrail
+from ._clock import Clock, SystemClock
+from ._http import retrying
+from ._results import Verdict
+from ._serde import converter
+from ._session import (
+    Cancel,
+    CancelStep,
+    CancelTimer,
+    Effect,
+    Input,
+    NotifyStep,
+    RecordVerdict,
+    ScheduleTimer,
+    Session,
+    Start,
+    StartStep,
+    StepErrored,
+    StepFinished,
+    StepRecord,
+    StepStarted,
+    StepState,
+    StepUpdated,
+    TimerFired,
+    new_session,
+    require_waiting,
+    transition,
+)
+from .channels import (
+    Channel,
+    ChannelRegistry,
+    Finished,
+    ProviderEvent,
+    StepContext,
+    StepMessage,
+    StepOutcome,
+    Submission,
+    TimerDue,
+)
+from .exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    MultiverifyError,
+    PolicyError,
+    ProviderError,
+    SessionFinishedError,
+    StepNotWaitingError,
+)
+from .policy import Policy
+from .stores import MemoryStore, SessionStore
+
+__all__ = ["OnVerdict", "Verifier"]
+
+log = logging.getLogger("multiverify")
+
+OnVerdict = Callable[[Session, Verdict], Awaitable[None]]
+"""A hook called once per decided session (after the verdict is saved)."""
+
+_SAVE_TRIES = 20
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Verifier:
+    """Runs verifications: start them, feed them input and events, read verdicts.
+
+    Every transition is decided by the pure core, saved to the store with a
+    compare-and-set on the session version together with its effects and
+    audit events, and only then carried out. After a crash,
+    [`resume`][multiverify.Verifier.resume] finishes what was saved but not done.
+
+    Args:
+        policies: one policy or several (sessions record which one, by hash).
+        channels: the channels the policies name.
+        store: where sessions live (in memory by default; SQLite for durability).
+        clock: the time source; tests pass a FakeClock.
+        on_verdict: hooks called once per decided session.
+        new_id: makes session ids.
+
+    Raises:
+        ConfigurationError: a policy names a channel that is not wired.
+    """
+
+    def __init__(
+        self,
+        policies: Policy | Iterable[Policy],
+        *,
+        channels: ChannelRegistry | Iterable[Channel],
+        store: SessionStore | None = None,
+        clock: Clock | None = None,
+        on_verdict: Sequence[OnVerdict] = (),
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self._registry = (
+            channels
+            if isinstance(channels, ChannelRegistry)
+            else ChannelRegistry(channels)
+        )
+        listed = [policies] if isinstance(policies, Policy) else list(policies)
+        if not listed:
+            raise ConfigurationError(message="a Verifier needs at least one policy")
+        self._policies: dict[str, Policy] = {}
+        problems = []
+        for policy in listed:
+            problems.extend(policy.check_channels(self._registry))
+            self._policies[policy.hash] = policy
+        if problems:
+            raise PolicyError(
+                message="a policy names channels this Verifier does not have",
+                problems=tuple(problems),
+            )
+        self._default = listed[0]
+        self._store: SessionStore = store if store is not None else MemoryStore()
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._hooks = tuple(on_verdict)
+        self._new_id = new_id
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Session]]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<multiverify.Verifier(policies={len(self._policies)}, "
+            f"channels={len(self._registry)})>"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def store(self) -> SessionStore:
+        """The session store."""
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        """The clock."""
+        return self._clock
+
+    def policy(self, ref: str | None = None) -> Policy:
+        """A policy by name or hash (the first one by default).
+
+        Raises:
+            ConfigurationError: no such policy.
+        """
+        if ref is None:
+            return self._default
+        if ref in self._policies:
+            return self._policies[ref]
+        matching = [p for p in self._policies.values() if p.name == ref]
+        if not matching:
+            raise ConfigurationError(message=f"no policy named or hashed {ref!r}")
+        return matching[-1]
+
+    # -- the app-facing API ------------------------------------------------------
+
+    async def start(
+        self,
+        applicant: Applicant,
+        *,
+        policy: str | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        """Create a session and start the steps that are ready.
+
+        Returns at once with the session as saved; steps run in the
+        background. Read [`Session.challenges`][] to show the applicant what
+        to do, and await [`wait`][multiverify.Verifier.wait] for the verdict.
+
+        Raises:
+            ConfigurationError: unknown policy.
+            ConcurrentUpdateError: ``session_id`` is taken.
+        """
+        chosen = self.policy(policy)
+        now = self._clock.now()
+        session = new_session(
+            chosen, applicant, session_id=session_id or self._new_id(), at=now
+        )
+        session, created = AuditTrail.created(session, at=now)
+        await self._store.create(session, audit=[created])
+        return await self._apply(session.session_id, Start(at=now))
+
+    async def run(self, applicant: Applicant, *, policy: str | None = None) -> Verdict:
+        """Start a session and wait for its verdict (for policies of automatic steps).
+
+        Raises:
+            SessionFinishedError: the session was cancelled instead.
+        """
+        session = await self.start(applicant, policy=policy)
+        return await self.wait(session.session_id)
+
+    async def wait(self, session_id: str) -> Verdict:
+        """Wait until the session is decided and return its verdict.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session was cancelled.
+        """
+        session, _ = await self._store.load(session_id)
+        if not session.finished:
+            future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(session_id, []).append(future)
+            session = await future
+        if session.verdict is None:
+            raise SessionFinishedError(
+                message=f"session {session_id} was cancelled", session_id=session_id
+            )
+        return session.verdict
+
+    async def get(self, session_id: str) -> Session:
+        """The session as stored.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        session, _ = await self._store.load(session_id)
+        return session
+
+    async def submit(
+        self, session_id: str, step_id: str, payload: Mapping[str, Any]
+    ) -> Session:
+        """Hand input from the applicant (a typed code) to a waiting step.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already has a verdict.
+            StepNotFoundError: the policy has no such step.
+            StepNotWaitingError: the step is not waiting for input.
+            ConcurrentUpdateError: another replica changed the session at the
+                same moment; nothing was applied, try again.
+        """
+        return await self._deliver(
+            session_id, step_id, Submission(payload=payload), None
+        )
+
+    async def handle_event(self, event: ProviderEvent) -> Session | None:
+        """Route a verified provider callback to its step.
+
+        A delivery seen before (same ``dedupe_key``) is ignored and ``None``
+        returned. Errors are those of [`submit`][multiverify.Verifier.submit].
+        """
+        if event.dedupe_key is not None and not await self._store.record_event_once(
+            event.session_id, event.dedupe_key
+        ):
+            return None
+        return await self._deliver(
+            event.session_id, event.step_id, event, event.attempt
+        )
+
+    async def cancel(self, session_id: str, *, reason: str = "") -> Session:
+        """Cancel a session: active steps are stopped, no verdict is given.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already finished.
+        """
+        session = await self.get(session_id)
+        if session.finished:
+            raise SessionFinishedError(
+                message=f"session {session_id} is already {session.status.value}",
+                session_id=session_id,
+            )
+        return await self._apply(
+            session_id, Cancel(at=self._clock.now(), reason=reason)
+        )
+
+    async def fire_due_timers(self) -> int:
+        """Fire every stored timer that is due now; return how many fired."""
+        fired = 0
+        for timer in await self._store.due_timers(self._clock.now()):
+            await self._fire(timer.session_id, timer.timer_id)
+            fired += 1
+        return fired
+
+    async def resume(self) -> int:
+        """Carry on after a restart: run saved effects and re-arm stored timers.
+
+        Returns how many effects and timers were picked up.
+        """
+        count = 0
+        for pending in await self._store.pending_effects():
+            _ = self._spawn(self._run_effect(pending.session_id, pending.effect))
+            count += 1
+        for timer in await self._store.timers():
+            self._arm(timer.session_id, timer.timer_id, timer.due_at)
+            count += 1
+        return count
+
+    async def wait_idle(self) -> None:
+        """Wait until no effect is in flight (tasks asleep on a FakeClock count as idle)."""
+        sleeping = getattr(self._clock, "sleeping_tasks", None)
+        while True:
+            candidates = set(self._tasks)
+            if sleeping is not None:
+                candidates |= {t for t in self._timer_tasks.values() if not t.done()}
+                candidates -= sleeping()
+            busy = {task for task in candidates if not task.done()}
+            if not busy:
+                return
+            await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+
+    async def aclose(self) -> None:
+        """Stop timers and in-flight effects; close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [*self._tasks, *self._timer_tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for futures in self._waiters.values():
+            for future in futures:
+                future.cancel()
+        await self._store.aclose()
+
+    # -- applying inputs ---------------------------------------------------------
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def _policy_of(self, session: Session) -> Policy:
+        try:
+            return self._policies[session.policy.hash]
+        except KeyError:
+            raise ConfigurationError(
+                message=f"session {session.session_id} runs policy {session.policy.name} "
+                f"{session.policy.version} ({session.policy.hash[:12]}), which this "
+                "Verifier was not given"
+            ) from None
+
+    async def _save(
+        self, session: Session, version: int, event: Input, effects: Sequence[Effect]
+    ) -> Session:
+        session, audited = AuditTrail.input(session, event, at=self._clock.now())
+        records: list[AuditEvent] = [audited]
+        for effect in effects:
+            if isinstance(effect, RecordVerdict):
+                session, decided = AuditTrail.append(
+                    session,
+                    "verdict",
+                    {
+                        "outcome": effect.verdict.outcome.value,
+                        "reasons": converter.unstructure(effect.verdict.reasons),
+                        "rules": converter.unstructure(effect.verdict.rules),
+                        "score": effect.verdict.score,
+                        "decided_by": effect.verdict.decided_by,
+                    },
+                    at=self._clock.now(),
+                )
+                records.append(decided)
+        await self._store.save(
+            session, expected_version=version, effects=effects, audit=records
+        )
+        return session
+
+    async def _apply(self, session_id: str, event: Input) -> Session:
+        """Apply an internal input, reloading and retrying on a version conflict."""
+        version = 0
+        async with self._lock(session_id):
+            for _ in range(_SAVE_TRIES):
+                session, version = await self._store.load(session_id)
+                result = transition(self._policy_of(session), session, event)
+                try:
+                    saved = await self._save(
+                        result.session, version, event, result.effects
+                    )
+                except ConcurrentUpdateError:
+                    continue
+                await self._dispatch(saved, result.effects)
+                return saved
+        raise ConcurrentUpdateError(
+            message=f"session {session_id} kept changing; gave up after {_SAVE_TRIES} tries",
+            session_id=session_id,
+            expected_version=version,
+        )
+
+    async def _deliver(
+        self, session_id: str, step_id: str, message: StepMessage, attempt: int | None
+    ) -> Session:
+        async with self._lock(session_id):
+            session, version = await self._store.load(session_id)
+            record = require_waiting(session, step_id)
+            if attempt is not None and attempt != record.attempt:
+                raise StepNotWaitingError(
+                    message=f"attempt {attempt} of step {step_id!r} is over "
+                    f"(the current one is {record.attempt})",
+                    session_id=session_id,
+                    step_id=step_id,
+                )
+            policy = self._policy_of(session)
+            channel = self._registry.get(policy.step(step_id).channel)
+            context = self._context(session, policy, record)
+            outcome = await channel.handle(
+                context, self._state(channel, record), message
+            )
+            event = self._input(record, outcome, channel)
+            result = transition(policy, session, event)
+            saved = await self._save(result.session, version, event, result.effects)
+            await self._dispatch(saved, result.effects)
+            return saved
+
+    # -- effects -------------------------------------------------------------------
+
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _dispatch(self, session: Session, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case ScheduleTimer(timer_id=timer_id, due_at=due_at):
+                    await self._store.schedule_timer(
+                        session.session_id, timer_id, due_at
+                    )
+                    await self._store.complete_effect(
+                        session.session_id, effect.effect_id
+                    )
+                    self._arm(session.session_id, timer_id, due_at)
+                case CancelTimer(timer_id=timer_id):
+                    await self._store.cancel_timer(session.session_id, timer_id)
+                    await self._store.complete_effect(
+                        session.session_id, effect.effect_id
+                    )
+                    task = self._timer_tasks.pop((session.session_id, timer_id), None)
+                    if task is not None and task is not asyncio.current_task():
+                        task.cancel()
+                case RecordVerdict():
+                    await self._store.complete_effect(
+                        session.session_id, effect.effect_id
+                    )
+                    await self._call_hooks(session, effect.verdict)
+                case _:
+                    key = (session.session_id, effect.step_id, effect.attempt)
+                    if isinstance(effect, CancelStep):
+                        running = self._running.pop(key, None)
+                        if (
+                            running is not None
+                            and running is not asyncio.current_task()
+                        ):
+                            running.cancel()
+                    task = self._spawn(self._run_effect(session.session_id, effect))
+                    if isinstance(effect, StartStep):
+                        self._running[key] = task
+        if session.finished:
+            for future in self._waiters.pop(session.session_id, []):
+                if not future.done():
+                    future.set_result(session)
+
+    async def _call_hooks(self, session: Session, verdict: Verdict) -> None:
+        for hook in self._hooks:
+            try:
+                await hook(session, verdict)
+            except Exception:
+                log.exception(
+                    "on_verdict hook failed for session %s", session.session_id
+                )
+
+    async def _run_effect(self, session_id: str, effect: Effect) -> None:
+        try:
+            match effect:
+                case StartStep():
+                    await self._start_step(session_id, effect)
+                case NotifyStep():
+                    await self._notify(session_id, effect)
+                case CancelStep():
+                    await self._cancel_step(session_id, effect)
+                case ScheduleTimer() | CancelTimer() | RecordVerdict():
+                    session = await self.get(session_id)
+                    await self._dispatch(session, [effect])
+                    return
+            await self._store.complete_effect(session_id, effect.effect_id)
+        except asyncio.CancelledError:
+            if not self._closed:
+                # Cancelled on purpose (the step timed out or the session was
+                # decided): the core already moved on, so the effect is done.
+                await self._store.complete_effect(session_id, effect.effect_id)
+            raise
+        except MultiverifyError:
+            log.exception(
+                "effect %s of session %s failed", effect.effect_id, session_id
+            )
+        finally:
+            if isinstance(effect, StartStep):
+                key = (session_id, effect.step_id, effect.attempt)
+                if self._running.get(key) is asyncio.current_task():
+                    del self._running[key]
+
+    def _context(
+        self, session: Session, policy: Policy, record: StepRecord
+    ) -> StepContext:
+        step = policy.step(record.step_id)
+        if session.applicant is None:
+            raise SessionFinishedError(
+                message=f"session {session.session_id} has no personal data any more",
+                session_id=session.session_id,
+            )
+        return StepContext(
+            session_id=session.session_id,
+            step_id=record.step_id,
+            attempt=record.attempt,
+            provider=step.providers[record.provider_index] if step.providers else None,
+            idempotency_key=f"{session.session_id}:{record.step_id}:{record.attempt}",
+            applicant=session.applicant,
+            options=step.options,
+            clock=self._clock,
+        )
+
+    @staticmethod
+    def _state(channel: Channel, record: StepRecord) -> Any:
+        kind = channel.state_type
+        if kind is None or not record.channel_state:
+            return None
+        return converter.structure(dict(record.channel_state), kind)
+
+    @staticmethod
+    def _dump_state(state: Any) -> dict[str, Any]:
+        if state is None:
+            return {}
+        data = converter.unstructure(state)
+        return data if isinstance(data, dict) else {"value": data}
+
+    def _input(
+        self, record: StepRecord, outcome: StepOutcome, channel: Channel
+    ) -> Input:
+        del channel
+        now = self._clock.now()
+        state = self._dump_state(outcome.state)
+        if isinstance(outcome, Finished):
+            return StepFinished(
+                step_id=record.step_id,
+                attempt=record.attempt,
+                at=now,
+                result=outcome.result,
+                channel_state=state,
+            )
+        kind = StepStarted if record.state is StepState.RUNNING else StepUpdated
+        return kind(
+            step_id=record.step_id,
+            attempt=record.attempt,
+            at=now,
+            challenge=outcome.challenge,
+            channel_state=state,
+            timers=outcome.timers,
+        )
+
+    async def _start_step(self, session_id: str, effect: StartStep) -> None:
+        session = await self.get(session_id)
+        record = session.step(effect.step_id)
+        if (
+            session.finished
+            or record.attempt != effect.attempt
+            or record.state is not StepState.RUNNING
+        ):
+            return  # already carried out before a restart, or no longer wanted
+        policy = self._policy_of(session)
+        step = policy.step(effect.step_id)
+        channel = self._registry.get(effect.channel)
+        context = self._context(session, policy, record)
+        event: Input
+        try:
+            outcome: StepOutcome | None = None
+            async for try_ in retrying(step.retry, sleep=self._clock.sleep):
+                with try_:
+                    outcome = await channel.start(context)
+            assert outcome is not None  # noqa: S101 - tenacity re-raises when every try failed
+            event = self._input(record, outcome, channel)
+        except ProviderError as exc:
+            event = StepErrored(
+                step_id=effect.step_id,
+                attempt=effect.attempt,
+                at=self._clock.now(),
+                error=f"{type(exc).__name__}: {exc}",
+                provider=exc.provider,
+            )
+        except MultiverifyError as exc:
+            event = StepErrored(
+                step_id=effect.step_id,
+                attempt=effect.attempt,
+                at=self._clock.now(),
+                error=f"{type(exc).__name__}: {exc}",
+                provider=effect.provider,
+            )
+        await self._apply(session_id, event)
+
+    async def _notify(self, session_id: str, effect: NotifyStep) -> None:
+        try:
+            await self._deliver(
+                session_id,
+                effect.step_id,
+                TimerDue(name=effect.name, at=self._clock.now()),
+                effect.attempt,
+            )
+        except (SessionFinishedError, StepNotWaitingError):
+            return
+
+    async def _cancel_step(self, session_id: str, effect: CancelStep) -> None:
+        session = await self.get(session_id)
+        if session.applicant is None:
+            return
+        record = session.step(effect.step_id)
+        policy = self._policy_of(session)
+        channel = self._registry.get(effect.channel)
+        context = attrs.evolve(
+            self._context(session, policy, record), attempt=effect.attempt
+        )
+        try:
+            await channel.cancel(context, self._state(channel, record))
+        except ProviderError:
+            log.warning("cancelling step %s of %s failed", effect.step_id, session_id)
+
+    # -- timers --------------------------------------------------------------------
+
+    def _arm(self, session_id: str, timer_id: str, due_at: datetime) -> None:
+        key = (session_id, timer_id)
+        previous = self._timer_tasks.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.ensure_future(
+            self._sleep_then_fire(session_id, timer_id, due_at)
+        )
+        self._timer_tasks[key] = task
+
+    async def _sleep_then_fire(
+        self, session_id: str, timer_id: str, due_at: datetime
+    ) -> None:
+        await self._clock.sleep((due_at - self._clock.now()).total_seconds())
+        if self._timer_tasks.get((session_id, timer_id)) is asyncio.current_task():
+            del self._timer_tasks[session_id, timer_id]
+        _ = self._spawn(self._fire(session_id, timer_id))
+
+    async def _fire(self, session_id: str, timer_id: str) -> None:
+        try:
+            await self._apply(
+                session_id, TimerFired(timer_id=timer_id, at=self._clock.now())
+            )
+        except MultiverifyError:
+            log.exception("timer %s of session %s failed", timer_id, session_id)
+            return
+        await self._store.cancel_timer(session_id, timer_id)

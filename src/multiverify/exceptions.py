@@ -1,0 +1,200 @@
+"""The one error hierarchy of multiverify.
+
+A failed verification (a wrong code, a bureau mismatch) is a
+[`ChannelResult`][multiverify.ChannelResult], never an exception. Exceptions
+are for wiring mistakes, bad input, vendor trouble and session conflicts::
+
+    MultiverifyError
+    ├── ConfigurationError            bad wiring, raised at construction
+    │   └── PolicyError               a policy that does not validate (.problems)
+    ├── InvalidInputError             bad applicant data or payload (.field)
+    ├── ProviderError                 .provider .status_code .request_id .retryable
+    │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
+    │   ├── ProviderRateLimitedError  429, .retry_after: retryable
+    │   ├── ProviderAuthError         401/403: never retried
+    │   └── ProviderRejectedError     other 4xx: never retried
+    ├── SessionError                  .session_id
+    │   ├── SessionNotFoundError
+    │   ├── SessionFinishedError      input for a session that has a verdict
+    │   ├── ConcurrentUpdateError     another writer saved first (compare-and-set)
+    │   ├── StepNotFoundError         .step_id
+    │   └── StepNotWaitingError       input for a step that is not waiting (.step_id)
+    └── AuditIntegrityError           a tampered audit trail (.index)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "AuditIntegrityError",
+    "ConcurrentUpdateError",
+    "ConfigurationError",
+    "InvalidInputError",
+    "MultiverifyError",
+    "PolicyError",
+    "PolicyProblem",
+    "ProviderAuthError",
+    "ProviderError",
+    "ProviderRateLimitedError",
+    "ProviderRejectedError",
+    "ProviderUnavailableError",
+    "SessionError",
+    "SessionFinishedError",
+    "SessionNotFoundError",
+    "StepNotFoundError",
+    "StepNotWaitingError",
+]
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class MultiverifyError(Exception):
+    """Base class of every error the SDK raises."""
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # attrs hands every field to Exception.__init__ positionally, but the
+        # fields are keyword-only, so the default reduce could not rebuild the
+        # error (pickle, copy, process pools): rebuild it from its fields.
+        return _rebuild, (type(self), attrs.asdict(self, recurse=False))
+
+
+def _rebuild(cls: type[MultiverifyError], fields: dict[str, Any]) -> MultiverifyError:
+    return cls(**fields)
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ConfigurationError(MultiverifyError):
+    """The SDK was wired wrongly: raised at construction, never mid-session."""
+
+
+@attrs.frozen(kw_only=True)
+class PolicyProblem:
+    """One located mistake in a policy.
+
+    Attributes:
+        path: where the mistake is, such as ``steps[2].when``.
+        message: what is wrong.
+        source: the file the policy came from, when it came from one.
+    """
+
+    path: str
+    message: str
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.path}: {self.message}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class PolicyError(ConfigurationError):
+    """A policy failed validation; ``problems`` lists every located mistake."""
+
+    problems: tuple[PolicyProblem, ...] = ()
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return self.message
+        lines = "\n".join(f"  {problem}" for problem in self.problems)
+        return f"{self.message}\n{lines}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class InvalidInputError(MultiverifyError):
+    """Input from the app or the applicant was invalid; ``field`` names it."""
+
+    field: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderError(MultiverifyError):
+    """A vendor call failed.
+
+    Attributes:
+        provider: the vendor's name, such as ``twilio``.
+        status_code: the HTTP status, when there was a response.
+        request_id: the vendor's request id, for its support desk.
+        retryable: whether repeating the same request may succeed.
+    """
+
+    provider: str
+    status_code: int | None = None
+    request_id: str | None = None
+    retryable: bool = False
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderUnavailableError(ProviderError):
+    """Transport error, timeout or 5xx: worth retrying."""
+
+    retryable: bool = True
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderRateLimitedError(ProviderError):
+    """The vendor throttled us; ``retry_after`` is its hint in seconds."""
+
+    retryable: bool = True
+    retry_after: float | None = None
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderAuthError(ProviderError):
+    """Credentials were refused (401/403): never retried."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderRejectedError(ProviderError):
+    """The vendor refused the request for good (other 4xx): never retried."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class SessionError(MultiverifyError):
+    """Something is wrong with a session or with input for it."""
+
+    session_id: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class SessionNotFoundError(SessionError):
+    """No session has this id."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class SessionFinishedError(SessionError):
+    """The session already has a verdict or was cancelled."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ConcurrentUpdateError(SessionError):
+    """Another writer saved the session first; reload and try again."""
+
+    expected_version: int
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class StepNotFoundError(SessionError):
+    """The session's policy has no step with this id."""
+
+    step_id: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class StepNotWaitingError(SessionError):
+    """The step is not waiting for input (not started, or already finished)."""
+
+    step_id: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class AuditIntegrityError(MultiverifyError):
+    """An audit trail does not verify; ``index`` is the first bad event."""
+
+    index: int

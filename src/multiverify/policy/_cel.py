@@ -1,0 +1,124 @@
+"""CEL conditions: compiled once, analysed for references, evaluated safely."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import cel
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["Condition", "ConditionError", "compile_condition"]
+
+ROOTS = frozenset({"applicant", "application", "steps"})
+_STRING = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
+_CHAIN = re.compile(r"\b(steps|applicant|application)((?:\s*\.\s*[A-Za-z_]\w*)+)")
+_MACRO_VAR = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,"
+)
+_STATUS_CMP = re.compile(
+    r"""steps\s*\.\s*(\w+)\s*\.\s*status\s*(?:==|!=)\s*(['"])(\w*)\2"""
+    r"""|(['"])(\w*)\4\s*(?:==|!=)\s*steps\s*\.\s*(\w+)\s*\.\s*status"""
+)
+_SIGNAL_IN = re.compile(r"""(['"])(\w+)\1\s+in\s+steps\s*\.\s*(\w+)\s*\.\s*signals""")
+
+
+class ConditionError(ValueError):
+    """A condition did not compile or could not be evaluated."""
+
+
+@attrs.frozen(kw_only=True)
+class Condition:
+    """A compiled CEL boolean expression."""
+
+    source: str
+    program: Any = attrs.field(repr=False, eq=False)
+    variables: frozenset[str]
+    chains: tuple[tuple[str, ...], ...]
+    """Dotted paths the expression reads, such as ``("steps", "bureau", "signals")``."""
+    status_literals: tuple[tuple[str, str], ...]
+    """``(step, status)`` pairs compared with ``steps.X.status``."""
+    signal_literals: tuple[tuple[str, str], ...]
+    """``(step, signal)`` pairs tested with ``'signal' in steps.X.signals``."""
+
+    @property
+    def steps(self) -> frozenset[str]:
+        """The step ids the expression reads."""
+        return frozenset(
+            chain[1] for chain in self.chains if chain[0] == "steps" and len(chain) > 1
+        )
+
+    @property
+    def constant(self) -> bool:
+        """Whether the expression reads no variable at all."""
+        return not self.variables
+
+    def evaluate(self, context: Mapping[str, Any]) -> bool:
+        """Evaluate to a boolean.
+
+        Raises:
+            ConditionError: evaluation failed or did not yield a boolean.
+        """
+        try:
+            value = self.program.execute(dict(context))
+        except Exception as exc:  # noqa: BLE001 - the CEL binding raises several builtin types
+            raise ConditionError(f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(value, bool):
+            raise ConditionError(f"expected a boolean, got {type(value).__name__}")
+        return value
+
+    def evaluate_number(self, context: Mapping[str, Any]) -> float:
+        """Evaluate to a number (for score expressions).
+
+        Raises:
+            ConditionError: evaluation failed or did not yield a number.
+        """
+        try:
+            value = self.program.execute(dict(context))
+        except Exception as exc:  # noqa: BLE001 - the CEL binding raises several builtin types
+            raise ConditionError(f"{type(exc).__name__}: {exc}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConditionError(f"expected a number, got {type(value).__name__}")
+        return float(value)
+
+
+def compile_condition(source: str) -> Condition:
+    """Compile a CEL expression and collect what it references.
+
+    Raises:
+        ConditionError: the expression does not parse; the message keeps the
+            parser's column marker.
+    """
+    if not source.strip():
+        raise ConditionError("empty expression")
+    try:
+        program = cel.compile(source)
+    except Exception as exc:  # noqa: BLE001 - the binding raises ValueError, sometimes others
+        text = str(exc)
+        marker = text.find("ERROR: ")
+        raise ConditionError(text[marker + 7 :] if marker >= 0 else text) from None
+    bare = _STRING.sub("''", source)
+    bound = set(_MACRO_VAR.findall(bare))
+    variables = frozenset(program.variables()) - bound
+    chains = tuple(
+        (match.group(1), *(part.strip() for part in match.group(2).split(".")[1:]))
+        for match in _CHAIN.finditer(bare)
+    )
+    statuses = []
+    for match in _STATUS_CMP.finditer(source):
+        if match.group(1) is not None:
+            statuses.append((match.group(1), match.group(3)))
+        else:
+            statuses.append((match.group(6), match.group(5)))
+    signals = tuple((m.group(3), m.group(2)) for m in _SIGNAL_IN.finditer(source))
+    return Condition(
+        source=source,
+        program=program,
+        variables=variables,
+        chains=chains,
+        status_literals=tuple(statuses),
+        signal_literals=signals,
+    )

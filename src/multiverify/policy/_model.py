@@ -1,0 +1,545 @@
+"""The policy model: steps, rules and settings as plain, validated, hashed data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from .._duration import format_duration, parse_duration
+from .._results import Outcome, PolicyRef, ResultStatus
+from .._specs import BUILTIN_CHANNELS, ChannelSpec
+from ..exceptions import PolicyError, PolicyProblem
+from ._cel import ROOTS, Condition, ConditionError, compile_condition
+
+__all__ = [
+    "STEP_FIELDS",
+    "STEP_STATUSES",
+    "Fallback",
+    "Policy",
+    "RetrySettings",
+    "Rule",
+    "Step",
+]
+
+_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+#: Values ``steps.<id>.status`` takes in conditions.
+STEP_STATUSES = frozenset(
+    {"pending", "skipped", "running", "waiting"}
+    | {status.value for status in ResultStatus}
+)
+#: Fields of ``steps.<id>`` in conditions.
+STEP_FIELDS = frozenset({"status", "signals", "score", "attempts", "provider", "facts"})
+APPLICANT_FIELDS = frozenset(
+    {"id", "age", "phone_country", "timezone", "locale", "contacts", "has_address"}
+)
+APPLICATION_FIELDS = frozenset(
+    {
+        "amount",
+        "currency",
+        "term_months",
+        "purpose",
+        "fees",
+        "annual_rate",
+        "installments",
+        "installment_amount",
+    }
+)
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _steps(values: Iterable[Step]) -> tuple[Step, ...]:
+    return tuple(values)
+
+
+def _rules(values: Iterable[Rule]) -> tuple[Rule, ...]:
+    return tuple(values)
+
+
+def _statuses(values: Iterable[str]) -> frozenset[ResultStatus]:
+    return frozenset(ResultStatus(value) for value in values)
+
+
+def _outcome(value: str) -> Outcome:
+    return Outcome(value)
+
+
+def _seconds(value: object) -> float:
+    return parse_duration(value)
+
+
+def _optional_seconds(value: object) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
+@attrs.frozen(kw_only=True)
+class RetrySettings:
+    """How a step retries transient provider errors (stamina-style).
+
+    Attributes:
+        attempts: total tries per provider, the first included.
+        timeout: total seconds allowed for all tries, or ``None``.
+        wait_initial: the first backoff, in seconds.
+        wait_max: the longest backoff, in seconds.
+        wait_jitter: up to this many random seconds added to each backoff.
+
+    A vendor's ``Retry-After`` replaces the computed backoff (capped at
+    ``wait_max``). Only errors marked retryable are retried.
+    """
+
+    attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
+    wait_initial: float = attrs.field(default=0.1, converter=_seconds)
+    wait_max: float = attrs.field(default=5.0, converter=_seconds)
+    wait_jitter: float = attrs.field(default=0.0, converter=_seconds)
+
+
+@attrs.frozen(kw_only=True)
+class Fallback:
+    """Start ``step`` when the owning step ends with one of ``on``."""
+
+    step: str
+    on: frozenset[ResultStatus] = attrs.field(
+        default=frozenset(
+            {ResultStatus.FAILED, ResultStatus.ERROR, ResultStatus.TIMEOUT}
+        ),
+        converter=_statuses,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One step of a policy: a channel, when it runs, and what happens if it fails.
+
+    Attributes:
+        id: unique within the policy; conditions use it as ``steps.<id>``.
+        channel: the channel's registered name.
+        timeout: seconds before the step times out (``None``: only the
+            session deadline bounds it).
+        retry: retries of transient provider errors.
+        providers: vendors in failover order; empty uses the channel's own.
+        after: steps that must have ended first.
+        when: a CEL condition; false skips the step.
+        fallback: a step started when this one ends badly.
+        optional: the default outcome does not wait for this step.
+        options: channel settings, passed to the channel as they are.
+    """
+
+    id: str
+    channel: str
+    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
+    retry: RetrySettings = attrs.Factory(RetrySettings)
+    providers: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    after: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    when: str | None = None
+    fallback: Fallback | None = None
+    optional: bool = False
+    # A dict cannot be hashed; eq still compares it.
+    options: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    """A decision rule: when ``when`` holds, the verdict is ``outcome``.
+
+    A rule is evaluated once every step it reads has ended, in order: the
+    first rule that holds decides, and a rule still waiting for its steps
+    holds back the rules after it.
+    """
+
+    outcome: Outcome = attrs.field(converter=_outcome)
+    when: str
+    reason: str
+    message: str = ""
+
+
+def _retry_dict(retry: RetrySettings) -> dict[str, Any]:
+    out: dict[str, Any] = {"attempts": retry.attempts}
+    if retry.timeout is not None:
+        out["timeout"] = format_duration(retry.timeout)
+    out["wait_initial"] = format_duration(retry.wait_initial)
+    out["wait_max"] = format_duration(retry.wait_max)
+    out["wait_jitter"] = format_duration(retry.wait_jitter)
+    return out
+
+
+def _step_dict(step: Step) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": step.id, "channel": step.channel}
+    if step.timeout is not None:
+        out["timeout"] = format_duration(step.timeout)
+    if step.retry != RetrySettings():
+        out["retry"] = _retry_dict(step.retry)
+    if step.providers:
+        out["providers"] = list(step.providers)
+    if step.after:
+        out["after"] = list(step.after)
+    if step.when is not None:
+        out["when"] = step.when
+    if step.fallback is not None:
+        out["fallback"] = {
+            "step": step.fallback.step,
+            "on": sorted(status.value for status in step.fallback.on),
+        }
+    if step.optional:
+        out["optional"] = True
+    if step.options:
+        out["options"] = dict(step.options)
+    return out
+
+
+def _policy_dict(policy: Policy) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": policy.name, "version": policy.version}
+    if policy.deadline is not None:
+        out["deadline"] = format_duration(policy.deadline)
+        out["on_deadline"] = policy.on_deadline.value
+    out["default"] = policy.default.value
+    if policy.score is not None:
+        out["score"] = policy.score
+    out["steps"] = [_step_dict(s) for s in policy.steps]
+    out["rules"] = [
+        {"outcome": r.outcome.value, "when": r.when, "reason": r.reason}
+        | ({"message": r.message} if r.message else {})
+        for r in policy.rules
+    ]
+    return out
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """Steps and decision rules, versioned and hashed; immutable once built.
+
+    Building a policy validates it: every located mistake is collected into
+    one [`PolicyError`][multiverify.exceptions.PolicyError]. Channel names are
+    checked against the built-in channels plus ``channels`` when given; the
+    [`Verifier`][multiverify.Verifier] checks them again against what it has.
+
+    Attributes:
+        name: the policy's name.
+        version: its version, recorded in every verdict.
+        steps: the steps.
+        rules: decision rules, first match wins.
+        default: the outcome when every step has ended and no rule held.
+        deadline: seconds from start after which the session takes ``on_deadline``.
+        on_deadline: the outcome at the deadline.
+        score: a CEL expression for the verdict's score; by default the mean
+            of the step scores.
+    """
+
+    name: str
+    version: str
+    steps: tuple[Step, ...] = attrs.field(converter=_steps)
+    rules: tuple[Rule, ...] = attrs.field(default=(), converter=_rules)
+    default: Outcome = attrs.field(default=Outcome.REVIEW, converter=_outcome)
+    deadline: float | None = attrs.field(default=None, converter=_optional_seconds)
+    on_deadline: Outcome = attrs.field(default=Outcome.EXPIRED, converter=_outcome)
+    score: str | None = None
+    channels: Mapping[str, ChannelSpec] = attrs.field(
+        factory=dict, eq=False, repr=False, hash=False
+    )
+    source: str | None = attrs.field(default=None, eq=False, repr=False)
+    _conditions: dict[str, Condition] = attrs.field(
+        init=False, factory=dict, eq=False, repr=False, hash=False
+    )
+    _hash: str = attrs.field(init=False, default="", eq=False, repr=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        known = BUILTIN_CHANNELS | dict(self.channels)
+        conditions, problems = _validate(self, known)
+        if problems:
+            raise PolicyError(
+                message=f"policy {self.name!r} is invalid ({len(problems)} problems)",
+                problems=tuple(
+                    attrs.evolve(problem, source=self.source) for problem in problems
+                ),
+            )
+        object.__setattr__(self, "_conditions", conditions)
+        document = json.dumps(
+            _policy_dict(self), sort_keys=True, separators=(",", ":"), default=str
+        )
+        object.__setattr__(self, "_hash", hashlib.sha256(document.encode()).hexdigest())
+
+    @property
+    def hash(self) -> str:
+        """The SHA-256 of the policy's canonical JSON: same content, same hash."""
+        return self._hash
+
+    @property
+    def ref(self) -> PolicyRef:
+        """Name, version and hash, as verdicts record them."""
+        return PolicyRef(name=self.name, version=self.version, hash=self._hash)
+
+    def step(self, step_id: str) -> Step:
+        """Return the step with this id.
+
+        Raises:
+            KeyError: no such step.
+        """
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    @property
+    def fallback_targets(self) -> frozenset[str]:
+        """Steps that start only as another step's fallback."""
+        return frozenset(s.fallback.step for s in self.steps if s.fallback is not None)
+
+    def condition(self, source: str) -> Condition:
+        """The compiled form of a condition of this policy."""
+        return self._conditions[source]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as a plain document, in the shape policy files use."""
+        return _policy_dict(self)
+
+    def check_channels(self, channels: Iterable[str]) -> list[PolicyProblem]:
+        """Problems for steps whose channel is not among ``channels``."""
+        names = set(channels)
+        return [
+            PolicyProblem(
+                path=f"steps[{index}].channel",
+                message=f"unknown channel {step.channel!r} (known: {', '.join(sorted(names))})",
+                source=self.source,
+            )
+            for index, step in enumerate(self.steps)
+            if step.channel not in names
+        ]
+
+
+def _validate(
+    policy: Policy, known: Mapping[str, ChannelSpec]
+) -> tuple[dict[str, Condition], list[PolicyProblem]]:
+    validator = _Validator(policy, known)
+    validator.run()
+    return validator.conditions, validator.problems
+
+
+class _Validator:
+    """Collects every located mistake of one policy. Strictly private."""
+
+    def __init__(self, policy: Policy, known: Mapping[str, ChannelSpec]) -> None:
+        self.policy = policy
+        self.known = known
+        self.problems: list[PolicyProblem] = []
+        self.conditions: dict[str, Condition] = {}
+        self.ids: dict[str, int] = {}
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(PolicyProblem(path=path, message=message))
+
+    def run(self) -> None:
+        policy = self.policy
+        if not policy.name.strip():
+            self.problem("name", "must not be empty")
+        if not policy.version.strip():
+            self.problem("version", "must not be empty")
+        if not policy.steps:
+            self.problem("steps", "a policy needs at least one step")
+        self.check_ids_and_channels()
+        for index, step in enumerate(policy.steps):
+            self.check_references(index, step)
+        self.check_fallback_targets()
+        cycle = _find_cycle(policy, self.ids)
+        if cycle:
+            self.problem(
+                f"steps[{self.ids[cycle[0]]}].after",
+                "dependency cycle: " + " -> ".join([*cycle, cycle[0]]),
+            )
+        for index, step in enumerate(policy.steps):
+            if step.when is not None:
+                self.check_condition(f"steps[{index}].when", step.when)
+        self.check_rules()
+        if policy.score is not None:
+            self.check_condition("score", policy.score)
+
+    def check_ids_and_channels(self) -> None:
+        for index, step in enumerate(self.policy.steps):
+            if not _ID.match(step.id):
+                self.problem(
+                    f"steps[{index}].id",
+                    f"{step.id!r} is not a valid step id (lowercase letters, digits, _)",
+                )
+            if step.id in self.ids:
+                self.problem(f"steps[{index}].id", f"duplicate step id {step.id!r}")
+            self.ids.setdefault(step.id, index)
+            if step.channel not in self.known:
+                self.problem(
+                    f"steps[{index}].channel",
+                    f"unknown channel {step.channel!r} "
+                    f"(known: {', '.join(sorted(self.known))})",
+                )
+
+    def check_references(self, index: int, step: Step) -> None:
+        for position, dependency in enumerate(step.after):
+            path = f"steps[{index}].after[{position}]"
+            if dependency not in self.ids:
+                self.problem(path, f"unknown step {dependency!r}")
+            elif dependency == step.id:
+                self.problem(path, "a step cannot wait for itself")
+        if step.fallback is not None:
+            path = f"steps[{index}].fallback"
+            if step.fallback.step not in self.ids:
+                self.problem(f"{path}.step", f"unknown step {step.fallback.step!r}")
+            elif step.fallback.step == step.id:
+                self.problem(f"{path}.step", "a step cannot be its own fallback")
+            if not step.fallback.on:
+                self.problem(f"{path}.on", "list at least one result status")
+
+    def check_fallback_targets(self) -> None:
+        targets: dict[str, int] = {}
+        for index, step in enumerate(self.policy.steps):
+            if step.fallback is None or step.fallback.step not in self.ids:
+                continue
+            target = step.fallback.step
+            if target in targets:
+                self.problem(
+                    f"steps[{index}].fallback.step",
+                    f"step {target!r} is already the fallback of steps[{targets[target]}]",
+                )
+            targets.setdefault(target, index)
+
+    def check_condition(self, path: str, source: str) -> Condition | None:
+        """Compile ``source`` and check its names; keep it when it is sound."""
+        try:
+            condition = compile_condition(source)
+        except ConditionError as exc:
+            self.problem(path, f"CEL syntax error: {exc}")
+            return None
+        before = len(self.problems)
+        for name in sorted(condition.variables - ROOTS):
+            self.problem(
+                path, f"unknown name {name!r} (use applicant, application or steps)"
+            )
+        for chain in condition.chains:
+            self.check_chain(path, chain[0], chain[1:])
+        if len(self.problems) > before:
+            return None
+        self.conditions[source] = condition
+        return condition
+
+    def check_chain(self, path: str, root: str, rest: tuple[str, ...]) -> None:
+        # ``rest`` is never empty: a chain reads at least one field of its root.
+        if root != "steps":
+            fields = APPLICANT_FIELDS if root == "applicant" else APPLICATION_FIELDS
+            if rest[0] not in fields:
+                self.problem(
+                    path,
+                    f"unknown field {rest[0]!r} of {root} "
+                    f"(known: {', '.join(sorted(fields))})",
+                )
+        elif rest[0] not in self.ids:
+            self.problem(path, f"unknown step {rest[0]!r} in steps.{'.'.join(rest)}")
+        elif len(rest) > 1 and rest[1] not in STEP_FIELDS:
+            self.problem(
+                path,
+                f"unknown field {rest[1]!r} of steps.{rest[0]} "
+                f"(known: {', '.join(sorted(STEP_FIELDS))})",
+            )
+
+    def check_rules(self) -> None:
+        seen: dict[str, int] = {}
+        always_before: int | None = None
+        for index, rule in enumerate(self.policy.rules):
+            path = f"rules[{index}].when"
+            if not rule.reason.strip():
+                self.problem(f"rules[{index}].reason", "must not be empty")
+            condition = self.check_condition(path, rule.when)
+            if condition is None:
+                continue
+            normal = " ".join(rule.when.split())
+            if always_before is not None:
+                self.problem(
+                    path, f"can never fire: rules[{always_before}] always holds first"
+                )
+            elif normal in seen:
+                self.problem(
+                    path,
+                    f"can never fire: rules[{seen[normal]}] has the same condition",
+                )
+            elif condition.constant and self.check_constant(path, condition):
+                always_before = index
+            self.check_literals(path, condition)
+            seen.setdefault(normal, index)
+
+    def check_constant(self, path: str, condition: Condition) -> bool:
+        """Whether a constant rule always holds; report it when it never does."""
+        try:
+            constant = condition.evaluate({})
+        except ConditionError as exc:
+            self.problem(path, f"cannot be evaluated: {exc}")
+            return False
+        if not constant:
+            self.problem(path, "can never fire: the condition is always false")
+        return constant
+
+    def check_literals(self, path: str, condition: Condition) -> None:
+        for step_id, status in condition.status_literals:
+            if status not in STEP_STATUSES:
+                self.problem(
+                    path,
+                    f"can never fire: steps.{step_id}.status is never {status!r} "
+                    f"(one of {', '.join(sorted(STEP_STATUSES))})",
+                )
+        for step_id, signal in condition.signal_literals:
+            if step_id not in self.ids:
+                continue
+            spec = self.known.get(self.policy.steps[self.ids[step_id]].channel)
+            if spec is not None and spec.signals and signal not in spec.signals:
+                self.problem(
+                    path,
+                    f"can never fire: channel {spec.name!r} never emits signal {signal!r}",
+                )
+
+
+def _dependency_graph(policy: Policy, ids: Mapping[str, int]) -> dict[str, list[str]]:
+    """Edges from each step to the steps it waits for; self-edges are left out
+    because they are reported on their own."""
+    graph = {
+        step.id: [d for d in step.after if d in ids and d != step.id]
+        for step in policy.steps
+    }
+    for step in policy.steps:
+        fallback = step.fallback
+        if fallback is not None and fallback.step in ids and fallback.step != step.id:
+            # A fallback starts after its source, so it is an edge too.
+            graph[fallback.step].append(step.id)
+    return graph
+
+
+def _find_cycle(policy: Policy, ids: Mapping[str, int]) -> list[str]:
+    graph = _dependency_graph(policy, ids)
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :]
+            found = [] if nxt in state else visit(nxt)
+            if found:
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in graph:
+        found = [] if node in state else visit(node)
+        if found:
+            return found
+    return []
+
+
+def as_timedelta(seconds: float | None) -> timedelta | None:
+    """Seconds as a timedelta, keeping ``None``."""
+    return None if seconds is None else timedelta(seconds=seconds)

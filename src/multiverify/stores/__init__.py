@@ -1,0 +1,9 @@
+"""Session stores: in memory (tests, one process) and SQLite (the embedded default, durable on disk)."""
+
+from __future__ import annotations
+
+from ._base import DueTimer, PendingEffect, SessionStore
+from ._memory import MemoryStore
+from ._sqlite import SqliteStore
+
+__all__ = ["DueTimer", "MemoryStore", "PendingEffect", "SessionStore", "SqliteStore"]

@@ -1,0 +1,518 @@
+"""A SessionStore on one SQLite file: the embedded default, durable across restarts.
+
+Every call runs on one dedicated worker thread that owns the store's only
+``sqlite3`` connection, so the event loop never blocks on disk and calls never
+interleave inside a transaction. Several stores (several processes) may share a
+file: the database runs in WAL mode, writers take the write lock up front
+(``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for each other, and a
+save's compare-and-set is checked inside that lock, so it holds across them.
+
+The schema carries its own version (table ``schema_version``); migrations
+newer than the file are applied, in order and in one transaction, when the
+store opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Self, TypeVar
+
+import attrs
+
+from .._audit import AuditEvent
+from .._clock import Clock, SystemClock
+from .._serde import dumps, loads, structure_effect
+from .._session import Effect, Session
+from ..exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    SessionNotFoundError,
+)
+from ._base import DueTimer, PendingEffect
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from types import TracebackType
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+# Each migration is a list of statements; migration ``n`` (from 1) brings the
+# file to schema version ``n``. Append new ones; never edit a shipped one.
+#
+# Tables that need an order carry ``seq INTEGER PRIMARY KEY AUTOINCREMENT``
+# (the only column SQLite can autoincrement, and stable under VACUUM, unlike a
+# bare rowid) and keep their natural key as a UNIQUE constraint.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE sessions (
+            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT    NOT NULL UNIQUE,
+            version    INTEGER NOT NULL,
+            status     TEXT    NOT NULL,
+            body       TEXT    NOT NULL,
+            created_at TEXT    NOT NULL,
+            updated_at TEXT    NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE effects (
+            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT    NOT NULL,
+            effect_id  TEXT    NOT NULL,
+            body       TEXT    NOT NULL,
+            UNIQUE (session_id, effect_id)
+        )
+        """,
+        """
+        CREATE TABLE timers (
+            seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT    NOT NULL,
+            timer_id   TEXT    NOT NULL,
+            due_utc    TEXT    NOT NULL,
+            due_at     TEXT    NOT NULL,
+            UNIQUE (session_id, timer_id)
+        )
+        """,
+        "CREATE INDEX timers_by_due ON timers (due_utc, seq)",
+        """
+        CREATE TABLE events_seen (
+            session_id TEXT NOT NULL,
+            dedupe_key TEXT NOT NULL,
+            seen_at    TEXT NOT NULL,
+            PRIMARY KEY (session_id, dedupe_key)
+        )
+        """,
+        """
+        CREATE TABLE audit (
+            session_id TEXT    NOT NULL,
+            idx        INTEGER NOT NULL,
+            body       TEXT    NOT NULL,
+            PRIMARY KEY (session_id, idx)
+        )
+        """,
+    ),
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _utc_key(at: datetime) -> str:
+    """A sortable, fixed-width UTC text for ``at`` (naive times are read as UTC)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Hold the write lock from the start; commit on success, roll back on error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback()  # a no-op when no transaction is open any more
+        raise
+
+
+def _migrate(db: sqlite3.Connection, now: str) -> None:
+    with _transaction(db):
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        (current,) = db.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+        ).fetchone()
+        if current > SCHEMA_VERSION:
+            raise ConfigurationError(
+                message=f"the database is at schema version {current}, newer than "
+                f"this multiverify understands ({SCHEMA_VERSION}); upgrade multiverify"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version - 1]:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (version, now),
+            )
+
+
+class _Worker:
+    """One ``sqlite3`` connection and the one thread that ever touches it.
+
+    The single-thread executor queues calls, so each runs whole (a transaction
+    included) before the next starts, even when the awaiting task is
+    cancelled. The connection is opened, and the schema migrated, by the
+    first call.
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float, clock: Clock) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="multiverify-sqlite"
+        )
+        self._db: sqlite3.Connection | None = None
+
+    async def run(self, call: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, call)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _call(self, call: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            self._db = self._connect()
+        return call(self._db)
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; every write below
+        # opens its own with BEGIN IMMEDIATE.
+        db = sqlite3.connect(
+            self._path, timeout=self._busy_timeout, isolation_level=None
+        )
+        try:
+            db.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            _migrate(db, self._clock.now().isoformat())
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class SqliteStore:
+    """Keeps sessions, their outbox, timers and audit trail in one SQLite file.
+
+    Use it as ``async with SqliteStore("verify.db") as store:``, or call
+    [`open`][multiverify.stores.SqliteStore.open] (or just use it: the file
+    is opened on first use) and [`aclose`][multiverify.stores.SqliteStore.aclose].
+    A closed store opens again on its next use.
+
+    Args:
+        path: the database file; created, with its tables, if missing.
+        busy_timeout: how long a write waits for another connection's write
+            lock before failing, in seconds.
+        clock: stamps ``updated_at`` and similar bookkeeping columns.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float | timedelta = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._path = os.fspath(path)
+        if isinstance(busy_timeout, timedelta):
+            busy_timeout = busy_timeout.total_seconds()
+        if busy_timeout < 0:
+            raise ConfigurationError(
+                message=f"busy_timeout must not be negative: {busy_timeout!r}"
+            )
+        self._busy_timeout = float(busy_timeout)
+        self._clock: Clock = SystemClock() if clock is None else clock
+        self._worker: _Worker | None = None
+
+    def __repr__(self) -> str:
+        return f"<multiverify.stores.SqliteStore(path={self._path!r})>"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open the file and bring its schema up to date (idempotent).
+
+        Raises:
+            ConfigurationError: the file was written by a newer multiverify.
+            sqlite3.Error: the file cannot be opened as a database.
+        """
+        await self._run(lambda _: None)
+
+    async def aclose(self) -> None:
+        """Close the connection and stop its thread (idempotent)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.close()
+
+    async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
+        if self._worker is None:
+            self._worker = _Worker(
+                self._path, busy_timeout=self._busy_timeout, clock=self._clock
+            )
+        return await self._worker.run(call)
+
+    # --- SessionStore ---------------------------------------------------------
+
+    async def create(
+        self,
+        session: Session,
+        *,
+        effects: Sequence[Effect] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> int:
+        body = dumps(session)
+        rows = _Rows.of(effects, audit)
+        now = self._clock.now().isoformat()
+
+        def create(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                inserted = db.execute(
+                    "INSERT INTO sessions (session_id, version, status, body, "
+                    "created_at, updated_at) VALUES (?, 1, ?, ?, ?, ?) "
+                    "ON CONFLICT (session_id) DO NOTHING",
+                    (
+                        session.session_id,
+                        session.status.value,
+                        body,
+                        session.created_at.isoformat(),
+                        now,
+                    ),
+                ).rowcount
+                if not inserted:
+                    raise ConcurrentUpdateError(
+                        message=f"session {session.session_id} already exists",
+                        session_id=session.session_id,
+                        expected_version=0,
+                    )
+                _write(db, session.session_id, rows)
+            return 1
+
+        return await self._run(create)
+
+    async def load(self, session_id: str, /) -> tuple[Session, int]:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT body, version FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        )
+        if row is None:
+            raise SessionNotFoundError(
+                message=f"no session {session_id!r}", session_id=session_id
+            )
+        body, version = row
+        return loads(body, Session), int(version)
+
+    async def save(
+        self,
+        session: Session,
+        *,
+        expected_version: int,
+        effects: Sequence[Effect] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> int:
+        body = dumps(session)
+        rows = _Rows.of(effects, audit)
+        now = self._clock.now().isoformat()
+        session_id = session.session_id
+
+        def save(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                updated = db.execute(
+                    "UPDATE sessions SET version = version + 1, status = ?, body = ?, "
+                    "updated_at = ? WHERE session_id = ? AND version = ?",
+                    (session.status.value, body, now, session_id, expected_version),
+                ).rowcount
+                if not updated:
+                    row = db.execute(
+                        "SELECT version FROM sessions WHERE session_id = ?",
+                        (session_id,),
+                    ).fetchone()
+                    if row is None:
+                        raise SessionNotFoundError(
+                            message=f"no session {session_id!r}", session_id=session_id
+                        )
+                    raise ConcurrentUpdateError(
+                        message=f"session {session_id} is at version {row[0]}, "
+                        f"not {expected_version}",
+                        session_id=session_id,
+                        expected_version=expected_version,
+                    )
+                _write(db, session_id, rows)
+            return expected_version + 1
+
+        return await self._run(save)
+
+    async def pending_effects(
+        self, session_id: str | None = None, /
+    ) -> list[PendingEffect]:
+        if session_id is None:
+            query = "SELECT session_id, body FROM effects ORDER BY seq"
+            args: tuple[str, ...] = ()
+        else:
+            query = (
+                "SELECT session_id, body FROM effects WHERE session_id = ? ORDER BY seq"
+            )
+            args = (session_id,)
+        rows = await self._run(lambda db: db.execute(query, args).fetchall())
+        return [
+            PendingEffect(session_id=sid, effect=structure_effect(json.loads(body)))
+            for sid, body in rows
+        ]
+
+    async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "DELETE FROM effects WHERE session_id = ? AND effect_id = ?",
+                (session_id, effect_id),
+            )
+        )
+
+    async def schedule_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /
+    ) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO timers (session_id, timer_id, due_utc, due_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (session_id, timer_id) DO UPDATE "
+                "SET due_utc = excluded.due_utc, due_at = excluded.due_at",
+                (session_id, timer_id, _utc_key(due_at), due_at.isoformat()),
+            )
+        )
+
+    async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "DELETE FROM timers WHERE session_id = ? AND timer_id = ?",
+                (session_id, timer_id),
+            )
+        )
+
+    async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT session_id, timer_id, due_at FROM timers "
+                "WHERE due_utc <= ? ORDER BY due_utc, seq LIMIT ?",
+                (_utc_key(now), max(limit, 0)),
+            ).fetchall()
+        )
+        return [_timer(row) for row in rows]
+
+    async def timers(self, session_id: str | None = None, /) -> list[DueTimer]:
+        if session_id is None:
+            query = (
+                "SELECT session_id, timer_id, due_at FROM timers ORDER BY due_utc, seq"
+            )
+            args: tuple[str, ...] = ()
+        else:
+            query = (
+                "SELECT session_id, timer_id, due_at FROM timers "
+                "WHERE session_id = ? ORDER BY due_utc, seq"
+            )
+            args = (session_id,)
+        rows = await self._run(lambda db: db.execute(query, args).fetchall())
+        return [_timer(row) for row in rows]
+
+    async def record_event_once(self, session_id: str, dedupe_key: str, /) -> bool:
+        now = self._clock.now().isoformat()
+        inserted: int = await self._run(
+            lambda db: (
+                db.execute(
+                    "INSERT INTO events_seen (session_id, dedupe_key, seen_at) "
+                    "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (session_id, dedupe_key, now),
+                ).rowcount
+            )
+        )
+        return inserted == 1
+
+    async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
+        if session_id is None:
+            # Session by session, oldest session first, each in chain order.
+            query = (
+                "SELECT audit.body FROM audit JOIN sessions USING (session_id) "
+                "ORDER BY sessions.seq, audit.idx"
+            )
+            args: tuple[str, ...] = ()
+        else:
+            query = "SELECT body FROM audit WHERE session_id = ? ORDER BY idx"
+            args = (session_id,)
+        rows = await self._run(lambda db: db.execute(query, args).fetchall())
+        return [AuditEvent.from_json(body) for (body,) in rows]
+
+    async def session_ids(self) -> list[str]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT session_id FROM sessions ORDER BY seq"
+            ).fetchall()
+        )
+        return [session_id for (session_id,) in rows]
+
+
+@attrs.frozen
+class _Rows:
+    """What a create or save writes besides the session, serialised up front."""
+
+    effects: list[tuple[str, str]]  # (effect_id, body)
+    audit: list[str]
+
+    @classmethod
+    def of(cls, effects: Sequence[Effect], audit: Sequence[AuditEvent]) -> _Rows:
+        return cls(
+            [(effect.effect_id, dumps(effect)) for effect in effects],
+            [event.to_json() for event in audit],
+        )
+
+
+def _write(db: sqlite3.Connection, session_id: str, rows: _Rows) -> None:
+    """Add effects to the outbox and events to the trail, in the caller's transaction.
+
+    An effect saved again under its id replaces the pending one and keeps its
+    place in the outbox; audit events are appended after the session's last.
+    """
+    db.executemany(
+        "INSERT INTO effects (session_id, effect_id, body) VALUES (?, ?, ?) "
+        "ON CONFLICT (session_id, effect_id) DO UPDATE SET body = excluded.body",
+        [(session_id, effect_id, body) for effect_id, body in rows.effects],
+    )
+    if rows.audit:
+        (start,) = db.execute(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM audit WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        db.executemany(
+            "INSERT INTO audit (session_id, idx, body) VALUES (?, ?, ?)",
+            [
+                (session_id, start + offset, body)
+                for offset, body in enumerate(rows.audit)
+            ],
+        )
+
+
+def _timer(row: tuple[str, str, str]) -> DueTimer:
+    session_id, timer_id, due_at = row
+    return DueTimer(
+        session_id=session_id, timer_id=timer_id, due_at=datetime.fromisoformat(due_at)
+    )

@@ -1,0 +1,101 @@
+"""Tests for CEL conditions (a private module, reached here directly)."""
+
+from __future__ import annotations
+
+import pytest
+
+from multiverify.policy._cel import ConditionError, compile_condition
+
+
+class TestCompileCondition:
+    def test_empty_expression(self) -> None:
+        """A blank expression is refused before it reaches the parser."""
+        with pytest.raises(ConditionError, match="empty expression"):
+            compile_condition("   ")
+
+    def test_syntax_error_keeps_the_column_marker(self) -> None:
+        """A parse error keeps the parser's location, without its preamble."""
+        with pytest.raises(ConditionError) as info:
+            compile_condition("1 +")
+        message = str(info.value)
+        assert message.startswith("<input>:1:4: Syntax error")
+        assert "Failed to parse" not in message
+
+    def test_variables_exclude_macro_bound_names(self) -> None:
+        """Names bound by a macro are not free variables."""
+        condition = compile_condition(
+            "steps.call.signals.exists(s, s == 'hesitant') && applicant.age > 18"
+        )
+        assert condition.variables == frozenset({"steps", "applicant"})
+        assert not condition.constant
+
+    def test_chains_ignore_string_literals(self) -> None:
+        """Dotted paths inside strings are not references."""
+        condition = compile_condition(
+            "application.amount > 1 && 'steps.ghost.status' != steps . bureau . status"
+        )
+        assert condition.chains == (
+            ("application", "amount"),
+            ("steps", "bureau", "status"),
+        )
+        assert condition.steps == frozenset({"bureau"})
+
+    def test_status_literals_on_either_side(self) -> None:
+        """A status literal is found left or right of the comparison."""
+        condition = compile_condition(
+            "steps.a.status == 'passed' || \"failed\" != steps.b.status"
+        )
+        assert condition.status_literals == (("a", "passed"), ("b", "failed"))
+
+    def test_signal_literals(self) -> None:
+        """``'x' in steps.s.signals`` records the step and the signal."""
+        condition = compile_condition(
+            "'fraud_alert' in steps.bureau.signals || \"busy\" in steps.call.signals"
+        )
+        assert condition.signal_literals == (
+            ("bureau", "fraud_alert"),
+            ("call", "busy"),
+        )
+
+    def test_constant(self) -> None:
+        """An expression without variables is constant."""
+        assert compile_condition("1 < 2").constant
+
+
+class TestEvaluate:
+    def test_boolean(self) -> None:
+        """A boolean expression evaluates against the context."""
+        condition = compile_condition("application.amount > 2000")
+        assert condition.evaluate({"application": {"amount": 2500}})
+        assert not condition.evaluate({"application": {"amount": 100}})
+
+    def test_not_a_boolean(self) -> None:
+        """A non-boolean result is an error."""
+        with pytest.raises(ConditionError, match="expected a boolean, got int"):
+            compile_condition("1 + 2").evaluate({})
+
+    def test_failure_is_wrapped(self) -> None:
+        """An evaluation failure becomes a ConditionError naming its type."""
+        with pytest.raises(ConditionError, match="RuntimeError"):
+            compile_condition("application.amount > 1").evaluate({})
+
+    def test_number(self) -> None:
+        """A numeric expression evaluates to a float."""
+        condition = compile_condition("steps.a.score * 2.0")
+        assert condition.evaluate_number({"steps": {"a": {"score": 0.25}}}) == 0.5
+        assert compile_condition("3").evaluate_number({}) == 3.0
+
+    def test_number_rejects_booleans(self) -> None:
+        """A boolean is not a number here."""
+        with pytest.raises(ConditionError, match="expected a number, got bool"):
+            compile_condition("true").evaluate_number({})
+
+    def test_number_rejects_strings(self) -> None:
+        """A string is not a number."""
+        with pytest.raises(ConditionError, match="expected a number, got str"):
+            compile_condition("'x'").evaluate_number({})
+
+    def test_number_failure_is_wrapped(self) -> None:
+        """An evaluation failure becomes a ConditionError."""
+        with pytest.raises(ConditionError, match="ZeroDivisionError"):
+            compile_condition("1 / 0").evaluate_number({})
