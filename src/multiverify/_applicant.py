@@ -174,7 +174,7 @@ class RepaymentSchedule:
 
 @attrs.frozen(kw_only=True)
 class LoanApplication:
-    """What the applicant asked for. Amounts are [`Decimal`][decimal.Decimal]."""
+    """What the applicant asked for. Amounts are `Decimal`."""
 
     amount: Decimal = attrs.field(converter=_amount, validator=_positive("amount"))
     currency: str = attrs.field(validator=_currency)

@@ -155,7 +155,9 @@ class TestLoadPolicy:
             load_policy(path)
         (problem,) = info.value.problems
         assert (problem.path, problem.source) == ("steps[0].channel", str(path))
-        assert str(problem).startswith(f"{path}: steps[0].channel: unknown channel 'fax'")
+        assert str(problem).startswith(
+            f"{path}: steps[0].channel: unknown channel 'fax'"
+        )
 
     def test_structural_problems_name_the_file(self, tmp_path: Path) -> None:
         """Structural problems carry the file name."""
@@ -224,8 +226,10 @@ class TestParsePolicy:
                 "yaml",
                 "name: loan\nsteps: [1\nrules: []\n",
                 "line 3, column 6",
-                "YAML syntax error: expected ',' or ']', but got ':' "
-                "(while parsing a flow sequence)",
+                (
+                    "YAML syntax error: expected ',' or ']', but got ':' "
+                    "(while parsing a flow sequence)"
+                ),
             ),
             (
                 "yaml",
@@ -237,16 +241,20 @@ class TestParsePolicy:
                 "yaml",
                 "name: !!python/object:os.system x\n",
                 "line 1, column 7",
-                "YAML syntax error: could not determine a constructor for the tag "
-                "'tag:yaml.org,2002:python/object:os.system'",
+                (
+                    "YAML syntax error: could not determine a constructor for the tag "
+                    "'tag:yaml.org,2002:python/object:os.system'"
+                ),
             ),
             (
                 "yaml",
                 "name: \x01",
                 "(document)",
-                "YAML syntax error: unacceptable character #x0001: "
-                "special characters are not allowed\n"
-                '  in "<unicode string>", position 6',
+                (
+                    "YAML syntax error: unacceptable character #x0001: "
+                    "special characters are not allowed\n"
+                    '  in "<unicode string>", position 6'
+                ),
             ),
         ],
     )
@@ -264,7 +272,10 @@ class TestParsePolicy:
     def test_yaml_error_without_mark(self) -> None:
         """A YAML error without a position is reported for the whole document."""
         problem = _syntax_problem(yaml.MarkedYAMLError(problem="boom"), "yaml", None)
-        assert (problem.path, problem.message) == ("(document)", "YAML syntax error: boom")
+        assert (problem.path, problem.message) == (
+            "(document)",
+            "YAML syntax error: boom",
+        )
 
     def test_yaml_one_two_booleans(self) -> None:
         """``on`` stays a key and ``yes`` a string: YAML 1.2 booleans only."""
@@ -285,7 +296,11 @@ class TestParsePolicy:
 
     @pytest.mark.parametrize(
         ("file_format", "text", "kind"),
-        [("yaml", "- 1\n", "a list"), ("json", "3", "an integer"), ("yaml", "", "null")],
+        [
+            ("yaml", "- 1\n", "a list"),
+            ("json", "3", "an integer"),
+            ("yaml", "", "null"),
+        ],
     )
     def test_document_not_a_table(self, file_format: str, text: str, kind: str) -> None:
         """The document is a table of settings."""
@@ -327,8 +342,8 @@ class TestPolicyFromDict:
             rules=[
                 Rule(
                     outcome=Outcome.REVIEW,
-                    when="'hesitant' in steps.a.signals",
-                    reason="a.hesitant",
+                    when="'wrong_code' in steps.a.signals",
+                    reason="a.wrong_code",
                     message="ask a person",
                 )
             ],
@@ -369,6 +384,12 @@ class TestPolicyFromDict:
             "unknown key (did you mean 'deadline'?); known keys: deadline, default, "
         )
         assert found[1][1].startswith("unknown key; known keys: ")
+
+    def test_unusual_type(self) -> None:
+        """A value of a type no format produces is named by its class."""
+        assert structural(minimal(name={"a"})) == [
+            ("name", "expected a string, got set")
+        ]
 
     def test_non_string_key(self) -> None:
         """Keys are strings."""
@@ -476,11 +497,23 @@ class TestPolicyFromDict:
                 "steps[0].retry.wait_jitter",
                 "a duration must not be negative: -0.5",
             ),
-            ({"providers": "twilio"}, "steps[0].providers", "expected a list, got a string"),
-            ({"providers": ["a", 2]}, "steps[0].providers[1]", "expected a string, got an integer"),
+            (
+                {"providers": "twilio"},
+                "steps[0].providers",
+                "expected a list, got a string",
+            ),
+            (
+                {"providers": ["a", 2]},
+                "steps[0].providers[1]",
+                "expected a string, got an integer",
+            ),
             ({"after": [None]}, "steps[0].after[0]", "expected a string, got null"),
             ({"when": False}, "steps[0].when", "expected a string, got a boolean"),
-            ({"fallback": "video"}, "steps[0].fallback", "expected a table, got a string"),
+            (
+                {"fallback": "video"},
+                "steps[0].fallback",
+                "expected a table, got a string",
+            ),
             ({"fallback": {}}, "steps[0].fallback.step", "missing required key"),
             (
                 {"fallback": {"step": 1}},
@@ -495,10 +528,16 @@ class TestPolicyFromDict:
             (
                 {"fallback": {"step": "b", "on": ["failed", "broken"]}},
                 "steps[0].fallback.on[1]",
-                "'broken' is not a result status (one of cancelled, error, failed, "
-                "inconclusive, passed, timeout)",
+                (
+                    "'broken' is not a result status (one of cancelled, error, failed, "
+                    "inconclusive, passed, timeout)"
+                ),
             ),
-            ({"optional": "yes"}, "steps[0].optional", "expected true or false, got a string"),
+            (
+                {"optional": "yes"},
+                "steps[0].optional",
+                "expected true or false, got a string",
+            ),
             ({"options": ["a"]}, "steps[0].options", "expected a table, got a list"),
             (
                 {"options": {1: "a"}},
@@ -541,7 +580,11 @@ class TestPolicyFromDict:
     @pytest.mark.parametrize(
         ("rule", "path", "message"),
         [
-            ({"when": "true", "reason": "r"}, "rules[0].outcome", "missing required key"),
+            (
+                {"when": "true", "reason": "r"},
+                "rules[0].outcome",
+                "missing required key",
+            ),
             (
                 {"outcome": "rejectd", "when": "true", "reason": "r"},
                 "rules[0].outcome",

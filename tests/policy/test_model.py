@@ -47,7 +47,10 @@ class TestValues:
     def test_retry_durations(self) -> None:
         """Durations are given as strings, numbers or timedeltas."""
         retry = RetrySettings(
-            timeout="1m", wait_initial=timedelta(seconds=1), wait_max=2, wait_jitter="500ms"
+            timeout="1m",
+            wait_initial=timedelta(seconds=1),
+            wait_max=2,
+            wait_jitter="500ms",
         )
         assert (retry.timeout, retry.wait_initial, retry.wait_max) == (60.0, 1.0, 2.0)
         assert retry.wait_jitter == 0.5
@@ -74,13 +77,18 @@ class TestValues:
     def test_step_with_options_is_hashable(self) -> None:
         """Options are a dict, yet a step (and a policy) can be hashed."""
         step = Step(id="a", channel="sms_code", options={"length": 6})
-        assert hash(step) == hash(Step(id="a", channel="sms_code", options={"length": 7}))
+        assert hash(step) == hash(
+            Step(id="a", channel="sms_code", options={"length": 7})
+        )
         assert step != Step(id="a", channel="sms_code", options={"length": 7})
         assert isinstance(hash(make(steps=[step])), int)
 
     def test_rule_outcome_from_string(self) -> None:
         """A rule's outcome may be given by its value."""
-        assert Rule(outcome="approved", when="true", reason="ok").outcome is Outcome.APPROVED  # type: ignore[arg-type]
+        assert (
+            Rule(outcome="approved", when="true", reason="ok").outcome
+            is Outcome.APPROVED
+        )
 
     def test_as_timedelta(self) -> None:
         """Seconds become a timedelta and None stays None."""
@@ -124,9 +132,12 @@ class TestPolicy:
         assert policy.condition("application.amount > 1").evaluate(
             {"application": {"amount": 2}}
         )
-        assert policy.condition("steps.a.score").evaluate_number(
-            {"steps": {"a": {"score": 0.5}}}
-        ) == 0.5
+        assert (
+            policy.condition("steps.a.score").evaluate_number(
+                {"steps": {"a": {"score": 0.5}}}
+            )
+            == 0.5
+        )
         with pytest.raises(KeyError):
             policy.condition("true")
 
@@ -267,8 +278,10 @@ class TestValidation:
         assert found == [
             (
                 "steps[0].channel",
-                "unknown channel 'fax' (known: credit_bureau, phone_call, "
-                "sms_code, video_sign)",
+                (
+                    "unknown channel 'fax' (known: credit_bureau, phone_call, "
+                    "sms_code, video_sign)"
+                ),
             )
         ]
 
@@ -295,7 +308,9 @@ class TestValidation:
     def test_unknown_fallback(self) -> None:
         """A fallback names an existing step."""
         steps = [Step(id="a", channel="sms_code", fallback=Fallback(step="ghost"))]
-        assert problems(steps=steps) == [("steps[0].fallback.step", "unknown step 'ghost'")]
+        assert problems(steps=steps) == [
+            ("steps[0].fallback.step", "unknown step 'ghost'")
+        ]
 
     def test_own_fallback(self) -> None:
         """A step is not its own fallback."""
@@ -390,8 +405,14 @@ class TestConditions:
         """Conditions read applicant, application or steps only."""
         steps = [Step(id="a", channel="sms_code", when="amount > 1 && user")]
         assert problems(steps=steps) == [
-            ("steps[0].when", "unknown name 'amount' (use applicant, application or steps)"),
-            ("steps[0].when", "unknown name 'user' (use applicant, application or steps)"),
+            (
+                "steps[0].when",
+                "unknown name 'amount' (use applicant, application or steps)",
+            ),
+            (
+                "steps[0].when",
+                "unknown name 'user' (use applicant, application or steps)",
+            ),
         ]
 
     def test_unknown_step(self) -> None:
@@ -500,6 +521,11 @@ class TestRules:
         assert problems(rules=[rule("'x' in steps.ghost.signals")]) == [
             ("rules[0].when", "unknown step 'ghost' in steps.ghost.signals")
         ]
+
+    def test_signal_inside_a_string_is_not_a_reference(self) -> None:
+        """Text that only looks like a signal test names no step."""
+        policy = make(rules=[rule("applicant.id != \"'x' in steps.ghost.signals\"")])
+        assert policy.rules[0].reason == "r"
 
     def test_channel_without_declared_signals(self) -> None:
         """A channel that declares no signals accepts any."""

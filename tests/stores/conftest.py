@@ -19,10 +19,14 @@ T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SessionStore]:
     """Each store in turn; the SQLite one on a fresh file."""
     made: SessionStore = (
-        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "store.db")
+        MemoryStore()
+        if request.param == "memory"
+        else SqliteStore(tmp_path / "store.db")
     )
     try:
         yield made
@@ -33,7 +37,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 @pytest.fixture
 def policy() -> Policy:
     """A one-step policy."""
-    return Policy(name="p", version="1", steps=[Step(id="bureau", channel="credit_bureau")])
+    return Policy(
+        name="p", version="1", steps=[Step(id="bureau", channel="credit_bureau")]
+    )
 
 
 @pytest.fixture
@@ -46,7 +52,9 @@ def applicant() -> Applicant:
         phone="+8613800138000",
         date_of_birth=date(1990, 1, 1),
         timezone="Asia/Shanghai",
-        loan=LoanApplication(amount="5000", currency="CNY", term_months=12, purpose="phone"),
+        loan=LoanApplication(
+            amount="5000", currency="CNY", term_months=12, purpose="phone"
+        ),
     )
 
 

@@ -80,7 +80,7 @@ def load_policy(
 ) -> Policy:
     """Load and validate a policy file; its suffix names the format.
 
-    ``.toml`` is read with [`tomllib`][tomllib], ``.yaml`` and ``.yml`` as
+    ``.toml`` is read with `tomllib`, ``.yaml`` and ``.yml`` as
     YAML (safe loading, YAML 1.2 booleans, duplicate keys refused), ``.json``
     as JSON.
 

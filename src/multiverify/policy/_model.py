@@ -255,8 +255,9 @@ class Policy:
         known = BUILTIN_CHANNELS | dict(self.channels)
         conditions, problems = _validate(self, known)
         if problems:
+            count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
             raise PolicyError(
-                message=f"policy {self.name!r} is invalid ({len(problems)} problems)",
+                message=f"policy {self.name!r} is invalid ({count})",
                 problems=tuple(
                     attrs.evolve(problem, source=self.source) for problem in problems
                 ),

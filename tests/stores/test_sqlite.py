@@ -1,0 +1,260 @@
+"""What only the SQLite store does: durability, shared files, WAL, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+import pytest
+
+from multiverify._audit import AuditTrail
+from multiverify._session import ScheduleTimer, Session
+from multiverify.exceptions import ConcurrentUpdateError, ConfigurationError
+from multiverify.stores import DueTimer, SqliteStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+MakeSession = Callable[[str], Session]
+
+
+def timer(effect_id: str) -> ScheduleTimer:
+    """A small effect."""
+    return ScheduleTimer(effect_id=effect_id, timer_id="deadline", due_at=T0)
+
+
+def query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Run one query on the file through a connection of its own."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+@attrs.define
+class FixedClock:
+    """A clock that always tells the same time."""
+
+    at: datetime
+
+    def now(self) -> datetime:
+        return self.at
+
+    async def sleep(self, seconds: float, /) -> None:
+        return None
+
+
+class TestSqliteStore:
+    async def test_survives_close_and_reopen(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """Everything written is there again in a new store on the same file."""
+        path = tmp_path / "verify.db"
+        session, event = AuditTrail.created(make_session("s1"), at=T0)
+        async with SqliteStore(path) as store:
+            await store.create(
+                session, effects=[timer("e1"), timer("e2")], audit=[event]
+            )
+            await store.save(session, expected_version=1)
+            await store.complete_effect("s1", "e1")
+            await store.schedule_timer("s1", "deadline", T0)
+            assert await store.record_event_once("s1", "evt") is True
+
+        async with SqliteStore(str(path)) as reopened:
+            assert await reopened.load("s1") == (session, 2)
+            assert [p.effect for p in await reopened.pending_effects()] == [timer("e2")]
+            assert await reopened.timers() == [
+                DueTimer(session_id="s1", timer_id="deadline", due_at=T0)
+            ]
+            assert await reopened.record_event_once("s1", "evt") is False
+            assert await reopened.audit_events() == [event]
+            assert await reopened.session_ids() == ["s1"]
+
+    async def test_two_stores_share_one_file(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """Two stores on one file (two replicas) see each other's writes, and CAS holds between them."""
+        path = tmp_path / "shared.db"
+        session = make_session("s1")
+        async with SqliteStore(path) as one, SqliteStore(path) as two:
+            await one.create(session)
+            assert await two.load("s1") == (session, 1)
+            with pytest.raises(ConcurrentUpdateError):
+                await two.create(session)
+
+            mine = attrs.evolve(session, inputs=1)
+            assert await one.save(mine, expected_version=1, effects=[timer("one")]) == 2
+            with pytest.raises(ConcurrentUpdateError) as info:
+                await two.save(session, expected_version=1, effects=[timer("two")])
+
+            assert info.value.expected_version == 1
+            assert await two.load("s1") == (mine, 2)
+            assert [p.effect.effect_id for p in await two.pending_effects()] == ["one"]
+            assert await one.record_event_once("s1", "evt") is True
+            assert await two.record_event_once("s1", "evt") is False
+
+    async def test_racing_replicas_one_wins(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """Saves racing from the same version through several stores: exactly one wins."""
+        path = tmp_path / "race.db"
+        session = make_session("s1")
+        stores = [SqliteStore(path) for _ in range(4)]
+        try:
+            await stores[0].create(session)
+
+            async def attempt(number: int) -> bool:
+                try:
+                    await stores[number % len(stores)].save(
+                        attrs.evolve(session, inputs=number),
+                        expected_version=1,
+                        effects=[timer(f"e{number}")],
+                    )
+                except ConcurrentUpdateError:
+                    return False
+                return True
+
+            won = await asyncio.gather(*(attempt(number) for number in range(16)))
+
+            assert won.count(True) == 1
+            winner = won.index(True)
+            loaded, version = await stores[1].load("s1")
+            assert (loaded.inputs, version) == (winner, 2)
+            assert [p.effect.effect_id for p in await stores[2].pending_effects()] == [
+                f"e{winner}"
+            ]
+        finally:
+            for store in stores:
+                await store.aclose()
+
+    async def test_wal_and_connection_settings(self, tmp_path: Path) -> None:
+        """The file is in WAL mode; the connection syncs NORMAL and waits busy_timeout."""
+        path = tmp_path / "wal.db"
+        async with SqliteStore(path, busy_timeout=timedelta(seconds=2.5)) as store:
+            settings = await store._run(
+                lambda db: [
+                    db.execute(f"PRAGMA {name}").fetchone()[0]
+                    for name in ("journal_mode", "synchronous", "busy_timeout")
+                ]
+            )
+
+        assert settings == ["wal", 1, 2500]
+        assert query(path, "PRAGMA journal_mode") == [("wal",)]
+
+    async def test_schema_version_recorded_once(self, tmp_path: Path) -> None:
+        """Opening records the schema version; reopening applies nothing again."""
+        path = tmp_path / "schema.db"
+        clock = FixedClock(T0)
+        async with SqliteStore(path, clock=clock):
+            pass
+        async with SqliteStore(path, clock=FixedClock(T0 + timedelta(days=1))):
+            pass
+
+        assert query(path, "SELECT version, applied_at FROM schema_version") == [
+            (1, T0.isoformat())
+        ]
+        tables = {name for (name,) in query(path, "SELECT name FROM sqlite_master")}
+        assert {"sessions", "effects", "timers", "events_seen", "audit"} <= tables
+
+    async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A file from a newer multiverify raises ConfigurationError instead of being used."""
+        path = tmp_path / "newer.db"
+        async with SqliteStore(path):
+            pass
+        db = sqlite3.connect(path)
+        with db:
+            db.execute("INSERT INTO schema_version VALUES (99, 'later')")
+        db.close()
+        store = SqliteStore(path)
+
+        with pytest.raises(ConfigurationError, match="schema version 99"):
+            await store.open()
+        with pytest.raises(ConfigurationError):
+            await store.session_ids()
+        await store.aclose()
+
+    async def test_timestamps_come_from_the_clock(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """created_at is the session's; updated_at is the store clock's time of the last write."""
+        path = tmp_path / "clock.db"
+        clock = FixedClock(T0 + timedelta(hours=1))
+        async with SqliteStore(path, clock=clock) as store:
+            await store.create(make_session("s1"))
+            clock.at = T0 + timedelta(hours=2)
+            await store.save(make_session("s1"), expected_version=1)
+
+        assert query(path, "SELECT status, created_at, updated_at FROM sessions") == [
+            (
+                "active",
+                T0.isoformat(),
+                (T0 + timedelta(hours=2)).isoformat(),
+            )
+        ]
+
+    async def test_naive_due_times_are_utc(self, tmp_path: Path) -> None:
+        """A naive due time is ordered as UTC and comes back as given."""
+        async with SqliteStore(tmp_path / "naive.db") as store:
+            naive = datetime(2025, 3, 1, 9, 5)  # noqa: DTZ001 - naive on purpose
+            await store.schedule_timer("s1", "naive", naive)
+
+            assert await store.due_timers(T0) == []
+            due = await store.due_timers(T0 + timedelta(minutes=5))
+
+        assert due == [DueTimer(session_id="s1", timer_id="naive", due_at=naive)]
+
+    async def test_locked_file_fails_and_writes_nothing(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """When another connection holds the write lock past busy_timeout, a save fails whole."""
+        path = tmp_path / "locked.db"
+        session = make_session("s1")
+        async with SqliteStore(path, busy_timeout=0) as store:
+            await store.create(session)
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    await store.save(session, expected_version=1, effects=[timer("e1")])
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+
+            assert await store.load("s1") == (session, 1)
+            assert await store.pending_effects() == []
+            assert await store.save(session, expected_version=1) == 2
+
+    async def test_reopens_after_close(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """A closed store opens the file again on its next use."""
+        store = SqliteStore(tmp_path / "again.db")
+        await store.create(make_session("s1"))
+        await store.aclose()
+
+        try:
+            assert await store.session_ids() == ["s1"]
+        finally:
+            await store.aclose()
+
+    def test_negative_busy_timeout(self, tmp_path: Path) -> None:
+        """A negative busy_timeout is a wiring mistake."""
+        with pytest.raises(ConfigurationError, match="busy_timeout"):
+            SqliteStore(tmp_path / "x.db", busy_timeout=-1)
+
+    def test_repr(self, tmp_path: Path) -> None:
+        """The repr names the class by its public path and shows the file."""
+        path = tmp_path / "r.db"
+
+        assert (
+            repr(SqliteStore(path))
+            == f"<multiverify.stores.SqliteStore(path={str(path)!r})>"
+        )
+        assert not path.exists()
