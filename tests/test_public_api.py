@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "multiverify.channels",
     "multiverify.exceptions",
     "multiverify.policy",
+    "multiverify.sandbox",
     "multiverify.stores",
     "multiverify.testing",
 ]

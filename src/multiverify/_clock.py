@@ -26,7 +26,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock: UTC wall time and [`asyncio.sleep`][]."""
+    """The real clock: UTC wall time and `asyncio.sleep`."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -8,6 +8,7 @@ httpx or tenacity exception leaves the SDK.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -44,9 +45,12 @@ def retry_after(
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan" and "inf" parse as floats but are no hint at all.
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -132,16 +136,17 @@ def retrying(
 
     Only retryable [`ProviderError`][multiverify.exceptions.ProviderError]s are
     retried. Backoff is exponential from ``wait_initial`` up to ``wait_max``
-    plus up to ``wait_jitter``; a vendor's ``retry_after`` replaces it. The
-    total budget ``timeout`` counts the time slept, so it works on an
-    injected clock. When retries run out, the last error is re-raised.
+    plus up to ``wait_jitter``; a vendor's ``retry_after`` replaces it (capped
+    at ``wait_max``). The total budget ``timeout`` counts the time slept,
+    jitter included, so it works on an injected clock. When retries run out,
+    the last error is re-raised.
     """
     jitter = rng or random.Random()
 
     def base(state: tenacity.RetryCallState) -> tuple[float, bool]:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ProviderRateLimitedError) and exc.retry_after is not None:
-            return exc.retry_after, False
+            return min(exc.retry_after, settings.wait_max), False
         backoff = settings.wait_initial * 2 ** (state.attempt_number - 1)
         return min(backoff, settings.wait_max), True
 
@@ -156,7 +161,9 @@ def retrying(
             return True
         if settings.timeout is None:
             return False
-        return state.idle_for + base(state)[0] > settings.timeout
+        # tenacity computes the wait before asking stop: the jittered delay
+        # about to be slept counts against the budget as well.
+        return state.idle_for + state.upcoming_sleep > settings.timeout
 
     return tenacity.AsyncRetrying(
         stop=stop,

@@ -479,7 +479,9 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
         case Cancel(at=at):
             run.stop_everything(at, keep_deadline=False)
             run.session = attrs.evolve(run.session, status=SessionStatus.CANCELLED)
-    return Transition(session=run.session, effects=tuple(run.effects), fired=run.traces)
+    # Rule traces are reported only with the verdict they led to.
+    fired = run.traces if run.session.verdict is not None else ()
+    return Transition(session=run.session, effects=tuple(run.effects), fired=fired)
 
 
 class _Run:
@@ -607,13 +609,16 @@ class _Run:
 
     def timer(self, timer_id: str, at: datetime) -> None:
         if timer_id == DEADLINE_TIMER:
-            self.expire(at)
+            # Without a deadline the timer was never scheduled: ignore it.
+            if self.session.deadline_at is not None:
+                self.expire(at)
             return
         parts = timer_id.split(":", 4)
         if len(parts) < 4 or parts[0] != "step":  # noqa: PLR2004 - step:<id>:<attempt>:<kind>
             return
         _, step_id, attempt_text, kind, *rest = parts
-        if not attempt_text.isdigit():
+        # ASCII only: str.isdigit() accepts "²", which int() refuses.
+        if not (attempt_text.isascii() and attempt_text.isdigit()):
             return
         try:
             record = self.current(step_id, int(attempt_text))
@@ -621,8 +626,8 @@ class _Run:
             return
         if record is None:
             return
-        if kind == "timeout":
-            step = self.spec(step_id)
+        step = self.spec(step_id)
+        if kind == "timeout" and step.timeout is not None:
             self.emit(
                 CancelStep,
                 step_id=step_id,
@@ -643,7 +648,7 @@ class _Run:
                 NotifyStep,
                 step_id=step_id,
                 attempt=record.attempt,
-                channel=self.spec(step_id).channel,
+                channel=step.channel,
                 name=rest[0],
             )
 

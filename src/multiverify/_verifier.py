@@ -186,7 +186,7 @@ class Verifier:
         """Create a session and start the steps that are ready.
 
         Returns at once with the session as saved; steps run in the
-        background. Read [`Session.challenges`][] to show the applicant what
+        background. Read [`Session.challenges`][multiverify.Session.challenges] to show the applicant what
         to do, and await [`wait`][multiverify.Verifier.wait] for the verdict.
 
         Raises:
@@ -259,12 +259,21 @@ class Verifier:
         """Route a verified provider callback to its step.
 
         A delivery seen before (same ``dedupe_key``) is ignored and ``None``
-        returned. Errors are those of [`submit`][multiverify.Verifier.submit].
+        returned. Errors are those of [`submit`][multiverify.Verifier.submit],
+        except that a version conflict is retried here: the ``dedupe_key``
+        is already spent, so a redelivery could not bring the event back.
         """
         if event.dedupe_key is not None and not await self._store.record_event_once(
             event.session_id, event.dedupe_key
         ):
             return None
+        for _ in range(_SAVE_TRIES - 1):
+            try:
+                return await self._deliver(
+                    event.session_id, event.step_id, event, event.attempt
+                )
+            except ConcurrentUpdateError:
+                continue
         return await self._deliver(
             event.session_id, event.step_id, event, event.attempt
         )
@@ -301,7 +310,11 @@ class Verifier:
         """
         count = 0
         for pending in await self._store.pending_effects():
-            _ = self._spawn(self._run_effect(pending.session_id, pending.effect))
+            effect = pending.effect
+            task = self._spawn(self._run_effect(pending.session_id, effect))
+            if isinstance(effect, StartStep):
+                # Tracked like a fresh start, so a timeout or a verdict cancels it.
+                self._running[pending.session_id, effect.step_id, effect.attempt] = task
             count += 1
         for timer in await self._store.timers():
             self._arm(timer.session_id, timer.timer_id, timer.due_at)
@@ -319,7 +332,13 @@ class Verifier:
             busy = {task for task in candidates if not task.done()}
             if not busy:
                 return
-            await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+            if sleeping is None:
+                await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                # A busy task may fall asleep on the fake clock instead of
+                # finishing, which asyncio.wait would never report: look again
+                # after every turn of the loop.
+                await asyncio.sleep(0)
 
     async def aclose(self) -> None:
         """Stop timers and in-flight effects; close the store."""

@@ -33,7 +33,7 @@ __all__ = ["FakeClock", "Scripted", "ScriptedChannel", "ScriptedState"]
 
 
 class FakeClock:
-    """A clock that moves only when told to; ``sleep`` waits for [`advance`][].
+    """A clock that moves only when told to; ``sleep`` waits for [`advance`][multiverify.testing.FakeClock.advance].
 
     Args:
         start: the initial time (timezone-aware).
@@ -67,7 +67,7 @@ class FakeClock:
             self._tasks.pop(future, None)
 
     def sleeping_tasks(self) -> set[asyncio.Task[Any]]:
-        """Tasks blocked in [`sleep`][], which only [`advance`][] wakes."""
+        """Tasks blocked in `sleep`, which only [`advance`][multiverify.testing.FakeClock.advance] wakes."""
         return {
             task
             for future, task in self._tasks.items()
@@ -96,17 +96,17 @@ class FakeClock:
 
 @attrs.frozen(kw_only=True)
 class ScriptedState:
-    """The per-step state of a [`ScriptedChannel`][]: which scripted answer is live."""
+    """The per-step state of a [`ScriptedChannel`][multiverify.testing.ScriptedChannel]: which scripted answer is live."""
 
     call: int
 
 
 @attrs.frozen(kw_only=True)
 class Scripted:
-    """One scripted answer of a [`ScriptedChannel`][].
+    """One scripted answer of a [`ScriptedChannel`][multiverify.testing.ScriptedChannel].
 
-    Build them with the class methods: [`passes`][], [`fails`][],
-    [`ends`][], [`raises`][] and [`waits`][].
+    Build them with the class methods: [`passes`][multiverify.testing.Scripted.passes], [`fails`][multiverify.testing.Scripted.fails],
+    [`ends`][multiverify.testing.Scripted.ends], [`raises`][multiverify.testing.Scripted.raises] and [`waits`][multiverify.testing.Scripted.waits].
     """
 
     result: ChannelResult | None = None
@@ -180,8 +180,8 @@ class Scripted:
     ) -> Scripted:
         """Wait for input, then finish with ``then``'s result.
 
-        A [`Submission`][] whose payload equals ``expect`` (any payload when
-        ``expect`` is ``None``) or any [`ProviderEvent`][] finishes the step;
+        A [`Submission`][multiverify.channels.Submission] whose payload equals ``expect`` (any payload when
+        ``expect`` is ``None``) or any [`ProviderEvent`][multiverify.channels.ProviderEvent] finishes the step;
         another payload finishes it with ``otherwise``, or keeps it waiting.
         """
         return cls(
@@ -210,8 +210,9 @@ class ScriptedChannel:
     Args:
         name: the channel name; a built-in name reuses its signals.
         script: the answers.
-        clock: the clock delays run on (the verifier's clock by default).
         spec: a full spec for a custom channel.
+
+    Delays run on the clock of the step context (the verifier's clock).
     """
 
     def __init__(

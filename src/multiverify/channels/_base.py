@@ -61,7 +61,7 @@ class Waiting:
     Attributes:
         state: the channel's per-step state (an attrs instance, or ``None``).
         challenge: what the app shows the applicant.
-        timers: channel timers ``(name, due)``; each comes back as [`TimerDue`][].
+        timers: channel timers ``(name, due)``; each comes back as [`TimerDue`][multiverify.channels.TimerDue].
     """
 
     state: Any = None
@@ -110,7 +110,7 @@ class ProviderEvent:
 
 @attrs.frozen(kw_only=True)
 class TimerDue:
-    """A channel timer asked for in [`Waiting.timers`][] is due."""
+    """A channel timer asked for in [`Waiting.timers`][multiverify.channels.Waiting] is due."""
 
     name: str
     at: datetime
@@ -124,8 +124,8 @@ class Channel(Protocol):
     """**Protocol**: a way to verify an applicant.
 
     A channel either finishes at once (a bureau lookup returns
-    [`Finished`][]) or returns [`Waiting`][] with a challenge, and later
-    takes a [`Submission`][], a [`ProviderEvent`][] or a [`TimerDue`][].
+    [`Finished`][multiverify.channels.Finished]) or returns [`Waiting`][multiverify.channels.Waiting] with a challenge, and later
+    takes a [`Submission`][multiverify.channels.Submission], a [`ProviderEvent`][multiverify.channels.ProviderEvent] or a [`TimerDue`][multiverify.channels.TimerDue].
     Its per-step state is an attrs class (``state_type``); the runtime stores
     it with cattrs and hands it back. Raise a
     [`ProviderError`][multiverify.exceptions.ProviderError] for vendor

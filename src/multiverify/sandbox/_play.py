@@ -1,0 +1,140 @@
+"""Play a persona through a verification: answer its challenges as the applicant would."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from .._session import Session, StepState
+from ..channels import ProviderEvent
+from ..exceptions import SessionError
+from ._channels import sandbox_code
+
+if TYPE_CHECKING:
+    from .._session import StepRecord
+    from .._verifier import Verifier
+    from ._personas import Persona
+
+__all__ = ["ProgressHook", "play"]
+
+ProgressHook = Callable[[Session], Awaitable[None]]
+"""Called with the session as stored, each time [`play`][multiverify.sandbox.play] looks at it."""
+
+_POLL = 0.05
+
+
+async def play(
+    verifier: Verifier,
+    persona: Persona,
+    *,
+    speed: float = 1.0,
+    on_progress: ProgressHook | None = None,
+    poll: float = _POLL,
+) -> Session:
+    """Start a session for the persona's applicant and act as the applicant until it ends.
+
+    When an ``sms_code`` step waits, the persona reads the simulated SMS and
+    submits the code ([`Verifier.submit`][multiverify.Verifier.submit]); when
+    a ``video_sign`` step waits, the persona completes the video session and
+    its ``decision`` callback arrives ([`Verifier.handle_event`][multiverify.Verifier.handle_event]).
+    Input that arrives after the step stopped waiting (the session was
+    decided meanwhile) is dropped, as a late tap in the app would be.
+
+    Args:
+        verifier: a verifier wired with [`simulated_channels`][multiverify.sandbox.simulated_channels].
+        persona: who applies.
+        speed: scales the persona's delays; ``0`` answers at once.
+        on_progress: called with each new version of the session, and with
+            the final one.
+        poll: seconds between looks at the session.
+
+    Returns:
+        The finished session (with its verdict, unless it was cancelled).
+    """
+    session = await verifier.start(persona.applicant)
+    session_id = session.session_id
+    done = asyncio.ensure_future(_finished(verifier, session_id))
+    answered: set[tuple[str, int]] = set()
+    replies: set[asyncio.Task[None]] = set()
+    seen: Session | None = None
+    try:
+        while True:
+            session = await verifier.get(session_id)
+            if on_progress is not None and session != seen:
+                await on_progress(session)
+            seen = session
+            if session.finished:
+                break
+            policy = verifier.policy(session.policy.hash)
+            for record in session.steps:
+                key = (record.step_id, record.attempt)
+                if record.state is not StepState.WAITING or key in answered:
+                    continue
+                answered.add(key)
+                reply = _reply(
+                    verifier,
+                    persona=persona,
+                    session_id=session_id,
+                    record=record,
+                    channel=policy.step(record.step_id).channel,
+                    speed=speed,
+                )
+                if reply is not None:
+                    task = asyncio.ensure_future(reply)
+                    replies.add(task)
+                    task.add_done_callback(replies.discard)
+            _ = await asyncio.wait({done}, timeout=poll)
+    finally:
+        for task in (done, *replies):
+            task.cancel()
+        await asyncio.gather(done, *replies, return_exceptions=True)
+    return session
+
+
+async def _finished(verifier: Verifier, session_id: str) -> None:
+    try:
+        _ = await verifier.wait(session_id)
+    except SessionError:
+        return  # cancelled: the loop sees it in the store
+
+
+def _reply(
+    verifier: Verifier,
+    *,
+    persona: Persona,
+    session_id: str,
+    record: StepRecord,
+    channel: str,
+    speed: float,
+) -> Awaitable[None] | None:
+    if channel == "sms_code" and persona.types_code:
+        code = sandbox_code(session_id, record.step_id, record.attempt)
+        return _later(
+            verifier,
+            persona.typing_delay * speed,
+            lambda: verifier.submit(session_id, record.step_id, {"code": code}),
+        )
+    if channel == "video_sign" and persona.completes_video:
+        event = ProviderEvent(
+            session_id=session_id,
+            step_id=record.step_id,
+            kind="decision",
+            data={"decision": "completed"},
+            dedupe_key=f"{session_id}:{record.step_id}:{record.attempt}:decision",
+            attempt=record.attempt,
+        )
+        return _later(
+            verifier, persona.video_delay * speed, lambda: verifier.handle_event(event)
+        )
+    return None
+
+
+async def _later(
+    verifier: Verifier, delay: float, send: Callable[[], Awaitable[Session | None]]
+) -> None:
+    await verifier.clock.sleep(delay)
+    try:
+        _ = await send()
+    except SessionError:
+        return  # the step stopped waiting meanwhile: a late tap, ignored

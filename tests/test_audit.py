@@ -1,0 +1,477 @@
+"""Tests for the audit trail: hash chains, tamper detection, JSONL, masking, replay."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import attrs
+import pytest
+
+from multiverify import (
+    Applicant,
+    AuditEvent,
+    AuditTrail,
+    Challenge,
+    ChannelResult,
+    Contact,
+    LoanApplication,
+    Outcome,
+    Policy,
+    ResultStatus,
+    Rule,
+    Session,
+    Signal,
+    Step,
+    StepState,
+)
+from multiverify._audit import GENESIS, masked_applicant
+from multiverify._session import (
+    Input,
+    Start,
+    StepErrored,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+    TimerFired,
+    new_session,
+    transition,
+)
+from multiverify.exceptions import AuditIntegrityError, ConfigurationError
+
+T0 = datetime(2025, 3, 7, 9, 0, tzinfo=UTC)
+NAME = "Zhang Wei"
+NATIONAL_ID = "110101199003074578"
+PHONE = "+8613800138000"
+CONTACT_NAME = "Li Na"
+CONTACT_PHONE = "+8613900139000"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def make_policy(version: str = "1", deadline: float | None = 3600) -> Policy:
+    return Policy(
+        name="consumer-loan",
+        version=version,
+        deadline=deadline,
+        steps=[
+            Step(
+                id="bureau", channel="credit_bureau", providers=["experian", "equifax"]
+            ),
+            Step(id="sms", channel="sms_code", timeout=300),
+        ],
+        rules=[
+            Rule(
+                outcome="rejected",
+                when="'fraud_alert' in steps.bureau.signals",
+                reason="fraud",
+            ),
+            Rule(
+                outcome="approved",
+                when="steps.bureau.status == 'passed' && steps.sms.status == 'passed'",
+                reason="confirmed",
+            ),
+        ],
+    )
+
+
+POLICY = make_policy()
+
+
+def make_applicant() -> Applicant:
+    return Applicant(
+        applicant_id="app-1",
+        name=NAME,
+        national_id=NATIONAL_ID,
+        phone=PHONE,
+        date_of_birth=date(1990, 3, 7),
+        timezone="Asia/Shanghai",
+        loan=LoanApplication(
+            amount="50000", currency="CNY", term_months=12, purpose="renovation"
+        ),
+        contacts=[Contact(name=CONTACT_NAME, relation="spouse", phone=CONTACT_PHONE)],
+    )
+
+
+INPUTS: list[Input] = [
+    Start(at=T0),
+    StepErrored(step_id="bureau", attempt=1, at=at(2), error="HTTP 503"),
+    StepStarted(
+        step_id="sms",
+        attempt=1,
+        at=at(3),
+        challenge=Challenge(step_id="sms", kind="code", destination="+86*******8000"),
+        channel_state={"destination": PHONE, "hmac": "c0ffee", "holder": NAME},
+        timers=[("resend", at(63))],
+    ),
+    TimerFired(timer_id="step:sms:1:channel:resend", at=at(63)),
+    StepUpdated(
+        step_id="sms",
+        attempt=1,
+        at=at(70),
+        channel_state={"destination": PHONE, "national_id": NATIONAL_ID},
+    ),
+    StepFinished(
+        step_id="bureau",
+        attempt=2,
+        at=at(80),
+        result=ChannelResult(
+            status=ResultStatus.PASSED,
+            signals=[Signal(name="identity_match")],
+            score=0.8,
+            facts={"band": "A"},
+        ),
+        channel_state={"report": NAME},
+    ),
+    StepFinished(
+        step_id="sms",
+        attempt=1,
+        at=at(90),
+        result=ChannelResult(status=ResultStatus.PASSED, score=1.0),
+        channel_state={"destination": PHONE},
+    ),
+]
+
+
+def record(
+    inputs: Sequence[Input] = INPUTS,
+    policy: Policy = POLICY,
+    *,
+    session_id: str = "sess-1",
+) -> tuple[Session, list[AuditEvent]]:
+    """Run a session through the core, recording its trail as the runtime does."""
+    session = new_session(policy, make_applicant(), session_id=session_id, at=T0)
+    session, event = AuditTrail.created(session, at=T0)
+    events = [event]
+    for item in inputs:
+        session = transition(policy, session, item).session
+        session, event = AuditTrail.input(session, item, at=item.at)
+        events.append(event)
+    return session, events
+
+
+class TestAuditEvent:
+    def test_json_line_is_compact_and_sorted(self) -> None:
+        """``to_json`` writes one compact line with sorted keys."""
+        _, events = record(INPUTS[:1])
+        line = events[0].to_json()
+        assert "\n" not in line
+        assert ", " not in line
+        assert list(json.loads(line)) == sorted(json.loads(line))
+
+    def test_from_json_round_trip(self) -> None:
+        """``from_json`` reads back what ``to_json`` wrote."""
+        _, events = record()
+        assert [AuditEvent.from_json(e.to_json()) for e in events] == events
+
+
+class TestAuditTrailChain:
+    def test_created_starts_the_chain(self) -> None:
+        """The first event links to the genesis hash and moves the session's head."""
+        session = new_session(POLICY, make_applicant(), session_id="sess-1", at=T0)
+        session, event = AuditTrail.created(session, at=T0)
+        assert (event.index, event.kind, event.prev) == (0, "session.created", GENESIS)
+        assert len(event.hash) == 64
+        assert (session.audit_head, session.audit_count) == (event.hash, 1)
+        assert event.data["policy"] == {
+            "name": "consumer-loan",
+            "version": "1",
+            "hash": POLICY.hash,
+        }
+        assert event.data["steps"] == ["bureau", "sms"]
+        assert event.data["deadline_at"] == at(3600).isoformat()
+        assert event.data["created_at"] == T0.isoformat()
+        assert event.data["facts"]["application"]["amount"] == 50000.0
+
+    def test_inputs_are_chained_in_order(self) -> None:
+        """Each input event links to the one before it."""
+        session, events = record()
+        assert [e.index for e in events] == list(range(len(INPUTS) + 1))
+        assert all(b.prev == a.hash for a, b in itertools.pairwise(events))
+        assert (session.audit_head, session.audit_count) == (
+            events[-1].hash,
+            len(events),
+        )
+        assert events[1].data == {"input": {"type": "Start", "at": T0.isoformat()}}
+
+    def test_append_makes_data_json_compatible(self) -> None:
+        """Any event kind can be appended; values JSON lacks become strings."""
+        session, _ = record(INPUTS[:1])
+        session, event = AuditTrail.append(
+            session, "provider.call", {"when": at(5), "tries": 2}, at=at(5)
+        )
+        assert event.data == {"when": at(5).isoformat(sep=" "), "tries": 2}
+        assert (event.index, session.audit_count) == (2, 3)
+
+    def test_same_content_same_hash(self) -> None:
+        """The chain is deterministic: the same inputs give the same hashes."""
+        assert record()[1] == record()[1]
+
+
+class TestAuditTrailVerify:
+    def test_intact_trail(self) -> None:
+        """An untouched trail verifies and the count of events is returned."""
+        _, events = record()
+        assert AuditTrail.verify(events) == len(events)
+
+    def test_empty_trail(self) -> None:
+        """Nothing to check is not an error."""
+        assert AuditTrail.verify([]) == 0
+
+    def test_interleaved_sessions(self) -> None:
+        """Chains of different sessions may be interleaved."""
+        _, first = record()
+        _, second = record(session_id="sess-2")
+        mixed = [e for pair in zip(first, second, strict=True) for e in pair]
+        assert AuditTrail.verify(mixed) == 2 * len(first)
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify([*mixed[:5], *mixed[6:]])
+        assert info.value.index == 6
+
+    def test_changed_data(self) -> None:
+        """Changing an event's data breaks its hash; verify names that event."""
+        _, events = record()
+        tampered = list(events)
+        data = json.loads(json.dumps(events[6].data))
+        data["input"]["result"]["status"] = "failed"
+        tampered[6] = attrs.evolve(events[6], data=data)
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify(tampered)
+        assert info.value.index == 6
+        assert "does not match its hash" in str(info.value)
+        assert "(session sess-1, #6, input)" in str(info.value)
+
+    @pytest.mark.parametrize(
+        "change", [{"kind": "verdict"}, {"at": at(-1)}, {"session_id": "sess-9"}]
+    )
+    def test_changed_fields(self, change: dict[str, Any]) -> None:
+        """Changing the kind, time or session of an event is detected too."""
+        _, events = record()
+        tampered = [*events[:3], attrs.evolve(events[3], **change), *events[4:]]
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify(tampered)
+        assert info.value.index == 3
+
+    def test_dropped_event(self) -> None:
+        """Dropping an event is reported at the position of the gap."""
+        _, events = record()
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify([*events[:4], *events[5:]])
+        assert info.value.index == 4
+        assert "expected index 4, found 5" in str(info.value)
+
+    def test_reordered_events(self) -> None:
+        """Swapping two events is reported at the first out of place."""
+        _, events = record()
+        swapped = [*events[:2], events[3], events[2], *events[4:]]
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify(swapped)
+        assert info.value.index == 2
+
+    def test_bad_prev(self) -> None:
+        """An event whose link does not name the previous hash is reported."""
+        _, events = record()
+        forged = attrs.evolve(events[2], prev="f" * 64)
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify([*events[:2], forged, *events[3:]])
+        assert info.value.index == 2
+        assert "link to the previous event is broken" in str(info.value)
+
+    def test_forged_hash_is_caught_by_the_next_link(self) -> None:
+        """Rehashing a changed event still breaks the following event's link."""
+        _, events = record()
+        event = events[1]
+        session = Session(
+            session_id="sess-1",
+            applicant=None,
+            policy=POLICY.ref,
+            created_at=T0,
+            audit_head=events[0].hash,
+            audit_count=1,
+        )
+        _, forged = AuditTrail.append(session, "input", {"input": {}}, at=event.at)
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify([events[0], forged, *events[2:]])
+        assert info.value.index == 2
+
+
+class TestAuditTrailJsonl:
+    def test_round_trip(self) -> None:
+        """Exported JSON lines read back to the same events, which still verify."""
+        _, events = record()
+        out = io.StringIO()
+        assert AuditTrail.export_jsonl(events, out) == len(events)
+        text = out.getvalue()
+        assert text.count("\n") == len(events)
+        read = AuditTrail.read_jsonl(text.splitlines())
+        assert read == events
+        assert AuditTrail.verify(read) == len(events)
+
+    def test_blank_lines_are_skipped(self) -> None:
+        """Blank and whitespace-only lines are not events."""
+        _, events = record(INPUTS[:2])
+        lines = ["", events[0].to_json(), "   ", events[1].to_json() + "\n", "\n"]
+        assert AuditTrail.read_jsonl(lines) == events[:2]
+
+    @pytest.mark.parametrize(
+        "garbage",
+        [
+            "not json",
+            "[1, 2]",
+            '"text"',
+            "null",
+            '{"session_id": "s"}',
+            (
+                '{"session_id": "s", "index": "x", "at": "2025-01-01T00:00:00",'
+                ' "kind": "k", "data": {}, "prev": "", "hash": ""}'
+            ),
+            (
+                '{"session_id": "s", "index": 0, "at": "yesterday",'
+                ' "kind": "k", "data": {}, "prev": "", "hash": ""}'
+            ),
+            (
+                '{"session_id": "s", "index": 0, "at": "2025-01-01T00:00:00",'
+                ' "kind": "k", "data": 5, "prev": "", "hash": ""}'
+            ),
+        ],
+    )
+    def test_garbage_line(self, garbage: str) -> None:
+        """A line that is not an audit event is AuditIntegrityError naming the line."""
+        _, events = record(INPUTS[:1])
+        lines = [events[0].to_json(), "", garbage]
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.read_jsonl(lines)
+        assert info.value.index == 1
+        assert str(info.value).startswith("line 3 is not an audit event")
+
+
+class TestMasking:
+    def test_no_personal_data_in_any_event(self) -> None:
+        """Names, the national id and full phone numbers never reach the trail."""
+        _, events = record()
+        out = io.StringIO()
+        AuditTrail.export_jsonl(events, out)
+        text = out.getvalue()
+        for secret in (
+            NAME,
+            "Zhang",
+            NATIONAL_ID,
+            PHONE,
+            PHONE[1:],
+            PHONE[3:],
+            CONTACT_NAME,
+            CONTACT_PHONE[3:],
+            "c0ffee",
+        ):
+            assert secret not in text
+
+    def test_channel_state_is_emptied(self) -> None:
+        """Inputs keep their shape, but the channel's own state is left out."""
+        _, events = record()
+        states = [
+            e.data["input"]["channel_state"]
+            for e in events
+            if "channel_state" in e.data.get("input", {})
+        ]
+        assert len(states) == 4
+        assert all(state == {} for state in states)
+
+    def test_masked_applicant(self) -> None:
+        """The created event keeps a masked applicant."""
+        _, events = record(INPUTS[:1])
+        assert events[0].data["applicant"] == {
+            "applicant_id": "app-1",
+            "name": "Z**** W**",
+            "national_id": "**************4578",
+            "phone": "+86*******8000",
+            "timezone": "Asia/Shanghai",
+            "locale": "en",
+            "contacts": 1,
+        }
+
+    def test_purged_applicant(self) -> None:
+        """A session without an applicant records none."""
+        assert masked_applicant(None) is None
+        session = Session(
+            session_id="s", applicant=None, policy=POLICY.ref, created_at=T0
+        )
+        _, event = AuditTrail.created(session, at=T0)
+        assert event.data["applicant"] is None
+        assert event.data["deadline_at"] is None
+
+
+class TestAuditTrailReplay:
+    def test_replay_rebuilds_the_session(self) -> None:
+        """Replaying the inputs gives the same steps and verdict, without personal data."""
+        session, events = record()
+        replayed = AuditTrail.replay(POLICY, events)
+        assert session.verdict is not None
+        assert session.verdict.outcome is Outcome.APPROVED
+        assert replayed.verdict == session.verdict
+        assert replayed.applicant is None
+        assert [(r.state, r.result, r.errors) for r in replayed.steps] == [
+            (r.state, r.result, r.errors) for r in session.steps
+        ]
+        assert all(r.channel_state == {} for r in replayed.steps)
+        assert (replayed.deadline_at, replayed.inputs) == (at(3600), len(INPUTS))
+
+    def test_replay_from_jsonl(self) -> None:
+        """A trail read back from JSONL replays just the same."""
+        session, events = record()
+        out = io.StringIO()
+        AuditTrail.export_jsonl(events, out)
+        read = AuditTrail.read_jsonl(out.getvalue().splitlines())
+        assert AuditTrail.replay(POLICY, read).verdict == session.verdict
+
+    def test_other_kinds_are_not_replayed(self) -> None:
+        """Only input events feed the core; other kinds are skipped."""
+        session, events = record(INPUTS[:2])
+        session, extra = AuditTrail.append(
+            session, "provider.call", {"provider": "experian"}, at=at(2)
+        )
+        replayed = AuditTrail.replay(POLICY, [*events, extra])
+        assert replayed.step("bureau").attempt == 2
+        assert replayed.inputs == 2
+
+    def test_no_deadline(self) -> None:
+        """A session without a deadline replays without one."""
+        policy = make_policy(deadline=None)
+        _, events = record(INPUTS[:2], policy=policy)
+        replayed = AuditTrail.replay(policy, events)
+        assert replayed.deadline_at is None
+        assert replayed.step("bureau").state is StepState.RUNNING
+
+    def test_wrong_policy(self) -> None:
+        """A trail recorded under another policy is ConfigurationError."""
+        _, events = record()
+        with pytest.raises(ConfigurationError) as info:
+            AuditTrail.replay(make_policy("2"), events)
+        assert "consumer-loan 1" in str(info.value)
+        assert "not consumer-loan 2" in str(info.value)
+
+    def test_empty_trail(self) -> None:
+        """An empty trail cannot be replayed."""
+        with pytest.raises(AuditIntegrityError, match=r"starts with session\.created"):
+            AuditTrail.replay(POLICY, [])
+
+    def test_trail_must_start_with_created(self) -> None:
+        """A trail whose first event is not session.created is refused."""
+        session = Session(
+            session_id="s", applicant=None, policy=POLICY.ref, created_at=T0
+        )
+        _, event = AuditTrail.input(session, Start(at=T0), at=T0)
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.replay(POLICY, [event])
+        assert info.value.index == 0
+
+    def test_tampered_trail(self) -> None:
+        """A trail that does not verify is not replayed."""
+        _, events = record()
+        with pytest.raises(AuditIntegrityError):
+            AuditTrail.replay(POLICY, [*events[:3], *events[4:]])

@@ -1,0 +1,351 @@
+"""Tests for JSON (un)structuring of sessions, inputs, effects and verdicts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from multiverify import (
+    Address,
+    Applicant,
+    Challenge,
+    ChannelResult,
+    Contact,
+    Evidence,
+    LoanApplication,
+    Outcome,
+    PolicyRef,
+    Reason,
+    RepaymentSchedule,
+    ResultStatus,
+    RuleTrace,
+    Session,
+    SessionStatus,
+    Signal,
+    StepRecord,
+    StepState,
+    StepSummary,
+    Verdict,
+)
+from multiverify._serde import (
+    dumps,
+    loads,
+    session_from_json,
+    session_to_json,
+    structure,
+    structure_effect,
+    structure_input,
+    unstructure,
+)
+from multiverify._session import (
+    Cancel,
+    CancelStep,
+    CancelTimer,
+    Effect,
+    Input,
+    NotifyStep,
+    RecordVerdict,
+    ScheduleTimer,
+    Start,
+    StartStep,
+    StepErrored,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+    TimerFired,
+)
+
+T0 = datetime(2025, 3, 7, 9, 0, tzinfo=UTC)
+POLICY = PolicyRef(name="consumer-loan", version="7", hash="ab" * 32)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+RESULT = ChannelResult(
+    status=ResultStatus.FAILED,
+    signals=[
+        Signal(name="fraud_alert", detail="bureau flag"),
+        Signal(name="thin_file"),
+    ],
+    score=0.25,
+    evidence=[Evidence(kind="report", reference="rep-9", detail="pdf")],
+    attempts=2,
+    provider="experian",
+    started_at=T0,
+    finished_at=at(12),
+    detail="alert on file",
+    facts={"band": "C", "inquiries": 4, "nested": {"ok": True}, "none": None},
+)
+CHALLENGE = Challenge(
+    step_id="sms",
+    kind="code",
+    message="Enter the code",
+    destination="+86*******8000",
+    url="https://example.test/v",
+    expires_at=at(300),
+)
+VERDICT = Verdict(
+    outcome="rejected",
+    reasons=[
+        Reason(code="bureau.fraud_alert", message="rule 1 held", step_id="bureau")
+    ],
+    policy=POLICY,
+    decided_at=at(12),
+    score=0.25,
+    steps=[
+        StepSummary(
+            step_id="bureau", channel="credit_bureau", state="done", result=RESULT
+        ),
+        StepSummary(step_id="sms", channel="sms_code", state="skipped"),
+    ],
+    rules=[
+        RuleTrace(
+            index=0,
+            outcome=Outcome.REJECTED,
+            condition="'fraud_alert' in steps.bureau.signals",
+            reason="bureau.fraud_alert",
+            matched=True,
+        ),
+        RuleTrace(
+            index=1,
+            outcome=Outcome.APPROVED,
+            condition="steps.x.facts.y",
+            reason="r",
+            matched=None,
+            error="no such key",
+        ),
+    ],
+    decided_by="policy",
+)
+
+INPUTS: list[Input] = [
+    Start(at=T0),
+    StepStarted(
+        step_id="sms",
+        attempt=1,
+        at=at(1),
+        challenge=CHALLENGE,
+        channel_state={"hmac": "c0ffee", "sent": [1, 2]},
+        timers=[("resend", at(60)), ("expire", at(300))],
+    ),
+    StepStarted(step_id="sms", attempt=1, at=at(1)),
+    StepUpdated(
+        step_id="sms", attempt=1, at=at(5), challenge=None, channel_state={"n": 1}
+    ),
+    StepFinished(step_id="bureau", attempt=2, at=at(12), result=RESULT),
+    StepErrored(
+        step_id="bureau", attempt=1, at=at(2), error="HTTP 503", provider="experian"
+    ),
+    StepErrored(step_id="bureau", attempt=1, at=at(2), error="timed out"),
+    TimerFired(timer_id="step:sms:1:channel:resend", at=at(60)),
+    Cancel(at=at(70), reason="withdrawn"),
+    Cancel(at=at(70)),
+]
+
+EFFECTS: list[Effect] = [
+    StartStep(
+        effect_id="1.1",
+        step_id="bureau",
+        attempt=1,
+        channel="credit_bureau",
+        provider="experian",
+        idempotency_key="s:bureau:1",
+    ),
+    StartStep(
+        effect_id="1.3",
+        step_id="sms",
+        attempt=1,
+        channel="sms_code",
+        provider=None,
+        idempotency_key="s:sms:1",
+    ),
+    CancelStep(effect_id="2.0", step_id="sms", attempt=1, channel="sms_code"),
+    NotifyStep(
+        effect_id="3.0", step_id="sms", attempt=1, channel="sms_code", name="resend"
+    ),
+    ScheduleTimer(effect_id="1.0", timer_id="deadline", due_at=at(3600)),
+    CancelTimer(effect_id="2.1", timer_id="deadline"),
+    RecordVerdict(effect_id="2.2", verdict=VERDICT),
+]
+
+
+def make_applicant() -> Applicant:
+    return Applicant(
+        applicant_id="app-1",
+        name="Zhang Wei",
+        national_id="110101199003074578",
+        phone="+8613800138000",
+        date_of_birth=date(1990, 3, 7),
+        timezone="Asia/Shanghai",
+        locale="zh-CN",
+        loan=LoanApplication(
+            amount="50000.50",
+            currency="CNY",
+            term_months=12,
+            purpose="renovation",
+            fees="99.90",
+            annual_rate="0.0725",
+            repayment=RepaymentSchedule(
+                installments=12,
+                installment_amount="4375.04",
+                first_due=date(2025, 4, 7),
+            ),
+        ),
+        address=Address(
+            lines=["1 Chang'an Ave", "Apt 2"],
+            city="Beijing",
+            region="BJ",
+            postal_code="100000",
+            country="CN",
+        ),
+        contacts=[Contact(name="Li Na", relation="spouse", phone="+8613900139000")],
+    )
+
+
+def make_session(applicant: Applicant | None) -> Session:
+    return Session(
+        session_id="sess-1",
+        applicant=applicant,
+        policy=POLICY,
+        created_at=T0,
+        deadline_at=at(3600),
+        status=SessionStatus.DECIDED,
+        steps=[
+            StepRecord(
+                step_id="bureau",
+                state=StepState.DONE,
+                attempt=2,
+                provider_index=1,
+                channel_state={"report": "r-1", "items": [1, "a", None]},
+                result=RESULT,
+                started_at=T0,
+                errors=["HTTP 503"],
+            ),
+            StepRecord(
+                step_id="sms",
+                state=StepState.WAITING,
+                attempt=1,
+                challenge=CHALLENGE,
+                started_at=T0,
+            ),
+            StepRecord(step_id="video", state=StepState.SKIPPED, triggered_by="call"),
+        ],
+        facts={"applicant": {"age": 35}, "application": {"amount": 50000.5}},
+        verdict=VERDICT,
+        inputs=7,
+        audit_head="cd" * 32,
+        audit_count=8,
+    )
+
+
+class TestSession:
+    @pytest.mark.parametrize("applicant", [make_applicant(), None])
+    def test_round_trip(self, applicant: Applicant | None) -> None:
+        """A session survives JSON text, with or without its applicant."""
+        session = make_session(applicant)
+        text = session_to_json(session)
+        assert session_from_json(text) == session
+        assert session_from_json(text.encode()) == session
+        assert loads(dumps(session), Session) == session
+
+    def test_json_is_compact_and_sorted(self) -> None:
+        """``dumps`` writes compact JSON with sorted keys."""
+        text = dumps(make_session(None))
+        assert ", " not in text
+        assert list(json.loads(text)) == sorted(json.loads(text))
+
+    def test_applicant_values(self) -> None:
+        """Decimals become strings and dates ISO dates, and come back exact."""
+        data = unstructure(make_applicant())
+        assert data["loan"]["amount"] == "50000.50"
+        assert data["loan"]["annual_rate"] == "0.0725"
+        assert data["loan"]["repayment"]["first_due"] == "2025-04-07"
+        assert data["date_of_birth"] == "1990-03-07"
+        back = structure(data, Applicant)
+        assert back == make_applicant()
+        assert back.loan.amount == Decimal("50000.50")
+        assert str(back.loan.amount) == "50000.50"
+
+
+class TestInputs:
+    @pytest.mark.parametrize("event", INPUTS, ids=lambda e: type(e).__name__)
+    def test_round_trip(self, event: Input) -> None:
+        """Every input type round-trips through its tagged form."""
+        data = unstructure(event)
+        assert data["type"] == type(event).__name__
+        assert structure_input(json.loads(json.dumps(data))) == event
+
+    def test_every_input_type_is_covered(self) -> None:
+        """The cases above include every member of the Input union."""
+        assert {type(e) for e in INPUTS} == set(Input.__args__)
+
+    def test_timers_are_pairs(self) -> None:
+        """Channel timers are stored as ``[name, iso time]`` pairs."""
+        data = json.loads(dumps(INPUTS[1]))
+        assert data["timers"] == [
+            ["resend", at(60).isoformat()],
+            ["expire", at(300).isoformat()],
+        ]
+
+
+class TestEffects:
+    @pytest.mark.parametrize("effect", EFFECTS, ids=lambda e: type(e).__name__)
+    def test_round_trip(self, effect: Effect) -> None:
+        """Every effect type round-trips through its tagged form."""
+        data = unstructure(effect)
+        assert data["type"] == type(effect).__name__
+        assert structure_effect(json.loads(json.dumps(data))) == effect
+
+    def test_every_effect_type_is_covered(self) -> None:
+        """The cases above include every member of the Effect union."""
+        assert {type(e) for e in EFFECTS} == set(Effect.__args__)
+
+
+class TestVerdict:
+    def test_round_trip(self) -> None:
+        """A verdict with steps, results and rule traces round-trips."""
+        assert loads(dumps(VERDICT), Verdict) == VERDICT
+
+    def test_plain_values_have_no_tag(self) -> None:
+        """Only inputs and effects carry a ``type`` tag."""
+        data = unstructure(VERDICT)
+        assert "type" not in data
+        assert data["outcome"] == "rejected"
+        assert data["decided_at"] == at(12).isoformat()
+        assert data["rules"][0]["matched"] is True
+        assert data["rules"][1]["matched"] is None
+
+
+class TestScalars:
+    @pytest.mark.parametrize(
+        ("value", "kind", "text"),
+        [
+            (Decimal("0.10"), Decimal, "0.10"),
+            (Decimal("-12345678901234567890.123456789"), Decimal, None),
+            (date(2024, 2, 29), date, "2024-02-29"),
+            (datetime(2025, 3, 7, 9, 0, 1, 123456, tzinfo=UTC), datetime, None),
+            (
+                datetime(2025, 3, 7, 17, 0, tzinfo=timezone(timedelta(hours=8))),
+                datetime,
+                "2025-03-07T17:00:00+08:00",
+            ),
+            (datetime(2025, 3, 7, 9, 0), datetime, "2025-03-07T09:00:00"),  # noqa: DTZ001 - naive on purpose
+        ],
+    )
+    def test_round_trip(self, value: object, kind: type, text: str | None) -> None:
+        """Decimals and dates become exact strings and come back equal."""
+        data = unstructure(value)
+        assert isinstance(data, str)
+        if text is not None:
+            assert data == text
+        back: object = structure(data, kind)
+        assert back == value
+        assert type(back) is kind
+        if isinstance(value, datetime):
+            assert isinstance(back, datetime)
+            assert back.utcoffset() == value.utcoffset()

@@ -1,0 +1,1888 @@
+"""Tests for the embedded runtime: the Verifier, on a FakeClock, with scripted channels."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from multiverify import (
+    Applicant,
+    AuditTrail,
+    Challenge,
+    ChannelResult,
+    ChannelSpec,
+    Fallback,
+    LoanApplication,
+    Outcome,
+    Policy,
+    ResultStatus,
+    RetrySettings,
+    Rule,
+    Session,
+    SessionStatus,
+    Step,
+    StepState,
+    SystemClock,
+    Verdict,
+    Verifier,
+)
+from multiverify.channels import (
+    ChannelRegistry,
+    Finished,
+    ProviderEvent,
+    StepContext,
+    StepMessage,
+    StepOutcome,
+    Submission,
+    TimerDue,
+    Waiting,
+)
+from multiverify.exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    InvalidInputError,
+    PolicyError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    SessionFinishedError,
+    SessionNotFoundError,
+    StepNotFoundError,
+    StepNotWaitingError,
+)
+from multiverify.stores import MemoryStore, SessionStore, SqliteStore
+from multiverify.testing import FakeClock, Scripted, ScriptedChannel
+
+CODE = {"code": "123456"}
+
+APPROVE = Rule(
+    outcome="approved",
+    when="steps.bureau.status == 'passed' && steps.sms.status == 'passed'",
+    reason="all.confirmed",
+)
+REJECT_FRAUD = Rule(
+    outcome="rejected",
+    when="'fraud_alert' in steps.bureau.signals",
+    reason="bureau.fraud_alert",
+)
+
+
+def make_applicant() -> Applicant:
+    """A realistic applicant with a loan."""
+    return Applicant(
+        applicant_id="a1",
+        name="Zhang San",
+        national_id="110101199003071234",
+        phone="+8613800138000",
+        date_of_birth=date(1990, 3, 7),
+        timezone="Asia/Shanghai",
+        loan=LoanApplication(
+            amount="5000", currency="CNY", term_months=12, purpose="phone"
+        ),
+    )
+
+
+def bureau_sms_policy(**changes: Any) -> Policy:
+    """Bureau and SMS in parallel: fraud rejects, both passing approves."""
+    fields: dict[str, Any] = {
+        "name": "p",
+        "version": "1",
+        "steps": [
+            Step(id="bureau", channel="credit_bureau"),
+            Step(id="sms", channel="sms_code", timeout="5m"),
+        ],
+        "rules": [REJECT_FRAUD, APPROVE],
+    }
+    fields.update(changes)
+    return Policy(**fields)
+
+
+def sms_code(*, otherwise: bool = False) -> ScriptedChannel:
+    """An SMS channel that waits for ``CODE``; another code fails or keeps waiting."""
+    return ScriptedChannel(
+        "sms_code",
+        [
+            Scripted.waits(
+                Scripted.passes(signals=["code_verified"]),
+                expect=CODE,
+                otherwise=Scripted.fails(signals=["wrong_code"]) if otherwise else None,
+                kind="code",
+                destination="+86 138****8000",
+            )
+        ],
+    )
+
+
+def bureau(*answers: Scripted) -> ScriptedChannel:
+    """A bureau channel; passes with ``identity_match`` unless told otherwise."""
+    return ScriptedChannel(
+        "credit_bureau",
+        list(answers) or [Scripted.passes(signals=["identity_match"], score=0.9)],
+    )
+
+
+def ids(prefix: str = "s") -> Callable[[], str]:
+    """Deterministic session ids: s1, s2, ..."""
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter)}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at 2026-01-01 09:00 UTC."""
+    return FakeClock()
+
+
+@pytest.fixture
+def applicant() -> Applicant:
+    """The applicant every test verifies."""
+    return make_applicant()
+
+
+async def settle(verifier: Verifier, clock: FakeClock, seconds: float = 0) -> None:
+    """Let in-flight work settle, advance the clock (if asked), and settle again."""
+    if seconds:
+        await verifier.wait_idle()
+        await clock.advance(seconds)
+    await verifier.wait_idle()
+
+
+async def states(verifier: Verifier, session_id: str) -> dict[str, str]:
+    """Step id to step state, as stored."""
+    session = await verifier.get(session_id)
+    return {record.step_id: record.state.value for record in session.steps}
+
+
+async def verify_trail(verifier: Verifier, session: Session) -> int:
+    """Check the stored audit trail of a finished session and replay it."""
+    events = await verifier.store.audit_events(session.session_id)
+    assert [event.index for event in events] == list(range(len(events)))
+    assert AuditTrail.verify(events) == len(events) == session.audit_count
+    replayed = AuditTrail.replay(verifier.policy(session.policy.hash), events)
+    assert replayed.verdict == session.verdict
+    assert replayed.status is session.status
+    return len(events)
+
+
+class CrashingStore(MemoryStore):
+    """A MemoryStore that 'crashes' right after a save holding a chosen effect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crash_on: Callable[[Sequence[Any]], bool] | None = None
+
+    async def save(self, session: Session, **kwargs: Any) -> int:
+        version = await super().save(session, **kwargs)
+        crash_on, effects = self.crash_on, kwargs.get("effects", ())
+        if crash_on is not None and crash_on(effects):
+            self.crash_on = None
+            raise Crash
+        return version
+
+
+class Crash(BaseException):
+    """The process died (nothing in the SDK catches a BaseException)."""
+
+
+class TestVerifier:
+    def test_needs_a_policy(self) -> None:
+        """A Verifier without a policy is a wiring mistake."""
+        with pytest.raises(ConfigurationError, match="at least one policy"):
+            Verifier([], channels=[bureau()])
+
+    def test_unwired_channel_is_a_configuration_error(self) -> None:
+        """A policy step whose channel is not wired fails at construction, located."""
+        with pytest.raises(ConfigurationError) as caught:
+            Verifier(bureau_sms_policy(), channels=[bureau()])
+        assert isinstance(caught.value, PolicyError)
+        assert [problem.path for problem in caught.value.problems] == [
+            "steps[1].channel"
+        ]
+
+    def test_policy_lookup(self) -> None:
+        """Policies are found by name (the last of that name) or hash; the first is default."""
+        first = bureau_sms_policy()
+        second = bureau_sms_policy(version="2")
+        other = bureau_sms_policy(name="other")
+        verifier = Verifier([first, second, other], channels=[bureau(), sms_code()])
+        assert verifier.policy() is first
+        assert verifier.policy("p") is second
+        assert verifier.policy(first.hash) is first
+        assert verifier.policy("other") is other
+        with pytest.raises(ConfigurationError, match="'nope'"):
+            verifier.policy("nope")
+
+    def test_repr(self) -> None:
+        """The repr counts policies and channels."""
+        verifier = Verifier(
+            bureau_sms_policy(), channels=ChannelRegistry([bureau(), sms_code()])
+        )
+        assert repr(verifier) == "<multiverify.Verifier(policies=1, channels=2)>"
+
+    def test_defaults(self) -> None:
+        """Without a store or clock, the Verifier keeps sessions in memory on the system clock."""
+        verifier = Verifier(bureau_sms_policy(), channels=[bureau(), sms_code()])
+        assert isinstance(verifier.store, MemoryStore)
+        assert isinstance(verifier.clock, SystemClock)
+
+    async def test_async_with_closes(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Leaving ``async with`` stops timers and in-flight effects and closes the store."""
+        closed: list[bool] = []
+
+        class Store(MemoryStore):
+            async def aclose(self) -> None:
+                closed.append(True)
+
+        store = Store()
+        slow = bureau(Scripted.passes(delay=60))
+        async with Verifier(
+            bureau_sms_policy(), channels=[slow, sms_code()], store=store, clock=clock
+        ) as verifier:
+            await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert clock.sleepers == 2  # the bureau's delay and the sms timeout
+        assert closed == [True]
+        assert clock.sleepers == 0
+        await verifier.aclose()  # idempotent
+        assert closed == [True]
+
+    async def test_aclose_cancels_waiters(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Waiting for a verdict ends when the Verifier closes."""
+        verifier = Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        )
+        session = await verifier.start(applicant)
+        waiting = asyncio.ensure_future(verifier.wait(session.session_id))
+        await verifier.wait_idle()
+        await verifier.aclose()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+
+class TestStart:
+    async def test_start_returns_saved_session_and_steps_run_in_background(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``start`` returns at once; after the effects ran, the SMS step shows a challenge."""
+        sms = sms_code()
+        verifier = Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms],
+            clock=clock,
+            new_id=ids(),
+        )
+        session = await verifier.start(applicant)
+        assert session.session_id == "s1"
+        assert session.status is SessionStatus.ACTIVE
+        assert [r.state for r in session.steps] == [StepState.RUNNING] * 2
+        await verifier.wait_idle()
+        session = await verifier.get("s1")
+        assert await states(verifier, "s1") == {"bureau": "done", "sms": "waiting"}
+        assert session.challenges == (
+            Challenge(step_id="sms", kind="code", destination="+86 138****8000"),
+        )
+        (context,) = sms.starts
+        assert context.session_id == "s1"
+        assert context.attempt == 1
+        assert context.provider is None
+        assert context.idempotency_key == "s1:sms:1"
+        assert context.applicant == applicant
+        assert context.clock is clock
+        await verifier.aclose()
+
+    async def test_taken_session_id(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Starting a session under an id that exists is a conflict."""
+        verifier = Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        )
+        await verifier.start(applicant, session_id="x")
+        with pytest.raises(ConcurrentUpdateError):
+            await verifier.start(applicant, session_id="x")
+        await verifier.aclose()
+
+    async def test_named_policy(self, clock: FakeClock, applicant: Applicant) -> None:
+        """``start(policy=...)`` picks the policy; an unknown one is refused."""
+        quick = Policy(
+            name="quick",
+            version="1",
+            steps=[Step(id="bureau", channel="credit_bureau")],
+        )
+        verifier = Verifier(
+            [bureau_sms_policy(), quick],
+            channels=[bureau(), sms_code()],
+            clock=clock,
+        )
+        session = await verifier.start(applicant, policy="quick")
+        assert session.policy == quick.ref
+        with pytest.raises(ConfigurationError):
+            await verifier.start(applicant, policy="nope")
+        await verifier.aclose()
+
+
+class TestRun:
+    async def test_run_returns_the_verdict(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``run`` starts a session of automatic steps and returns its verdict."""
+        policy = Policy(
+            name="auto",
+            version="1",
+            steps=[Step(id="bureau", channel="credit_bureau")],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.bureau.status == 'passed'",
+                    reason="ok",
+                )
+            ],
+        )
+        async with Verifier(policy, channels=[bureau()], clock=clock) as verifier:
+            verdict = await verifier.run(applicant)
+        assert verdict.outcome is Outcome.APPROVED
+        assert verdict.score == 0.9
+        assert [reason.code for reason in verdict.reasons] == ["ok"]
+
+
+class TestWaitAndGet:
+    async def test_wait_blocks_until_the_verdict(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``wait`` returns once a submitted code decides the session."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            waiting = asyncio.ensure_future(verifier.wait(session.session_id))
+            await verifier.wait_idle()
+            assert not waiting.done()
+            await verifier.submit(session.session_id, "sms", CODE)
+            verdict = await waiting
+            assert verdict.outcome is Outcome.APPROVED
+            assert await verifier.wait(session.session_id) == verdict
+
+    async def test_unknown_session(self, clock: FakeClock) -> None:
+        """``get`` and ``wait`` name a missing session."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            with pytest.raises(SessionNotFoundError):
+                await verifier.get("nope")
+            with pytest.raises(SessionNotFoundError):
+                await verifier.wait("nope")
+
+
+class TestConcurrentSteps:
+    async def test_independent_steps_run_at_the_same_time(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Both steps' channels are started before either finishes."""
+        slow_bureau = bureau(Scripted.passes(delay=5))
+        slow_sms = ScriptedChannel("sms_code", [Scripted.passes(delay=5)])
+        async with Verifier(
+            bureau_sms_policy(
+                steps=[
+                    Step(id="bureau", channel="credit_bureau"),
+                    Step(id="sms", channel="sms_code"),
+                ]
+            ),
+            channels=[slow_bureau, slow_sms],
+            clock=clock,
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert len(slow_bureau.starts) == len(slow_sms.starts) == 1
+            assert clock.sleepers == 2
+            assert await states(verifier, session.session_id) == {
+                "bureau": "running",
+                "sms": "running",
+            }
+            await settle(verifier, clock, 5)
+            verdict = await verifier.wait(session.session_id)
+        assert verdict.outcome is Outcome.APPROVED
+        assert {s.result.finished_at for s in verdict.steps if s.result} == {
+            clock.now()
+        }
+
+    async def test_dependent_step_waits(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A step ``after`` another starts only once that one ended."""
+        sms = sms_code()
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code", after=["bureau"]),
+            ]
+        )
+        async with Verifier(
+            policy, channels=[bureau(Scripted.passes(delay=3)), sms], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert sms.starts == []
+            await settle(verifier, clock, 3)
+            assert len(sms.starts) == 1
+            assert await states(verifier, session.session_id) == {
+                "bureau": "done",
+                "sms": "waiting",
+            }
+
+
+class TestTimeout:
+    async def test_step_timeout_starts_fallback(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A step without a result in time ends ``timeout`` and its fallback starts."""
+        call = ScriptedChannel("phone_call", [Scripted.waits(Scripted.passes())])
+        video = ScriptedChannel("video_sign", [Scripted.passes(score=0.8)])
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[
+                Step(
+                    id="call",
+                    channel="phone_call",
+                    timeout="10m",
+                    fallback=Fallback(step="video", on=["timeout"]),
+                ),
+                Step(id="video", channel="video_sign"),
+            ],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.video.status == 'passed'",
+                    reason="video.ok",
+                )
+            ],
+        )
+        async with Verifier(policy, channels=[call, video], clock=clock) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock, 599)
+            assert video.starts == []
+            await settle(verifier, clock, 1)
+            verdict = await verifier.wait(session.session_id)
+            stored = await verifier.get(session.session_id)
+            assert stored.step("call").result is not None
+            assert stored.step("call").result.status is ResultStatus.TIMEOUT
+            assert stored.step("video").triggered_by == "call"
+            assert [c.attempt for c in call.cancels] == [1]
+            assert len(video.starts) == 1
+            assert verdict.outcome is Outcome.APPROVED
+            assert await verifier.store.timers(session.session_id) == []
+            await verify_trail(verifier, stored)
+
+    async def test_timeout_cancels_a_running_start(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A channel still inside ``start`` at the timeout is cancelled."""
+        call = ScriptedChannel("phone_call", [Scripted.passes(delay=3600)])
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="call", channel="phone_call", timeout="1m")],
+        )
+        async with Verifier(policy, channels=[call], clock=clock) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock, 60)
+            assert clock.sleepers == 0
+            verdict = await verifier.wait(session.session_id)
+            assert verdict.outcome is Outcome.REVIEW
+            assert verdict.steps[0].result is not None
+            assert verdict.steps[0].result.status is ResultStatus.TIMEOUT
+            assert await verifier.store.pending_effects() == []
+
+
+class TestRetry:
+    async def test_transient_errors_are_retried_with_backoff(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Retryable errors are retried after exponential backoff on the clock, same key."""
+        flaky = bureau(
+            Scripted.raises(ProviderUnavailableError(message="503", provider="b")),
+            Scripted.raises(ProviderUnavailableError(message="503", provider="b")),
+            Scripted.passes(signals=["identity_match"]),
+        )
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[
+                Step(
+                    id="bureau",
+                    channel="credit_bureau",
+                    retry=RetrySettings(attempts=3, wait_initial=1, wait_max=10),
+                )
+            ],
+        )
+        async with Verifier(policy, channels=[flaky], clock=clock) as verifier:
+            session = await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert len(flaky.starts) == 1
+            await settle(verifier, clock, 0.999)
+            assert len(flaky.starts) == 1
+            await settle(verifier, clock, 0.001)
+            assert len(flaky.starts) == 2
+            await settle(verifier, clock, 1.999)
+            assert len(flaky.starts) == 2
+            await settle(verifier, clock, 0.001)
+            assert len(flaky.starts) == 3
+            verdict = await verifier.wait(session.session_id)
+        assert {c.idempotency_key for c in flaky.starts} == {
+            f"{session.session_id}:bureau:1"
+        }
+        assert verdict.steps[0].result is not None
+        assert verdict.steps[0].result.status is ResultStatus.PASSED
+        assert verdict.steps[0].result.attempts == 1
+
+    async def test_retry_after_is_honoured(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A rate-limited call waits the vendor's ``retry_after`` instead of the backoff."""
+        throttled = bureau(
+            Scripted.raises(
+                ProviderRateLimitedError(message="429", provider="b", retry_after=7)
+            ),
+            Scripted.passes(),
+        )
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[
+                Step(
+                    id="bureau",
+                    channel="credit_bureau",
+                    retry=RetrySettings(attempts=2, wait_initial=1, wait_max=10),
+                )
+            ],
+        )
+        async with Verifier(policy, channels=[throttled], clock=clock) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock, 6.5)
+            assert len(throttled.starts) == 1
+            await settle(verifier, clock, 0.5)
+            assert len(throttled.starts) == 2
+            verdict = await verifier.wait(session.session_id)
+        assert verdict.steps[0].result is not None
+        assert verdict.steps[0].result.status is ResultStatus.PASSED
+
+    async def test_exhausted_retries_fail_over(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """When a provider's retries run out, the next provider gets attempt 2."""
+        channel = ScriptedChannel(
+            "credit_bureau",
+            lambda context: [
+                Scripted.raises(
+                    ProviderUnavailableError(message="down", provider="first")
+                )
+                if context.provider == "first"
+                else Scripted.passes()
+            ],
+        )
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[
+                Step(
+                    id="bureau",
+                    channel="credit_bureau",
+                    providers=["first", "second"],
+                    retry=RetrySettings(attempts=2, wait_initial=1),
+                )
+            ],
+        )
+        async with Verifier(policy, channels=[channel], clock=clock) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock, 1)
+            verdict = await verifier.wait(session.session_id)
+        assert [(c.provider, c.attempt) for c in channel.starts] == [
+            ("first", 1),
+            ("first", 1),
+            ("second", 2),
+        ]
+        result = verdict.steps[0].result
+        assert result is not None
+        assert result.status is ResultStatus.PASSED
+        assert result.provider == "second"
+        assert result.attempts == 2
+
+
+class TestFailover:
+    async def test_permanent_error_fails_over_at_once(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A rejected call is not retried: the next provider starts with a new key."""
+        sms = ScriptedChannel(
+            "sms_code",
+            lambda context: [
+                Scripted.raises(
+                    ProviderRejectedError(message="bad number", provider="twilio")
+                )
+                if context.provider == "twilio"
+                else Scripted.waits(Scripted.passes(), expect=CODE)
+            ],
+        )
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code", providers=["twilio", "vonage"]),
+            ]
+        )
+        async with Verifier(
+            policy, channels=[bureau(), sms], clock=clock, new_id=ids()
+        ) as verifier:
+            await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert [(c.provider, c.attempt, c.idempotency_key) for c in sms.starts] == [
+                ("twilio", 1, "s1:sms:1"),
+                ("vonage", 2, "s1:sms:2"),
+            ]
+            record = (await verifier.get("s1")).step("sms")
+            assert record.state is StepState.WAITING
+            assert record.errors == ("ProviderRejectedError: bad number",)
+            session = await verifier.submit("s1", "sms", CODE)
+            assert session.verdict is not None
+            assert session.verdict.outcome is Outcome.APPROVED
+            result = session.step("sms").result
+            assert result is not None
+            assert result.provider == "vonage"
+            assert result.attempts == 2
+            await verify_trail(verifier, session)
+
+    async def test_every_provider_failing_ends_in_error(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """When the last provider fails too, the step ends with an ``error`` result."""
+        sms = ScriptedChannel(
+            "sms_code",
+            lambda context: [
+                Scripted.raises(
+                    ProviderRejectedError(
+                        message="refused", provider=context.provider or ""
+                    )
+                )
+            ],
+        )
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code", providers=["twilio", "vonage"]),
+            ]
+        )
+        async with Verifier(policy, channels=[bureau(), sms], clock=clock) as verifier:
+            session = await verifier.start(applicant)
+            verdict = await verifier.wait(session.session_id)
+        assert len(sms.starts) == 2
+        assert verdict.outcome is Outcome.REVIEW
+        summary = verdict.steps[1]
+        assert summary.result is not None
+        assert summary.result.status is ResultStatus.ERROR
+        assert summary.result.provider == "vonage"
+        assert summary.result.detail == "ProviderRejectedError: refused"
+
+    async def test_other_sdk_errors_end_the_attempt(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A non-provider SDK error from ``start`` errors the attempt, naming its provider."""
+        channel = bureau(
+            Scripted.raises(InvalidInputError(message="no address", field="address"))
+        )
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="bureau", channel="credit_bureau", providers=["experian"])],
+        )
+        async with Verifier(policy, channels=[channel], clock=clock) as verifier:
+            verdict = await verifier.run(applicant)
+        result = verdict.steps[0].result
+        assert result is not None
+        assert result.status is ResultStatus.ERROR
+        assert result.provider == "experian"
+        assert result.detail == "InvalidInputError: no address"
+
+
+class TestFallback:
+    def policy(self) -> Policy:
+        """A call falling back to video on failure."""
+        return Policy(
+            name="p",
+            version="1",
+            steps=[
+                Step(
+                    id="call",
+                    channel="phone_call",
+                    fallback=Fallback(step="video", on=["failed"]),
+                ),
+                Step(id="video", channel="video_sign"),
+            ],
+        )
+
+    async def test_failed_step_starts_its_fallback(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A failed step starts its fallback."""
+        video = ScriptedChannel("video_sign", [Scripted.passes()])
+        call = ScriptedChannel("phone_call", [Scripted.fails(signals=["no_answer"])])
+        async with Verifier(
+            self.policy(), channels=[call, video], clock=clock
+        ) as verifier:
+            verdict = await verifier.run(applicant)
+        assert [s.state for s in verdict.steps] == ["done", "done"]
+        assert len(video.starts) == 1
+
+    async def test_passed_step_skips_its_fallback(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A fallback is skipped when its step does not end badly."""
+        video = ScriptedChannel("video_sign", [Scripted.passes()])
+        call = ScriptedChannel("phone_call", [Scripted.passes()])
+        async with Verifier(
+            self.policy(), channels=[call, video], clock=clock
+        ) as verifier:
+            verdict = await verifier.run(applicant)
+        assert [s.state for s in verdict.steps] == ["done", "skipped"]
+        assert video.starts == []
+
+
+class TestEarlyDecision:
+    async def test_reject_cancels_other_active_steps(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A fraud alert rejects at once: waiting and running steps are cancelled."""
+        sms = sms_code()
+        call = ScriptedChannel("phone_call", [Scripted.passes(delay=600)])
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code"),
+                Step(id="call", channel="phone_call"),
+            ]
+        )
+        fraud = bureau(Scripted.ends("passed", signals=["fraud_alert"], delay=5))
+        async with Verifier(
+            policy, channels=[fraud, sms, call], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            waiting = asyncio.ensure_future(verifier.wait(session.session_id))
+            await verifier.wait_idle()
+            assert clock.sleepers == 2
+            await settle(verifier, clock, 5)
+            verdict = await waiting
+            assert verdict.outcome is Outcome.REJECTED
+            assert [r.code for r in verdict.reasons] == ["bureau.fraud_alert"]
+            assert [s.state for s in verdict.steps] == [
+                "done",
+                "cancelled",
+                "cancelled",
+            ]
+            assert [c.attempt for c in sms.cancels] == [1]
+            assert [c.attempt for c in call.cancels] == [1]
+            assert clock.sleepers == 0  # the call's start was stopped
+            assert await verifier.store.pending_effects() == []
+            await verify_trail(verifier, await verifier.get(session.session_id))
+
+
+class TestDeadline:
+    async def test_deadline_takes_on_deadline(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """At the deadline the session takes ``on_deadline`` and waiting steps are cancelled."""
+        sms = sms_code()
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code"),
+            ],
+            deadline="30m",
+            on_deadline="rejected",
+        )
+        async with Verifier(policy, channels=[bureau(), sms], clock=clock) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock, timedelta(minutes=30).total_seconds())
+            verdict = await verifier.wait(session.session_id)
+            assert verdict.outcome is Outcome.REJECTED
+            assert verdict.decided_by == "deadline"
+            assert [r.code for r in verdict.reasons] == ["session.deadline"]
+            assert verdict.decided_at == clock.now()
+            assert [c.step_id for c in sms.cancels] == ["sms"]
+            assert await verifier.store.timers() == []
+            await verify_trail(verifier, await verifier.get(session.session_id))
+
+
+class TestSubmit:
+    async def test_right_code_passes(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A submitted code reaches the channel and the session is decided."""
+        sms = sms_code()
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            session = await verifier.submit(started.session_id, "sms", CODE)
+            assert session.verdict is not None
+            assert session.verdict.outcome is Outcome.APPROVED
+            ((context, message),) = sms.messages
+            assert message == Submission(payload=CODE)
+            assert context.attempt == 1
+            assert await verifier.store.timers(started.session_id) == []
+
+    async def test_wrong_code_keeps_waiting(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A wrong code leaves the step waiting with its challenge."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            session = await verifier.submit(started.session_id, "sms", {"code": "0"})
+            assert session.step("sms").state is StepState.WAITING
+            assert session.challenges[0].kind == "code"
+            session = await verifier.submit(started.session_id, "sms", CODE)
+            assert session.status is SessionStatus.DECIDED
+
+    async def test_wrong_code_can_fail(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """With ``otherwise``, a wrong code fails the step."""
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms_code(otherwise=True)],
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            session = await verifier.submit(started.session_id, "sms", {"code": "0"})
+        assert session.verdict is not None
+        assert session.verdict.outcome is Outcome.REVIEW
+        result = session.step("sms").result
+        assert result is not None
+        assert result.signal_names == ("wrong_code",)
+
+    async def test_typed_errors(self, clock: FakeClock, applicant: Applicant) -> None:
+        """Unknown session, unknown step, step not waiting, finished session: each typed."""
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code"),
+                Step(id="call", channel="phone_call", after=["sms"]),
+            ],
+            rules=[REJECT_FRAUD],
+        )
+        call = ScriptedChannel("phone_call", [Scripted.passes()])
+        async with Verifier(
+            policy, channels=[bureau(), sms_code(), call], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            sid = session.session_id
+            await verifier.wait_idle()
+            before = await verifier.store.load(sid)
+            with pytest.raises(SessionNotFoundError):
+                await verifier.submit("nope", "sms", CODE)
+            with pytest.raises(StepNotFoundError) as unknown:
+                await verifier.submit(sid, "nope", CODE)
+            assert unknown.value.step_id == "nope"
+            with pytest.raises(StepNotWaitingError, match="pending"):
+                await verifier.submit(sid, "call", CODE)
+            with pytest.raises(StepNotWaitingError, match="done") as done:
+                await verifier.submit(sid, "bureau", CODE)
+            assert (done.value.session_id, done.value.step_id) == (sid, "bureau")
+            assert await verifier.store.load(sid) == before
+            await verifier.submit(sid, "sms", CODE)
+            await verifier.wait_idle()
+            assert (await verifier.get(sid)).finished
+            with pytest.raises(SessionFinishedError):
+                await verifier.submit(sid, "sms", CODE)
+
+
+class TestHandleEvent:
+    async def test_event_finishes_a_waiting_step(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A provider event for the current attempt reaches the channel."""
+        sms = sms_code()
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            event = ProviderEvent(
+                session_id=started.session_id,
+                step_id="sms",
+                kind="delivered",
+                attempt=1,
+            )
+            session = await verifier.handle_event(event)
+        assert session is not None
+        assert session.status is SessionStatus.DECIDED
+        assert sms.messages[0][1] == event
+
+    async def test_same_delivery_twice_is_ignored(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """The second delivery of a dedupe key returns None and changes nothing."""
+        call = ScriptedChannel("phone_call", [Scripted.waits(Scripted.passes())])
+        policy = Policy(
+            name="p", version="1", steps=[Step(id="call", channel="phone_call")]
+        )
+        async with Verifier(policy, channels=[call], clock=clock) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            sid = started.session_id
+            event = ProviderEvent(
+                session_id=sid, step_id="call", kind="completed", dedupe_key="d1"
+            )
+            assert await verifier.handle_event(event) is not None
+            before = await verifier.store.load(sid)
+            events_before = await verifier.store.audit_events(sid)
+            assert await verifier.handle_event(event) is None
+            assert await verifier.store.load(sid) == before
+            assert await verifier.store.audit_events(sid) == events_before
+        assert len(call.messages) == 1
+
+    async def test_wrong_attempt_is_refused(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """An event for another attempt than the current one is refused."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            event = ProviderEvent(
+                session_id=started.session_id, step_id="sms", kind="x", attempt=2
+            )
+            with pytest.raises(StepNotWaitingError, match="attempt 2"):
+                await verifier.handle_event(event)
+            stored = await verifier.get(started.session_id)
+            assert stored.step("sms").state is StepState.WAITING
+
+
+class GatedSms(ScriptedChannel):
+    """An SMS channel whose first ``handle`` waits until another party reaches the barrier."""
+
+    def __init__(self, barrier: asyncio.Barrier) -> None:
+        super().__init__(
+            "sms_code",
+            [Scripted.waits(Scripted.passes(signals=["code_verified"]), expect=CODE)],
+        )
+        self._barrier: asyncio.Barrier | None = barrier
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        if self._barrier is not None:  # only the first message waits
+            barrier, self._barrier = self._barrier, None
+            _ = await barrier.wait()
+        return await super().handle(context, state, message)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def replica_stores(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[tuple[SessionStore, SessionStore]]:
+    """Two replicas' stores: one shared MemoryStore, or two SqliteStores on one file."""
+    stores: tuple[SessionStore, SessionStore]
+    if request.param == "memory":
+        shared = MemoryStore()
+        stores = (shared, shared)
+    else:
+        path = tmp_path / "shared.db"
+        stores = (SqliteStore(path, clock=clock), SqliteStore(path, clock=clock))
+    yield stores
+    for store in stores:
+        await store.aclose()
+
+
+class TestReplicas:
+    async def test_concurrent_submits_apply_once(
+        self,
+        replica_stores: tuple[SessionStore, SessionStore],
+        clock: FakeClock,
+        applicant: Applicant,
+    ) -> None:
+        """Two replicas submit at once: one applies, the other gets a typed error."""
+        store_a, store_b = replica_stores
+        barrier = asyncio.Barrier(2)
+        hooks: list[str] = []
+
+        async def hook(session: Session, verdict: Verdict) -> None:
+            hooks.append(session.session_id)
+
+        a = Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), GatedSms(barrier)],
+            store=store_a,
+            clock=clock,
+            on_verdict=[hook],
+        )
+        b = Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), GatedSms(barrier)],
+            store=store_b,
+            clock=clock,
+            on_verdict=[hook],
+        )
+        started = await a.start(applicant)
+        sid = started.session_id
+        await a.wait_idle()
+        _, version = await store_a.load(sid)
+        outcomes = await asyncio.gather(
+            a.submit(sid, "sms", CODE),
+            b.submit(sid, "sms", CODE),
+            return_exceptions=True,
+        )
+        await a.wait_idle()
+        await b.wait_idle()
+        applied = [o for o in outcomes if isinstance(o, Session)]
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(applied) == len(refused) == 1
+        assert isinstance(refused[0], ConcurrentUpdateError | StepNotWaitingError)
+        stored, stored_version = await store_b.load(sid)
+        assert stored_version == version + 1
+        assert stored == applied[0]
+        assert stored.verdict is not None
+        assert stored.verdict.outcome is Outcome.APPROVED
+        assert hooks == [sid]
+        assert await store_a.pending_effects() == []
+        await verify_trail(a, stored)
+        await a.aclose()
+        await b.aclose()
+
+    async def test_second_replica_after_the_first(
+        self,
+        replica_stores: tuple[SessionStore, SessionStore],
+        clock: FakeClock,
+        applicant: Applicant,
+    ) -> None:
+        """Input reaches the session from any replica; a late repeat is refused."""
+        store_a, store_b = replica_stores
+        a = Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms_code()],
+            store=store_a,
+            clock=clock,
+        )
+        b = Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms_code()],
+            store=store_b,
+            clock=clock,
+        )
+        started = await a.start(applicant)
+        await a.wait_idle()
+        session = await b.submit(started.session_id, "sms", CODE)
+        assert session.status is SessionStatus.DECIDED
+        with pytest.raises(SessionFinishedError):
+            await a.submit(started.session_id, "sms", CODE)
+        await a.aclose()
+        await b.aclose()
+
+    async def test_dedupe_across_replicas(
+        self,
+        replica_stores: tuple[SessionStore, SessionStore],
+        clock: FakeClock,
+        applicant: Applicant,
+    ) -> None:
+        """A webhook redelivered to another replica is ignored there."""
+        store_a, store_b = replica_stores
+        call_a = ScriptedChannel("phone_call", [Scripted.waits(Scripted.passes())])
+        call_b = ScriptedChannel("phone_call", [Scripted.waits(Scripted.passes())])
+        policy = Policy(
+            name="p", version="1", steps=[Step(id="call", channel="phone_call")]
+        )
+        a = Verifier(policy, channels=[call_a], store=store_a, clock=clock)
+        b = Verifier(policy, channels=[call_b], store=store_b, clock=clock)
+        started = await a.start(applicant)
+        await a.wait_idle()
+        event = ProviderEvent(
+            session_id=started.session_id, step_id="call", kind="x", dedupe_key="k"
+        )
+        assert await a.handle_event(event) is not None
+        assert await b.handle_event(event) is None
+        assert call_b.messages == []
+        await a.aclose()
+        await b.aclose()
+
+    async def test_conflicting_provider_event_is_not_lost(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """An event whose save meets a conflict is applied, not dropped with its dedupe key."""
+        shared = MemoryStore()
+        barrier = asyncio.Barrier(2)
+        policy = bureau_sms_policy(rules=[])
+        a = Verifier(
+            policy, channels=[bureau(), GatedSms(barrier)], store=shared, clock=clock
+        )
+        started = await a.start(applicant)
+        sid = started.session_id
+        await a.wait_idle()
+
+        async def other_writer() -> None:
+            # Another replica saves the session while the event is handled.
+            _ = await barrier.wait()
+            session, version = await shared.load(sid)
+            await shared.save(session, expected_version=version)
+
+        event = ProviderEvent(session_id=sid, step_id="sms", kind="x", dedupe_key="k")
+        handled, _ = await asyncio.gather(a.handle_event(event), other_writer())
+        assert handled is not None
+        assert handled.step("sms").state is StepState.DONE
+        assert await a.handle_event(event) is None
+        await a.aclose()
+
+
+class TestCancel:
+    async def test_cancel_stops_active_steps(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Cancelling stops every active step; waiters learn it was cancelled."""
+        sms = sms_code()
+        slow = bureau(Scripted.passes(delay=100))
+        async with Verifier(
+            bureau_sms_policy(deadline="1h"), channels=[slow, sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            sid = started.session_id
+            waiting = asyncio.ensure_future(verifier.wait(sid))
+            await verifier.wait_idle()
+            session = await verifier.cancel(sid, reason="applicant withdrew")
+            await verifier.wait_idle()
+            assert session.status is SessionStatus.CANCELLED
+            assert session.verdict is None
+            assert [r.state for r in session.steps] == [StepState.CANCELLED] * 2
+            assert len(sms.cancels) == len(slow.cancels) == 1
+            assert clock.sleepers == 0
+            assert await verifier.store.timers() == []
+            with pytest.raises(SessionFinishedError, match="cancelled"):
+                await waiting
+            with pytest.raises(SessionFinishedError, match="cancelled"):
+                await verifier.wait(sid)
+            with pytest.raises(SessionFinishedError, match="already cancelled"):
+                await verifier.cancel(sid)
+            await verify_trail(verifier, await verifier.get(sid))
+
+    async def test_cancelling_a_channel_may_fail(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A provider error while cancelling a step is logged, not raised."""
+
+        class Stubborn(ScriptedChannel):
+            async def cancel(self, context: StepContext, state: Any, /) -> None:
+                raise ProviderUnavailableError(message="down", provider="x")
+
+        stubborn = Stubborn("sms_code", [Scripted.waits(Scripted.passes())])
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), stubborn], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            await verifier.cancel(started.session_id)
+            await verifier.wait_idle()
+            assert await verifier.store.pending_effects() == []
+        assert "cancelling step sms" in caplog.text
+
+
+class TestOnVerdict:
+    async def test_hooks_run_once_and_a_failing_one_is_contained(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Every hook runs once per decided session, even after a failing one and stale input."""
+        calls: list[tuple[str, Outcome]] = []
+
+        async def broken(session: Session, verdict: Verdict) -> None:
+            raise RuntimeError("boom")
+
+        async def record(session: Session, verdict: Verdict) -> None:
+            assert session.verdict == verdict
+            calls.append((session.session_id, verdict.outcome))
+
+        resend = ResendChannel()
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="resend"),
+            ],
+            channels={"resend": ResendChannel.SPEC},
+            rules=[REJECT_FRAUD],
+        )
+        fraud = bureau(Scripted.ends("passed", signals=["fraud_alert"], delay=30))
+        caplog.set_level(logging.ERROR, logger="multiverify")
+        async with Verifier(
+            policy,
+            channels=[fraud, resend],
+            clock=clock,
+            on_verdict=[broken, record],
+        ) as verifier:
+            started = await verifier.start(applicant)
+            sid = started.session_id
+            await settle(verifier, clock, 30)
+            assert calls == [(sid, Outcome.REJECTED)]
+            decided = await verifier.get(sid)
+            # The resend timer outlives the verdict; when it fires the input is stale.
+            await settle(verifier, clock, 30)
+            after = await verifier.get(sid)
+            assert after.inputs == decided.inputs + 1
+            assert after.verdict == decided.verdict
+            assert calls == [(sid, Outcome.REJECTED)]
+            assert await verifier.wait(sid) == decided.verdict
+            await verify_trail(verifier, after)
+        assert "on_verdict hook failed" in caplog.text
+
+
+@attrs.frozen(kw_only=True)
+class ResendState:
+    """How many codes the resend channel sent."""
+
+    sent: int
+
+
+class ResendChannel:
+    """A small custom channel: resends its code every minute until it gets one."""
+
+    SPEC = ChannelSpec(name="resend", signals={"code_verified"})
+
+    def __init__(self) -> None:
+        self.dues: list[TimerDue] = []
+        self.cancelled: list[StepContext] = []
+
+    @property
+    def spec(self) -> ChannelSpec:
+        return self.SPEC
+
+    @property
+    def state_type(self) -> type[ResendState]:
+        return ResendState
+
+    async def start(self, context: StepContext, /) -> StepOutcome:
+        return Waiting(
+            state=ResendState(sent=1),
+            challenge=Challenge(step_id=context.step_id, kind="code"),
+            timers=(("resend", context.clock.now() + timedelta(minutes=1)),),
+        )
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        assert isinstance(state, ResendState)
+        match message:
+            case TimerDue():
+                self.dues.append(message)
+                return Waiting(
+                    state=ResendState(sent=state.sent + 1),
+                    timers=(("resend", message.at + timedelta(minutes=1)),),
+                )
+            case _:
+                return Finished(
+                    result=ChannelResult(status="passed", facts={"sent": state.sent}),
+                    state=state,
+                )
+
+    async def cancel(self, context: StepContext, state: Any, /) -> None:
+        self.cancelled.append(context)
+
+
+class StatelessChannel(ResendChannel):
+    """The resend channel, declaring no state type and returning a bare value."""
+
+    SPEC = ChannelSpec(name="stateless")
+
+    @property
+    def state_type(self) -> None:
+        return None
+
+    async def start(self, context: StepContext, /) -> StepOutcome:
+        return Waiting(state=7)
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        assert state is None
+        return Finished(result=ChannelResult(status="passed"))
+
+
+class TestChannelTimers:
+    async def test_channel_timers_come_back_as_timer_due(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A channel's ``Waiting.timers`` fire on the clock as ``TimerDue`` with its state."""
+        resend = ResendChannel()
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="sms", channel="resend")],
+            channels={"resend": ResendChannel.SPEC},
+        )
+        start = clock.now()
+        async with Verifier(policy, channels=[resend], clock=clock) as verifier:
+            started = await verifier.start(applicant)
+            sid = started.session_id
+            await settle(verifier, clock, 59)
+            assert resend.dues == []
+            await settle(verifier, clock, 1)
+            assert resend.dues == [
+                TimerDue(name="resend", at=start + timedelta(minutes=1))
+            ]
+            await settle(verifier, clock, 60)
+            assert [due.at for due in resend.dues] == [
+                start + timedelta(minutes=1),
+                start + timedelta(minutes=2),
+            ]
+            record = (await verifier.get(sid)).step("sms")
+            assert record.state is StepState.WAITING
+            assert record.channel_state == {"sent": 3}
+            assert record.challenge == Challenge(step_id="sms", kind="code")
+            session = await verifier.submit(sid, "sms", CODE)
+            result = session.step("sms").result
+            assert result is not None
+            assert result.facts == {"sent": 3}
+            await verify_trail(verifier, session)
+
+    async def test_stateless_channel(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A channel without a state type gets ``None`` back, whatever it returned."""
+        channel = StatelessChannel()
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="x", channel="stateless")],
+            channels={"stateless": StatelessChannel.SPEC},
+        )
+        async with Verifier(policy, channels=[channel], clock=clock) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            record = (await verifier.get(started.session_id)).step("x")
+            assert record.channel_state == {"value": 7}
+            session = await verifier.submit(started.session_id, "x", {})
+        assert session.status is SessionStatus.DECIDED
+
+
+class TestAudit:
+    async def test_trail_verifies_and_replays(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """The audit trail of a finished session verifies and replays to its verdict."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock, 10)
+            session = await verifier.submit(started.session_id, "sms", CODE)
+            count = await verify_trail(verifier, session)
+            events = await verifier.store.audit_events(session.session_id)
+        assert events[0].kind == "session.created"
+        assert events[-1].kind == "verdict"
+        assert events[-1].data["outcome"] == "approved"
+        assert count == len(events)
+        assert "13800138000" not in "".join(event.to_json() for event in events)
+
+
+class TestFireDueTimers:
+    async def test_fires_stored_due_timers(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``fire_due_timers`` fires the stored timers that are due, from any replica."""
+        shared = MemoryStore()
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code"),
+            ],
+            deadline="10m",
+        )
+        a = Verifier(policy, channels=[bureau(), sms_code()], store=shared, clock=clock)
+        started = await a.start(applicant)
+        await a.wait_idle()
+        await a.aclose()  # its armed timers are gone with it
+        b = Verifier(policy, channels=[bureau(), sms_code()], store=shared, clock=clock)
+        assert await b.fire_due_timers() == 0
+        await clock.advance(600)
+        assert await b.fire_due_timers() == 1
+        await b.wait_idle()
+        session = await b.get(started.session_id)
+        assert session.verdict is not None
+        assert session.verdict.outcome is Outcome.EXPIRED
+        assert await shared.timers() == []
+        await b.aclose()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def restart_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Callable[[], SessionStore]]:
+    """Makes the store of each 'process': a new SqliteStore on one file, or one MemoryStore."""
+    made: list[SessionStore] = []
+    shared = MemoryStore()
+
+    def make() -> SessionStore:
+        store: SessionStore = (
+            shared
+            if request.param == "memory"
+            else SqliteStore(tmp_path / "verify.db", clock=clock)
+        )
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()
+
+
+class TestRestart:
+    async def test_restart_mid_session_repeats_nothing(
+        self, tmp_path: Path, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A new Verifier on the same SQLite file resumes; nothing is repeated or lost."""
+        path = tmp_path / "verify.db"
+        policy = bureau_sms_policy(deadline="1h")
+        first_bureau, first_sms = bureau(), sms_code()
+        first = Verifier(
+            policy,
+            channels=[first_bureau, first_sms],
+            store=SqliteStore(path, clock=clock),
+            clock=clock,
+        )
+        started = await first.start(applicant)
+        sid = started.session_id
+        await settle(first, clock, 30)
+        assert await states(first, sid) == {"bureau": "done", "sms": "waiting"}
+        assert len(first_sms.starts) == 1
+        trail_before = await first.store.audit_events(sid)
+        await first.aclose()
+
+        second_bureau, second_sms = bureau(), sms_code()
+        verdicts: list[Verdict] = []
+
+        async def hook(session: Session, verdict: Verdict) -> None:
+            verdicts.append(verdict)
+
+        async with Verifier(
+            policy,
+            channels=[second_bureau, second_sms],
+            store=SqliteStore(path, clock=clock),
+            clock=clock,
+            on_verdict=[hook],
+        ) as second:
+            assert await second.resume() == 2  # the sms timeout and the deadline
+            assert await second.resume() == 2  # re-arming is harmless
+            await second.wait_idle()
+            session = await second.get(sid)
+            assert session.challenges[0].step_id == "sms"
+            session = await second.submit(sid, "sms", CODE)
+            await second.wait_idle()
+            assert session.verdict is not None
+            assert session.verdict.outcome is Outcome.APPROVED
+            assert await second.wait(sid) == session.verdict
+            assert verdicts == [session.verdict]
+            assert second_sms.starts == []
+            assert second_bureau.starts == []
+            assert [context.attempt for context, _ in second_sms.messages] == [1]
+            trail = await second.store.audit_events(sid)
+            assert trail[: len(trail_before)] == trail_before
+            await verify_trail(second, session)
+            assert await second.store.pending_effects() == []
+            assert await second.store.timers() == []
+
+    async def test_saved_start_is_run_once_on_resume(
+        self,
+        restart_store: Callable[[], SessionStore],
+        clock: FakeClock,
+        applicant: Applicant,
+    ) -> None:
+        """A crash after saving a StartStep but before running it: resume runs it once."""
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code"),
+            ]
+        )
+        first_bureau, first_sms = bureau(), sms_code()
+        first = Verifier(
+            policy,
+            channels=[first_bureau, first_sms],
+            store=restart_store(),
+            clock=clock,
+        )
+        started = await first.start(applicant)
+        await first.aclose()  # before the spawned effects got to run
+        assert first_bureau.starts == first_sms.starts == []
+        pending = await first.store.pending_effects(started.session_id)
+        assert sorted(p.effect.step_id for p in pending) == ["bureau", "sms"]  # type: ignore[union-attr]
+
+        second_bureau, second_sms = bureau(), sms_code()
+        async with Verifier(
+            policy,
+            channels=[second_bureau, second_sms],
+            store=restart_store(),
+            clock=clock,
+        ) as second:
+            assert await second.resume() == 2
+            await second.wait_idle()
+            assert len(second_bureau.starts) == len(second_sms.starts) == 1
+            assert await second.store.pending_effects() == []
+            assert await second.resume() == 0
+            await second.wait_idle()
+            assert len(second_bureau.starts) == len(second_sms.starts) == 1
+            session = await second.submit(started.session_id, "sms", CODE)
+            assert session.status is SessionStatus.DECIDED
+            await verify_trail(second, session)
+
+    async def test_crash_right_after_a_save(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A crash between the save and running its effects loses nothing on resume."""
+        store = CrashingStore()
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code", timeout="5m"),
+            ],
+            deadline="1h",
+        )
+        verdicts: list[Verdict] = []
+
+        async def hook(session: Session, verdict: Verdict) -> None:
+            verdicts.append(verdict)
+
+        first_sms = sms_code()
+        first = Verifier(
+            policy, channels=[bureau(), first_sms], store=store, clock=clock
+        )
+        store.crash_on = bool
+        with pytest.raises(Crash):
+            await first.start(applicant)
+        (sid,) = await store.session_ids()
+        assert first_sms.starts == []
+        await first.aclose()
+
+        second_sms = sms_code()
+        second = Verifier(
+            policy,
+            channels=[bureau(), second_sms],
+            store=store,
+            clock=clock,
+            on_verdict=[hook],
+        )
+        # The start, the step timeout and the deadline: 4 saved effects, nothing armed yet.
+        assert await second.resume() == 4
+        await second.wait_idle()
+        assert len(second_sms.starts) == 1
+        assert await states(second, sid) == {"bureau": "done", "sms": "waiting"}
+        assert {t.timer_id for t in await store.timers(sid)} == {
+            "deadline",
+            "step:sms:1:timeout",
+        }
+        # Now crash right after the verdict is saved, before anything is told.
+        store.crash_on = lambda effects: any(
+            type(e).__name__ == "RecordVerdict" for e in effects
+        )
+        with pytest.raises(Crash):
+            await second.submit(sid, "sms", CODE)
+        assert verdicts == []
+        await second.aclose()
+
+        third = Verifier(
+            policy,
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+            on_verdict=[hook],
+        )
+        assert await third.resume() >= 1
+        await third.wait_idle()
+        session = await third.get(sid)
+        assert session.verdict is not None
+        assert verdicts == [session.verdict]
+        assert await store.pending_effects() == []
+        assert await store.timers() == []
+        await verify_trail(third, session)
+        await third.aclose()
+
+    async def test_resumed_start_is_cancelled_by_its_timeout(
+        self,
+        restart_store: Callable[[], SessionStore],
+        clock: FakeClock,
+        applicant: Applicant,
+    ) -> None:
+        """A start re-run by resume is tracked: its timeout cancels it like any other."""
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="call", channel="phone_call", timeout="1m")],
+        )
+        first_call = ScriptedChannel("phone_call", [Scripted.passes(delay=3600)])
+        first = Verifier(
+            policy, channels=[first_call], store=restart_store(), clock=clock
+        )
+        started = await first.start(applicant)
+        await first.wait_idle()
+        assert len(first_call.starts) == 1
+        await first.aclose()  # mid-call
+
+        second_call = ScriptedChannel("phone_call", [Scripted.passes(delay=3600)])
+        async with Verifier(
+            policy, channels=[second_call], store=restart_store(), clock=clock
+        ) as second:
+            assert await second.resume() == 2  # the start and its timeout
+            await second.wait_idle()
+            assert len(second_call.starts) == 1
+            await settle(second, clock, 60)
+            assert clock.sleepers == 0
+            session = await second.get(started.session_id)
+            assert session.verdict is not None
+            result = session.step("call").result
+            assert result is not None
+            assert result.status is ResultStatus.TIMEOUT
+            assert [c.attempt for c in second_call.cancels] == [1]
+            assert await second.store.pending_effects() == []
+
+    async def test_saved_timers_fire_after_resume(
+        self,
+        restart_store: Callable[[], SessionStore],
+        clock: FakeClock,
+        applicant: Applicant,
+    ) -> None:
+        """Timers saved before the restart are re-armed by resume and fire on the clock."""
+        video = ScriptedChannel("video_sign", [Scripted.passes()])
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[
+                Step(
+                    id="sms",
+                    channel="sms_code",
+                    timeout="5m",
+                    fallback=Fallback(step="video", on=["timeout"]),
+                ),
+                Step(id="video", channel="video_sign"),
+            ],
+            deadline="1h",
+        )
+        first = Verifier(
+            policy,
+            channels=[sms_code(), ScriptedChannel("video_sign", [Scripted.passes()])],
+            store=restart_store(),
+            clock=clock,
+        )
+        started = await first.start(applicant)
+        await settle(first, clock, 60)
+        await first.aclose()
+
+        second_sms = sms_code()
+        async with Verifier(
+            policy, channels=[second_sms, video], store=restart_store(), clock=clock
+        ) as second:
+            assert await second.resume() == 2
+            await settle(second, clock, 239)
+            assert video.starts == []
+            await settle(second, clock, 1)
+            assert len(video.starts) == 1
+            assert [c.attempt for c in second_sms.cancels] == [1]
+            session = await second.get(started.session_id)
+            assert session.verdict is not None
+            assert session.verdict.outcome is Outcome.REVIEW
+            await verify_trail(second, session)
+
+
+class ContendedStore(MemoryStore):
+    """A MemoryStore on which, while ``contended``, every save loses a race."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contended = False
+        self.saves = 0
+
+    async def save(self, session: Session, **kwargs: Any) -> int:
+        if self.contended:
+            self.saves += 1
+            raise ConcurrentUpdateError(
+                message="lost the race",
+                session_id=session.session_id,
+                expected_version=0,
+            )
+        return await super().save(session, **kwargs)
+
+
+class ForgetfulStore(MemoryStore):
+    """A MemoryStore that, while ``forgetting``, never marks effects done (a crash before that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgetting = False
+
+    async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
+        if not self.forgetting:
+            await super().complete_effect(session_id, effect_id)
+
+
+class TestConflicts:
+    async def test_a_session_that_keeps_changing_gives_up(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """After many lost compare-and-sets, internal inputs and events raise a conflict."""
+        store = ContendedStore()
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            sid = started.session_id
+            before = await store.load(sid)
+            store.contended = True
+            with pytest.raises(ConcurrentUpdateError, match="gave up after 20 tries"):
+                await verifier.cancel(sid)
+            assert store.saves == 20
+            event = ProviderEvent(session_id=sid, step_id="sms", kind="x")
+            with pytest.raises(ConcurrentUpdateError):
+                await verifier.handle_event(event)
+            assert store.saves == 40
+            assert await store.load(sid) == before
+
+
+class TestRecovery:
+    async def test_saved_but_unmarked_start_is_not_repeated(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A start whose outcome was saved but never marked done is not run again."""
+        store = ForgetfulStore()
+        store.forgetting = True
+        policy = bureau_sms_policy(deadline="1h")
+        first_sms = sms_code()
+        first = Verifier(
+            policy, channels=[bureau(), first_sms], store=store, clock=clock
+        )
+        started = await first.start(applicant)
+        await first.wait_idle()
+        await first.aclose()
+        assert len(await store.pending_effects()) == 4
+        store.forgetting = False
+
+        second_bureau, second_sms = bureau(), sms_code()
+        async with Verifier(
+            policy, channels=[second_bureau, second_sms], store=store, clock=clock
+        ) as second:
+            assert await second.resume() == 6  # 4 effects, 2 timers
+            await second.wait_idle()
+            assert second_bureau.starts == second_sms.starts == []
+            assert await store.pending_effects() == []
+            assert len(await store.timers()) == 2
+            session = await second.submit(started.session_id, "sms", CODE)
+            assert session.status is SessionStatus.DECIDED
+
+    async def test_session_of_another_policy(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A Verifier without a session's policy refuses its input and logs its effects."""
+        shared = MemoryStore()
+        first = Verifier(
+            bureau_sms_policy(deadline="1m"),
+            channels=[bureau(), sms_code()],
+            store=shared,
+            clock=clock,
+        )
+        started = await first.start(applicant)
+        await first.aclose()  # before its effects ran
+        other = bureau_sms_policy(name="other")
+        async with Verifier(
+            other, channels=[bureau(), sms_code()], store=shared, clock=clock
+        ) as second:
+            await second.resume()
+            await settle(second, clock, 60)
+            with pytest.raises(ConfigurationError, match="was not given"):
+                await second.submit(started.session_id, "sms", CODE)
+        assert "effect 1.1 of session" in caplog.text
+        assert "timer deadline of session" in caplog.text
+
+    async def test_purged_personal_data(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Once the applicant was purged, input is refused and cancelling skips the channels."""
+        sms = sms_code()
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            sid = started.session_id
+            session, version = await verifier.store.load(sid)
+            await verifier.store.save(
+                attrs.evolve(session, applicant=None), expected_version=version
+            )
+            with pytest.raises(SessionFinishedError, match="no personal data"):
+                await verifier.submit(sid, "sms", CODE)
+            cancelled = await verifier.cancel(sid)
+            await verifier.wait_idle()
+        assert cancelled.status is SessionStatus.CANCELLED
+        assert sms.cancels == []
+
+    async def test_channel_timer_for_a_finished_step(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A channel timer delivered after its step finished is dropped quietly."""
+        shared = MemoryStore()
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="sms", channel="resend")],
+            channels={"resend": ResendChannel.SPEC},
+        )
+        first = ResendChannel()
+        a = Verifier(policy, channels=[first], store=shared, clock=clock)
+        started = await a.start(applicant)
+        await a.wait_idle()
+        later = FakeClock(clock.now() + timedelta(minutes=1))
+        second = ResendChannel()
+        async with Verifier(policy, channels=[second], store=shared, clock=later) as b:
+            assert await b.fire_due_timers() == 1  # its notification is now in flight
+            session = await b.submit(started.session_id, "sms", CODE)
+            assert session.status is SessionStatus.DECIDED
+            await b.wait_idle()
+        assert second.dues == []
+        await a.aclose()
+
+
+class TestWaitIdle:
+    async def test_without_a_fake_clock(self, applicant: Applicant) -> None:
+        """On a real clock, ``wait_idle`` waits for the effects in flight to finish."""
+        async with Verifier(
+            Policy(
+                name="p", version="1", steps=[Step(id="b", channel="credit_bureau")]
+            ),
+            channels=[bureau()],
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            session = await verifier.get(started.session_id)
+        assert session.status is SessionStatus.DECIDED
+
+    async def test_abandoned_wait(self, clock: FakeClock, applicant: Applicant) -> None:
+        """A ``wait`` given up by its caller does not trouble the verdict."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            abandoned = asyncio.ensure_future(verifier.wait(started.session_id))
+            await verifier.wait_idle()
+            abandoned.cancel()
+            session = await verifier.submit(started.session_id, "sms", CODE)
+        assert session.status is SessionStatus.DECIDED
+        assert abandoned.cancelled()
