@@ -335,12 +335,21 @@ class TestRetrying:
         assert await attempt(settings, call, sleep) == "ok"
         assert sleep.delays == [2.5, 1.0, 0]
 
-    async def test_retry_after_is_capped_at_wait_max(self) -> None:
-        """A Retry-After longer than ``wait_max`` is capped, as RetrySettings says."""
+    async def test_retry_after_longer_than_wait_max_gives_up(self) -> None:
+        """A Retry-After beyond ``wait_max`` is never cut short: retries stop instead."""
         call, sleep = Flaky(limited(3600)), Sleeps()
+        settings = RetrySettings(attempts=3, wait_initial=0.5, wait_max=5)
+        with pytest.raises(ProviderRateLimitedError):
+            await attempt(settings, call, sleep)
+        assert call.calls == 1
+        assert sleep.delays == []
+
+    async def test_retry_after_within_wait_max_is_honoured_exactly(self) -> None:
+        """A Retry-After within ``wait_max`` replaces the backoff as given."""
+        call, sleep = Flaky(limited(4)), Sleeps()
         settings = RetrySettings(attempts=2, wait_initial=0.5, wait_max=5)
         assert await attempt(settings, call, sleep) == "ok"
-        assert sleep.delays == [5]
+        assert sleep.delays == [4]
 
     async def test_jitter(self) -> None:
         """Up to ``wait_jitter`` random seconds are added, drawn from ``rng``."""

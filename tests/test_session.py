@@ -359,6 +359,25 @@ class TestStepStarted:
             ),
         )
 
+    def test_channel_timers_are_cancelled_when_the_step_ends(self) -> None:
+        """A step that ends cancels every channel timer its attempt scheduled."""
+        session = run(
+            POLICY,
+            started(),
+            StepStarted(
+                step_id="sms", attempt=1, at=at(1), timers=[("resend", at(60))]
+            ),
+            StepUpdated(
+                step_id="sms", attempt=1, at=at(2), timers=[("expire", at(90))]
+            ),
+        ).session
+        assert session.step("sms").timers == ("resend", "expire")
+        step = transition(POLICY, session, finished("sms", "passed"))
+        cancelled = [e.timer_id for e in step.effects if isinstance(e, CancelTimer)]
+        assert "step:sms:1:channel:resend" in cancelled
+        assert "step:sms:1:channel:expire" in cancelled
+        assert step.session.step("sms").timers == ()
+
     def test_update_without_challenge_keeps_the_old_one(self) -> None:
         """StepUpdated without a challenge keeps the previous challenge."""
         challenge = Challenge(step_id="sms", kind="code")

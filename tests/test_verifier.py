@@ -236,7 +236,7 @@ class TestVerifier:
     async def test_async_with_closes(
         self, clock: FakeClock, applicant: Applicant
     ) -> None:
-        """Leaving ``async with`` stops timers and in-flight effects and closes the store."""
+        """Leaving ``async with`` stops timers and in-flight effects; a given store stays open."""
         closed: list[bool] = []
 
         class Store(MemoryStore):
@@ -251,9 +251,22 @@ class TestVerifier:
             await verifier.start(applicant)
             await verifier.wait_idle()
             assert clock.sleepers == 2  # the bureau's delay and the sms timeout
-        assert closed == [True]
+        assert closed == []
         assert clock.sleepers == 0
         await verifier.aclose()  # idempotent
+        assert closed == []
+
+    async def test_aclose_closes_the_store_it_made(self) -> None:
+        """The default in-memory store belongs to the Verifier and closes with it."""
+        verifier = Verifier(bureau_sms_policy(), channels=[bureau(), sms_code()])
+        store = verifier.store
+        closed: list[bool] = []
+
+        async def aclose() -> None:
+            closed.append(True)
+
+        store.aclose = aclose  # type: ignore[method-assign]
+        await verifier.aclose()
         assert closed == [True]
 
     async def test_aclose_cancels_waiters(
@@ -1234,7 +1247,10 @@ class TestOnVerdict:
             await settle(verifier, clock, 30)
             assert calls == [(sid, Outcome.REJECTED)]
             decided = await verifier.get(sid)
-            # The resend timer outlives the verdict; when it fires the input is stale.
+            # The verdict cancelled the resend timer; a stale timer input that
+            # still arrives (another replica fired it) changes nothing.
+            assert await verifier.store.timers(sid) == []
+            await verifier._fire(sid, "step:sms:1:channel:resend")
             await settle(verifier, clock, 30)
             after = await verifier.get(sid)
             assert after.inputs == decided.inputs + 1
@@ -1886,3 +1902,140 @@ class TestWaitIdle:
             session = await verifier.submit(started.session_id, "sms", CODE)
         assert session.status is SessionStatus.DECIDED
         assert abandoned.cancelled()
+
+
+class TestChallenge:
+    async def test_returns_the_challenge_once_the_step_waits(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``challenge()`` waits for a slow start and returns the masked destination."""
+        slow_sms = ScriptedChannel(
+            "sms_code",
+            [
+                Scripted.waits(
+                    Scripted.passes(delay=5),
+                    expect=CODE,
+                    kind="code",
+                    destination="+86*******8000",
+                )
+            ],
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), slow_sms], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            waiting = asyncio.ensure_future(
+                verifier.challenge(session.session_id, "sms")
+            )
+            await settle(verifier, clock)
+            assert not waiting.done()
+            await settle(verifier, clock, 5)
+            challenge = await waiting
+        assert challenge.kind == "code"
+        assert challenge.destination == "+86*******8000"
+
+    async def test_settled_step_has_no_challenge(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A step that ended (or never asks for input) raises StepNotWaitingError."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock)
+            with pytest.raises(StepNotWaitingError, match="bureau"):
+                await verifier.challenge(session.session_id, "bureau")
+
+    async def test_submit_to_a_step_still_starting_is_refused(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Input for a step whose challenge is not out yet is refused, typed."""
+        slow_sms = ScriptedChannel(
+            "sms_code", [Scripted.waits(Scripted.passes(delay=5), expect=CODE)]
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), slow_sms], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock)
+            with pytest.raises(StepNotWaitingError, match="still starting"):
+                await verifier.submit(session.session_id, "sms", CODE)
+            assert slow_sms.messages == []
+
+    async def test_event_for_a_starting_step_keeps_its_dedupe_key(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """An early event is refused without spending its key, so a redelivery applies."""
+        slow_sms = ScriptedChannel(
+            "sms_code", [Scripted.waits(Scripted.passes(delay=5), expect=CODE)]
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), slow_sms], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock)
+            event = ProviderEvent(
+                session_id=session.session_id, step_id="sms", kind="x", dedupe_key="k1"
+            )
+            with pytest.raises(StepNotWaitingError):
+                await verifier.handle_event(event)
+            await settle(verifier, clock, 5)
+            assert await verifier.handle_event(event) is not None
+            assert (await verifier.wait(session.session_id)).outcome == Outcome.APPROVED
+
+
+class TestRobustness:
+    async def test_a_crashing_channel_ends_its_step_in_error(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A bug in a channel (a non-SDK exception) ends the attempt in error, logged."""
+        broken = bureau(Scripted.raises(ZeroDivisionError("oops")))
+        async with Verifier(
+            bureau_sms_policy(), channels=[broken, sms_code()], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock)
+            result = (await verifier.get(session.session_id)).step("bureau").result
+        assert result is not None
+        assert result.status == ResultStatus.ERROR
+        assert result.detail == "channel error: ZeroDivisionError: oops"
+        assert "crashed starting step bureau" in caplog.text
+
+    async def test_hooks_run_outside_the_session_lock(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A hook may use the Verifier on the same session without deadlocking."""
+        seen: list[int] = []
+
+        async def hook(session: Session, verdict: Verdict) -> None:
+            again = await verifier.get(session.session_id)
+            seen.append(again.inputs)
+            with pytest.raises(SessionFinishedError):
+                await verifier.cancel(session.session_id)
+
+        verifier = Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(Scripted.passes(signals=["fraud_alert"])), sms_code()],
+            clock=clock,
+            on_verdict=[hook],
+        )
+        async with verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock)
+            assert (await verifier.wait(session.session_id)).outcome == Outcome.REJECTED
+        assert len(seen) == 1
+
+    async def test_finished_sessions_release_their_locks(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Per-session locks do not pile up once sessions are decided."""
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(Scripted.passes(signals=["fraud_alert"])), sms_code()],
+            clock=clock,
+        ) as verifier:
+            for _ in range(3):
+                session = await verifier.start(applicant)
+                await settle(verifier, clock)
+                await verifier.wait(session.session_id)
+            assert verifier._locks == {}

@@ -136,17 +136,19 @@ def retrying(
 
     Only retryable [`ProviderError`][multiverify.exceptions.ProviderError]s are
     retried. Backoff is exponential from ``wait_initial`` up to ``wait_max``
-    plus up to ``wait_jitter``; a vendor's ``retry_after`` replaces it (capped
-    at ``wait_max``). The total budget ``timeout`` counts the time slept,
-    jitter included, so it works on an injected clock. When retries run out,
-    the last error is re-raised.
+    plus up to ``wait_jitter``. A vendor's ``retry_after`` is honoured as
+    given: never retried sooner, and when it asks for longer than
+    ``wait_max`` the retries stop, so the next provider is tried instead of
+    waiting. The total budget ``timeout`` counts the time slept, jitter
+    included, so it works on an injected clock. When retries run out, the
+    last error is re-raised.
     """
     jitter = rng or random.Random()
 
     def base(state: tenacity.RetryCallState) -> tuple[float, bool]:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ProviderRateLimitedError) and exc.retry_after is not None:
-            return min(exc.retry_after, settings.wait_max), False
+            return exc.retry_after, False
         backoff = settings.wait_initial * 2 ** (state.attempt_number - 1)
         return min(backoff, settings.wait_max), True
 
@@ -159,6 +161,8 @@ def retrying(
     def stop(state: tenacity.RetryCallState) -> bool:
         if state.attempt_number >= settings.attempts:
             return True
+        if state.upcoming_sleep > settings.wait_max + settings.wait_jitter:
+            return True  # the vendor asks for a longer pause than the step allows
         if settings.timeout is None:
             return False
         # tenacity computes the wait before asking stop: the jittered delay

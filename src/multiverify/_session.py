@@ -137,6 +137,8 @@ class StepRecord:
     started_at: datetime | None = None
     triggered_by: str | None = None
     errors: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    timers: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    """Names of the channel timers the current attempt has scheduled."""
 
 
 @attrs.frozen(kw_only=True)
@@ -448,6 +450,7 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
         case StepStarted() | StepUpdated():
             record = run.current(event.step_id, event.attempt)
             if record is not None:
+                names = dict.fromkeys((*record.timers, *(n for n, _ in event.timers)))
                 run.replace(
                     record,
                     state=StepState.WAITING,
@@ -455,6 +458,7 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
                     if event.challenge is not None
                     else record.challenge,
                     channel_state=event.channel_state,
+                    timers=tuple(names),
                 )
                 for name, due in event.timers:
                     run.emit(
@@ -552,11 +556,16 @@ class _Run:
                 due_at=at + timedelta(seconds=step.timeout),
             )
 
-    def release(self, record: StepRecord) -> None:
+    def release(self, record: StepRecord) -> StepRecord:
         """Cancel the timers of the record's current attempt."""
         step = self.spec(record.step_id)
         if step.timeout is not None:
             self.emit(CancelTimer, timer_id=_timeout_timer(step.id, record.attempt))
+        for name in record.timers:
+            self.emit(
+                CancelTimer, timer_id=_channel_timer(step.id, record.attempt, name)
+            )
+        return self.replace(record, timers=()) if record.timers else record
 
     def finish(
         self,
@@ -567,7 +576,7 @@ class _Run:
         channel_state: JSON | None = None,
     ) -> None:
         step = self.spec(record.step_id)
-        self.release(record)
+        record = self.release(record)
         result = attrs.evolve(
             result,
             attempts=record.attempt,
@@ -594,7 +603,7 @@ class _Run:
         errors = (*record.errors, event.error)
         record = self.replace(record, errors=errors)
         if record.provider_index + 1 < len(step.providers):
-            self.release(record)
+            record = self.release(record)
             self.start(record, event.at, provider_index=record.provider_index + 1)
             return
         self.finish(
@@ -841,7 +850,7 @@ class _Run:
                     attempt=record.attempt,
                     channel=step.channel,
                 )
-                self.release(record)
+                record = self.release(record)
                 self.replace(
                     record,
                     state=StepState.CANCELLED,

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from typing import Any, Self
 
@@ -15,7 +23,7 @@ from ._applicant import Applicant
 from ._audit import AuditEvent, AuditTrail
 from ._clock import Clock, SystemClock
 from ._http import retrying
-from ._results import Verdict
+from ._results import Challenge, Verdict
 from ._serde import converter
 from ._session import (
     Cancel,
@@ -60,7 +68,7 @@ from .exceptions import (
     SessionFinishedError,
     StepNotWaitingError,
 )
-from .policy import Policy
+from .policy import Policy, RetrySettings
 from .stores import MemoryStore, SessionStore
 
 __all__ = ["OnVerdict", "Verifier"]
@@ -126,6 +134,7 @@ class Verifier:
                 problems=tuple(problems),
             )
         self._default = listed[0]
+        self._owns_store = store is None
         self._store: SessionStore = store if store is not None else MemoryStore()
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._hooks = tuple(on_verdict)
@@ -134,7 +143,8 @@ class Verifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
-        self._waiters: dict[str, list[asyncio.Future[Session]]] = {}
+        self._watchers: dict[str, list[asyncio.Future[Session]]] = {}
+        self._rng = random.Random()  # noqa: S311 - backoff jitter is not a secret
         self._closed = False
 
     def __repr__(self) -> str:
@@ -218,16 +228,44 @@ class Verifier:
             SessionNotFoundError: no such session.
             SessionFinishedError: the session was cancelled.
         """
-        session, _ = await self._store.load(session_id)
-        if not session.finished:
-            future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(session_id, []).append(future)
-            session = await future
+        async for session in self._changes(session_id):
+            if session.finished:
+                break
         if session.verdict is None:
             raise SessionFinishedError(
                 message=f"session {session_id} was cancelled", session_id=session_id
             )
         return session.verdict
+
+    async def challenge(self, session_id: str, step_id: str) -> Challenge:
+        """Wait until a step waits for the applicant and return its challenge.
+
+        Use it after [`start`][multiverify.Verifier.start] to learn where the
+        code was sent or which link to open. Changes made by this Verifier
+        wake it; another replica's changes are seen on the next one.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            StepNotFoundError: the policy has no such step.
+            StepNotWaitingError: the step ended, was skipped or never asks
+                for input; or the session finished.
+        """
+        async for session in self._changes(session_id):
+            record = session.step(step_id)
+            if record.state is StepState.WAITING and record.challenge is not None:
+                return record.challenge
+            if (
+                session.finished
+                or record.state.settled
+                or record.state is StepState.WAITING
+            ):
+                raise StepNotWaitingError(
+                    message=f"step {step_id!r} of session {session_id} is "
+                    f"{record.state.value} and has no challenge",
+                    session_id=session_id,
+                    step_id=step_id,
+                )
+        raise AssertionError  # pragma: no cover - _changes never ends
 
     async def get(self, session_id: str) -> Session:
         """The session as stored.
@@ -263,6 +301,15 @@ class Verifier:
         except that a version conflict is retried here: the ``dedupe_key``
         is already spent, so a redelivery could not bring the event back.
         """
+        # An event that cannot apply yet (its step is still starting) is
+        # refused before its dedupe key is spent, so the vendor's redelivery
+        # can bring it back.
+        session = await self.get(event.session_id)
+        if (
+            not session.finished
+            and session.step(event.step_id).state is StepState.RUNNING
+        ):
+            self._waiting(session, event.step_id, event.attempt)
         if event.dedupe_key is not None and not await self._store.record_event_once(
             event.session_id, event.dedupe_key
         ):
@@ -341,7 +388,10 @@ class Verifier:
                 await asyncio.sleep(0)
 
     async def aclose(self) -> None:
-        """Stop timers and in-flight effects; close the store."""
+        """Stop timers and in-flight effects; close the store if the Verifier made it.
+
+        A store passed in stays open: close it yourself.
+        """
         if self._closed:
             return
         self._closed = True
@@ -349,10 +399,11 @@ class Verifier:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for futures in self._waiters.values():
+        for futures in self._watchers.values():
             for future in futures:
                 future.cancel()
-        await self._store.aclose()
+        if self._owns_store:
+            await self._store.aclose()
 
     # -- applying inputs ---------------------------------------------------------
 
@@ -407,38 +458,88 @@ class Verifier:
                     )
                 except ConcurrentUpdateError:
                     continue
-                await self._dispatch(saved, result.effects)
-                return saved
-        raise ConcurrentUpdateError(
-            message=f"session {session_id} kept changing; gave up after {_SAVE_TRIES} tries",
-            session_id=session_id,
-            expected_version=version,
-        )
+                verdicts = await self._dispatch(saved, result.effects)
+                break
+            else:
+                raise ConcurrentUpdateError(
+                    message=f"session {session_id} kept changing; "
+                    f"gave up after {_SAVE_TRIES} tries",
+                    session_id=session_id,
+                    expected_version=version,
+                )
+        await self._after(saved, verdicts)
+        return saved
 
     async def _deliver(
         self, session_id: str, step_id: str, message: StepMessage, attempt: int | None
     ) -> Session:
         async with self._lock(session_id):
             session, version = await self._store.load(session_id)
-            record = require_waiting(session, step_id)
-            if attempt is not None and attempt != record.attempt:
-                raise StepNotWaitingError(
-                    message=f"attempt {attempt} of step {step_id!r} is over "
-                    f"(the current one is {record.attempt})",
-                    session_id=session_id,
-                    step_id=step_id,
-                )
             policy = self._policy_of(session)
+            record = self._waiting(session, step_id, attempt)
             channel = self._registry.get(policy.step(step_id).channel)
             context = self._context(session, policy, record)
             outcome = await channel.handle(
                 context, self._state(channel, record), message
             )
-            event = self._input(record, outcome, channel)
+            event = self._input(record, outcome)
             result = transition(policy, session, event)
             saved = await self._save(result.session, version, event, result.effects)
-            await self._dispatch(saved, result.effects)
-            return saved
+            verdicts = await self._dispatch(saved, result.effects)
+        await self._after(saved, verdicts)
+        return saved
+
+    @staticmethod
+    def _waiting(session: Session, step_id: str, attempt: int | None) -> StepRecord:
+        """The record of a step that waits for input, or a typed error."""
+        record = require_waiting(session, step_id)
+        if record.state is not StepState.WAITING:
+            raise StepNotWaitingError(
+                message=f"step {step_id!r} of session {session.session_id} is still "
+                "starting; wait for its challenge",
+                session_id=session.session_id,
+                step_id=step_id,
+            )
+        if attempt is not None and attempt != record.attempt:
+            raise StepNotWaitingError(
+                message=f"attempt {attempt} of step {step_id!r} is over "
+                f"(the current one is {record.attempt})",
+                session_id=session.session_id,
+                step_id=step_id,
+            )
+        return record
+
+    async def _after(self, session: Session, verdicts: Sequence[Verdict]) -> None:
+        """Outside the session lock: wake watchers, call hooks, drop the lock."""
+        for future in self._watchers.pop(session.session_id, []):
+            if not future.done():
+                future.set_result(session)
+        for verdict in verdicts:
+            await self._call_hooks(session, verdict)
+        if session.finished:
+            lock = self._locks.get(session.session_id)
+            if lock is not None and not lock.locked():
+                del self._locks[session.session_id]
+
+    async def _changes(self, session_id: str) -> AsyncIterator[Session]:
+        """The stored session now, then again after every change this Verifier saves.
+
+        The watch is registered before each load, so no change between the
+        load and the wait is missed.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[Session] = loop.create_future()
+            watchers = self._watchers.setdefault(session_id, [])
+            watchers.append(future)
+            try:
+                yield await self.get(session_id)
+                await future
+            finally:
+                if not future.done():
+                    future.cancel()
+                    if future in watchers:
+                        watchers.remove(future)
 
     # -- effects -------------------------------------------------------------------
 
@@ -448,32 +549,32 @@ class Verifier:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _dispatch(self, session: Session, effects: Sequence[Effect]) -> None:
+    async def _dispatch(
+        self, session: Session, effects: Sequence[Effect]
+    ) -> list[Verdict]:
+        """Carry out saved effects: timers inline, channel work as tasks.
+
+        Returns the verdicts to announce once the session lock is released.
+        """
+        verdicts: list[Verdict] = []
+        sid = session.session_id
         for effect in effects:
             match effect:
                 case ScheduleTimer(timer_id=timer_id, due_at=due_at):
-                    await self._store.schedule_timer(
-                        session.session_id, timer_id, due_at
-                    )
-                    await self._store.complete_effect(
-                        session.session_id, effect.effect_id
-                    )
-                    self._arm(session.session_id, timer_id, due_at)
+                    await self._store.schedule_timer(sid, timer_id, due_at)
+                    await self._store.complete_effect(sid, effect.effect_id)
+                    self._arm(sid, timer_id, due_at)
                 case CancelTimer(timer_id=timer_id):
-                    await self._store.cancel_timer(session.session_id, timer_id)
-                    await self._store.complete_effect(
-                        session.session_id, effect.effect_id
-                    )
-                    task = self._timer_tasks.pop((session.session_id, timer_id), None)
+                    await self._store.cancel_timer(sid, timer_id)
+                    await self._store.complete_effect(sid, effect.effect_id)
+                    task = self._timer_tasks.pop((sid, timer_id), None)
                     if task is not None and task is not asyncio.current_task():
                         task.cancel()
                 case RecordVerdict():
-                    await self._store.complete_effect(
-                        session.session_id, effect.effect_id
-                    )
-                    await self._call_hooks(session, effect.verdict)
+                    await self._store.complete_effect(sid, effect.effect_id)
+                    verdicts.append(effect.verdict)
                 case _:
-                    key = (session.session_id, effect.step_id, effect.attempt)
+                    key = (sid, effect.step_id, effect.attempt)
                     if isinstance(effect, CancelStep):
                         running = self._running.pop(key, None)
                         if (
@@ -481,13 +582,10 @@ class Verifier:
                             and running is not asyncio.current_task()
                         ):
                             running.cancel()
-                    task = self._spawn(self._run_effect(session.session_id, effect))
+                    task = self._spawn(self._run_effect(sid, effect, session))
                     if isinstance(effect, StartStep):
                         self._running[key] = task
-        if session.finished:
-            for future in self._waiters.pop(session.session_id, []):
-                if not future.done():
-                    future.set_result(session)
+        return verdicts
 
     async def _call_hooks(self, session: Session, verdict: Verdict) -> None:
         for hook in self._hooks:
@@ -498,18 +596,22 @@ class Verifier:
                     "on_verdict hook failed for session %s", session.session_id
                 )
 
-    async def _run_effect(self, session_id: str, effect: Effect) -> None:
+    async def _run_effect(
+        self, session_id: str, effect: Effect, session: Session | None = None
+    ) -> None:
+        """Run one effect; ``session`` is the state it was saved with, if at hand."""
         try:
             match effect:
                 case StartStep():
-                    await self._start_step(session_id, effect)
+                    await self._start_step(session_id, effect, session)
                 case NotifyStep():
                     await self._notify(session_id, effect)
                 case CancelStep():
                     await self._cancel_step(session_id, effect)
                 case ScheduleTimer() | CancelTimer() | RecordVerdict():
-                    session = await self.get(session_id)
-                    await self._dispatch(session, [effect])
+                    current = await self.get(session_id)
+                    verdicts = await self._dispatch(current, [effect])
+                    await self._after(current, verdicts)
                     return
             await self._store.complete_effect(session_id, effect.effect_id)
         except asyncio.CancelledError:
@@ -562,10 +664,7 @@ class Verifier:
         data = converter.unstructure(state)
         return data if isinstance(data, dict) else {"value": data}
 
-    def _input(
-        self, record: StepRecord, outcome: StepOutcome, channel: Channel
-    ) -> Input:
-        del channel
+    def _input(self, record: StepRecord, outcome: StepOutcome) -> Input:
         now = self._clock.now()
         state = self._dump_state(outcome.state)
         if isinstance(outcome, Finished):
@@ -586,8 +685,11 @@ class Verifier:
             timers=outcome.timers,
         )
 
-    async def _start_step(self, session_id: str, effect: StartStep) -> None:
-        session = await self.get(session_id)
+    async def _start_step(
+        self, session_id: str, effect: StartStep, session: Session | None
+    ) -> None:
+        if session is None:
+            session = await self.get(session_id)
         record = session.step(effect.step_id)
         if (
             session.finished
@@ -601,29 +703,57 @@ class Verifier:
         context = self._context(session, policy, record)
         event: Input
         try:
-            outcome: StepOutcome | None = None
-            async for try_ in retrying(step.retry, sleep=self._clock.sleep):
-                with try_:
-                    outcome = await channel.start(context)
-            assert outcome is not None  # noqa: S101 - tenacity re-raises when every try failed
-            event = self._input(record, outcome, channel)
+            outcome = await self._call_start(channel, context, step.retry)
+            event = self._input(record, outcome)
         except ProviderError as exc:
-            event = StepErrored(
-                step_id=effect.step_id,
-                attempt=effect.attempt,
-                at=self._clock.now(),
-                error=f"{type(exc).__name__}: {exc}",
-                provider=exc.provider,
-            )
+            event = self._errored(effect, f"{type(exc).__name__}: {exc}", exc.provider)
         except MultiverifyError as exc:
-            event = StepErrored(
-                step_id=effect.step_id,
-                attempt=effect.attempt,
-                at=self._clock.now(),
-                error=f"{type(exc).__name__}: {exc}",
-                provider=effect.provider,
+            event = self._errored(
+                effect, f"{type(exc).__name__}: {exc}", effect.provider
+            )
+        except Exception as exc:  # noqa: BLE001 - a broken channel must not hang its step
+            log.exception(
+                "channel %s crashed starting step %s of session %s",
+                effect.channel,
+                effect.step_id,
+                session_id,
+            )
+            event = self._errored(
+                effect, f"channel error: {type(exc).__name__}: {exc}", effect.provider
             )
         await self._apply(session_id, event)
+
+    def _errored(self, effect: StartStep, error: str, provider: str | None) -> Input:
+        return StepErrored(
+            step_id=effect.step_id,
+            attempt=effect.attempt,
+            at=self._clock.now(),
+            error=error,
+            provider=provider,
+        )
+
+    async def _call_start(
+        self, channel: Channel, context: StepContext, retry: RetrySettings
+    ) -> StepOutcome:
+        """``channel.start`` with the step's retries of transient provider errors."""
+        try:
+            return await channel.start(context)
+        except ProviderError as exc:
+            if not exc.retryable or retry.attempts <= 1:
+                raise
+            first = exc
+        # The first try already failed; tenacity takes over from there, and
+        # its attempt 1 re-raises that error so backoff and budgets count it.
+        tries = 0
+        outcome: StepOutcome | None = None
+        async for attempt in retrying(retry, sleep=self._clock.sleep, rng=self._rng):
+            with attempt:
+                tries += 1
+                if tries == 1:
+                    raise first
+                outcome = await channel.start(context)
+        assert outcome is not None  # noqa: S101 - tenacity re-raises when every try failed
+        return outcome
 
     async def _notify(self, session_id: str, effect: NotifyStep) -> None:
         try:

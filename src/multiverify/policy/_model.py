@@ -92,8 +92,9 @@ class RetrySettings:
         wait_max: the longest backoff, in seconds.
         wait_jitter: up to this many random seconds added to each backoff.
 
-    A vendor's ``Retry-After`` replaces the computed backoff (capped at
-    ``wait_max``). Only errors marked retryable are retried.
+    A vendor's ``Retry-After`` replaces the computed backoff; when it asks
+    for more than ``wait_max``, the step stops retrying that provider and
+    fails over. Only errors marked retryable are retried.
     """
 
     attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
