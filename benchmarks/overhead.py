@@ -420,7 +420,9 @@ async def measure_pending(count: int, batch: int) -> dict[str, Any]:
         await verifier.aclose()
 
 
-def _top_files(snapshot: tracemalloc.Snapshot, before_files: Any) -> list[tuple[str, int]]:
+def _top_files(
+    snapshot: tracemalloc.Snapshot, before_files: Any
+) -> list[tuple[str, int]]:
     del before_files
     stats = snapshot.filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -450,15 +452,26 @@ def fmt_times(times: Sequence[float]) -> str:
 
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=5000, help="sessions timed (default 5000)")
     parser.add_argument(
-        "--pending", type=int, default=10000, help="pending sessions measured (default 10000)"
+        "--n", type=int, default=5000, help="sessions timed (default 5000)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes for a CI smoke run (n=50, pending=200)"
+        "--pending",
+        type=int,
+        default=10000,
+        help="pending sessions measured (default 10000)",
     )
-    parser.add_argument("--batch", type=int, default=500, help="sessions per gather (default 500)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs, best kept (default 3)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes for a CI smoke run (n=50, pending=200)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=500, help="sessions per gather (default 500)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs, best kept (default 3)"
+    )
     parser.add_argument(
         "--sqlite-repeat",
         type=int,
@@ -476,7 +489,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
         f"multiverify {multiverify.__version__} | Python {platform.python_version()} "
         f"| httpx {httpx.__version__} | {platform.machine()} x{os.cpu_count()}"
     )
-    print(f"n={n} sessions x 4 steps, batch={batch}, best of {args.repeat}; pending={args.pending}")
+    print(
+        f"n={n} sessions x 4 steps, batch={batch}, best of {args.repeat}; pending={args.pending}"
+    )
     print()
 
     counter = Counter()
@@ -546,7 +561,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         rows.append(
-            ("2. Verifier + SqliteStore", "skipped", "SqliteStore unavailable or --skip-sqlite", "")
+            (
+                "2. Verifier + SqliteStore",
+                "skipped",
+                "SqliteStore unavailable or --skip-sqlite",
+                "",
+            )
         )
     per = pending["total"] / pending["count"]
     rows.append(
@@ -564,7 +584,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
         print(" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
     print(line)
     print()
-    print(f"all runs (s): baseline [{fmt_times(base_times)}]  memory [{fmt_times(mem_times)}]", end="")
+    print(
+        f"all runs (s): baseline [{fmt_times(base_times)}]  memory [{fmt_times(mem_times)}]",
+        end="",
+    )
     if sqlite is not None:
         print(f"  sqlite [{fmt_times(sqlite[1])}]")
     else:

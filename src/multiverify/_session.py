@@ -850,9 +850,9 @@ class _Run:
                     attempt=record.attempt,
                     channel=step.channel,
                 )
-                record = self.release(record)
+                released = self.release(record)
                 self.replace(
-                    record,
+                    released,
                     state=StepState.CANCELLED,
                     challenge=None,
                     result=ChannelResult(

@@ -144,7 +144,7 @@ class Verifier:
         self._timer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self._watchers: dict[str, list[asyncio.Future[Session]]] = {}
-        self._rng = random.Random()  # noqa: S311 - backoff jitter is not a secret
+        self._rng = random.Random()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -711,7 +711,7 @@ class Verifier:
             event = self._errored(
                 effect, f"{type(exc).__name__}: {exc}", effect.provider
             )
-        except Exception as exc:  # noqa: BLE001 - a broken channel must not hang its step
+        except Exception as exc:
             log.exception(
                 "channel %s crashed starting step %s of session %s",
                 effect.channel,
