@@ -28,6 +28,11 @@ __all__ = ["AuditEvent", "AuditTrail", "masked_applicant"]
 GENESIS = "0" * 64
 
 
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: the form audit hashes are computed over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
 @attrs.frozen(kw_only=True)
 class AuditEvent:
     """One entry of a session's audit trail.
@@ -36,8 +41,9 @@ class AuditEvent:
         session_id: the session.
         index: position in the session's chain, from 0.
         at: when it happened.
-        kind: ``session.created``, ``input``, ``provider.call``, ``verdict``...
-        data: what happened, JSON-compatible, personal data masked.
+        kind: ``session.created``, ``input``, ``verdict``...
+        body: what happened, as canonical JSON, personal data masked; read it
+            parsed as [`data`][multiverify.AuditEvent.data].
         prev: the previous event's hash (zeros for the first).
         hash: SHA-256 over ``prev`` and the canonical JSON of the rest.
     """
@@ -46,24 +52,23 @@ class AuditEvent:
     index: int
     at: datetime
     kind: str
-    data: Mapping[str, Any]
+    body: str = attrs.field(repr=False)
     prev: str
     hash: str
 
+    @property
+    def data(self) -> dict[str, Any]:
+        """What happened, parsed from ``body``."""
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
     def to_json(self) -> str:
-        """One JSONL line."""
-        return json.dumps(
-            {
-                "session_id": self.session_id,
-                "index": self.index,
-                "at": self.at.isoformat(),
-                "kind": self.kind,
-                "data": self.data,
-                "prev": self.prev,
-                "hash": self.hash,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
+        """One JSONL line: compact, keys sorted, ``data`` inline."""
+        return (
+            f'{{"at":{json.dumps(self.at.isoformat())},"data":{self.body},'
+            f'"hash":{json.dumps(self.hash)},"index":{self.index},'
+            f'"kind":{json.dumps(self.kind)},"prev":{json.dumps(self.prev)},'
+            f'"session_id":{json.dumps(self.session_id)}}}'
         )
 
     @classmethod
@@ -75,12 +80,15 @@ class AuditEvent:
         """
         raw = json.loads(line)
         try:
+            data = raw["data"]
+            if not isinstance(data, dict):
+                raise TypeError("data is not an object")
             return cls(
                 session_id=str(raw["session_id"]),
                 index=int(raw["index"]),
                 at=datetime.fromisoformat(raw["at"]),
                 kind=str(raw["kind"]),
-                data=dict(raw["data"]),
+                body=canonical_json(data),
                 prev=str(raw["prev"]),
                 hash=str(raw["hash"]),
             )
@@ -89,21 +97,15 @@ class AuditEvent:
 
 
 def _digest(
-    prev: str, *, session_id: str, index: int, at: datetime, kind: str, data: Any
+    prev: str, *, session_id: str, index: int, at: datetime, kind: str, body: str
 ) -> str:
-    body = json.dumps(
-        {
-            "session_id": session_id,
-            "index": index,
-            "at": at.isoformat(),
-            "kind": kind,
-            "data": data,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
+    # Equal to the canonical JSON of {session_id, index, at, kind, data}, with
+    # the already canonical body spliced in rather than serialised again.
+    envelope = (
+        f'{{"at":{json.dumps(at.isoformat())},"data":{body},"index":{index},'
+        f'"kind":{json.dumps(kind)},"session_id":{json.dumps(session_id)}}}'
     )
-    return hashlib.sha256((prev + body).encode()).hexdigest()
+    return hashlib.sha256((prev + envelope).encode()).hexdigest()
 
 
 def masked_applicant(applicant: Applicant | None) -> dict[str, Any] | None:
@@ -138,7 +140,7 @@ class AuditTrail:
         session: Session, kind: str, data: Mapping[str, Any], *, at: datetime
     ) -> tuple[Session, AuditEvent]:
         """Chain a new event to the session; return the session with its new head."""
-        payload = json.loads(json.dumps(dict(data), default=str))
+        body = canonical_json(dict(data))
         index = session.audit_count
         prev = session.audit_head or GENESIS
         event = AuditEvent(
@@ -146,7 +148,7 @@ class AuditTrail:
             index=index,
             at=at,
             kind=kind,
-            data=payload,
+            body=body,
             prev=prev,
             hash=_digest(
                 prev,
@@ -154,7 +156,7 @@ class AuditTrail:
                 index=index,
                 at=at,
                 kind=kind,
-                data=payload,
+                body=body,
             ),
         )
         return attrs.evolve(
@@ -212,7 +214,7 @@ class AuditTrail:
                 index=event.index,
                 at=event.at,
                 kind=event.kind,
-                data=event.data,
+                body=event.body,
             ):
                 problem = "its content does not match its hash"
             if problem is not None:

@@ -35,7 +35,7 @@ from .exceptions import (
     StepNotWaitingError,
 )
 from .policy import Policy, Step
-from .policy._cel import ConditionError
+from .policy._cel import ConditionError, make_context
 
 __all__ = [
     "Cancel",
@@ -488,6 +488,28 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
     return Transition(session=run.session, effects=tuple(run.effects), fired=fired)
 
 
+def _step_view(record: StepRecord) -> dict[str, Any]:
+    """A step as conditions see it: ``steps.<id>.status``, ``.signals``..."""
+    result = record.result
+    if result is None:
+        return {
+            "status": record.state.value,
+            "signals": [],
+            "score": None,
+            "attempts": record.attempt,
+            "provider": "",
+            "facts": {},
+        }
+    return {
+        "status": result.status.value,
+        "signals": list(result.signal_names),
+        "score": result.score,
+        "attempts": record.attempt,
+        "provider": result.provider or "",
+        "facts": dict(result.facts),
+    }
+
+
 class _Run:
     """The working state of one transition."""
 
@@ -496,6 +518,7 @@ class _Run:
         self.session = session
         self.effects: list[Effect] = []
         self.traces: tuple[RuleTrace, ...] = ()
+        self._context: Any = None
 
     # -- helpers ---------------------------------------------------------------
 
@@ -513,6 +536,7 @@ class _Run:
         return None
 
     def replace(self, record: StepRecord, **changes: Any) -> StepRecord:
+        self._context = None
         new = attrs.evolve(record, **changes)
         self.session = attrs.evolve(
             self.session,
@@ -712,21 +736,40 @@ class _Run:
             moved = True
         return moved
 
-    def context(self) -> dict[str, Any]:
-        steps: dict[str, Any] = {}
-        for record in self.session.steps:
-            result = record.result
-            steps[record.step_id] = {
-                "status": result.status.value
-                if result is not None
-                else record.state.value,
-                "signals": list(result.signal_names) if result is not None else [],
-                "score": result.score if result is not None else None,
-                "attempts": record.attempt,
-                "provider": (result.provider if result is not None else None) or "",
-                "facts": dict(result.facts) if result is not None else {},
-            }
-        return {**self.session.facts, "steps": steps}
+    def context(self) -> Any:
+        """The condition context, converted once until a step changes.
+
+        It carries only what the policy's conditions read (see ``Policy.reads``).
+        """
+        if self._context is None:
+            self._context = make_context(self.variables())
+        return self._context
+
+    def variables(self) -> dict[str, Any]:
+        reads = self.policy.reads
+        facts = self.session.facts
+        variables: dict[str, Any] = {}
+        for root, fields in (
+            ("applicant", reads.applicant),
+            ("application", reads.application),
+        ):
+            if fields is None:
+                variables[root] = dict(facts[root])
+            elif fields:
+                variables[root] = {name: facts[root].get(name) for name in fields}
+        wanted = reads.steps
+        if wanted is None or wanted:
+            steps: dict[str, Any] = {}
+            for record in self.session.steps:
+                if wanted is not None and record.step_id not in wanted:
+                    continue
+                view = _step_view(record)
+                fields = None if wanted is None else wanted[record.step_id]
+                steps[record.step_id] = (
+                    view if fields is None else {name: view[name] for name in fields}
+                )
+            variables["steps"] = steps
+        return variables
 
     def holds(self, source: str) -> bool:
         try:
@@ -736,7 +779,6 @@ class _Run:
 
     def decide(self, at: datetime) -> bool:
         """Evaluate the rules in order; conclude and return True if one holds."""
-        context = self.context()
         traces: list[RuleTrace] = []
         fired: int | None = None
         for index, rule in enumerate(self.policy.rules):
@@ -769,7 +811,7 @@ class _Run:
                     return False
                 continue
             try:
-                matched = condition.evaluate(context)
+                matched = condition.evaluate(self.context())
             except ConditionError as exc:
                 traces.append(attrs.evolve(trace, matched=False, error=str(exc)))
                 continue

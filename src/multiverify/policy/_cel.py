@@ -11,7 +11,7 @@ import cel
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["Condition", "ConditionError", "compile_condition"]
+__all__ = ["Condition", "ConditionError", "compile_condition", "make_context"]
 
 ROOTS = frozenset({"applicant", "application", "steps"})
 _STRING = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
@@ -38,6 +38,8 @@ class Condition:
     program: Any = attrs.field(repr=False, eq=False)
     variables: frozenset[str]
     chains: tuple[tuple[str, ...], ...]
+    whole: frozenset[str] = frozenset()
+    """Roots read as a whole (``size(steps)``), not only through fields."""
     """Dotted paths the expression reads, such as ``("steps", "bureau", "signals")``."""
     status_literals: tuple[tuple[str, str], ...]
     """``(step, status)`` pairs compared with ``steps.X.status``."""
@@ -56,33 +58,42 @@ class Condition:
         """Whether the expression reads no variable at all."""
         return not self.variables
 
-    def evaluate(self, context: Mapping[str, Any]) -> bool:
+    def evaluate(self, context: Mapping[str, Any] | cel.Context) -> bool:
         """Evaluate to a boolean.
 
         Raises:
             ConditionError: evaluation failed or did not yield a boolean.
         """
         try:
-            value = self.program.execute(dict(context))
+            value = self.program.execute(_prepared(context))
         except Exception as exc:  # noqa: BLE001 - the CEL binding raises several builtin types
             raise ConditionError(f"{type(exc).__name__}: {exc}") from None
         if not isinstance(value, bool):
             raise ConditionError(f"expected a boolean, got {type(value).__name__}")
         return value
 
-    def evaluate_number(self, context: Mapping[str, Any]) -> float:
+    def evaluate_number(self, context: Mapping[str, Any] | cel.Context) -> float:
         """Evaluate to a number (for score expressions).
 
         Raises:
             ConditionError: evaluation failed or did not yield a number.
         """
         try:
-            value = self.program.execute(dict(context))
+            value = self.program.execute(_prepared(context))
         except Exception as exc:  # noqa: BLE001 - the CEL binding raises several builtin types
             raise ConditionError(f"{type(exc).__name__}: {exc}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConditionError(f"expected a number, got {type(value).__name__}")
         return float(value)
+
+
+def _prepared(context: Mapping[str, Any] | cel.Context) -> dict[str, Any] | cel.Context:
+    return context if isinstance(context, cel.Context) else dict(context)
+
+
+def make_context(variables: Mapping[str, Any]) -> cel.Context:
+    """Convert variables once, for several conditions evaluated over them."""
+    return cel.Context(dict(variables))
 
 
 def compile_condition(source: str) -> Condition:
@@ -107,6 +118,12 @@ def compile_condition(source: str) -> Condition:
         (match.group(1), *(part.strip() for part in match.group(2).split(".")[1:]))
         for match in _CHAIN.finditer(bare)
     )
+    chained = {root: 0 for root in ROOTS}
+    for chain in chains:
+        chained[chain[0]] += 1
+    whole = frozenset(
+        root for root in ROOTS if len(re.findall(rf"\b{root}\b", bare)) > chained[root]
+    )
     statuses = []
     for match in _STATUS_CMP.finditer(source):
         if match.group(1) is not None:
@@ -119,6 +136,7 @@ def compile_condition(source: str) -> Condition:
         program=program,
         variables=variables,
         chains=chains,
+        whole=whole,
         status_literals=tuple(statuses),
         signal_literals=signals,
     )

@@ -215,6 +215,56 @@ def _policy_dict(policy: Policy) -> dict[str, Any]:
 
 
 @attrs.frozen(kw_only=True)
+class Reads:
+    """The parts of the condition context a policy's conditions read.
+
+    ``None`` means "all of it". Keeping the context to these parts makes each
+    evaluation cheaper: the CEL binding converts every value it is given.
+    """
+
+    applicant: frozenset[str] | None = frozenset()
+    application: frozenset[str] | None = frozenset()
+    steps: Mapping[str, frozenset[str] | None] | None = attrs.field(factory=dict)
+
+
+def _reads(conditions: Iterable[Condition]) -> Reads:
+    roots: dict[str, set[str] | None] = {"applicant": set(), "application": set()}
+    steps: dict[str, set[str] | None] | None = {}
+    for condition in conditions:
+        for root in condition.whole:
+            if root == "steps":
+                steps = None
+            else:
+                roots[root] = None
+        for root, *rest in condition.chains:
+            if root == "steps":
+                if steps is None:
+                    continue
+                step_id, *fields = rest
+                if not fields:
+                    steps[step_id] = None
+                else:
+                    known = steps.setdefault(step_id, set())
+                    if known is not None:
+                        known.add(fields[0])
+            else:
+                fields_read = roots[root]
+                if fields_read is not None:
+                    fields_read.add(rest[0])
+
+    def frozen(value: set[str] | None) -> frozenset[str] | None:
+        return None if value is None else frozenset(value)
+
+    return Reads(
+        applicant=frozen(roots["applicant"]),
+        application=frozen(roots["application"]),
+        steps=None
+        if steps is None
+        else {step_id: frozen(fields) for step_id, fields in steps.items()},
+    )
+
+
+@attrs.frozen(kw_only=True)
 class Policy:
     """Steps and decision rules, versioned and hashed; immutable once built.
 
@@ -247,6 +297,9 @@ class Policy:
         factory=dict, eq=False, repr=False, hash=False
     )
     source: str | None = attrs.field(default=None, eq=False, repr=False)
+    _reads: Reads = attrs.field(
+        init=False, factory=lambda: Reads(), eq=False, repr=False, hash=False
+    )
     _conditions: dict[str, Condition] = attrs.field(
         init=False, factory=dict, eq=False, repr=False, hash=False
     )
@@ -264,6 +317,7 @@ class Policy:
                 ),
             )
         object.__setattr__(self, "_conditions", conditions)
+        object.__setattr__(self, "_reads", _reads(conditions.values()))
         document = json.dumps(
             _policy_dict(self), sort_keys=True, separators=(",", ":"), default=str
         )
@@ -294,6 +348,11 @@ class Policy:
     def fallback_targets(self) -> frozenset[str]:
         """Steps that start only as another step's fallback."""
         return frozenset(s.fallback.step for s in self.steps if s.fallback is not None)
+
+    @property
+    def reads(self) -> Reads:
+        """What the policy's conditions read, so contexts carry only that."""
+        return self._reads
 
     def condition(self, source: str) -> Condition:
         """The compiled form of a condition of this policy."""
