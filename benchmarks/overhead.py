@@ -331,6 +331,7 @@ async def run_verifier(
         verdicts = await in_batches(n, batch, one)
         elapsed = time.perf_counter() - started
         await verifier.wait_idle()
+    await store.aclose()  # the Verifier leaves a store it was given open
     bad = [v for v in verdicts if v.outcome is not Outcome.APPROVED]
     if len(verdicts) != n or bad:
         raise RuntimeError(

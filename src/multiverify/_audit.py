@@ -79,10 +79,10 @@ class AuditEvent:
             ValueError: the line is not an audit event.
         """
         raw = json.loads(line)
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            raise ValueError("not an audit event: no data object")  # noqa: TRY004 - one error type
         try:
             data = raw["data"]
-            if not isinstance(data, dict):
-                raise TypeError("data is not an object")
             return cls(
                 session_id=str(raw["session_id"]),
                 index=int(raw["index"]),

@@ -515,22 +515,45 @@ class _Run:
 
     def __init__(self, policy: Policy, session: Session) -> None:
         self.policy = policy
-        self.session = session
+        self._base = session
+        self._records = {record.step_id: record for record in session.steps}
+        self._dirty = False
         self.effects: list[Effect] = []
-        self.traces: tuple[RuleTrace, ...] = ()
+        self._outcomes: list[tuple[bool, str]] | None = None
         self._context: Any = None
 
     # -- helpers ---------------------------------------------------------------
 
+    @property
+    def session(self) -> Session:
+        """The session so far; step changes are folded in only when it is read."""
+        if self._dirty:
+            self._base = attrs.evolve(self._base, steps=tuple(self._records.values()))
+            self._dirty = False
+        return self._base
+
+    @session.setter
+    def session(self, session: Session) -> None:
+        self._base = session
+        self._records = {record.step_id: record for record in session.steps}
+        self._dirty = False
+
+    def records(self) -> tuple[StepRecord, ...]:
+        """The step records, in policy order."""
+        return tuple(self._records.values())
+
     def emit(self, kind: type[Effect], **fields: Any) -> None:
-        effect_id = f"{self.session.inputs}.{len(self.effects)}"
+        effect_id = f"{self._base.inputs}.{len(self.effects)}"
         self.effects.append(kind(effect_id=effect_id, **fields))
 
     def record(self, step_id: str) -> StepRecord:
-        return self.session.step(step_id)
+        try:
+            return self._records[step_id]
+        except KeyError:
+            return self._base.step(step_id)  # raises StepNotFoundError
 
     def current(self, step_id: str, attempt: int) -> StepRecord | None:
-        record = self.session.step(step_id)
+        record = self.record(step_id)
         if record.state.active and record.attempt == attempt:
             return record
         return None
@@ -538,12 +561,8 @@ class _Run:
     def replace(self, record: StepRecord, **changes: Any) -> StepRecord:
         self._context = None
         new = attrs.evolve(record, **changes)
-        self.session = attrs.evolve(
-            self.session,
-            steps=tuple(
-                new if r.step_id == record.step_id else r for r in self.session.steps
-            ),
-        )
+        self._records[new.step_id] = new
+        self._dirty = True
         return new
 
     def spec(self, step_id: str) -> Step:
@@ -571,7 +590,7 @@ class _Run:
             attempt=attempt,
             channel=step.channel,
             provider=self.provider(step, provider_index),
-            idempotency_key=f"{self.session.session_id}:{step.id}:{attempt}",
+            idempotency_key=f"{self._base.session_id}:{step.id}:{attempt}",
         )
         if step.timeout is not None:
             self.emit(
@@ -643,7 +662,7 @@ class _Run:
     def timer(self, timer_id: str, at: datetime) -> None:
         if timer_id == DEADLINE_TIMER:
             # Without a deadline the timer was never scheduled: ignore it.
-            if self.session.deadline_at is not None:
+            if self._base.deadline_at is not None:
                 self.expire(at)
             return
         parts = timer_id.split(":", 4)
@@ -695,7 +714,8 @@ class _Run:
             if not self.start_ready(at):
                 break
         if all(
-            r.state.settled or self.spec(r.step_id).optional for r in self.session.steps
+            r.state.settled or self.spec(r.step_id).optional
+            for r in self._records.values()
         ):
             self.conclude(
                 at,
@@ -713,7 +733,7 @@ class _Run:
         """Start or skip every step that can move; return whether any did."""
         moved = False
         targets = self.policy.fallback_targets
-        for record in self.session.steps:
+        for record in self.records():
             if record.state is not StepState.PENDING:
                 continue
             step = self.spec(record.step_id)
@@ -747,7 +767,7 @@ class _Run:
 
     def variables(self) -> dict[str, Any]:
         reads = self.policy.reads
-        facts = self.session.facts
+        facts = self._base.facts
         variables: dict[str, Any] = {}
         for root, fields in (
             ("applicant", reads.applicant),
@@ -760,7 +780,7 @@ class _Run:
         wanted = reads.steps
         if wanted is None or wanted:
             steps: dict[str, Any] = {}
-            for record in self.session.steps:
+            for record in self.records():
                 if wanted is not None and record.step_id not in wanted:
                     continue
                 view = _step_view(record)
@@ -778,61 +798,57 @@ class _Run:
             return False
 
     def decide(self, at: datetime) -> bool:
-        """Evaluate the rules in order; conclude and return True if one holds."""
-        traces: list[RuleTrace] = []
-        fired: int | None = None
+        """Evaluate the rules in order; conclude and return True if one holds.
+
+        A rule whose steps have not all ended holds back the rules after it.
+        Traces are built only when a verdict needs them.
+        """
+        outcomes: list[tuple[bool, str]] = []
+        self._outcomes = outcomes
         for index, rule in enumerate(self.policy.rules):
             condition = self.policy.condition(rule.when)
-            trace = RuleTrace(
+            if not all(
+                self.record(step_id).state.settled for step_id in condition.steps
+            ):
+                return False
+            try:
+                matched = condition.evaluate(self.context())
+            except ConditionError as exc:
+                outcomes.append((False, str(exc)))
+                continue
+            outcomes.append((matched, ""))
+            if matched:
+                self.conclude(
+                    at,
+                    rule.outcome,
+                    (
+                        Reason(
+                            code=rule.reason,
+                            message=rule.message or f"rule {index + 1} held",
+                        ),
+                    ),
+                    decided_by="policy",
+                )
+                return True
+        return False
+
+    @property
+    def traces(self) -> tuple[RuleTrace, ...]:
+        """How each rule fared in the last evaluation (not evaluated: ``None``)."""
+        if self._outcomes is None:
+            return ()
+        evaluated = self._outcomes
+        return tuple(
+            RuleTrace(
                 index=index,
                 outcome=rule.outcome,
                 condition=rule.when,
                 reason=rule.reason,
-                matched=None,
+                matched=evaluated[index][0] if index < len(evaluated) else None,
+                error=evaluated[index][1] if index < len(evaluated) else "",
             )
-            if fired is not None or not all(
-                self.record(step_id).state.settled for step_id in condition.steps
-            ):
-                traces.append(trace)
-                if fired is None:
-                    # The rule waits for its steps and holds back the ones after it.
-                    traces.extend(
-                        RuleTrace(
-                            index=later,
-                            outcome=r.outcome,
-                            condition=r.when,
-                            reason=r.reason,
-                            matched=None,
-                        )
-                        for later, r in enumerate(self.policy.rules)
-                        if later > index
-                    )
-                    self.traces = tuple(traces)
-                    return False
-                continue
-            try:
-                matched = condition.evaluate(self.context())
-            except ConditionError as exc:
-                traces.append(attrs.evolve(trace, matched=False, error=str(exc)))
-                continue
-            traces.append(attrs.evolve(trace, matched=matched))
-            if matched:
-                fired = index
-        self.traces = tuple(traces)
-        if fired is None:
-            return False
-        rule = self.policy.rules[fired]
-        self.conclude(
-            at,
-            rule.outcome,
-            (
-                Reason(
-                    code=rule.reason, message=rule.message or f"rule {fired + 1} held"
-                ),
-            ),
-            decided_by="policy",
+            for index, rule in enumerate(self.policy.rules)
         )
-        return True
 
     def conclude(
         self,
@@ -856,7 +872,7 @@ class _Run:
                     state=record.state.value,
                     result=record.result,
                 )
-                for record in self.session.steps
+                for record in self.records()
             ),
             rules=self.traces,
             decided_by=decided_by,
@@ -876,14 +892,14 @@ class _Run:
                 return None
         scores = [
             r.result.score
-            for r in self.session.steps
+            for r in self._records.values()
             if r.result is not None and r.result.score is not None
         ]
         return sum(scores) / len(scores) if scores else None
 
     def stop_everything(self, at: datetime, *, keep_deadline: bool) -> None:
         """Cancel active steps and timers; pending steps become skipped."""
-        for record in self.session.steps:
+        for record in self.records():
             if record.state.active:
                 step = self.spec(record.step_id)
                 self.emit(
@@ -908,11 +924,11 @@ class _Run:
                 )
             elif record.state is StepState.PENDING:
                 self.replace(record, state=StepState.SKIPPED)
-        if not keep_deadline and self.session.deadline_at is not None:
+        if not keep_deadline and self._base.deadline_at is not None:
             self.emit(CancelTimer, timer_id=DEADLINE_TIMER)
 
     def expire(self, at: datetime) -> None:
-        self.traces = ()
+        self._outcomes = None
         self.conclude(
             at,
             self.policy.on_deadline,

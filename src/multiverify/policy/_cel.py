@@ -38,6 +38,7 @@ class Condition:
     program: Any = attrs.field(repr=False, eq=False)
     variables: frozenset[str]
     chains: tuple[tuple[str, ...], ...]
+    _steps: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
     whole: frozenset[str] = frozenset()
     """Roots read as a whole (``size(steps)``), not only through fields."""
     """Dotted paths the expression reads, such as ``("steps", "bureau", "signals")``."""
@@ -49,14 +50,18 @@ class Condition:
     @property
     def steps(self) -> frozenset[str]:
         """The step ids the expression reads."""
-        return frozenset(
-            chain[1] for chain in self.chains if chain[0] == "steps" and len(chain) > 1
-        )
+        return self._steps
 
     @property
     def constant(self) -> bool:
         """Whether the expression reads no variable at all."""
         return not self.variables
+
+    def __attrs_post_init__(self) -> None:
+        steps = frozenset(
+            chain[1] for chain in self.chains if chain[0] == "steps" and len(chain) > 1
+        )
+        object.__setattr__(self, "_steps", steps)
 
     def evaluate(self, context: Mapping[str, Any] | cel.Context) -> bool:
         """Evaluate to a boolean.
@@ -118,7 +123,7 @@ def compile_condition(source: str) -> Condition:
         (match.group(1), *(part.strip() for part in match.group(2).split(".")[1:]))
         for match in _CHAIN.finditer(bare)
     )
-    chained = {root: 0 for root in ROOTS}
+    chained = dict.fromkeys(ROOTS, 0)
     for chain in chains:
         chained[chain[0]] += 1
     whole = frozenset(

@@ -298,7 +298,7 @@ class Policy:
     )
     source: str | None = attrs.field(default=None, eq=False, repr=False)
     _reads: Reads = attrs.field(
-        init=False, factory=lambda: Reads(), eq=False, repr=False, hash=False
+        init=False, factory=Reads, eq=False, repr=False, hash=False
     )
     _conditions: dict[str, Condition] = attrs.field(
         init=False, factory=dict, eq=False, repr=False, hash=False
