@@ -1408,6 +1408,39 @@ class TestAudit:
         assert count == len(events)
         assert "13800138000" not in "".join(event.to_json() for event in events)
 
+    async def test_provider_calls_and_effects_are_recorded(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Every provider try is in the trail, and each input lists the effects it led to."""
+        flaky = bureau(
+            Scripted.raises(ProviderUnavailableError(message="503", provider="b")),
+            Scripted.passes(signals=["identity_match"]),
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[flaky, sms_code()], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock, 5)
+            events = await verifier.store.audit_events(started.session_id)
+        calls = [e.data for e in events if e.kind == "provider.call"]
+        bureau_call = next(c for c in calls if c["step_id"] == "bureau")
+        assert bureau_call["idempotency_key"] == f"{started.session_id}:bureau:1"
+        assert [t["error"] for t in bureau_call["tries"]] == [
+            "ProviderUnavailableError: 503",
+            None,
+        ]
+        assert bureau_call["outcome"] == "StepFinished"
+        start_input = next(
+            e.data
+            for e in events
+            if e.kind == "input" and e.data["input"]["type"] == "Start"
+        )
+        assert {effect["type"] for effect in start_input["effects"]} >= {
+            "StartStep",
+            "ScheduleTimer",
+        }
+        AuditTrail.verify(events)
+
 
 class TestFireDueTimers:
     async def test_fires_stored_due_timers(

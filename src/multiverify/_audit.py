@@ -19,7 +19,15 @@ import attrs
 from ._applicant import Applicant
 from ._masking import mask_id, mask_name, mask_phone
 from ._serde import structure_input, unstructure
-from ._session import Input, Session, SessionStatus, StepRecord, transition
+from ._session import (
+    Effect,
+    Input,
+    RecordVerdict,
+    Session,
+    SessionStatus,
+    StepRecord,
+    transition,
+)
 from .exceptions import AuditIntegrityError, ConfigurationError
 from .policy import Policy
 
@@ -132,6 +140,13 @@ def _masked_input(event: Input) -> dict[str, Any]:
     return data
 
 
+def _effect_summary(effect: Effect) -> dict[str, Any]:
+    if isinstance(effect, RecordVerdict):
+        return {"type": "RecordVerdict", "outcome": effect.verdict.outcome.value}
+    summary: dict[str, Any] = unstructure(effect)
+    return summary
+
+
 class AuditTrail:
     """Builds, verifies, exports and replays audit events."""
 
@@ -184,12 +199,17 @@ class AuditTrail:
 
     @staticmethod
     def input(
-        session: Session, event: Input, *, at: datetime
+        session: Session,
+        event: Input,
+        *,
+        at: datetime,
+        effects: Sequence[Effect] = (),
     ) -> tuple[Session, AuditEvent]:
-        """Record an input applied to the session, masked."""
-        return AuditTrail.append(
-            session, "input", {"input": _masked_input(event)}, at=at
-        )
+        """Record an input applied to the session and the effects it led to, masked."""
+        data: dict[str, Any] = {"input": _masked_input(event)}
+        if effects:
+            data["effects"] = [_effect_summary(effect) for effect in effects]
+        return AuditTrail.append(session, "input", data, at=at)
 
     @staticmethod
     def verify(events: Iterable[AuditEvent]) -> int:

@@ -421,10 +421,20 @@ class Verifier:
             ) from None
 
     async def _save(
-        self, session: Session, version: int, event: Input, effects: Sequence[Effect]
+        self,
+        session: Session,
+        version: int,
+        event: Input,
+        effects: Sequence[Effect],
+        notes: Sequence[tuple[str, Mapping[str, Any]]] = (),
     ) -> Session:
-        session, audited = AuditTrail.input(session, event, at=self._clock.now())
-        records: list[AuditEvent] = [audited]
+        records: list[AuditEvent] = []
+        now = self._clock.now()
+        for kind, data in notes:
+            session, noted = AuditTrail.append(session, kind, data, at=now)
+            records.append(noted)
+        session, audited = AuditTrail.input(session, event, at=now, effects=effects)
+        records.append(audited)
         for effect in effects:
             if isinstance(effect, RecordVerdict):
                 session, decided = AuditTrail.append(
@@ -445,8 +455,16 @@ class Verifier:
         )
         return session
 
-    async def _apply(self, session_id: str, event: Input) -> Session:
-        """Apply an internal input, reloading and retrying on a version conflict."""
+    async def _apply(
+        self,
+        session_id: str,
+        event: Input,
+        notes: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    ) -> Session:
+        """Apply an internal input, reloading and retrying on a version conflict.
+
+        ``notes`` are audit events recorded in the same save, before the input.
+        """
         version = 0
         async with self._lock(session_id):
             for _ in range(_SAVE_TRIES):
@@ -454,7 +472,7 @@ class Verifier:
                 result = transition(self._policy_of(session), session, event)
                 try:
                     saved = await self._save(
-                        result.session, version, event, result.effects
+                        result.session, version, event, result.effects, notes
                     )
                 except ConcurrentUpdateError:
                     continue
@@ -702,8 +720,9 @@ class Verifier:
         channel = self._registry.get(effect.channel)
         context = self._context(session, policy, record)
         event: Input
+        tries: list[dict[str, Any]] = []
         try:
-            outcome = await self._call_start(channel, context, step.retry)
+            outcome = await self._call_start(channel, context, step.retry, tries)
             event = self._input(record, outcome)
         except ProviderError as exc:
             event = self._errored(effect, f"{type(exc).__name__}: {exc}", exc.provider)
@@ -721,7 +740,16 @@ class Verifier:
             event = self._errored(
                 effect, f"channel error: {type(exc).__name__}: {exc}", effect.provider
             )
-        await self._apply(session_id, event)
+        call = {
+            "step_id": effect.step_id,
+            "attempt": effect.attempt,
+            "channel": effect.channel,
+            "provider": effect.provider,
+            "idempotency_key": effect.idempotency_key,
+            "tries": tries,
+            "outcome": type(event).__name__,
+        }
+        await self._apply(session_id, event, [("provider.call", call)])
 
     def _errored(self, effect: StartStep, error: str, provider: str | None) -> Input:
         return StepErrored(
@@ -733,25 +761,42 @@ class Verifier:
         )
 
     async def _call_start(
-        self, channel: Channel, context: StepContext, retry: RetrySettings
+        self,
+        channel: Channel,
+        context: StepContext,
+        retry: RetrySettings,
+        tries: list[dict[str, Any]],
     ) -> StepOutcome:
-        """``channel.start`` with the step's retries of transient provider errors."""
+        """``channel.start`` with the step's retries of transient provider errors.
+
+        Each try is noted in ``tries`` (when, and the error if any) for the audit.
+        """
+
+        async def once() -> StepOutcome:
+            note: dict[str, Any] = {"at": self._clock.now().isoformat(), "error": None}
+            tries.append(note)
+            try:
+                return await channel.start(context)
+            except Exception as exc:
+                note["error"] = f"{type(exc).__name__}: {exc}"
+                raise
+
         try:
-            return await channel.start(context)
+            return await once()
         except ProviderError as exc:
             if not exc.retryable or retry.attempts <= 1:
                 raise
             first = exc
         # The first try already failed; tenacity takes over from there, and
         # its attempt 1 re-raises that error so backoff and budgets count it.
-        tries = 0
+        count = 0
         outcome: StepOutcome | None = None
         async for attempt in retrying(retry, sleep=self._clock.sleep, rng=self._rng):
             with attempt:
-                tries += 1
-                if tries == 1:
+                count += 1
+                if count == 1:
                     raise first
-                outcome = await channel.start(context)
+                outcome = await once()
         assert outcome is not None  # noqa: S101 - tenacity re-raises when every try failed
         return outcome
 
