@@ -23,7 +23,7 @@ policy = Policy(
 
 channels = [
     ScriptedChannel("credit_bureau", [Scripted.passes(signals=["identity_match"], score=0.9)]),
-    ScriptedChannel("sms_code", [Scripted.waits(Scripted.passes(signals=["code_verified"]), expect={"code": "482913"}, kind="code")]),
+    ScriptedChannel("sms_code", [Scripted.waits(Scripted.passes(signals=["code_verified"]), expect={"code": "482913"}, kind="code", destination="+86*******8000")]),
 ]  # fmt: skip
 
 applicant = Applicant(
@@ -43,9 +43,8 @@ async def main() -> None:
     async with Verifier(policy, channels=channels) as verifier:
         session = await verifier.start(applicant)
         # The bureau answers at once; the SMS step waits for the applicant's code.
-        await verifier.wait_idle()
-        session = await verifier.get(session.session_id)
-        print("The app shows:", [challenge.kind for challenge in session.challenges])
+        challenge = await verifier.challenge(session.session_id, "sms")
+        print("The app shows:", challenge.kind, "sent to", challenge.destination)
         await verifier.submit(session.session_id, "sms", {"code": "482913"})
         verdict = await verifier.wait(session.session_id)
     print(verdict.explain())
