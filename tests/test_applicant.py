@@ -6,6 +6,7 @@ from datetime import date
 from decimal import Decimal
 
 import attrs
+import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from multiverify import (
     Contact,
     LoanApplication,
     RepaymentSchedule,
+    _applicant,
     normalize_phone,
 )
 from multiverify.exceptions import InvalidInputError
@@ -562,3 +564,42 @@ class TestApplicant:
             "address",
             "contacts",
         }
+
+
+class TestPhoneRegion:
+    NUMBERS = (
+        ("+8613800138000", None),
+        ("+12025550143", None),
+        ("06 6982 1234", "IT"),
+        ("020 7946 0958", "GB"),
+        ("+441534123456", None),
+        ("+18092345678", None),
+        ("+79123456789", None),
+        ("+80012345678", None),
+    )
+
+    @pytest.mark.parametrize(("typed", "region"), NUMBERS)
+    def test_kept_region_is_the_parsed_one(
+        self, typed: str, region: str | None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The region kept at normalisation is what parsing the number finds."""
+        number = normalize_phone(typed, region=region)
+        kept = _applicant._REGIONS[number]
+        monkeypatch.setattr(_applicant, "_REGIONS", {})
+        assert _applicant._region(number) == kept
+        expected = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+        assert kept == expected
+
+    def test_unknown_number_is_parsed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Facts of an applicant whose number was not normalised here still work."""
+        applicant = make_applicant(phone="+12025550143")
+        monkeypatch.setattr(_applicant, "_REGIONS", {})
+        assert applicant.facts(on=date(2025, 3, 6))["phone_country"] == "US"
+
+    def test_the_cache_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A full cache starts over rather than grow."""
+        monkeypatch.setattr(_applicant, "_REGIONS", {})
+        monkeypatch.setattr(_applicant, "_REGIONS_MAX", 1)
+        normalize_phone("+8613800138000")
+        normalize_phone("+12025550143")
+        assert _applicant._REGIONS == {"+12025550143": "US"}

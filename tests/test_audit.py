@@ -7,6 +7,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -19,20 +20,42 @@ from multiverify import (
     Challenge,
     ChannelResult,
     Contact,
+    Evidence,
     LoanApplication,
     Outcome,
     Policy,
+    PolicyRef,
+    Reason,
     ResultStatus,
     Rule,
     Session,
     Signal,
     Step,
     StepState,
+    Verdict,
 )
-from multiverify._audit import GENESIS, canonical_json, masked_applicant
+from multiverify import _audit as audit
+from multiverify._audit import (
+    GENESIS,
+    _effect_summary,
+    _input_body,
+    _json,
+    _json_string,
+    _masked_input,
+    canonical_json,
+    masked_applicant,
+)
+from multiverify._serde import unstructure
 from multiverify._session import (
+    Cancel,
+    CancelStep,
+    CancelTimer,
     Input,
+    NotifyStep,
+    RecordVerdict,
+    ScheduleTimer,
     Start,
+    StartStep,
     StepErrored,
     StepFinished,
     StepStarted,
@@ -475,3 +498,289 @@ class TestAuditTrailReplay:
         _, events = record()
         with pytest.raises(AuditIntegrityError):
             AuditTrail.replay(POLICY, [*events[:3], *events[4:]])
+
+
+# --- the hand-built audit data equals cattrs' ------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class OtherSignal(Signal):
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class OtherEvidence(Evidence):
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class OtherResult(ChannelResult):
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class OtherChallenge(Challenge):
+    pass
+
+
+def full_result(**changes: Any) -> ChannelResult:
+    fields: dict[str, Any] = {
+        "status": "failed",
+        "signals": [Signal(name="no_answer", detail="rang out")],
+        "score": 0.25,
+        "evidence": [Evidence(kind="recording", reference="rec-1", detail="d")],
+        "attempts": 3,
+        "provider": "twilio",
+        "started_at": at(1),
+        "finished_at": at(2),
+        "detail": "no answer",
+        "facts": {"band": "A", "n": 1, "x": 1.5, "ok": True, "none": None},
+    }
+    return ChannelResult(**(fields | changes))
+
+
+def finished_with(result: ChannelResult) -> StepFinished:
+    return StepFinished(
+        step_id="call", attempt=2, at=at(5), result=result, channel_state={"k": "v"}
+    )
+
+
+# Inputs built by hand, and inputs whose data only cattrs knows how to build.
+COMMON_INPUTS: list[Input] = [
+    *INPUTS,
+    StepStarted(step_id="sms", attempt=1, at=at(3)),
+    StepUpdated(
+        step_id="sms",
+        attempt=2,
+        at=at(4),
+        challenge=Challenge(
+            step_id="sms",
+            kind="code",
+            message="enter it",
+            destination="+86*******8000",
+            url="https://x.test",
+            expires_at=at(300),
+        ),
+        timers=[("resend", at(60)), ("expire", at(300))],
+    ),
+    StepErrored(step_id="bureau", attempt=1, at=at(2), error="boom", provider="x"),
+    TimerFired(timer_id="deadline", at=at(9)),
+    Cancel(at=at(10), reason="withdrawn"),
+    finished_with(full_result()),
+    finished_with(full_result(provider=None, started_at=None, finished_at=None)),
+]
+UNUSUAL_INPUTS: list[Input] = [
+    finished_with(full_result(facts={"when": at(1)})),
+    finished_with(full_result(facts={"list": [1, at(1)]})),
+    finished_with(full_result(facts=MappingProxyType({"band": "A"}))),
+    finished_with(full_result(facts={1: "one"})),
+    finished_with(full_result(signals=[OtherSignal(name="s")])),
+    finished_with(full_result(evidence=[OtherEvidence(kind="k", reference="r")])),
+    finished_with(OtherResult(status="passed")),
+    StepStarted(
+        step_id="sms",
+        attempt=1,
+        at=at(3),
+        challenge=OtherChallenge(step_id="sms", kind="code"),
+    ),
+]
+
+
+def verdict() -> Verdict:
+    return Verdict(
+        outcome="approved",
+        reasons=[Reason(code="ok")],
+        policy=POLICY.ref,
+        decided_at=at(9),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class OtherVerdict(RecordVerdict):
+    pass
+
+
+EFFECT_LISTS: list[list[Any]] = [
+    [],
+    [
+        StartStep(
+            effect_id="1.0",
+            step_id="bureau",
+            attempt=1,
+            channel="credit_bureau",
+            provider=None,
+            idempotency_key="s:bureau:1",
+        ),
+        CancelStep(effect_id="1.1", step_id="sms", attempt=2, channel="sms_code"),
+        NotifyStep(effect_id="1.2", step_id="sms", attempt=2, channel="s", name="r"),
+        ScheduleTimer(effect_id="1.3", timer_id="deadline", due_at=at(3600)),
+        CancelTimer(effect_id="1.4", timer_id="deadline"),
+        RecordVerdict(effect_id="1.5", verdict=verdict()),
+    ],
+    [OtherVerdict(effect_id="1.0", verdict=verdict())],
+]
+
+
+def cattrs_input(event: Input) -> dict[str, Any]:
+    """What the trail recorded for an input before it was built by hand."""
+    data: dict[str, Any] = unstructure(event)
+    if "channel_state" in data:
+        data["channel_state"] = {}
+    return data
+
+
+class TestAuditData:
+    @pytest.mark.parametrize("event", COMMON_INPUTS + UNUSUAL_INPUTS, ids=repr)
+    def test_input_data_is_cattrs_data(self, event: Input) -> None:
+        """Input data, and so its JSON and hash, is what cattrs made of it."""
+        data = _masked_input(event)
+        assert data == cattrs_input(event)
+        assert canonical_json(data) == canonical_json(cattrs_input(event))
+
+    def test_unknown_input_type(self) -> None:
+        """A type the trail does not know fails as it did with cattrs."""
+
+        @attrs.frozen(kw_only=True)
+        class Later(Start):
+            pass
+
+        with pytest.raises(KeyError):
+            _masked_input(Later(at=T0))
+        with pytest.raises(KeyError):
+            _input_body(Later(at=T0), [])
+
+    def test_data_by_cattrs_without_channel_state(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Data left to cattrs keeps its fields; only channel_state is emptied."""
+
+        def unusual(event: Input) -> dict[str, Any]:
+            raise audit._Unusual
+
+        monkeypatch.setattr(audit, "_input_data", unusual)
+        event = StepErrored(step_id="bureau", attempt=1, at=at(2), error="e")
+        assert _masked_input(event) == unstructure(event)
+        assert _masked_input(INPUTS[2])["channel_state"] == {}
+
+    def test_line_without_a_field(self) -> None:
+        """A JSON line that lacks a field is not an audit event."""
+        with pytest.raises(ValueError, match="not an audit event"):
+            AuditEvent.from_json('{"data": {}, "session_id": "s"}')
+
+    def test_effect_summaries_are_cattrs_data(self) -> None:
+        """Effect summaries, verdicts apart, are what cattrs made of them."""
+        effects = [
+            StartStep(
+                effect_id="1.0",
+                step_id="bureau",
+                attempt=1,
+                channel="credit_bureau",
+                provider="experian",
+                idempotency_key="s:bureau:1",
+            ),
+            CancelStep(effect_id="1.1", step_id="sms", attempt=2, channel="sms_code"),
+            NotifyStep(
+                effect_id="1.2", step_id="sms", attempt=2, channel="sms", name="resend"
+            ),
+            ScheduleTimer(effect_id="1.3", timer_id="deadline", due_at=at(3600)),
+            CancelTimer(effect_id="1.4", timer_id="deadline"),
+        ]
+        for effect in effects:
+            assert _effect_summary(effect) == unstructure(effect)
+
+    def test_unknown_effect_type(self) -> None:
+        """An effect type the trail does not know fails as it did with cattrs."""
+
+        @attrs.frozen(kw_only=True)
+        class Later(CancelTimer):
+            pass
+
+        with pytest.raises(KeyError):
+            _effect_summary(Later(effect_id="1.0", timer_id="t"))
+
+    def test_session_subclass_keeps_its_type(self) -> None:
+        """Appending to a session of a subclass returns that subclass."""
+
+        @attrs.frozen(kw_only=True)
+        class Kept(Session):
+            pass
+
+        session = Kept(session_id="s", applicant=None, policy=POLICY.ref, created_at=T0)
+        moved, event = AuditTrail.append(session, "note", {}, at=T0)
+        assert type(moved) is Kept
+        assert (moved.audit_head, moved.audit_count) == (event.hash, 1)
+
+    def test_policy_ref_subclass(self) -> None:
+        """A policy reference of a subclass is recorded as cattrs made it."""
+
+        @attrs.frozen(kw_only=True)
+        class Ref(PolicyRef):
+            pass
+
+        ref = Ref(name="p", version="1", hash="h")
+        session = Session(session_id="s", applicant=None, policy=ref, created_at=T0)
+        _, event = AuditTrail.created(session, at=T0)
+        assert event.data["policy"] == unstructure(ref)
+
+    @pytest.mark.parametrize("value", ["sess-1", 'é\n"', 5, None])
+    def test_json_string(self, value: Any) -> None:
+        """Envelope strings are quoted exactly as json.dumps quotes them."""
+        assert _json_string(value) == json.dumps(value)
+
+    def test_canonical_json(self) -> None:
+        """The canonical form is json.dumps with sorted keys, compact, str default."""
+        value = {"b": [1, 2.5, None, True], "a": {"z": at(1), "y": "é"}}
+        assert canonical_json(value) == json.dumps(
+            value, sort_keys=True, separators=(",", ":"), default=str
+        )
+
+    @pytest.mark.parametrize("event", COMMON_INPUTS + UNUSUAL_INPUTS, ids=repr)
+    def test_input_body_is_the_canonical_json_of_the_data(self, event: Input) -> None:
+        """The body written directly is the canonical JSON of the cattrs data."""
+        for effects in EFFECT_LISTS:
+            data: dict[str, Any] = {"input": cattrs_input(event)}
+            if effects:
+                data["effects"] = [
+                    {"type": "RecordVerdict", "outcome": effect.verdict.outcome.value}
+                    if isinstance(effect, RecordVerdict)
+                    else unstructure(effect)
+                    for effect in effects
+                ]
+            assert _input_body(event, effects) == canonical_json(data)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            'é\n\u2028\x00"',
+            None,
+            True,
+            False,
+            0,
+            -7,
+            2**70,
+            0.1,
+            -0.0,
+            1e300,
+            float("nan"),
+            float("inf"),
+            float("-inf"),
+            ResultStatus.PASSED,
+            at(1),
+            [1, "a"],
+            {"b": 1, "a": 2},
+        ],
+        ids=repr,
+    )
+    def test_json_values(self, value: Any) -> None:
+        """Values are written as the canonical encoder writes them."""
+        assert _json(value) == canonical_json(value)
+
+    def test_unknown_effect_in_a_body(self) -> None:
+        """An effect type the trail does not know fails as it did with cattrs."""
+
+        @attrs.frozen(kw_only=True)
+        class Later(CancelTimer):
+            pass
+
+        with pytest.raises(KeyError):
+            _input_body(Start(at=T0), [Later(effect_id="1.0", timer_id="t")])

@@ -33,6 +33,7 @@ from multiverify import (
     Step,
     StepState,
     StepSummary,
+    _session,
 )
 from multiverify._session import (
     Cancel,
@@ -62,6 +63,7 @@ from multiverify.exceptions import (
     StepNotFoundError,
     StepNotWaitingError,
 )
+from multiverify.policy._cel import make_context
 
 T0 = datetime(2025, 3, 7, 9, 0, tzinfo=UTC)
 SID = "sess-1"
@@ -1412,3 +1414,123 @@ class TestTransitionProperties:
             for record in session.steps:
                 with contextlib.suppress(MultiverifyError):
                     require_waiting(session, record.step_id)
+
+
+# --- shared condition contexts ----------------------------------------------------
+
+
+class TestConditionContexts:
+    @pytest.mark.parametrize("value", [1, 1.0, True, 0.0, -0.0, "1", None])
+    def test_shared_contexts_decide_as_fresh_ones(
+        self, value: object, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Equal-looking values of other types never share a context."""
+        policy = make_policy(
+            rules=[
+                Rule(outcome="approved", when="steps.bureau.facts.n == 1", reason="n")
+            ]
+        )
+        inputs = [
+            Start(at=T0),
+            finished("bureau", "passed", facts={"n": value}),
+            finished("call", "passed", seconds=20),
+            finished("sms", "passed", seconds=30),
+        ]
+        # Fill the cache with every other value first.
+        for other in [1, 1.0, True, 0.0, -0.0, "1", None]:
+            run(
+                policy,
+                fresh(policy),
+                *inputs[:1],
+                finished("bureau", "passed", facts={"n": other}),
+                *inputs[2:],
+            )
+        shared = run(policy, fresh(policy), *inputs)
+        monkeypatch.setattr(_session, "_context_for", make_context)
+        assert run(policy, fresh(policy), *inputs) == shared
+
+    def test_keys(self) -> None:
+        """Keys tell apart every value a JSON-like comparison would confuse."""
+        values: list[Any] = [
+            1, 1.0, True, 0, 0.0, -0.0, False, "1", None, [1], (1,), [[1]],
+            {"a": 1}, {"a": 1.0}, {1: "a"}, {"a": None}, ["a"], [None], float("inf"),
+        ]  # fmt: skip
+        keys = [_session._key(value) for value in values]
+        assert len(set(keys)) == len(values)
+        assert _session._key(float("nan")) == _session._key(float("nan"))
+
+    def test_values_without_a_key_are_not_shared(self) -> None:
+        """A context with a value the cache cannot key is built afresh."""
+        variables = {"steps": {"bureau": {"facts": {"at": T0}}}}
+        before = dict(_session._CONTEXTS)
+        context = _session._context_for(variables)
+        assert _session._context_for(variables) is not context
+        assert before == _session._CONTEXTS
+
+    def test_the_cache_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A full cache starts over rather than grow."""
+        monkeypatch.setattr(_session, "_CONTEXTS", {})
+        monkeypatch.setattr(_session, "_CONTEXTS_MAX", 2)
+        for n in range(5):
+            _session._context_for({"n": n})
+            assert len(_session._CONTEXTS) <= 2
+        assert _session._context_for({"n": 4}) is _session._context_for({"n": 4})
+
+
+class TestWholeReads:
+    def test_whole_roots_and_steps(self) -> None:
+        """Conditions reading whole roots or whole steps see all their fields."""
+        policy = make_policy(
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="size(applicant) == 7 && applicant.age > 18 && size(application) == 8 "
+                    "&& size(steps.bureau) == 6 && steps.bureau.status == 'passed'",
+                    reason="whole",
+                )
+            ]
+        )
+        step = run(policy, started(policy), finished("bureau", "passed"))
+        assert step.session.verdict is not None
+        assert step.session.verdict.outcome is Outcome.APPROVED
+        policy = make_policy(
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="size(steps) == 4 && steps.bureau.status == 'passed'",
+                    reason="all",
+                )
+            ]
+        )
+        step = run(policy, started(policy), finished("bureau", "passed"))
+        assert step.session.verdict is not None
+        assert step.session.verdict.outcome is Outcome.APPROVED
+
+
+class TestFailoverWithChannelTimers:
+    def test_timers_of_the_failed_attempt_are_cancelled(self) -> None:
+        """Failing over cancels the failed attempt's channel timers too."""
+        session = run(
+            POLICY,
+            started(),
+            StepStarted(
+                step_id="bureau", attempt=1, at=at(1), timers=[("poll", at(20))]
+            ),
+        ).session
+        assert session.step("bureau").timers == ("poll",)
+        step = transition(
+            POLICY,
+            session,
+            StepErrored(step_id="bureau", attempt=1, at=at(5), error="HTTP 503"),
+        )
+        assert step.effects[:2] == (
+            CancelTimer(effect_id="3.0", timer_id="step:bureau:1:timeout"),
+            CancelTimer(effect_id="3.1", timer_id="step:bureau:1:channel:poll"),
+        )
+        record = step.session.step("bureau")
+        assert (record.state, record.attempt, record.timers) == (
+            StepState.RUNNING,
+            2,
+            (),
+        )
+        assert record.errors == ("HTTP 503",)

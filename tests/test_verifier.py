@@ -34,6 +34,7 @@ from multiverify import (
     Verdict,
     Verifier,
 )
+from multiverify import _verifier as verifier_module
 from multiverify.channels import (
     ChannelRegistry,
     Finished,
@@ -2072,3 +2073,68 @@ class TestRobustness:
                 await settle(verifier, clock)
                 await verifier.wait(session.session_id)
             assert verifier._locks == {}
+
+
+class TestSessionCache:
+    """The Verifier remembers what it saved; the store's compare-and-set stays the judge."""
+
+    async def test_oldest_sessions_are_forgotten(
+        self,
+        clock: FakeClock,
+        applicant: Applicant,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Past its size the cache forgets the least recently saved; input still applies."""
+        monkeypatch.setattr(verifier_module, "_CACHE_SIZE", 1)
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            first = await verifier.start(applicant)
+            await verifier.wait_idle()
+            second = await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert list(verifier._cache) == [second.session_id]
+            session = await verifier.submit(first.session_id, "sms", CODE)
+            assert session.status is SessionStatus.DECIDED
+            assert verifier._cache.keys() == {second.session_id}
+
+    async def test_a_stale_entry_costs_one_reload(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """After another replica's save, an internal input reloads and applies once."""
+        shared = MemoryStore()
+        policy = bureau_sms_policy(deadline="1m")
+        a = Verifier(policy, channels=[bureau(), sms_code()], store=shared, clock=clock)
+        b = Verifier(policy, channels=[bureau(), sms_code()], store=shared, clock=clock)
+        started = await a.start(applicant)
+        sid = started.session_id
+        await a.wait_idle()
+        _, version = await shared.load(sid)
+        assert a._cache[sid][1] == version
+        decided = await b.submit(sid, "sms", CODE)  # a's entry is now stale
+        assert decided.status is SessionStatus.DECIDED
+        await settle(a, clock, 60)  # a's deadline timer fires on its stale entry
+        session, after = await shared.load(sid)
+        assert after == version + 2  # b's submit, then a's timer input
+        assert session.inputs == decided.inputs + 1
+        assert sid not in a._cache
+        await verify_trail(a, session)
+        await a.aclose()
+        await b.aclose()
+
+    async def test_several_watchers_of_one_session(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``wait`` and ``challenge`` on the same session are all woken by its changes."""
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms_code()], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            sid = started.session_id
+            waits = [asyncio.ensure_future(verifier.wait(sid)) for _ in range(2)]
+            challenge = await verifier.challenge(sid, "sms")
+            assert challenge.kind == "code"
+            await verifier.submit(sid, "sms", CODE)
+            verdicts = await asyncio.gather(*waits)
+            assert [v.outcome for v in verdicts] == [Outcome.APPROVED] * 2
+            assert verifier._watches == {}

@@ -51,7 +51,31 @@ def normalize_phone(
         raise InvalidInputError(
             message=f"{field}: not a valid phone number for its region", field=field
         )
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    formatted = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    _remember_region(formatted, parsed)
+    return formatted
+
+
+# ``Applicant.facts`` reports the phone's region, which takes parsing the
+# number again (the dearest part of building a session). The number was parsed
+# when it was normalised, so the region is kept from then, by E.164 number: a
+# bounded cache of a pure function, not state.
+_REGIONS: dict[str, str] = {}
+_REGIONS_MAX = 4096
+
+
+def _remember_region(number: str, parsed: phonenumbers.PhoneNumber) -> None:
+    if len(_REGIONS) >= _REGIONS_MAX:
+        _REGIONS.clear()
+    _REGIONS[number] = phonenumbers.region_code_for_number(parsed) or ""
+
+
+def _region(number: str) -> str:
+    region = _REGIONS.get(number)
+    if region is None:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+        region = region or ""
+    return region
 
 
 def _phone(number: str) -> str:
@@ -282,11 +306,10 @@ class Applicant:
         Data minimisation: conditions see the age, the phone's country and the
         number of contacts, never the name, number or ID.
         """
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(self.phone))
         return {
             "id": self.applicant_id,
             "age": self.age_on(on),
-            "phone_country": region or "",
+            "phone_country": _region(self.phone),
             "timezone": self.timezone,
             "locale": self.locale,
             "contacts": len(self.contacts),

@@ -437,35 +437,32 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
     Raises:
         StepNotFoundError: a step input names a step the policy does not have.
     """
-    run = _Run(policy, attrs.evolve(session, inputs=session.inputs + 1))
-    if session.finished:
-        return Transition(session=run.session)
+    if session.status is not SessionStatus.ACTIVE:
+        return Transition(
+            session=_rebuilt(
+                session,
+                status=session.status,
+                steps=session.steps,
+                verdict=session.verdict,
+                inputs=session.inputs + 1,
+            )
+        )
+    run = _Run(policy, session)
     match event:
         case Start(at=at):
             if session.deadline_at is not None:
-                run.emit(
-                    ScheduleTimer, timer_id=DEADLINE_TIMER, due_at=session.deadline_at
+                run.effects.append(
+                    ScheduleTimer(
+                        effect_id=run.effect_id(),
+                        timer_id=DEADLINE_TIMER,
+                        due_at=session.deadline_at,
+                    )
                 )
             run.advance(at)
         case StepStarted() | StepUpdated():
             record = run.current(event.step_id, event.attempt)
             if record is not None:
-                names = dict.fromkeys((*record.timers, *(n for n, _ in event.timers)))
-                run.replace(
-                    record,
-                    state=StepState.WAITING,
-                    challenge=event.challenge
-                    if event.challenge is not None
-                    else record.challenge,
-                    channel_state=event.channel_state,
-                    timers=tuple(names),
-                )
-                for name, due in event.timers:
-                    run.emit(
-                        ScheduleTimer,
-                        timer_id=_channel_timer(record.step_id, record.attempt, name),
-                        due_at=due,
-                    )
+                run.wait(record, event)
         case StepFinished():
             record = run.current(event.step_id, event.attempt)
             if record is not None:
@@ -482,32 +479,176 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
             run.timer(timer_id, at)
         case Cancel(at=at):
             run.stop_everything(at, keep_deadline=False)
-            run.session = attrs.evolve(run.session, status=SessionStatus.CANCELLED)
+            run.status = SessionStatus.CANCELLED
     # Rule traces are reported only with the verdict they led to.
-    fired = run.traces if run.session.verdict is not None else ()
-    return Transition(session=run.session, effects=tuple(run.effects), fired=fired)
+    fired = run.traces if run.verdict is not None else ()
+    return Transition(session=run.build(), effects=tuple(run.effects), fired=fired)
+
+
+# Direct constructor calls: several times cheaper than ``attrs.evolve``, which
+# matters in the core's hot path (a few dozen copies per session).
+
+
+def _rebuilt(
+    session: Session,
+    *,
+    status: SessionStatus,
+    steps: tuple[StepRecord, ...],
+    verdict: Verdict | None,
+    inputs: int,
+) -> Session:
+    return Session(
+        session_id=session.session_id,
+        applicant=session.applicant,
+        policy=session.policy,
+        created_at=session.created_at,
+        deadline_at=session.deadline_at,
+        status=status,
+        steps=steps,
+        facts=session.facts,
+        verdict=verdict,
+        inputs=inputs,
+        audit_head=session.audit_head,
+        audit_count=session.audit_count,
+    )
+
+
+def _with_state(record: StepRecord, state: StepState) -> StepRecord:
+    return StepRecord(
+        step_id=record.step_id,
+        state=state,
+        attempt=record.attempt,
+        provider_index=record.provider_index,
+        channel_state=record.channel_state,
+        challenge=record.challenge,
+        result=record.result,
+        started_at=record.started_at,
+        triggered_by=record.triggered_by,
+        errors=record.errors,
+        timers=record.timers,
+    )
+
+
+def _ended(
+    record: StepRecord, state: StepState, result: ChannelResult, channel_state: JSON
+) -> StepRecord:
+    """The record of a step that is done or cancelled: no challenge, no timers."""
+    return StepRecord(
+        step_id=record.step_id,
+        state=state,
+        attempt=record.attempt,
+        provider_index=record.provider_index,
+        channel_state=channel_state,
+        challenge=None,
+        result=result,
+        started_at=record.started_at,
+        triggered_by=record.triggered_by,
+        errors=record.errors,
+        timers=(),
+    )
+
+
+_ACTIVE = frozenset({StepState.RUNNING, StepState.WAITING})
+
+
+# Plain strings for conditions; ``.value`` on an enum member is a slow lookup.
+_STATE_TEXT = {state: state.value for state in StepState}
+_STATUS_TEXT = {status: status.value for status in ResultStatus}
+
+
+def _status(record: StepRecord, result: ChannelResult | None) -> str:
+    return _STATE_TEXT[record.state] if result is None else _STATUS_TEXT[result.status]
+
+
+def _signals(_record: StepRecord, result: ChannelResult | None) -> list[str]:
+    return [] if result is None else [signal.name for signal in result.signals]
+
+
+def _score(_record: StepRecord, result: ChannelResult | None) -> float | None:
+    return None if result is None else result.score
+
+
+def _attempts(record: StepRecord, _result: ChannelResult | None) -> int:
+    return record.attempt
+
+
+def _provider(_record: StepRecord, result: ChannelResult | None) -> str:
+    return "" if result is None else result.provider or ""
+
+
+def _facts(_record: StepRecord, result: ChannelResult | None) -> dict[str, Any]:
+    return {} if result is None else dict(result.facts)
+
+
+_VIEW_FIELDS = {
+    "status": _status,
+    "signals": _signals,
+    "score": _score,
+    "attempts": _attempts,
+    "provider": _provider,
+    "facts": _facts,
+}
 
 
 def _step_view(record: StepRecord) -> dict[str, Any]:
     """A step as conditions see it: ``steps.<id>.status``, ``.signals``..."""
     result = record.result
-    if result is None:
-        return {
-            "status": record.state.value,
-            "signals": [],
-            "score": None,
-            "attempts": record.attempt,
-            "provider": "",
-            "facts": {},
-        }
-    return {
-        "status": result.status.value,
-        "signals": list(result.signal_names),
-        "score": result.score,
-        "attempts": record.attempt,
-        "provider": result.provider or "",
-        "facts": dict(result.facts),
-    }
+    return {name: field(record, result) for name, field in _VIEW_FIELDS.items()}
+
+
+# --- condition contexts ---------------------------------------------------------
+
+# Converting variables into a CEL context is the dearest part of evaluating a
+# rule, and many sessions present the same few projections (every step passed,
+# with the same signals). Contexts are never changed once built, so they are
+# shared, keyed by a type-exact frozen copy of their variables.
+_CONTEXTS: dict[Any, Any] = {}
+_CONTEXTS_MAX = 256
+
+
+class _Unkeyable(Exception):  # noqa: N818 - internal control flow, never raised out
+    """A value the context cache does not know how to key."""
+
+
+def _key(value: Any) -> Any:
+    """A hashable copy of JSON-like data that tells 1, 1.0 and True apart.
+
+    Strings and ``None`` stand for themselves; every other value becomes a
+    tuple led by its type, so no two different values share a key.
+    """
+    kind = type(value)
+    if kind is dict:
+        key: list[Any] = [dict]
+        for name, item in value.items():
+            key.append(name if type(name) is str else _key(name))
+            key.append(item if type(item) is str or item is None else _key(item))
+        return tuple(key)
+    if kind is str or value is None:
+        return value
+    if kind is int or kind is bool:
+        return (kind, value)
+    if kind is float:
+        # repr tells 0.0 from -0.0 and matches every nan with itself.
+        return (kind, repr(value))
+    if kind is list or kind is tuple:
+        return (
+            kind,
+            *[item if type(item) is str else _key(item) for item in value],
+        )
+    raise _Unkeyable
+
+
+def _context_for(variables: dict[str, Any]) -> Any:
+    try:
+        key = _key(variables)
+    except _Unkeyable:
+        return make_context(variables)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        if len(_CONTEXTS) >= _CONTEXTS_MAX:
+            _CONTEXTS.clear()
+        context = _CONTEXTS[key] = make_context(variables)
+    return context
 
 
 class _Run:
@@ -515,100 +656,144 @@ class _Run:
 
     def __init__(self, policy: Policy, session: Session) -> None:
         self.policy = policy
-        self._base = session
+        self.base = session
+        self.inputs = session.inputs + 1
+        self.status = session.status
+        self.verdict = session.verdict
         self._records = {record.step_id: record for record in session.steps}
         self._dirty = False
         self.effects: list[Effect] = []
         self._outcomes: list[tuple[bool, str]] | None = None
         self._context: Any = None
+        self._fired: tuple[RuleTrace, ...] | None = None
 
     # -- helpers ---------------------------------------------------------------
 
-    @property
-    def session(self) -> Session:
-        """The session so far; step changes are folded in only when it is read."""
-        if self._dirty:
-            self._base = attrs.evolve(self._base, steps=tuple(self._records.values()))
-            self._dirty = False
-        return self._base
-
-    @session.setter
-    def session(self, session: Session) -> None:
-        self._base = session
-        self._records = {record.step_id: record for record in session.steps}
-        self._dirty = False
+    def build(self) -> Session:
+        """The session after the transition."""
+        return _rebuilt(
+            self.base,
+            status=self.status,
+            steps=tuple(self._records.values()) if self._dirty else self.base.steps,
+            verdict=self.verdict,
+            inputs=self.inputs,
+        )
 
     def records(self) -> tuple[StepRecord, ...]:
         """The step records, in policy order."""
         return tuple(self._records.values())
 
-    def emit(self, kind: type[Effect], **fields: Any) -> None:
-        effect_id = f"{self._base.inputs}.{len(self.effects)}"
-        self.effects.append(kind(effect_id=effect_id, **fields))
+    def effect_id(self) -> str:
+        """The id of the next effect: input count and position."""
+        return f"{self.inputs}.{len(self.effects)}"
 
     def record(self, step_id: str) -> StepRecord:
         try:
             return self._records[step_id]
         except KeyError:
-            return self._base.step(step_id)  # raises StepNotFoundError
+            return self.base.step(step_id)  # raises StepNotFoundError
+
+    def settled(self, step_id: str) -> bool:
+        return self.record(step_id).state in _SETTLED
 
     def current(self, step_id: str, attempt: int) -> StepRecord | None:
         record = self.record(step_id)
-        if record.state.active and record.attempt == attempt:
+        if record.state in _ACTIVE and record.attempt == attempt:
             return record
         return None
 
-    def replace(self, record: StepRecord, **changes: Any) -> StepRecord:
+    def put(self, record: StepRecord) -> StepRecord:
         self._context = None
-        new = attrs.evolve(record, **changes)
-        self._records[new.step_id] = new
+        self._records[record.step_id] = record
         self._dirty = True
-        return new
-
-    def spec(self, step_id: str) -> Step:
-        return self.policy.step(step_id)
+        return record
 
     def provider(self, step: Step, index: int) -> str | None:
         return step.providers[index] if step.providers else None
 
     # -- steps -----------------------------------------------------------------
 
-    def start(self, record: StepRecord, at: datetime, *, provider_index: int) -> None:
-        step = self.spec(record.step_id)
-        attempt = record.attempt + 1
-        self.replace(
-            record,
-            state=StepState.RUNNING,
-            attempt=attempt,
-            provider_index=provider_index,
-            challenge=None,
-            started_at=record.started_at or at,
+    def wait(self, record: StepRecord, event: StepStarted | StepUpdated) -> None:
+        names = dict.fromkeys((*record.timers, *(n for n, _ in event.timers)))
+        self.put(
+            StepRecord(
+                step_id=record.step_id,
+                state=StepState.WAITING,
+                attempt=record.attempt,
+                provider_index=record.provider_index,
+                channel_state=event.channel_state,
+                challenge=event.challenge
+                if event.challenge is not None
+                else record.challenge,
+                result=record.result,
+                started_at=record.started_at,
+                triggered_by=record.triggered_by,
+                errors=record.errors,
+                timers=tuple(names),
+            )
         )
-        self.emit(
-            StartStep,
-            step_id=step.id,
-            attempt=attempt,
-            channel=step.channel,
-            provider=self.provider(step, provider_index),
-            idempotency_key=f"{self._base.session_id}:{step.id}:{attempt}",
-        )
-        if step.timeout is not None:
-            self.emit(
-                ScheduleTimer,
-                timer_id=_timeout_timer(step.id, attempt),
-                due_at=at + timedelta(seconds=step.timeout),
+        for name, due in event.timers:
+            self.effects.append(
+                ScheduleTimer(
+                    effect_id=self.effect_id(),
+                    timer_id=_channel_timer(record.step_id, record.attempt, name),
+                    due_at=due,
+                )
             )
 
-    def release(self, record: StepRecord) -> StepRecord:
-        """Cancel the timers of the record's current attempt."""
-        step = self.spec(record.step_id)
-        if step.timeout is not None:
-            self.emit(CancelTimer, timer_id=_timeout_timer(step.id, record.attempt))
-        for name in record.timers:
-            self.emit(
-                CancelTimer, timer_id=_channel_timer(step.id, record.attempt, name)
+    def start(self, record: StepRecord, at: datetime, *, provider_index: int) -> None:
+        step = self.policy.step(record.step_id)
+        attempt = record.attempt + 1
+        self.put(
+            StepRecord(
+                step_id=record.step_id,
+                state=StepState.RUNNING,
+                attempt=attempt,
+                provider_index=provider_index,
+                channel_state=record.channel_state,
+                challenge=None,
+                result=record.result,
+                started_at=record.started_at or at,
+                triggered_by=record.triggered_by,
+                errors=record.errors,
+                timers=record.timers,
             )
-        return self.replace(record, timers=()) if record.timers else record
+        )
+        self.effects.append(
+            StartStep(
+                effect_id=self.effect_id(),
+                step_id=step.id,
+                attempt=attempt,
+                channel=step.channel,
+                provider=self.provider(step, provider_index),
+                idempotency_key=f"{self.base.session_id}:{step.id}:{attempt}",
+            )
+        )
+        if step.timeout is not None:
+            self.effects.append(
+                ScheduleTimer(
+                    effect_id=self.effect_id(),
+                    timer_id=_timeout_timer(step.id, attempt),
+                    due_at=at + timedelta(seconds=step.timeout),
+                )
+            )
+
+    def release(self, record: StepRecord, step: Step) -> None:
+        """Cancel the timers of the record's current attempt."""
+        if step.timeout is not None:
+            self.effects.append(
+                CancelTimer(
+                    effect_id=self.effect_id(),
+                    timer_id=_timeout_timer(step.id, record.attempt),
+                )
+            )
+        for name in record.timers:
+            self.effects.append(
+                CancelTimer(
+                    effect_id=self.effect_id(),
+                    timer_id=_channel_timer(step.id, record.attempt, name),
+                )
+            )
 
     def finish(
         self,
@@ -618,35 +803,54 @@ class _Run:
         *,
         channel_state: JSON | None = None,
     ) -> None:
-        step = self.spec(record.step_id)
-        record = self.release(record)
-        result = attrs.evolve(
-            result,
+        step = self.policy.step(record.step_id)
+        self.release(record, step)
+        result = type(result)(
+            status=result.status,
+            signals=result.signals,
+            score=result.score,
+            evidence=result.evidence,
             attempts=record.attempt,
             provider=result.provider or self.provider(step, record.provider_index),
             started_at=result.started_at or record.started_at,
             finished_at=result.finished_at or at,
+            detail=result.detail,
+            facts=result.facts,
         )
-        self.replace(
-            record,
-            state=StepState.DONE,
-            result=result,
-            challenge=None,
-            channel_state=record.channel_state
-            if channel_state is None
-            else channel_state,
+        self.put(
+            _ended(
+                record,
+                StepState.DONE,
+                result,
+                record.channel_state if channel_state is None else channel_state,
+            )
         )
         if step.fallback is not None:
             target = self.record(step.fallback.step)
             if target.state is StepState.PENDING and result.status in step.fallback.on:
-                self.replace(target, triggered_by=step.id)
+                self.put(
+                    StepRecord(
+                        step_id=target.step_id,
+                        state=target.state,
+                        attempt=target.attempt,
+                        provider_index=target.provider_index,
+                        channel_state=target.channel_state,
+                        challenge=target.challenge,
+                        result=target.result,
+                        started_at=target.started_at,
+                        triggered_by=step.id,
+                        errors=target.errors,
+                        timers=target.timers,
+                    )
+                )
 
     def fail_over(self, record: StepRecord, event: StepErrored) -> None:
-        step = self.spec(record.step_id)
-        errors = (*record.errors, event.error)
-        record = self.replace(record, errors=errors)
+        step = self.policy.step(record.step_id)
+        record = attrs.evolve(record, errors=(*record.errors, event.error))
         if record.provider_index + 1 < len(step.providers):
-            record = self.release(record)
+            self.release(record, step)
+            if record.timers:
+                record = attrs.evolve(record, timers=())
             self.start(record, event.at, provider_index=record.provider_index + 1)
             return
         self.finish(
@@ -662,7 +866,7 @@ class _Run:
     def timer(self, timer_id: str, at: datetime) -> None:
         if timer_id == DEADLINE_TIMER:
             # Without a deadline the timer was never scheduled: ignore it.
-            if self._base.deadline_at is not None:
+            if self.base.deadline_at is not None:
                 self.expire(at)
             return
         parts = timer_id.split(":", 4)
@@ -678,13 +882,15 @@ class _Run:
             return
         if record is None:
             return
-        step = self.spec(step_id)
+        step = self.policy.step(step_id)
         if kind == "timeout" and step.timeout is not None:
-            self.emit(
-                CancelStep,
-                step_id=step_id,
-                attempt=record.attempt,
-                channel=step.channel,
+            self.effects.append(
+                CancelStep(
+                    effect_id=self.effect_id(),
+                    step_id=step_id,
+                    attempt=record.attempt,
+                    channel=step.channel,
+                )
             )
             self.finish(
                 record,
@@ -696,12 +902,14 @@ class _Run:
             )
             self.advance(at)
         elif kind == "channel" and rest:
-            self.emit(
-                NotifyStep,
-                step_id=step_id,
-                attempt=record.attempt,
-                channel=step.channel,
-                name=rest[0],
+            self.effects.append(
+                NotifyStep(
+                    effect_id=self.effect_id(),
+                    step_id=step_id,
+                    attempt=record.attempt,
+                    channel=step.channel,
+                    name=rest[0],
+                )
             )
 
     # -- the decision ------------------------------------------------------------
@@ -713,8 +921,9 @@ class _Run:
                 return
             if not self.start_ready(at):
                 break
+        step = self.policy.step
         if all(
-            r.state.settled or self.spec(r.step_id).optional
+            r.state in _SETTLED or step(r.step_id).optional
             for r in self._records.values()
         ):
             self.conclude(
@@ -736,21 +945,21 @@ class _Run:
         for record in self.records():
             if record.state is not StepState.PENDING:
                 continue
-            step = self.spec(record.step_id)
+            step = self.policy.step(record.step_id)
             if step.id in targets and record.triggered_by is None:
                 source = next(
                     s
                     for s in self.policy.steps
                     if s.fallback and s.fallback.step == step.id
                 )
-                if self.record(source.id).state.settled:
-                    self.replace(record, state=StepState.SKIPPED)
+                if self.settled(source.id):
+                    self.put(_with_state(record, StepState.SKIPPED))
                     moved = True
                 continue
-            if not all(self.record(d).state.settled for d in step.after):
+            if not all(self.settled(d) for d in step.after):
                 continue
             if step.when is not None and not self.holds(step.when):
-                self.replace(record, state=StepState.SKIPPED)
+                self.put(_with_state(record, StepState.SKIPPED))
             else:
                 self.start(record, at, provider_index=0)
             moved = True
@@ -762,12 +971,12 @@ class _Run:
         It carries only what the policy's conditions read (see ``Policy.reads``).
         """
         if self._context is None:
-            self._context = make_context(self.variables())
+            self._context = _context_for(self.variables())
         return self._context
 
     def variables(self) -> dict[str, Any]:
         reads = self.policy.reads
-        facts = self._base.facts
+        facts = self.base.facts
         variables: dict[str, Any] = {}
         for root, fields in (
             ("applicant", reads.applicant),
@@ -780,14 +989,20 @@ class _Run:
         wanted = reads.steps
         if wanted is None or wanted:
             steps: dict[str, Any] = {}
-            for record in self.records():
-                if wanted is not None and record.step_id not in wanted:
+            for record in self._records.values():
+                if wanted is None:
+                    steps[record.step_id] = _step_view(record)
                     continue
-                view = _step_view(record)
-                fields = None if wanted is None else wanted[record.step_id]
-                steps[record.step_id] = (
-                    view if fields is None else {name: view[name] for name in fields}
-                )
+                if record.step_id not in wanted:
+                    continue
+                fields = wanted[record.step_id]
+                if fields is None:
+                    steps[record.step_id] = _step_view(record)
+                else:
+                    result = record.result
+                    steps[record.step_id] = {
+                        name: _VIEW_FIELDS[name](record, result) for name in fields
+                    }
             variables["steps"] = steps
         return variables
 
@@ -807,10 +1022,9 @@ class _Run:
         self._outcomes = outcomes
         for index, rule in enumerate(self.policy.rules):
             condition = self.policy.condition(rule.when)
-            if not all(
-                self.record(step_id).state.settled for step_id in condition.steps
-            ):
-                return False
+            for step_id in condition.steps:
+                if self.record(step_id).state not in _SETTLED:
+                    return False
             try:
                 matched = condition.evaluate(self.context())
             except ConditionError as exc:
@@ -835,6 +1049,8 @@ class _Run:
     @property
     def traces(self) -> tuple[RuleTrace, ...]:
         """How each rule fared in the last evaluation (not evaluated: ``None``)."""
+        if self._fired is not None:
+            return self._fired  # the verdict's, built from the same evaluation
         if self._outcomes is None:
             return ()
         evaluated = self._outcomes
@@ -859,28 +1075,29 @@ class _Run:
         decided_by: str,
     ) -> None:
         self.stop_everything(at, keep_deadline=decided_by == "deadline")
+        step = self.policy.step
         verdict = Verdict(
             outcome=outcome,
             reasons=tuple(reasons),
-            policy=self.session.policy,
+            policy=self.base.policy,
             decided_at=at,
             score=self.score(),
             steps=tuple(
                 StepSummary(
                     step_id=record.step_id,
-                    channel=self.spec(record.step_id).channel,
-                    state=record.state.value,
+                    channel=step(record.step_id).channel,
+                    state=_STATE_TEXT[record.state],
                     result=record.result,
                 )
-                for record in self.records()
+                for record in self._records.values()
             ),
             rules=self.traces,
             decided_by=decided_by,
         )
-        self.session = attrs.evolve(
-            self.session, status=SessionStatus.DECIDED, verdict=verdict
-        )
-        self.emit(RecordVerdict, verdict=verdict)
+        self.status = SessionStatus.DECIDED
+        self.verdict = verdict
+        self._fired = verdict.rules
+        self.effects.append(RecordVerdict(effect_id=self.effect_id(), verdict=verdict))
 
     def score(self) -> float | None:
         if self.policy.score is not None:
@@ -900,32 +1117,38 @@ class _Run:
     def stop_everything(self, at: datetime, *, keep_deadline: bool) -> None:
         """Cancel active steps and timers; pending steps become skipped."""
         for record in self.records():
-            if record.state.active:
-                step = self.spec(record.step_id)
-                self.emit(
-                    CancelStep,
-                    step_id=step.id,
-                    attempt=record.attempt,
-                    channel=step.channel,
+            if record.state in _ACTIVE:
+                step = self.policy.step(record.step_id)
+                self.effects.append(
+                    CancelStep(
+                        effect_id=self.effect_id(),
+                        step_id=step.id,
+                        attempt=record.attempt,
+                        channel=step.channel,
+                    )
                 )
-                released = self.release(record)
-                self.replace(
-                    released,
-                    state=StepState.CANCELLED,
-                    challenge=None,
-                    result=ChannelResult(
-                        status=ResultStatus.CANCELLED,
-                        attempts=record.attempt,
-                        provider=self.provider(step, record.provider_index),
-                        started_at=record.started_at,
-                        finished_at=at,
-                        detail="the session no longer needed it",
-                    ),
+                self.release(record, step)
+                self.put(
+                    _ended(
+                        record,
+                        StepState.CANCELLED,
+                        ChannelResult(
+                            status=ResultStatus.CANCELLED,
+                            attempts=record.attempt,
+                            provider=self.provider(step, record.provider_index),
+                            started_at=record.started_at,
+                            finished_at=at,
+                            detail="the session no longer needed it",
+                        ),
+                        record.channel_state,
+                    )
                 )
             elif record.state is StepState.PENDING:
-                self.replace(record, state=StepState.SKIPPED)
-        if not keep_deadline and self._base.deadline_at is not None:
-            self.emit(CancelTimer, timer_id=DEADLINE_TIMER)
+                self.put(_with_state(record, StepState.SKIPPED))
+        if not keep_deadline and self.base.deadline_at is not None:
+            self.effects.append(
+                CancelTimer(effect_id=self.effect_id(), timer_id=DEADLINE_TIMER)
+            )
 
     def expire(self, at: datetime) -> None:
         self._outcomes = None

@@ -7,7 +7,6 @@ import logging
 import random
 import uuid
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -15,7 +14,7 @@ from collections.abc import (
     Sequence,
 )
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import attrs
 
@@ -80,9 +79,33 @@ OnVerdict = Callable[[Session, Verdict], Awaitable[None]]
 
 _SAVE_TRIES = 20
 
+# How many sessions the Verifier remembers as it last saved them, so that
+# applying an input needs no load (the least recently saved are forgotten
+# first; a finished session is forgotten at once). The compare-and-set of the
+# save stays the judge: a stale entry costs one failed save and a reload.
+_CACHE_SIZE = 2048
+
+T = TypeVar("T")
+
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _finished(session: Session) -> Session | None:
+    return session if session.finished else None
+
+
+class _Watch:
+    """Who waits for a session's changes, and the newest one this Verifier saved."""
+
+    __slots__ = ("count", "futures", "session", "version")
+
+    def __init__(self) -> None:
+        self.count = 0  # callers of ``_watch`` on the session
+        self.futures: list[asyncio.Future[None]] = []
+        self.session: Session | None = None
+        self.version = 0
 
 
 class Verifier:
@@ -143,7 +166,8 @@ class Verifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
-        self._watchers: dict[str, list[asyncio.Future[Session]]] = {}
+        self._watches: dict[str, _Watch] = {}
+        self._cache: dict[str, tuple[Session, int]] = {}
         self._rng = random.Random()
         self._closed = False
 
@@ -209,7 +233,8 @@ class Verifier:
             chosen, applicant, session_id=session_id or self._new_id(), at=now
         )
         session, created = AuditTrail.created(session, at=now)
-        await self._store.create(session, audit=[created])
+        version = await self._store.create(session, audit=[created])
+        self._remember(session, version)
         return await self._apply(session.session_id, Start(at=now))
 
     async def run(self, applicant: Applicant, *, policy: str | None = None) -> Verdict:
@@ -228,9 +253,7 @@ class Verifier:
             SessionNotFoundError: no such session.
             SessionFinishedError: the session was cancelled.
         """
-        async for session in self._changes(session_id):
-            if session.finished:
-                break
+        session = await self._watch(session_id, _finished)
         if session.verdict is None:
             raise SessionFinishedError(
                 message=f"session {session_id} was cancelled", session_id=session_id
@@ -250,7 +273,8 @@ class Verifier:
             StepNotWaitingError: the step ended, was skipped or never asks
                 for input; or the session finished.
         """
-        async for session in self._changes(session_id):
+
+        def ready(session: Session) -> Challenge | None:
             record = session.step(step_id)
             if record.state is StepState.WAITING and record.challenge is not None:
                 return record.challenge
@@ -265,7 +289,9 @@ class Verifier:
                     session_id=session_id,
                     step_id=step_id,
                 )
-        raise AssertionError  # pragma: no cover - _changes never ends
+            return None
+
+        return await self._watch(session_id, ready)
 
     async def get(self, session_id: str) -> Session:
         """The session as stored.
@@ -399,8 +425,8 @@ class Verifier:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for futures in self._watchers.values():
-            for future in futures:
+        for watch in self._watches.values():
+            for future in watch.futures:
                 future.cancel()
         if self._owns_store:
             await self._store.aclose()
@@ -408,7 +434,22 @@ class Verifier:
     # -- applying inputs ---------------------------------------------------------
 
     def _lock(self, session_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(session_id, asyncio.Lock())
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        return lock
+
+    def _remember(self, session: Session, version: int) -> None:
+        """Note a session as this Verifier just saved it (see ``_CACHE_SIZE``)."""
+        cache = self._cache
+        session_id = session.session_id
+        # Popped and added again, so the dict's order is the order of saves.
+        cache.pop(session_id, None)
+        if session.finished:
+            return
+        cache[session_id] = (session, version)
+        if len(cache) > _CACHE_SIZE:
+            del cache[next(iter(cache))]
 
     def _policy_of(self, session: Session) -> Policy:
         try:
@@ -427,7 +468,13 @@ class Verifier:
         event: Input,
         effects: Sequence[Effect],
         notes: Sequence[tuple[str, Mapping[str, Any]]] = (),
-    ) -> Session:
+    ) -> tuple[Session, int]:
+        """Audit and save a transition; return the session as saved and its version.
+
+        Raises:
+            ConcurrentUpdateError: ``version`` is stale (the cache forgets
+                the session, so the next try loads it).
+        """
         records: list[AuditEvent] = []
         now = self._clock.now()
         for kind, data in notes:
@@ -450,10 +497,15 @@ class Verifier:
                     at=self._clock.now(),
                 )
                 records.append(decided)
-        await self._store.save(
-            session, expected_version=version, effects=effects, audit=records
-        )
-        return session
+        try:
+            saved = await self._store.save(
+                session, expected_version=version, effects=effects, audit=records
+            )
+        except ConcurrentUpdateError:
+            self._cache.pop(session.session_id, None)
+            raise
+        self._remember(session, saved)
+        return session, saved
 
     async def _apply(
         self,
@@ -468,10 +520,16 @@ class Verifier:
         version = 0
         async with self._lock(session_id):
             for _ in range(_SAVE_TRIES):
-                session, version = await self._store.load(session_id)
+                # The session as last saved here, if remembered; a stale one
+                # only costs the compare-and-set below, which forgets it.
+                cached = self._cache.get(session_id)
+                if cached is None:
+                    session, version = await self._store.load(session_id)
+                else:
+                    session, version = cached
                 result = transition(self._policy_of(session), session, event)
                 try:
-                    saved = await self._save(
+                    saved, new_version = await self._save(
                         result.session, version, event, result.effects, notes
                     )
                 except ConcurrentUpdateError:
@@ -485,7 +543,7 @@ class Verifier:
                     session_id=session_id,
                     expected_version=version,
                 )
-        await self._after(saved, verdicts)
+        await self._after(saved, new_version, verdicts)
         return saved
 
     async def _deliver(
@@ -502,9 +560,11 @@ class Verifier:
             )
             event = self._input(record, outcome)
             result = transition(policy, session, event)
-            saved = await self._save(result.session, version, event, result.effects)
+            saved, new_version = await self._save(
+                result.session, version, event, result.effects
+            )
             verdicts = await self._dispatch(saved, result.effects)
-        await self._after(saved, verdicts)
+        await self._after(saved, new_version, verdicts)
         return saved
 
     @staticmethod
@@ -527,11 +587,17 @@ class Verifier:
             )
         return record
 
-    async def _after(self, session: Session, verdicts: Sequence[Verdict]) -> None:
+    async def _after(
+        self, session: Session, version: int, verdicts: Sequence[Verdict]
+    ) -> None:
         """Outside the session lock: wake watchers, call hooks, drop the lock."""
-        for future in self._watchers.pop(session.session_id, []):
-            if not future.done():
-                future.set_result(session)
+        watch = self._watches.get(session.session_id)
+        if watch is not None and version > watch.version:
+            watch.session, watch.version = session, version
+            futures, watch.futures = watch.futures, []
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
         for verdict in verdicts:
             await self._call_hooks(session, verdict)
         if session.finished:
@@ -539,25 +605,38 @@ class Verifier:
             if lock is not None and not lock.locked():
                 del self._locks[session.session_id]
 
-    async def _changes(self, session_id: str) -> AsyncIterator[Session]:
-        """The stored session now, then again after every change this Verifier saves.
+    async def _watch(self, session_id: str, check: Callable[[Session], T | None]) -> T:
+        """Wait until ``check`` returns something for the session, and return it.
 
-        The watch is registered before each load, so no change between the
-        load and the wait is missed.
+        ``check`` sees the stored session now, then the session as this
+        Verifier saves it after every change (a save builds on the stored
+        version, so it carries every other replica's earlier changes too).
+        The watch is registered before the load, so no change between the
+        load and the wait is missed; ``check`` may raise to stop waiting.
         """
-        loop = asyncio.get_running_loop()
-        while True:
-            future: asyncio.Future[Session] = loop.create_future()
-            watchers = self._watchers.setdefault(session_id, [])
-            watchers.append(future)
-            try:
-                yield await self.get(session_id)
+        watch = self._watches.get(session_id)
+        if watch is None:
+            watch = self._watches[session_id] = _Watch()
+        watch.count += 1
+        try:
+            session, version = await self._store.load(session_id)
+            loop = asyncio.get_running_loop()
+            while True:
+                if watch.version > version:
+                    assert watch.session is not None  # noqa: S101 - set with the version
+                    session, version = watch.session, watch.version
+                found = check(session)
+                if found is not None:
+                    return found
+                # A cancelled wait leaves its future cancelled in the list,
+                # which the next save clears and the last watcher drops.
+                future: asyncio.Future[None] = loop.create_future()
+                watch.futures.append(future)
                 await future
-            finally:
-                if not future.done():
-                    future.cancel()
-                    if future in watchers:
-                        watchers.remove(future)
+        finally:
+            watch.count -= 1
+            if not watch.count and self._watches.get(session_id) is watch:
+                del self._watches[session_id]
 
     # -- effects -------------------------------------------------------------------
 
@@ -627,9 +706,9 @@ class Verifier:
                 case CancelStep():
                     await self._cancel_step(session_id, effect)
                 case ScheduleTimer() | CancelTimer() | RecordVerdict():
-                    current = await self.get(session_id)
+                    current, version = await self._store.load(session_id)
                     verdicts = await self._dispatch(current, [effect])
-                    await self._after(current, verdicts)
+                    await self._after(current, version, verdicts)
                     return
             await self._store.complete_effect(session_id, effect.effect_id)
         except asyncio.CancelledError:

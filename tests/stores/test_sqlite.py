@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ import pytest
 from multiverify._audit import AuditTrail
 from multiverify._session import ScheduleTimer, Session
 from multiverify.exceptions import ConcurrentUpdateError, ConfigurationError
-from multiverify.stores import DueTimer, SqliteStore
+from multiverify.stores import DueTimer, SqliteStore, _sqlite
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -258,3 +259,150 @@ class TestSqliteStore:
             == f"<multiverify.stores.SqliteStore(path={str(path)!r})>"
         )
         assert not path.exists()
+
+
+class TestWorkerBatches:
+    """Calls queued together share one transaction, and fail only alone."""
+
+    async def test_queued_writes_share_transactions(
+        self,
+        tmp_path: Path,
+        make_session: MakeSession,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Writes queued behind a busy worker commit in batches; a lost CAS fails alone."""
+        monkeypatch.setattr(_sqlite, "_BATCH", 3)
+        async with SqliteStore(tmp_path / "batch.db") as store:
+            for number in range(6):
+                await store.create(make_session(f"s{number}"))
+            gate = threading.Event()
+            blocker = asyncio.ensure_future(store._run(lambda _: gate.wait(5)))
+            await asyncio.sleep(0)
+            saves = [
+                asyncio.ensure_future(
+                    store.save(
+                        make_session(f"s{number}"),
+                        expected_version=1 if number != 2 else 7,
+                        effects=[timer(f"e{number}")],
+                    )
+                )
+                for number in range(6)
+            ]
+            loads = asyncio.ensure_future(store.load("s0"))
+            abandoned = asyncio.ensure_future(store.load("s1"))
+            await asyncio.sleep(0.01)
+            abandoned.cancel()  # its call still runs; the result goes nowhere
+            gate.set()
+            assert await blocker is True
+            outcomes = await asyncio.gather(*saves, return_exceptions=True)
+            assert [o if isinstance(o, int) else type(o) for o in outcomes] == [
+                2,
+                2,
+                ConcurrentUpdateError,
+                2,
+                2,
+                2,
+            ]
+            assert (await loads)[1] == 2
+            pending = await store.pending_effects()
+            assert [p.effect.effect_id for p in pending] == [
+                "e0",
+                "e1",
+                "e3",
+                "e4",
+                "e5",
+            ]
+
+    async def test_a_failing_write_runs_its_batch_again_one_by_one(
+        self, tmp_path: Path
+    ) -> None:
+        """An unexpected error rolls the batch back; the other calls still apply, alone."""
+        worker = _sqlite._Worker(
+            str(tmp_path / "fail.db"), busy_timeout=1.0, clock=FixedClock(T0)
+        )
+        loop = asyncio.get_running_loop()
+
+        def schedule(timer_id: str) -> Callable[[sqlite3.Connection], None]:
+            def call(db: sqlite3.Connection) -> None:
+                db.execute(
+                    "INSERT INTO timers (session_id, timer_id, due_utc, due_at) "
+                    "VALUES ('s1', ?, '', '')",
+                    (timer_id,),
+                )
+                if timer_id == "bad":
+                    raise RuntimeError("broken after writing")
+
+            return call
+
+        def names(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute("SELECT timer_id FROM timers ORDER BY seq").fetchall()
+            return [name for (name,) in rows]
+
+        jobs = [
+            _sqlite._Job(schedule(name), True, loop, loop.create_future())
+            for name in ("one", "bad", "two")
+        ]
+        jobs.append(_sqlite._Job(names, False, loop, loop.create_future()))
+        done = worker._execute(jobs)
+        assert [(ok, value if ok else type(value)) for _, ok, value in done] == [
+            (True, None),
+            (False, RuntimeError),
+            (True, None),
+            (True, ["one", "two"]),
+        ]
+        # The connection was opened on this thread, so the worker's thread
+        # cannot close it: the error reaches the caller, who closes it here.
+        with pytest.raises(sqlite3.ProgrammingError):
+            await worker.close()
+        assert worker._db is None
+        for job in jobs:
+            job.future.cancel()
+
+    async def test_a_locked_file_fails_the_writes_of_a_batch(
+        self, tmp_path: Path
+    ) -> None:
+        """When the write lock cannot be had, a batch's writes fail and its reads run."""
+        path = tmp_path / "locked.db"
+        async with SqliteStore(path):
+            pass
+        worker = _sqlite._Worker(str(path), busy_timeout=0, clock=FixedClock(T0))
+        loop = asyncio.get_running_loop()
+        worker._connection()  # opened (and migrated) before the lock is taken
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            jobs = [
+                _sqlite._Job(
+                    lambda db: db.execute("DELETE FROM timers"),
+                    True,
+                    loop,
+                    loop.create_future(),
+                ),
+                _sqlite._Job(
+                    lambda db: db.execute("SELECT COUNT(*) FROM timers").fetchone(),
+                    False,
+                    loop,
+                    loop.create_future(),
+                ),
+            ]
+            done = worker._execute(jobs)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert isinstance(done[0][2], sqlite3.OperationalError)
+        assert done[1][1:] == (True, (0,))
+        worker._connection().close()
+
+    async def test_an_unexpected_worker_error_reaches_every_caller(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Even a bug in the worker fails its calls instead of leaving them waiting."""
+
+        def broken(self: object, batch: object) -> object:
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(_sqlite._Worker, "_execute", broken)
+        store = SqliteStore(tmp_path / "bug.db")
+        with pytest.raises(RuntimeError, match="bug"):
+            await store.session_ids()
+        await store.aclose()

@@ -304,8 +304,23 @@ class Policy:
         init=False, factory=dict, eq=False, repr=False, hash=False
     )
     _hash: str = attrs.field(init=False, default="", eq=False, repr=False, hash=False)
+    _by_id: dict[str, Step] = attrs.field(
+        init=False, factory=dict, eq=False, repr=False, hash=False
+    )
+    _fallback_targets: frozenset[str] = attrs.field(
+        init=False, default=frozenset(), eq=False, repr=False, hash=False
+    )
 
     def __attrs_post_init__(self) -> None:
+        by_id: dict[str, Step] = {}
+        for step in self.steps:
+            by_id.setdefault(step.id, step)
+        object.__setattr__(self, "_by_id", by_id)
+        object.__setattr__(
+            self,
+            "_fallback_targets",
+            frozenset(s.fallback.step for s in self.steps if s.fallback is not None),
+        )
         known = BUILTIN_CHANNELS | dict(self.channels)
         conditions, problems = _validate(self, known)
         if problems:
@@ -339,15 +354,12 @@ class Policy:
         Raises:
             KeyError: no such step.
         """
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
+        return self._by_id[step_id]
 
     @property
     def fallback_targets(self) -> frozenset[str]:
         """Steps that start only as another step's fallback."""
-        return frozenset(s.fallback.step for s in self.steps if s.fallback is not None)
+        return self._fallback_targets
 
     @property
     def reads(self) -> Reads:

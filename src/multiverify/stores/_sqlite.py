@@ -15,13 +15,15 @@ store opens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import queue
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import attrs
 
@@ -32,6 +34,7 @@ from .._session import Effect, Session
 from ..exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    MultiverifyError,
     SessionNotFoundError,
 )
 from ._base import DueTimer, PendingEffect
@@ -147,45 +150,147 @@ def _migrate(db: sqlite3.Connection, now: str) -> None:
             )
 
 
+class _Job:
+    """One call for the worker thread, and where its result goes."""
+
+    __slots__ = ("call", "future", "loop", "write")
+
+    def __init__(
+        self,
+        call: Callable[[sqlite3.Connection], Any] | None,  # None: close and stop
+        write: bool,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.call = call
+        self.write = write
+        self.loop = loop
+        self.future = future
+
+
+# A write job raising one of these wrote nothing (a failed compare-and-set, a
+# missing session), so the other writes of its batch stand.
+_CLEAN_FAILURES = (MultiverifyError,)
+
+# At most this many queued calls share one transaction (one commit).
+_BATCH = 64
+
+
 class _Worker:
     """One ``sqlite3`` connection and the one thread that ever touches it.
 
-    The single-thread executor queues calls, so each runs whole (a transaction
-    included) before the next starts, even when the awaiting task is
-    cancelled. The connection is opened, and the schema migrated, by the
-    first call.
+    Calls are queued and run in order, each whole, even when the awaiting task
+    is cancelled. The thread takes every call queued at once (up to
+    ``_BATCH``) and runs the writes among them in one transaction, so many
+    concurrent saves cost one commit and one wake-up of the event loop; a
+    write that fails without writing (``_CLEAN_FAILURES``) fails alone, and
+    any other failure rolls the batch back and runs its calls one by one. The
+    connection is opened, and the schema migrated, by the first call.
     """
 
     def __init__(self, path: str, *, busy_timeout: float, clock: Clock) -> None:
         self._path = path
         self._busy_timeout = busy_timeout
         self._clock = clock
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="multiverify-sqlite"
-        )
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
 
-    async def run(self, call: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, call)
+    async def run(
+        self, call: Callable[[sqlite3.Connection], T], *, write: bool = False
+    ) -> T:
+        return await self._submit(call, write)
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._close)
-        finally:
-            self._executor.shutdown(wait=False)
+        """Close the connection and end the thread, once the calls queued so far ran."""
+        await self._submit(None, False)
 
-    def _call(self, call: Callable[[sqlite3.Connection], T]) -> T:
+    async def _submit(
+        self, call: Callable[[sqlite3.Connection], T] | None, write: bool
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(call, write, loop, future))
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._serve, name="multiverify-sqlite", daemon=True
+            )
+            self._thread.start()
+        return await future
+
+    # -- on the worker thread --------------------------------------------------
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            job: _Job | None = jobs.get()
+            batch: list[_Job] = []
+            while job is not None and job.call is not None:
+                batch.append(job)
+                if len(batch) >= _BATCH:
+                    job = None
+                    break
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    job = None
+            if batch:
+                try:
+                    done = self._execute(batch)
+                except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
+                    done = [(each, False, exc) for each in batch]
+                _post(done)
+            if job is not None:  # the call to close
+                try:
+                    if self._db is not None:
+                        self._db.close()
+                except Exception as exc:  # noqa: BLE001 - raised to the caller
+                    _post([(job, False, exc)])
+                else:
+                    _post([(job, True, None)])
+                finally:
+                    self._db = None
+                return
+
+    def _execute(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+        try:
+            db = self._connection()
+        except Exception as exc:  # noqa: BLE001 - raised to every caller
+            return [(job, False, exc) for job in batch]
+        if len(batch) == 1 or not any(job.write for job in batch):
+            return [_alone(db, job) for job in batch]
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except Exception as exc:  # noqa: BLE001 - raised to every writer
+            # The write lock stayed taken past busy_timeout: every write fails.
+            return [
+                (job, False, exc) if job.write else _alone(db, job) for job in batch
+            ]
+        done: list[tuple[_Job, bool, Any]] = []
+        try:
+            for job in batch:
+                try:
+                    done.append((job, True, job.call(db)))  # type: ignore[misc]
+                except _CLEAN_FAILURES as exc:
+                    done.append((job, False, exc))
+            db.execute("COMMIT")
+        except Exception:  # noqa: BLE001 - each call runs again by itself
+            db.rollback()
+            return [_alone(db, job) for job in batch]
+        return done
+
+    def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self._db = self._connect()
-        return call(self._db)
+        return self._db
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; every write below
         # opens its own with BEGIN IMMEDIATE.
         db = sqlite3.connect(
-            self._path, timeout=self._busy_timeout, isolation_level=None
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
         )
         try:
             db.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
@@ -197,10 +302,39 @@ class _Worker:
             raise
         return db
 
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+
+def _alone(db: sqlite3.Connection, job: _Job) -> tuple[_Job, bool, Any]:
+    """Run one call by itself: a write in its own transaction."""
+    try:
+        if job.write:
+            with _transaction(db):
+                value = job.call(db)  # type: ignore[misc]
+        else:
+            value = job.call(db)  # type: ignore[misc]
+    except Exception as exc:  # noqa: BLE001 - raised to the caller
+        return (job, False, exc)
+    return (job, True, value)
+
+
+def _post(done: list[tuple[_Job, bool, Any]]) -> None:
+    """Hand results back to their event loops, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+    for item in done:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
+        # A closed loop raises RuntimeError: nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(done: list[tuple[_Job, bool, Any]]) -> None:
+    for job, ok, value in done:
+        if job.future.done():  # the awaiting task was cancelled
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 class SqliteStore:
@@ -266,12 +400,15 @@ class SqliteStore:
         if worker is not None:
             await worker.close()
 
-    async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(
+        self, call: Callable[[sqlite3.Connection], T], *, write: bool = False
+    ) -> T:
+        """Run ``call`` on the worker thread; a ``write`` runs inside a transaction."""
         if self._worker is None:
             self._worker = _Worker(
                 self._path, busy_timeout=self._busy_timeout, clock=self._clock
             )
-        return await self._worker.run(call)
+        return await self._worker.run(call, write=write)
 
     # --- SessionStore ---------------------------------------------------------
 
@@ -287,29 +424,28 @@ class SqliteStore:
         now = self._clock.now().isoformat()
 
         def create(db: sqlite3.Connection) -> int:
-            with _transaction(db):
-                inserted = db.execute(
-                    "INSERT INTO sessions (session_id, version, status, body, "
-                    "created_at, updated_at) VALUES (?, 1, ?, ?, ?, ?) "
-                    "ON CONFLICT (session_id) DO NOTHING",
-                    (
-                        session.session_id,
-                        session.status.value,
-                        body,
-                        session.created_at.isoformat(),
-                        now,
-                    ),
-                ).rowcount
-                if not inserted:
-                    raise ConcurrentUpdateError(
-                        message=f"session {session.session_id} already exists",
-                        session_id=session.session_id,
-                        expected_version=0,
-                    )
-                _write(db, session.session_id, rows)
+            inserted = db.execute(
+                "INSERT INTO sessions (session_id, version, status, body, "
+                "created_at, updated_at) VALUES (?, 1, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id) DO NOTHING",
+                (
+                    session.session_id,
+                    session.status.value,
+                    body,
+                    session.created_at.isoformat(),
+                    now,
+                ),
+            ).rowcount
+            if not inserted:
+                raise ConcurrentUpdateError(
+                    message=f"session {session.session_id} already exists",
+                    session_id=session.session_id,
+                    expected_version=0,
+                )
+            _write(db, session.session_id, rows)
             return 1
 
-        return await self._run(create)
+        return await self._run(create, write=True)
 
     async def load(self, session_id: str, /) -> tuple[Session, int]:
         row = await self._run(
@@ -339,31 +475,30 @@ class SqliteStore:
         session_id = session.session_id
 
         def save(db: sqlite3.Connection) -> int:
-            with _transaction(db):
-                updated = db.execute(
-                    "UPDATE sessions SET version = version + 1, status = ?, body = ?, "
-                    "updated_at = ? WHERE session_id = ? AND version = ?",
-                    (session.status.value, body, now, session_id, expected_version),
-                ).rowcount
-                if not updated:
-                    row = db.execute(
-                        "SELECT version FROM sessions WHERE session_id = ?",
-                        (session_id,),
-                    ).fetchone()
-                    if row is None:
-                        raise SessionNotFoundError(
-                            message=f"no session {session_id!r}", session_id=session_id
-                        )
-                    raise ConcurrentUpdateError(
-                        message=f"session {session_id} is at version {row[0]}, "
-                        f"not {expected_version}",
-                        session_id=session_id,
-                        expected_version=expected_version,
+            updated = db.execute(
+                "UPDATE sessions SET version = version + 1, status = ?, body = ?, "
+                "updated_at = ? WHERE session_id = ? AND version = ?",
+                (session.status.value, body, now, session_id, expected_version),
+            ).rowcount
+            if not updated:
+                row = db.execute(
+                    "SELECT version FROM sessions WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()
+                if row is None:
+                    raise SessionNotFoundError(
+                        message=f"no session {session_id!r}", session_id=session_id
                     )
-                _write(db, session_id, rows)
+                raise ConcurrentUpdateError(
+                    message=f"session {session_id} is at version {row[0]}, "
+                    f"not {expected_version}",
+                    session_id=session_id,
+                    expected_version=expected_version,
+                )
+            _write(db, session_id, rows)
             return expected_version + 1
 
-        return await self._run(save)
+        return await self._run(save, write=True)
 
     async def pending_effects(
         self, session_id: str | None = None, /
@@ -387,7 +522,8 @@ class SqliteStore:
             lambda db: db.execute(
                 "DELETE FROM effects WHERE session_id = ? AND effect_id = ?",
                 (session_id, effect_id),
-            )
+            ),
+            write=True,
         )
 
     async def schedule_timer(
@@ -399,7 +535,8 @@ class SqliteStore:
                 "VALUES (?, ?, ?, ?) ON CONFLICT (session_id, timer_id) DO UPDATE "
                 "SET due_utc = excluded.due_utc, due_at = excluded.due_at",
                 (session_id, timer_id, _utc_key(due_at), due_at.isoformat()),
-            )
+            ),
+            write=True,
         )
 
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
@@ -407,7 +544,8 @@ class SqliteStore:
             lambda db: db.execute(
                 "DELETE FROM timers WHERE session_id = ? AND timer_id = ?",
                 (session_id, timer_id),
-            )
+            ),
+            write=True,
         )
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
@@ -444,7 +582,8 @@ class SqliteStore:
                     "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     (session_id, dedupe_key, now),
                 ).rowcount
-            )
+            ),
+            write=True,
         )
         return inserted == 1
 
