@@ -241,15 +241,16 @@ class _Worker:
                     done = [(each, False, exc) for each in batch]
                 _post(done)
             if job is not None:  # the call to close
+                # Forget the connection before answering, so the caller never
+                # sees a closed store that still holds one.
+                db, self._db = self._db, None
                 try:
-                    if self._db is not None:
-                        self._db.close()
+                    if db is not None:
+                        db.close()
                 except Exception as exc:  # noqa: BLE001 - raised to the caller
                     _post([(job, False, exc)])
                 else:
                     _post([(job, True, None)])
-                finally:
-                    self._db = None
                 return
 
     def _execute(self, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
