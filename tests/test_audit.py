@@ -25,22 +25,16 @@ from multiverify import (
     Outcome,
     Policy,
     PolicyRef,
-    Reason,
     ResultStatus,
     Rule,
     Session,
     Signal,
     Step,
     StepState,
-    Verdict,
 )
-from multiverify import _audit as audit
 from multiverify._audit import (
     GENESIS,
     _effect_summary,
-    _input_body,
-    _json,
-    _json_string,
     _masked_input,
     canonical_json,
     masked_applicant,
@@ -52,7 +46,6 @@ from multiverify._session import (
     CancelTimer,
     Input,
     NotifyStep,
-    RecordVerdict,
     ScheduleTimer,
     Start,
     StartStep,
@@ -586,41 +579,6 @@ UNUSUAL_INPUTS: list[Input] = [
 ]
 
 
-def verdict() -> Verdict:
-    return Verdict(
-        outcome="approved",
-        reasons=[Reason(code="ok")],
-        policy=POLICY.ref,
-        decided_at=at(9),
-    )
-
-
-@attrs.frozen(kw_only=True)
-class OtherVerdict(RecordVerdict):
-    pass
-
-
-EFFECT_LISTS: list[list[Any]] = [
-    [],
-    [
-        StartStep(
-            effect_id="1.0",
-            step_id="bureau",
-            attempt=1,
-            channel="credit_bureau",
-            provider=None,
-            idempotency_key="s:bureau:1",
-        ),
-        CancelStep(effect_id="1.1", step_id="sms", attempt=2, channel="sms_code"),
-        NotifyStep(effect_id="1.2", step_id="sms", attempt=2, channel="s", name="r"),
-        ScheduleTimer(effect_id="1.3", timer_id="deadline", due_at=at(3600)),
-        CancelTimer(effect_id="1.4", timer_id="deadline"),
-        RecordVerdict(effect_id="1.5", verdict=verdict()),
-    ],
-    [OtherVerdict(effect_id="1.0", verdict=verdict())],
-]
-
-
 def cattrs_input(event: Input) -> dict[str, Any]:
     """What the trail recorded for an input before it was built by hand."""
     data: dict[str, Any] = unstructure(event)
@@ -646,21 +604,6 @@ class TestAuditData:
 
         with pytest.raises(KeyError):
             _masked_input(Later(at=T0))
-        with pytest.raises(KeyError):
-            _input_body(Later(at=T0), [])
-
-    def test_data_by_cattrs_without_channel_state(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Data left to cattrs keeps its fields; only channel_state is emptied."""
-
-        def unusual(event: Input) -> dict[str, Any]:
-            raise audit._Unusual
-
-        monkeypatch.setattr(audit, "_input_data", unusual)
-        event = StepErrored(step_id="bureau", attempt=1, at=at(2), error="e")
-        assert _masked_input(event) == unstructure(event)
-        assert _masked_input(INPUTS[2])["channel_state"] == {}
 
     def test_line_without_a_field(self) -> None:
         """A JSON line that lacks a field is not an audit event."""
@@ -722,65 +665,9 @@ class TestAuditData:
         _, event = AuditTrail.created(session, at=T0)
         assert event.data["policy"] == unstructure(ref)
 
-    @pytest.mark.parametrize("value", ["sess-1", 'é\n"', 5, None])
-    def test_json_string(self, value: Any) -> None:
-        """Envelope strings are quoted exactly as json.dumps quotes them."""
-        assert _json_string(value) == json.dumps(value)
-
     def test_canonical_json(self) -> None:
         """The canonical form is json.dumps with sorted keys, compact, str default."""
         value = {"b": [1, 2.5, None, True], "a": {"z": at(1), "y": "é"}}
         assert canonical_json(value) == json.dumps(
             value, sort_keys=True, separators=(",", ":"), default=str
         )
-
-    @pytest.mark.parametrize("event", COMMON_INPUTS + UNUSUAL_INPUTS, ids=repr)
-    def test_input_body_is_the_canonical_json_of_the_data(self, event: Input) -> None:
-        """The body written directly is the canonical JSON of the cattrs data."""
-        for effects in EFFECT_LISTS:
-            data: dict[str, Any] = {"input": cattrs_input(event)}
-            if effects:
-                data["effects"] = [
-                    {"type": "RecordVerdict", "outcome": effect.verdict.outcome.value}
-                    if isinstance(effect, RecordVerdict)
-                    else unstructure(effect)
-                    for effect in effects
-                ]
-            assert _input_body(event, effects) == canonical_json(data)
-
-    @pytest.mark.parametrize(
-        "value",
-        [
-            'é\n\u2028\x00"',
-            None,
-            True,
-            False,
-            0,
-            -7,
-            2**70,
-            0.1,
-            -0.0,
-            1e300,
-            float("nan"),
-            float("inf"),
-            float("-inf"),
-            ResultStatus.PASSED,
-            at(1),
-            [1, "a"],
-            {"b": 1, "a": 2},
-        ],
-        ids=repr,
-    )
-    def test_json_values(self, value: Any) -> None:
-        """Values are written as the canonical encoder writes them."""
-        assert _json(value) == canonical_json(value)
-
-    def test_unknown_effect_in_a_body(self) -> None:
-        """An effect type the trail does not know fails as it did with cattrs."""
-
-        @attrs.frozen(kw_only=True)
-        class Later(CancelTimer):
-            pass
-
-        with pytest.raises(KeyError):
-            _input_body(Start(at=T0), [Later(effect_id="1.0", timer_id="t")])

@@ -18,27 +18,14 @@ import attrs
 
 from ._applicant import Applicant
 from ._masking import mask_id, mask_name, mask_phone
-from ._results import Challenge, ChannelResult, Evidence, PolicyRef, Signal
 from ._serde import structure_input, unstructure
 from ._session import (
-    Cancel,
-    CancelStep,
-    CancelTimer,
     Effect,
     Input,
-    NotifyStep,
     RecordVerdict,
-    ScheduleTimer,
     Session,
     SessionStatus,
-    Start,
-    StartStep,
-    StepErrored,
-    StepFinished,
     StepRecord,
-    StepStarted,
-    StepUpdated,
-    TimerFired,
     transition,
 )
 from .exceptions import AuditIntegrityError, ConfigurationError
@@ -160,115 +147,8 @@ def masked_applicant(applicant: Applicant | None) -> dict[str, Any] | None:
 # must equal ``unstructure``'s exactly (tests/test_audit.py compares them), and
 # anything unusual (a subclass, a channel's non-JSON fact) goes through cattrs.
 
-_iso = datetime.isoformat
-_PLAIN = frozenset({str, int, float, bool, type(None)})
-
-
-class _Unusual(Exception):  # noqa: N818 - internal control flow, never raised out
-    """A value the hand-built data does not cover: use cattrs."""
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else _iso(value)
-
-
-def _plain(facts: Mapping[str, Any]) -> dict[str, Any]:
-    if type(facts) is not dict:
-        raise _Unusual
-    for name, value in facts.items():
-        if type(name) is not str or type(value) not in _PLAIN:
-            raise _Unusual
-    return dict(facts)
-
-
-def _signal(signal: Signal) -> dict[str, Any]:
-    if type(signal) is not Signal:
-        raise _Unusual
-    return {"name": signal.name, "detail": signal.detail}
-
-
-def _evidence(item: Evidence) -> dict[str, Any]:
-    if type(item) is not Evidence:
-        raise _Unusual
-    return {"kind": item.kind, "reference": item.reference, "detail": item.detail}
-
-
-def _result(result: ChannelResult) -> dict[str, Any]:
-    if type(result) is not ChannelResult:
-        raise _Unusual
-    return {
-        "status": result.status,
-        "signals": [_signal(signal) for signal in result.signals],
-        "score": result.score,
-        "evidence": [_evidence(item) for item in result.evidence],
-        "attempts": result.attempts,
-        "provider": result.provider,
-        "started_at": _time(result.started_at),
-        "finished_at": _time(result.finished_at),
-        "detail": result.detail,
-        "facts": _plain(result.facts),
-    }
-
-
-def _challenge(challenge: Challenge | None) -> dict[str, Any] | None:
-    if challenge is None:
-        return None
-    if type(challenge) is not Challenge:
-        raise _Unusual
-    return {
-        "step_id": challenge.step_id,
-        "kind": challenge.kind,
-        "message": challenge.message,
-        "destination": challenge.destination,
-        "url": challenge.url,
-        "expires_at": _time(challenge.expires_at),
-    }
-
-
-def _input_data(event: Input) -> dict[str, Any]:
-    """``unstructure(event)`` with ``channel_state`` emptied, built by hand."""
-    if type(event) is Start:
-        return {"at": _iso(event.at), "type": "Start"}
-    if type(event) is StepFinished:
-        return {
-            "step_id": event.step_id,
-            "attempt": event.attempt,
-            "at": _iso(event.at),
-            "result": _result(event.result),
-            "channel_state": {},
-            "type": "StepFinished",
-        }
-    if type(event) is StepStarted or type(event) is StepUpdated:
-        return {
-            "step_id": event.step_id,
-            "attempt": event.attempt,
-            "at": _iso(event.at),
-            "challenge": _challenge(event.challenge),
-            "channel_state": {},
-            "timers": [(name, _iso(due)) for name, due in event.timers],
-            "type": type(event).__name__,
-        }
-    if type(event) is StepErrored:
-        return {
-            "step_id": event.step_id,
-            "attempt": event.attempt,
-            "at": _iso(event.at),
-            "error": event.error,
-            "provider": event.provider,
-            "type": "StepErrored",
-        }
-    if type(event) is TimerFired:
-        return {"timer_id": event.timer_id, "at": _iso(event.at), "type": "TimerFired"}
-    if type(event) is Cancel:
-        return {"at": _iso(event.at), "reason": event.reason, "type": "Cancel"}
-    raise _Unusual
-
 
 def _masked_input(event: Input) -> dict[str, Any]:
-    try:
-        return _input_data(event)
-    except _Unusual:
-        pass
     data: dict[str, Any] = unstructure(event)
     # A channel's own state may hold personal or secret data (a code's HMAC,
     # a destination); the core never decides on it, so the trail leaves it out.
@@ -278,241 +158,10 @@ def _masked_input(event: Input) -> dict[str, Any]:
 
 
 def _effect_summary(effect: Effect) -> dict[str, Any]:
-    if type(effect) is StartStep:
-        return {
-            "effect_id": effect.effect_id,
-            "step_id": effect.step_id,
-            "attempt": effect.attempt,
-            "channel": effect.channel,
-            "provider": effect.provider,
-            "idempotency_key": effect.idempotency_key,
-            "type": "StartStep",
-        }
-    if type(effect) is ScheduleTimer:
-        return {
-            "effect_id": effect.effect_id,
-            "timer_id": effect.timer_id,
-            "due_at": _iso(effect.due_at),
-            "type": "ScheduleTimer",
-        }
-    if type(effect) is CancelTimer:
-        return {
-            "effect_id": effect.effect_id,
-            "timer_id": effect.timer_id,
-            "type": "CancelTimer",
-        }
-    if type(effect) is CancelStep:
-        return {
-            "effect_id": effect.effect_id,
-            "step_id": effect.step_id,
-            "attempt": effect.attempt,
-            "channel": effect.channel,
-            "type": "CancelStep",
-        }
-    if type(effect) is NotifyStep:
-        return {
-            "effect_id": effect.effect_id,
-            "step_id": effect.step_id,
-            "attempt": effect.attempt,
-            "channel": effect.channel,
-            "name": effect.name,
-            "type": "NotifyStep",
-        }
     if isinstance(effect, RecordVerdict):
         return {"type": "RecordVerdict", "outcome": effect.verdict.outcome.value}
-    return dict(unstructure(effect))
-
-
-# The same data, written straight to canonical JSON (keys sorted, compact):
-# about twice as fast again as building the dicts and encoding them. Scalars
-# are written as the C encoder writes them; anything else goes to the encoder.
-
-
-def _json(value: Any) -> str:
-    if isinstance(value, str):
-        return _quote(value)
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float) and value - value == 0:  # finite
-        return float.__repr__(value)
-    return canonical_json(value)
-
-
-def _json_time(value: datetime | None) -> str:
-    return "null" if value is None else _quote(_iso(value))
-
-
-def _result_json(result: ChannelResult) -> str:
-    if type(result) is not ChannelResult:
-        raise _Unusual
-    signals = ",".join(
-        [
-            f'{{"detail":{_json(signal.detail)},"name":{_json(signal.name)}}}'
-            for signal in result.signals
-            if type(signal) is Signal or _unusual()
-        ]
-    )
-    evidence = ",".join(
-        [
-            f'{{"detail":{_json(item.detail)},"kind":{_json(item.kind)},'
-            f'"reference":{_json(item.reference)}}}'
-            for item in result.evidence
-            if type(item) is Evidence or _unusual()
-        ]
-    )
-    facts = _plain(result.facts)
-    return (
-        f'{{"attempts":{_json(result.attempts)},"detail":{_json(result.detail)},'
-        f'"evidence":[{evidence}],"facts":{canonical_json(facts) if facts else "{}"},'
-        f'"finished_at":{_json_time(result.finished_at)},'
-        f'"provider":{_json(result.provider)},"score":{_json(result.score)},'
-        f'"signals":[{signals}],"started_at":{_json_time(result.started_at)},'
-        f'"status":{_json(result.status)}}}'
-    )
-
-
-def _unusual() -> bool:
-    raise _Unusual
-
-
-def _challenge_json(challenge: Challenge | None) -> str:
-    if challenge is None:
-        return "null"
-    if type(challenge) is not Challenge:
-        raise _Unusual
-    return (
-        f'{{"destination":{_json(challenge.destination)},'
-        f'"expires_at":{_json_time(challenge.expires_at)},'
-        f'"kind":{_json(challenge.kind)},"message":{_json(challenge.message)},'
-        f'"step_id":{_json(challenge.step_id)},"url":{_json(challenge.url)}}}'
-    )
-
-
-def _input_json(event: Input) -> str:
-    """``canonical_json(_masked_input(event))``, written directly."""
-    if type(event) is Start:
-        return f'{{"at":{_quote(_iso(event.at))},"type":"Start"}}'
-    if type(event) is StepFinished:
-        return (
-            f'{{"at":{_quote(_iso(event.at))},"attempt":{_json(event.attempt)},'
-            f'"channel_state":{{}},"result":{_result_json(event.result)},'
-            f'"step_id":{_json(event.step_id)},"type":"StepFinished"}}'
-        )
-    if type(event) is StepStarted or type(event) is StepUpdated:
-        timers = ",".join(
-            [f"[{_json(name)},{_quote(_iso(due))}]" for name, due in event.timers]
-        )
-        return (
-            f'{{"at":{_quote(_iso(event.at))},"attempt":{_json(event.attempt)},'
-            f'"challenge":{_challenge_json(event.challenge)},"channel_state":{{}},'
-            f'"step_id":{_json(event.step_id)},"timers":[{timers}],'
-            f'"type":"{type(event).__name__}"}}'
-        )
-    if type(event) is StepErrored:
-        return (
-            f'{{"at":{_quote(_iso(event.at))},"attempt":{_json(event.attempt)},'
-            f'"error":{_json(event.error)},"provider":{_json(event.provider)},'
-            f'"step_id":{_json(event.step_id)},"type":"StepErrored"}}'
-        )
-    if type(event) is TimerFired:
-        return (
-            f'{{"at":{_quote(_iso(event.at))},"timer_id":{_json(event.timer_id)},'
-            f'"type":"TimerFired"}}'
-        )
-    if type(event) is Cancel:
-        return (
-            f'{{"at":{_quote(_iso(event.at))},"reason":{_json(event.reason)},'
-            f'"type":"Cancel"}}'
-        )
-    raise _Unusual
-
-
-def _effect_json(effect: Effect) -> str:
-    """``canonical_json(_effect_summary(effect))``, written directly."""
-    if type(effect) is StartStep:
-        return (
-            f'{{"attempt":{_json(effect.attempt)},"channel":{_json(effect.channel)},'
-            f'"effect_id":{_json(effect.effect_id)},'
-            f'"idempotency_key":{_json(effect.idempotency_key)},'
-            f'"provider":{_json(effect.provider)},"step_id":{_json(effect.step_id)},'
-            f'"type":"StartStep"}}'
-        )
-    if type(effect) is ScheduleTimer:
-        return (
-            f'{{"due_at":{_quote(_iso(effect.due_at))},'
-            f'"effect_id":{_json(effect.effect_id)},'
-            f'"timer_id":{_json(effect.timer_id)},"type":"ScheduleTimer"}}'
-        )
-    if type(effect) is CancelTimer:
-        return (
-            f'{{"effect_id":{_json(effect.effect_id)},'
-            f'"timer_id":{_json(effect.timer_id)},"type":"CancelTimer"}}'
-        )
-    if type(effect) is CancelStep:
-        return (
-            f'{{"attempt":{_json(effect.attempt)},"channel":{_json(effect.channel)},'
-            f'"effect_id":{_json(effect.effect_id)},"step_id":{_json(effect.step_id)},'
-            f'"type":"CancelStep"}}'
-        )
-    if type(effect) is NotifyStep:
-        return (
-            f'{{"attempt":{_json(effect.attempt)},"channel":{_json(effect.channel)},'
-            f'"effect_id":{_json(effect.effect_id)},"name":{_json(effect.name)},'
-            f'"step_id":{_json(effect.step_id)},"type":"NotifyStep"}}'
-        )
-    if type(effect) is RecordVerdict:
-        return (
-            f'{{"outcome":{_json(effect.verdict.outcome.value)},'
-            f'"type":"RecordVerdict"}}'
-        )
-    raise _Unusual
-
-
-def _input_body(event: Input, effects: Sequence[Effect]) -> str:
-    """The body of an ``input`` event: the masked input and its effects."""
-    try:
-        text = _input_json(event)
-        if not effects:
-            return f'{{"input":{text}}}'
-        listed = ",".join([_effect_json(effect) for effect in effects])
-    except _Unusual:
-        data: dict[str, Any] = {"input": _masked_input(event)}
-        if effects:
-            data["effects"] = [_effect_summary(effect) for effect in effects]
-        return canonical_json(data)
-    return f'{{"effects":[{listed}],"input":{text}}}'
-
-
-def _with_head(session: Session, head: str, count: int) -> Session:
-    """``attrs.evolve(session, audit_head=head, audit_count=count)``, cheaper."""
-    if type(session) is not Session:
-        return attrs.evolve(session, audit_head=head, audit_count=count)
-    return Session(
-        session_id=session.session_id,
-        applicant=session.applicant,
-        policy=session.policy,
-        created_at=session.created_at,
-        deadline_at=session.deadline_at,
-        status=session.status,
-        steps=session.steps,
-        facts=session.facts,
-        verdict=session.verdict,
-        inputs=session.inputs,
-        audit_head=head,
-        audit_count=count,
-    )
-
-
-def _policy_data(policy: PolicyRef) -> Any:
-    if type(policy) is not PolicyRef:
-        return unstructure(policy)
-    return {"name": policy.name, "version": policy.version, "hash": policy.hash}
+    summary: dict[str, Any] = unstructure(effect)
+    return summary
 
 
 def _chained(
@@ -537,7 +186,8 @@ def _chained(
             body=body,
         ),
     )
-    return _with_head(session, event.hash, index + 1), event
+    moved = attrs.evolve(session, audit_head=event.hash, audit_count=index + 1)
+    return moved, event
 
 
 class AuditTrail:
@@ -557,7 +207,7 @@ class AuditTrail:
             session,
             "session.created",
             {
-                "policy": _policy_data(session.policy),
+                "policy": unstructure(session.policy),
                 "created_at": session.created_at.isoformat(),
                 "deadline_at": (
                     session.deadline_at.isoformat() if session.deadline_at else None
@@ -578,7 +228,10 @@ class AuditTrail:
         effects: Sequence[Effect] = (),
     ) -> tuple[Session, AuditEvent]:
         """Record an input applied to the session and the effects it led to, masked."""
-        return _chained(session, "input", _input_body(event, effects), at)
+        data: dict[str, Any] = {"input": _masked_input(event)}
+        if effects:
+            data["effects"] = [_effect_summary(effect) for effect in effects]
+        return _chained(session, "input", canonical_json(data), at)
 
     @staticmethod
     def verify(events: Iterable[AuditEvent]) -> int:
