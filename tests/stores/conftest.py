@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -18,16 +19,46 @@ if TYPE_CHECKING:
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+POSTGRES_URL = os.environ.get(
+    "MULTIVERIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("MULTIVERIFY_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def service_missing(name: str, reason: str) -> None:
+    """Skip on a laptop without the server; fail where services are required (CI)."""
+    message = (
+        f"{name} is not reachable ({reason}); start it, or set "
+        f"MULTIVERIFY_TEST_{name.upper()} to its URL"
+    )
+    if os.environ.get("MULTIVERIFY_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " (MULTIVERIFY_REQUIRE_SERVICES=1 makes this a failure)")
+    pytest.skip(message)
+
+
+async def _memory(tmp_path: Path) -> SessionStore:
+    return MemoryStore()
+
+
+async def _sqlite(tmp_path: Path) -> SessionStore:
+    return SqliteStore(tmp_path / "store.db")
+
+
+#: Every store the contract suite runs against, by name: an async factory that
+#: returns a fresh, empty store (it calls ``service_missing`` when its server
+#: cannot be reached).
+STORES: dict[str, Callable[[Path], Awaitable[SessionStore]]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+}
+
+
+@pytest.fixture(params=sorted(STORES))
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[SessionStore]:
-    """Each store in turn; the SQLite one on a fresh file."""
-    made: SessionStore = (
-        MemoryStore()
-        if request.param == "memory"
-        else SqliteStore(tmp_path / "store.db")
-    )
+    """Each store in turn, fresh and empty."""
+    made = await STORES[request.param](tmp_path)
     try:
         yield made
     finally:
