@@ -119,7 +119,11 @@ class Verifier:
     Args:
         policies: one policy or several (sessions record which one, by hash).
         channels: the channels the policies name.
-        store: where sessions live (in memory by default; SQLite for durability).
+        store: where sessions live. Omitted, a `MemoryStore` that loses
+            everything with the process (tests, one-off scripts); in
+            production pass a `SqliteStore`, the embedded default, or a
+            shared store for many replicas. A store passed in stays open
+            when the Verifier closes.
         clock: the time source; tests pass a FakeClock.
         on_verdict: hooks called once per decided session.
         new_id: makes session ids.
