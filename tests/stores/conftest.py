@@ -6,12 +6,20 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
+from uuid import uuid4
 
 import pytest
 
 from multiverify import Applicant, LoanApplication, Policy, Step
 from multiverify._session import Session, new_session
-from multiverify.stores import MemoryStore, SessionStore, SqliteStore
+from multiverify.exceptions import ConfigurationError
+from multiverify.stores import (
+    MemoryStore,
+    PostgresStore,
+    RedisStore,
+    SessionStore,
+    SqliteStore,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,11 +52,71 @@ async def _sqlite(tmp_path: Path) -> SessionStore:
     return SqliteStore(tmp_path / "store.db")
 
 
+class _ScratchPostgresStore(PostgresStore):
+    """A PostgresStore on a schema of its own that it drops when closed."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await drop_postgres_schema(self._schema)
+
+
+async def drop_postgres_schema(schema: str) -> None:
+    """Drop a test schema and everything in it (if it exists)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def _postgres(tmp_path: Path) -> SessionStore:
+    try:
+        made = _ScratchPostgresStore(POSTGRES_URL, schema=f"mv_test_{uuid4().hex[:12]}")
+        await made.open()
+    except ConfigurationError as exc:
+        service_missing("postgres", str(exc))
+    return made
+
+
+class _ScratchRedisStore(RedisStore):
+    """A RedisStore on a key prefix of its own whose keys it deletes when closed."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await delete_redis_prefix(self._prefix)
+
+
+async def delete_redis_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix:`` (SCAN + DEL) on the test database."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def _redis(tmp_path: Path) -> SessionStore:
+    made = _ScratchRedisStore(REDIS_URL, prefix=f"mvtest:{uuid4().hex[:12]}")
+    try:
+        await made.open()
+    except ConfigurationError as exc:
+        service_missing("redis", str(exc))
+    return made
+
+
 #: Every store the contract suite runs against, by name: an async factory that
 #: returns a fresh, empty store (it calls ``service_missing`` when its server
 #: cannot be reached).
 STORES: dict[str, Callable[[Path], Awaitable[SessionStore]]] = {
     "memory": _memory,
+    "postgres": _postgres,
+    "redis": _redis,
     "sqlite": _sqlite,
 }
 

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from ._base import DueTimer, PendingEffect, SessionStore
 from ._memory import MemoryStore
+from ._postgres import PostgresStore
+from ._redis import RedisStore
 from ._sqlite import SqliteStore
 
-__all__ = ["DueTimer", "MemoryStore", "PendingEffect", "SessionStore", "SqliteStore"]
+__all__ = [
+    "DueTimer",
+    "MemoryStore",
+    "PendingEffect",
+    "PostgresStore",
+    "RedisStore",
+    "SessionStore",
+    "SqliteStore",
+]

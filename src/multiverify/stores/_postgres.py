@@ -1,0 +1,573 @@
+"""A SessionStore on PostgreSQL (asyncpg): one database shared by many replicas.
+
+Every replica opens its own connection pool on the same database and schema.
+A save is one transaction: a compare-and-set ``UPDATE`` on the session's
+version, then its effects (the outbox) and audit events, so two replicas
+saving the same session from the same version cannot both win. Webhook
+deduplication is a primary key (``INSERT ... ON CONFLICT DO NOTHING``).
+
+The tables live in their own schema (``multiverify`` unless told otherwise),
+which carries its version in a ``schema_version`` table. Missing migrations
+are applied, in order and in one transaction, the first time a store is used;
+the transaction holds an advisory lock on the schema, so replicas starting at
+once migrate one after the other and the later ones find nothing to do.
+
+asyncpg is imported only when a store is built, so ``multiverify.stores``
+imports without it (``pip install 'multiverify[postgres]'``).
+"""
+
+# ruff: noqa: S608 - the only name put into SQL text is the schema, checked
+# against _IDENTIFIER and quoted; every value goes in as a query parameter.
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .._audit import AuditEvent
+from .._clock import Clock, SystemClock
+from .._serde import dumps, loads, structure_effect
+from .._session import Effect, Session
+from ..exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    SessionNotFoundError,
+)
+from ._base import DueTimer, PendingEffect
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType, TracebackType
+
+__all__ = ["PostgresStore"]
+
+# Each migration is a list of statements, with ``{s}`` standing for the quoted
+# schema; migration ``n`` (from 1) brings the schema to version ``n``. Append
+# new ones; never edit a shipped one.
+#
+# Tables that need an order carry a ``seq BIGSERIAL`` that an upsert keeps, so
+# an effect or timer saved again keeps its place.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE {s}.sessions (
+            session_id TEXT        PRIMARY KEY,
+            seq        BIGSERIAL   NOT NULL UNIQUE,
+            version    BIGINT      NOT NULL,
+            status     TEXT        NOT NULL,
+            body       TEXT        NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE {s}.effects (
+            seq        BIGSERIAL PRIMARY KEY,
+            session_id TEXT      NOT NULL,
+            effect_id  TEXT      NOT NULL,
+            body       TEXT      NOT NULL,
+            UNIQUE (session_id, effect_id)
+        )
+        """,
+        """
+        CREATE TABLE {s}.timers (
+            session_id TEXT        NOT NULL,
+            timer_id   TEXT        NOT NULL,
+            seq        BIGSERIAL   NOT NULL,
+            due_at     TIMESTAMPTZ NOT NULL,
+            due_text   TEXT        NOT NULL,
+            PRIMARY KEY (session_id, timer_id)
+        )
+        """,
+        "CREATE INDEX timers_by_due ON {s}.timers (due_at, seq)",
+        """
+        CREATE TABLE {s}.events_seen (
+            session_id TEXT        NOT NULL,
+            dedupe_key TEXT        NOT NULL,
+            seen_at    TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (session_id, dedupe_key)
+        )
+        """,
+        """
+        CREATE TABLE {s}.audit (
+            session_id TEXT    NOT NULL,
+            idx        INTEGER NOT NULL,
+            body       TEXT    NOT NULL,
+            PRIMARY KEY (session_id, idx)
+        )
+        """,
+    ),
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def _asyncpg() -> ModuleType:
+    """The asyncpg module, or a ConfigurationError saying how to get it."""
+    try:
+        import asyncpg  # noqa: PLC0415 - optional dependency, imported on use
+    except ImportError as exc:
+        raise ConfigurationError(
+            message="PostgresStore needs asyncpg: "
+            "install it with pip install 'multiverify[postgres]'"
+        ) from exc
+    return asyncpg  # type: ignore[no-any-return]
+
+
+def _redact(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``."""
+    if "://" not in dsn:  # libpq keyword form: host=... password=...
+        return re.sub(
+            r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)",
+            r"\1***",
+            dsn,
+            flags=re.IGNORECASE,
+        )
+    parts = urlsplit(dsn)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hosts}"
+    query = parts.query
+    if query:
+        query = urlencode(
+            [
+                (key, "***" if key.lower() == "password" else value)
+                for key, value in parse_qsl(query, keep_blank_values=True)
+            ],
+            safe="*",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _utc(at: datetime) -> datetime:
+    """``at`` as an aware time (naive times are read as UTC)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+class PostgresStore:
+    """Keeps sessions, their outbox, timers and audit trail in PostgreSQL.
+
+    Use it as ``async with PostgresStore(dsn) as store:``, or call
+    [`open`][multiverify.stores.PostgresStore.open] (or just use it: the pool
+    is opened on first use) and [`aclose`][multiverify.stores.PostgresStore.aclose].
+    A closed store opens again on its next use.
+
+    Args:
+        dsn: a libpq connection string or URL, such as
+            ``postgresql://app:secret@db:5432/lending``.
+        schema: the schema holding the tables; created, with its tables, if
+            missing. Replicas that share sessions use the same one.
+        min_size: connections the pool keeps open.
+        max_size: connections the pool opens at most.
+        clock: stamps ``updated_at`` and similar bookkeeping columns.
+        pool: an asyncpg pool to use instead of opening one; the store
+            migrates the schema through it and leaves it open on close.
+        connect_timeout: how long opening a connection may take, in seconds.
+
+    Raises:
+        ConfigurationError: asyncpg is not installed, or an argument is invalid.
+    """
+
+    def __init__(
+        self,
+        dsn: str = "",
+        *,
+        schema: str = "multiverify",
+        min_size: int = 1,
+        max_size: int = 10,
+        clock: Clock | None = None,
+        pool: Any = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._asyncpg = _asyncpg()
+        if not dsn and pool is None:
+            raise ConfigurationError(message="PostgresStore needs a dsn or a pool")
+        if _IDENTIFIER.fullmatch(schema) is None:
+            raise ConfigurationError(
+                message=f"schema must be a plain SQL identifier of at most 63 "
+                f"characters (letters, digits, underscores): {schema!r}"
+            )
+        if min_size < 0 or max_size < 1 or min_size > max_size:
+            raise ConfigurationError(
+                message=f"need 0 <= min_size <= max_size and max_size >= 1: "
+                f"min_size={min_size!r}, max_size={max_size!r}"
+            )
+        self._dsn = dsn
+        self._schema = schema
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._clock: Clock = SystemClock() if clock is None else clock
+        self._given_pool: Any = pool
+        self._pool: Any = None
+        self._migrated = False
+        self._opening = asyncio.Lock()
+        self._sql = _Sql(f'"{schema}"')
+
+    def __repr__(self) -> str:
+        where = "pool=<given>" if self._given_pool is not None else ""
+        if self._dsn:
+            where = f"dsn={_redact(self._dsn)!r}" + (f", {where}" if where else "")
+        return f"<multiverify.stores.PostgresStore({where}, schema={self._schema!r})>"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open the pool and bring the schema up to date (idempotent).
+
+        Raises:
+            ConfigurationError: the server cannot be reached or refuses the
+                connection, or the schema was written by a newer multiverify.
+        """
+        await self._ready()
+
+    async def aclose(self) -> None:
+        """Close the pool this store opened (idempotent); a given pool stays open."""
+        pool, self._pool = self._pool, None
+        self._migrated = False
+        if pool is not None and pool is not self._given_pool:
+            await pool.close()
+
+    async def _ready(self) -> Any:
+        """The pool, opened and migrated."""
+        pool = self._pool
+        if pool is not None and self._migrated:
+            return pool
+        async with self._opening:
+            if self._pool is None:
+                self._pool = (
+                    self._given_pool
+                    if self._given_pool is not None
+                    else await self._create_pool()
+                )
+            if not self._migrated:
+                await self._migrate(self._pool)
+                self._migrated = True
+            return self._pool
+
+    async def _create_pool(self) -> Any:
+        asyncpg = self._asyncpg
+        where = _redact(self._dsn)
+        try:
+            return await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+            )
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            raise ConfigurationError(
+                message=f"cannot connect to PostgreSQL at {where!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        except ValueError as exc:  # a malformed dsn
+            raise ConfigurationError(
+                message=f"invalid PostgreSQL dsn {where!r}: {exc}"
+            ) from None
+
+    async def _migrate(self, pool: Any) -> None:
+        sql = self._sql
+        async with pool.acquire() as conn, conn.transaction():
+            # One migrator at a time per schema, whatever the replica.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"multiverify.migrate:{self._schema}",
+            )
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.schema}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {sql.schema}.schema_version ("
+                "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+            )
+            current = await conn.fetchval(
+                f"SELECT COALESCE(MAX(version), 0) FROM {sql.schema}.schema_version"
+            )
+            if current > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    message=f"schema {self._schema!r} is at version {current}, newer "
+                    f"than this multiverify understands ({SCHEMA_VERSION}); "
+                    "upgrade multiverify"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version - 1]:
+                    await conn.execute(statement.format(s=sql.schema))
+                await conn.execute(
+                    f"INSERT INTO {sql.schema}.schema_version (version, applied_at) "
+                    "VALUES ($1, $2)",
+                    version,
+                    _utc(self._clock.now()),
+                )
+
+    # --- SessionStore ---------------------------------------------------------
+
+    async def create(
+        self,
+        session: Session,
+        *,
+        effects: Sequence[Effect] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> int:
+        body = dumps(session)
+        rows = _Rows.of(effects, audit)
+        now = _utc(self._clock.now())
+        pool = await self._ready()
+        async with pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                self._sql.create,
+                session.session_id,
+                session.status.value,
+                body,
+                _utc(session.created_at),
+                now,
+            )
+            if inserted is None:
+                raise ConcurrentUpdateError(
+                    message=f"session {session.session_id} already exists",
+                    session_id=session.session_id,
+                    expected_version=0,
+                )
+            await self._write(conn, session.session_id, rows)
+        return 1
+
+    async def load(self, session_id: str, /) -> tuple[Session, int]:
+        pool = await self._ready()
+        row = await pool.fetchrow(self._sql.load, session_id)
+        if row is None:
+            raise SessionNotFoundError(
+                message=f"no session {session_id!r}", session_id=session_id
+            )
+        return loads(row["body"], Session), int(row["version"])
+
+    async def save(
+        self,
+        session: Session,
+        *,
+        expected_version: int,
+        effects: Sequence[Effect] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> int:
+        body = dumps(session)
+        rows = _Rows.of(effects, audit)
+        now = _utc(self._clock.now())
+        session_id = session.session_id
+        pool = await self._ready()
+        async with pool.acquire() as conn, conn.transaction():
+            version = await conn.fetchval(
+                self._sql.save,
+                session.status.value,
+                body,
+                now,
+                session_id,
+                expected_version,
+            )
+            if version is None:
+                current = await conn.fetchval(self._sql.version, session_id)
+                if current is None:
+                    raise SessionNotFoundError(
+                        message=f"no session {session_id!r}", session_id=session_id
+                    )
+                raise ConcurrentUpdateError(
+                    message=f"session {session_id} is at version {current}, "
+                    f"not {expected_version}",
+                    session_id=session_id,
+                    expected_version=expected_version,
+                )
+            await self._write(conn, session_id, rows)
+        return int(version)
+
+    async def _write(self, conn: Any, session_id: str, rows: _Rows) -> None:
+        """Add effects to the outbox and events to the trail, in the caller's transaction.
+
+        An effect saved again under its id replaces the pending one and keeps
+        its place in the outbox; audit events are appended after the
+        session's last (the session row's lock orders concurrent writers).
+        """
+        if rows.effects:
+            await conn.executemany(
+                self._sql.effect,
+                [(session_id, effect_id, body) for effect_id, body in rows.effects],
+            )
+        if rows.audit:
+            await conn.execute(self._sql.audit, session_id, rows.audit)
+
+    async def pending_effects(
+        self, session_id: str | None = None, /
+    ) -> list[PendingEffect]:
+        pool = await self._ready()
+        if session_id is None:
+            rows = await pool.fetch(self._sql.pending_all)
+        else:
+            rows = await pool.fetch(self._sql.pending_one, session_id)
+        return [
+            PendingEffect(
+                session_id=row["session_id"],
+                effect=structure_effect(json.loads(row["body"])),
+            )
+            for row in rows
+        ]
+
+    async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
+        pool = await self._ready()
+        await pool.execute(self._sql.complete, session_id, effect_id)
+
+    async def schedule_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /
+    ) -> None:
+        pool = await self._ready()
+        await pool.execute(
+            self._sql.schedule, session_id, timer_id, _utc(due_at), due_at.isoformat()
+        )
+
+    async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
+        pool = await self._ready()
+        await pool.execute(self._sql.cancel, session_id, timer_id)
+
+    async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
+        pool = await self._ready()
+        rows = await pool.fetch(self._sql.due, _utc(now), max(limit, 0))
+        return [_timer(row) for row in rows]
+
+    async def timers(self, session_id: str | None = None, /) -> list[DueTimer]:
+        pool = await self._ready()
+        if session_id is None:
+            rows = await pool.fetch(self._sql.timers_all)
+        else:
+            rows = await pool.fetch(self._sql.timers_one, session_id)
+        return [_timer(row) for row in rows]
+
+    async def record_event_once(self, session_id: str, dedupe_key: str, /) -> bool:
+        pool = await self._ready()
+        inserted = await pool.fetchval(
+            self._sql.seen, session_id, dedupe_key, _utc(self._clock.now())
+        )
+        return inserted is not None
+
+    async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
+        pool = await self._ready()
+        if session_id is None:
+            rows = await pool.fetch(self._sql.audit_all)
+        else:
+            rows = await pool.fetch(self._sql.audit_one, session_id)
+        return [AuditEvent.from_json(row["body"]) for row in rows]
+
+    async def session_ids(self) -> list[str]:
+        pool = await self._ready()
+        rows = await pool.fetch(self._sql.session_ids)
+        return [row["session_id"] for row in rows]
+
+
+class _Sql:
+    """Every statement of the store, with its schema filled in once."""
+
+    def __init__(self, schema: str) -> None:
+        s = self.schema = schema
+        self.create = (
+            f"INSERT INTO {s}.sessions (session_id, version, status, body, "
+            "created_at, updated_at) VALUES ($1, 1, $2, $3, $4, $5) "
+            "ON CONFLICT (session_id) DO NOTHING RETURNING 1"
+        )
+        self.load = f"SELECT body, version FROM {s}.sessions WHERE session_id = $1"
+        self.save = (
+            f"UPDATE {s}.sessions SET version = version + 1, status = $1, body = $2, "
+            "updated_at = $3 WHERE session_id = $4 AND version = $5 RETURNING version"
+        )
+        self.version = f"SELECT version FROM {s}.sessions WHERE session_id = $1"
+        self.effect = (
+            f"INSERT INTO {s}.effects (session_id, effect_id, body) "
+            "VALUES ($1, $2, $3) ON CONFLICT (session_id, effect_id) "
+            "DO UPDATE SET body = excluded.body"
+        )
+        self.audit = (
+            f"INSERT INTO {s}.audit (session_id, idx, body) "
+            "SELECT $1, start.idx + t.n - 1, t.body "
+            f"FROM (SELECT COALESCE(MAX(idx) + 1, 0) AS idx FROM {s}.audit "
+            "WHERE session_id = $1) AS start, "
+            "unnest($2::text[]) WITH ORDINALITY AS t(body, n)"
+        )
+        self.pending_all = f"SELECT session_id, body FROM {s}.effects ORDER BY seq"
+        self.pending_one = (
+            f"SELECT session_id, body FROM {s}.effects WHERE session_id = $1 "
+            "ORDER BY seq"
+        )
+        self.complete = (
+            f"DELETE FROM {s}.effects WHERE session_id = $1 AND effect_id = $2"
+        )
+        self.schedule = (
+            f"INSERT INTO {s}.timers (session_id, timer_id, due_at, due_text) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, timer_id) DO UPDATE "
+            "SET due_at = excluded.due_at, due_text = excluded.due_text"
+        )
+        self.cancel = f"DELETE FROM {s}.timers WHERE session_id = $1 AND timer_id = $2"
+        self.due = (
+            f"SELECT session_id, timer_id, due_text FROM {s}.timers "
+            "WHERE due_at <= $1 ORDER BY due_at, seq LIMIT $2"
+        )
+        self.timers_all = (
+            f"SELECT session_id, timer_id, due_text FROM {s}.timers "
+            "ORDER BY due_at, seq"
+        )
+        self.timers_one = (
+            f"SELECT session_id, timer_id, due_text FROM {s}.timers "
+            "WHERE session_id = $1 ORDER BY due_at, seq"
+        )
+        self.seen = (
+            f"INSERT INTO {s}.events_seen (session_id, dedupe_key, seen_at) "
+            "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        # Session by session, oldest session first, each in chain order.
+        self.audit_all = (
+            f"SELECT a.body FROM {s}.audit AS a JOIN {s}.sessions AS s "
+            "USING (session_id) ORDER BY s.seq, a.idx"
+        )
+        self.audit_one = (
+            f"SELECT body FROM {s}.audit WHERE session_id = $1 ORDER BY idx"
+        )
+        self.session_ids = f"SELECT session_id FROM {s}.sessions ORDER BY seq"
+
+
+class _Rows:
+    """What a create or save writes besides the session, serialised up front."""
+
+    __slots__ = ("audit", "effects")
+
+    def __init__(self, effects: list[tuple[str, str]], audit: list[str]) -> None:
+        self.effects = effects  # (effect_id, body)
+        self.audit = audit
+
+    @classmethod
+    def of(cls, effects: Sequence[Effect], audit: Sequence[AuditEvent]) -> _Rows:
+        return cls(
+            [(effect.effect_id, dumps(effect)) for effect in effects],
+            [event.to_json() for event in audit],
+        )
+
+
+def _timer(row: Any) -> DueTimer:
+    return DueTimer(
+        session_id=row["session_id"],
+        timer_id=row["timer_id"],
+        due_at=datetime.fromisoformat(row["due_text"]),
+    )

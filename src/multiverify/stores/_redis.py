@@ -1,0 +1,515 @@
+"""A SessionStore on Redis: shared by many replicas, every write one atomic script.
+
+Key layout, all under ``{prefix}:`` (``sid`` is a session id; ``member`` is the
+JSON text ``["sid", "effect_id"]``):
+
+- ``session:{sid}`` (hash): ``body`` (the session as JSON), ``version``,
+  ``status``, ``created_at``, ``updated_at``;
+- ``sessions`` (zset): session ids scored by creation order (``seq:sessions``);
+- ``outbox`` (zset): every pending effect's ``member``, scored by a global
+  counter (``seq:outbox``), so effects come back in save order;
+  ``outbox:{sid}`` (zset): the same, for one session;
+  ``effects`` (hash): ``member`` -> the effect as JSON;
+- ``audit:{sid}`` (list): the session's audit events as JSON, in chain order;
+- ``timers`` (zset): one member per timer, ``"{seq:020d}|" + JSON [sid,
+  timer_id, due_at]`` scored by the due time in epoch seconds (the ``seq``
+  prefix keeps timers due at the same instant in scheduling order, and the
+  ISO ``due_at`` keeps the caller's time zone); ``timer-index`` (hash):
+  JSON ``[sid, timer_id]`` -> that member, so a timer can be moved or
+  cancelled; ``seq:timers`` numbers new timers;
+- ``seen:{sid}`` (set): the dedupe keys already recorded for a session.
+
+``create`` and ``save`` are one Lua script each: the compare-and-set on the
+version, the session, its effects and its audit events are written together or
+not at all, so the compare-and-set holds between every replica sharing the
+prefix. Scripts name every key they touch in ``KEYS``; the store expects one
+Redis server (or a primary), not a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .._audit import AuditEvent
+from .._clock import Clock, SystemClock
+from .._serde import dumps, loads, structure_effect
+from .._session import Effect, Session
+from ..exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    SessionNotFoundError,
+)
+from ._base import DueTimer, PendingEffect
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from types import TracebackType
+
+    import redis.asyncio
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisStore"]
+
+# Adds effects to the outbox and events to the trail; shared by create and save.
+# KEYS: 1 session, 2 sessions, 3 outbox, 4 outbox:{sid}, 5 effects,
+#       6 seq:outbox, 7 audit:{sid}, 8 seq:sessions
+# ARGV from ``first``: effect count, (member, body) pairs, then audit events.
+_WRITE = """
+local function write(first)
+  local n = tonumber(ARGV[first])
+  local i = first + 1
+  for _ = 1, n do
+    local member, body = ARGV[i], ARGV[i + 1]
+    if not redis.call('ZSCORE', KEYS[3], member) then
+      local seq = redis.call('INCR', KEYS[6])
+      redis.call('ZADD', KEYS[3], seq, member)
+      redis.call('ZADD', KEYS[4], seq, member)
+    end
+    redis.call('HSET', KEYS[5], member, body)
+    i = i + 2
+  end
+  for j = i, #ARGV do
+    redis.call('RPUSH', KEYS[7], ARGV[j])
+  end
+end
+"""
+
+# ARGV: 1 sid, 2 body, 3 status, 4 now, 5... effects and audit.
+# Returns 1, or 0 when the session exists (nothing written).
+_CREATE = (
+    _WRITE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', 1, 'status', ARGV[3],
+           'created_at', ARGV[4], 'updated_at', ARGV[4])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[8]), ARGV[1])
+write(5)
+return 1
+"""
+)
+
+# ARGV: 1 expected version, 2 body, 3 status, 4 now, 5... effects and audit.
+# Returns the new version; 0 when the session is missing; minus the stored
+# version when it is not the expected one (nothing written in either case).
+_SAVE = (
+    _WRITE
+    + """
+local version = redis.call('HGET', KEYS[1], 'version')
+if not version then
+  return 0
+end
+version = tonumber(version)
+if version ~= tonumber(ARGV[1]) then
+  return -version
+end
+redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', version + 1,
+           'status', ARGV[3], 'updated_at', ARGV[4])
+write(5)
+return version + 1
+"""
+)
+
+# KEYS: 1 outbox zset (global or one session's), 2 effects.
+# Returns (member, body) pairs, oldest first.
+_PENDING = """
+local out = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local body = redis.call('HGET', KEYS[2], member)
+  if body then
+    out[#out + 1] = member
+    out[#out + 1] = body
+  end
+end
+return out
+"""
+
+# KEYS: 1 outbox, 2 outbox:{sid}, 3 effects. ARGV: 1 member.
+_COMPLETE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+"""
+
+# KEYS: 1 timers, 2 timer-index, 3 seq:timers.
+# ARGV: 1 index field, 2 score, 3 JSON [sid, timer_id, due_at].
+# A moved timer keeps its sequence number (its place among ties).
+_SCHEDULE = """
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+local seq
+if old then
+  redis.call('ZREM', KEYS[1], old)
+  seq = string.sub(old, 1, 20)
+else
+  seq = string.format('%020d', redis.call('INCR', KEYS[3]))
+end
+local member = seq .. '|' .. ARGV[3]
+redis.call('ZADD', KEYS[1], ARGV[2], member)
+redis.call('HSET', KEYS[2], ARGV[1], member)
+"""
+
+# KEYS: 1 timers, 2 timer-index. ARGV: 1 index field.
+_CANCEL = """
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+  redis.call('ZREM', KEYS[1], old)
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+"""
+
+_SEQ_WIDTH = 20
+
+
+def _json(*parts: str) -> str:
+    return json.dumps(list(parts), separators=(",", ":"))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _score(at: datetime) -> float:
+    """The instant ``at`` names, in epoch seconds (naive times are read as UTC)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp()
+
+
+def _timer(member: bytes | str) -> DueTimer:
+    session_id, timer_id, due_at = json.loads(_text(member)[_SEQ_WIDTH + 1 :])
+    return DueTimer(
+        session_id=session_id,
+        timer_id=timer_id,
+        due_at=datetime.fromisoformat(due_at),
+    )
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password (in the user part or the query)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        name, colon, _ = user.partition(":")
+        netloc = f"{name}{':***' if colon else ''}@{host}"
+    query = urlencode(
+        [
+            (key, "***" if key.lower() == "password" else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+class RedisStore:
+    """Keeps sessions, their outbox, timers and audit trail in one Redis database.
+
+    Several stores (several replicas) on the same server and ``prefix`` share
+    everything, and a save's compare-and-set holds between them. Use it as
+    ``async with RedisStore(url) as store:``, or just use it (connections are
+    opened on first use) and call
+    [`aclose`][multiverify.stores.RedisStore.aclose].
+
+    Args:
+        url: where Redis is, e.g. ``redis://:password@host:6379/0``
+            (``rediss://`` for TLS).
+        prefix: the start of every key this store writes; stores with the
+            same prefix share their sessions.
+        client: a ``redis.asyncio.Redis`` to use instead of one made from
+            ``url``; it is left open by ``aclose``.
+        clock: stamps ``created_at`` and ``updated_at`` of sessions.
+
+    Raises:
+        ConfigurationError: redis-py is not installed, the URL cannot be
+            used, or (on first use) the server cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "multiverify",
+        client: redis.asyncio.Redis | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        try:
+            import redis.asyncio  # noqa: PLC0415 - redis-py is an optional extra
+            import redis.exceptions  # noqa: PLC0415
+        except ImportError as exc:
+            raise ConfigurationError(
+                message="RedisStore needs redis-py: install multiverify[redis]"
+            ) from exc
+        if not prefix:
+            raise ConfigurationError(message="RedisStore prefix must not be empty")
+        self._url = _redact(url) if client is None else None
+        self._prefix = prefix
+        self._clock: Clock = SystemClock() if clock is None else clock
+        self._owned = client is None
+        if client is None:
+            try:
+                client = redis.asyncio.Redis.from_url(url)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    message=f"cannot use Redis URL {self._url!r}: {exc}"
+                ) from exc
+        self._client: redis.asyncio.Redis = client
+        self._unreachable: tuple[type[Exception], ...] = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+        )
+        self._create: AsyncScript = client.register_script(_CREATE)
+        self._save: AsyncScript = client.register_script(_SAVE)
+        self._pending: AsyncScript = client.register_script(_PENDING)
+        self._schedule: AsyncScript = client.register_script(_SCHEDULE)
+        self._cancel: AsyncScript = client.register_script(_CANCEL)
+        self._complete: AsyncScript = client.register_script(_COMPLETE)
+
+    def __repr__(self) -> str:
+        where = f"url={self._url!r}" if self._url is not None else "client=<given>"
+        return f"<multiverify.stores.RedisStore({where}, prefix={self._prefix!r})>"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Check that the server answers.
+
+        Raises:
+            ConfigurationError: the server cannot be reached.
+        """
+        with self._errors():
+            await self._client.ping()
+
+    async def aclose(self) -> None:
+        """Close the connections of a client this store made (idempotent).
+
+        A client given to the constructor is left open for its owner.
+        """
+        if self._owned:
+            await self._client.aclose()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn "cannot reach the server" into an SDK error."""
+        try:
+            yield
+        except self._unreachable as exc:
+            where = self._url if self._url is not None else "the given client"
+            raise ConfigurationError(
+                message=f"cannot reach Redis at {where}: {exc}"
+            ) from exc
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    def _write_keys(self, session_id: str) -> list[str]:
+        return [
+            self._key("session", session_id),
+            self._key("sessions"),
+            self._key("outbox"),
+            self._key("outbox", session_id),
+            self._key("effects"),
+            self._key("seq", "outbox"),
+            self._key("audit", session_id),
+            self._key("seq", "sessions"),
+        ]
+
+    def _write_args(
+        self,
+        session: Session,
+        head: str | int,
+        effects: Sequence[Effect],
+        audit: Sequence[AuditEvent],
+    ) -> list[str | int]:
+        args: list[str | int] = [
+            head,
+            dumps(session),
+            session.status.value,
+            self._clock.now().isoformat(),
+            len(effects),
+        ]
+        for effect in effects:
+            args += [_json(session.session_id, effect.effect_id), dumps(effect)]
+        args += [event.to_json() for event in audit]
+        return args
+
+    # --- SessionStore ---------------------------------------------------------
+
+    async def create(
+        self,
+        session: Session,
+        *,
+        effects: Sequence[Effect] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> int:
+        session_id = session.session_id
+        with self._errors():
+            created = await self._create(
+                keys=self._write_keys(session_id),
+                args=self._write_args(session, session_id, effects, audit),
+            )
+        if not created:
+            raise ConcurrentUpdateError(
+                message=f"session {session_id} already exists",
+                session_id=session_id,
+                expected_version=0,
+            )
+        return 1
+
+    async def load(self, session_id: str, /) -> tuple[Session, int]:
+        with self._errors():
+            body, version = await self._client.hmget(
+                self._key("session", session_id), ["body", "version"]
+            )
+        if body is None or version is None:
+            raise SessionNotFoundError(
+                message=f"no session {session_id!r}", session_id=session_id
+            )
+        return loads(_text(body), Session), int(version)
+
+    async def save(
+        self,
+        session: Session,
+        *,
+        expected_version: int,
+        effects: Sequence[Effect] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> int:
+        session_id = session.session_id
+        with self._errors():
+            result = int(
+                await self._save(
+                    keys=self._write_keys(session_id),
+                    args=self._write_args(session, expected_version, effects, audit),
+                )
+            )
+        if result == 0:
+            raise SessionNotFoundError(
+                message=f"no session {session_id!r}", session_id=session_id
+            )
+        if result < 0:
+            raise ConcurrentUpdateError(
+                message=f"session {session_id} is at version {-result}, "
+                f"not {expected_version}",
+                session_id=session_id,
+                expected_version=expected_version,
+            )
+        return result
+
+    async def pending_effects(
+        self, session_id: str | None = None, /
+    ) -> list[PendingEffect]:
+        outbox = (
+            self._key("outbox")
+            if session_id is None
+            else self._key("outbox", session_id)
+        )
+        with self._errors():
+            flat = cast(
+                "list[bytes | str]",
+                await self._pending(keys=[outbox, self._key("effects")]),
+            )
+        pending = []
+        for member, body in zip(flat[::2], flat[1::2], strict=True):
+            sid, _ = json.loads(_text(member))
+            effect = structure_effect(json.loads(_text(body)))
+            pending.append(PendingEffect(session_id=sid, effect=effect))
+        return pending
+
+    async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
+        member = _json(session_id, effect_id)
+        with self._errors():
+            await self._complete(
+                keys=[
+                    self._key("outbox"),
+                    self._key("outbox", session_id),
+                    self._key("effects"),
+                ],
+                args=[member],
+            )
+
+    async def schedule_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /
+    ) -> None:
+        with self._errors():
+            await self._schedule(
+                keys=[
+                    self._key("timers"),
+                    self._key("timer-index"),
+                    self._key("seq", "timers"),
+                ],
+                args=[
+                    _json(session_id, timer_id),
+                    repr(_score(due_at)),
+                    _json(session_id, timer_id, due_at.isoformat()),
+                ],
+            )
+
+    async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
+        with self._errors():
+            await self._cancel(
+                keys=[self._key("timers"), self._key("timer-index")],
+                args=[_json(session_id, timer_id)],
+            )
+
+    async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
+        if limit <= 0:
+            return []
+        with self._errors():
+            members = cast(
+                "list[bytes | str]",
+                await self._client.zrangebyscore(
+                    self._key("timers"), "-inf", repr(_score(now)), start=0, num=limit
+                ),
+            )
+        return [_timer(member) for member in members]
+
+    async def timers(self, session_id: str | None = None, /) -> list[DueTimer]:
+        with self._errors():
+            members = cast(
+                "list[bytes | str]",
+                await self._client.zrange(self._key("timers"), 0, -1),
+            )
+        found = [_timer(member) for member in members]
+        if session_id is None:
+            return found
+        return [timer for timer in found if timer.session_id == session_id]
+
+    async def record_event_once(self, session_id: str, dedupe_key: str, /) -> bool:
+        with self._errors():
+            added = await self._client.sadd(self._key("seen", session_id), dedupe_key)
+        return bool(added)
+
+    async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
+        ids = [session_id] if session_id is not None else await self.session_ids()
+        if not ids:
+            return []
+        with self._errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for sid in ids:
+                    _ = pipe.lrange(self._key("audit", sid), 0, -1)
+                trails: list[list[Any]] = await pipe.execute()
+        return [AuditEvent.from_json(_text(body)) for trail in trails for body in trail]
+
+    async def session_ids(self) -> list[str]:
+        with self._errors():
+            members = cast(
+                "list[bytes | str]",
+                await self._client.zrange(self._key("sessions"), 0, -1),
+            )
+        return [_text(member) for member in members]

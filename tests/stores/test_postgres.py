@@ -1,0 +1,369 @@
+"""What only the PostgreSQL store does: replicas on one schema, migrations, pools."""
+
+# ruff: noqa: S608 - SQL names only the random test schema
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import attrs
+import pytest
+from conftest import POSTGRES_URL, drop_postgres_schema, service_missing
+
+from multiverify._session import ScheduleTimer, Session
+from multiverify.exceptions import ConcurrentUpdateError, ConfigurationError
+from multiverify.stores import DueTimer, PostgresStore, _postgres
+
+asyncpg = pytest.importorskip("asyncpg")
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+MakeSession = Callable[[str], Session]
+
+
+def timer(effect_id: str) -> ScheduleTimer:
+    """A small effect."""
+    return ScheduleTimer(effect_id=effect_id, timer_id="deadline", due_at=T0)
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A fresh schema name on the test server, dropped afterwards."""
+    name = f"mv_test_{uuid4().hex[:12]}"
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL)
+    except (OSError, asyncpg.PostgresError) as exc:
+        service_missing("postgres", str(exc))
+    await conn.close()
+    try:
+        yield name
+    finally:
+        await drop_postgres_schema(name)
+
+
+@pytest.fixture
+async def replicas(schema: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one schema, as two replicas of an app would have."""
+    async with (
+        PostgresStore(POSTGRES_URL, schema=schema) as one,
+        PostgresStore(POSTGRES_URL, schema=schema) as two,
+    ):
+        yield one, two
+
+
+async def query(sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Run one query through a connection of its own."""
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        return [tuple(row) for row in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class TestReplicas:
+    async def test_each_sees_the_others_writes(
+        self,
+        replicas: tuple[PostgresStore, PostgresStore],
+        make_session: MakeSession,
+    ) -> None:
+        """Sessions, effects, timers, deliveries and audit written by one are read by the other."""
+        one, two = replicas
+        session = make_session("s1")
+        await one.create(session, effects=[timer("e1")])
+
+        assert await two.load("s1") == (session, 1)
+        changed = attrs.evolve(session, inputs=1)
+        assert await two.save(changed, expected_version=1) == 2
+        assert await one.load("s1") == (changed, 2)
+        assert [p.effect.effect_id for p in await two.pending_effects()] == ["e1"]
+        await two.complete_effect("s1", "e1")
+        assert await one.pending_effects() == []
+
+        await one.schedule_timer("s1", "deadline", T0)
+        assert await two.due_timers(T0) == [
+            DueTimer(session_id="s1", timer_id="deadline", due_at=T0)
+        ]
+        await two.cancel_timer("s1", "deadline")
+        assert await one.timers() == []
+
+        assert await one.record_event_once("s1", "delivery-1") is True
+        assert await two.record_event_once("s1", "delivery-1") is False
+        assert await two.session_ids() == ["s1"]
+
+    async def test_compare_and_set_holds_between_replicas(
+        self,
+        replicas: tuple[PostgresStore, PostgresStore],
+        make_session: MakeSession,
+    ) -> None:
+        """Saves racing from both replicas at one version: exactly one wins."""
+        one, two = replicas
+        session = make_session("s1")
+        await one.create(session)
+
+        async def attempt(number: int) -> int | None:
+            store = one if number % 2 else two
+            try:
+                return await store.save(
+                    attrs.evolve(session, inputs=number),
+                    expected_version=1,
+                    effects=[timer(f"e{number}")],
+                )
+            except ConcurrentUpdateError:
+                return None
+
+        results = await asyncio.gather(*(attempt(number) for number in range(30)))
+
+        winners = [n for n, result in enumerate(results) if result is not None]
+        assert len(winners) == 1
+        loaded, version = await two.load("s1")
+        assert (loaded.inputs, version) == (winners[0], 2)
+        assert [p.effect.effect_id for p in await one.pending_effects()] == [
+            f"e{winners[0]}"
+        ]
+
+    async def test_deliveries_raced_from_both_replicas_count_once(
+        self, replicas: tuple[PostgresStore, PostgresStore]
+    ) -> None:
+        """The same delivery recorded by both replicas at once is new exactly once."""
+        one, two = replicas
+
+        results = await asyncio.gather(
+            *((one if n % 2 else two).record_event_once("s1", "evt") for n in range(20))
+        )
+
+        assert results.count(True) == 1
+
+    async def test_create_raced_from_both_replicas(
+        self,
+        replicas: tuple[PostgresStore, PostgresStore],
+        make_session: MakeSession,
+    ) -> None:
+        """Two replicas creating one id at once: one creates, the other conflicts."""
+        one, two = replicas
+        results = await asyncio.gather(
+            one.create(make_session("s1")),
+            two.create(make_session("s1")),
+            return_exceptions=True,
+        )
+
+        assert sorted(type(result).__name__ for result in results) == [
+            "ConcurrentUpdateError",
+            "int",
+        ]
+
+
+class TestMigrations:
+    async def test_recorded_once_and_reopen_is_idempotent(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """The schema version is recorded once; reopening keeps data and migrates nothing."""
+        store = PostgresStore(POSTGRES_URL, schema=schema)
+        await store.open()
+        await store.open()
+        await store.create(make_session("s1"))
+        await store.aclose()
+        await store.aclose()
+
+        # A closed store opens again on its next use, as does a new one.
+        assert (await store.load("s1"))[1] == 1
+        await store.aclose()
+        async with PostgresStore(POSTGRES_URL, schema=schema) as again:
+            assert await again.session_ids() == ["s1"]
+
+        rows = await query(f'SELECT version FROM "{schema}".schema_version')
+        assert rows == [(_postgres.SCHEMA_VERSION,)]
+
+    async def test_replicas_migrating_at_once_both_succeed(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """Several stores opening a fresh schema together all succeed, migrating it once."""
+        stores = [PostgresStore(POSTGRES_URL, schema=schema) for _ in range(4)]
+        try:
+            await asyncio.gather(*(store.open() for store in stores))
+            await stores[0].create(make_session("s1"))
+            assert await stores[3].session_ids() == ["s1"]
+        finally:
+            for store in stores:
+                await store.aclose()
+
+        rows = await query(f'SELECT version FROM "{schema}".schema_version')
+        assert rows == [(_postgres.SCHEMA_VERSION,)]
+
+    async def test_concurrent_first_calls_open_one_pool(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """Calls racing on an unopened store share the one pool it opens."""
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            await store.aclose()
+            await asyncio.gather(
+                *(store.record_event_once("s1", f"k{n}") for n in range(5))
+            )
+            pool = store._pool
+            assert pool is not None
+            await store.session_ids()
+            assert store._pool is pool
+
+    async def test_timers_are_instants_in_the_database(self, schema: str) -> None:
+        """Due times are stored as timestamptz; a naive time is read as UTC."""
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            await store.schedule_timer("s1", "naive", datetime(2025, 3, 1, 9, 0))  # noqa: DTZ001
+            assert await store.due_timers(T0) == [
+                DueTimer(
+                    session_id="s1",
+                    timer_id="naive",
+                    due_at=datetime(2025, 3, 1, 9, 0),  # noqa: DTZ001
+                )
+            ]
+
+        rows = await query(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = 'timers' "
+            "AND column_name = 'due_at'",
+            schema,
+        )
+        assert rows == [("timestamp with time zone",)]
+
+    async def test_newer_schema_is_refused(self, schema: str) -> None:
+        """A schema migrated by a newer multiverify raises ConfigurationError."""
+        async with PostgresStore(POSTGRES_URL, schema=schema):
+            pass
+        await query(
+            f'INSERT INTO "{schema}".schema_version VALUES ($1, now())',
+            _postgres.SCHEMA_VERSION + 1,
+        )
+
+        store = PostgresStore(POSTGRES_URL, schema=schema)
+        try:
+            with pytest.raises(ConfigurationError, match="newer"):
+                await store.open()
+        finally:
+            await store.aclose()
+
+
+class TestPool:
+    async def test_given_pool_is_left_open(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """A store on a given pool migrates through it and leaves it open on close."""
+        pool = await asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=2)
+        try:
+            async with PostgresStore(pool=pool, schema=schema) as store:
+                await store.create(make_session("s1"))
+                assert "pool=<given>" in repr(store)
+
+            assert not pool._closed
+            assert await pool.fetchval(f'SELECT count(*) FROM "{schema}".sessions') == 1
+            # The store uses the pool again after being closed.
+            assert (await store.load("s1"))[1] == 1
+            await store.aclose()
+        finally:
+            await pool.close()
+
+    async def test_own_pool_is_closed(self, schema: str) -> None:
+        """aclose closes the pool the store opened."""
+        store = PostgresStore(POSTGRES_URL, schema=schema, min_size=0, max_size=1)
+        await store.open()
+        pool = store._pool
+
+        await store.aclose()
+
+        assert pool._closed
+
+
+class TestConfiguration:
+    async def test_unreachable_server(self) -> None:
+        """A server nobody listens for is a ConfigurationError naming it, without the password."""
+        port = closed_port()
+        store = PostgresStore(f"postgresql://app:s3cret@127.0.0.1:{port}/test")
+
+        with pytest.raises(ConfigurationError) as info:
+            await store.open()
+
+        assert f"127.0.0.1:{port}" in str(info.value)
+        assert "s3cret" not in str(info.value)
+        assert info.value.__cause__ is None
+        await store.aclose()
+
+    async def test_refused_login(self, schema: str) -> None:
+        """A database that does not exist is a ConfigurationError too, on first use."""
+        dsn = POSTGRES_URL.rsplit("/", 1)[0] + f"/no_such_db_{uuid4().hex[:8]}"
+        store = PostgresStore(dsn, schema=schema)
+
+        with pytest.raises(ConfigurationError, match="cannot connect"):
+            await store.load("s1")
+
+    async def test_malformed_dsn(self) -> None:
+        """A dsn asyncpg cannot parse is a ConfigurationError."""
+        store = PostgresStore("postgresql://app:s3cret@db:notaport/x")
+
+        with pytest.raises(ConfigurationError, match="invalid PostgreSQL dsn") as info:
+            await store.open()
+
+        assert "s3cret" not in str(info.value)
+
+    def test_repr_hides_password(self) -> None:
+        """The repr shows where the store points but never the password."""
+        url = PostgresStore("postgresql://app:s3cret@db:5432/lending", schema="x")
+        query_ = PostgresStore("postgresql://db/lending?user=app&password=s3cret")
+        keywords = PostgresStore("host=db user=app password='s 3cret' dbname=x")
+
+        assert repr(url) == (
+            "<multiverify.stores.PostgresStore("
+            "dsn='postgresql://app:***@db:5432/lending', schema='x')>"
+        )
+        for store in (url, query_, keywords):
+            assert "s3cret" not in repr(store)
+            assert "3cret" not in repr(store)
+            assert "***" in repr(store)
+        assert "user=app" in repr(query_)
+        plain = PostgresStore("postgresql://app@db/lending")
+        assert "postgresql://app@db/lending" in repr(plain)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"schema": "bad-name"}, "schema"),
+            ({"schema": "x" * 64}, "schema"),
+            ({"min_size": 3, "max_size": 2}, "min_size"),
+            ({"max_size": 0}, "max_size"),
+        ],
+    )
+    def test_invalid_arguments(self, kwargs: dict[str, object], match: str) -> None:
+        """Bad schema names and pool sizes are refused at construction."""
+        with pytest.raises(ConfigurationError, match=match):
+            PostgresStore(POSTGRES_URL, **kwargs)  # type: ignore[arg-type]
+
+    def test_needs_dsn_or_pool(self) -> None:
+        """Without a dsn or a pool there is nothing to connect to."""
+        with pytest.raises(ConfigurationError, match="dsn or a pool"):
+            PostgresStore()
+
+    def test_missing_asyncpg(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without asyncpg, building a store says how to install it."""
+        monkeypatch.setitem(sys.modules, "asyncpg", None)
+
+        with pytest.raises(ConfigurationError, match=r"multiverify\[postgres\]"):
+            PostgresStore(POSTGRES_URL)
+
+    def test_stores_import_without_asyncpg(self) -> None:
+        """multiverify.stores imports when asyncpg is not installed."""
+        code = (
+            "import sys; sys.modules['asyncpg'] = None\n"
+            "import multiverify.stores as s\n"
+            "assert 'PostgresStore' in s.__all__\n"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603

@@ -1,0 +1,322 @@
+"""What only the Redis store does: replicas sharing a prefix, clients, errors, repr."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import attrs
+import pytest
+from conftest import REDIS_URL, delete_redis_prefix, service_missing
+
+from multiverify._session import ScheduleTimer, Session
+from multiverify.exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    SessionNotFoundError,
+)
+from multiverify.stores import DueTimer, RedisStore
+
+redis_asyncio = pytest.importorskip("redis.asyncio")
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+MakeSession = Callable[[str], Session]
+
+
+def timer(effect_id: str) -> ScheduleTimer:
+    """A small effect."""
+    return ScheduleTimer(effect_id=effect_id, timer_id="deadline", due_at=T0)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A fresh key prefix on the test database, its keys deleted afterwards."""
+    name = f"mvtest:{uuid4().hex[:12]}"
+    probe = RedisStore(REDIS_URL, prefix=name)
+    try:
+        await probe.open()
+    except ConfigurationError as exc:
+        service_missing("redis", str(exc))
+    finally:
+        await probe.aclose()
+    yield name
+    await delete_redis_prefix(name)
+
+
+@pytest.fixture
+async def replicas(prefix: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores, each with its own connections, on one prefix: two replicas."""
+    one = RedisStore(REDIS_URL, prefix=prefix)
+    two = RedisStore(REDIS_URL, prefix=prefix)
+    try:
+        yield one, two
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+class TestReplicas:
+    async def test_each_sees_the_others_writes(
+        self, replicas: tuple[RedisStore, RedisStore], make_session: MakeSession
+    ) -> None:
+        """Sessions, outbox, timers, dedupe and trail written by one are read by the other."""
+        one, two = replicas
+        session = make_session("s1")
+        await one.create(session, effects=[timer("e1")])
+
+        assert await two.load("s1") == (session, 1)
+        assert await two.save(session, expected_version=1) == 2
+        assert (await one.load("s1"))[1] == 2
+        assert await two.session_ids() == ["s1"]
+
+        await two.complete_effect("s1", "e1")
+        assert await one.pending_effects() == []
+
+        await one.schedule_timer("s1", "deadline", T0)
+        assert await two.due_timers(T0) == [
+            DueTimer(session_id="s1", timer_id="deadline", due_at=T0)
+        ]
+        await two.cancel_timer("s1", "deadline")
+        assert await one.timers() == []
+
+        assert await one.record_event_once("s1", "delivery-1") is True
+        assert await two.record_event_once("s1", "delivery-1") is False
+
+    async def test_concurrent_saves_across_replicas_one_wins(
+        self, replicas: tuple[RedisStore, RedisStore], make_session: MakeSession
+    ) -> None:
+        """Saves racing from both replicas at one version: exactly one applies."""
+        one, two = replicas
+        session = make_session("s1")
+        await one.create(session)
+
+        async def attempt(store: RedisStore, number: int) -> int | None:
+            try:
+                return await store.save(
+                    attrs.evolve(session, inputs=number),
+                    expected_version=1,
+                    effects=[timer(f"e{number}")],
+                )
+            except ConcurrentUpdateError:
+                return None
+
+        results = await asyncio.gather(
+            *(attempt(one if n % 2 else two, n) for n in range(20))
+        )
+
+        winners = [n for n, result in enumerate(results) if result is not None]
+        assert len(winners) == 1
+        loaded, version = await two.load("s1")
+        assert version == 2
+        assert loaded.inputs == winners[0]
+        assert [item.effect.effect_id for item in await one.pending_effects()] == [
+            f"e{winners[0]}"
+        ]
+
+    async def test_concurrent_creates_across_replicas_one_wins(
+        self, replicas: tuple[RedisStore, RedisStore], make_session: MakeSession
+    ) -> None:
+        """Two replicas creating the same id at once: one creates, the other conflicts."""
+        one, two = replicas
+        results = await asyncio.gather(
+            one.create(make_session("s1")),
+            two.create(make_session("s1")),
+            return_exceptions=True,
+        )
+
+        assert sorted(type(result).__name__ for result in results) == [
+            "ConcurrentUpdateError",
+            "int",
+        ]
+        assert await one.session_ids() == ["s1"]
+
+    async def test_prefixes_are_separate(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A store on another prefix sees nothing, and every key is under the prefix."""
+        other = f"{prefix}-other"
+        async with (
+            RedisStore(REDIS_URL, prefix=prefix) as mine,
+            RedisStore(REDIS_URL, prefix=other) as theirs,
+        ):
+            await mine.create(make_session("s1"), effects=[timer("e1")])
+            await mine.schedule_timer("s1", "deadline", T0)
+            await mine.record_event_once("s1", "k")
+
+            assert await theirs.session_ids() == []
+            assert await theirs.pending_effects() == []
+            assert await theirs.timers() == []
+            with pytest.raises(SessionNotFoundError):
+                await theirs.load("s1")
+
+        client = redis_asyncio.Redis.from_url(REDIS_URL)
+        try:
+            keys = sorted(
+                [key.decode() async for key in client.scan_iter(match=f"{prefix}*")]
+            )
+        finally:
+            await client.aclose()
+        assert keys == [
+            f"{prefix}:{name}"
+            for name in [
+                "effects",
+                "outbox",
+                "outbox:s1",
+                "seen:s1",
+                "seq:outbox",
+                "seq:sessions",
+                "seq:timers",
+                "session:s1",
+                "sessions",
+                "timer-index",
+                "timers",
+            ]
+        ]
+
+
+class TestClient:
+    async def test_injected_client_is_left_open(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A given client works (also with decoded responses) and survives aclose."""
+        client = redis_asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+        try:
+            store = RedisStore(client=client, prefix=prefix)
+            session = make_session("s1")
+            await store.create(session, effects=[timer("e1")])
+            await store.schedule_timer("s1", "deadline", T0)
+
+            assert await store.load("s1") == (session, 1)
+            assert [p.effect.effect_id for p in await store.pending_effects("s1")] == [
+                "e1"
+            ]
+            assert [t.timer_id for t in await store.due_timers(T0)] == ["deadline"]
+            assert await store.session_ids() == ["s1"]
+            assert repr(store) == (
+                f"<multiverify.stores.RedisStore(client=<given>, prefix={prefix!r})>"
+            )
+
+            await store.aclose()
+            await store.aclose()
+
+            assert await client.ping() is True
+            assert await client.hget(f"{prefix}:session:s1", "version") == "1"
+        finally:
+            await client.aclose()
+
+    async def test_async_with_and_reuse_after_close(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """``async with`` opens and closes; a closed store connects again on use."""
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            await store.create(make_session("s1"))
+
+        assert (await store.load("s1"))[1] == 1
+        await store.aclose()
+
+    async def test_naive_due_times_are_utc(self, prefix: str) -> None:
+        """A naive due time is read as UTC when compared."""
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            await store.schedule_timer("s1", "naive", datetime(2025, 3, 1, 9, 0))  # noqa: DTZ001
+
+            assert [t.timer_id for t in await store.due_timers(T0)] == ["naive"]
+            assert await store.due_timers(T0 - timedelta(microseconds=1)) == []
+
+
+class TestErrors:
+    async def test_unreachable_server_is_a_configuration_error(
+        self, make_session: MakeSession
+    ) -> None:
+        """A closed port: opening, and any first call, raise ConfigurationError."""
+        url = f"redis://127.0.0.1:{closed_port()}/0"
+        store = RedisStore(url)
+
+        with pytest.raises(ConfigurationError, match="cannot reach Redis"):
+            await store.open()
+        with pytest.raises(ConfigurationError, match="cannot reach Redis"):
+            await store.load("s1")
+        with pytest.raises(ConfigurationError, match="cannot reach Redis"):
+            await store.create(make_session("s1"))
+        with pytest.raises(ConfigurationError):
+            async with store:
+                pass  # pragma: no cover - never reached
+        await store.aclose()
+
+    async def test_unreachable_given_client(self) -> None:
+        """The error names no URL when the client was given."""
+        client = redis_asyncio.Redis.from_url(f"redis://127.0.0.1:{closed_port()}/0")
+        try:
+            with pytest.raises(ConfigurationError, match="the given client"):
+                await RedisStore(client=client).timers()
+        finally:
+            await client.aclose()
+
+    def test_bad_url(self) -> None:
+        """A URL redis-py cannot use is a ConfigurationError, without its password."""
+        with pytest.raises(ConfigurationError, match="cannot use Redis URL") as info:
+            RedisStore("http://user:s3cret@127.0.0.1:6379/0")
+
+        assert "s3cret" not in str(info.value)
+
+    def test_empty_prefix(self) -> None:
+        """Keys need a prefix."""
+        with pytest.raises(ConfigurationError, match="prefix"):
+            RedisStore(prefix="")
+
+    def test_redis_py_missing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without redis-py, construction says which extra to install."""
+        monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+
+        with pytest.raises(ConfigurationError, match=r"multiverify\[redis\]"):
+            RedisStore()
+
+    def test_stores_import_without_redis_py(self) -> None:
+        """``multiverify.stores`` imports when redis-py is not installed."""
+        code = (
+            "import sys; sys.modules['redis'] = None; "
+            "import multiverify.stores as s; print(s.RedisStore.__name__)"
+        )
+        done = subprocess.run(  # noqa: S603 - our own interpreter and code
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "RedisStore"
+
+
+class TestRepr:
+    def test_password_is_hidden(self) -> None:
+        """Neither a user-part password nor a query password shows in repr."""
+        store = RedisStore("redis://app:s3cret@127.0.0.1:6379/0", prefix="p")
+        query = RedisStore("redis://127.0.0.1:6379/0?password=hunter2&ssl=false")
+        plain = RedisStore("redis://127.0.0.1:6379/2")
+        only_user = RedisStore("redis://app@127.0.0.1:6379/0")
+
+        assert repr(store) == (
+            "<multiverify.stores.RedisStore("
+            "url='redis://app:***@127.0.0.1:6379/0', prefix='p')>"
+        )
+        assert "hunter2" not in repr(query)
+        assert "password=***" in repr(query)
+        assert repr(plain) == (
+            "<multiverify.stores.RedisStore("
+            "url='redis://127.0.0.1:6379/2', prefix='multiverify')>"
+        )
+        assert "app@127.0.0.1" in repr(only_user)
