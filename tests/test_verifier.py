@@ -1423,7 +1423,7 @@ class TestAudit:
             started = await verifier.start(applicant)
             await settle(verifier, clock, 5)
             events = await verifier.store.audit_events(started.session_id)
-        calls = [e.data for e in events if e.kind == "provider.call"]
+        calls = [e.data["call"] for e in events if "call" in e.data]
         bureau_call = next(c for c in calls if c["step_id"] == "bureau")
         assert bureau_call["idempotency_key"] == f"{started.session_id}:bureau:1"
         assert [t["error"] for t in bureau_call["tries"]] == [

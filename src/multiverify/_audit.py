@@ -226,11 +226,18 @@ class AuditTrail:
         *,
         at: datetime,
         effects: Sequence[Effect] = (),
+        call: Mapping[str, Any] | None = None,
     ) -> tuple[Session, AuditEvent]:
-        """Record an input applied to the session and the effects it led to, masked."""
+        """Record an input applied to the session and the effects it led to, masked.
+
+        ``call`` describes the provider call that produced the input (each
+        try and its error), when there was one.
+        """
         data: dict[str, Any] = {"input": _masked_input(event)}
         if effects:
             data["effects"] = [_effect_summary(effect) for effect in effects]
+        if call is not None:
+            data["call"] = dict(call)
         return _chained(session, "input", canonical_json(data), at)
 
     @staticmethod

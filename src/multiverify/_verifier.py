@@ -471,7 +471,7 @@ class Verifier:
         version: int,
         event: Input,
         effects: Sequence[Effect],
-        notes: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        call: Mapping[str, Any] | None = None,
     ) -> tuple[Session, int]:
         """Audit and save a transition; return the session as saved and its version.
 
@@ -479,13 +479,11 @@ class Verifier:
             ConcurrentUpdateError: ``version`` is stale (the cache forgets
                 the session, so the next try loads it).
         """
-        records: list[AuditEvent] = []
         now = self._clock.now()
-        for kind, data in notes:
-            session, noted = AuditTrail.append(session, kind, data, at=now)
-            records.append(noted)
-        session, audited = AuditTrail.input(session, event, at=now, effects=effects)
-        records.append(audited)
+        session, audited = AuditTrail.input(
+            session, event, at=now, effects=effects, call=call
+        )
+        records: list[AuditEvent] = [audited]
         for effect in effects:
             if isinstance(effect, RecordVerdict):
                 session, decided = AuditTrail.append(
@@ -515,11 +513,11 @@ class Verifier:
         self,
         session_id: str,
         event: Input,
-        notes: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        call: Mapping[str, Any] | None = None,
     ) -> Session:
         """Apply an internal input, reloading and retrying on a version conflict.
 
-        ``notes`` are audit events recorded in the same save, before the input.
+        ``call`` describes the provider call behind the input, for the audit.
         """
         version = 0
         async with self._lock(session_id):
@@ -534,7 +532,7 @@ class Verifier:
                 result = transition(self._policy_of(session), session, event)
                 try:
                     saved, new_version = await self._save(
-                        result.session, version, event, result.effects, notes
+                        result.session, version, event, result.effects, call
                     )
                 except ConcurrentUpdateError:
                     continue
@@ -832,7 +830,7 @@ class Verifier:
             "tries": tries,
             "outcome": type(event).__name__,
         }
-        await self._apply(session_id, event, [("provider.call", call)])
+        await self._apply(session_id, event, call)
 
     def _errored(self, effect: StartStep, error: str, provider: str | None) -> Input:
         return StepErrored(
