@@ -455,6 +455,18 @@ class TestAuditTrailReplay:
         assert replayed.step("bureau").attempt == 2
         assert replayed.inputs == 2
 
+    def test_unreadable_input_is_an_integrity_error(self) -> None:
+        """A hash-valid trail holding an input the core cannot read names that event."""
+        session, events = record(INPUTS[:1])
+        session, forged = AuditTrail.append(
+            session, "input", {"input": {"type": "Start", "at": "not a time"}}, at=at(1)
+        )
+        with pytest.raises(
+            AuditIntegrityError, match="holds no readable input"
+        ) as info:
+            AuditTrail.replay(POLICY, [*events, forged])
+        assert info.value.index == len(events)
+
     def test_no_deadline(self) -> None:
         """A session without a deadline replays without one."""
         policy = make_policy(deadline=None)

@@ -313,8 +313,9 @@ class AuditTrail:
         no channel state; its steps, results and verdict are the original's.
 
         Raises:
-            AuditIntegrityError: the trail does not verify or does not start
-                with ``session.created``.
+            AuditIntegrityError: the trail does not verify, does not start
+                with ``session.created``, or holds an input that cannot be read
+                (a trail written by hand with valid hashes).
             ConfigurationError: the trail was recorded under another policy.
         """
         AuditTrail.verify(events)
@@ -343,9 +344,16 @@ class AuditTrail:
             steps=tuple(StepRecord(step_id=step_id) for step_id in head["steps"]),
             facts=head["facts"],
         )
-        for event in events[1:]:
-            if event.kind == "input":
-                session = transition(
-                    policy, session, structure_input(event.data["input"])
-                ).session
+        for position, event in enumerate(events[1:], start=1):
+            if event.kind != "input":
+                continue
+            try:
+                recorded = structure_input(event.data["input"])
+            except Exception as exc:  # cattrs raises many kinds
+                raise AuditIntegrityError(
+                    message=f"audit event {position} ({event.kind}) holds no "
+                    f"readable input: {type(exc).__name__}",
+                    index=position,
+                ) from exc
+            session = transition(policy, session, recorded).session
         return session
