@@ -26,6 +26,7 @@ from multiverify.exceptions import (
     SessionNotFoundError,
     StepNotFoundError,
     StepNotWaitingError,
+    StoreUnavailableError,
 )
 
 PARENTS: dict[type[MultiverifyError], type[Exception]] = {
@@ -45,6 +46,7 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     StepNotFoundError: SessionError,
     StepNotWaitingError: SessionError,
     AuditIntegrityError: MultiverifyError,
+    StoreUnavailableError: MultiverifyError,
 }
 
 # One valid instance of every error, built with only its required fields.
@@ -65,6 +67,7 @@ EXAMPLES: list[MultiverifyError] = [
     StepNotFoundError(message="no step", session_id="s1", step_id="sms"),
     StepNotWaitingError(message="not waiting", session_id="s1", step_id="sms"),
     AuditIntegrityError(message="tampered", index=7),
+    StoreUnavailableError(message="redis is down", store="redis"),
 ]
 
 

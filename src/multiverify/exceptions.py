@@ -13,6 +13,7 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
     │   ├── ProviderAuthError         401/403: never retried
     │   └── ProviderRejectedError     other 4xx: never retried
+    ├── StoreUnavailableError         the session store cannot be reached: retry
     ├── SessionError                  .session_id
     │   ├── SessionNotFoundError
     │   ├── SessionFinishedError      input for a session that has a verdict
@@ -46,6 +47,7 @@ __all__ = [
     "SessionNotFoundError",
     "StepNotFoundError",
     "StepNotWaitingError",
+    "StoreUnavailableError",
 ]
 
 
@@ -153,6 +155,16 @@ class ProviderAuthError(ProviderError):
 @attrs.define(auto_exc=True, kw_only=True)
 class ProviderRejectedError(ProviderError):
     """The vendor refused the request for good (other 4xx): never retried."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class StoreUnavailableError(MultiverifyError):
+    """The session store could not be reached (server down, connection refused).
+
+    Nothing was written by the failed call; repeating it later may succeed.
+    """
+
+    store: str
 
 
 @attrs.define(auto_exc=True, kw_only=True)

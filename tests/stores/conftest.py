@@ -12,7 +12,7 @@ import pytest
 
 from multiverify import Applicant, LoanApplication, Policy, Step
 from multiverify._session import Session, new_session
-from multiverify.exceptions import ConfigurationError
+from multiverify.exceptions import StoreUnavailableError
 from multiverify.stores import (
     MemoryStore,
     PostgresStore,
@@ -75,7 +75,7 @@ async def _postgres(tmp_path: Path) -> SessionStore:
     try:
         made = _ScratchPostgresStore(POSTGRES_URL, schema=f"mv_test_{uuid4().hex[:12]}")
         await made.open()
-    except ConfigurationError as exc:
+    except StoreUnavailableError as exc:
         service_missing("postgres", str(exc))
     return made
 
@@ -105,7 +105,7 @@ async def _redis(tmp_path: Path) -> SessionStore:
     made = _ScratchRedisStore(REDIS_URL, prefix=f"mvtest:{uuid4().hex[:12]}")
     try:
         await made.open()
-    except ConfigurationError as exc:
+    except StoreUnavailableError as exc:
         service_missing("redis", str(exc))
     return made
 

@@ -17,7 +17,11 @@ import pytest
 from conftest import POSTGRES_URL, drop_postgres_schema, service_missing
 
 from multiverify._session import ScheduleTimer, Session
-from multiverify.exceptions import ConcurrentUpdateError, ConfigurationError
+from multiverify.exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    StoreUnavailableError,
+)
 from multiverify.stores import DueTimer, PostgresStore, _postgres
 
 asyncpg = pytest.importorskip("asyncpg")
@@ -286,11 +290,11 @@ class TestPool:
 
 class TestConfiguration:
     async def test_unreachable_server(self) -> None:
-        """A server nobody listens for is a ConfigurationError naming it, without the password."""
+        """A server nobody listens for is a StoreUnavailableError naming it, without the password."""
         port = closed_port()
         store = PostgresStore(f"postgresql://app:s3cret@127.0.0.1:{port}/test")
 
-        with pytest.raises(ConfigurationError) as info:
+        with pytest.raises(StoreUnavailableError) as info:
             await store.open()
 
         assert f"127.0.0.1:{port}" in str(info.value)
@@ -299,11 +303,11 @@ class TestConfiguration:
         await store.aclose()
 
     async def test_refused_login(self, schema: str) -> None:
-        """A database that does not exist is a ConfigurationError too, on first use."""
+        """A database that does not exist cannot be connected to either, on first use."""
         dsn = POSTGRES_URL.rsplit("/", 1)[0] + f"/no_such_db_{uuid4().hex[:8]}"
         store = PostgresStore(dsn, schema=schema)
 
-        with pytest.raises(ConfigurationError, match="cannot connect"):
+        with pytest.raises(StoreUnavailableError, match="cannot connect"):
             await store.load("s1")
 
     async def test_malformed_dsn(self) -> None:

@@ -19,6 +19,7 @@ from multiverify.exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
     SessionNotFoundError,
+    StoreUnavailableError,
 )
 from multiverify.stores import DueTimer, RedisStore
 
@@ -49,7 +50,7 @@ async def prefix() -> AsyncIterator[str]:
     probe = RedisStore(REDIS_URL, prefix=name)
     try:
         await probe.open()
-    except ConfigurationError as exc:
+    except StoreUnavailableError as exc:
         service_missing("redis", str(exc))
     finally:
         await probe.aclose()
@@ -238,20 +239,20 @@ class TestClient:
 
 
 class TestErrors:
-    async def test_unreachable_server_is_a_configuration_error(
+    async def test_unreachable_server_is_a_store_unavailable_error(
         self, make_session: MakeSession
     ) -> None:
-        """A closed port: opening, and any first call, raise ConfigurationError."""
+        """A closed port: opening, and any first call, raise StoreUnavailableError."""
         url = f"redis://127.0.0.1:{closed_port()}/0"
         store = RedisStore(url)
 
-        with pytest.raises(ConfigurationError, match="cannot reach Redis"):
+        with pytest.raises(StoreUnavailableError, match="cannot reach Redis"):
             await store.open()
-        with pytest.raises(ConfigurationError, match="cannot reach Redis"):
+        with pytest.raises(StoreUnavailableError, match="cannot reach Redis"):
             await store.load("s1")
-        with pytest.raises(ConfigurationError, match="cannot reach Redis"):
+        with pytest.raises(StoreUnavailableError, match="cannot reach Redis"):
             await store.create(make_session("s1"))
-        with pytest.raises(ConfigurationError):
+        with pytest.raises(StoreUnavailableError):
             async with store:
                 pass  # pragma: no cover - never reached
         await store.aclose()
@@ -260,7 +261,7 @@ class TestErrors:
         """The error names no URL when the client was given."""
         client = redis_asyncio.Redis.from_url(f"redis://127.0.0.1:{closed_port()}/0")
         try:
-            with pytest.raises(ConfigurationError, match="the given client"):
+            with pytest.raises(StoreUnavailableError, match="the given client"):
                 await RedisStore(client=client).timers()
         finally:
             await client.aclose()

@@ -36,6 +36,7 @@ from ..exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
     SessionNotFoundError,
+    StoreUnavailableError,
 )
 from ._base import DueTimer, PendingEffect
 
@@ -235,8 +236,9 @@ class PostgresStore:
         """Open the pool and bring the schema up to date (idempotent).
 
         Raises:
-            ConfigurationError: the server cannot be reached or refuses the
-                connection, or the schema was written by a newer multiverify.
+            StoreUnavailableError: the server cannot be reached or refuses
+                the connection.
+            ConfigurationError: the schema was written by a newer multiverify.
         """
         await self._ready()
 
@@ -280,9 +282,10 @@ class PostgresStore:
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
         ) as exc:
-            raise ConfigurationError(
+            raise StoreUnavailableError(
                 message=f"cannot connect to PostgreSQL at {where!r}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}",
+                store="postgres",
             ) from None
         except ValueError as exc:  # a malformed dsn
             raise ConfigurationError(

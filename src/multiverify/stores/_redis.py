@@ -42,6 +42,7 @@ from ..exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
     SessionNotFoundError,
+    StoreUnavailableError,
 )
 from ._base import DueTimer, PendingEffect
 
@@ -290,7 +291,7 @@ class RedisStore:
         """Check that the server answers.
 
         Raises:
-            ConfigurationError: the server cannot be reached.
+            StoreUnavailableError: the server cannot be reached.
         """
         with self._errors():
             await self._client.ping()
@@ -310,8 +311,8 @@ class RedisStore:
             yield
         except self._unreachable as exc:
             where = self._url if self._url is not None else "the given client"
-            raise ConfigurationError(
-                message=f"cannot reach Redis at {where}: {exc}"
+            raise StoreUnavailableError(
+                message=f"cannot reach Redis at {where}: {exc}", store="redis"
             ) from exc
 
     def _key(self, *parts: str) -> str:
