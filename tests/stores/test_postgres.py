@@ -371,3 +371,46 @@ class TestConfiguration:
             "assert 'PostgresStore' in s.__all__\n"
         )
         subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
+
+
+class TestOutage:
+    async def test_a_connection_lost_mid_call_is_store_unavailable(
+        self, schema: str
+    ) -> None:
+        """A connection the server drops during a call gives a typed, retryable error."""
+
+        class DroppingPool:
+            async def fetch(self, *args: object) -> list[object]:
+                raise asyncpg.ConnectionDoesNotExistError(
+                    "connection was closed in the middle of operation"
+                )
+
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            real = await store._ready()
+            store._pool = DroppingPool()
+            try:
+                with pytest.raises(
+                    StoreUnavailableError, match="lost the connection"
+                ) as info:
+                    await store.session_ids()
+            finally:
+                store._pool = real
+            assert info.value.store == "postgres"
+            assert "ConnectionDoesNotExistError" in str(info.value)
+            assert await store.session_ids() == []
+
+    async def test_other_errors_pass_through(self, schema: str) -> None:
+        """Only a lost connection is translated; a bug stays what it is."""
+
+        class BrokenPool:
+            async def fetch(self, *args: object) -> list[object]:
+                raise ZeroDivisionError
+
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            real = await store._ready()
+            store._pool = BrokenPool()
+            try:
+                with pytest.raises(ZeroDivisionError):
+                    await store.session_ids()
+            finally:
+                store._pool = real

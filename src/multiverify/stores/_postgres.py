@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._audit import AuditEvent
@@ -154,6 +155,31 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _outages(
+    method: Callable[Concatenate[PostgresStore, P], Awaitable[R]],
+) -> Callable[Concatenate[PostgresStore, P], Awaitable[R]]:
+    """Turn a connection lost mid-call into a StoreUnavailableError."""
+
+    async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except self._lost as exc:
+            raise StoreUnavailableError(
+                message=f"lost the connection to PostgreSQL at "
+                f"{_redact(self._dsn)!r}: {type(exc).__name__}: {exc}",
+                store="postgres",
+            ) from exc
+
+    call.__name__ = method.__name__
+    call.__qualname__ = method.__qualname__
+    call.__doc__ = method.__doc__
+    return call
+
+
 class PostgresStore:
     """Keeps sessions, their outbox, timers and audit trail in PostgreSQL.
 
@@ -190,6 +216,12 @@ class PostgresStore:
         connect_timeout: float = 10.0,
     ) -> None:
         self._asyncpg = _asyncpg()
+        self._lost: tuple[type[BaseException], ...] = (
+            OSError,
+            TimeoutError,
+            self._asyncpg.PostgresConnectionError,
+            self._asyncpg.CannotConnectNowError,
+        )
         if not dsn and pool is None:
             raise ConfigurationError(message="PostgresStore needs a dsn or a pool")
         if _IDENTIFIER.fullmatch(schema) is None:
@@ -326,6 +358,7 @@ class PostgresStore:
 
     # --- SessionStore ---------------------------------------------------------
 
+    @_outages
     async def create(
         self,
         session: Session,
@@ -355,6 +388,7 @@ class PostgresStore:
             await self._write(conn, session.session_id, rows)
         return 1
 
+    @_outages
     async def load(self, session_id: str, /) -> tuple[Session, int]:
         pool = await self._ready()
         row = await pool.fetchrow(self._sql.load, session_id)
@@ -364,6 +398,7 @@ class PostgresStore:
             )
         return loads(row["body"], Session), int(row["version"])
 
+    @_outages
     async def save(
         self,
         session: Session,
@@ -416,6 +451,7 @@ class PostgresStore:
         if rows.audit:
             await conn.execute(self._sql.audit, session_id, rows.audit)
 
+    @_outages
     async def pending_effects(
         self, session_id: str | None = None, /
     ) -> list[PendingEffect]:
@@ -432,10 +468,12 @@ class PostgresStore:
             for row in rows
         ]
 
+    @_outages
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         pool = await self._ready()
         await pool.execute(self._sql.complete, session_id, effect_id)
 
+    @_outages
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /
     ) -> None:
@@ -444,15 +482,18 @@ class PostgresStore:
             self._sql.schedule, session_id, timer_id, _utc(due_at), due_at.isoformat()
         )
 
+    @_outages
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
         pool = await self._ready()
         await pool.execute(self._sql.cancel, session_id, timer_id)
 
+    @_outages
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         pool = await self._ready()
         rows = await pool.fetch(self._sql.due, _utc(now), max(limit, 0))
         return [_timer(row) for row in rows]
 
+    @_outages
     async def timers(self, session_id: str | None = None, /) -> list[DueTimer]:
         pool = await self._ready()
         if session_id is None:
@@ -461,6 +502,7 @@ class PostgresStore:
             rows = await pool.fetch(self._sql.timers_one, session_id)
         return [_timer(row) for row in rows]
 
+    @_outages
     async def record_event_once(self, session_id: str, dedupe_key: str, /) -> bool:
         pool = await self._ready()
         inserted = await pool.fetchval(
@@ -468,6 +510,7 @@ class PostgresStore:
         )
         return inserted is not None
 
+    @_outages
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
         pool = await self._ready()
         if session_id is None:
@@ -476,6 +519,7 @@ class PostgresStore:
             rows = await pool.fetch(self._sql.audit_one, session_id)
         return [AuditEvent.from_json(row["body"]) for row in rows]
 
+    @_outages
     async def session_ids(self) -> list[str]:
         pool = await self._ready()
         rows = await pool.fetch(self._sql.session_ids)
