@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import DueTimer, PendingEffect, SessionStore
+from ._base import DueTimer, OpenableStore, PendingEffect, SessionStore
 from ._memory import MemoryStore
 from ._postgres import PostgresStore
 from ._redis import RedisStore
@@ -11,6 +11,7 @@ from ._sqlite import SqliteStore
 __all__ = [
     "DueTimer",
     "MemoryStore",
+    "OpenableStore",
     "PendingEffect",
     "PostgresStore",
     "RedisStore",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, Self
 
 import attrs
 
 from .._audit import AuditEvent
 from .._session import Effect, Session
 
-__all__ = ["DueTimer", "PendingEffect", "SessionStore"]
+__all__ = ["DueTimer", "OpenableStore", "PendingEffect", "SessionStore"]
 
 
 @attrs.frozen(kw_only=True)
@@ -121,3 +121,26 @@ class SessionStore(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+class OpenableStore:
+    """Base for stores that connect: ``async with`` opens, and closes on exit.
+
+    Subclasses implement ``open`` (connect, migrate; idempotent) and
+    ``aclose`` (release connections; idempotent).
+    """
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (idempotent)."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections (idempotent)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

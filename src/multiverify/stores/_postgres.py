@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._audit import AuditEvent
@@ -39,11 +39,11 @@ from ..exceptions import (
     SessionNotFoundError,
     StoreUnavailableError,
 )
-from ._base import DueTimer, PendingEffect
+from ._base import DueTimer, OpenableStore, PendingEffect
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import ModuleType, TracebackType
+    from types import ModuleType
 
 __all__ = ["PostgresStore"]
 
@@ -180,7 +180,7 @@ def _outages(
     return call
 
 
-class PostgresStore:
+class PostgresStore(OpenableStore):
     """Keeps sessions, their outbox, timers and audit trail in PostgreSQL.
 
     Use it as ``async with PostgresStore(dsn) as store:``, or call
@@ -251,18 +251,6 @@ class PostgresStore:
         if self._dsn:
             where = f"dsn={_redact(self._dsn)!r}" + (f", {where}" if where else "")
         return f"<multiverify.stores.PostgresStore({where}, schema={self._schema!r})>"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Open the pool and bring the schema up to date (idempotent).

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._audit import AuditEvent
@@ -44,11 +44,10 @@ from ..exceptions import (
     SessionNotFoundError,
     StoreUnavailableError,
 )
-from ._base import DueTimer, PendingEffect
+from ._base import DueTimer, OpenableStore, PendingEffect
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from types import TracebackType
 
     import redis.asyncio
     from redis.commands.core import AsyncScript
@@ -208,7 +207,7 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-class RedisStore:
+class RedisStore(OpenableStore):
     """Keeps sessions, their outbox, timers and audit trail in one Redis database.
 
     Several stores (several replicas) on the same server and ``prefix`` share
@@ -274,18 +273,6 @@ class RedisStore:
     def __repr__(self) -> str:
         where = f"url={self._url!r}" if self._url is not None else "client=<given>"
         return f"<multiverify.stores.RedisStore({where}, prefix={self._prefix!r})>"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Check that the server answers.

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -37,11 +37,10 @@ from ..exceptions import (
     MultiverifyError,
     SessionNotFoundError,
 )
-from ._base import DueTimer, PendingEffect
+from ._base import DueTimer, OpenableStore, PendingEffect
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
-    from types import TracebackType
 
 __all__ = ["SqliteStore"]
 
@@ -338,7 +337,7 @@ def _settle(done: list[tuple[_Job, bool, Any]]) -> None:
             job.future.set_exception(value)
 
 
-class SqliteStore:
+class SqliteStore(OpenableStore):
     """Keeps sessions, their outbox, timers and audit trail in one SQLite file.
 
     Use it as ``async with SqliteStore("verify.db") as store:``, or call
@@ -373,18 +372,6 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"<multiverify.stores.SqliteStore(path={self._path!r})>"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Open the file and bring its schema up to date (idempotent).
