@@ -565,9 +565,34 @@ class TestPolicyFromDict:
             "steps[0].chanel",
             "steps[0].retry.attempt",
             "steps[0].fallback.when",
+            "steps[0].fallback.step",  # semantic, in the same round
         ]
         assert "did you mean 'channel'?" in found[0][1]
         assert "did you mean 'attempts'?" in found[1][1]
+        assert found[3][1] == "unknown step 'b'"
+
+    def test_structural_and_semantic_problems_in_one_round(self) -> None:
+        """A typo'd key does not hide the semantic mistakes of the rest."""
+        found = structural(
+            minimal(
+                steps=[
+                    {"id": "a", "channel": "sms_cod", "timeot": "5s"},
+                    {"id": "b", "channel": "phone_call", "after": ["z"]},
+                ]
+            ),
+            source="p.toml",
+        )
+        assert [path for path, _ in found] == [
+            "steps[0].timeot",
+            "steps[0].channel",
+            "steps[1].after[0]",
+        ]
+
+    def test_unreadable_structure_reports_only_structure(self) -> None:
+        """Without name, version and steps, only the structural problems are listed."""
+        assert structural({"name": "x", "version": "1"}) == [
+            ("steps", "missing required key")
+        ]
 
     def test_step_missing_keys(self) -> None:
         """A step needs an id and a channel."""

@@ -191,19 +191,27 @@ def policy_from_dict(
 
     Raises:
         PolicyError: every structural problem (missing or unknown key, wrong
-            type, bad duration or outcome), or, when the structure is sound,
-            every semantic one.
+            type, bad duration or outcome), with the semantic problems of
+            whatever could be read.
     """
     document: object = data  # callers without a type checker pass anything
     reader = _Reader(source)
     settings = reader.policy(document)
     if reader.problems:
+        problems = list(reader.problems)
+        if {"name", "version", "steps"} <= settings.keys():
+            # What could be read may hold semantic mistakes too: report them
+            # in the same round rather than after the first fix.
+            try:
+                Policy(**settings, source=source, channels=dict(channels or {}))
+            except PolicyError as exc:
+                problems.extend(p for p in exc.problems if p not in problems)
         name = document.get("name") if isinstance(document, Mapping) else None
-        count = len(reader.problems)
+        count = len(problems)
         raise PolicyError(
             message=f"policy {_describe(source, name)} is invalid "
             f"({count} problem{'' if count == 1 else 's'})",
-            problems=tuple(reader.problems),
+            problems=tuple(problems),
         )
     return Policy(**settings, source=source, channels=dict(channels or {}))
 
