@@ -9,7 +9,9 @@ from typing import Protocol, Self
 import attrs
 
 from .._audit import AuditEvent
+from .._serde import dumps
 from .._session import Effect, Session
+from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
 
 __all__ = ["DueTimer", "OpenableStore", "PendingEffect", "SessionStore"]
 
@@ -144,3 +146,50 @@ class OpenableStore:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+# -- shared by the store implementations ----------------------------------------
+
+
+def session_missing(session_id: str) -> SessionNotFoundError:
+    """The error for a session no store holds."""
+    return SessionNotFoundError(
+        message=f"no session {session_id!r}", session_id=session_id
+    )
+
+
+def session_exists(session_id: str) -> ConcurrentUpdateError:
+    """The error for creating a session whose id is taken."""
+    return ConcurrentUpdateError(
+        message=f"session {session_id} already exists",
+        session_id=session_id,
+        expected_version=0,
+    )
+
+
+def version_moved(
+    session_id: str, current: int, expected: int
+) -> ConcurrentUpdateError:
+    """The error for a save whose compare-and-set lost."""
+    return ConcurrentUpdateError(
+        message=f"session {session_id} is at version {current}, not {expected}",
+        session_id=session_id,
+        expected_version=expected,
+    )
+
+
+@attrs.frozen
+class SerialisedWrites:
+    """What a create or save writes besides the session, serialised up front."""
+
+    effects: list[tuple[str, str]]  # (effect_id, body)
+    audit: list[str]
+
+    @classmethod
+    def of(
+        cls, effects: Sequence[Effect], audit: Sequence[AuditEvent]
+    ) -> SerialisedWrites:
+        return cls(
+            [(effect.effect_id, dumps(effect)) for effect in effects],
+            [event.to_json() for event in audit],
+        )

@@ -7,8 +7,13 @@ from datetime import datetime
 
 from .._audit import AuditEvent
 from .._session import Effect, Session
-from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
-from ._base import DueTimer, PendingEffect
+from ._base import (
+    DueTimer,
+    PendingEffect,
+    session_exists,
+    session_missing,
+    version_moved,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -38,11 +43,7 @@ class MemoryStore:
         audit: Sequence[AuditEvent] = (),
     ) -> int:
         if session.session_id in self._sessions:
-            raise ConcurrentUpdateError(
-                message=f"session {session.session_id} already exists",
-                session_id=session.session_id,
-                expected_version=0,
-            )
+            raise session_exists(session.session_id)
         self._sessions[session.session_id] = (session, 1)
         self._write(session.session_id, effects, audit)
         return 1
@@ -51,9 +52,7 @@ class MemoryStore:
         try:
             return self._sessions[session_id]
         except KeyError:
-            raise SessionNotFoundError(
-                message=f"no session {session_id!r}", session_id=session_id
-            ) from None
+            raise session_missing(session_id) from None
 
     async def save(
         self,
@@ -65,12 +64,7 @@ class MemoryStore:
     ) -> int:
         _, version = await self.load(session.session_id)
         if version != expected_version:
-            raise ConcurrentUpdateError(
-                message=f"session {session.session_id} is at version {version}, "
-                f"not {expected_version}",
-                session_id=session.session_id,
-                expected_version=expected_version,
-            )
+            raise version_moved(session.session_id, version, expected_version)
         self._sessions[session.session_id] = (session, version + 1)
         self._write(session.session_id, effects, audit)
         return version + 1

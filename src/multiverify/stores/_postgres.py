@@ -34,12 +34,18 @@ from .._clock import Clock, SystemClock
 from .._serde import dumps, loads, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
-    ConcurrentUpdateError,
     ConfigurationError,
-    SessionNotFoundError,
     StoreUnavailableError,
 )
-from ._base import DueTimer, OpenableStore, PendingEffect
+from ._base import (
+    DueTimer,
+    OpenableStore,
+    PendingEffect,
+    SerialisedWrites,
+    session_exists,
+    session_missing,
+    version_moved,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -355,7 +361,7 @@ class PostgresStore(OpenableStore):
         audit: Sequence[AuditEvent] = (),
     ) -> int:
         body = dumps(session)
-        rows = _Rows.of(effects, audit)
+        rows = SerialisedWrites.of(effects, audit)
         now = _utc(self._clock.now())
         pool = await self._ready()
         async with pool.acquire() as conn, conn.transaction():
@@ -368,11 +374,7 @@ class PostgresStore(OpenableStore):
                 now,
             )
             if inserted is None:
-                raise ConcurrentUpdateError(
-                    message=f"session {session.session_id} already exists",
-                    session_id=session.session_id,
-                    expected_version=0,
-                )
+                raise session_exists(session.session_id)
             await self._write(conn, session.session_id, rows)
         return 1
 
@@ -381,9 +383,7 @@ class PostgresStore(OpenableStore):
         pool = await self._ready()
         row = await pool.fetchrow(self._sql.load, session_id)
         if row is None:
-            raise SessionNotFoundError(
-                message=f"no session {session_id!r}", session_id=session_id
-            )
+            raise session_missing(session_id)
         return loads(row["body"], Session), int(row["version"])
 
     @_outages
@@ -396,7 +396,7 @@ class PostgresStore(OpenableStore):
         audit: Sequence[AuditEvent] = (),
     ) -> int:
         body = dumps(session)
-        rows = _Rows.of(effects, audit)
+        rows = SerialisedWrites.of(effects, audit)
         now = _utc(self._clock.now())
         session_id = session.session_id
         pool = await self._ready()
@@ -412,19 +412,12 @@ class PostgresStore(OpenableStore):
             if version is None:
                 current = await conn.fetchval(self._sql.version, session_id)
                 if current is None:
-                    raise SessionNotFoundError(
-                        message=f"no session {session_id!r}", session_id=session_id
-                    )
-                raise ConcurrentUpdateError(
-                    message=f"session {session_id} is at version {current}, "
-                    f"not {expected_version}",
-                    session_id=session_id,
-                    expected_version=expected_version,
-                )
+                    raise session_missing(session_id)
+                raise version_moved(session_id, current, expected_version)
             await self._write(conn, session_id, rows)
         return int(version)
 
-    async def _write(self, conn: Any, session_id: str, rows: _Rows) -> None:
+    async def _write(self, conn: Any, session_id: str, rows: SerialisedWrites) -> None:
         """Add effects to the outbox and events to the trail, in the caller's transaction.
 
         An effect saved again under its id replaces the pending one and keeps
@@ -581,23 +574,6 @@ class _Sql:
             f"SELECT body FROM {s}.audit WHERE session_id = $1 ORDER BY idx"
         )
         self.session_ids = f"SELECT session_id FROM {s}.sessions ORDER BY seq"
-
-
-class _Rows:
-    """What a create or save writes besides the session, serialised up front."""
-
-    __slots__ = ("audit", "effects")
-
-    def __init__(self, effects: list[tuple[str, str]], audit: list[str]) -> None:
-        self.effects = effects  # (effect_id, body)
-        self.audit = audit
-
-    @classmethod
-    def of(cls, effects: Sequence[Effect], audit: Sequence[AuditEvent]) -> _Rows:
-        return cls(
-            [(effect.effect_id, dumps(effect)) for effect in effects],
-            [event.to_json() for event in audit],
-        )
 
 
 def _timer(row: Any) -> DueTimer:

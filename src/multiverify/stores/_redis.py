@@ -39,12 +39,17 @@ from .._clock import Clock, SystemClock
 from .._serde import dumps, loads, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
-    ConcurrentUpdateError,
     ConfigurationError,
-    SessionNotFoundError,
     StoreUnavailableError,
 )
-from ._base import DueTimer, OpenableStore, PendingEffect
+from ._base import (
+    DueTimer,
+    OpenableStore,
+    PendingEffect,
+    session_exists,
+    session_missing,
+    version_moved,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -352,11 +357,7 @@ class RedisStore(OpenableStore):
                 args=self._write_args(session, session_id, effects, audit),
             )
         if not created:
-            raise ConcurrentUpdateError(
-                message=f"session {session_id} already exists",
-                session_id=session_id,
-                expected_version=0,
-            )
+            raise session_exists(session_id)
         return 1
 
     async def load(self, session_id: str, /) -> tuple[Session, int]:
@@ -365,9 +366,7 @@ class RedisStore(OpenableStore):
                 self._key("session", session_id), ["body", "version"]
             )
         if body is None or version is None:
-            raise SessionNotFoundError(
-                message=f"no session {session_id!r}", session_id=session_id
-            )
+            raise session_missing(session_id)
         return loads(_text(body), Session), int(version)
 
     async def save(
@@ -387,16 +386,9 @@ class RedisStore(OpenableStore):
                 )
             )
         if result == 0:
-            raise SessionNotFoundError(
-                message=f"no session {session_id!r}", session_id=session_id
-            )
+            raise session_missing(session_id)
         if result < 0:
-            raise ConcurrentUpdateError(
-                message=f"session {session_id} is at version {-result}, "
-                f"not {expected_version}",
-                session_id=session_id,
-                expected_version=expected_version,
-            )
+            raise version_moved(session_id, -result, expected_version)
         return result
 
     async def pending_effects(

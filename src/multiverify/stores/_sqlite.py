@@ -25,19 +25,23 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
 from .._serde import dumps, loads, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
-    ConcurrentUpdateError,
     ConfigurationError,
     MultiverifyError,
-    SessionNotFoundError,
 )
-from ._base import DueTimer, OpenableStore, PendingEffect
+from ._base import (
+    DueTimer,
+    OpenableStore,
+    PendingEffect,
+    SerialisedWrites,
+    session_exists,
+    session_missing,
+    version_moved,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -408,7 +412,7 @@ class SqliteStore(OpenableStore):
         audit: Sequence[AuditEvent] = (),
     ) -> int:
         body = dumps(session)
-        rows = _Rows.of(effects, audit)
+        rows = SerialisedWrites.of(effects, audit)
         now = self._clock.now().isoformat()
 
         def create(db: sqlite3.Connection) -> int:
@@ -425,11 +429,7 @@ class SqliteStore(OpenableStore):
                 ),
             ).rowcount
             if not inserted:
-                raise ConcurrentUpdateError(
-                    message=f"session {session.session_id} already exists",
-                    session_id=session.session_id,
-                    expected_version=0,
-                )
+                raise session_exists(session.session_id)
             _write(db, session.session_id, rows)
             return 1
 
@@ -443,9 +443,7 @@ class SqliteStore(OpenableStore):
             ).fetchone()
         )
         if row is None:
-            raise SessionNotFoundError(
-                message=f"no session {session_id!r}", session_id=session_id
-            )
+            raise session_missing(session_id)
         body, version = row
         return loads(body, Session), int(version)
 
@@ -458,7 +456,7 @@ class SqliteStore(OpenableStore):
         audit: Sequence[AuditEvent] = (),
     ) -> int:
         body = dumps(session)
-        rows = _Rows.of(effects, audit)
+        rows = SerialisedWrites.of(effects, audit)
         now = self._clock.now().isoformat()
         session_id = session.session_id
 
@@ -474,15 +472,8 @@ class SqliteStore(OpenableStore):
                     (session_id,),
                 ).fetchone()
                 if row is None:
-                    raise SessionNotFoundError(
-                        message=f"no session {session_id!r}", session_id=session_id
-                    )
-                raise ConcurrentUpdateError(
-                    message=f"session {session_id} is at version {row[0]}, "
-                    f"not {expected_version}",
-                    session_id=session_id,
-                    expected_version=expected_version,
-                )
+                    raise session_missing(session_id)
+                raise version_moved(session_id, row[0], expected_version)
             _write(db, session_id, rows)
             return expected_version + 1
 
@@ -598,22 +589,7 @@ class SqliteStore(OpenableStore):
         return [session_id for (session_id,) in rows]
 
 
-@attrs.frozen
-class _Rows:
-    """What a create or save writes besides the session, serialised up front."""
-
-    effects: list[tuple[str, str]]  # (effect_id, body)
-    audit: list[str]
-
-    @classmethod
-    def of(cls, effects: Sequence[Effect], audit: Sequence[AuditEvent]) -> _Rows:
-        return cls(
-            [(effect.effect_id, dumps(effect)) for effect in effects],
-            [event.to_json() for event in audit],
-        )
-
-
-def _write(db: sqlite3.Connection, session_id: str, rows: _Rows) -> None:
+def _write(db: sqlite3.Connection, session_id: str, rows: SerialisedWrites) -> None:
     """Add effects to the outbox and events to the trail, in the caller's transaction.
 
     An effect saved again under its id replaces the pending one and keeps its
