@@ -216,12 +216,8 @@ class Start:
 
 
 @attrs.frozen(kw_only=True)
-class StepStarted:
-    """A channel started a step and now waits (for the applicant or a callback).
-
-    ``timers`` asks for channel timers ``(name, due)``; each fires back to the
-    channel through [`NotifyStep`][multiverify._session.NotifyStep].
-    """
+class _StepWaits:
+    """The fields of an input that leaves a step waiting."""
 
     step_id: str
     attempt: int
@@ -234,17 +230,17 @@ class StepStarted:
 
 
 @attrs.frozen(kw_only=True)
-class StepUpdated:
-    """A waiting step took input but goes on waiting (a wrong code, a resend)."""
+class StepStarted(_StepWaits):
+    """A channel started a step and now waits (for the applicant or a callback).
 
-    step_id: str
-    attempt: int
-    at: datetime
-    challenge: Challenge | None = None
-    channel_state: JSON = attrs.field(factory=dict)
-    timers: tuple[tuple[str, datetime], ...] = attrs.field(
-        default=(), converter=_timers
-    )
+    ``timers`` asks for channel timers ``(name, due)``; each fires back to the
+    channel through [`NotifyStep`][multiverify._session.NotifyStep].
+    """
+
+
+@attrs.frozen(kw_only=True)
+class StepUpdated(_StepWaits):
+    """A waiting step took input but goes on waiting (a wrong code, a resend)."""
 
 
 @attrs.frozen(kw_only=True)
