@@ -63,16 +63,19 @@ class Condition:
         )
         object.__setattr__(self, "_steps", steps)
 
+    def _execute(self, context: Mapping[str, Any] | cel.Context) -> Any:
+        try:
+            return self.program.execute(_prepared(context))
+        except Exception as exc:  # noqa: BLE001 - the CEL binding raises several builtin types
+            raise ConditionError(f"{type(exc).__name__}: {exc}") from None
+
     def evaluate(self, context: Mapping[str, Any] | cel.Context) -> bool:
         """Evaluate to a boolean.
 
         Raises:
             ConditionError: evaluation failed or did not yield a boolean.
         """
-        try:
-            value = self.program.execute(_prepared(context))
-        except Exception as exc:  # noqa: BLE001 - the CEL binding raises several builtin types
-            raise ConditionError(f"{type(exc).__name__}: {exc}") from None
+        value = self._execute(context)
         if not isinstance(value, bool):
             raise ConditionError(f"expected a boolean, got {type(value).__name__}")
         return value
@@ -83,10 +86,7 @@ class Condition:
         Raises:
             ConditionError: evaluation failed or did not yield a number.
         """
-        try:
-            value = self.program.execute(_prepared(context))
-        except Exception as exc:  # noqa: BLE001 - the CEL binding raises several builtin types
-            raise ConditionError(f"{type(exc).__name__}: {exc}") from None
+        value = self._execute(context)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConditionError(f"expected a number, got {type(value).__name__}")
         return float(value)
