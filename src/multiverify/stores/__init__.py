@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ._base import DueTimer, OpenableStore, PendingEffect, SessionStore
+from ._base import (
+    DueTimer,
+    OpenableStore,
+    PendingEffect,
+    QueueItem,
+    Quota,
+    SessionStore,
+    SharedState,
+    WorkQueue,
+)
 from ._memory import MemoryStore
 from ._postgres import PostgresStore
 from ._redis import RedisStore
@@ -14,7 +23,11 @@ __all__ = [
     "OpenableStore",
     "PendingEffect",
     "PostgresStore",
+    "QueueItem",
+    "Quota",
     "RedisStore",
     "SessionStore",
+    "SharedState",
     "SqliteStore",
+    "WorkQueue",
 ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol, Self
 
 import attrs
@@ -13,7 +13,16 @@ from .._serde import dumps
 from .._session import Effect, Session
 from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
 
-__all__ = ["DueTimer", "OpenableStore", "PendingEffect", "SessionStore"]
+__all__ = [
+    "DueTimer",
+    "OpenableStore",
+    "PendingEffect",
+    "QueueItem",
+    "Quota",
+    "SessionStore",
+    "SharedState",
+    "WorkQueue",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +40,205 @@ class DueTimer:
     session_id: str
     timer_id: str
     due_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class Quota:
+    """The answer of [`SharedState.consume`][multiverify.stores.SharedState.consume].
+
+    Attributes:
+        allowed: whether the amount was taken (and recorded).
+        used: what the window holds after the call (the amount included when
+            it was allowed).
+        limit: the limit it was checked against.
+        retry_at: when refused, the earliest moment at which the same amount
+            would fit, as old entries leave the window; ``None`` when allowed,
+            or when the amount exceeds the limit on its own.
+    """
+
+    allowed: bool
+    used: float
+    limit: float
+    retry_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QueueItem:
+    """One item of a [`WorkQueue`][multiverify.stores.WorkQueue]: a task for a person or a worker.
+
+    Attributes:
+        queue: the queue's name, such as ``agent-desk``.
+        item_id: unique within its queue; enqueuing it again changes nothing.
+        body: the item's content, as JSON text.
+        priority: higher is served first; equal priorities go oldest first.
+        enqueued_at: when it was first enqueued.
+        available_at: it cannot be claimed before this moment.
+        claimed_by: who holds the claim, while it holds (``None`` when free).
+        claimed_until: when the claim lapses and the item is free again.
+        claims: how many times it was claimed so far.
+    """
+
+    queue: str
+    item_id: str
+    body: str
+    priority: int
+    enqueued_at: datetime
+    available_at: datetime
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+    claims: int = 0
+
+    def claimed(self, at: datetime) -> bool:
+        """Whether a claim holds the item at ``at``."""
+        return self.claimed_until is not None and self.claimed_until > at
+
+
+class SharedState(Protocol):
+    """**Protocol**: small facts shared by every replica: quotas and expiring values.
+
+    Sliding-window quotas serve abuse and cost controls (sends per phone number,
+    spend per day); expiring values serve caches (a credit report reused within
+    its TTL) and short locks (``only_if_absent``). Each call is atomic on its
+    key across replicas. Time always comes in as ``at``: the store reads no clock.
+    """
+
+    async def consume(
+        self,
+        key: str,
+        /,
+        *,
+        at: datetime,
+        window: float,
+        limit: float,
+        amount: float = 1.0,
+    ) -> Quota:
+        """Take ``amount`` from the sliding window ``(at - window, at]`` of ``key``.
+
+        If what the window already holds plus ``amount`` stays within
+        ``limit``, the amount is recorded at ``at`` and the quota is allowed;
+        otherwise nothing is recorded. ``window`` is in seconds.
+        """
+        ...
+
+    async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+        """The value stored under ``key``, or ``None`` if there is none or it expired."""
+        ...
+
+    async def put_value(
+        self,
+        key: str,
+        value: str,
+        /,
+        *,
+        at: datetime,
+        ttl: float,
+        only_if_absent: bool = False,
+    ) -> bool:
+        """Store ``value`` until ``at + ttl`` seconds; return whether it was stored.
+
+        With ``only_if_absent`` a live value under the key is left alone and
+        ``False`` is returned (an expired one is replaced): a lease or lock.
+        """
+        ...
+
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        """Delete ``key``; with ``value``, only if it holds that value (release a lock you own).
+
+        Returns whether something was deleted.
+        """
+        ...
+
+
+class WorkQueue(Protocol):
+    """**Protocol**: named queues of items claimed with a lease, from any replica.
+
+    A claim holds an item for ``lease`` seconds; a claimer that dies lets the
+    lease lapse and the item goes back to the queue. Serves the agent desk and
+    the review queue. Time comes in as ``at``.
+    """
+
+    async def enqueue(
+        self,
+        queue: str,
+        item_id: str,
+        body: str,
+        /,
+        *,
+        at: datetime,
+        priority: int = 0,
+        available_at: datetime | None = None,
+    ) -> bool:
+        """Add an item; return ``False`` (and change nothing) if the id is already queued."""
+        ...
+
+    async def claim(
+        self,
+        queue: str,
+        /,
+        *,
+        owner: str,
+        at: datetime,
+        lease: float,
+        item_id: str | None = None,
+    ) -> QueueItem | None:
+        """Claim the next free item (highest priority, then oldest), or the given one.
+
+        An item is free when it is available at ``at`` and no unexpired claim
+        holds it. Returns the claimed item, or ``None`` when nothing is free.
+        """
+        ...
+
+    async def extend(
+        self, queue: str, item_id: str, /, *, owner: str, at: datetime, lease: float
+    ) -> bool:
+        """Renew ``owner``'s claim until ``at + lease``.
+
+        ``False`` when the item is gone or its latest claim is not ``owner``'s
+        (a lapsed claim nobody took over can still be renewed).
+        """
+        ...
+
+    async def release(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        owner: str,
+        available_at: datetime | None = None,
+    ) -> bool:
+        """Give ``owner``'s claim back, optionally not claimable before ``available_at``.
+
+        ``False`` when the item is gone or its latest claim is not ``owner``'s.
+        """
+        ...
+
+    async def update_item(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        body: str | None = None,
+        priority: int | None = None,
+    ) -> bool:
+        """Change an item's body or priority, claimed or not; ``False`` if there is no such item."""
+        ...
+
+    async def complete(
+        self, queue: str, item_id: str, /, *, owner: str | None = None
+    ) -> bool:
+        """Remove an item; return whether it was removed.
+
+        With ``owner``, only if the latest claim is ``owner``'s (a lapsed
+        claim nobody took over still counts, a claim taken over does not).
+        Without it the item goes whoever holds it (its session ended).
+        """
+        ...
+
+    async def queue_items(self, queue: str, /) -> list[QueueItem]:
+        """Every item of the queue, in claim order (priority, then age)."""
+        ...
 
 
 class SessionStore(Protocol):
@@ -193,3 +401,30 @@ class SerialisedWrites:
             [(effect.effect_id, dumps(effect)) for effect in effects],
             [event.to_json() for event in audit],
         )
+
+
+def window_frees_at(
+    entries: Iterable[tuple[datetime, float]],
+    *,
+    window: float,
+    limit: float,
+    amount: float,
+) -> datetime | None:
+    """When enough of a sliding window's entries (oldest first) leave it for ``amount`` to fit.
+
+    ``None`` when ``amount`` exceeds ``limit`` on its own.
+    """
+    if amount > limit:
+        return None
+    listed = list(entries)
+    remaining = sum(taken for _, taken in listed)
+    for at, taken in listed:
+        remaining -= taken
+        if remaining + amount <= limit:
+            return at + timedelta(seconds=window)
+    return None  # pragma: no cover - the loop frees the whole window at the latest
+
+
+def queue_order(item: QueueItem) -> tuple[int, datetime, str]:
+    """The order items are claimed in: highest priority, then oldest, then id."""
+    return (-item.priority, item.enqueued_at, item.item_id)

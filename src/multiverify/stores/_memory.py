@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+
+import attrs
 
 from .._audit import AuditEvent
 from .._session import Effect, Session
 from ._base import (
     DueTimer,
     PendingEffect,
+    QueueItem,
+    Quota,
+    queue_order,
     session_exists,
     session_missing,
     version_moved,
+    window_frees_at,
 )
 
 __all__ = ["MemoryStore"]
@@ -31,6 +38,9 @@ class MemoryStore:
         self._timers: dict[tuple[str, str], datetime] = {}
         self._seen: set[tuple[str, str]] = set()
         self._audit: dict[str, list[AuditEvent]] = {}
+        self._windows: dict[str, deque[tuple[datetime, float]]] = {}
+        self._values: dict[str, tuple[str, datetime]] = {}
+        self._queues: dict[str, dict[str, QueueItem]] = {}
 
     def __repr__(self) -> str:
         return f"<multiverify.stores.MemoryStore(sessions={len(self._sessions)})>"
@@ -139,3 +149,180 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+    # -- shared state ------------------------------------------------------------
+
+    async def consume(
+        self,
+        key: str,
+        /,
+        *,
+        at: datetime,
+        window: float,
+        limit: float,
+        amount: float = 1.0,
+    ) -> Quota:
+        entries = self._windows.setdefault(key, deque())
+        start = at - timedelta(seconds=window)
+        while entries and entries[0][0] <= start:
+            entries.popleft()
+        used = sum(taken for _, taken in entries)
+        if used + amount <= limit:
+            entries.append((at, amount))
+            return Quota(allowed=True, used=used + amount, limit=limit)
+        return Quota(
+            allowed=False,
+            used=used,
+            limit=limit,
+            retry_at=window_frees_at(
+                entries, window=window, limit=limit, amount=amount
+            ),
+        )
+
+    async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+        found = self._values.get(key)
+        if found is None or found[1] <= at:
+            return None
+        return found[0]
+
+    async def put_value(
+        self,
+        key: str,
+        value: str,
+        /,
+        *,
+        at: datetime,
+        ttl: float,
+        only_if_absent: bool = False,
+    ) -> bool:
+        if only_if_absent and await self.get_value(key, at=at) is not None:
+            return False
+        self._values[key] = (value, at + timedelta(seconds=ttl))
+        return True
+
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        found = self._values.get(key)
+        if found is None or (value is not None and found[0] != value):
+            return False
+        del self._values[key]
+        return True
+
+    # -- work queues -------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        queue: str,
+        item_id: str,
+        body: str,
+        /,
+        *,
+        at: datetime,
+        priority: int = 0,
+        available_at: datetime | None = None,
+    ) -> bool:
+        items = self._queues.setdefault(queue, {})
+        if item_id in items:
+            return False
+        items[item_id] = QueueItem(
+            queue=queue,
+            item_id=item_id,
+            body=body,
+            priority=priority,
+            enqueued_at=at,
+            available_at=available_at or at,
+        )
+        return True
+
+    async def claim(
+        self,
+        queue: str,
+        /,
+        *,
+        owner: str,
+        at: datetime,
+        lease: float,
+        item_id: str | None = None,
+    ) -> QueueItem | None:
+        items = self._queues.get(queue, {})
+        if item_id is None:
+            candidates = sorted(items.values(), key=queue_order)
+        else:
+            candidates = [items[item_id]] if item_id in items else []
+        for item in candidates:
+            if item.available_at <= at and not item.claimed(at):
+                claimed = attrs.evolve(
+                    item,
+                    claimed_by=owner,
+                    claimed_until=at + timedelta(seconds=lease),
+                    claims=item.claims + 1,
+                )
+                items[item.item_id] = claimed
+                return claimed
+        return None
+
+    def _owned(self, queue: str, item_id: str, owner: str) -> QueueItem | None:
+        item = self._queues.get(queue, {}).get(item_id)
+        return item if item is not None and item.claimed_by == owner else None
+
+    async def extend(
+        self, queue: str, item_id: str, /, *, owner: str, at: datetime, lease: float
+    ) -> bool:
+        item = self._owned(queue, item_id, owner)
+        if item is None:
+            return False
+        self._queues[queue][item_id] = attrs.evolve(
+            item, claimed_until=at + timedelta(seconds=lease)
+        )
+        return True
+
+    async def release(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        owner: str,
+        available_at: datetime | None = None,
+    ) -> bool:
+        item = self._owned(queue, item_id, owner)
+        if item is None:
+            return False
+        self._queues[queue][item_id] = attrs.evolve(
+            item,
+            claimed_by=None,
+            claimed_until=None,
+            available_at=available_at or item.available_at,
+        )
+        return True
+
+    async def update_item(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        body: str | None = None,
+        priority: int | None = None,
+    ) -> bool:
+        item = self._queues.get(queue, {}).get(item_id)
+        if item is None:
+            return False
+        self._queues[queue][item_id] = attrs.evolve(
+            item,
+            body=item.body if body is None else body,
+            priority=item.priority if priority is None else priority,
+        )
+        return True
+
+    async def complete(
+        self, queue: str, item_id: str, /, *, owner: str | None = None
+    ) -> bool:
+        items = self._queues.get(queue, {})
+        item = items.get(item_id)
+        if item is None or (owner is not None and item.claimed_by != owner):
+            return False
+        del items[item_id]
+        return True
+
+    async def queue_items(self, queue: str, /) -> list[QueueItem]:
+        return sorted(self._queues.get(queue, {}).values(), key=queue_order)
