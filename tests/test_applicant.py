@@ -563,7 +563,21 @@ class TestApplicant:
             "date_of_birth",
             "address",
             "contacts",
+            "client_ip",
         }
+
+    def test_client_ip_is_normalised(self) -> None:
+        """The client IP is optional, normalised, and left out of the repr."""
+        assert make_applicant().client_ip is None
+        applicant = attrs.evolve(make_applicant(), client_ip=" 2001:DB8::1 ")
+        assert applicant.client_ip == "2001:db8::1"
+        assert "2001" not in repr(applicant)
+
+    def test_client_ip_must_be_an_address(self) -> None:
+        """Anything but an IPv4 or IPv6 address is a typed error naming the field."""
+        with pytest.raises(InvalidInputError) as info:
+            attrs.evolve(make_applicant(), client_ip="example.com")
+        assert info.value.field == "client_ip"
 
 
 class TestPhoneRegion:

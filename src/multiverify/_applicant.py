@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from datetime import date
@@ -118,6 +119,17 @@ def _installment_amount(value: object) -> Decimal:
 
 def _contact_phone(value: str) -> str:
     return normalize_phone(value, field="contacts.phone")
+
+
+def _client_ip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise InvalidInputError(
+            message="client_ip: not an IPv4 or IPv6 address", field="client_ip"
+        ) from None
 
 
 def _lines(values: Iterable[str]) -> tuple[str, ...]:
@@ -262,7 +274,7 @@ class Applicant:
     """The person being verified, with their loan application.
 
     Personal fields (``name``, ``national_id``, ``phone``, ``date_of_birth``,
-    ``address``, ``contacts``) are masked in ``repr`` and never reach logs or
+    ``address``, ``contacts``, ``client_ip``) are masked in ``repr`` and never reach logs or
     the audit trail in clear; policies see only [`facts`][multiverify.Applicant.facts].
 
     Raises:
@@ -291,6 +303,11 @@ class Applicant:
     contacts: tuple[Contact, ...] = attrs.field(
         default=(), converter=_contacts, repr=False, metadata={"personal": True}
     )
+    client_ip: str | None = attrs.field(
+        default=None, converter=_client_ip, repr=False, metadata={"personal": True}
+    )
+    """The IP address the application came from, when the app knows it: the
+    SMS channel limits sends per client IP and hands it to vendors' fraud checks."""
 
     def age_on(self, day: date) -> int:
         """Whole years of age on ``day``."""

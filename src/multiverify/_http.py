@@ -72,6 +72,7 @@ def error_for_response(
 
     429 is rate limited (retryable, with Retry-After), 401/403 auth (never
     retried), 408/409/425 and 5xx unavailable (retryable), other 4xx rejected.
+    A 5xx or 408 is ``uncertain``: the vendor may have acted on the request.
     ``message`` and ``code`` are the vendor's own words, when it gave them.
     """
     status = response.status_code
@@ -100,6 +101,10 @@ def error_for_response(
         status_code=status,
         request_id=request_id,
         code=code,
+        # A 5xx or a server-side timeout may come after the vendor acted
+        # (https://www.twilio.com/docs/errors/20500): the effect is unknown.
+        uncertain=status >= httpx.codes.INTERNAL_SERVER_ERROR
+        or status == httpx.codes.REQUEST_TIMEOUT,
     )
 
 
@@ -112,18 +117,24 @@ async def exchange(
     [`send`][multiverify._http.send].
 
     Raises:
-        ProviderUnavailableError: transport failure or timeout.
+        ProviderUnavailableError: transport failure or timeout; ``uncertain``
+            unless the connection was never made.
     """
     try:
         response = await client.send(request)
     except httpx.TimeoutException as exc:
         raise ProviderUnavailableError(
-            message=f"{provider} timed out: {type(exc).__name__}", provider=provider
+            message=f"{provider} timed out: {type(exc).__name__}",
+            provider=provider,
+            # Until connected, nothing was sent; a read or write timeout may
+            # come after the vendor acted on the request.
+            uncertain=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
         ) from exc
     except httpx.HTTPError as exc:
         raise ProviderUnavailableError(
             message=f"{provider} could not be reached: {type(exc).__name__}",
             provider=provider,
+            uncertain=not isinstance(exc, httpx.ConnectError),
         ) from exc
     await response.aread()
     return response

@@ -60,6 +60,7 @@ BUILTIN_CHANNELS: dict[str, ChannelSpec] = {
                 "attempts_exhausted",
                 "code_expired",
                 "undelivered",
+                "invalid_number",
             },
         ),
         ChannelSpec(

@@ -8,11 +8,14 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     ├── ConfigurationError            bad wiring, raised at construction
     │   └── PolicyError               a policy that does not validate (.problems)
     ├── InvalidInputError             bad applicant data or payload (.field)
-    ├── ProviderError                 .provider .status_code .code .request_id .retryable
+    │   └── PhoneNumberRefusedError   a number the SMS controls refuse (.reason), before any send
+    ├── QuotaExceededError            an abuse or cost limit refused a send (.quota .retry_at)
+    ├── ProviderError                 .provider .status_code .code .request_id .retryable .uncertain
     │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
     │   ├── ProviderAuthError         401/403: never retried
     │   └── ProviderRejectedError     other 4xx: never retried
+    │       └── ProviderNumberRejectedError  the vendor refused the destination number
     ├── StoreUnavailableError         the session store cannot be reached: retry
     ├── WebhookError                  a vendor callback that cannot be applied (.vendor)
     │   ├── WebhookSignatureError     unsigned, forged or stale: rejected, never applied
@@ -28,6 +31,7 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -38,13 +42,16 @@ __all__ = [
     "ConfigurationError",
     "InvalidInputError",
     "MultiverifyError",
+    "PhoneNumberRefusedError",
     "PolicyError",
     "PolicyProblem",
     "ProviderAuthError",
     "ProviderError",
+    "ProviderNumberRejectedError",
     "ProviderRateLimitedError",
     "ProviderRejectedError",
     "ProviderUnavailableError",
+    "QuotaExceededError",
     "SessionError",
     "SessionFinishedError",
     "SessionNotFoundError",
@@ -122,6 +129,32 @@ class InvalidInputError(MultiverifyError):
 
 
 @attrs.define(auto_exc=True, kw_only=True)
+class PhoneNumberRefusedError(InvalidInputError):
+    """The SMS controls refuse a destination number; raised before any vendor is called.
+
+    Attributes:
+        reason: ``invalid``, ``not_mobile``, ``country_not_allowed`` or
+            ``premium_rate``.
+    """
+
+    reason: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class QuotaExceededError(MultiverifyError):
+    """An abuse or cost limit refused a send; nothing was sent.
+
+    Attributes:
+        quota: which limit, such as ``phone``, ``client_ip``, ``daily_spend``,
+            ``resend_cooldown`` or ``max_sends``.
+        retry_at: when the same request would fit again, when known.
+    """
+
+    quota: str
+    retry_at: datetime | None = None
+
+
+@attrs.define(auto_exc=True, kw_only=True)
 class ProviderError(MultiverifyError):
     """A vendor call failed.
 
@@ -132,6 +165,9 @@ class ProviderError(MultiverifyError):
             ``isv.MOBILE_NUMBER_ILLEGAL``, when it gave one.
         request_id: the vendor's request id, for its support desk.
         retryable: whether repeating the same request may succeed.
+        uncertain: whether the request may have taken effect although it
+            failed (a timeout after it was sent, a 5xx): repeating a send
+            may repeat its effect, so it is reconciled first.
     """
 
     provider: str
@@ -139,6 +175,7 @@ class ProviderError(MultiverifyError):
     code: str | None = None
     request_id: str | None = None
     retryable: bool = False
+    uncertain: bool = False
 
 
 @attrs.define(auto_exc=True, kw_only=True)
@@ -164,6 +201,14 @@ class ProviderAuthError(ProviderError):
 @attrs.define(auto_exc=True, kw_only=True)
 class ProviderRejectedError(ProviderError):
     """The vendor refused the request for good (other 4xx): never retried."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderNumberRejectedError(ProviderRejectedError):
+    """The vendor refused the destination number (invalid, unreachable, opted out).
+
+    Never retried, and no other vendor is tried for it.
+    """
 
 
 @attrs.define(auto_exc=True, kw_only=True)

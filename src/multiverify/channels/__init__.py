@@ -14,16 +14,46 @@ from ._base import (
     TimerDue,
     Waiting,
 )
+from ._sms_code import (
+    OnSmsSent,
+    RateLimit,
+    SmsCodeChannel,
+    SmsCodeSettings,
+    SmsCodeState,
+    SmsLimits,
+    SmsSent,
+    normalize_code,
+)
+from ._sms_text import (
+    CODE_TEMPLATES,
+    SmsEncoding,
+    SmsSegments,
+    SmsTemplate,
+    sms_segments,
+)
 
 __all__ = [
+    "CODE_TEMPLATES",
     "Channel",
     "ChannelRegistry",
     "Finished",
+    "OnSmsSent",
     "ProviderEvent",
+    "RateLimit",
+    "SmsCodeChannel",
+    "SmsCodeSettings",
+    "SmsCodeState",
+    "SmsEncoding",
+    "SmsLimits",
+    "SmsSegments",
+    "SmsSent",
+    "SmsTemplate",
     "StepContext",
     "StepMessage",
     "StepOutcome",
     "Submission",
     "TimerDue",
     "Waiting",
+    "normalize_code",
+    "sms_segments",
 ]

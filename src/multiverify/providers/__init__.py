@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+from ._aliyun import (
+    AliyunSms,
+    acs3_authorization,
+    percent_encode,
+    rpc_signature,
+    rpc_string_to_sign,
+)
+from ._sms import (
+    CheckOutcome,
+    SmsMessage,
+    SmsProvider,
+    SmsReceipt,
+    VerifyCheck,
+    VerifyProvider,
+    VerifyRequest,
+    VerifyStarted,
+)
 from ._tencent import TencentCloudApi, tc3_authorization
+from ._tencent_sms import TencentSms
 from ._twilio import TwilioAccount
+from ._twilio_messaging import TwilioMessaging
+from ._twilio_verify import TwilioVerify
 from ._vonage import VonageApplication
+from ._vonage_verify import VonageVerify
 
 __all__ = [
+    "AliyunSms",
+    "CheckOutcome",
+    "SmsMessage",
+    "SmsProvider",
+    "SmsReceipt",
     "TencentCloudApi",
+    "TencentSms",
     "TwilioAccount",
+    "TwilioMessaging",
+    "TwilioVerify",
+    "VerifyCheck",
+    "VerifyProvider",
+    "VerifyRequest",
+    "VerifyStarted",
     "VonageApplication",
+    "VonageVerify",
+    "acs3_authorization",
+    "percent_encode",
+    "rpc_signature",
+    "rpc_string_to_sign",
     "tc3_authorization",
 ]

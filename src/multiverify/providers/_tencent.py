@@ -105,7 +105,8 @@ def _error(
     if head in _RATE_LIMITED:
         return ProviderRateLimitedError(**fields)
     if head in _UNAVAILABLE:
-        return ProviderUnavailableError(**fields)
+        # The service failed while handling the call: it may have acted.
+        return ProviderUnavailableError(**fields, uncertain=True)
     if code == "AuthFailure.SignatureExpire":
         # Our clock is off by more than five minutes: a fresh signature after
         # the clock is fixed will do, so it is worth one more try.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ._base import WebhookHandler, WebhookRequest, WebhookResponse
 from ._twilio import TwilioSignature, twilio_signature
+from ._twilio_sms import TwilioMessageStatus
 from ._vonage import VonageSignature
 
 __all__ = [
+    "TwilioMessageStatus",
     "TwilioSignature",
     "VonageSignature",
     "WebhookHandler",
