@@ -185,6 +185,51 @@ class TestSend:
         assert str(error) == "experian timed out: ReadTimeout"
         assert isinstance(error.__cause__, httpx.ReadTimeout)
 
+    @pytest.mark.parametrize(
+        ("failure_", "uncertain"),
+        [
+            (httpx.ConnectError("refused"), False),
+            (httpx.ConnectTimeout("slow"), False),
+            (httpx.PoolTimeout("busy"), False),
+            (httpx.ReadTimeout("slow"), True),
+            (httpx.WriteTimeout("slow"), True),
+            (httpx.RemoteProtocolError("closed"), True),
+            (httpx.ReadError("reset"), True),
+        ],
+    )
+    async def test_transport_errors_say_whether_the_request_may_have_acted(
+        self,
+        router: respx.MockRouter,
+        client: httpx.AsyncClient,
+        failure_: Exception,
+        uncertain: bool,
+    ) -> None:
+        """Only a failure after the connection was made leaves the outcome uncertain."""
+        router.post(URL).mock(side_effect=failure_)
+        assert (await failure(client)).uncertain is uncertain
+
+    @pytest.mark.parametrize(
+        ("status", "uncertain"),
+        [
+            (500, True),
+            (503, True),
+            (408, True),
+            (409, False),
+            (429, False),
+            (400, False),
+        ],
+    )
+    async def test_statuses_say_whether_the_request_may_have_acted(
+        self,
+        router: respx.MockRouter,
+        client: httpx.AsyncClient,
+        status: int,
+        uncertain: bool,
+    ) -> None:
+        """A 5xx or 408 may come after the vendor acted; other statuses did not act."""
+        router.post(URL).mock(return_value=httpx.Response(status))
+        assert (await failure(client)).uncertain is uncertain
+
 
 class TestErrorForResponse:
     def test_custom_message(self) -> None:

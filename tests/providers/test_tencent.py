@@ -195,6 +195,7 @@ class TestTencentCloudApi:
 
         error = info.value
         assert error.retryable is retryable
+        assert error.uncertain is code.startswith("InternalError")
         assert error.code == code
         assert error.request_id == "r-9"
         assert code in str(error)

@@ -115,7 +115,10 @@ _NOT_MOBILE = frozenset(
 
 
 def _seconds(value: float | timedelta | str) -> float:
-    return parse_duration(value)
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigurationError(message=f"SMS settings: {exc}") from None
 
 
 def _check_range(low: int, high: int) -> Callable[[Any, Any, Any], None]:
@@ -185,12 +188,7 @@ class SmsCodeSettings:
         """
         names = {field.name for field in attrs.fields(SmsCodeSettings)}
         changes = {name: options[name] for name in names if name in options}
-        if not changes:
-            return self
-        try:
-            return attrs.evolve(self, **changes)
-        except ValueError as exc:
-            raise ConfigurationError(message=f"sms_code options: {exc}") from None
+        return attrs.evolve(self, **changes) if changes else self
 
 
 @attrs.frozen(kw_only=True)
@@ -511,9 +509,7 @@ class SmsCodeChannel:
         self._brand = brand
         self._settings = settings or SmsCodeSettings()
         self._limits = limits or SmsLimits()
-        self._templates = dict(
-            templates if templates is not None else CODE_TEMPLATES
-        )
+        self._templates = dict(templates if templates is not None else CODE_TEMPLATES)
         for locale in ("zh-CN", "en"):
             if locale not in self._templates:
                 raise ConfigurationError(message=f"no SMS template for {locale}")

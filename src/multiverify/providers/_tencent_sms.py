@@ -115,22 +115,34 @@ class TencentSms:
                 ``TencentCloudApi``, or the number's own ``Code``).
         """
         values = {"code": message.code, "minutes": str(message.ttl_minutes)}
-        answer = await self._api.call(
-            host=self._host,
-            service=_SERVICE,
-            action="SendSms",
-            version=_VERSION,
-            payload={
-                "PhoneNumberSet": [message.to],
-                "SmsSdkAppId": self._app,
-                "SignName": self._sign_name,
-                "TemplateId": self._templates.get(
-                    message.locale, self._templates["zh-CN"]
-                ),
-                "TemplateParamSet": [values[p] for p in self._params],
-                "SessionContext": message.reference,
-            },
-        )
+        try:
+            answer = await self._api.call(
+                host=self._host,
+                service=_SERVICE,
+                action="SendSms",
+                version=_VERSION,
+                payload={
+                    "PhoneNumberSet": [message.to],
+                    "SmsSdkAppId": self._app,
+                    "SignName": self._sign_name,
+                    "TemplateId": self._templates.get(
+                        message.locale, self._templates["zh-CN"]
+                    ),
+                    "TemplateParamSet": [values[p] for p in self._params],
+                    "SessionContext": message.reference,
+                },
+            )
+        except ProviderRejectedError as exc:
+            if exc.code not in _NUMBER:
+                raise
+            # The number's error can come in the envelope too.
+            raise ProviderNumberRejectedError(
+                message=exc.message,
+                provider=exc.provider,
+                status_code=exc.status_code,
+                code=exc.code,
+                request_id=exc.request_id,
+            ) from exc
         statuses = answer.get("SendStatusSet")
         status = statuses[0] if isinstance(statuses, list) and statuses else None
         if not isinstance(status, dict):
