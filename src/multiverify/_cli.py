@@ -25,6 +25,7 @@ from .policy import Policy, explain_policy, load_policy
 from .sandbox import (
     PERSONAS,
     Persona,
+    SandboxSms,
     get_persona,
     is_simulated,
     load_default_policy,
@@ -154,6 +155,8 @@ def _steps_table(session: Session, policy: Policy, simulated: dict[str, bool]) -
         label = Text(channel)
         if simulated.get(channel, False):
             label.append(" (simulated)", style="dim italic")
+        else:
+            label.append(" (sandbox vendor)", style="dim italic")
         state = Text(record.state.value, style=_STATE_STYLE[record.state])
         if record.state is StepState.WAITING and record.challenge is not None:
             challenge = record.challenge
@@ -220,7 +223,8 @@ async def _run_demo(
     live: Live | None,
     header: Text | None,
 ) -> Session:
-    channels = simulated_channels(persona, speed=speed)
+    sms = SandboxSms()
+    channels = simulated_channels(persona, speed=speed, sms=sms)
     simulated = {channel.spec.name: is_simulated(channel) for channel in channels}
 
     async def progress(session: Session) -> None:
@@ -229,7 +233,7 @@ async def _run_demo(
             live.update(Group(header, table) if header is not None else table)
 
     async with Verifier(policy, channels=channels, store=SqliteStore(db)) as verifier:
-        return await play(verifier, persona, speed=speed, on_progress=progress)
+        return await play(verifier, persona, speed=speed, on_progress=progress, sms=sms)
 
 
 def _demo(

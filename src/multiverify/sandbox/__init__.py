@@ -17,12 +17,15 @@ from ._channels import SimulatedChannel, is_simulated, sandbox_code, simulated_c
 from ._personas import PERSONAS, Persona, get_persona
 from ._play import ProgressHook, play
 from ._policy import DEFAULT_POLICY_PATH, load_default_policy
+from ._sms import SandboxMessage, SandboxSms
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
     "PERSONAS",
     "Persona",
     "ProgressHook",
+    "SandboxMessage",
+    "SandboxSms",
     "SimulatedChannel",
     "get_persona",
     "is_simulated",

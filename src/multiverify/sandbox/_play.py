@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .._session import StepRecord
     from .._verifier import Verifier
     from ._personas import Persona
+    from ._sms import SandboxSms
 
 __all__ = ["ProgressHook", "play"]
 
@@ -31,11 +32,12 @@ async def play(
     speed: float = 1.0,
     on_progress: ProgressHook | None = None,
     poll: float = _POLL,
+    sms: SandboxSms | None = None,
 ) -> Session:
     """Start a session for the persona's applicant and act as the applicant until it ends.
 
-    When an ``sms_code`` step waits, the persona reads the simulated SMS and
-    submits the code ([`Verifier.submit`][multiverify.Verifier.submit]); when
+    When an ``sms_code`` step waits, the persona reads the SMS (from the
+    sandbox vendor's inbox when ``sms`` is given) and submits the code ([`Verifier.submit`][multiverify.Verifier.submit]); when
     a ``video_sign`` step waits, the persona completes the video session and
     its ``decision`` callback arrives ([`Verifier.handle_event`][multiverify.Verifier.handle_event]).
     Input that arrives after the step stopped waiting (the session was
@@ -48,6 +50,7 @@ async def play(
         on_progress: called with each new version of the session, and with
             the final one.
         poll: seconds between looks at the session.
+        sms: the sandbox SMS vendor whose inbox the persona reads.
 
     Returns:
         The finished session (with its verdict, unless it was cancelled).
@@ -79,6 +82,7 @@ async def play(
                     record=record,
                     channel=policy.step(record.step_id).channel,
                     speed=speed,
+                    sms=sms,
                 )
                 if reply is not None:
                     task = asyncio.ensure_future(reply)
@@ -107,13 +111,28 @@ def _reply(
     record: StepRecord,
     channel: str,
     speed: float,
+    sms: SandboxSms | None,
 ) -> Awaitable[None] | None:
     if channel == "sms_code" and persona.types_code:
-        code = sandbox_code(session_id, record.step_id, record.attempt)
+        if sms is None:
+            code = sandbox_code(session_id, record.step_id, record.attempt)
+            return _later(
+                verifier,
+                persona.typing_delay * speed,
+                lambda: verifier.submit(session_id, record.step_id, {"code": code}),
+            )
+        inbox = sms
+
+        async def type_it() -> Session | None:
+            # The text arrives, then the applicant reads the newest code;
+            # with no text there is nothing to type.
+            code = inbox.latest_code(persona.applicant.phone)
+            if code is None:
+                return None
+            return await verifier.submit(session_id, record.step_id, {"code": code})
+
         return _later(
-            verifier,
-            persona.typing_delay * speed,
-            lambda: verifier.submit(session_id, record.step_id, {"code": code}),
+            verifier, (persona.sms_delivery + persona.typing_delay) * speed, type_it
         )
     if channel == "video_sign" and persona.completes_video:
         event = ProviderEvent(
