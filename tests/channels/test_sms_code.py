@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
+import httpx
 import pytest
+import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +24,7 @@ from multiverify import (
     LoanApplication,
     Policy,
     ResultStatus,
+    RetrySettings,
     Rule,
     Step,
     StepState,
@@ -58,15 +63,24 @@ from multiverify.exceptions import (
     StepNotWaitingError,
 )
 from multiverify.providers import (
+    AliyunSms,
     CheckOutcome,
     SmsMessage,
     SmsReceipt,
+    TwilioAccount,
+    TwilioMessaging,
     VerifyCheck,
     VerifyRequest,
     VerifyStarted,
 )
 from multiverify.stores import MemoryStore
 from multiverify.testing import FakeClock
+from multiverify.webhooks import (
+    TwilioMessageStatus,
+    TwilioSignature,
+    WebhookRequest,
+    twilio_signature,
+)
 
 SECRET = "a-server-secret-of-32-bytes-long"
 PHONE = "+8613800138000"
@@ -1079,6 +1093,18 @@ class TestConfiguration:
         assert channel.state_type is SmsCodeState
         assert repr(channel) == "<multiverify.channels.SmsCodeChannel(a, b)>"
 
+    async def test_aclose_closes_the_providers(self) -> None:
+        """Closing the channel closes each provider."""
+        closed: list[str] = []
+
+        class Closing(FakeSms):
+            async def aclose(self) -> None:
+                closed.append(self.name)
+
+        channel = SmsCodeChannel([Closing("a"), Closing("b")], secret=SECRET, brand="A")
+        await channel.aclose()
+        assert closed == ["a", "b"]
+
     async def test_status_callback_carries_the_route(self) -> None:
         """The callback URL gets the session, step and attempt in its query."""
         harness = Harness(status_callback="https://app.example/hooks/sms?tenant=7")
@@ -1236,3 +1262,112 @@ def test_no_sequence_accepts_a_wrong_expired_or_locked_code(
         # Whatever happened, the step never passed on a wrong or dead code.
 
     asyncio.run(run())
+
+
+class TestEndToEnd:
+    async def test_undelivered_receipt_fails_over_from_twilio_to_aliyun(self) -> None:
+        """A signed Twilio 'undelivered' callback moves the code to Aliyun; its code approves."""
+        router = respx.Router()
+        twilio_route = router.post(
+            "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json"
+        ).mock(
+            return_value=httpx.Response(201, json={"sid": "SM1", "status": "queued"})
+        )
+        aliyun_route = router.post(
+            url__startswith="https://dysmsapi.aliyuncs.com/"
+        ).mock(
+            return_value=httpx.Response(
+                200, json={"Code": "OK", "BizId": "B1", "RequestId": "R"}
+            )
+        )
+        clock = FakeClock()
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(router.async_handler)
+        ) as client:
+            twilio = TwilioMessaging(
+                TwilioAccount(account_sid="AC1", auth_token="token", client=client),
+                from_="Acme",
+            )
+            aliyun = AliyunSms(
+                access_key_id="AK",
+                access_key_secret="S",
+                sign_name="Acme",
+                templates={"zh-CN": "SMS_1"},
+                client=client,
+                clock=clock,
+            )
+            channel = SmsCodeChannel(
+                [twilio, aliyun],
+                secret=SECRET,
+                brand="Acme",
+                status_callback="https://app.example/hooks/twilio-sms",
+            )
+            handler = TwilioMessageStatus(TwilioSignature("token"))
+            async with Verifier(POLICY, channels=[channel], clock=clock) as verifier:
+                session = await verifier.start(applicant())
+                await verifier.challenge(session.session_id, "sms")
+                sent = dict(parse_qsl(twilio_route.calls.last.request.content.decode()))
+                callback_url = sent["StatusCallback"]
+                params = {
+                    "MessageSid": "SM1",
+                    "MessageStatus": "undelivered",
+                    "ErrorCode": "30003",
+                }
+                request = WebhookRequest(
+                    method="POST",
+                    url=callback_url,
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "X-Twilio-Signature": twilio_signature(
+                            "token", callback_url, params.items()
+                        ),
+                    },
+                    body=urlencode(params).encode(),
+                    received_at=clock.now(),
+                )
+                for event in await handler.parse(request):
+                    await verifier.handle_event(event)
+                assert aliyun_route.call_count == 1
+                query = dict(
+                    parse_qsl(urlsplit(str(aliyun_route.calls.last.request.url)).query)
+                )
+                assert query["OutId"].endswith(":sms:1:2")
+                code = json.loads(query["TemplateParam"])["code"]
+                await verifier.submit(session.session_id, "sms", {"code": code})
+                verdict = await verifier.wait(session.session_id)
+        assert verdict.outcome.value == "approved"
+        result = verdict.steps[0].result
+        assert result is not None
+        assert result.facts["vendors"] == ["twilio", "aliyun"]
+
+    async def test_throttled_start_is_retried_by_the_runtime_and_sent_once(
+        self,
+    ) -> None:
+        """A 429 with Retry-After is retried after that delay; one text goes out."""
+        fake = FakeSms(
+            errors=[
+                ProviderRateLimitedError(
+                    message="slow", provider="alpha", retry_after=2
+                )
+            ]
+        )
+        policy = Policy(
+            name="retry",
+            version="1",
+            steps=[
+                Step(
+                    id="sms",
+                    channel="sms_code",
+                    retry=RetrySettings(attempts=3, wait_max=5),
+                )
+            ],
+        )
+        clock = FakeClock()
+        channel = SmsCodeChannel([fake], secret=SECRET, brand="Acme")
+        async with Verifier(policy, channels=[channel], clock=clock) as verifier:
+            session = await verifier.start(applicant())
+            await verifier.wait_idle()
+            await clock.advance(2)
+            await verifier.challenge(session.session_id, "sms")
+        assert fake.calls == 2
+        assert [m.reference for m in fake.sent] == [f"{session.session_id}:sms:1:1"]

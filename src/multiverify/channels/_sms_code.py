@@ -369,6 +369,11 @@ class _Plan:
     reason: str
 
 
+def _prompt(settings: SmsCodeSettings, sent: str) -> str:
+    kind = "digit" if set(settings.alphabet) <= set(_DIGITS) else "character"
+    return f"Enter the {settings.code_length}-{kind} code {sent}"
+
+
 def _locale(value: str) -> str:
     return "zh-CN" if value.lower().replace("_", "-").startswith("zh") else "en"
 
@@ -539,6 +544,11 @@ class SmsCodeChannel:
     def state_type(self) -> type[SmsCodeState]:
         return SmsCodeState
 
+    async def aclose(self) -> None:
+        """Close every provider (each closes the HTTP client it made)."""
+        for provider in self._providers.values():
+            await provider.aclose()
+
     # -- the number ------------------------------------------------------------
 
     def check_number(self, number: str) -> str:
@@ -621,7 +631,7 @@ class SmsCodeChannel:
                 detail=f"{exc.provider} refused the number ({exc.code})",
                 provider=exc.provider,
             )
-        return self._waiting(context, settings, state, "Enter the code we sent by SMS")
+        return self._waiting(context, state, _prompt(settings, "we sent by SMS"))
 
     async def handle(
         self, context: StepContext, state: Any, message: StepMessage, /
@@ -723,7 +733,6 @@ class SmsCodeChannel:
         left = settings.max_attempts - wrong.wrong
         return self._waiting(
             context,
-            settings,
             wrong,
             f"Wrong code; {left} attempt{'s' if left != 1 else ''} left",
         )
@@ -762,7 +771,7 @@ class SmsCodeChannel:
             reason="resend",
         )
         fresh = await self._deliver(plan, previous=state)
-        return self._waiting(context, settings, fresh, "We sent a new code by SMS")
+        return self._waiting(context, fresh, _prompt(settings, "we just sent by SMS"))
 
     async def _expire(
         self, context: StepContext, settings: SmsCodeSettings, state: SmsCodeState
@@ -821,7 +830,7 @@ class SmsCodeChannel:
                 provider=state.provider,
                 state=state,
             )
-        return self._waiting(context, settings, fresh, "We sent a new code by SMS")
+        return self._waiting(context, fresh, _prompt(settings, "we just sent by SMS"))
 
     # -- sending ------------------------------------------------------------------
 
@@ -1217,18 +1226,14 @@ class SmsCodeChannel:
     # -- outcomes -------------------------------------------------------------------
 
     def _waiting(
-        self,
-        context: StepContext,
-        settings: SmsCodeSettings,
-        state: SmsCodeState,
-        message: str,
+        self, context: StepContext, state: SmsCodeState, message: str
     ) -> Waiting:
         return Waiting(
             state=state,
             challenge=Challenge(
                 step_id=context.step_id,
                 kind="code",
-                message=f"{message} ({settings.code_length} characters)",
+                message=message,
                 destination=mask_phone(state.destination),
                 expires_at=state.expires_at,
             ),
