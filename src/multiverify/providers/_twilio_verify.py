@@ -40,7 +40,8 @@ class TwilioVerify:
     Args:
         account: the Twilio account (credentials and HTTP client).
         service_sid: the Verify Service (``VA...``); its settings fix the
-            code length and the code's lifetime (10 minutes by default).
+            code length and the code's lifetime (10 minutes by default), so
+            set the channel's ``code_length`` to the Service's.
         name: the provider's name in policies and results.
     """
 
