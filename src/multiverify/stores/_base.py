@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 import attrs
 
@@ -93,6 +93,7 @@ class QueueItem:
         return self.claimed_until is not None and self.claimed_until > at
 
 
+@runtime_checkable
 class SharedState(Protocol):
     """**Protocol**: small facts shared by every replica: quotas and expiring values.
 
