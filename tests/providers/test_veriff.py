@@ -450,3 +450,28 @@ class TestParseVeriffDecision:
         assert (
             VideoDecision.from_data(json.loads(json.dumps(parsed.to_data()))) == parsed
         )
+
+
+class TestVideoDecisionData:
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [
+            ({"provider": None}, "provider"),
+            ({"status": "sleeping"}, "status"),
+            ({"media": "one"}, "media"),
+            ({"media": [1]}, "media"),
+            ({"decided_at": "yesterday"}, "decided_at"),
+            ({"liveness": "yes"}, "liveness"),
+            ({"face_match_score": "high"}, "face_match_score"),
+            ({"face_match_score": True}, "face_match_score"),
+        ],
+    )
+    def test_malformed(self, change: dict[str, Any], field: str) -> None:
+        """Event data that is not a decision is a ProviderResponseError naming the field."""
+        data = VideoDecision(
+            provider="veriff", session_id="s", status=VideoStatus.APPROVED
+        ).to_data()
+        data.update(change)
+        with pytest.raises(ProviderResponseError) as info:
+            VideoDecision.from_data(data)
+        assert info.value.field == field

@@ -144,14 +144,24 @@ def _detail(decision: VideoDecision) -> str:
     return text
 
 
+def _session_evidence(state: VideoSignState) -> Evidence:
+    return Evidence(
+        kind="video_session", reference=f"{state.provider}:{state.session_id}"
+    )
+
+
+def _statement_evidence(state: VideoSignState) -> Evidence:
+    return Evidence(
+        kind="statement", reference=state.statement_digest, detail=state.locale
+    )
+
+
 def _result(
     state: VideoSignState, decision: VideoDecision, *, detail: str | None = None
 ) -> ChannelResult:
     """The step's result for a vendor decision: total over every status."""
     evidence = [
-        Evidence(
-            kind="video_session", reference=f"{state.provider}:{state.session_id}"
-        ),
+        _session_evidence(state),
         Evidence(
             kind="video_decision",
             reference=f"{state.provider}:{state.session_id}:"
@@ -166,9 +176,7 @@ def _result(
                 if value
             ),
         ),
-        Evidence(
-            kind="statement", reference=state.statement_digest, detail=state.locale
-        ),
+        _statement_evidence(state),
         *(Evidence(kind="media", reference=reference) for reference in decision.media),
     ]
     score = (
@@ -469,17 +477,7 @@ class VideoSignChannel:
             result=ChannelResult(
                 status=ResultStatus.TIMEOUT,
                 signals=signals,
-                evidence=[
-                    Evidence(
-                        kind="video_session",
-                        reference=f"{state.provider}:{state.session_id}",
-                    ),
-                    Evidence(
-                        kind="statement",
-                        reference=state.statement_digest,
-                        detail=state.locale,
-                    ),
-                ],
+                evidence=[_session_evidence(state), _statement_evidence(state)],
                 provider=state.provider,
                 detail=f"the video session expired at {state.expires_at.isoformat()} "
                 f"without a decision{looked}",
@@ -525,12 +523,7 @@ class VideoSignChannel:
         return Finished(
             result=ChannelResult(
                 status=ResultStatus.ERROR,
-                evidence=[
-                    Evidence(
-                        kind="video_session",
-                        reference=f"{state.provider}:{state.session_id}",
-                    )
-                ],
+                evidence=[_session_evidence(state)],
                 provider=state.provider,
                 detail=detail,
             ),
