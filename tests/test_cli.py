@@ -175,9 +175,7 @@ class TestDemoJson:
         monkeypatch.setattr(
             module,
             "simulated_channels",
-            lambda persona, speed, sms: simulated_channels(
-                persona, speed=speed, sms=sms
-            )[:3],
+            lambda persona, speed: simulated_channels(persona, speed=speed)[:3],
         )
         result = invoke(cli, "demo", "--json")
         assert result.exit_code == 1
@@ -193,7 +191,8 @@ class TestDemoScreen:
         out = result.stdout
         assert "persona no-answer" in out
         assert "(simulated)" in out
-        assert "(sandbox" in out  # the real SMS channel, on the sandbox vendor
+        # The real SMS and video channels, each on its sandbox vendor.
+        assert out.count("(sandbox") == 2
         for step in ("bureau", "sms", "call", "video"):
             assert step in out
         assert "Verdict" in out

@@ -22,6 +22,7 @@ from multiverify.exceptions import (
     ProviderNumberRejectedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
+    ProviderResponseError,
     ProviderUnavailableError,
     QuotaExceededError,
     SessionError,
@@ -48,6 +49,7 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     ProviderRateLimitedError: ProviderError,
     ProviderAuthError: ProviderError,
     ProviderRejectedError: ProviderError,
+    ProviderResponseError: ProviderError,
     SessionError: MultiverifyError,
     SessionNotFoundError: SessionError,
     SessionFinishedError: SessionError,
@@ -75,6 +77,7 @@ EXAMPLES: list[MultiverifyError] = [
     ProviderNumberRejectedError(message="bad number", provider="acme"),
     PhoneNumberRefusedError(message="premium", field="phone", reason="premium_rate"),
     QuotaExceededError(message="too many", quota="phone"),
+    ProviderResponseError(message="no url", provider="acme", field="url"),
     SessionError(message="session", session_id="s1"),
     SessionNotFoundError(message="missing", session_id="s1"),
     SessionFinishedError(message="done", session_id="s1"),
@@ -212,6 +215,7 @@ class TestProviderError:
             (ProviderRateLimitedError, True),
             (ProviderAuthError, False),
             (ProviderRejectedError, False),
+            (ProviderResponseError, False),
         ],
     )
     def test_retryable_defaults(

@@ -20,14 +20,16 @@ from ._audit import AuditTrail
 from ._results import Outcome, ResultStatus, Verdict
 from ._session import Session, StepState
 from ._verifier import Verifier
+from .channels import Channel
 from .exceptions import AuditIntegrityError, PolicyError
 from .policy import Policy, explain_policy, load_policy
 from .sandbox import (
     PERSONAS,
     Persona,
     SandboxSms,
+    SandboxVideoVendor,
+    channel_label,
     get_persona,
-    is_simulated,
     load_default_policy,
     play,
     simulated_channels,
@@ -144,7 +146,9 @@ def _count(number: int, noun: str) -> str:
 # --- the demo ---------------------------------------------------------------------
 
 
-def _steps_table(session: Session, policy: Policy, simulated: dict[str, bool]) -> Table:
+def _steps_table(
+    session: Session, policy: Policy, labels: dict[str, str | None]
+) -> Table:
     table = Table(
         title=f"Session {session.session_id}", title_justify="left", expand=False
     )
@@ -153,10 +157,8 @@ def _steps_table(session: Session, policy: Policy, simulated: dict[str, bool]) -
     for record in session.steps:
         channel = policy.step(record.step_id).channel
         label = Text(channel)
-        if simulated.get(channel, False):
-            label.append(" (simulated)", style="dim italic")
-        else:
-            label.append(" (sandbox vendor)", style="dim italic")
+        if labels.get(channel):
+            label.append(f" ({labels[channel]})", style="dim italic")
         state = Text(record.state.value, style=_STATE_STYLE[record.state])
         if record.state is StepState.WAITING and record.challenge is not None:
             challenge = record.challenge
@@ -224,16 +226,31 @@ async def _run_demo(
     header: Text | None,
 ) -> Session:
     sms = SandboxSms()
-    channels = simulated_channels(persona, speed=speed, sms=sms)
-    simulated = {channel.spec.name: is_simulated(channel) for channel in channels}
+    video = SandboxVideoVendor(persona=persona.video_persona, speed=speed)
+    # The SMS and video steps run the real channels on sandbox vendors.
+    real: dict[str, Channel] = {
+        "sms_code": sms.channel(),
+        "video_sign": video.channel(),
+    }
+    channels = [
+        real.get(channel.spec.name, channel)
+        for channel in simulated_channels(persona, speed=speed)
+    ]
+    labels = {channel.spec.name: channel_label(channel) for channel in channels}
 
     async def progress(session: Session) -> None:
         if live is not None:
-            table = _steps_table(session, policy, simulated)
+            table = _steps_table(session, policy, labels)
             live.update(Group(header, table) if header is not None else table)
 
-    async with Verifier(policy, channels=channels, store=SqliteStore(db)) as verifier:
-        return await play(verifier, persona, speed=speed, on_progress=progress, sms=sms)
+    async with (
+        video,
+        Verifier(policy, channels=channels, store=SqliteStore(db)) as verifier,
+    ):
+        video.connect(verifier)
+        return await play(
+            verifier, persona, speed=speed, on_progress=progress, video=video, sms=sms
+        )
 
 
 def _demo(

@@ -163,7 +163,7 @@ class Verifier:
         self._default = listed[0]
         self._owns_store = store is None
         self._store: SessionStore = store if store is not None else MemoryStore()
-        self._shared = self._store if isinstance(self._store, SharedState) else None
+        self._shared: SharedState = self._store  # every SessionStore is one
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._hooks = tuple(on_verdict)
         self._new_id = new_id

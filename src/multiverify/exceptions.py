@@ -14,8 +14,9 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
     │   ├── ProviderAuthError         401/403: never retried
-    │   └── ProviderRejectedError     other 4xx: never retried
-    │       └── ProviderNumberRejectedError  the vendor refused the destination number
+    │   ├── ProviderRejectedError     other 4xx: never retried
+    │   │   └── ProviderNumberRejectedError  the vendor refused the destination number
+    │   └── ProviderResponseError     an answer missing or mangling documented fields
     ├── StoreUnavailableError         the session store cannot be reached: retry
     ├── WebhookError                  a vendor callback that cannot be applied (.vendor)
     │   ├── WebhookSignatureError     unsigned, forged or stale: rejected, never applied
@@ -50,6 +51,7 @@ __all__ = [
     "ProviderNumberRejectedError",
     "ProviderRateLimitedError",
     "ProviderRejectedError",
+    "ProviderResponseError",
     "ProviderUnavailableError",
     "QuotaExceededError",
     "SessionError",
@@ -209,6 +211,17 @@ class ProviderNumberRejectedError(ProviderRejectedError):
 
     Never retried, and no other vendor is tried for it.
     """
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderResponseError(ProviderError):
+    """The vendor answered, but not as documented: a field is missing or malformed.
+
+    Never retried: the same request would get the same answer. ``field``
+    names what was wrong, such as ``verification.url``.
+    """
+
+    field: str = ""
 
 
 @attrs.define(auto_exc=True, kw_only=True)

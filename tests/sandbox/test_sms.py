@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from multiverify import Outcome, Policy, ResultStatus, Step, Verifier
-from multiverify.channels import SmsCodeChannel
+from multiverify.channels import Channel, SmsCodeChannel
 from multiverify.exceptions import (
     ProviderAuthError,
     ProviderNumberRejectedError,
@@ -15,7 +15,10 @@ from multiverify.exceptions import (
 from multiverify.providers import SmsMessage, TwilioAccount, TwilioMessaging
 from multiverify.sandbox import (
     PERSONAS,
+    Persona,
     SandboxSms,
+    SandboxSmsCodeChannel,
+    channel_label,
     get_persona,
     is_simulated,
     load_default_policy,
@@ -24,6 +27,14 @@ from multiverify.sandbox import (
 )
 from multiverify.sandbox._sms import API_BASE
 from multiverify.testing import FakeClock
+
+
+def demo_channels(persona: Persona, sms: SandboxSms) -> list[Channel]:
+    """The demo's channels, the SMS step the real channel on ``sms``."""
+    return [
+        sms.channel() if channel.spec.name == "sms_code" else channel
+        for channel in simulated_channels(persona, speed=0)
+    ]
 
 
 def message(
@@ -106,12 +117,12 @@ class TestSandboxSms:
 
 class TestTheDemoSmsStep:
     def test_the_sms_step_is_real(self) -> None:
-        """With a sandbox vendor the sms_code step is the real channel, not a simulation."""
-        channels = simulated_channels(get_persona("honest"), speed=0, sms=SandboxSms())
-        sms = channels[1]
-        assert isinstance(sms, SmsCodeChannel)
-        assert not is_simulated(sms)
-        assert all(is_simulated(c) for i, c in enumerate(channels) if i != 1)
+        """The sandbox's SMS channel is the real channel, labelled as on a sandbox vendor."""
+        channel = SandboxSms().channel(brand="Acme")
+        assert isinstance(channel, SandboxSmsCodeChannel)
+        assert isinstance(channel, SmsCodeChannel)
+        assert not is_simulated(channel)
+        assert channel_label(channel) == "sandbox vendor"
 
     @pytest.mark.parametrize("name", sorted(PERSONAS))
     async def test_personas_reach_their_outcome_reading_the_inbox(
@@ -120,7 +131,7 @@ class TestTheDemoSmsStep:
         """Each persona reads the code from the sandbox inbox; outcomes are unchanged."""
         persona = get_persona(name)
         sms = SandboxSms()
-        channels = simulated_channels(persona, speed=0, sms=sms)
+        channels = demo_channels(persona, sms)
         async with Verifier(load_default_policy(), channels=channels) as verifier:
             session = await play(verifier, persona, speed=0, poll=0.005, sms=sms)
         assert session.verdict is not None
@@ -141,7 +152,7 @@ class TestTheDemoSmsStep:
             version="1",
             steps=[Step(id="sms", channel="sms_code", timeout="50ms")],
         )
-        channels = simulated_channels(persona, speed=0, sms=sms)
+        channels = demo_channels(persona, sms)
         async with Verifier(policy, channels=channels) as verifier:
             session = await play(
                 verifier, persona, speed=0, poll=0.005, sms=SandboxSms()

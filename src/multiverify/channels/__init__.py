@@ -31,6 +31,8 @@ from ._sms_text import (
     SmsTemplate,
     sms_segments,
 )
+from ._statement import Statement, confirmation_statement
+from ._video_sign import VideoSignChannel, VideoSignState
 
 __all__ = [
     "CODE_TEMPLATES",
@@ -48,12 +50,16 @@ __all__ = [
     "SmsSegments",
     "SmsSent",
     "SmsTemplate",
+    "Statement",
     "StepContext",
     "StepMessage",
     "StepOutcome",
     "Submission",
     "TimerDue",
+    "VideoSignChannel",
+    "VideoSignState",
     "Waiting",
+    "confirmation_statement",
     "normalize_code",
     "sms_segments",
 ]

@@ -20,10 +20,19 @@ from ._sms import (
     VerifyStarted,
 )
 from ._tencent import TencentCloudApi, tc3_authorization
+from ._tencent_faceid import TencentFaceId
 from ._tencent_sms import TencentSms
 from ._twilio import TwilioAccount
 from ._twilio_messaging import TwilioMessaging
 from ._twilio_verify import TwilioVerify
+from ._veriff import Veriff, parse_veriff_decision, veriff_signature
+from ._video import (
+    VideoDecision,
+    VideoSession,
+    VideoSessionRequest,
+    VideoSignProvider,
+    VideoStatus,
+)
 from ._vonage import VonageApplication
 from ._vonage_verify import VonageVerify
 
@@ -34,19 +43,28 @@ __all__ = [
     "SmsProvider",
     "SmsReceipt",
     "TencentCloudApi",
+    "TencentFaceId",
     "TencentSms",
     "TwilioAccount",
     "TwilioMessaging",
     "TwilioVerify",
+    "Veriff",
     "VerifyCheck",
     "VerifyProvider",
     "VerifyRequest",
     "VerifyStarted",
+    "VideoDecision",
+    "VideoSession",
+    "VideoSessionRequest",
+    "VideoSignProvider",
+    "VideoStatus",
     "VonageApplication",
     "VonageVerify",
     "acs3_authorization",
+    "parse_veriff_decision",
     "percent_encode",
     "rpc_signature",
     "rpc_string_to_sign",
     "tc3_authorization",
+    "veriff_signature",
 ]

@@ -2,30 +2,23 @@
 
 They stand in for the real channels (and their vendors) until those land:
 each is a [`ScriptedChannel`][multiverify.testing.ScriptedChannel] that says
-so through its ``simulated`` attribute, which the demo shows. Given a
-[`SandboxSms`][multiverify.sandbox.SandboxSms], the ``sms_code`` step is the
-real [`SmsCodeChannel`][multiverify.channels.SmsCodeChannel] instead, sending
-through the sandbox vendor.
+so through its ``simulated`` attribute, which the demo shows.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
 from .._masking import mask_phone
-from ..channels import Channel, SmsCodeChannel
-from ..stores import MemoryStore
 from ..testing import Scripted, ScriptedChannel
 
 if TYPE_CHECKING:
     from ..channels import StepContext
     from ._personas import Persona
-    from ._sms import SandboxSms
 
 __all__ = ["SimulatedChannel", "is_simulated", "sandbox_code", "simulated_channels"]
 
@@ -68,17 +61,14 @@ def _scaled(answer: Scripted, speed: float) -> Scripted:
 
 
 def simulated_channels(
-    persona: Persona, *, speed: float = 1.0, sms: SandboxSms | None = None
-) -> list[Channel]:
+    persona: Persona, *, speed: float = 1.0
+) -> list[SimulatedChannel]:
     """The four demo channels, behaving as ``persona`` does.
 
     - ``credit_bureau`` finishes with the persona's bureau result;
-    - ``sms_code``, given ``sms``, is the real SMS channel sending through
-      that sandbox vendor, whose inbox [`play`][multiverify.sandbox.play]
-      reads; without it, a simulation that "sends" a code
-      ([`sandbox_code`][multiverify.sandbox.sandbox_code]) and waits for it
-      to be submitted as ``{"code": ...}``: the right code passes
-      (``code_verified``), another one fails (``wrong_code``);
+    - ``sms_code`` "sends" a code ([`sandbox_code`][multiverify.sandbox.sandbox_code])
+      and waits for it to be submitted as ``{"code": ...}``: the right code
+      passes (``code_verified``), another one fails (``wrong_code``);
     - ``phone_call`` finishes with the persona's call result;
     - ``video_sign`` waits for the video session's ``decision`` event, then
       finishes with the persona's video result.
@@ -86,7 +76,6 @@ def simulated_channels(
     Args:
         persona: whose behaviour to script.
         speed: scales every delay; ``0`` runs without waiting.
-        sms: the sandbox SMS vendor for the real SMS channel.
 
     Raises:
         ValueError: ``speed`` is negative.
@@ -94,7 +83,7 @@ def simulated_channels(
     if speed < 0:
         raise ValueError(f"speed must not be negative: {speed!r}")
 
-    def sms_script(context: StepContext) -> Sequence[Scripted]:
+    def sms(context: StepContext) -> Sequence[Scripted]:
         code = sandbox_code(context.session_id, context.step_id, context.attempt)
         return [
             Scripted.waits(
@@ -123,20 +112,8 @@ def simulated_channels(
         str, Sequence[Scripted] | Callable[[StepContext], Sequence[Scripted]]
     ] = {
         "credit_bureau": [_scaled(persona.bureau, speed)],
-        "sms_code": sms_script,
+        "sms_code": sms,
         "phone_call": [_scaled(persona.call, speed)],
         "video_sign": video,
     }
-    channels: list[Channel] = [
-        SimulatedChannel(name, script) for name, script in scripts.items()
-    ]
-    if sms is not None:
-        channels[1] = SmsCodeChannel(
-            [sms.provider()],
-            # A fresh secret per demo; the counters live in memory, as the
-            # demo is one process.
-            secret=secrets.token_bytes(32),
-            brand="multiverify",
-            shared=MemoryStore(),
-        )
-    return channels
+    return [SimulatedChannel(name, script) for name, script in scripts.items()]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .._verifier import Verifier
     from ._personas import Persona
     from ._sms import SandboxSms
+    from ._video import SandboxVideoVendor
 
 __all__ = ["ProgressHook", "play"]
 
@@ -32,6 +33,7 @@ async def play(
     speed: float = 1.0,
     on_progress: ProgressHook | None = None,
     poll: float = _POLL,
+    video: SandboxVideoVendor | None = None,
     sms: SandboxSms | None = None,
 ) -> Session:
     """Start a session for the persona's applicant and act as the applicant until it ends.
@@ -39,7 +41,9 @@ async def play(
     When an ``sms_code`` step waits, the persona reads the SMS (from the
     sandbox vendor's inbox when ``sms`` is given) and submits the code ([`Verifier.submit`][multiverify.Verifier.submit]); when
     a ``video_sign`` step waits, the persona completes the video session and
-    its ``decision`` callback arrives ([`Verifier.handle_event`][multiverify.Verifier.handle_event]).
+    its ``decision`` callback arrives ([`Verifier.handle_event`][multiverify.Verifier.handle_event]);
+    with a sandbox video vendor, the persona opens the session's link there
+    and the vendor's signed webhooks bring the decision instead.
     Input that arrives after the step stopped waiting (the session was
     decided meanwhile) is dropped, as a late tap in the app would be.
 
@@ -50,6 +54,8 @@ async def play(
         on_progress: called with each new version of the session, and with
             the final one.
         poll: seconds between looks at the session.
+        video: the sandbox video vendor the ``video_sign`` channel runs on,
+            if it runs the real channel.
         sms: the sandbox SMS vendor whose inbox the persona reads.
 
     Returns:
@@ -82,6 +88,7 @@ async def play(
                     record=record,
                     channel=policy.step(record.step_id).channel,
                     speed=speed,
+                    video=video,
                     sms=sms,
                 )
                 if reply is not None:
@@ -111,7 +118,8 @@ def _reply(
     record: StepRecord,
     channel: str,
     speed: float,
-    sms: SandboxSms | None,
+    video: SandboxVideoVendor | None = None,
+    sms: SandboxSms | None = None,
 ) -> Awaitable[None] | None:
     if channel == "sms_code" and persona.types_code:
         if sms is None:
@@ -134,6 +142,11 @@ def _reply(
         return _later(
             verifier, (persona.sms_delivery + persona.typing_delay) * speed, type_it
         )
+    if channel == "video_sign" and persona.completes_video and video is not None:
+        url = record.challenge.url if record.challenge is not None else None
+        if url is None:
+            return None
+        return _later(verifier, persona.video_delay * speed, lambda: video.open(url))
     if channel == "video_sign" and persona.completes_video:
         event = ProviderEvent(
             session_id=session_id,
@@ -150,7 +163,7 @@ def _reply(
 
 
 async def _later(
-    verifier: Verifier, delay: float, send: Callable[[], Awaitable[Session | None]]
+    verifier: Verifier, delay: float, send: Callable[[], Awaitable[object]]
 ) -> None:
     await verifier.clock.sleep(delay)
     try:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import base64
 import itertools
 import re
+import secrets
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import attrs
@@ -24,10 +26,10 @@ import httpx
 
 from .._clock import Clock, SystemClock
 from .._masking import mask_phone
-from ..channels import sms_segments
+from ..channels import SmsCodeChannel, sms_segments
 from ..providers import TwilioAccount, TwilioMessaging
 
-__all__ = ["SandboxMessage", "SandboxSms"]
+__all__ = ["SandboxMessage", "SandboxSms", "SandboxSmsCodeChannel"]
 
 API_BASE = "https://api.twilio.sandbox.multiverify.invalid"
 _PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
@@ -54,6 +56,12 @@ class SandboxMessage:
     body: str = attrs.field(repr=False)
     sent_at: datetime
     segments: int
+
+
+class SandboxSmsCodeChannel(SmsCodeChannel):
+    """An [`SmsCodeChannel`][multiverify.channels.SmsCodeChannel] on the sandbox vendor (real channel, sandbox vendor)."""
+
+    sandbox_vendor: ClassVar[bool] = True
 
 
 def _error(status: int, code: int, message: str) -> httpx.Response:
@@ -115,6 +123,16 @@ class SandboxSms:
             provider=name,
         )
         return TwilioMessaging(account, from_=sender, name=name)
+
+    def channel(self, **settings: Any) -> SandboxSmsCodeChannel:
+        """The real SMS channel on this vendor.
+
+        ``settings`` go to [`SmsCodeChannel`][multiverify.channels.SmsCodeChannel];
+        by default the brand is ``multiverify`` and the secret is fresh.
+        """
+        settings.setdefault("secret", secrets.token_bytes(32))
+        settings.setdefault("brand", "multiverify")
+        return SandboxSmsCodeChannel([self.provider()], **settings)
 
     def inbox(self, number: str) -> list[SandboxMessage]:
         """The messages delivered to ``number`` (E.164), oldest first."""

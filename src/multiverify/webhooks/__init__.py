@@ -5,11 +5,13 @@ from __future__ import annotations
 from ._base import WebhookHandler, WebhookRequest, WebhookResponse
 from ._twilio import TwilioSignature, twilio_signature
 from ._twilio_sms import TwilioMessageStatus
+from ._veriff import VeriffWebhooks
 from ._vonage import VonageSignature
 
 __all__ = [
     "TwilioMessageStatus",
     "TwilioSignature",
+    "VeriffWebhooks",
     "VonageSignature",
     "WebhookHandler",
     "WebhookRequest",
