@@ -22,6 +22,7 @@ __all__ = [
     "Contact",
     "LoanApplication",
     "RepaymentSchedule",
+    "normalize_ip",
     "normalize_phone",
 ]
 
@@ -121,7 +122,12 @@ def _contact_phone(value: str) -> str:
     return normalize_phone(value, field="contacts.phone")
 
 
-def _client_ip(value: str | None) -> str | None:
+def normalize_ip(value: object) -> str | None:
+    """An IPv4 or IPv6 address in its canonical text, or ``None`` for ``None``.
+
+    Raises:
+        InvalidInputError: ``value`` is not an IP address (``field="client_ip"``).
+    """
     if value is None:
         return None
     try:
@@ -304,7 +310,7 @@ class Applicant:
         default=(), converter=_contacts, repr=False, metadata={"personal": True}
     )
     client_ip: str | None = attrs.field(
-        default=None, converter=_client_ip, repr=False, metadata={"personal": True}
+        default=None, converter=normalize_ip, repr=False, metadata={"personal": True}
     )
     """The IP address the application came from, when the app knows it: the
     SMS channel limits sends per client IP and hands it to vendors' fraud checks."""

@@ -281,6 +281,11 @@ class Harness:
         return provider
 
 
+def receipt(data: dict[str, Any]) -> ProviderEvent:
+    """A delivery receipt for the harness's step."""
+    return ProviderEvent(session_id="s1", step_id="sms", kind="sms.status", data=data)
+
+
 def signals(outcome: StepOutcome) -> tuple[str, ...]:
     """The signal names of a finished outcome."""
     assert isinstance(outcome, Finished)
@@ -797,17 +802,14 @@ class TestFailover:
         harness = Harness([first, second])
         await harness.start()
         old = first.code
-        receipt = ProviderEvent(
-            session_id="s1",
-            step_id="sms",
-            kind="sms.status",
-            data={
+        undelivered = receipt(
+            {
                 "message_id": "alpha-1",
                 "status": "undelivered",
                 "error_code": "30003",
-            },
+            }
         )
-        outcome = await harness.send(receipt)
+        outcome = await harness.send(undelivered)
         assert isinstance(outcome, Waiting)
         assert outcome.state.provider == "beta"
         assert outcome.state.tried == ("alpha", "beta")
@@ -825,12 +827,7 @@ class TestFailover:
         harness = Harness()
         await harness.start()
         outcome = await harness.send(
-            ProviderEvent(
-                session_id="s1",
-                step_id="sms",
-                kind="sms.status",
-                data={"message_id": "alpha-1", "status": "failed"},
-            )
+            receipt({"message_id": "alpha-1", "status": "failed"})
         )
         assert signals(outcome) == ("undelivered",)
 
@@ -842,12 +839,7 @@ class TestFailover:
         harness = Harness([FakeSms("alpha"), second])
         await harness.start()
         outcome = await harness.send(
-            ProviderEvent(
-                session_id="s1",
-                step_id="sms",
-                kind="sms.status",
-                data={"message_id": "alpha-1", "status": "undelivered"},
-            )
+            receipt({"message_id": "alpha-1", "status": "undelivered"})
         )
         assert signals(outcome) == ("undelivered",)
         assert isinstance(outcome, Finished)
@@ -859,30 +851,13 @@ class TestFailover:
         await harness.start()
         before = harness.state
         stale = await harness.send(
-            ProviderEvent(
-                session_id="s1",
-                step_id="sms",
-                kind="sms.status",
-                data={"message_id": "old", "status": "undelivered"},
-            )
+            receipt({"message_id": "old", "status": "undelivered"})
         )
         assert stale.state == before
-        sent = await harness.send(
-            ProviderEvent(
-                session_id="s1",
-                step_id="sms",
-                kind="sms.status",
-                data={"message_id": "alpha-1", "status": "sent"},
-            )
-        )
+        sent = await harness.send(receipt({"message_id": "alpha-1", "status": "sent"}))
         assert sent.state == before
         delivered = await harness.send(
-            ProviderEvent(
-                session_id="s1",
-                step_id="sms",
-                kind="sms.status",
-                data={"message_id": "alpha-1", "status": "delivered"},
-            )
+            receipt({"message_id": "alpha-1", "status": "delivered"})
         )
         assert delivered.state.delivered
         other = await harness.send(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,6 +29,8 @@ from multiverify.providers import (
 )
 from multiverify.providers._aliyun import _acs3_canonical
 from multiverify.testing import FakeClock
+
+from .messages import ZH_MESSAGE as MESSAGE
 
 HOST = "https://dysmsapi.aliyuncs.com/"
 
@@ -191,36 +192,22 @@ class TestAcs3Signature:
         assert "accept" not in names
 
 
-MESSAGE = SmsMessage(
-    to="+8613800138000",
-    text="【Acme】您的验证码为123456，5分钟内有效",  # noqa: RUF001
-    code="123456",
-    ttl_minutes=5,
-    locale="zh-CN",
-    reference="s1:sms:1:1",
-)
-
-
 @pytest.fixture
-async def aliyun() -> AsyncIterator[tuple[AliyunSms, respx.Router]]:
+def aliyun(
+    router: respx.Router, client: httpx.AsyncClient
+) -> tuple[AliyunSms, respx.Router]:
     """An AliyunSms with the V3 signature on a respx router and a fake clock."""
-    router = respx.Router(assert_all_called=False)
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(router.async_handler)
-    ) as client:
-        yield (
-            AliyunSms(
-                access_key_id="AK",
-                access_key_secret="SECRET",
-                sign_name="Acme",
-                templates={"zh-CN": "SMS_1", "en": "SMS_2"},
-                minutes_param="minutes",
-                client=client,
-                clock=FakeClock(datetime(2026, 3, 1, 16, 30, tzinfo=UTC)),
-                new_nonce=lambda: "nonce-1",
-            ),
-            router,
-        )
+    provider = AliyunSms(
+        access_key_id="AK",
+        access_key_secret="SECRET",
+        sign_name="Acme",
+        templates={"zh-CN": "SMS_1", "en": "SMS_2"},
+        minutes_param="minutes",
+        client=client,
+        clock=FakeClock(datetime(2026, 3, 1, 16, 30, tzinfo=UTC)),
+        new_nonce=lambda: "nonce-1",
+    )
+    return provider, router
 
 
 def _ok(biz: str = "900619746936498440^0") -> httpx.Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -34,6 +33,8 @@ from multiverify.providers import (
 )
 from multiverify.testing import FakeClock
 
+from .messages import ZH_MESSAGE as MESSAGE
+
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 VONAGE = "https://api.nexmo.com/v2/verify"
 TENCENT = "https://sms.tencentcloudapi.com/"
@@ -55,11 +56,10 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture
-async def vonage(
-    rsa_key: rsa.RSAPrivateKey,
-) -> AsyncIterator[tuple[VonageVerify, respx.Router]]:
+def vonage(
+    rsa_key: rsa.RSAPrivateKey, router: respx.Router, client: httpx.AsyncClient
+) -> tuple[VonageVerify, respx.Router]:
     """A VonageVerify on a respx router."""
-    router = respx.Router(assert_all_called=False)
     pem = rsa_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -68,10 +68,7 @@ async def vonage(
     app = VonageApplication(
         application_id="app-1", private_key=pem, clock=FakeClock(T0)
     )
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(router.async_handler)
-    ) as client:
-        yield VonageVerify(app, client=client), router
+    return VonageVerify(app, client=client), router
 
 
 def problem(status: int, title: str, **extra: str) -> httpx.Response:
@@ -211,39 +208,22 @@ class TestVonageVerify:
         assert provider._client.is_closed
 
 
-MESSAGE = SmsMessage(
-    to="+8613800138000",
-    text="【Acme】您的验证码为123456",
-    code="123456",
-    ttl_minutes=5,
-    locale="zh-CN",
-    reference="s1:sms:1:1",
-)
-
-
 @pytest.fixture
-async def tencent() -> AsyncIterator[tuple[TencentSms, respx.Router]]:
+def tencent(
+    router: respx.Router, client: httpx.AsyncClient
+) -> tuple[TencentSms, respx.Router]:
     """A TencentSms on a respx router and a fake clock."""
-    router = respx.Router(assert_all_called=False)
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(router.async_handler)
-    ) as client:
-        api = TencentCloudApi(
-            secret_id="AKID",
-            secret_key="KEY",
-            region="ap-guangzhou",
-            client=client,
-            clock=FakeClock(T0),
-        )
-        yield (
-            TencentSms(
-                api,
-                sdk_app_id="1400006666",
-                sign_name="Acme",
-                templates={"zh-CN": "449739"},
-            ),
-            router,
-        )
+    api = TencentCloudApi(
+        secret_id="AKID",
+        secret_key="KEY",
+        region="ap-guangzhou",
+        client=client,
+        clock=FakeClock(T0),
+    )
+    provider = TencentSms(
+        api, sdk_app_id="1400006666", sign_name="Acme", templates={"zh-CN": "449739"}
+    )
+    return provider, router
 
 
 def envelope(response: dict[str, object]) -> httpx.Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -29,31 +28,18 @@ from multiverify.providers import (
     VerifyRequest,
 )
 
+from .messages import EN_MESSAGE as MESSAGE
+
 MESSAGES = "https://api.twilio.com/2010-04-01/Accounts/AC123/Messages.json"
 VERIFY = "https://verify.twilio.com/v2/Services/VA1"
 
-MESSAGE = SmsMessage(
-    to="+14155550123",
-    text="Acme: your verification code is 123456.",
-    code="123456",
-    ttl_minutes=5,
-    locale="en",
-    reference="s1:sms:1:1",
-    status_callback="https://app.example/twilio/sms?session_id=s1&step_id=sms&attempt=1",
-)
-
 
 @pytest.fixture
-async def twilio() -> AsyncIterator[tuple[TwilioAccount, respx.Router]]:
+def twilio(
+    router: respx.Router, client: httpx.AsyncClient
+) -> tuple[TwilioAccount, respx.Router]:
     """A TwilioAccount on a respx router."""
-    router = respx.Router(assert_all_called=False)
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(router.async_handler)
-    ) as client:
-        yield (
-            TwilioAccount(account_sid="AC123", auth_token="tok", client=client),
-            router,
-        )
+    return TwilioAccount(account_sid="AC123", auth_token="tok", client=client), router
 
 
 def form(request: httpx.Request) -> dict[str, str]:

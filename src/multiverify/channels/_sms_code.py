@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import attrs
 import phonenumbers
 
+from .._applicant import normalize_ip
 from .._duration import parse_duration
 from .._masking import mask_phone
 from .._results import Challenge, ChannelResult, ResultStatus, Signal
@@ -368,6 +368,29 @@ class _Plan:
     order: tuple[str, ...]
     reason: str
 
+    @classmethod
+    def after(
+        cls,
+        context: StepContext,
+        settings: SmsCodeSettings,
+        state: SmsCodeState,
+        *,
+        client_ip: str | None,
+        order: tuple[str, ...],
+        reason: str,
+    ) -> _Plan:
+        """The next send of a waiting step, to the same number in the same language."""
+        return cls(
+            context=context,
+            settings=settings,
+            number=state.destination,
+            locale=state.locale,
+            client_ip=client_ip,
+            send=state.sends + 1,
+            order=order,
+            reason=reason,
+        )
+
 
 def _prompt(settings: SmsCodeSettings, sent: str) -> str:
     kind = "digit" if set(settings.alphabet) <= set(_DIGITS) else "character"
@@ -376,17 +399,6 @@ def _prompt(settings: SmsCodeSettings, sent: str) -> str:
 
 def _locale(value: str) -> str:
     return "zh-CN" if value.lower().replace("_", "-").startswith("zh") else "en"
-
-
-def _client_ip(value: object) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(str(value).strip()))
-    except ValueError:
-        raise InvalidInputError(
-            message="client_ip: not an IPv4 or IPv6 address", field="client_ip"
-        ) from None
 
 
 def normalize_code(value: object) -> str:
@@ -744,7 +756,9 @@ class SmsCodeChannel:
         state: SmsCodeState,
         payload: Mapping[str, Any],
     ) -> StepOutcome:
-        client_ip = _client_ip(payload.get("client_ip")) or context.applicant.client_ip
+        client_ip = (
+            normalize_ip(payload.get("client_ip")) or context.applicant.client_ip
+        )
         now = context.clock.now()
         if state.wrong >= settings.max_attempts:
             return self._exhausted(context, state)
@@ -760,13 +774,11 @@ class SmsCodeChannel:
                 quota="resend_cooldown",
                 retry_at=ready,
             )
-        plan = _Plan(
-            context=context,
-            settings=settings,
-            number=state.destination,
-            locale=state.locale,
+        plan = _Plan.after(
+            context,
+            settings,
+            state,
             client_ip=client_ip,
-            send=state.sends + 1,
             order=self._order(state.provider),
             reason="resend",
         )
@@ -808,13 +820,11 @@ class SmsCodeChannel:
                 provider=state.provider,
                 state=state,
             )
-        plan = _Plan(
-            context=context,
-            settings=settings,
-            number=state.destination,
-            locale=state.locale,
+        plan = _Plan.after(
+            context,
+            settings,
+            state,
             client_ip=context.applicant.client_ip,
-            send=state.sends + 1,
             order=remaining,
             reason="failover",
         )
