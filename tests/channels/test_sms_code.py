@@ -1027,6 +1027,33 @@ class TestVendorCode:
         assert isinstance(lapsed, Waiting)
         assert lapsed.state.expired
 
+    async def test_uncertain_start_is_started_again_under_the_same_reference(
+        self,
+    ) -> None:
+        """A vendor's own code cannot be looked up: the start is repeated, and the vendor dedupes."""
+
+        class Flaky(FakeVerify):
+            failed = False
+
+            async def start(self, request: VerifyRequest, /) -> VerifyStarted:
+                if not self.failed:
+                    self.failed = True
+                    raise ProviderUnavailableError(
+                        message="timeout", provider=self.name, uncertain=True
+                    )
+                return await super().start(request)
+
+        vendor = Flaky()
+        harness = Harness([vendor])
+        with pytest.raises(ProviderUnavailableError):
+            await harness.start()
+        outcome = await harness.start()
+        assert isinstance(outcome, Waiting)
+        assert [r.reference for r in vendor.requests] == ["s1:sms:1:1"]
+        assert signals(await harness.submit({"code": vendor.code})) == (
+            "code_verified",
+        )
+
     async def test_expiry_and_cancel_cancel_the_verification(self) -> None:
         """The expiry timer and a cancelled step cancel the vendor's verification."""
         vendor = FakeVerify()
@@ -1231,6 +1258,13 @@ def test_no_sequence_accepts_a_wrong_expired_or_locked_code(
                     assert code == current
                     assert live
                     assert wrong < max_attempts
+                    return
+                # Locked out or lapsed for good: the right code is refused too.
+                again = await harness.submit({"code": current})
+                assert not (
+                    isinstance(again, Finished)
+                    and again.result.status is ResultStatus.PASSED
+                )
                 return
             if live and code != current:
                 wrong += 1
