@@ -969,6 +969,27 @@ class TestIdempotency:
             await harness.start()
         assert info.value.quota == "max_sends"
 
+    async def test_a_failing_lookup_counts_as_unconfirmed(self) -> None:
+        """A vendor lookup that fails itself leaves the send unconfirmed: a fresh code goes out."""
+
+        class Broken(FakeSms):
+            async def find(
+                self, message: SmsMessage, /, *, sent_after: datetime
+            ) -> SmsReceipt | None:
+                raise ProviderUnavailableError(message="down", provider=self.name)
+
+        fake = Broken(
+            errors=[
+                ProviderUnavailableError(message="t", provider="alpha", uncertain=True)
+            ]
+        )
+        harness = Harness([fake])
+        with pytest.raises(ProviderUnavailableError):
+            await harness.start()
+        outcome = await harness.start()
+        assert isinstance(outcome, Waiting)
+        assert outcome.state.reference == "s1:sms:1:2"
+
     async def test_without_a_shared_store_the_process_keeps_the_ledger(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -1008,6 +1029,23 @@ class TestVendorCode:
         assert vendor.cancelled == ["VE1"]
         assert harness.state is not None
         assert harness.state.verification_id == "VE2"
+
+    async def test_a_cancel_that_fails_does_not_stop_the_resend(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """When the old verification cannot be cancelled, the new code still goes out."""
+
+        class Stuck(FakeVerify):
+            async def cancel(self, verification_id: str, /) -> None:
+                raise ProviderUnavailableError(message="down", provider=self.name)
+
+        vendor = Stuck()
+        harness = Harness([vendor], settings=SmsCodeSettings(resend_cooldown=0))
+        await harness.start()
+        outcome = await harness.submit({"action": "resend"})
+        assert isinstance(outcome, Waiting)
+        assert outcome.state.verification_id == "VE2"
+        assert "could not cancel" in caplog.text
 
     async def test_vendor_expiry_and_exhaustion(self) -> None:
         """A verification the vendor expired lapses; the vendor's own limit fails the step."""

@@ -141,11 +141,6 @@ def _positive(_inst: Any, attribute: Any, value: float) -> None:
         raise ConfigurationError(message=f"{attribute.name} must be positive")
 
 
-def _not_negative(_inst: Any, attribute: Any, value: float) -> None:
-    if value < 0:
-        raise ConfigurationError(message=f"{attribute.name} must not be negative")
-
-
 def _alphabet(_inst: Any, _attribute: Any, value: str) -> None:
     if len(set(value)) < 2 or len(set(value)) != len(value):  # noqa: PLR2004
         raise ConfigurationError(
@@ -175,9 +170,8 @@ class SmsCodeSettings:
     alphabet: str = attrs.field(default=_DIGITS, validator=_alphabet)
     ttl: float = attrs.field(default=300.0, converter=_seconds, validator=_positive)
     max_attempts: int = attrs.field(default=5, validator=_check_range(1, 100))
-    resend_cooldown: float = attrs.field(
-        default=60.0, converter=_seconds, validator=_not_negative
-    )
+    # Durations are never negative: parse_duration refuses them.
+    resend_cooldown: float = attrs.field(default=60.0, converter=_seconds)
     max_sends: int = attrs.field(default=5, validator=_check_range(1, 100))
 
     def with_options(self, options: Mapping[str, Any]) -> SmsCodeSettings:
