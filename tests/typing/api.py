@@ -92,3 +92,72 @@ async def app() -> Outcome:
         text: str = verdict.explain()
         del text
         return verdict.outcome
+
+
+async def sms_app(applicant: Applicant, verifier: Verifier) -> None:
+    """The SMS code channel and its vendors, wired as an app does."""
+    from multiverify.channels import (
+        RateLimit,
+        SmsCodeChannel,
+        SmsCodeSettings,
+        SmsLimits,
+        SmsSent,
+    )
+    from multiverify.exceptions import PhoneNumberRefusedError, QuotaExceededError
+    from multiverify.providers import (
+        AliyunSms,
+        SmsProvider,
+        TencentCloudApi,
+        TencentSms,
+        TwilioAccount,
+        TwilioMessaging,
+        TwilioVerify,
+        VerifyProvider,
+    )
+    from multiverify.webhooks import TwilioMessageStatus, TwilioSignature
+
+    async def report(sent: SmsSent) -> None:
+        segments: int = sent.segments
+        del segments
+
+    twilio = TwilioAccount(account_sid="AC1", auth_token="token")
+    ours: SmsProvider = AliyunSms(
+        access_key_id="a",
+        access_key_secret="b",
+        sign_name="Acme",
+        templates={"zh-CN": "SMS_1"},
+    )
+    theirs: VerifyProvider = TwilioVerify(twilio, service_sid="VA1")
+    channel = SmsCodeChannel(
+        [
+            ours,
+            TencentSms(
+                TencentCloudApi(secret_id="a", secret_key="b", region="ap-guangzhou"),
+                sdk_app_id="1400006666",
+                sign_name="Acme",
+                templates={"zh-CN": "1"},
+            ),
+            TwilioMessaging(twilio, from_="+15005550006"),
+            theirs,
+        ],
+        secret=b"0123456789abcdef0123456789abcdef",
+        brand="Acme",
+        settings=SmsCodeSettings(ttl="5m", max_attempts=5),
+        limits=SmsLimits(per_phone=[RateLimit(limit=5, window="1h")]),
+        on_send=[report],
+        status_callback="https://app.example/hooks/twilio-sms",
+    )
+    try:
+        number: str = channel.check_number(applicant.phone)
+        del number
+    except PhoneNumberRefusedError as exc:
+        reason: str = exc.reason
+        del reason
+    try:
+        await verifier.submit("s1", "sms", {"action": "resend", "client_ip": "1.2.3.4"})
+    except QuotaExceededError as exc:
+        quota: str = exc.quota
+        del quota
+    handler = TwilioMessageStatus(TwilioSignature("token"))
+    del handler
+    await channel.aclose()
