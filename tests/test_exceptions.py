@@ -20,6 +20,7 @@ from multiverify.exceptions import (
     ProviderError,
     ProviderRateLimitedError,
     ProviderRejectedError,
+    ProviderResponseError,
     ProviderUnavailableError,
     SessionError,
     SessionFinishedError,
@@ -42,6 +43,7 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     ProviderRateLimitedError: ProviderError,
     ProviderAuthError: ProviderError,
     ProviderRejectedError: ProviderError,
+    ProviderResponseError: ProviderError,
     SessionError: MultiverifyError,
     SessionNotFoundError: SessionError,
     SessionFinishedError: SessionError,
@@ -66,6 +68,7 @@ EXAMPLES: list[MultiverifyError] = [
     ProviderRateLimitedError(message="slow down", provider="acme"),
     ProviderAuthError(message="denied", provider="acme"),
     ProviderRejectedError(message="refused", provider="acme"),
+    ProviderResponseError(message="no url", provider="acme", field="url"),
     SessionError(message="session", session_id="s1"),
     SessionNotFoundError(message="missing", session_id="s1"),
     SessionFinishedError(message="done", session_id="s1"),
@@ -203,6 +206,7 @@ class TestProviderError:
             (ProviderRateLimitedError, True),
             (ProviderAuthError, False),
             (ProviderRejectedError, False),
+            (ProviderResponseError, False),
         ],
     )
     def test_retryable_defaults(

@@ -400,3 +400,47 @@ class TestScriptedChannel:
         channel = ScriptedChannel("x", [Scripted.passes()])
         await channel.cancel(ctx, ScriptedState(call=0))
         assert channel.cancels == [ctx]
+
+
+class TestFakeVideoProvider:
+    async def test_sessions_decisions_and_failures(self) -> None:
+        """Sessions are numbered, decisions are set per session, failures come in order."""
+        from multiverify.providers import (
+            VideoDecision,
+            VideoSessionRequest,
+            VideoStatus,
+        )
+        from multiverify.testing import FakeVideoProvider
+
+        vendor = FakeVideoProvider("acme", max_lifetime=60)
+        request = VideoSessionRequest(
+            reference="s1:video:1",
+            applicant_id="a1",
+            name="Li Lei",
+            national_id="110101199001011234",
+            statement="I confirm.",
+            locale="en",
+            expires_at=T0,
+        )
+        session = await vendor.create_session(request)
+        assert session.session_id == vendor.session_id(1) == "acme-1"
+        assert session.url == "https://video.fake.invalid/acme/1"
+        assert (vendor.name, vendor.max_lifetime) == ("acme", 60)
+        assert await vendor.fetch_decision(session) is None
+        decided = VideoDecision(
+            provider="acme", session_id="acme-1", status=VideoStatus.APPROVED
+        )
+        vendor.decide("acme-1", decided)
+        assert await vendor.fetch_decision(session) == decided
+        vendor.decide("acme-1", None)
+        assert await vendor.fetch_decision(session) is None
+        vendor.fail(ProviderUnavailableError(message="down", provider="acme"))
+        with pytest.raises(ProviderUnavailableError):
+            await vendor.create_session(request)
+        assert vendor.requests == [request]
+        assert vendor.fetches == ["acme-1"] * 3
+        assert (
+            repr(vendor) == "<multiverify.testing.FakeVideoProvider(acme, sessions=1)>"
+        )
+        await vendor.aclose()
+        assert vendor.closed

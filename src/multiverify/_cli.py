@@ -25,8 +25,9 @@ from .policy import Policy, explain_policy, load_policy
 from .sandbox import (
     PERSONAS,
     Persona,
+    SandboxVideoVendor,
+    channel_label,
     get_persona,
-    is_simulated,
     load_default_policy,
     play,
     simulated_channels,
@@ -143,7 +144,9 @@ def _count(number: int, noun: str) -> str:
 # --- the demo ---------------------------------------------------------------------
 
 
-def _steps_table(session: Session, policy: Policy, simulated: dict[str, bool]) -> Table:
+def _steps_table(
+    session: Session, policy: Policy, labels: dict[str, str | None]
+) -> Table:
     table = Table(
         title=f"Session {session.session_id}", title_justify="left", expand=False
     )
@@ -152,8 +155,8 @@ def _steps_table(session: Session, policy: Policy, simulated: dict[str, bool]) -
     for record in session.steps:
         channel = policy.step(record.step_id).channel
         label = Text(channel)
-        if simulated.get(channel, False):
-            label.append(" (simulated)", style="dim italic")
+        if labels.get(channel):
+            label.append(f" ({labels[channel]})", style="dim italic")
         state = Text(record.state.value, style=_STATE_STYLE[record.state])
         if record.state is StepState.WAITING and record.challenge is not None:
             challenge = record.challenge
@@ -220,16 +223,27 @@ async def _run_demo(
     live: Live | None,
     header: Text | None,
 ) -> Session:
-    channels = simulated_channels(persona, speed=speed)
-    simulated = {channel.spec.name: is_simulated(channel) for channel in channels}
+    video = SandboxVideoVendor(persona=persona.video_persona, speed=speed)
+    # The video step runs the real channel on the sandbox vendor.
+    channels = [
+        video.channel() if channel.spec.name == "video_sign" else channel
+        for channel in simulated_channels(persona, speed=speed)
+    ]
+    labels = {channel.spec.name: channel_label(channel) for channel in channels}
 
     async def progress(session: Session) -> None:
         if live is not None:
-            table = _steps_table(session, policy, simulated)
+            table = _steps_table(session, policy, labels)
             live.update(Group(header, table) if header is not None else table)
 
-    async with Verifier(policy, channels=channels, store=SqliteStore(db)) as verifier:
-        return await play(verifier, persona, speed=speed, on_progress=progress)
+    async with (
+        video,
+        Verifier(policy, channels=channels, store=SqliteStore(db)) as verifier,
+    ):
+        video.connect(verifier)
+        return await play(
+            verifier, persona, speed=speed, on_progress=progress, video=video
+        )
 
 
 def _demo(

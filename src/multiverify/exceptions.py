@@ -12,7 +12,8 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
     │   ├── ProviderAuthError         401/403: never retried
-    │   └── ProviderRejectedError     other 4xx: never retried
+    │   ├── ProviderRejectedError     other 4xx: never retried
+    │   └── ProviderResponseError     an answer missing or mangling documented fields
     ├── StoreUnavailableError         the session store cannot be reached: retry
     ├── WebhookError                  a vendor callback that cannot be applied (.vendor)
     │   ├── WebhookSignatureError     unsigned, forged or stale: rejected, never applied
@@ -44,6 +45,7 @@ __all__ = [
     "ProviderError",
     "ProviderRateLimitedError",
     "ProviderRejectedError",
+    "ProviderResponseError",
     "ProviderUnavailableError",
     "SessionError",
     "SessionFinishedError",
@@ -164,6 +166,17 @@ class ProviderAuthError(ProviderError):
 @attrs.define(auto_exc=True, kw_only=True)
 class ProviderRejectedError(ProviderError):
     """The vendor refused the request for good (other 4xx): never retried."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ProviderResponseError(ProviderError):
+    """The vendor answered, but not as documented: a field is missing or malformed.
+
+    Never retried: the same request would get the same answer. ``field``
+    names what was wrong, such as ``verification.url``.
+    """
+
+    field: str = ""
 
 
 @attrs.define(auto_exc=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""Test helpers for apps that embed multiverify: a fake clock and scripted channels.
+"""Test helpers for apps that embed multiverify: a fake clock, scripted channels, a fake video vendor.
 
 >>> clock = FakeClock()
 >>> clock.now().isoformat()
@@ -28,8 +28,15 @@ from .channels import (
     TimerDue,
     Waiting,
 )
+from .providers import VideoDecision, VideoSession, VideoSessionRequest
 
-__all__ = ["FakeClock", "Scripted", "ScriptedChannel", "ScriptedState"]
+__all__ = [
+    "FakeClock",
+    "FakeVideoProvider",
+    "Scripted",
+    "ScriptedChannel",
+    "ScriptedState",
+]
 
 
 class FakeClock:
@@ -294,3 +301,77 @@ class ScriptedChannel:
     async def cancel(self, context: StepContext, state: Any, /) -> None:
         del state
         self.cancels.append(context)
+
+
+class FakeVideoProvider:
+    """A [`VideoSignProvider`][multiverify.providers.VideoSignProvider] in memory, for channel tests.
+
+    Sessions are numbered ``<name>-1``, ``<name>-2``...; [`decide`][multiverify.testing.FakeVideoProvider.decide]
+    sets what [`fetch_decision`][multiverify.testing.FakeVideoProvider.fetch_decision]
+    returns, and [`fail`][multiverify.testing.FakeVideoProvider.fail] makes
+    the next calls raise.
+
+    Args:
+        name: the provider's name.
+        max_lifetime: the longest session, in seconds.
+    """
+
+    def __init__(
+        self, name: str = "fake-video", *, max_lifetime: float = 7200.0
+    ) -> None:
+        self._name = name
+        self._max_lifetime = max_lifetime
+        self.requests: list[VideoSessionRequest] = []
+        """Every ``create_session`` request, in order."""
+        self.fetches: list[str] = []
+        """The session id of every ``fetch_decision`` call, in order."""
+        self._decisions: dict[str, VideoDecision] = {}
+        self._errors: list[Exception] = []
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<multiverify.testing.FakeVideoProvider({self._name}, sessions={len(self.requests)})>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def max_lifetime(self) -> float:
+        return self._max_lifetime
+
+    def session_id(self, number: int) -> str:
+        """The id of the ``number``-th session created (from 1)."""
+        return f"{self._name}-{number}"
+
+    def decide(self, session_id: str, decision: VideoDecision | None) -> None:
+        """What ``fetch_decision`` returns for the session from now on (``None``: no decision yet)."""
+        if decision is None:
+            self._decisions.pop(session_id, None)
+        else:
+            self._decisions[session_id] = decision
+
+    def fail(self, *errors: Exception) -> None:
+        """Raise these errors from the next calls, one per call, in order."""
+        self._errors.extend(errors)
+
+    async def create_session(self, request: VideoSessionRequest, /) -> VideoSession:
+        if self._errors:
+            raise self._errors.pop(0)
+        self.requests.append(request)
+        number = len(self.requests)
+        return VideoSession(
+            provider=self._name,
+            session_id=self.session_id(number),
+            url=f"https://video.fake.invalid/{self._name}/{number}",
+            expires_at=request.expires_at,
+        )
+
+    async def fetch_decision(self, session: VideoSession, /) -> VideoDecision | None:
+        self.fetches.append(session.session_id)
+        if self._errors:
+            raise self._errors.pop(0)
+        return self._decisions.get(session.session_id)
+
+    async def aclose(self) -> None:
+        self.closed = True

@@ -14,16 +14,22 @@ from ._base import (
     TimerDue,
     Waiting,
 )
+from ._statement import Statement, confirmation_statement
+from ._video_sign import VideoSignChannel, VideoSignState
 
 __all__ = [
     "Channel",
     "ChannelRegistry",
     "Finished",
     "ProviderEvent",
+    "Statement",
     "StepContext",
     "StepMessage",
     "StepOutcome",
     "Submission",
     "TimerDue",
+    "VideoSignChannel",
+    "VideoSignState",
     "Waiting",
+    "confirmation_statement",
 ]

@@ -36,6 +36,8 @@ class Persona:
         typing_delay: how long the applicant takes to type the code.
         completes_video: whether the applicant completes a video signing.
         video_delay: how long the video session takes.
+        video_persona: how the applicant behaves at the sandbox video vendor,
+            one of [`video_personas`][multiverify.sandbox.video_personas].
     """
 
     name: str
@@ -50,6 +52,7 @@ class Persona:
     typing_delay: float = 0.6
     completes_video: bool = True
     video_delay: float = 0.6
+    video_persona: str = "passes"
 
 
 def _loan(amount: str, term_months: int, purpose: str) -> LoanApplication:
@@ -141,6 +144,7 @@ PERSONAS: Mapping[str, Persona] = {
             call=Scripted.fails(signals=["wrong_person"], delay=0.6),
             video=Scripted.fails(signals=["face_mismatch"], score=0.1),
             typing_delay=1.0,
+            video_persona="face-mismatch",
         ),
         Persona(
             name="hesitant",

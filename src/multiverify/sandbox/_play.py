@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .._session import StepRecord
     from .._verifier import Verifier
     from ._personas import Persona
+    from ._video import SandboxVideoVendor
 
 __all__ = ["ProgressHook", "play"]
 
@@ -31,13 +32,16 @@ async def play(
     speed: float = 1.0,
     on_progress: ProgressHook | None = None,
     poll: float = _POLL,
+    video: SandboxVideoVendor | None = None,
 ) -> Session:
     """Start a session for the persona's applicant and act as the applicant until it ends.
 
     When an ``sms_code`` step waits, the persona reads the simulated SMS and
     submits the code ([`Verifier.submit`][multiverify.Verifier.submit]); when
     a ``video_sign`` step waits, the persona completes the video session and
-    its ``decision`` callback arrives ([`Verifier.handle_event`][multiverify.Verifier.handle_event]).
+    its ``decision`` callback arrives ([`Verifier.handle_event`][multiverify.Verifier.handle_event]);
+    with a sandbox video vendor, the persona opens the session's link there
+    and the vendor's signed webhooks bring the decision instead.
     Input that arrives after the step stopped waiting (the session was
     decided meanwhile) is dropped, as a late tap in the app would be.
 
@@ -48,6 +52,8 @@ async def play(
         on_progress: called with each new version of the session, and with
             the final one.
         poll: seconds between looks at the session.
+        video: the sandbox video vendor the ``video_sign`` channel runs on,
+            if it runs the real channel.
 
     Returns:
         The finished session (with its verdict, unless it was cancelled).
@@ -79,6 +85,7 @@ async def play(
                     record=record,
                     channel=policy.step(record.step_id).channel,
                     speed=speed,
+                    video=video,
                 )
                 if reply is not None:
                     task = asyncio.ensure_future(reply)
@@ -107,6 +114,7 @@ def _reply(
     record: StepRecord,
     channel: str,
     speed: float,
+    video: SandboxVideoVendor | None = None,
 ) -> Awaitable[None] | None:
     if channel == "sms_code" and persona.types_code:
         code = sandbox_code(session_id, record.step_id, record.attempt)
@@ -115,6 +123,11 @@ def _reply(
             persona.typing_delay * speed,
             lambda: verifier.submit(session_id, record.step_id, {"code": code}),
         )
+    if channel == "video_sign" and persona.completes_video and video is not None:
+        url = record.challenge.url if record.challenge is not None else None
+        if url is None:
+            return None
+        return _later(verifier, persona.video_delay * speed, lambda: video.open(url))
     if channel == "video_sign" and persona.completes_video:
         event = ProviderEvent(
             session_id=session_id,
@@ -131,7 +144,7 @@ def _reply(
 
 
 async def _later(
-    verifier: Verifier, delay: float, send: Callable[[], Awaitable[Session | None]]
+    verifier: Verifier, delay: float, send: Callable[[], Awaitable[object]]
 ) -> None:
     await verifier.clock.sleep(delay)
     try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ._base import WebhookHandler, WebhookRequest, WebhookResponse
 from ._twilio import TwilioSignature, twilio_signature
+from ._veriff import VeriffWebhooks
 from ._vonage import VonageSignature
 
 __all__ = [
     "TwilioSignature",
+    "VeriffWebhooks",
     "VonageSignature",
     "WebhookHandler",
     "WebhookRequest",
