@@ -44,8 +44,9 @@ from ._session import (
     StepUpdated,
     TimerFired,
     new_session,
-    require_waiting,
+    require_input,
     transition,
+    waiting_challenge,
 )
 from .channels import (
     Channel,
@@ -279,21 +280,7 @@ class Verifier:
         """
 
         def ready(session: Session) -> Challenge | None:
-            record = session.step(step_id)
-            if record.state is StepState.WAITING and record.challenge is not None:
-                return record.challenge
-            if (
-                session.finished
-                or record.state.settled
-                or record.state is StepState.WAITING
-            ):
-                raise StepNotWaitingError(
-                    message=f"step {step_id!r} of session {session_id} is "
-                    f"{record.state.value} and has no challenge",
-                    session_id=session_id,
-                    step_id=step_id,
-                )
-            return None
+            return waiting_challenge(session, step_id)
 
         return await self._watch(session_id, ready)
 
@@ -339,7 +326,7 @@ class Verifier:
             not session.finished
             and session.step(event.step_id).state is StepState.RUNNING
         ):
-            self._waiting(session, event.step_id, event.attempt)
+            require_input(session, event.step_id, event.attempt)
         if event.dedupe_key is not None and not await self._store.record_event_once(
             event.session_id, event.dedupe_key
         ):
@@ -537,7 +524,7 @@ class Verifier:
         async with self._lock(session_id):
             session, version = await self._store.load(session_id)
             policy = self._policy_of(session)
-            record = self._waiting(session, step_id, attempt)
+            record = require_input(session, step_id, attempt)
             channel = self._registry.get(policy.step(step_id).channel)
             context = self._context(session, policy, record)
             outcome = await channel.handle(
@@ -551,26 +538,6 @@ class Verifier:
             verdicts = await self._dispatch(saved, result.effects)
         await self._after(saved, new_version, verdicts)
         return saved
-
-    @staticmethod
-    def _waiting(session: Session, step_id: str, attempt: int | None) -> StepRecord:
-        """The record of a step that waits for input, or a typed error."""
-        record = require_waiting(session, step_id)
-        if record.state is not StepState.WAITING:
-            raise StepNotWaitingError(
-                message=f"step {step_id!r} of session {session.session_id} is still "
-                "starting; wait for its challenge",
-                session_id=session.session_id,
-                step_id=step_id,
-            )
-        if attempt is not None and attempt != record.attempt:
-            raise StepNotWaitingError(
-                message=f"attempt {attempt} of step {step_id!r} is over "
-                f"(the current one is {record.attempt})",
-                session_id=session.session_id,
-                step_id=step_id,
-            )
-        return record
 
     async def _after(
         self, session: Session, version: int, verdicts: Sequence[Verdict]
