@@ -8,8 +8,8 @@ import os
 import shutil
 import sys
 import uuid
-from datetime import timedelta
 from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

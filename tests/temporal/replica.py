@@ -61,7 +61,9 @@ APPLICANT = Applicant(
     phone="+8613800138000",
     date_of_birth=date(1990, 3, 7),
     timezone="Asia/Shanghai",
-    loan=LoanApplication(amount="8000", currency="CNY", term_months=12, purpose="laptop"),
+    loan=LoanApplication(
+        amount="8000", currency="CNY", term_months=12, purpose="laptop"
+    ),
 )
 
 

@@ -92,9 +92,7 @@ def _failover() -> Scenario:
             "retry": {"attempts": 3, "wait_initial": "10ms", "wait_max": "50ms"},
         },
     )
-    return Scenario(
-        name="failover", persona=persona, policy=policy, channels=channels
-    )
+    return Scenario(name="failover", persona=persona, policy=policy, channels=channels)
 
 
 def _call_timeout() -> Scenario:
@@ -125,7 +123,10 @@ def _deadline() -> Scenario:
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
-        *(_persona_scenario(name) for name in ("honest", "no-answer", "fraudster", "hesitant")),
+        *(
+            _persona_scenario(name)
+            for name in ("honest", "no-answer", "fraudster", "hesitant")
+        ),
         _failover(),
         _call_timeout(),
         _deadline(),

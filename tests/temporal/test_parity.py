@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import running_worker
 from temporal_scenarios import SCENARIOS, SPEED, run_embedded, verdict_of
 from temporalio.client import Client
 
 from multiverify.sandbox import play
 from multiverify.temporal import TemporalVerifier
-
-from conftest import running_worker
 
 
 class TestParity:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -58,7 +58,7 @@ class FakeVendor:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> FakeVendor:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -125,10 +125,10 @@ async def replicas(
 
 
 async def until(
-    http: httpx.AsyncClient, url: str, want: dict[str, str], *, timeout: float = 30
+    http: httpx.AsyncClient, url: str, want: dict[str, str], *, within: float = 30
 ) -> dict[str, Any]:
     """Poll a replica's view of a session until its steps are in the wanted states."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             seen = (await http.get(url)).json()
             if all(seen.get("steps", {}).get(k) == v for k, v in want.items()):
@@ -144,9 +144,13 @@ class TestReplicas:
         (_, a), (_, b) = await asyncio.gather(replicas.start(), replicas.start())
         sid = "webhook-b"
         async with httpx.AsyncClient(timeout=30) as http:
-            started = await http.post(f"{a}/start", json={"session_id": sid, "sms_timeout": "30s"})
+            started = await http.post(
+                f"{a}/start", json={"session_id": sid, "sms_timeout": "30s"}
+            )
             assert started.status_code == 200, started.text
-            await until(http, f"{a}/session/{sid}", {"sms": "waiting", "bureau": "done"})
+            await until(
+                http, f"{a}/session/{sid}", {"sms": "waiting", "bureau": "done"}
+            )
             code = sandbox_code(sid, "sms", 1)
             assert code in vendor.texts[f"{sid}:sms:1"]  # the applicant reads the SMS
             submitted = await http.post(
@@ -164,16 +168,23 @@ class TestReplicas:
             }
             for _ in range(2):  # the vendor delivers its webhook twice
                 assert (await http.post(f"{b}/webhook", json=event)).status_code == 202
-        verifier = TemporalVerifier(client, replica_policy("30s"), task_queue=replicas.task_queue)
+        verifier = TemporalVerifier(
+            client, replica_policy("30s"), task_queue=replicas.task_queue
+        )
         verdict = await asyncio.wait_for(verifier.wait(sid), timeout=30)
         assert verdict.outcome is Outcome.APPROVED
         assert vendor.sends == {f"{sid}:sms:1": 1}
         assert vendor.pulls == {f"{sid}:bureau:1": 1}
         trail = await verifier.audit_events(sid)
         video_inputs = [
-            e for e in trail if e.kind == "input" and e.data["input"].get("step_id") == "video"
+            e
+            for e in trail
+            if e.kind == "input" and e.data["input"].get("step_id") == "video"
         ]
-        assert [e.data["input"]["type"] for e in video_inputs] == ["StepStarted", "StepFinished"]
+        assert [e.data["input"]["type"] for e in video_inputs] == [
+            "StepStarted",
+            "StepFinished",
+        ]
 
     async def test_replica_b_finishes_a_session_whose_replica_was_killed(
         self, client: Client, replicas: Replicas, vendor: FakeVendor
@@ -183,13 +194,17 @@ class TestReplicas:
         sid = "killed-a"
         async with httpx.AsyncClient(timeout=30) as http:
             await http.post(f"{a}/start", json={"session_id": sid, "sms_timeout": "6s"})
-            await until(http, f"{a}/session/{sid}", {"sms": "waiting", "bureau": "done"})
+            await until(
+                http, f"{a}/session/{sid}", {"sms": "waiting", "bureau": "done"}
+            )
             _, b = await replicas.start()
             seen = (await http.get(f"{a}/session/{sid}")).json()
             assert seen["outcome"] is None  # still waiting for the code
         process_a.send_signal(signal.SIGKILL)
         await process_a.wait()
-        verifier = TemporalVerifier(client, replica_policy("6s"), task_queue=replicas.task_queue)
+        verifier = TemporalVerifier(
+            client, replica_policy("6s"), task_queue=replicas.task_queue
+        )
         verdict = await asyncio.wait_for(verifier.wait(sid), timeout=60)
         assert verdict.outcome is Outcome.EXPIRED
         assert [r.code for r in verdict.reasons] == ["sms.expired"]

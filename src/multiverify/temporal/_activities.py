@@ -127,7 +127,7 @@ class Activities:
                     )
                 error, provider = start_failure(exc, call.provider)
                 raise ApplicationError(
-                    error,
+                    str(exc),
                     {"error": error, "provider": provider, "tries": tries},
                     type=type(exc).__name__,
                     non_retryable=True,
