@@ -204,14 +204,7 @@ class Verifier:
         Raises:
             ConfigurationError: no such policy.
         """
-        if ref is None:
-            return self._default
-        if ref in self._policies:
-            return self._policies[ref]
-        matching = [p for p in self._policies.values() if p.name == ref]
-        if not matching:
-            raise ConfigurationError(message=f"no policy named or hashed {ref!r}")
-        return matching[-1]
+        return find_policy(self._policies, self._default, ref)
 
     # -- the app-facing API ------------------------------------------------------
 
@@ -809,6 +802,24 @@ class Verifier:
 
 
 # -- what every runtime does around a channel call -------------------------------
+
+
+def find_policy(
+    policies: Mapping[str, Policy], default: Policy, ref: str | None
+) -> Policy:
+    """A policy by hash or name (the latest of that name), or ``default`` for ``None``.
+
+    Raises:
+        ConfigurationError: no such policy.
+    """
+    if ref is None:
+        return default
+    if ref in policies:
+        return policies[ref]
+    matching = [p for p in policies.values() if p.name == ref]
+    if not matching:
+        raise ConfigurationError(message=f"no policy named or hashed {ref!r}")
+    return matching[-1]
 
 
 def load_state(channel: Channel, data: Mapping[str, Any]) -> Any:

@@ -26,6 +26,7 @@ from .._duration import parse_duration
 from .._results import Challenge, Verdict
 from .._serde import structure, unstructure
 from .._session import Session
+from .._verifier import find_policy
 from ..channels import ProviderEvent
 from ..exceptions import (
     ConcurrentUpdateError,
@@ -137,14 +138,7 @@ class TemporalVerifier:
         Raises:
             ConfigurationError: no such policy.
         """
-        if ref is None:
-            return self._default
-        if ref in self._policies:
-            return self._policies[ref]
-        matching = [p for p in self._policies.values() if p.name == ref]
-        if not matching:
-            raise ConfigurationError(message=f"no policy named or hashed {ref!r}")
-        return matching[-1]
+        return find_policy(self._policies, self._default, ref)
 
     # -- the app-facing API ------------------------------------------------------
 
