@@ -10,7 +10,15 @@ import pytest
 from conftest import running_worker
 from temporalio.client import Client
 
-from multiverify import AuditTrail, Outcome, SessionStatus, StepState
+from multiverify import (
+    AuditTrail,
+    Outcome,
+    Policy,
+    Rule,
+    SessionStatus,
+    Step,
+    StepState,
+)
 from multiverify.channels import ProviderEvent
 from multiverify.exceptions import (
     ConcurrentUpdateError,
@@ -28,6 +36,7 @@ from multiverify.sandbox import (
 )
 from multiverify.stores import MemoryStore
 from multiverify.temporal import TemporalVerifier
+from multiverify.testing import Scripted, ScriptedChannel
 
 HONEST = get_persona("honest")
 NO_ANSWER = get_persona("no-answer")
@@ -195,3 +204,46 @@ class TestTemporalVerifier:
             await verifier.submit(sid, "sms", {"code": sandbox_code(sid, "sms", 1)})
             verdict = await verifier.wait(sid)
         assert verdict.outcome is Outcome.APPROVED
+
+
+class TestUncertainOutcomes:
+    async def test_a_call_lost_mid_way_is_reconciled_with_the_same_key(
+        self, client: Client
+    ) -> None:
+        """A start whose outcome is unknown (its call timed out) is asked again once, with the same idempotency key, not retried blindly."""
+        bureau = ScriptedChannel(
+            "credit_bureau",
+            [
+                Scripted.passes(delay=30),  # the worker "hangs": the call times out
+                Scripted.passes(signals=["identity_match"]),
+            ],
+        )
+        policy = Policy(
+            name="one",
+            version="1",
+            steps=[Step(id="bureau", channel="credit_bureau")],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.bureau.status == 'passed'",
+                    reason="bureau.passed",
+                )
+            ],
+        )
+        async with running_worker(client, [bureau]) as task_queue:
+            verifier = TemporalVerifier(
+                client,
+                policy,
+                task_queue=task_queue,
+                call_timeout=1,
+                heartbeat_timeout=1,
+            )
+            sid = new_id()
+            await verifier.start(HONEST.applicant, session_id=sid)
+            verdict = await verifier.wait(sid)
+            trail = await verifier.audit_events(sid)
+        assert verdict.outcome is Outcome.APPROVED
+        assert [c.idempotency_key for c in bureau.starts] == [f"{sid}:bureau:1"] * 2
+        calls = [e.data["call"] for e in trail if "call" in e.data]
+        assert calls[0]["reconciled"] is True
+        assert len(calls[0]["uncertain"]) == 1
