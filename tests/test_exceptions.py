@@ -27,6 +27,9 @@ from multiverify.exceptions import (
     StepNotFoundError,
     StepNotWaitingError,
     StoreUnavailableError,
+    WebhookError,
+    WebhookFormatError,
+    WebhookSignatureError,
 )
 
 PARENTS: dict[type[MultiverifyError], type[Exception]] = {
@@ -47,6 +50,9 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     StepNotWaitingError: SessionError,
     AuditIntegrityError: MultiverifyError,
     StoreUnavailableError: MultiverifyError,
+    WebhookError: MultiverifyError,
+    WebhookSignatureError: WebhookError,
+    WebhookFormatError: WebhookError,
 }
 
 # One valid instance of every error, built with only its required fields.
@@ -68,6 +74,9 @@ EXAMPLES: list[MultiverifyError] = [
     StepNotWaitingError(message="not waiting", session_id="s1", step_id="sms"),
     AuditIntegrityError(message="tampered", index=7),
     StoreUnavailableError(message="redis is down", store="redis"),
+    WebhookError(message="refused", vendor="twilio"),
+    WebhookSignatureError(message="forged", vendor="twilio"),
+    WebhookFormatError(message="garbled", vendor="vonage"),
 ]
 
 

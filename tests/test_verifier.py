@@ -257,6 +257,29 @@ class TestVerifier:
         await verifier.aclose()  # idempotent
         assert closed == []
 
+    async def test_channels_get_the_store_as_shared_state(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A step's context carries the store as the replicas' shared state."""
+        seen: list[object] = []
+
+        class Recording(ScriptedChannel):
+            async def start(self, context: StepContext, /) -> StepOutcome:
+                seen.append(context.shared)
+                return await super().start(context)
+
+        store = MemoryStore()
+        channel = Recording("credit_bureau", [Scripted.passes()])
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[channel, sms_code()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            await verifier.start(applicant)
+            await verifier.wait_idle()
+        assert seen == [store]
+
     async def test_aclose_closes_the_store_it_made(self) -> None:
         """The default in-memory store belongs to the Verifier and closes with it."""
         verifier = Verifier(bureau_sms_policy(), channels=[bureau(), sms_code()])

@@ -26,7 +26,7 @@ from .exceptions import (
 )
 from .policy import RetrySettings
 
-__all__ = ["error_for_response", "retry_after", "retrying", "send"]
+__all__ = ["error_for_response", "exchange", "retry_after", "retrying", "send"]
 
 _REQUEST_ID_HEADERS = (
     "x-request-id",
@@ -62,12 +62,17 @@ def retry_after(
 
 
 def error_for_response(
-    provider: str, response: httpx.Response, *, message: str | None = None
+    provider: str,
+    response: httpx.Response,
+    *,
+    message: str | None = None,
+    code: str | None = None,
 ) -> ProviderError:
     """Map an unsuccessful response to the SDK's provider error taxonomy.
 
     429 is rate limited (retryable, with Retry-After), 401/403 auth (never
     retried), 408/409/425 and 5xx unavailable (retryable), other 4xx rejected.
+    ``message`` and ``code`` are the vendor's own words, when it gave them.
     """
     status = response.status_code
     request_id = next(
@@ -81,29 +86,33 @@ def error_for_response(
             provider=provider,
             status_code=status,
             request_id=request_id,
+            code=code,
             retry_after=retry_after(response),
         )
+    kind: type[ProviderError] = ProviderRejectedError
     if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
-        return ProviderAuthError(
-            message=text, provider=provider, status_code=status, request_id=request_id
-        )
-    if status >= httpx.codes.INTERNAL_SERVER_ERROR or status in (408, 409, 425):
-        return ProviderUnavailableError(
-            message=text, provider=provider, status_code=status, request_id=request_id
-        )
-    return ProviderRejectedError(
-        message=text, provider=provider, status_code=status, request_id=request_id
+        kind = ProviderAuthError
+    elif status >= httpx.codes.INTERNAL_SERVER_ERROR or status in (408, 409, 425):
+        kind = ProviderUnavailableError
+    return kind(
+        message=text,
+        provider=provider,
+        status_code=status,
+        request_id=request_id,
+        code=code,
     )
 
 
-async def send(
+async def exchange(
     client: httpx.AsyncClient, provider: str, request: httpx.Request
 ) -> httpx.Response:
-    """Send a request; return a 2xx response or raise a ProviderError.
+    """Send a request and return the response, whatever its status, body read.
+
+    For vendors whose error bodies say more than the status; others use
+    [`send`][multiverify._http.send].
 
     Raises:
         ProviderUnavailableError: transport failure or timeout.
-        ProviderError: the subclass for the response's status.
     """
     try:
         response = await client.send(request)
@@ -116,9 +125,22 @@ async def send(
             message=f"{provider} could not be reached: {type(exc).__name__}",
             provider=provider,
         ) from exc
+    await response.aread()
+    return response
+
+
+async def send(
+    client: httpx.AsyncClient, provider: str, request: httpx.Request
+) -> httpx.Response:
+    """Send a request; return a 2xx response or raise a ProviderError.
+
+    Raises:
+        ProviderUnavailableError: transport failure or timeout.
+        ProviderError: the subclass for the response's status.
+    """
+    response = await exchange(client, provider, request)
     if response.is_success:
         return response
-    await response.aread()
     raise error_for_response(provider, response)
 
 

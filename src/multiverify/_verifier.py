@@ -69,7 +69,7 @@ from .exceptions import (
     StepNotWaitingError,
 )
 from .policy import Policy, RetrySettings
-from .stores import MemoryStore, SessionStore
+from .stores import MemoryStore, SessionStore, SharedState
 
 __all__ = ["OnVerdict", "Verifier"]
 
@@ -164,6 +164,7 @@ class Verifier:
         self._default = listed[0]
         self._owns_store = store is None
         self._store: SessionStore = store if store is not None else MemoryStore()
+        self._shared: SharedState = self._store  # every SessionStore is one
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._hooks = tuple(on_verdict)
         self._new_id = new_id
@@ -690,6 +691,7 @@ class Verifier:
             applicant=session.applicant,
             options=step.options,
             clock=self._clock,
+            shared=self._shared,
         )
 
     async def _start_step(

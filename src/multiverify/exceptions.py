@@ -8,12 +8,15 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     ├── ConfigurationError            bad wiring, raised at construction
     │   └── PolicyError               a policy that does not validate (.problems)
     ├── InvalidInputError             bad applicant data or payload (.field)
-    ├── ProviderError                 .provider .status_code .request_id .retryable
+    ├── ProviderError                 .provider .status_code .code .request_id .retryable
     │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
     │   ├── ProviderAuthError         401/403: never retried
     │   └── ProviderRejectedError     other 4xx: never retried
     ├── StoreUnavailableError         the session store cannot be reached: retry
+    ├── WebhookError                  a vendor callback that cannot be applied (.vendor)
+    │   ├── WebhookSignatureError     unsigned, forged or stale: rejected, never applied
+    │   └── WebhookFormatError        malformed or of an unknown kind
     ├── SessionError                  .session_id
     │   ├── SessionNotFoundError
     │   ├── SessionFinishedError      input for a session that has a verdict
@@ -48,6 +51,9 @@ __all__ = [
     "StepNotFoundError",
     "StepNotWaitingError",
     "StoreUnavailableError",
+    "WebhookError",
+    "WebhookFormatError",
+    "WebhookSignatureError",
 ]
 
 
@@ -122,12 +128,15 @@ class ProviderError(MultiverifyError):
     Attributes:
         provider: the vendor's name, such as ``twilio``.
         status_code: the HTTP status, when there was a response.
+        code: the vendor's own error code, such as ``60200`` or
+            ``isv.MOBILE_NUMBER_ILLEGAL``, when it gave one.
         request_id: the vendor's request id, for its support desk.
         retryable: whether repeating the same request may succeed.
     """
 
     provider: str
     status_code: int | None = None
+    code: str | None = None
     request_id: str | None = None
     retryable: bool = False
 
@@ -165,6 +174,27 @@ class StoreUnavailableError(MultiverifyError):
     """
 
     store: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class WebhookError(MultiverifyError):
+    """A vendor callback was refused; nothing was applied.
+
+    Attributes:
+        vendor: which vendor's route received it, such as ``twilio``.
+    """
+
+    vendor: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class WebhookSignatureError(WebhookError):
+    """The callback is unsigned, its signature does not match, or it is too old."""
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class WebhookFormatError(WebhookError):
+    """The callback is signed but malformed, or of a kind the handler does not know."""
 
 
 @attrs.define(auto_exc=True, kw_only=True)

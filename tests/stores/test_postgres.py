@@ -16,6 +16,7 @@ import attrs
 import pytest
 from conftest import POSTGRES_URL, drop_postgres_schema, service_missing
 
+from multiverify._serde import dumps
 from multiverify._session import ScheduleTimer, Session
 from multiverify.exceptions import (
     ConcurrentUpdateError,
@@ -188,8 +189,38 @@ class TestMigrations:
         async with PostgresStore(POSTGRES_URL, schema=schema) as again:
             assert await again.session_ids() == ["s1"]
 
-        rows = await query(f'SELECT version FROM "{schema}".schema_version')
-        assert rows == [(_postgres.SCHEMA_VERSION,)]
+        rows = await query(
+            f'SELECT version FROM "{schema}".schema_version ORDER BY version'
+        )
+        assert rows == [(v,) for v in range(1, _postgres.SCHEMA_VERSION + 1)]
+
+    async def test_older_schema_is_migrated_and_keeps_its_data(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """A schema at version 1 gets the later migrations on open; its sessions stay."""
+        session = make_session("s1")
+        pool = await asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=2)
+        try:
+            store = PostgresStore(pool=pool, schema=schema)
+            await store._migrate(pool, upto=1)
+            await pool.execute(
+                f'INSERT INTO "{schema}".sessions (session_id, version, status, '
+                "body, created_at, updated_at) VALUES ('s1', 1, 'active', $1, "
+                "now(), now())",
+                dumps(session),
+            )
+
+            await store.open()
+
+            assert await store.load("s1") == (session, 1)
+            assert await store.put_value("k", "v", at=T0, ttl=10)
+            await store.aclose()
+        finally:
+            await pool.close()
+        rows = await query(
+            f'SELECT version FROM "{schema}".schema_version ORDER BY version'
+        )
+        assert rows == [(v,) for v in range(1, _postgres.SCHEMA_VERSION + 1)]
 
     async def test_replicas_migrating_at_once_both_succeed(
         self, schema: str, make_session: MakeSession
@@ -204,8 +235,10 @@ class TestMigrations:
             for store in stores:
                 await store.aclose()
 
-        rows = await query(f'SELECT version FROM "{schema}".schema_version')
-        assert rows == [(_postgres.SCHEMA_VERSION,)]
+        rows = await query(
+            f'SELECT version FROM "{schema}".schema_version ORDER BY version'
+        )
+        assert rows == [(v,) for v in range(1, _postgres.SCHEMA_VERSION + 1)]
 
     async def test_concurrent_first_calls_open_one_pool(
         self, schema: str, make_session: MakeSession

@@ -321,3 +321,27 @@ class TestRepr:
             "url='redis://127.0.0.1:6379/2', prefix='multiverify')>"
         )
         assert "app@127.0.0.1" in repr(only_user)
+
+
+class TestSharedState:
+    async def test_keys_leave_redis_after_their_logical_end(self, prefix: str) -> None:
+        """Quota windows and values get a physical expiry, an hour past the logical one."""
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            await store.consume("sends", at=T0, window=60, limit=3)
+            await store.put_value("report", "{}", at=T0, ttl=10)
+
+            client = store._client
+            window_ttl = await client.pttl(f"{prefix}:quota:sends")
+            value_ttl = await client.pttl(f"{prefix}:value:report")
+
+        assert 3_600_000 < window_ttl <= 3_660_000
+        assert 3_600_000 < value_ttl <= 3_610_000
+
+    async def test_naive_times_are_utc(self, prefix: str) -> None:
+        """A naive ``at`` names the same instant as the aware UTC one."""
+        naive = datetime(2025, 3, 1, 9, 0)  # noqa: DTZ001
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            await store.put_value("k", "v", at=naive, ttl=10)
+
+            assert await store.get_value("k", at=T0 + timedelta(seconds=9)) == "v"
+            assert await store.get_value("k", at=T0 + timedelta(seconds=10)) is None

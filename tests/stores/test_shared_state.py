@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import POSTGRES_URL, REDIS_URL, STORES
 
-from multiverify.stores import MemoryStore, QueueItem, SharedState, WorkQueue
+from multiverify.stores import (
+    PostgresStore,
+    QueueItem,
+    RedisStore,
+    SessionStore,
+    SharedState,
+    SqliteStore,
+    WorkQueue,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,12 +31,12 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=sorted(STORES))
 async def shared(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[MemoryStore]:
-    """Each store that implements the shared-state and queue contract, fresh."""
-    store = MemoryStore()
+) -> AsyncIterator[SessionStore]:
+    """Each store in turn (every SessionStore is shared state and a work queue), fresh."""
+    store = await STORES[request.param](tmp_path)
     try:
         yield store
     finally:
@@ -292,3 +302,82 @@ class TestWorkQueue:
         assert await shared.claim("q1", owner="w", at=at(0), lease=5) is not None
         assert [i.item_id for i in await shared.queue_items("q2")] == ["a"]
         assert await shared.queue_items("empty") == []
+
+
+async def _second_replica(
+    kind: str, first: SessionStore, tmp_path: Path
+) -> SessionStore:
+    """Another store on the same database, schema, prefix or file as ``first``."""
+    if kind == "postgres":
+        assert isinstance(first, PostgresStore)
+        return PostgresStore(POSTGRES_URL, schema=first._schema)
+    if kind == "redis":
+        assert isinstance(first, RedisStore)
+        return RedisStore(REDIS_URL, prefix=first._prefix)
+    return SqliteStore(tmp_path / "store.db")
+
+
+@pytest.fixture(params=["postgres", "redis", "sqlite"])
+async def replicas(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[SessionStore, SessionStore]]:
+    """Two stores with connections of their own on one shared backend: two replicas."""
+    first = await STORES[request.param](tmp_path)
+    second = await _second_replica(request.param, first, tmp_path)
+    try:
+        yield first, second
+    finally:
+        await second.aclose()
+        await first.aclose()
+
+
+class TestRaces:
+    async def test_consume_near_the_limit_admits_exactly_what_fits(
+        self, replicas: tuple[SessionStore, SessionStore]
+    ) -> None:
+        """Replicas racing to consume one key with room for two: exactly two win, every round."""
+        one, two = replicas
+        for round_ in range(8):
+            key = f"sends:{round_}"
+            for n in range(3):
+                assert (await one.consume(key, at=at(n), window=600, limit=5)).allowed
+
+            answers = await asyncio.gather(
+                *(
+                    (one if n % 2 else two).consume(key, at=at(10), window=600, limit=5)
+                    for n in range(6)
+                )
+            )
+
+            assert sum(answer.allowed for answer in answers) == 2
+            final = await two.consume(key, at=at(11), window=600, limit=5, amount=0)
+            assert final.used == 5
+
+    async def test_claims_of_one_item_have_one_winner(
+        self, replicas: tuple[SessionStore, SessionStore]
+    ) -> None:
+        """Replicas racing to claim one item (next, or by id): exactly one gets it, every round."""
+        one, two = replicas
+        for round_ in range(8):
+            queue = f"desk-{round_}"
+            await one.enqueue(queue, "only", "{}", at=at(0))
+            by_id = round_ % 2 == 1
+
+            claims = await asyncio.gather(
+                *(
+                    (one if n % 2 else two).claim(
+                        queue,
+                        owner=f"w{n}",
+                        at=at(1),
+                        lease=60,
+                        item_id="only" if by_id else None,
+                    )
+                    for n in range(6)
+                )
+            )
+
+            winners = [claim for claim in claims if claim is not None]
+            assert len(winners) == 1
+            [item] = await two.queue_items(queue)
+            assert item.claimed_by == winners[0].claimed_by
+            assert item.claims == 1

@@ -13,6 +13,7 @@ import attrs
 import pytest
 
 from multiverify._audit import AuditTrail
+from multiverify._serde import dumps
 from multiverify._session import ScheduleTimer, Session
 from multiverify.exceptions import ConcurrentUpdateError, ConfigurationError
 from multiverify.stores import DueTimer, SqliteStore, _sqlite
@@ -159,10 +160,44 @@ class TestSqliteStore:
             pass
 
         assert query(path, "SELECT version, applied_at FROM schema_version") == [
-            (1, T0.isoformat())
+            (version, T0.isoformat())
+            for version in range(1, _sqlite.SCHEMA_VERSION + 1)
         ]
         tables = {name for (name,) in query(path, "SELECT name FROM sqlite_master")}
-        assert {"sessions", "effects", "timers", "events_seen", "audit"} <= tables
+        assert {
+            "sessions",
+            "effects",
+            "timers",
+            "events_seen",
+            "audit",
+            "quota_entries",
+            "shared_values",
+            "queue_items",
+        } <= tables
+
+    async def test_older_file_is_migrated_and_keeps_its_data(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """A file at schema version 1 gets the later migrations on open; its sessions stay."""
+        path = tmp_path / "v1.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            _sqlite._migrate(db, T0.isoformat(), upto=1)
+            session = make_session("s1")
+            db.execute(
+                "INSERT INTO sessions (session_id, version, status, body, "
+                "created_at, updated_at) VALUES ('s1', 1, 'active', ?, '', '')",
+                (dumps(session),),
+            )
+        finally:
+            db.close()
+
+        async with SqliteStore(path, clock=FixedClock(T0)) as store:
+            assert [
+                v for (v, _) in query(path, "SELECT * FROM schema_version")
+            ] == list(range(1, _sqlite.SCHEMA_VERSION + 1))
+            assert await store.load("s1") == (session, 1)
+            assert await store.put_value("k", "v", at=T0, ttl=10)
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file from a newer multiverify raises ConfigurationError instead of being used."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -13,6 +13,9 @@ from .._clock import Clock
 from .._results import Challenge, ChannelResult
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
 from ..exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..stores import SharedState
 
 __all__ = [
     "Channel",
@@ -42,6 +45,8 @@ class StepContext:
         applicant: who is verified.
         options: the step's ``options`` from the policy.
         clock: the runtime's clock.
+        shared: state shared by every replica (quotas, cached values,
+            locks), from the runtime's store; ``None`` when the store has none.
     """
 
     session_id: str
@@ -52,6 +57,7 @@ class StepContext:
     applicant: Applicant = attrs.field(repr=False)
     options: Mapping[str, Any] = attrs.field(factory=dict)
     clock: Clock = attrs.field(repr=False, eq=False)
+    shared: SharedState | None = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen(kw_only=True)

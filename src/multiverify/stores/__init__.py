@@ -1,4 +1,4 @@
-"""Session stores: in memory (tests, one process) and SQLite (the embedded default, durable on disk)."""
+"""Session stores: in memory (tests), SQLite (the embedded default), PostgreSQL and Redis (many replicas)."""
 
 from __future__ import annotations
 

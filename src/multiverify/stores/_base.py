@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 import attrs
 
@@ -93,6 +93,7 @@ class QueueItem:
         return self.claimed_until is not None and self.claimed_until > at
 
 
+@runtime_checkable
 class SharedState(Protocol):
     """**Protocol**: small facts shared by every replica: quotas and expiring values.
 
@@ -241,12 +242,15 @@ class WorkQueue(Protocol):
         ...
 
 
-class SessionStore(Protocol):
+class SessionStore(SharedState, WorkQueue, Protocol):
     """**Protocol**: durable sessions with compare-and-set saves.
 
     Every store passes the same contract suite (``tests/stores``). A save
     writes the session, its new effects (the outbox) and its audit events
     atomically, and only if the stored version is still ``expected_version``.
+    Every store is also [`SharedState`][multiverify.stores.SharedState] and a
+    [`WorkQueue`][multiverify.stores.WorkQueue], so the channels and desks
+    that need quotas, caches or queues use the store the sessions live in.
     """
 
     async def create(
@@ -423,6 +427,23 @@ def window_frees_at(
         if remaining + amount <= limit:
             return at + timedelta(seconds=window)
     return None  # pragma: no cover - the loop frees the whole window at the latest
+
+
+def refused_quota(
+    used: float,
+    entries: Iterable[tuple[datetime, float]],
+    *,
+    window: float,
+    limit: float,
+    amount: float,
+) -> Quota:
+    """The answer to a ``consume`` that does not fit: the window's entries (oldest first) say when it would."""
+    return Quota(
+        allowed=False,
+        used=used,
+        limit=limit,
+        retry_at=window_frees_at(entries, window=window, limit=limit, amount=amount),
+    )
 
 
 def queue_order(item: QueueItem) -> tuple[int, datetime, str]:

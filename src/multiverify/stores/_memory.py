@@ -16,10 +16,10 @@ from ._base import (
     QueueItem,
     Quota,
     queue_order,
+    refused_quota,
     session_exists,
     session_missing,
     version_moved,
-    window_frees_at,
 )
 
 __all__ = ["MemoryStore"]
@@ -170,14 +170,7 @@ class MemoryStore:
         if used + amount <= limit:
             entries.append((at, amount))
             return Quota(allowed=True, used=used + amount, limit=limit)
-        return Quota(
-            allowed=False,
-            used=used,
-            limit=limit,
-            retry_at=window_frees_at(
-                entries, window=window, limit=limit, amount=amount
-            ),
-        )
+        return refused_quota(used, entries, window=window, limit=limit, amount=amount)
 
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         found = self._values.get(key)

@@ -25,7 +25,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,7 +41,10 @@ from ._base import (
     DueTimer,
     OpenableStore,
     PendingEffect,
+    QueueItem,
+    Quota,
     SerialisedWrites,
+    refused_quota,
     session_exists,
     session_missing,
     version_moved,
@@ -108,6 +111,49 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (session_id, idx)
         )
         """,
+    ),
+    # 2: shared state (sliding-window quotas, expiring values) and work queues.
+    # The *_text columns keep the caller's times as given (time zone and all);
+    # the timestamptz columns order and compare them.
+    (
+        """
+        CREATE TABLE {s}.quota_entries (
+            seq     BIGSERIAL        PRIMARY KEY,
+            key     TEXT             NOT NULL,
+            at      TIMESTAMPTZ      NOT NULL,
+            at_text TEXT             NOT NULL,
+            amount  DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX quota_entries_by_key ON {s}.quota_entries (key, at, seq)",
+        """
+        CREATE TABLE {s}.shared_values (
+            key        TEXT        PRIMARY KEY,
+            value      TEXT        NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE {s}.queue_items (
+            queue              TEXT        NOT NULL,
+            item_id            TEXT        NOT NULL COLLATE "C",
+            body               TEXT        NOT NULL,
+            priority           BIGINT      NOT NULL,
+            enqueued_at        TIMESTAMPTZ NOT NULL,
+            enqueued_text      TEXT        NOT NULL,
+            available_at       TIMESTAMPTZ NOT NULL,
+            available_text     TEXT        NOT NULL,
+            claimed_by         TEXT,
+            claimed_until      TIMESTAMPTZ,
+            claimed_until_text TEXT,
+            claims             INTEGER     NOT NULL DEFAULT 0,
+            PRIMARY KEY (queue, item_id)
+        )
+        """,
+        (
+            "CREATE INDEX queue_items_by_order "
+            "ON {s}.queue_items (queue, priority DESC, enqueued_at, item_id)"
+        ),
     ),
 )
 
@@ -318,7 +364,8 @@ class PostgresStore(OpenableStore):
                 message=f"invalid PostgreSQL dsn {where!r}: {exc}"
             ) from None
 
-    async def _migrate(self, pool: Any) -> None:
+    async def _migrate(self, pool: Any, *, upto: int = SCHEMA_VERSION) -> None:
+        """Apply the migrations the schema lacks, up to version ``upto``."""
         sql = self._sql
         async with pool.acquire() as conn, conn.transaction():
             # One migrator at a time per schema, whatever the replica.
@@ -340,7 +387,7 @@ class PostgresStore(OpenableStore):
                     f"than this multiverify understands ({SCHEMA_VERSION}); "
                     "upgrade multiverify"
                 )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            for version in range(current + 1, upto + 1):
                 for statement in _MIGRATIONS[version - 1]:
                     await conn.execute(statement.format(s=sql.schema))
                 await conn.execute(
@@ -506,6 +553,190 @@ class PostgresStore(OpenableStore):
         rows = await pool.fetch(self._sql.session_ids)
         return [row["session_id"] for row in rows]
 
+    # --- SharedState ----------------------------------------------------------
+
+    @_outages
+    async def consume(
+        self,
+        key: str,
+        /,
+        *,
+        at: datetime,
+        window: float,
+        limit: float,
+        amount: float = 1.0,
+    ) -> Quota:
+        sql = self._sql
+        now = _utc(at)
+        pool = await self._ready()
+        async with pool.acquire() as conn, conn.transaction():
+            # One consumer of a key at a time, whatever the replica; the lock
+            # goes with the transaction.
+            await conn.execute(sql.lock, f"{self._schema}:quota:{key}")
+            used = await conn.fetchval(
+                sql.quota_used, key, now - timedelta(seconds=window)
+            )
+            if used + amount <= limit:
+                await conn.execute(sql.quota_add, key, now, at.isoformat(), amount)
+                return Quota(allowed=True, used=used + amount, limit=limit)
+            rows = await conn.fetch(sql.quota_entries, key)
+        return refused_quota(
+            used,
+            [(datetime.fromisoformat(row["at_text"]), row["amount"]) for row in rows],
+            window=window,
+            limit=limit,
+            amount=amount,
+        )
+
+    @_outages
+    async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+        pool = await self._ready()
+        value: str | None = await pool.fetchval(self._sql.value_get, key, _utc(at))
+        return value
+
+    @_outages
+    async def put_value(
+        self,
+        key: str,
+        value: str,
+        /,
+        *,
+        at: datetime,
+        ttl: float,
+        only_if_absent: bool = False,
+    ) -> bool:
+        pool = await self._ready()
+        stored = await pool.fetchval(
+            self._sql.value_put,
+            key,
+            value,
+            _utc(at + timedelta(seconds=ttl)),
+            only_if_absent,
+            _utc(at),
+        )
+        return stored is not None
+
+    @_outages
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        pool = await self._ready()
+        deleted = await pool.fetchval(self._sql.value_delete, key, value)
+        return deleted is not None
+
+    # --- WorkQueue ------------------------------------------------------------
+
+    @_outages
+    async def enqueue(
+        self,
+        queue: str,
+        item_id: str,
+        body: str,
+        /,
+        *,
+        at: datetime,
+        priority: int = 0,
+        available_at: datetime | None = None,
+    ) -> bool:
+        available = at if available_at is None else available_at
+        pool = await self._ready()
+        inserted = await pool.fetchval(
+            self._sql.enqueue,
+            queue,
+            item_id,
+            body,
+            priority,
+            _utc(at),
+            at.isoformat(),
+            _utc(available),
+            available.isoformat(),
+        )
+        return inserted is not None
+
+    @_outages
+    async def claim(
+        self,
+        queue: str,
+        /,
+        *,
+        owner: str,
+        at: datetime,
+        lease: float,
+        item_id: str | None = None,
+    ) -> QueueItem | None:
+        until = at + timedelta(seconds=lease)
+        pool = await self._ready()
+        row = await pool.fetchrow(
+            self._sql.claim,
+            queue,
+            _utc(at),
+            item_id,
+            owner,
+            _utc(until),
+            until.isoformat(),
+        )
+        return None if row is None else _item(row)
+
+    @_outages
+    async def extend(
+        self, queue: str, item_id: str, /, *, owner: str, at: datetime, lease: float
+    ) -> bool:
+        until = at + timedelta(seconds=lease)
+        pool = await self._ready()
+        changed = await pool.fetchval(
+            self._sql.extend, queue, item_id, owner, _utc(until), until.isoformat()
+        )
+        return changed is not None
+
+    @_outages
+    async def release(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        owner: str,
+        available_at: datetime | None = None,
+    ) -> bool:
+        pool = await self._ready()
+        changed = await pool.fetchval(
+            self._sql.release,
+            queue,
+            item_id,
+            owner,
+            None if available_at is None else _utc(available_at),
+            None if available_at is None else available_at.isoformat(),
+        )
+        return changed is not None
+
+    @_outages
+    async def update_item(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        body: str | None = None,
+        priority: int | None = None,
+    ) -> bool:
+        pool = await self._ready()
+        changed = await pool.fetchval(
+            self._sql.update_item, queue, item_id, body, priority
+        )
+        return changed is not None
+
+    @_outages
+    async def complete(
+        self, queue: str, item_id: str, /, *, owner: str | None = None
+    ) -> bool:
+        pool = await self._ready()
+        deleted = await pool.fetchval(self._sql.complete_item, queue, item_id, owner)
+        return deleted is not None
+
+    @_outages
+    async def queue_items(self, queue: str, /) -> list[QueueItem]:
+        pool = await self._ready()
+        rows = await pool.fetch(self._sql.queue_items, queue)
+        return [_item(row) for row in rows]
+
 
 class _Sql:
     """Every statement of the store, with its schema filled in once."""
@@ -574,6 +805,99 @@ class _Sql:
             f"SELECT body FROM {s}.audit WHERE session_id = $1 ORDER BY idx"
         )
         self.session_ids = f"SELECT session_id FROM {s}.sessions ORDER BY seq"
+        # -- shared state
+        self.lock = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+        # Drops the entries that left the window, and sums the rest.
+        self.quota_used = (
+            f"WITH gone AS (DELETE FROM {s}.quota_entries "
+            "WHERE key = $1 AND at <= $2) "
+            f"SELECT COALESCE(SUM(amount), 0.0)::float8 FROM {s}.quota_entries "
+            "WHERE key = $1 AND at > $2"
+        )
+        self.quota_add = (
+            f"INSERT INTO {s}.quota_entries (key, at, at_text, amount) "
+            "VALUES ($1, $2, $3, $4)"
+        )
+        self.quota_entries = (
+            f"SELECT at_text, amount FROM {s}.quota_entries WHERE key = $1 "
+            "ORDER BY at, seq"
+        )
+        self.value_get = (
+            f"SELECT value FROM {s}.shared_values WHERE key = $1 AND expires_at > $2"
+        )
+        # $4: only if absent (then a live value, one expiring after $5, stays).
+        self.value_put = (
+            f"INSERT INTO {s}.shared_values AS v (key, value, expires_at) "
+            "VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
+            "SET value = excluded.value, expires_at = excluded.expires_at "
+            "WHERE NOT $4::boolean OR v.expires_at <= $5 RETURNING 1"
+        )
+        self.value_delete = (
+            f"DELETE FROM {s}.shared_values WHERE key = $1 "
+            "AND ($2::text IS NULL OR value = $2) RETURNING 1"
+        )
+        # -- work queues
+        item = (
+            "queue, item_id, body, priority, enqueued_text, available_text, "
+            "claimed_by, claimed_until_text, claims"
+        )
+        order = "ORDER BY priority DESC, enqueued_at, item_id"
+        self.enqueue = (
+            f"INSERT INTO {s}.queue_items (queue, item_id, body, priority, "
+            "enqueued_at, enqueued_text, available_at, available_text) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        # The free item first in order is locked (a racing claimer skips it
+        # and takes the next), then claimed. $3: that item only, if not null.
+        self.claim = (
+            f"UPDATE {s}.queue_items AS q SET claimed_by = $4, claimed_until = $5, "
+            "claimed_until_text = $6, claims = q.claims + 1 "
+            f"FROM (SELECT queue, item_id FROM {s}.queue_items "
+            "WHERE queue = $1 AND available_at <= $2 "
+            "AND (claimed_until IS NULL OR claimed_until <= $2) "
+            f"AND ($3::text IS NULL OR item_id = $3) {order} "
+            "LIMIT 1 FOR UPDATE SKIP LOCKED) AS free "
+            "WHERE q.queue = free.queue AND q.item_id = free.item_id "
+            f"RETURNING {', '.join(f'q.{column.strip()}' for column in item.split(','))}"
+        )
+        self.extend = (
+            f"UPDATE {s}.queue_items SET claimed_until = $4, claimed_until_text = $5 "
+            "WHERE queue = $1 AND item_id = $2 AND claimed_by = $3 RETURNING 1"
+        )
+        self.release = (
+            f"UPDATE {s}.queue_items SET claimed_by = NULL, claimed_until = NULL, "
+            "claimed_until_text = NULL, "
+            "available_at = COALESCE($4, available_at), "
+            "available_text = COALESCE($5, available_text) "
+            "WHERE queue = $1 AND item_id = $2 AND claimed_by = $3 RETURNING 1"
+        )
+        self.update_item = (
+            f"UPDATE {s}.queue_items SET body = COALESCE($3, body), "
+            "priority = COALESCE($4, priority) "
+            "WHERE queue = $1 AND item_id = $2 RETURNING 1"
+        )
+        self.complete_item = (
+            f"DELETE FROM {s}.queue_items WHERE queue = $1 AND item_id = $2 "
+            "AND ($3::text IS NULL OR claimed_by = $3) RETURNING 1"
+        )
+        self.queue_items = (
+            f"SELECT {item} FROM {s}.queue_items WHERE queue = $1 {order}"
+        )
+
+
+def _item(row: Any) -> QueueItem:
+    until = row["claimed_until_text"]
+    return QueueItem(
+        queue=row["queue"],
+        item_id=row["item_id"],
+        body=row["body"],
+        priority=int(row["priority"]),
+        enqueued_at=datetime.fromisoformat(row["enqueued_text"]),
+        available_at=datetime.fromisoformat(row["available_text"]),
+        claimed_by=row["claimed_by"],
+        claimed_until=None if until is None else datetime.fromisoformat(until),
+        claims=int(row["claims"]),
+    )
 
 
 def _timer(row: Any) -> DueTimer:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -46,6 +46,9 @@ from ._base import (
     DueTimer,
     OpenableStore,
     PendingEffect,
+    QueueItem,
+    Quota,
+    refused_quota,
     session_exists,
     session_missing,
     version_moved,
@@ -167,7 +170,242 @@ if old then
 end
 """
 
+# -- shared state ---------------------------------------------------------------
+#
+# Times go into scripts as integer microseconds since the epoch (exact in a
+# Lua number up to the year 2255). Every key also gets a physical expiry well
+# after its logical one (``_GRACE`` later), so what nobody reads again leaves
+# memory; the logical expiry, from the caller's ``at``, is what counts.
+
+# KEYS: 1 the window (zset of "seq|amount|at ISO" scored by at), 2 seq:quota.
+# ARGV: 1 at, 2 window start, 3 limit, 4 amount, 5 at ISO, 6 keep (ms).
+# Returns {1, used} when allowed; {0, used, entries oldest first} when not.
+_CONSUME = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1)
+local used = 0
+for _, entry in ipairs(entries) do
+  used = used + tonumber(string.match(entry, '^[^|]*|([^|]*)|'))
+end
+local amount = tonumber(ARGV[4])
+if used + amount <= tonumber(ARGV[3]) then
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[1], ARGV[1], seq .. '|' .. ARGV[4] .. '|' .. ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  return {1, string.format('%.17g', used + amount)}
+end
+return {0, string.format('%.17g', used), entries}
+"""
+
+# KEYS: 1 the value (hash: value, expires). ARGV: 1 value, 2 expires,
+# 3 '1' if only if absent, 4 at, 5 keep (ms). Returns 1 if stored, else 0.
+_PUT_VALUE = """
+if ARGV[3] == '1' then
+  local expires = redis.call('HGET', KEYS[1], 'expires')
+  if expires and tonumber(expires) > tonumber(ARGV[4]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'expires', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# KEYS: 1 the value. ARGV: nothing, or 1 the value it must hold.
+_DELETE_VALUE = """
+if #ARGV > 0 and redis.call('HGET', KEYS[1], 'value') ~= ARGV[1] then
+  return 0
+end
+return redis.call('DEL', KEYS[1])
+"""
+
+# -- work queues ----------------------------------------------------------------
+#
+# A queue is two keys: ``queue:{name}`` (hash: item id -> the item as JSON)
+# and ``queue-order:{name}`` (zset: the item's ``order`` member,
+# "{enqueued µs:020d}|{item id}", scored by minus its priority), so ZRANGE
+# lists items in claim order. An item's JSON holds ``body``, ``priority``,
+# ``order``, ``enq``/``avail`` (ISO times), ``avail_us``, ``claims``, and
+# while claimed ``by``, ``till`` (ISO) and ``till_us``. Every script below has
+# KEYS: 1 the hash, 2 the zset.
+
+_ITEM_FREE = """
+local function free(item, now)
+  return tonumber(item.avail_us) <= now
+    and (item.till_us == nil or tonumber(item.till_us) <= now)
+end
+"""
+
+# ARGV: 1 item id, 2 item JSON, 3 score, 4 order member. Returns 1 if added.
+_ENQUEUE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
+
+# ARGV: 1 at, 2 owner, 3 claim end, 4 claim end ISO, 5 (optional) item id.
+# Returns {item id, item JSON} of the claimed item, or nil.
+_CLAIM = (
+    _ITEM_FREE
+    + """
+local now = tonumber(ARGV[1])
+local function take(id)
+  local raw = redis.call('HGET', KEYS[1], id)
+  if not raw then
+    return nil
+  end
+  local item = cjson.decode(raw)
+  if not free(item, now) then
+    return nil
+  end
+  item.by = ARGV[2]
+  item.till_us = ARGV[3]
+  item.till = ARGV[4]
+  item.claims = item.claims + 1
+  raw = cjson.encode(item)
+  redis.call('HSET', KEYS[1], id, raw)
+  return {id, raw}
+end
+if #ARGV >= 5 then
+  return take(ARGV[5])
+end
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local got = take(string.sub(member, 22))
+  if got then
+    return got
+  end
+end
+return nil
+"""
+)
+
+# ARGV: 1 item id, 2 owner, then per script. Each returns 1 if it changed the
+# item (whose latest claim is the owner's), else 0.
+_OWNED = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return 0
+end
+local item = cjson.decode(raw)
+if item.by ~= ARGV[2] then
+  return 0
+end
+"""
+
+# ARGV: 3 claim end, 4 claim end ISO.
+_EXTEND = (
+    _OWNED
+    + """
+item.till_us = ARGV[3]
+item.till = ARGV[4]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(item))
+return 1
+"""
+)
+
+# ARGV: 3, 4 (optional) available from (µs, ISO).
+_RELEASE = (
+    _OWNED
+    + """
+item.by = nil
+item.till = nil
+item.till_us = nil
+if #ARGV >= 4 then
+  item.avail_us = ARGV[3]
+  item.avail = ARGV[4]
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(item))
+return 1
+"""
+)
+
+# ARGV: 1 item id, 2 what changes as JSON ({"body": ..., "priority": ...}).
+_UPDATE_ITEM = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return 0
+end
+local item = cjson.decode(raw)
+local change = cjson.decode(ARGV[2])
+if change.body ~= nil then
+  item.body = change.body
+end
+if change.priority ~= nil then
+  item.priority = change.priority
+  redis.call('ZADD', KEYS[2], -change.priority, item.order)
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(item))
+return 1
+"""
+
+# ARGV: 1 item id, 2 (optional) owner.
+_COMPLETE_ITEM = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return 0
+end
+local item = cjson.decode(raw)
+if #ARGV >= 2 and item.by ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], item.order)
+return 1
+"""
+
+# Returns (item id, item JSON) pairs in claim order.
+_QUEUE_ITEMS = """
+local out = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local id = string.sub(member, 22)
+  local raw = redis.call('HGET', KEYS[1], id)
+  if raw then
+    out[#out + 1] = id
+    out[#out + 1] = raw
+  end
+end
+return out
+"""
+
 _SEQ_WIDTH = 20
+
+# How long past its logical expiry a shared-state key stays in Redis, in
+# seconds (room for clock skew between replicas and the server).
+_GRACE = 3600.0
+
+
+def _micros(at: datetime) -> int:
+    """The instant ``at`` names, in whole microseconds since the epoch (naive is UTC)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _keep(seconds: float) -> int:
+    """The physical expiry of a key whose logical one is ``seconds`` away, in ms."""
+    return max(round((seconds + _GRACE) * 1000), 1)
+
+
+def _queue_item(queue: str, item_id: bytes | str, raw: bytes | str) -> QueueItem:
+    data = json.loads(_text(raw))
+    till = data.get("till")
+    return QueueItem(
+        queue=queue,
+        item_id=_text(item_id),
+        body=data["body"],
+        priority=int(data["priority"]),
+        enqueued_at=datetime.fromisoformat(data["enq"]),
+        available_at=datetime.fromisoformat(data["avail"]),
+        claimed_by=data.get("by"),
+        claimed_until=None if till is None else datetime.fromisoformat(till),
+        claims=int(data["claims"]),
+    )
 
 
 def _json(*parts: str) -> str:
@@ -274,6 +512,16 @@ class RedisStore(OpenableStore):
         self._schedule: AsyncScript = client.register_script(_SCHEDULE)
         self._cancel: AsyncScript = client.register_script(_CANCEL)
         self._complete: AsyncScript = client.register_script(_COMPLETE)
+        self._consume: AsyncScript = client.register_script(_CONSUME)
+        self._put_value: AsyncScript = client.register_script(_PUT_VALUE)
+        self._delete_value: AsyncScript = client.register_script(_DELETE_VALUE)
+        self._enqueue: AsyncScript = client.register_script(_ENQUEUE)
+        self._claim: AsyncScript = client.register_script(_CLAIM)
+        self._extend: AsyncScript = client.register_script(_EXTEND)
+        self._release: AsyncScript = client.register_script(_RELEASE)
+        self._update_item: AsyncScript = client.register_script(_UPDATE_ITEM)
+        self._complete_item: AsyncScript = client.register_script(_COMPLETE_ITEM)
+        self._queue_items: AsyncScript = client.register_script(_QUEUE_ITEMS)
 
     def __repr__(self) -> str:
         where = f"url={self._url!r}" if self._url is not None else "client=<given>"
@@ -493,3 +741,201 @@ class RedisStore(OpenableStore):
                 await self._client.zrange(self._key("sessions"), 0, -1),
             )
         return [_text(member) for member in members]
+
+    # --- SharedState ----------------------------------------------------------
+
+    async def consume(
+        self,
+        key: str,
+        /,
+        *,
+        at: datetime,
+        window: float,
+        limit: float,
+        amount: float = 1.0,
+    ) -> Quota:
+        start = at - timedelta(seconds=window)
+        with self._errors():
+            answer = cast(
+                "list[Any]",
+                await self._consume(
+                    keys=[self._key("quota", key), self._key("seq", "quota")],
+                    args=[
+                        _micros(at),
+                        _micros(start),
+                        repr(float(limit)),
+                        repr(float(amount)),
+                        at.isoformat(),
+                        _keep(window),
+                    ],
+                ),
+            )
+        used = float(_text(answer[1]))
+        if int(answer[0]):
+            return Quota(allowed=True, used=used, limit=limit)
+        entries = []
+        for entry in answer[2]:
+            _, taken, when = _text(entry).split("|", 2)
+            entries.append((datetime.fromisoformat(when), float(taken)))
+        return refused_quota(used, entries, window=window, limit=limit, amount=amount)
+
+    async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+        with self._errors():
+            value, expires = await self._client.hmget(
+                self._key("value", key), ["value", "expires"]
+            )
+        if value is None or expires is None or int(expires) <= _micros(at):
+            return None
+        return _text(value)
+
+    async def put_value(
+        self,
+        key: str,
+        value: str,
+        /,
+        *,
+        at: datetime,
+        ttl: float,
+        only_if_absent: bool = False,
+    ) -> bool:
+        with self._errors():
+            stored = await self._put_value(
+                keys=[self._key("value", key)],
+                args=[
+                    value,
+                    _micros(at + timedelta(seconds=ttl)),
+                    "1" if only_if_absent else "0",
+                    _micros(at),
+                    _keep(ttl),
+                ],
+            )
+        return bool(stored)
+
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        with self._errors():
+            deleted = await self._delete_value(
+                keys=[self._key("value", key)],
+                args=[] if value is None else [value],
+            )
+        return bool(deleted)
+
+    # --- WorkQueue ------------------------------------------------------------
+
+    def _queue_keys(self, queue: str) -> list[str]:
+        return [self._key("queue", queue), self._key("queue-order", queue)]
+
+    async def enqueue(
+        self,
+        queue: str,
+        item_id: str,
+        body: str,
+        /,
+        *,
+        at: datetime,
+        priority: int = 0,
+        available_at: datetime | None = None,
+    ) -> bool:
+        available = at if available_at is None else available_at
+        order = f"{_micros(at):0{_SEQ_WIDTH}d}|{item_id}"
+        item = {
+            "body": body,
+            "priority": priority,
+            "order": order,
+            "enq": at.isoformat(),
+            "avail": available.isoformat(),
+            "avail_us": str(_micros(available)),
+            "claims": 0,
+        }
+        with self._errors():
+            added = await self._enqueue(
+                keys=self._queue_keys(queue),
+                args=[item_id, json.dumps(item), -priority, order],
+            )
+        return bool(added)
+
+    async def claim(
+        self,
+        queue: str,
+        /,
+        *,
+        owner: str,
+        at: datetime,
+        lease: float,
+        item_id: str | None = None,
+    ) -> QueueItem | None:
+        until = at + timedelta(seconds=lease)
+        args: list[str | int] = [_micros(at), owner, _micros(until), until.isoformat()]
+        if item_id is not None:
+            args.append(item_id)
+        with self._errors():
+            got = await self._claim(keys=self._queue_keys(queue), args=args)
+        if got is None:
+            return None
+        claimed_id, raw = got
+        return _queue_item(queue, claimed_id, raw)
+
+    async def extend(
+        self, queue: str, item_id: str, /, *, owner: str, at: datetime, lease: float
+    ) -> bool:
+        until = at + timedelta(seconds=lease)
+        with self._errors():
+            changed = await self._extend(
+                keys=self._queue_keys(queue),
+                args=[item_id, owner, str(_micros(until)), until.isoformat()],
+            )
+        return bool(changed)
+
+    async def release(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        owner: str,
+        available_at: datetime | None = None,
+    ) -> bool:
+        args = [item_id, owner]
+        if available_at is not None:
+            args += [str(_micros(available_at)), available_at.isoformat()]
+        with self._errors():
+            changed = await self._release(keys=self._queue_keys(queue), args=args)
+        return bool(changed)
+
+    async def update_item(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        body: str | None = None,
+        priority: int | None = None,
+    ) -> bool:
+        change: dict[str, str | int] = {}
+        if body is not None:
+            change["body"] = body
+        if priority is not None:
+            change["priority"] = priority
+        with self._errors():
+            changed = await self._update_item(
+                keys=self._queue_keys(queue), args=[item_id, json.dumps(change)]
+            )
+        return bool(changed)
+
+    async def complete(
+        self, queue: str, item_id: str, /, *, owner: str | None = None
+    ) -> bool:
+        args = [item_id] if owner is None else [item_id, owner]
+        with self._errors():
+            deleted = await self._complete_item(keys=self._queue_keys(queue), args=args)
+        return bool(deleted)
+
+    async def queue_items(self, queue: str, /) -> list[QueueItem]:
+        with self._errors():
+            flat = cast(
+                "list[bytes | str]",
+                await self._queue_items(keys=self._queue_keys(queue)),
+            )
+        return [
+            _queue_item(queue, item_id, raw)
+            for item_id, raw in zip(flat[::2], flat[1::2], strict=True)
+        ]

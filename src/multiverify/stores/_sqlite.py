@@ -37,7 +37,10 @@ from ._base import (
     DueTimer,
     OpenableStore,
     PendingEffect,
+    QueueItem,
+    Quota,
     SerialisedWrites,
+    refused_quota,
     session_exists,
     session_missing,
     version_moved,
@@ -106,6 +109,47 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 2: shared state (sliding-window quotas, expiring values) and work queues.
+    (
+        """
+        CREATE TABLE quota_entries (
+            seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+            key    TEXT    NOT NULL,
+            at_utc TEXT    NOT NULL,
+            at     TEXT    NOT NULL,
+            amount REAL    NOT NULL
+        )
+        """,
+        "CREATE INDEX quota_entries_by_key ON quota_entries (key, at_utc, seq)",
+        """
+        CREATE TABLE shared_values (
+            key         TEXT PRIMARY KEY,
+            value       TEXT NOT NULL,
+            expires_utc TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE queue_items (
+            queue             TEXT    NOT NULL,
+            item_id           TEXT    NOT NULL,
+            body              TEXT    NOT NULL,
+            priority          INTEGER NOT NULL,
+            enqueued_utc      TEXT    NOT NULL,
+            enqueued_at       TEXT    NOT NULL,
+            available_utc     TEXT    NOT NULL,
+            available_at      TEXT    NOT NULL,
+            claimed_by        TEXT,
+            claimed_until_utc TEXT,
+            claimed_until     TEXT,
+            claims            INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (queue, item_id)
+        )
+        """,
+        (
+            "CREATE INDEX queue_items_by_order "
+            "ON queue_items (queue, priority DESC, enqueued_utc, item_id)"
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -130,7 +174,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _migrate(db: sqlite3.Connection, now: str) -> None:
+def _migrate(db: sqlite3.Connection, now: str, *, upto: int = SCHEMA_VERSION) -> None:
+    """Apply the migrations the file lacks, up to schema version ``upto``."""
     with _transaction(db):
         db.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -144,7 +189,7 @@ def _migrate(db: sqlite3.Connection, now: str) -> None:
                 message=f"the database is at schema version {current}, newer than "
                 f"this multiverify understands ({SCHEMA_VERSION}); upgrade multiverify"
             )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
+        for version in range(current + 1, upto + 1):
             for statement in _MIGRATIONS[version - 1]:
                 db.execute(statement)
             db.execute(
@@ -587,6 +632,273 @@ class SqliteStore(OpenableStore):
             ).fetchall()
         )
         return [session_id for (session_id,) in rows]
+
+    # --- SharedState ----------------------------------------------------------
+
+    async def consume(
+        self,
+        key: str,
+        /,
+        *,
+        at: datetime,
+        window: float,
+        limit: float,
+        amount: float = 1.0,
+    ) -> Quota:
+        now_key = _utc_key(at)
+        start_key = _utc_key(at - timedelta(seconds=window))
+
+        def consume(db: sqlite3.Connection) -> Quota:
+            db.execute(
+                "DELETE FROM quota_entries WHERE key = ? AND at_utc <= ?",
+                (key, start_key),
+            )
+            (used,) = db.execute(
+                "SELECT COALESCE(SUM(amount), 0.0) FROM quota_entries WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if used + amount <= limit:
+                db.execute(
+                    "INSERT INTO quota_entries (key, at_utc, at, amount) "
+                    "VALUES (?, ?, ?, ?)",
+                    (key, now_key, at.isoformat(), amount),
+                )
+                return Quota(allowed=True, used=used + amount, limit=limit)
+            entries = db.execute(
+                "SELECT at, amount FROM quota_entries WHERE key = ? "
+                "ORDER BY at_utc, seq",
+                (key,),
+            ).fetchall()
+            return refused_quota(
+                used,
+                [(datetime.fromisoformat(when), taken) for when, taken in entries],
+                window=window,
+                limit=limit,
+                amount=amount,
+            )
+
+        return await self._run(consume, write=True)
+
+    async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT value FROM shared_values WHERE key = ? AND expires_utc > ?",
+                (key, _utc_key(at)),
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def put_value(
+        self,
+        key: str,
+        value: str,
+        /,
+        *,
+        at: datetime,
+        ttl: float,
+        only_if_absent: bool = False,
+    ) -> bool:
+        query = (
+            "INSERT INTO shared_values (key, value, expires_utc) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+            "expires_utc = excluded.expires_utc"
+        )
+        args: tuple[str, ...] = (key, value, _utc_key(at + timedelta(seconds=ttl)))
+        if only_if_absent:
+            query += " WHERE shared_values.expires_utc <= ?"
+            args += (_utc_key(at),)
+        changed: int = await self._run(
+            lambda db: db.execute(query, args).rowcount, write=True
+        )
+        return changed == 1
+
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        query = "DELETE FROM shared_values WHERE key = ?"
+        args: tuple[str, ...] = (key,)
+        if value is not None:
+            query += " AND value = ?"
+            args += (value,)
+        deleted: int = await self._run(
+            lambda db: db.execute(query, args).rowcount, write=True
+        )
+        return deleted == 1
+
+    # --- WorkQueue ------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        queue: str,
+        item_id: str,
+        body: str,
+        /,
+        *,
+        at: datetime,
+        priority: int = 0,
+        available_at: datetime | None = None,
+    ) -> bool:
+        available = at if available_at is None else available_at
+        inserted: int = await self._run(
+            lambda db: (
+                db.execute(
+                    "INSERT INTO queue_items (queue, item_id, body, priority, "
+                    "enqueued_utc, enqueued_at, available_utc, available_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        queue,
+                        item_id,
+                        body,
+                        priority,
+                        _utc_key(at),
+                        at.isoformat(),
+                        _utc_key(available),
+                        available.isoformat(),
+                    ),
+                ).rowcount
+            ),
+            write=True,
+        )
+        return inserted == 1
+
+    async def claim(
+        self,
+        queue: str,
+        /,
+        *,
+        owner: str,
+        at: datetime,
+        lease: float,
+        item_id: str | None = None,
+    ) -> QueueItem | None:
+        until = at + timedelta(seconds=lease)
+        now_key = _utc_key(at)
+        query = _CLAIM_NEXT if item_id is None else _CLAIM_ONE
+        args: tuple[str, ...] = (owner, _utc_key(until), until.isoformat(), queue)
+        args += (queue,) if item_id is None else (item_id,)
+        args += (now_key, now_key)
+        row = await self._run(lambda db: db.execute(query, args).fetchone(), write=True)
+        return None if row is None else _item(row)
+
+    async def extend(
+        self, queue: str, item_id: str, /, *, owner: str, at: datetime, lease: float
+    ) -> bool:
+        until = at + timedelta(seconds=lease)
+        changed: int = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE queue_items SET claimed_until_utc = ?, claimed_until = ? "
+                    "WHERE queue = ? AND item_id = ? AND claimed_by = ?",
+                    (_utc_key(until), until.isoformat(), queue, item_id, owner),
+                ).rowcount
+            ),
+            write=True,
+        )
+        return changed == 1
+
+    async def release(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        owner: str,
+        available_at: datetime | None = None,
+    ) -> bool:
+        query = (
+            "UPDATE queue_items SET claimed_by = NULL, claimed_until_utc = NULL, "
+            "claimed_until = NULL"
+        )
+        args: tuple[str, ...] = ()
+        if available_at is not None:
+            query += ", available_utc = ?, available_at = ?"
+            args = (_utc_key(available_at), available_at.isoformat())
+        query += " WHERE queue = ? AND item_id = ? AND claimed_by = ?"
+        args += (queue, item_id, owner)
+        changed: int = await self._run(
+            lambda db: db.execute(query, args).rowcount, write=True
+        )
+        return changed == 1
+
+    async def update_item(
+        self,
+        queue: str,
+        item_id: str,
+        /,
+        *,
+        body: str | None = None,
+        priority: int | None = None,
+    ) -> bool:
+        changed: int = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE queue_items SET body = COALESCE(?, body), "
+                    "priority = COALESCE(?, priority) WHERE queue = ? AND item_id = ?",
+                    (body, priority, queue, item_id),
+                ).rowcount
+            ),
+            write=True,
+        )
+        return changed == 1
+
+    async def complete(
+        self, queue: str, item_id: str, /, *, owner: str | None = None
+    ) -> bool:
+        query = "DELETE FROM queue_items WHERE queue = ? AND item_id = ?"
+        args: tuple[str, ...] = (queue, item_id)
+        if owner is not None:
+            query += " AND claimed_by = ?"
+            args += (owner,)
+        deleted: int = await self._run(
+            lambda db: db.execute(query, args).rowcount, write=True
+        )
+        return deleted == 1
+
+    async def queue_items(self, queue: str, /) -> list[QueueItem]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT queue, item_id, body, priority, enqueued_at, available_at, "
+                "claimed_by, claimed_until, claims FROM queue_items WHERE queue = ? "
+                "ORDER BY priority DESC, enqueued_utc, item_id",
+                (queue,),
+            ).fetchall()
+        )
+        return [_item(row) for row in rows]
+
+
+# Claim the free item first in claim order (of the queue, or with that id);
+# the write lock, taken first by BEGIN IMMEDIATE, keeps others out meanwhile.
+_CLAIM_NEXT = (
+    "UPDATE queue_items SET claimed_by = ?, claimed_until_utc = ?, "
+    "claimed_until = ?, claims = claims + 1 "
+    "WHERE queue = ? AND item_id = (SELECT item_id FROM queue_items "
+    "WHERE queue = ? AND available_utc <= ? "
+    "AND (claimed_until_utc IS NULL OR claimed_until_utc <= ?) "
+    "ORDER BY priority DESC, enqueued_utc, item_id LIMIT 1) "
+    "RETURNING queue, item_id, body, priority, enqueued_at, available_at, "
+    "claimed_by, claimed_until, claims"
+)
+_CLAIM_ONE = (
+    "UPDATE queue_items SET claimed_by = ?, claimed_until_utc = ?, "
+    "claimed_until = ?, claims = claims + 1 "
+    "WHERE queue = ? AND item_id = ? AND available_utc <= ? "
+    "AND (claimed_until_utc IS NULL OR claimed_until_utc <= ?) "
+    "RETURNING queue, item_id, body, priority, enqueued_at, available_at, "
+    "claimed_by, claimed_until, claims"
+)
+
+
+def _item(row: tuple[Any, ...]) -> QueueItem:
+    queue_name, item_id, body, priority, enqueued, available, by, until, claims = row
+    return QueueItem(
+        queue=queue_name,
+        item_id=item_id,
+        body=body,
+        priority=int(priority),
+        enqueued_at=datetime.fromisoformat(enqueued),
+        available_at=datetime.fromisoformat(available),
+        claimed_by=by,
+        claimed_until=None if until is None else datetime.fromisoformat(until),
+        claims=int(claims),
+    )
 
 
 def _write(db: sqlite3.Connection, session_id: str, rows: SerialisedWrites) -> None:
