@@ -21,6 +21,7 @@ PUBLIC_MODULES = [
     "multiverify.policy",
     "multiverify.sandbox",
     "multiverify.stores",
+    "multiverify.temporal",
     "multiverify.testing",
 ]
 

@@ -241,6 +241,41 @@ class AuditTrail:
         return _chained(session, "input", canonical_json(data), at)
 
     @staticmethod
+    def transition(
+        session: Session,
+        event: Input,
+        effects: Sequence[Effect],
+        *,
+        at: datetime,
+        call: Mapping[str, Any] | None = None,
+    ) -> tuple[Session, list[AuditEvent]]:
+        """The events one applied input adds: the input, and the verdict it reached.
+
+        Every runtime records a transition with this, so their trails agree.
+        """
+        session, recorded = AuditTrail.input(
+            session, event, at=at, effects=effects, call=call
+        )
+        events = [recorded]
+        for effect in effects:
+            if isinstance(effect, RecordVerdict):
+                verdict = effect.verdict
+                session, decided = AuditTrail.append(
+                    session,
+                    "verdict",
+                    {
+                        "outcome": verdict.outcome.value,
+                        "reasons": unstructure(verdict.reasons),
+                        "rules": unstructure(verdict.rules),
+                        "score": verdict.score,
+                        "decided_by": verdict.decided_by,
+                    },
+                    at=at,
+                )
+                events.append(decided)
+        return session, events
+
+    @staticmethod
     def verify(events: Iterable[AuditEvent]) -> int:
         """Check the chains; return how many events were checked.
 

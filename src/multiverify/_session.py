@@ -59,8 +59,10 @@ __all__ = [
     "TimerFired",
     "Transition",
     "new_session",
+    "require_input",
     "require_waiting",
     "transition",
+    "waiting_challenge",
 ]
 
 JSON = Mapping[str, Any]
@@ -421,6 +423,59 @@ def require_waiting(session: Session, step_id: str) -> StepRecord:
             step_id=step_id,
         )
     return record
+
+
+def require_input(
+    session: Session, step_id: str, attempt: int | None = None
+) -> StepRecord:
+    """Like [`require_waiting`][multiverify._session.require_waiting], for input to a channel.
+
+    The step must have its challenge out (not be starting still), and
+    ``attempt``, when given, must be the current one.
+
+    Raises:
+        SessionFinishedError: the session has a verdict or was cancelled.
+        StepNotFoundError: no such step.
+        StepNotWaitingError: the step is not waiting, is still starting, or
+            ``attempt`` is over.
+    """
+    record = require_waiting(session, step_id)
+    if record.state is not StepState.WAITING:
+        raise StepNotWaitingError(
+            message=f"step {step_id!r} of session {session.session_id} is still "
+            "starting; wait for its challenge",
+            session_id=session.session_id,
+            step_id=step_id,
+        )
+    if attempt is not None and attempt != record.attempt:
+        raise StepNotWaitingError(
+            message=f"attempt {attempt} of step {step_id!r} is over "
+            f"(the current one is {record.attempt})",
+            session_id=session.session_id,
+            step_id=step_id,
+        )
+    return record
+
+
+def waiting_challenge(session: Session, step_id: str) -> Challenge | None:
+    """The step's challenge once it waits with one; ``None`` while it may still get one.
+
+    Raises:
+        StepNotFoundError: no such step.
+        StepNotWaitingError: the step ended, was skipped or waits without a
+            challenge; or the session finished.
+    """
+    record = session.step(step_id)
+    if record.state is StepState.WAITING and record.challenge is not None:
+        return record.challenge
+    if session.finished or record.state.settled or record.state is StepState.WAITING:
+        raise StepNotWaitingError(
+            message=f"step {step_id!r} of session {session.session_id} is "
+            f"{record.state.value} and has no challenge",
+            session_id=session.session_id,
+            step_id=step_id,
+        )
+    return None
 
 
 def transition(policy: Policy, session: Session, event: Input) -> Transition:

@@ -19,7 +19,7 @@ from typing import Any, Self, TypeVar
 import attrs
 
 from ._applicant import Applicant
-from ._audit import AuditEvent, AuditTrail
+from ._audit import AuditTrail
 from ._clock import Clock, SystemClock
 from ._http import retrying
 from ._results import Challenge, Verdict
@@ -44,8 +44,9 @@ from ._session import (
     StepUpdated,
     TimerFired,
     new_session,
-    require_waiting,
+    require_input,
     transition,
+    waiting_challenge,
 )
 from .channels import (
     Channel,
@@ -204,14 +205,7 @@ class Verifier:
         Raises:
             ConfigurationError: no such policy.
         """
-        if ref is None:
-            return self._default
-        if ref in self._policies:
-            return self._policies[ref]
-        matching = [p for p in self._policies.values() if p.name == ref]
-        if not matching:
-            raise ConfigurationError(message=f"no policy named or hashed {ref!r}")
-        return matching[-1]
+        return find_policy(self._policies, self._default, ref)
 
     # -- the app-facing API ------------------------------------------------------
 
@@ -280,21 +274,7 @@ class Verifier:
         """
 
         def ready(session: Session) -> Challenge | None:
-            record = session.step(step_id)
-            if record.state is StepState.WAITING and record.challenge is not None:
-                return record.challenge
-            if (
-                session.finished
-                or record.state.settled
-                or record.state is StepState.WAITING
-            ):
-                raise StepNotWaitingError(
-                    message=f"step {step_id!r} of session {session_id} is "
-                    f"{record.state.value} and has no challenge",
-                    session_id=session_id,
-                    step_id=step_id,
-                )
-            return None
+            return waiting_challenge(session, step_id)
 
         return await self._watch(session_id, ready)
 
@@ -340,7 +320,7 @@ class Verifier:
             not session.finished
             and session.step(event.step_id).state is StepState.RUNNING
         ):
-            self._waiting(session, event.step_id, event.attempt)
+            require_input(session, event.step_id, event.attempt)
         if event.dedupe_key is not None and not await self._store.record_event_once(
             event.session_id, event.dedupe_key
         ):
@@ -480,26 +460,9 @@ class Verifier:
             ConcurrentUpdateError: ``version`` is stale (the cache forgets
                 the session, so the next try loads it).
         """
-        now = self._clock.now()
-        session, audited = AuditTrail.input(
-            session, event, at=now, effects=effects, call=call
+        session, records = AuditTrail.transition(
+            session, event, effects, at=self._clock.now(), call=call
         )
-        records: list[AuditEvent] = [audited]
-        for effect in effects:
-            if isinstance(effect, RecordVerdict):
-                session, decided = AuditTrail.append(
-                    session,
-                    "verdict",
-                    {
-                        "outcome": effect.verdict.outcome.value,
-                        "reasons": converter.unstructure(effect.verdict.reasons),
-                        "rules": converter.unstructure(effect.verdict.rules),
-                        "score": effect.verdict.score,
-                        "decided_by": effect.verdict.decided_by,
-                    },
-                    at=self._clock.now(),
-                )
-                records.append(decided)
         try:
             saved = await self._store.save(
                 session, expected_version=version, effects=effects, audit=records
@@ -555,13 +518,13 @@ class Verifier:
         async with self._lock(session_id):
             session, version = await self._store.load(session_id)
             policy = self._policy_of(session)
-            record = self._waiting(session, step_id, attempt)
+            record = require_input(session, step_id, attempt)
             channel = self._registry.get(policy.step(step_id).channel)
             context = self._context(session, policy, record)
             outcome = await channel.handle(
-                context, self._state(channel, record), message
+                context, load_state(channel, record.channel_state), message
             )
-            event = self._input(record, outcome)
+            event = outcome_input(record, outcome, at=self._clock.now())
             result = transition(policy, session, event)
             saved, new_version = await self._save(
                 result.session, version, event, result.effects
@@ -569,26 +532,6 @@ class Verifier:
             verdicts = await self._dispatch(saved, result.effects)
         await self._after(saved, new_version, verdicts)
         return saved
-
-    @staticmethod
-    def _waiting(session: Session, step_id: str, attempt: int | None) -> StepRecord:
-        """The record of a step that waits for input, or a typed error."""
-        record = require_waiting(session, step_id)
-        if record.state is not StepState.WAITING:
-            raise StepNotWaitingError(
-                message=f"step {step_id!r} of session {session.session_id} is still "
-                "starting; wait for its challenge",
-                session_id=session.session_id,
-                step_id=step_id,
-            )
-        if attempt is not None and attempt != record.attempt:
-            raise StepNotWaitingError(
-                message=f"attempt {attempt} of step {step_id!r} is over "
-                f"(the current one is {record.attempt})",
-                session_id=session.session_id,
-                step_id=step_id,
-            )
-        return record
 
     async def _after(
         self, session: Session, version: int, verdicts: Sequence[Verdict]
@@ -751,41 +694,6 @@ class Verifier:
             shared=self._shared,
         )
 
-    @staticmethod
-    def _state(channel: Channel, record: StepRecord) -> Any:
-        kind = channel.state_type
-        if kind is None or not record.channel_state:
-            return None
-        return converter.structure(dict(record.channel_state), kind)
-
-    @staticmethod
-    def _dump_state(state: Any) -> dict[str, Any]:
-        if state is None:
-            return {}
-        data = converter.unstructure(state)
-        return data if isinstance(data, dict) else {"value": data}
-
-    def _input(self, record: StepRecord, outcome: StepOutcome) -> Input:
-        now = self._clock.now()
-        state = self._dump_state(outcome.state)
-        if isinstance(outcome, Finished):
-            return StepFinished(
-                step_id=record.step_id,
-                attempt=record.attempt,
-                at=now,
-                result=outcome.result,
-                channel_state=state,
-            )
-        kind = StepStarted if record.state is StepState.RUNNING else StepUpdated
-        return kind(
-            step_id=record.step_id,
-            attempt=record.attempt,
-            at=now,
-            challenge=outcome.challenge,
-            channel_state=state,
-            timers=outcome.timers,
-        )
-
     async def _start_step(
         self, session_id: str, effect: StartStep, session: Session | None
     ) -> None:
@@ -805,24 +713,19 @@ class Verifier:
         event: Input
         tries: list[dict[str, Any]] = []
         try:
-            outcome = await self._call_start(channel, context, step.retry, tries)
-            event = self._input(record, outcome)
-        except ProviderError as exc:
-            event = self._errored(effect, f"{type(exc).__name__}: {exc}", exc.provider)
-        except MultiverifyError as exc:
-            event = self._errored(
-                effect, f"{type(exc).__name__}: {exc}", effect.provider
+            outcome = await call_start(
+                channel, context, step.retry, tries, clock=self._clock, rng=self._rng
             )
+            event = outcome_input(record, outcome, at=self._clock.now())
         except Exception as exc:
-            log.exception(
-                "channel %s crashed starting step %s of session %s",
-                effect.channel,
-                effect.step_id,
-                session_id,
-            )
-            event = self._errored(
-                effect, f"channel error: {type(exc).__name__}: {exc}", effect.provider
-            )
+            if not isinstance(exc, MultiverifyError):
+                log.exception(
+                    "channel %s crashed starting step %s of session %s",
+                    effect.channel,
+                    effect.step_id,
+                    session_id,
+                )
+            event = self._errored(effect, *start_failure(exc, effect.provider))
         call = {
             "step_id": effect.step_id,
             "attempt": effect.attempt,
@@ -842,46 +745,6 @@ class Verifier:
             error=error,
             provider=provider,
         )
-
-    async def _call_start(
-        self,
-        channel: Channel,
-        context: StepContext,
-        retry: RetrySettings,
-        tries: list[dict[str, Any]],
-    ) -> StepOutcome:
-        """``channel.start`` with the step's retries of transient provider errors.
-
-        Each try is noted in ``tries`` (when, and the error if any) for the audit.
-        """
-
-        async def once() -> StepOutcome:
-            note: dict[str, Any] = {"at": self._clock.now().isoformat(), "error": None}
-            tries.append(note)
-            try:
-                return await channel.start(context)
-            except Exception as exc:
-                note["error"] = f"{type(exc).__name__}: {exc}"
-                raise
-
-        try:
-            return await once()
-        except ProviderError as exc:
-            if not exc.retryable or retry.attempts <= 1:
-                raise
-            first = exc
-        # The first try already failed; tenacity takes over from there, and
-        # its attempt 1 re-raises that error so backoff and budgets count it.
-        count = 0
-        outcome: StepOutcome | None = None
-        async for attempt in retrying(retry, sleep=self._clock.sleep, rng=self._rng):
-            with attempt:
-                count += 1
-                if count == 1:
-                    raise first
-                outcome = await once()
-        assert outcome is not None  # noqa: S101 - tenacity re-raises when every try failed
-        return outcome
 
     async def _notify(self, session_id: str, effect: NotifyStep) -> None:
         try:
@@ -905,7 +768,7 @@ class Verifier:
             self._context(session, policy, record), attempt=effect.attempt
         )
         try:
-            await channel.cancel(context, self._state(channel, record))
+            await channel.cancel(context, load_state(channel, record.channel_state))
         except ProviderError:
             log.warning("cancelling step %s of %s failed", effect.step_id, session_id)
 
@@ -938,3 +801,114 @@ class Verifier:
             log.exception("timer %s of session %s failed", timer_id, session_id)
             return
         await self._store.cancel_timer(session_id, timer_id)
+
+
+# -- what every runtime does around a channel call -------------------------------
+
+
+def find_policy(
+    policies: Mapping[str, Policy], default: Policy, ref: str | None
+) -> Policy:
+    """A policy by hash or name (the latest of that name), or ``default`` for ``None``.
+
+    Raises:
+        ConfigurationError: no such policy.
+    """
+    if ref is None:
+        return default
+    if ref in policies:
+        return policies[ref]
+    matching = [p for p in policies.values() if p.name == ref]
+    if not matching:
+        raise ConfigurationError(message=f"no policy named or hashed {ref!r}")
+    return matching[-1]
+
+
+def load_state(channel: Channel, data: Mapping[str, Any]) -> Any:
+    """A channel's per-step state from its stored form (``None`` when it has none)."""
+    kind = channel.state_type
+    if kind is None or not data:
+        return None
+    return converter.structure(dict(data), kind)
+
+
+def dump_state(state: Any) -> dict[str, Any]:
+    """A channel's per-step state in the form sessions store."""
+    if state is None:
+        return {}
+    data = converter.unstructure(state)
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def outcome_input(record: StepRecord, outcome: StepOutcome, *, at: datetime) -> Input:
+    """The core input for what a channel answered about ``record``'s attempt."""
+    state = dump_state(outcome.state)
+    if isinstance(outcome, Finished):
+        return StepFinished(
+            step_id=record.step_id,
+            attempt=record.attempt,
+            at=at,
+            result=outcome.result,
+            channel_state=state,
+        )
+    kind = StepStarted if record.state is StepState.RUNNING else StepUpdated
+    return kind(
+        step_id=record.step_id,
+        attempt=record.attempt,
+        at=at,
+        challenge=outcome.challenge,
+        channel_state=state,
+        timers=outcome.timers,
+    )
+
+
+def start_failure(exc: Exception, provider: str | None) -> tuple[str, str | None]:
+    """The error text and provider a failed ``channel.start`` records in ``StepErrored``."""
+    if isinstance(exc, ProviderError):
+        return f"{type(exc).__name__}: {exc}", exc.provider
+    if isinstance(exc, MultiverifyError):
+        return f"{type(exc).__name__}: {exc}", provider
+    return f"channel error: {type(exc).__name__}: {exc}", provider
+
+
+async def call_start(
+    channel: Channel,
+    context: StepContext,
+    retry: RetrySettings,
+    tries: list[dict[str, Any]],
+    *,
+    clock: Clock,
+    rng: random.Random,
+) -> StepOutcome:
+    """``channel.start`` with the step's retries of transient provider errors.
+
+    Each try is noted in ``tries`` (when, and the error if any) for the audit.
+    """
+
+    async def once() -> StepOutcome:
+        note: dict[str, Any] = {"at": clock.now().isoformat(), "error": None}
+        tries.append(note)
+        try:
+            return await channel.start(context)
+        except Exception as exc:
+            note["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+
+    try:
+        return await once()
+    except ProviderError as exc:
+        if not exc.retryable or retry.attempts <= 1:
+            raise
+        first = exc
+    # The first try already failed; tenacity takes over from there, and
+    # its attempt 1 re-raises that error so backoff and budgets count it.
+    count = 0
+    outcome: StepOutcome | None = None
+    async for attempt in retrying(retry, sleep=clock.sleep, rng=rng):
+        with attempt:
+            count += 1
+            if count == 1:
+                raise first
+            outcome = await once()
+    assert outcome is not None  # noqa: S101 - tenacity re-raises when every try failed
+    return outcome

@@ -1,0 +1,346 @@
+"""The app-facing side of the Temporal runtime: the same calls as the embedded Verifier."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import timedelta
+from typing import Any, Self, TypeVar
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from .._applicant import Applicant
+from .._audit import AuditEvent
+from .._clock import Clock, SystemClock
+from .._duration import parse_duration
+from .._results import Challenge, Verdict
+from .._serde import structure, unstructure
+from .._session import Session
+from .._verifier import find_policy
+from ..channels import ProviderEvent
+from ..exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    MultiverifyError,
+    SessionFinishedError,
+    SessionNotFoundError,
+)
+from ..policy import Policy
+from ._wire import (
+    TASK_QUEUE,
+    CallSettings,
+    SessionArgs,
+    SubmitArgs,
+    error_from_failure,
+    workflow_id,
+)
+from ._workflow import VerificationWorkflow
+
+__all__ = ["TemporalVerifier"]
+
+T = TypeVar("T")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TemporalVerifier:
+    """Runs verifications as Temporal workflows, with the embedded [`Verifier`][multiverify.Verifier]'s calls.
+
+    Each session is one workflow (its id derived from the session id, so a
+    session cannot start twice), run by any worker from
+    [`create_worker`][multiverify.temporal.create_worker] polling the same
+    task queue. The policy travels with the session: a session keeps the
+    policy it started with, whichever the workers have been deployed with
+    since.
+
+    Args:
+        client: a connected Temporal client.
+        policies: one policy or several (the first is the default).
+        task_queue: where the workers poll.
+        call_timeout: the longest one channel call may take, its retries
+            included (seconds or a timedelta).
+        heartbeat_timeout: how soon a worker lost mid-call is noticed.
+        clock: the app side's time source (what [`play`][multiverify.sandbox.play]
+            waits on); the workflows keep Temporal's time.
+        new_id: makes session ids.
+
+    Raises:
+        ConfigurationError: no policy was given.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        policies: Policy | Iterable[Policy],
+        *,
+        task_queue: str = TASK_QUEUE,
+        call_timeout: float | timedelta = 300.0,
+        heartbeat_timeout: float | timedelta = 20.0,
+        clock: Clock | None = None,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        listed = [policies] if isinstance(policies, Policy) else list(policies)
+        if not listed:
+            raise ConfigurationError(
+                message="a TemporalVerifier needs at least one policy"
+            )
+        self._client = client
+        self._policies = {policy.hash: policy for policy in listed}
+        self._default = listed[0]
+        self._task_queue = task_queue
+        self._settings = CallSettings(
+            call_timeout=parse_duration(call_timeout),
+            heartbeat_timeout=parse_duration(heartbeat_timeout),
+        )
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._new_id = new_id
+
+    def __repr__(self) -> str:
+        return (
+            f"<multiverify.temporal.TemporalVerifier(policies={len(self._policies)}, "
+            f"task_queue={self._task_queue!r})>"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the Temporal client is the app's."""
+
+    @property
+    def clock(self) -> Clock:
+        """The app side's clock."""
+        return self._clock
+
+    @property
+    def client(self) -> Client:
+        """The Temporal client."""
+        return self._client
+
+    def policy(self, ref: str | None = None) -> Policy:
+        """A policy by name or hash (the first one by default).
+
+        Raises:
+            ConfigurationError: no such policy.
+        """
+        return find_policy(self._policies, self._default, ref)
+
+    # -- the app-facing API ------------------------------------------------------
+
+    async def start(
+        self,
+        applicant: Applicant,
+        *,
+        policy: str | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        """Start a session's workflow; return the session once its start was applied.
+
+        Raises:
+            ConfigurationError: unknown policy.
+            ConcurrentUpdateError: ``session_id`` is taken (now or ever).
+        """
+        chosen = self.policy(policy)
+        session_id = session_id or self._new_id()
+        args = SessionArgs(
+            session_id=session_id,
+            policy=chosen.to_dict(),
+            policy_hash=chosen.hash,
+            channels=[unstructure(spec) for spec in chosen.channels.values()],
+            applicant=unstructure(applicant),
+            settings=self._settings,
+        )
+        operation = WithStartWorkflowOperation(
+            VerificationWorkflow.run,
+            args,
+            id=workflow_id(session_id),
+            task_queue=self._task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        try:
+            data = await self._client.execute_update_with_start_workflow(
+                VerificationWorkflow.snapshot, start_workflow_operation=operation
+            )
+        except WorkflowAlreadyStartedError:
+            raise ConcurrentUpdateError(
+                message=f"session {session_id} already exists",
+                session_id=session_id,
+                expected_version=0,
+            ) from None
+        return structure(data, Session)
+
+    async def run(self, applicant: Applicant, *, policy: str | None = None) -> Verdict:
+        """Start a session and wait for its verdict.
+
+        Raises:
+            SessionFinishedError: the session was cancelled instead.
+        """
+        session = await self.start(applicant, policy=policy)
+        return await self.wait(session.session_id)
+
+    async def wait(self, session_id: str) -> Verdict:
+        """Wait until the session is decided and return its verdict.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session was cancelled.
+        """
+        handle = self._handle(session_id)
+        try:
+            data = await self._guard(session_id, handle.result())
+        except WorkflowFailureError as exc:
+            raise _error(exc.cause) from None
+        session = structure(data, Session)
+        if session.verdict is None:
+            raise SessionFinishedError(
+                message=f"session {session_id} was cancelled", session_id=session_id
+            )
+        return session.verdict
+
+    async def challenge(self, session_id: str, step_id: str) -> Challenge:
+        """Wait until a step waits for the applicant and return its challenge.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            StepNotFoundError: the policy has no such step.
+            StepNotWaitingError: the step ended, was skipped or never asks
+                for input; or the session finished.
+        """
+        handle = self._handle(session_id)
+        data = await self._guard(
+            session_id, handle.execute_update(VerificationWorkflow.challenge, step_id)
+        )
+        return structure(data, Challenge)
+
+    async def get(self, session_id: str) -> Session:
+        """The session as its workflow holds it now.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        handle = self._handle(session_id)
+        data = await self._guard(session_id, handle.query(VerificationWorkflow.session))
+        return structure(data, Session)
+
+    async def audit_events(self, session_id: str) -> list[AuditEvent]:
+        """The session's audit trail as its workflow holds it.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        handle = self._handle(session_id)
+        lines = await self._guard(session_id, handle.query(VerificationWorkflow.audit))
+        return [AuditEvent.from_json(line) for line in lines]
+
+    async def submit(
+        self, session_id: str, step_id: str, payload: Mapping[str, Any]
+    ) -> Session:
+        """Hand input from the applicant (a typed code) to a waiting step.
+
+        An update of the session's workflow: it is refused at once, with the
+        typed error, when the step does not wait for input, and answers once
+        the channel took the input.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already has a verdict.
+            StepNotFoundError: the policy has no such step.
+            StepNotWaitingError: the step is not waiting for input.
+        """
+        handle = self._handle(session_id)
+        data = await self._guard(
+            session_id,
+            handle.execute_update(
+                VerificationWorkflow.submit,
+                SubmitArgs(step_id=step_id, payload=dict(payload)),
+            ),
+        )
+        return structure(data, Session)
+
+    async def handle_event(self, event: ProviderEvent) -> None:
+        """Deliver a verified provider callback to its session's workflow.
+
+        A signal: durable once this returns, applied in order by the
+        workflow, which ignores a ``dedupe_key`` it has seen and holds an
+        event that arrives while its step is still starting until the step
+        waits. Returns ``None``; read the outcome with
+        [`get`][multiverify.temporal.TemporalVerifier.get] or
+        [`wait`][multiverify.temporal.TemporalVerifier.wait].
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session's workflow has completed.
+        """
+        handle = self._handle(event.session_id)
+        await self._guard(
+            event.session_id,
+            handle.signal(VerificationWorkflow.provider_event, unstructure(event)),
+        )
+
+    async def cancel(self, session_id: str, *, reason: str = "") -> Session:
+        """Cancel a session: active steps are stopped, no verdict is given.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already finished.
+        """
+        handle = self._handle(session_id)
+        data = await self._guard(
+            session_id, handle.execute_update(VerificationWorkflow.cancel, reason)
+        )
+        return structure(data, Session)
+
+    # -- Temporal's errors as ours ----------------------------------------------------
+
+    def _handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
+        return self._client.get_workflow_handle(workflow_id(session_id))
+
+    async def _guard(self, session_id: str, call: Awaitable[T]) -> T:
+        """Await a call to a session's workflow, raising Temporal's errors as the SDK's."""
+        try:
+            return await call
+        except WorkflowUpdateFailedError as exc:
+            raise _error(exc.cause) from None
+        except WorkflowQueryFailedError as exc:
+            raise MultiverifyError(message=str(exc)) from None
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            raise await self._gone(session_id) from None
+
+    async def _gone(self, session_id: str) -> MultiverifyError:
+        """Why a session's workflow did not answer: it never was, or it has completed."""
+        try:
+            await self._handle(session_id).describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return SessionNotFoundError(
+                    message=f"no session {session_id!r}", session_id=session_id
+                )
+            raise
+        return SessionFinishedError(
+            message=f"session {session_id} has finished", session_id=session_id
+        )
+
+
+def _error(failure: BaseException | None) -> MultiverifyError:
+    error = error_from_failure(failure)
+    if error is not None:
+        return error
+    return MultiverifyError(message=str(failure))

@@ -1,0 +1,249 @@
+"""The TemporalVerifier's calls against a real dev server: the embedded Verifier's API and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import running_worker
+from temporalio.client import Client
+
+from multiverify import (
+    AuditTrail,
+    Outcome,
+    Policy,
+    Rule,
+    SessionStatus,
+    Step,
+    StepState,
+)
+from multiverify.channels import ProviderEvent
+from multiverify.exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    SessionFinishedError,
+    SessionNotFoundError,
+    StepNotFoundError,
+    StepNotWaitingError,
+)
+from multiverify.sandbox import (
+    get_persona,
+    load_default_policy,
+    sandbox_code,
+    simulated_channels,
+)
+from multiverify.stores import MemoryStore
+from multiverify.temporal import TemporalVerifier
+from multiverify.testing import Scripted, ScriptedChannel
+
+HONEST = get_persona("honest")
+NO_ANSWER = get_persona("no-answer")
+
+
+@pytest.fixture
+async def store() -> MemoryStore:
+    """The worker's audit store."""
+    return MemoryStore()
+
+
+@pytest.fixture
+async def verifier(
+    client: Client, store: MemoryStore
+) -> AsyncIterator[TemporalVerifier]:
+    """A verifier of the default policy with a worker of simulated no-answer channels."""
+    async with (
+        running_worker(
+            client, simulated_channels(NO_ANSWER, speed=0.02), store=store
+        ) as task_queue,
+        TemporalVerifier(
+            client, load_default_policy(), task_queue=task_queue, heartbeat_timeout=2
+        ) as made,
+    ):
+        yield made
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TestTemporalVerifier:
+    def test_needs_a_policy(self, client: Client) -> None:
+        """No policy is a configuration error."""
+        with pytest.raises(ConfigurationError):
+            TemporalVerifier(client, [])
+
+    def test_finds_policies_by_name_and_hash(self, client: Client) -> None:
+        """Policies are found by name or hash; an unknown one is an error."""
+        policy = load_default_policy()
+        verifier = TemporalVerifier(client, policy)
+        assert verifier.policy() is policy
+        assert verifier.policy(policy.name) is policy
+        assert verifier.policy(policy.hash) is policy
+        assert "TemporalVerifier" in repr(verifier)
+        assert verifier.client is client
+        with pytest.raises(ConfigurationError):
+            verifier.policy("nope")
+
+    async def test_start_returns_the_started_session(
+        self, verifier: TemporalVerifier
+    ) -> None:
+        """start answers once the session started: its first steps run."""
+        session = await verifier.start(HONEST.applicant, session_id=new_id())
+        assert session.status is SessionStatus.ACTIVE
+        assert session.step("bureau").state is StepState.RUNNING
+        assert session.step("call").state is StepState.PENDING
+
+    async def test_a_session_id_starts_once(self, verifier: TemporalVerifier) -> None:
+        """Starting a taken session id is a ConcurrentUpdateError."""
+        sid = new_id()
+        await verifier.start(HONEST.applicant, session_id=sid)
+        with pytest.raises(ConcurrentUpdateError):
+            await verifier.start(HONEST.applicant, session_id=sid)
+
+    async def test_code_and_webhook_decide_the_session(
+        self, verifier: TemporalVerifier, store: MemoryStore
+    ) -> None:
+        """The typed code is taken at once, the duplicated webhook counts once, the verdict approves and the store holds the trail."""
+        sid = new_id()
+        await verifier.start(NO_ANSWER.applicant, session_id=sid)
+        challenge = await verifier.challenge(sid, "sms")
+        assert challenge.kind == "code"
+        after = await verifier.submit(sid, "sms", {"code": sandbox_code(sid, "sms", 1)})
+        assert after.step("sms").state is StepState.DONE
+        await verifier.challenge(sid, "video")
+        event = ProviderEvent(
+            session_id=sid, step_id="video", kind="decision", dedupe_key="d-1"
+        )
+        await verifier.handle_event(event)
+        await verifier.handle_event(event)
+        verdict = await verifier.wait(sid)
+        assert verdict.outcome is Outcome.APPROVED
+        trail = await verifier.audit_events(sid)
+        assert AuditTrail.verify(trail) == len(trail)
+        finished = [
+            e for e in trail if e.data.get("input", {}).get("step_id") == "video"
+        ]
+        assert [e.data["input"]["type"] for e in finished] == [
+            "StepStarted",
+            "StepFinished",
+        ]
+        assert [e.hash for e in await store.audit_events(sid)] == [
+            e.hash for e in trail
+        ]
+
+    async def test_input_for_a_step_that_does_not_wait_is_refused(
+        self, verifier: TemporalVerifier
+    ) -> None:
+        """submit raises the core's typed errors: no such step, not waiting."""
+        sid = new_id()
+        await verifier.start(HONEST.applicant, session_id=sid)
+        with pytest.raises(StepNotWaitingError):
+            await verifier.submit(sid, "video", {"code": "1"})
+        with pytest.raises(StepNotFoundError):
+            await verifier.submit(sid, "ghost", {"code": "1"})
+        with pytest.raises(StepNotFoundError):
+            await verifier.challenge(sid, "ghost")
+
+    async def test_cancel_stops_the_session(self, verifier: TemporalVerifier) -> None:
+        """A cancelled session has no verdict: wait and a second cancel say so."""
+        sid = new_id()
+        await verifier.start(HONEST.applicant, session_id=sid)
+        cancelled = await verifier.cancel(sid, reason="applicant withdrew")
+        assert cancelled.status is SessionStatus.CANCELLED
+        with pytest.raises(SessionFinishedError):
+            await verifier.wait(sid)
+        with pytest.raises(SessionFinishedError):
+            await verifier.cancel(sid)
+        with pytest.raises(SessionFinishedError):
+            await verifier.submit(sid, "sms", {"code": "1"})
+        with pytest.raises(SessionFinishedError):
+            await verifier.handle_event(
+                ProviderEvent(session_id=sid, step_id="video", kind="x")
+            )
+
+    async def test_unknown_sessions_are_not_found(
+        self, verifier: TemporalVerifier
+    ) -> None:
+        """Every call on a session that never started is a SessionNotFoundError."""
+        sid = new_id()
+        with pytest.raises(SessionNotFoundError):
+            await verifier.get(sid)
+        with pytest.raises(SessionNotFoundError):
+            await verifier.wait(sid)
+        with pytest.raises(SessionNotFoundError):
+            await verifier.submit(sid, "sms", {})
+        with pytest.raises(SessionNotFoundError):
+            await verifier.handle_event(
+                ProviderEvent(session_id=sid, step_id="video", kind="x")
+            )
+
+    async def test_an_event_for_a_step_still_starting_waits_for_it(
+        self, client: Client
+    ) -> None:
+        """A webhook that overtakes its step's start is applied once the step waits."""
+        slow = simulated_channels(NO_ANSWER, speed=0.02)
+        async with running_worker(client, slow) as task_queue:
+            verifier = TemporalVerifier(
+                client, load_default_policy(), task_queue=task_queue
+            )
+            sid = new_id()
+            await verifier.start(NO_ANSWER.applicant, session_id=sid)
+            # the call fails, the video starts: deliver its decision at once
+            for _ in range(200):
+                record = (await verifier.get(sid)).step("video")
+                if record.state is not StepState.PENDING:
+                    break
+                await asyncio.sleep(0.005)
+            await verifier.handle_event(
+                ProviderEvent(
+                    session_id=sid, step_id="video", kind="decision", attempt=1
+                )
+            )
+            await verifier.submit(sid, "sms", {"code": sandbox_code(sid, "sms", 1)})
+            verdict = await verifier.wait(sid)
+        assert verdict.outcome is Outcome.APPROVED
+
+
+class TestUncertainOutcomes:
+    async def test_a_call_lost_mid_way_is_reconciled_with_the_same_key(
+        self, client: Client
+    ) -> None:
+        """A start whose outcome is unknown (its call timed out) is asked again once, with the same idempotency key, not retried blindly."""
+        bureau = ScriptedChannel(
+            "credit_bureau",
+            [
+                Scripted.passes(delay=30),  # the worker "hangs": the call times out
+                Scripted.passes(signals=["identity_match"]),
+            ],
+        )
+        policy = Policy(
+            name="one",
+            version="1",
+            steps=[Step(id="bureau", channel="credit_bureau")],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.bureau.status == 'passed'",
+                    reason="bureau.passed",
+                )
+            ],
+        )
+        async with running_worker(client, [bureau]) as task_queue:
+            verifier = TemporalVerifier(
+                client,
+                policy,
+                task_queue=task_queue,
+                call_timeout=1,
+                heartbeat_timeout=1,
+            )
+            sid = new_id()
+            await verifier.start(HONEST.applicant, session_id=sid)
+            verdict = await verifier.wait(sid)
+            trail = await verifier.audit_events(sid)
+        assert verdict.outcome is Outcome.APPROVED
+        assert [c.idempotency_key for c in bureau.starts] == [f"{sid}:bureau:1"] * 2
+        calls = [e.data["call"] for e in trail if "call" in e.data]
+        assert calls[0]["reconciled"] is True
+        assert len(calls[0]["uncertain"]) == 1
