@@ -105,6 +105,13 @@ class TestStartStep:
         assert len(caught.value.details[0]["tries"]) == 1
         assert len(channel.starts) == 1
 
+    async def test_the_channel_gets_the_store_as_shared_state(self) -> None:
+        """Channels see the worker's store as ``context.shared``, as under the Verifier."""
+        store = MemoryStore()
+        acts, channel = activities(Scripted.passes(), store=store)
+        await ActivityEnvironment().run(acts.start_step, call())
+        assert channel.starts[0].shared is store
+
     async def test_a_crashing_channel_is_a_non_retryable_failure(self) -> None:
         """A channel bug fails the attempt once, named as a channel error."""
         acts, _ = activities(Scripted.raises(RuntimeError("boom")))

@@ -95,6 +95,7 @@ class Activities:
             applicant=structure(call.applicant, Applicant),
             options=call.options,
             clock=self._clock,
+            shared=self._store,
         )
 
     @activity.defn(name=START_STEP)
