@@ -103,7 +103,10 @@ class TestDemoJson:
         data = demo_json(cli, "hesitant")
         assert data["outcome"] == "review"
         assert [r["code"] for r in data["reasons"]] == ["call.risk_signals"]
-        assert {"hesitant", "evasive_answer"} <= set(steps_of(data)["call"]["signals"])
+        # At full speed the slow answers add "hesitant"; the evasion shows at any speed.
+        assert {"evasive_answer", "detail_mismatch"} <= set(
+            steps_of(data)["call"]["signals"]
+        )
 
     def test_no_answer_is_approved_by_video(self, cli: click.Group) -> None:
         """The unanswered call fails, the video fallback passes: approved."""
@@ -111,7 +114,7 @@ class TestDemoJson:
         assert data["outcome"] == "approved"
         steps = steps_of(data)
         assert steps["call"]["status"] == "failed"
-        assert steps["call"]["signals"] == ["no_answer"]
+        assert steps["call"]["signals"] == ["no_answer", "no_contact"]
         assert steps["video"]["status"] == "passed"
 
     def test_speed_option(self, cli: click.Group) -> None:
@@ -191,8 +194,8 @@ class TestDemoScreen:
         out = result.stdout
         assert "persona no-answer" in out
         assert "(simulated)" in out
-        # The real SMS and video channels, each on its sandbox vendor.
-        assert out.count("(sandbox") == 2
+        # The real phone, SMS and video channels, each on its sandbox vendor.
+        assert out.count("(sandbox") == 3
         for step in ("bureau", "sms", "call", "video"):
             assert step in out
         assert "Verdict" in out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from multiverify import ChannelSpec, Policy, Rule, Step
@@ -28,6 +31,23 @@ class TestChannelSpec:
         assert {"liveness_passed", "face_match"} <= specs["video_sign"].signals
         assert "code_verified" in specs["sms_code"].signals
         assert all(spec.description for spec in specs.values())
+
+    def test_specs_serialise_in_a_fresh_interpreter(self) -> None:
+        """A spec's type hints resolve without anything else imported first.
+
+        Runtimes that ship specs to another process (Temporal) unstructure
+        them; a hint only known to the type checker broke that.
+        """
+        code = (
+            "from multiverify._serde import unstructure\n"
+            "from multiverify._specs import BUILTIN_CHANNELS\n"
+            "print(unstructure(BUILTIN_CHANNELS['sms_code'])['name'])\n"
+        )
+        done = subprocess.run(  # noqa: S603 - our own interpreter and code
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "sms_code"
 
     def test_a_custom_spec_declares_its_signals(self) -> None:
         """A user channel's declared signals are checked in rules like built-in ones."""

@@ -156,6 +156,15 @@ async def settle(verifier: Verifier, clock: FakeClock, seconds: float = 0) -> No
     await verifier.wait_idle()
 
 
+async def until_sleeping(clock: FakeClock, count: int) -> None:
+    """Yield to the loop until ``count`` tasks sleep on the clock (bounded)."""
+    for _ in range(1000):
+        if clock.sleepers >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{clock.sleepers} sleepers, expected {count}")
+
+
 async def states(verifier: Verifier, session_id: str) -> dict[str, str]:
     """Step id to step state, as stored."""
     session = await verifier.get(session_id)
@@ -2022,7 +2031,34 @@ class TestChallenge:
     async def test_event_for_a_starting_step_keeps_its_dedupe_key(
         self, clock: FakeClock, applicant: Applicant
     ) -> None:
-        """An early event is refused without spending its key, so a redelivery applies."""
+        """An event the start outlasts is refused without spending its key, so a redelivery applies."""
+        slow_sms = ScriptedChannel(
+            "sms_code", [Scripted.waits(Scripted.passes(delay=5), expect=CODE)]
+        )
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), slow_sms],
+            clock=clock,
+            early_event_wait=timedelta(seconds=2),
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock)
+            event = ProviderEvent(
+                session_id=session.session_id, step_id="sms", kind="x", dedupe_key="k1"
+            )
+            sleepers = clock.sleepers
+            early = asyncio.ensure_future(verifier.handle_event(event))
+            await until_sleeping(clock, sleepers + 1)
+            await settle(verifier, clock, 2)
+            with pytest.raises(StepNotWaitingError, match="still starting"):
+                await early
+            await settle(verifier, clock, 3)
+            assert await verifier.handle_event(event) is not None
+
+    async def test_event_during_a_start_waits_for_it(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A callback that beats the start it answers is applied once the start is saved."""
         slow_sms = ScriptedChannel(
             "sms_code", [Scripted.waits(Scripted.passes(delay=5), expect=CODE)]
         )
@@ -2034,10 +2070,16 @@ class TestChallenge:
             event = ProviderEvent(
                 session_id=session.session_id, step_id="sms", kind="x", dedupe_key="k1"
             )
-            with pytest.raises(StepNotWaitingError):
-                await verifier.handle_event(event)
-            await settle(verifier, clock, 5)
-            assert await verifier.handle_event(event) is not None
+            sleepers = clock.sleepers
+            early = asyncio.ensure_future(verifier.handle_event(event))
+            await until_sleeping(clock, sleepers + 1)
+            await settle(verifier, clock, 1)
+            assert not early.done()
+            assert slow_sms.messages == []
+            await settle(verifier, clock, 4)
+            applied = await early
+            assert applied is not None
+            assert [message for _, message in slow_sms.messages] == [event]
             assert (await verifier.wait(session.session_id)).outcome == Outcome.APPROVED
 
 

@@ -32,6 +32,7 @@ from .sandbox import (
     get_persona,
     load_default_policy,
     play,
+    sandbox_phone_channel,
     simulated_channels,
 )
 from .stores import SqliteStore
@@ -227,8 +228,9 @@ async def _run_demo(
 ) -> Session:
     sms = SandboxSms()
     video = SandboxVideoVendor(persona=persona.video_persona, speed=speed)
-    # The SMS and video steps run the real channels on sandbox vendors.
+    # The phone, SMS and video steps run the real channels on sandbox vendors.
     real: dict[str, Channel] = {
+        "phone_call": sandbox_phone_channel(persona, speed=speed),
         "sms_code": sms.channel(),
         "video_sign": video.channel(),
     }

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 
-__all__ = ["BUILTIN_CHANNELS", "ChannelSpec"]
+from .exceptions import PolicyProblem
+
+__all__ = ["BUILTIN_CHANNELS", "ChannelSpec", "OptionsCheck"]
+
+OptionsCheck = Callable[
+    [Mapping[str, Any], Mapping[str, Mapping[str, Any]], str], "list[PolicyProblem]"
+]
+"""Checks a step's ``options``: ``(options, the policy's named scripts, path) -> problems``."""
 
 
 def _names(values: Iterable[str]) -> frozenset[str]:
@@ -24,12 +32,24 @@ class ChannelSpec:
         automatic: whether the channel finishes without the applicant (a
             bureau lookup) or waits for input or callbacks (an SMS code).
         description: one line for ``policy explain``.
+        check_options: validates a step's ``options`` when the policy is
+            built, so a mistake there is located like any other.
     """
 
     name: str
     signals: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
     automatic: bool = False
     description: str = ""
+    check_options: OptionsCheck | None = attrs.field(default=None, eq=False, repr=False)
+
+
+def _phone_options(
+    options: Mapping[str, Any], scripts: Mapping[str, Mapping[str, Any]], path: str
+) -> list[PolicyProblem]:
+    # Imported on use: policies without a phone step never load the script model.
+    from ._call_script import phone_options_problems  # noqa: PLC0415
+
+    return phone_options_problems(options, scripts, path)
 
 
 BUILTIN_CHANNELS: dict[str, ChannelSpec] = {
@@ -66,6 +86,7 @@ BUILTIN_CHANNELS: dict[str, ChannelSpec] = {
         ChannelSpec(
             name="phone_call",
             description="confirmation call: identity, loan intent, details, risk signs",
+            check_options=_phone_options,
             signals={
                 "identity_confirmed",
                 "identity_mismatch",
@@ -83,6 +104,11 @@ BUILTIN_CHANNELS: dict[str, ChannelSpec] = {
                 "refused",
                 "wrong_person",
                 "call_back_later",
+                "detail_mismatch",
+                "invalid_input",
+                "hung_up",
+                "no_contact",
+                "outside_calling_window",
             },
         ),
         ChannelSpec(

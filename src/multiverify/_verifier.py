@@ -13,7 +13,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
 
 import attrs
@@ -93,6 +93,16 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _starting(session: Session, event: ProviderEvent) -> bool:
+    """Whether the event's step is still starting the attempt the event is for."""
+    if session.finished:
+        return False
+    record = session.step(event.step_id)
+    return record.state is StepState.RUNNING and (
+        event.attempt is None or event.attempt == record.attempt
+    )
+
+
 def _finished(session: Session) -> Session | None:
     return session if session.finished else None
 
@@ -128,6 +138,10 @@ class Verifier:
         clock: the time source; tests pass a FakeClock.
         on_verdict: hooks called once per decided session.
         new_id: makes session ids.
+        early_event_wait: how long, in seconds on the clock, a vendor event
+            that arrives while its step is still starting (the vendor called
+            back before the call that started it returned) waits for the
+            start to be saved before it is refused.
 
     Raises:
         ConfigurationError: a policy names a channel that is not wired.
@@ -142,6 +156,7 @@ class Verifier:
         clock: Clock | None = None,
         on_verdict: Sequence[OnVerdict] = (),
         new_id: Callable[[], str] = _new_id,
+        early_event_wait: float | timedelta = 30.0,
     ) -> None:
         self._registry = (
             channels
@@ -168,6 +183,11 @@ class Verifier:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._hooks = tuple(on_verdict)
         self._new_id = new_id
+        self._early_event_wait = (
+            early_event_wait.total_seconds()
+            if isinstance(early_event_wait, timedelta)
+            else float(early_event_wait)
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -198,6 +218,11 @@ class Verifier:
     def clock(self) -> Clock:
         """The clock."""
         return self._clock
+
+    @property
+    def channels(self) -> ChannelRegistry:
+        """The channels this Verifier runs, by name."""
+        return self._registry
 
     def policy(self, ref: str | None = None) -> Policy:
         """A policy by name or hash (the first one by default).
@@ -312,14 +337,14 @@ class Verifier:
         except that a version conflict is retried here: the ``dedupe_key``
         is already spent, so a redelivery could not bring the event back.
         """
-        # An event that cannot apply yet (its step is still starting) is
-        # refused before its dedupe key is spent, so the vendor's redelivery
-        # can bring it back.
         session = await self.get(event.session_id)
-        if (
-            not session.finished
-            and session.step(event.step_id).state is StepState.RUNNING
-        ):
+        if _starting(session, event):
+            # The vendor called back before the start that caused it was
+            # saved (here or on another replica): wait for it a while.
+            session = await self._until_started(event)
+        if _starting(session, event):
+            # Still starting: refused before the dedupe key is spent, so the
+            # vendor's redelivery can bring the event back.
             require_input(session, event.step_id, event.attempt)
         if event.dedupe_key is not None and not await self._store.record_event_once(
             event.session_id, event.dedupe_key
@@ -550,6 +575,24 @@ class Verifier:
             lock = self._locks.get(session.session_id)
             if lock is not None and not lock.locked():
                 del self._locks[session.session_id]
+
+    async def _until_started(self, event: ProviderEvent) -> Session:
+        """The session once the event's step stopped starting, or after ``early_event_wait``."""
+
+        def started(session: Session) -> Session | None:
+            return None if _starting(session, event) else session
+
+        watch = asyncio.ensure_future(self._watch(event.session_id, started))
+        timer = asyncio.ensure_future(self._clock.sleep(self._early_event_wait))
+        try:
+            await asyncio.wait({watch, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, timer):
+                task.cancel()
+            await asyncio.gather(watch, timer, return_exceptions=True)
+        if watch.done() and not watch.cancelled() and watch.exception() is None:
+            return watch.result()
+        return await self.get(event.session_id)
 
     async def _watch(self, session_id: str, check: Callable[[Session], T | None]) -> T:
         """Wait until ``check`` returns something for the session, and return it.

@@ -10,7 +10,7 @@ import pytest
 
 import multiverify.sandbox
 from multiverify import Outcome, ResultStatus, Session, StepState, Verdict, Verifier
-from multiverify.channels import ProviderEvent
+from multiverify.channels import PhoneCallChannel, ProviderEvent
 from multiverify.exceptions import ConfigurationError
 from multiverify.policy import Policy, Step, load_policy
 from multiverify.sandbox import (
@@ -22,8 +22,10 @@ from multiverify.sandbox import (
     get_persona,
     is_simulated,
     load_default_policy,
+    on_sandbox_vendor,
     play,
     sandbox_code,
+    sandbox_phone_channel,
     simulated_channels,
 )
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -38,8 +40,14 @@ def _id_checksum(body: str) -> str:
 
 
 async def _play(persona: Persona, on_progress: ProgressHook | None = None) -> Session:
-    """Play ``persona`` at full speed on the default policy; the finished session."""
-    channels = simulated_channels(persona, speed=0)
+    """Play ``persona`` at full speed on the default policy; the finished session.
+
+    The phone step runs the real channel on the sandbox voice vendor, as in the demo.
+    """
+    channels = [
+        sandbox_phone_channel(persona, speed=0) if c.spec.name == "phone_call" else c
+        for c in simulated_channels(persona, speed=0)
+    ]
     async with Verifier(load_default_policy(), channels=channels) as verifier:
         return await play(
             verifier, persona, speed=0, poll=0.005, on_progress=on_progress
@@ -83,7 +91,7 @@ class TestPersonas:
 
 class TestSimulatedChannels:
     def test_the_four_builtin_channels(self) -> None:
-        """One simulated channel per built-in channel, each marked simulated."""
+        """One scripted channel per built-in channel, each marked simulated."""
         channels = simulated_channels(get_persona("honest"))
         assert [c.spec.name for c in channels] == [
             "credit_bureau",
@@ -93,9 +101,17 @@ class TestSimulatedChannels:
         ]
         assert all(isinstance(c, SimulatedChannel) for c in channels)
         assert all(is_simulated(c) for c in channels)
+        assert not any(on_sandbox_vendor(c) for c in channels)
         assert repr(channels[0]) == (
             "<multiverify.sandbox.SimulatedChannel(credit_bureau, starts=0)>"
         )
+
+    def test_sandbox_phone_channel_is_real(self) -> None:
+        """The sandbox phone channel is the real channel, on the sandbox voice vendor."""
+        phone = sandbox_phone_channel(get_persona("honest"))
+        assert isinstance(phone, PhoneCallChannel)
+        assert not is_simulated(phone)
+        assert on_sandbox_vendor(phone)
 
     def test_other_channels_are_not_simulated(self) -> None:
         """A plain ScriptedChannel, or any object, is not marked simulated."""
@@ -220,7 +236,7 @@ class TestPlay:
         assert call is not None
         assert video is not None
         assert call.status is ResultStatus.FAILED
-        assert call.signal_names == ("no_answer",)
+        assert call.signal_names == ("no_answer", "no_contact")
         assert video.status is ResultStatus.PASSED
 
     async def test_fraudster_is_rejected_at_once(self) -> None:

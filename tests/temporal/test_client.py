@@ -247,3 +247,17 @@ class TestUncertainOutcomes:
         calls = [e.data["call"] for e in trail if "call" in e.data]
         assert calls[0]["reconciled"] is True
         assert len(calls[0]["uncertain"]) == 1
+
+
+def test_specs_reach_the_workflow_without_their_options_check() -> None:
+    """The phone channel's options check is code: the workflow's copy goes without it."""
+    import json
+
+    from multiverify.channels import ChannelRegistry
+    from multiverify.temporal._client import _spec_wire
+
+    spec = ChannelRegistry.builtin_specs()["phone_call"]
+    assert spec.check_options is not None
+    wire = _spec_wire(spec)
+    assert "check_options" not in wire
+    assert json.loads(json.dumps(wire, default=sorted))["name"] == "phone_call"

@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+from .._call_script import (
+    Answer,
+    AnswerKind,
+    CallScript,
+    Expect,
+    MismatchAction,
+    PhoneCallOptions,
+    Prompt,
+    PromptKind,
+    phone_options,
+    script_problems,
+)
+from ._agent_desk import (
+    AgentDesk,
+    AgentOutcome,
+    AgentTask,
+    Submitter,
+)
 from ._base import (
     Channel,
     ChannelRegistry,
@@ -13,6 +31,17 @@ from ._base import (
     Submission,
     TimerDue,
     Waiting,
+)
+from ._call_analysis import (
+    Analysis,
+    CallAnalyzer,
+    RuleBasedAnalyzer,
+    SpeechAnswer,
+)
+from ._phone_call import (
+    CallAttempt,
+    PhoneCallChannel,
+    PhoneCallState,
 )
 from ._sms_code import (
     OnSmsSent,
@@ -31,17 +60,40 @@ from ._sms_text import (
     SmsTemplate,
     sms_segments,
 )
-from ._statement import Statement, confirmation_statement
-from ._video_sign import VideoSignChannel, VideoSignState
+from ._statement import (
+    Statement,
+    confirmation_statement,
+)
+from ._video_sign import (
+    VideoSignChannel,
+    VideoSignState,
+)
 
 __all__ = [
     "CODE_TEMPLATES",
+    "AgentDesk",
+    "AgentOutcome",
+    "AgentTask",
+    "Analysis",
+    "Answer",
+    "AnswerKind",
+    "CallAnalyzer",
+    "CallAttempt",
+    "CallScript",
     "Channel",
     "ChannelRegistry",
+    "Expect",
     "Finished",
+    "MismatchAction",
     "OnSmsSent",
+    "PhoneCallChannel",
+    "PhoneCallOptions",
+    "PhoneCallState",
+    "Prompt",
+    "PromptKind",
     "ProviderEvent",
     "RateLimit",
+    "RuleBasedAnalyzer",
     "SmsCodeChannel",
     "SmsCodeSettings",
     "SmsCodeState",
@@ -50,16 +102,20 @@ __all__ = [
     "SmsSegments",
     "SmsSent",
     "SmsTemplate",
+    "SpeechAnswer",
     "Statement",
     "StepContext",
     "StepMessage",
     "StepOutcome",
     "Submission",
+    "Submitter",
     "TimerDue",
     "VideoSignChannel",
     "VideoSignState",
     "Waiting",
     "confirmation_statement",
     "normalize_code",
+    "phone_options",
+    "script_problems",
     "sms_segments",
 ]

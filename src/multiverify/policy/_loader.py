@@ -47,7 +47,17 @@ _TOML_POSITION = re.compile(
 )
 
 _POLICY_KEYS = frozenset(
-    {"name", "version", "deadline", "on_deadline", "default", "score", "steps", "rules"}
+    {
+        "name",
+        "version",
+        "deadline",
+        "on_deadline",
+        "default",
+        "score",
+        "steps",
+        "rules",
+        "scripts",
+    }
 )
 _STEP_KEYS = frozenset(
     {
@@ -497,7 +507,20 @@ class _Reader:
             lambda value, path: self.sequence(value, path, self.rule),
             settings,
         )
+        self.optional(table, "scripts", "", self.scripts, settings)
         return settings
+
+    def scripts(self, value: object, path: str) -> dict[str, Any] | None:
+        """Named call scripts: a table of tables (their insides are the channel's to check)."""
+        table = self.options(value, path)
+        if table is None:
+            return None
+        ok = True
+        for name, body in table.items():
+            if not isinstance(body, Mapping):
+                self.wrong_type(f"{path}.{name}", "a table", body)
+                ok = False
+        return table if ok else None
 
     def sequence(
         self, value: object, path: str, read: Callable[[object, str], _T | None]

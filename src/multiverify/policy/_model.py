@@ -211,6 +211,8 @@ def _policy_dict(policy: Policy) -> dict[str, Any]:
         | ({"message": r.message} if r.message else {})
         for r in policy.rules
     ]
+    if policy.scripts:
+        out["scripts"] = {name: dict(body) for name, body in policy.scripts.items()}
     return out
 
 
@@ -283,6 +285,8 @@ class Policy:
         on_deadline: the outcome at the deadline.
         score: a CEL expression for the verdict's score; by default the mean
             of the step scores.
+        scripts: named call scripts (plain tables); a phone-call step names
+            one with ``options.script = "<name>"``.
     """
 
     name: str
@@ -293,6 +297,7 @@ class Policy:
     deadline: float | None = attrs.field(default=None, converter=_optional_seconds)
     on_deadline: Outcome = attrs.field(default=Outcome.EXPIRED, converter=_outcome)
     score: str | None = None
+    scripts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
     channels: Mapping[str, ChannelSpec] = attrs.field(
         factory=dict, eq=False, repr=False, hash=False
     )
@@ -314,7 +319,7 @@ class Policy:
     def __attrs_post_init__(self) -> None:
         by_id: dict[str, Step] = {}
         for step in self.steps:
-            by_id.setdefault(step.id, step)
+            by_id.setdefault(step.id, self._resolved(step))
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(
             self,
@@ -338,6 +343,15 @@ class Policy:
         )
         object.__setattr__(self, "_hash", hashlib.sha256(document.encode()).hexdigest())
 
+    def _resolved(self, step: Step) -> Step:
+        """The step with a named script in its options replaced by the script's table."""
+        name = step.options.get("script")
+        if isinstance(name, str) and name in self.scripts:
+            return attrs.evolve(
+                step, options={**step.options, "script": self.scripts[name]}
+            )
+        return step
+
     @property
     def hash(self) -> str:
         """The SHA-256 of the policy's canonical JSON: same content, same hash."""
@@ -350,6 +364,9 @@ class Policy:
 
     def step(self, step_id: str) -> Step:
         """Return the step with this id.
+
+        A script its options name (``script = "<name>"``) comes resolved:
+        ``options["script"]`` is then that entry of ``scripts``.
 
         Raises:
             KeyError: no such step.
@@ -420,6 +437,8 @@ class _Validator:
         self.check_ids_and_channels()
         for index, step in enumerate(policy.steps):
             self.check_references(index, step)
+            self.check_options(index, step)
+        self.check_scripts()
         self.check_fallback_targets()
         cycle = _find_cycle(policy, self.ids)
         if cycle:
@@ -450,6 +469,32 @@ class _Validator:
                     f"unknown channel {step.channel!r} "
                     f"(known: {', '.join(sorted(self.known))})",
                 )
+
+    def check_options(self, index: int, step: Step) -> None:
+        spec = self.known.get(step.channel)
+        if spec is None or spec.check_options is None:
+            return
+        self.problems.extend(
+            spec.check_options(
+                step.options, self.policy.scripts, f"steps[{index}].options"
+            )
+        )
+
+    def check_scripts(self) -> None:
+        """Every named script, whether a step uses it or not."""
+        if not self.policy.scripts:
+            return
+        from .._call_script import script_problems  # noqa: PLC0415 - loaded on use
+
+        used = {
+            step.options.get("script")
+            for step in self.policy.steps
+            if step.channel == "phone_call"
+        }
+        for name, body in self.policy.scripts.items():
+            if name in used:
+                continue  # checked, located, with the step that uses it
+            self.problems.extend(script_problems(body, f"scripts.{name}", name=name))
 
     def check_references(self, index: int, step: Step) -> None:
         for position, dependency in enumerate(step.after):

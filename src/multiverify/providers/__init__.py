@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ._agent_desk import (
+    AgentDeskProvider,
+)
 from ._aliyun import (
     AliyunSms,
     acs3_authorization,
@@ -19,13 +22,34 @@ from ._sms import (
     VerifyRequest,
     VerifyStarted,
 )
-from ._tencent import TencentCloudApi, tc3_authorization
-from ._tencent_faceid import TencentFaceId
-from ._tencent_sms import TencentSms
-from ._twilio import TwilioAccount
-from ._twilio_messaging import TwilioMessaging
-from ._twilio_verify import TwilioVerify
-from ._veriff import Veriff, parse_veriff_decision, veriff_signature
+from ._tencent import (
+    TencentCloudApi,
+    tc3_authorization,
+)
+from ._tencent_faceid import (
+    TencentFaceId,
+)
+from ._tencent_sms import (
+    TencentSms,
+)
+from ._twilio import (
+    TwilioAccount,
+)
+from ._twilio_messaging import (
+    TwilioMessaging,
+)
+from ._twilio_verify import (
+    TwilioVerify,
+)
+from ._twilio_voice import (
+    TwilioVoice,
+    twiml,
+)
+from ._veriff import (
+    Veriff,
+    parse_veriff_decision,
+    veriff_signature,
+)
 from ._video import (
     VideoDecision,
     VideoSession,
@@ -33,12 +57,38 @@ from ._video import (
     VideoSignProvider,
     VideoStatus,
 )
-from ._vonage import VonageApplication
-from ._vonage_verify import VonageVerify
+from ._voice import (
+    AnsweredBy,
+    CallInfo,
+    CallRequest,
+    CallRoute,
+    CallStatus,
+    Gather,
+    VoiceInstruction,
+    VoiceProvider,
+    callback_url,
+)
+from ._vonage import (
+    VonageApplication,
+)
+from ._vonage_verify import (
+    VonageVerify,
+)
+from ._vonage_voice import (
+    VonageVoice,
+    ncco,
+)
 
 __all__ = [
+    "AgentDeskProvider",
     "AliyunSms",
+    "AnsweredBy",
+    "CallInfo",
+    "CallRequest",
+    "CallRoute",
+    "CallStatus",
     "CheckOutcome",
+    "Gather",
     "SmsMessage",
     "SmsProvider",
     "SmsReceipt",
@@ -48,6 +98,7 @@ __all__ = [
     "TwilioAccount",
     "TwilioMessaging",
     "TwilioVerify",
+    "TwilioVoice",
     "Veriff",
     "VerifyCheck",
     "VerifyProvider",
@@ -58,13 +109,19 @@ __all__ = [
     "VideoSessionRequest",
     "VideoSignProvider",
     "VideoStatus",
+    "VoiceInstruction",
+    "VoiceProvider",
     "VonageApplication",
     "VonageVerify",
+    "VonageVoice",
     "acs3_authorization",
+    "callback_url",
+    "ncco",
     "parse_veriff_decision",
     "percent_encode",
     "rpc_signature",
     "rpc_string_to_sign",
     "tc3_authorization",
+    "twiml",
     "veriff_signature",
 ]

@@ -15,21 +15,49 @@ acts as the applicant: it types the SMS code and completes the video signing.
 
 from __future__ import annotations
 
-from ._channels import SimulatedChannel, is_simulated, sandbox_code, simulated_channels
-from ._personas import PERSONAS, Persona, get_persona
-from ._play import ProgressHook, play
-from ._policy import DEFAULT_POLICY_PATH, load_default_policy
-from ._sms import SandboxMessage, SandboxSms, SandboxSmsCodeChannel
+from ._channels import (
+    SimulatedChannel,
+    channel_label,
+    is_simulated,
+    on_sandbox_vendor,
+    sandbox_code,
+    sandbox_phone_channel,
+    sandbox_vendor,
+    simulated_channels,
+)
+from ._personas import (
+    PERSONAS,
+    Persona,
+    get_persona,
+)
+from ._play import (
+    ProgressHook,
+    play,
+)
+from ._policy import (
+    DEFAULT_POLICY_PATH,
+    load_default_policy,
+)
+from ._sms import (
+    SandboxMessage,
+    SandboxSms,
+    SandboxSmsCodeChannel,
+)
 from ._video import (
     SandboxVideoSignChannel,
     SandboxVideoVendor,
-    channel_label,
     video_personas,
+)
+from ._voice import (
+    VOICE_PERSONAS,
+    SandboxVoice,
+    VoicePersona,
 )
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
     "PERSONAS",
+    "VOICE_PERSONAS",
     "Persona",
     "ProgressHook",
     "SandboxMessage",
@@ -37,13 +65,18 @@ __all__ = [
     "SandboxSmsCodeChannel",
     "SandboxVideoSignChannel",
     "SandboxVideoVendor",
+    "SandboxVoice",
     "SimulatedChannel",
+    "VoicePersona",
     "channel_label",
     "get_persona",
     "is_simulated",
     "load_default_policy",
+    "on_sandbox_vendor",
     "play",
     "sandbox_code",
+    "sandbox_phone_channel",
+    "sandbox_vendor",
     "simulated_channels",
     "video_personas",
 ]

@@ -38,6 +38,8 @@ class Persona:
         video_delay: how long the video session takes.
         video_persona: how the applicant behaves at the sandbox video vendor,
             one of [`video_personas`][multiverify.sandbox.video_personas].
+        voice: how they behave on the confirmation call: the name of a
+            voice persona of the sandbox voice vendor.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Persona:
     completes_video: bool = True
     video_delay: float = 0.6
     video_persona: str = "passes"
+    voice: str = "honest"
 
 
 def _loan(amount: str, term_months: int, purpose: str) -> LoanApplication:
@@ -123,6 +126,7 @@ PERSONAS: Mapping[str, Persona] = {
             bureau=Scripted.passes(signals=["identity_match"], score=0.85, delay=0.4),
             call=Scripted.fails(signals=["no_answer"], delay=0.6),
             video=_VIDEO_PASSES,
+            voice="unreachable",
         ),
         Persona(
             name="fraudster",
@@ -145,6 +149,7 @@ PERSONAS: Mapping[str, Persona] = {
             video=Scripted.fails(signals=["face_mismatch"], score=0.1),
             typing_delay=1.0,
             video_persona="face-mismatch",
+            voice="fraudster",
         ),
         Persona(
             name="hesitant",
@@ -172,6 +177,7 @@ PERSONAS: Mapping[str, Persona] = {
                 delay=0.6,
             ),
             video=_VIDEO_PASSES,
+            voice="hesitant",
         ),
     )
 }

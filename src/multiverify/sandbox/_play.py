@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 from .._session import Session, StepState
 from ..channels import ProviderEvent
 from ..exceptions import SessionError
-from ._channels import sandbox_code
+from ._channels import sandbox_code, sandbox_vendor
 
 if TYPE_CHECKING:
     from .._session import StepRecord
     from .._verifier import Verifier
+    from ..channels import ChannelRegistry
     from ._personas import Persona
     from ._sms import SandboxSms
     from ._video import SandboxVideoVendor
@@ -38,8 +39,11 @@ async def play(
 ) -> Session:
     """Start a session for the persona's applicant and act as the applicant until it ends.
 
-    When an ``sms_code`` step waits, the persona reads the SMS (from the
-    sandbox vendor's inbox when ``sms`` is given) and submits the code ([`Verifier.submit`][multiverify.Verifier.submit]); when
+    Sandbox vendors behind the verifier's channels are connected to it
+    first, so their callbacks reach the session (the persona's phone
+    answers the confirmation call). When an ``sms_code`` step waits, the
+    persona reads the SMS (from the sandbox vendor's inbox when ``sms`` is
+    given) and submits the code ([`Verifier.submit`][multiverify.Verifier.submit]); when
     a ``video_sign`` step waits, the persona completes the video session and
     its ``decision`` callback arrives ([`Verifier.handle_event`][multiverify.Verifier.handle_event]);
     with a sandbox video vendor, the persona opens the session's link there
@@ -61,6 +65,16 @@ async def play(
     Returns:
         The finished session (with its verdict, unless it was cancelled).
     """
+    vendors = []
+    # Only an embedded Verifier runs channels in this process; on Temporal the
+    # workers run them, and nothing here can connect to their vendors.
+    registry: ChannelRegistry | None = getattr(verifier, "channels", None)
+    channels = [registry.get(name) for name in registry] if registry else []
+    for channel in channels:
+        vendor = sandbox_vendor(channel)
+        if vendor is not None:
+            vendor.connect(verifier)
+            vendors.append(vendor)
     session = await verifier.start(persona.applicant)
     session_id = session.session_id
     done = asyncio.ensure_future(_finished(verifier, session_id))
@@ -100,6 +114,8 @@ async def play(
         for task in (done, *replies):
             task.cancel()
         await asyncio.gather(done, *replies, return_exceptions=True)
+        for vendor in vendors:  # its calls end with the session
+            await vendor.aclose()
     return session
 
 

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SandboxVideoSignChannel",
     "SandboxVideoVendor",
-    "channel_label",
     "video_personas",
 ]
 
@@ -111,15 +110,6 @@ class SandboxVideoSignChannel(VideoSignChannel):
     """A [`VideoSignChannel`][multiverify.channels.VideoSignChannel] on the sandbox vendor (real channel, sandbox vendor)."""
 
     sandbox_vendor: ClassVar[bool] = True
-
-
-def channel_label(channel: object) -> str | None:
-    """How the demo labels a channel: ``simulated``, ``sandbox vendor``, or ``None`` for a real one."""
-    if getattr(channel, "simulated", False) is True:
-        return "simulated"
-    if getattr(channel, "sandbox_vendor", False) is True:
-        return "sandbox vendor"
-    return None
 
 
 @attrs.define

@@ -26,6 +26,7 @@ from .._duration import parse_duration
 from .._results import Challenge, Verdict
 from .._serde import structure, unstructure
 from .._session import Session
+from .._specs import ChannelSpec
 from .._verifier import find_policy
 from ..channels import ProviderEvent
 from ..exceptions import (
@@ -161,7 +162,7 @@ class TemporalVerifier:
             session_id=session_id,
             policy=chosen.to_dict(),
             policy_hash=chosen.hash,
-            channels=[unstructure(spec) for spec in chosen.channels.values()],
+            channels=[_spec_wire(spec) for spec in chosen.channels.values()],
             applicant=unstructure(applicant),
             settings=self._settings,
         )
@@ -344,3 +345,14 @@ def _error(failure: BaseException | None) -> MultiverifyError:
     if error is not None:
         return error
     return MultiverifyError(message=str(failure))
+
+
+def _spec_wire(spec: ChannelSpec) -> dict[str, Any]:
+    """A channel spec as the workflow receives it.
+
+    The options check is code, not data: the policy was checked here already,
+    so the workflow's copy of the spec goes without it.
+    """
+    data: dict[str, Any] = unstructure(spec)
+    data.pop("check_options", None)
+    return data

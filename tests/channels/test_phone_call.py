@@ -1,0 +1,156 @@
+"""Tests for the phone-call channel, end to end on the sandbox voice vendor (Twilio and Vonage wire formats)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import attrs
+import pytest
+
+from multiverify import ResultStatus, Session
+from multiverify.channels import PhoneCallState
+from multiverify.sandbox import VOICE_PERSONAS
+
+Build = Any  # the harness fixture of conftest.py
+
+VENDORS = ["twilio", "vonage"]
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _result(session: Session):  # noqa: ANN202 - a ChannelResult
+    result = session.step("call").result
+    assert result is not None
+    return result
+
+
+def _calls(session: Session) -> list[str]:
+    state = session.step("call").channel_state
+    return [
+        datetime.fromisoformat(call["placed_at"])
+        .astimezone(SHANGHAI)
+        .strftime("%d %H:%M")
+        for call in state["calls"]
+    ]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+class TestPersonas:
+    async def test_honest(self, harness: Build, vendor: str) -> None:
+        """Every answer matches: passed, identity, intent and details confirmed, full score."""
+        session = await harness(vendor, "honest").run()
+        result = _result(session)
+        assert result.status is ResultStatus.PASSED
+        assert set(result.signal_names) == {
+            "identity_confirmed",
+            "intent_confirmed",
+            "details_completed",
+        }
+        assert result.score == 1.0
+        assert result.facts["calls"] == 1
+
+    async def test_late_pickup(self, harness: Build, vendor: str) -> None:
+        """Two unanswered calls at +0 and +30 min, the third at +2 h is answered."""
+        session = await harness(vendor, "late-pickup").run()
+        result = _result(session)
+        assert result.status is ResultStatus.PASSED
+        assert "no_answer" in result.signal_names
+        assert _calls(session) == ["05 09:00", "05 09:30", "05 11:30"]
+
+    async def test_unreachable(self, harness: Build, vendor: str) -> None:
+        """Never answered: four calls, the last the next day at 10:00, then no contact."""
+        session = await harness(vendor, "unreachable").run()
+        result = _result(session)
+        assert result.status is ResultStatus.FAILED
+        assert result.signal_names == ("no_answer", "no_contact")
+        assert _calls(session) == ["05 09:00", "05 09:30", "05 11:30", "06 10:00"]
+
+    async def test_answering_machine(self, harness: Build, vendor: str) -> None:
+        """A machine answers: hung up at once, retried, finally no contact."""
+        h = harness(vendor, "answering-machine")
+        session = await h.run()
+        result = _result(session)
+        assert result.status is ResultStatus.FAILED
+        assert set(result.signal_names) == {"answering_machine", "no_contact"}
+        assert len(_calls(session)) == 4
+
+    async def test_fraudster(self, harness: Build, vendor: str) -> None:
+        """Wrong ID digits end the call at once: failed on identity."""
+        session = await harness(vendor, "fraudster").run()
+        result = _result(session)
+        assert result.status is ResultStatus.FAILED
+        assert "identity_mismatch" in result.signal_names
+        assert "identity_confirmed" not in result.signal_names
+        state = session.step("call").channel_state
+        assert state["instruction"]["hangup"] is True
+
+    async def test_hesitant(self, harness: Build, vendor: str) -> None:
+        """Slow answers, a fumbled key and a silent question: hesitant, evasive, inconclusive."""
+        session = await harness(vendor, "hesitant").run()
+        result = _result(session)
+        assert result.status is ResultStatus.INCONCLUSIVE
+        assert {
+            "hesitant",
+            "evasive_answer",
+            "detail_mismatch",
+            "intent_confirmed",
+        } <= set(result.signal_names)
+        answers = {
+            a["prompt_id"]: a for a in session.step("call").channel_state["answers"]
+        }
+        assert answers["id_last4"]["invalid"] == 1
+        assert answers["birth_year"]["hesitant"] is True
+        assert 0 < (result.score or 0) < 1
+
+    async def test_coached(self, harness: Build, vendor: str) -> None:
+        """Admitting someone told them what to say raises coached."""
+        result = _result(await harness(vendor, "coached").run())
+        assert result.status is ResultStatus.INCONCLUSIVE
+        assert "coached" in result.signal_names
+
+    async def test_hang_up_mid_script(self, harness: Build, vendor: str) -> None:
+        """Hanging up after two answers is inconclusive, hung_up."""
+        persona = attrs.evolve(
+            VOICE_PERSONAS["honest"], name="quitter", hangs_up_after=2
+        )
+        result = _result(await harness(vendor, persona).run())
+        assert result.status is ResultStatus.INCONCLUSIVE
+        assert "hung_up" in result.signal_names
+
+
+class TestWindowsAndSchedule:
+    async def test_waits_for_the_window(self, harness: Build) -> None:
+        """Started at 23:00 local, the first call goes out at 08:00."""
+        h = harness(start=datetime(2026, 1, 5, 15, 0, tzinfo=UTC))
+        session = await h.verifier.start(h.applicant)
+        await h.settle()
+        waiting = await h.verifier.get(session.session_id)
+        (challenge,) = waiting.challenges
+        assert "2026-01-06 08:00" in challenge.message
+        assert challenge.destination == "+86*******8000"
+        done = await h.finish(session.session_id)
+        assert _calls(done) == ["06 08:00"]
+        assert _result(done).status is ResultStatus.PASSED
+
+    async def test_policy_schedule(self, harness: Build) -> None:
+        """The policy's schedule and limits replace the defaults."""
+        h = harness(
+            voice="unreachable", options={"retry_schedule": ["10m"], "max_attempts": 3}
+        )
+        session = await h.run()
+        assert _calls(session) == ["05 09:00", "05 09:10", "05 09:20"]
+
+
+class TestState:
+    async def test_state_round_trips(self, harness: Build) -> None:
+        """The stored channel state reads back as a PhoneCallState."""
+        from multiverify._serde import converter
+
+        session = await harness().run()
+        state = converter.structure(
+            dict(session.step("call").channel_state), PhoneCallState
+        )
+        assert state.current is not None
+        assert state.current.ended
+        assert [a.prompt_id for a in state.answers][:2] == ["recording", "id_last4"]

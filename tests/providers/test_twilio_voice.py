@@ -1,0 +1,132 @@
+"""Tests for the Twilio voice provider (respx) and TwiML rendering."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+import respx
+
+from multiverify.exceptions import ProviderRejectedError
+from multiverify.providers import (
+    CallRequest,
+    CallRoute,
+    CallStatus,
+    Gather,
+    TwilioAccount,
+    TwilioVoice,
+    VoiceInstruction,
+    twiml,
+)
+
+SID = "AC" + "1" * 32
+CALLS = f"https://api.twilio.com/2010-04-01/Accounts/{SID}/Calls.json"
+ROUTE = CallRoute(session_id="s1", step_id="call", attempt=1, call=2)
+
+
+def _voice(router: respx.Router) -> TwilioVoice:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
+    return TwilioVoice(
+        account=TwilioAccount(account_sid=SID, auth_token="t", client=client),
+        from_number="+15005550006",
+        callback_url="https://app.example/hooks/voice",
+    )
+
+
+class TestTwilioVoice:
+    async def test_place_call_form(self) -> None:
+        """The create sends the documented fields, with the route in every callback URL."""
+        router = respx.Router()
+        route = router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        info = await _voice(router).place_call(
+            CallRequest(to="+8613800138000", route=ROUTE, record=True)
+        )
+        assert info.call_id == "CA1"
+        assert info.status is CallStatus.QUEUED
+        form = parse_qs(route.calls.last.request.content.decode())
+        assert form["To"] == ["+8613800138000"]
+        assert form["StatusCallbackEvent"] == [
+            "initiated",
+            "ringing",
+            "answered",
+            "completed",
+        ]
+        assert form["MachineDetection"] == ["Enable"]
+        assert form["AsyncAmd"] == ["true"]
+        assert form["Record"] == ["true"]
+        assert "session_id=s1" in form["Url"][0]
+        assert "event=answer" in form["Url"][0]
+        assert "event=amd" in form["AsyncAmdStatusCallback"][0]
+
+    async def test_errors_are_mapped(self) -> None:
+        """An invalid number (400, 21211) is a permanent rejection with Twilio's code."""
+        router = respx.Router()
+        router.post(CALLS).respond(
+            400, json={"code": 21211, "message": "Invalid 'To'", "status": 400}
+        )
+        with pytest.raises(ProviderRejectedError) as caught:
+            await _voice(router).place_call(CallRequest(to="+1", route=ROUTE))
+        assert caught.value.code == "21211"
+
+    async def test_find_get_and_hang_up(self) -> None:
+        """Calls are found by number and date; a live call is hung up with Status=completed."""
+        router = respx.Router()
+        router.get(CALLS).respond(
+            200,
+            json={
+                "calls": [
+                    {
+                        "sid": "CA9",
+                        "status": "in-progress",
+                        "to": "+8613800138000",
+                        "date_created": "Mon, 05 Jan 2026 01:00:00 +0000",
+                    }
+                ]
+            },
+        )
+        router.get(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "in-progress"}
+        )
+        update = router.post(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "completed"}
+        )
+        voice = _voice(router)
+        from datetime import UTC, datetime
+
+        found = await voice.find_calls(
+            to="+8613800138000", since=datetime(2026, 1, 5, tzinfo=UTC)
+        )
+        assert [c.call_id for c in found] == ["CA9"]
+        await voice.hang_up("CA9")
+        assert parse_qs(update.calls.last.request.content.decode()) == {
+            "Status": ["completed"]
+        }
+
+
+class TestTwiml:
+    def test_gather_and_say(self) -> None:
+        """A prompt becomes <Gather> around <Say>, posting to the action even on empty input."""
+        body = twiml(
+            VoiceInstruction(
+                turn=3,
+                language="zh-CN",
+                say=["请输入"],
+                gather=Gather(num_digits=4, timeout=10),
+            ),
+            action="https://app/x?turn=3",
+            voices={"zh-CN": "Polly.Zhiyu"},
+        ).decode()
+        assert (
+            '<Gather input="dtmf" timeout="10" action="https://app/x?turn=3" method="POST" actionOnEmptyResult="true" language="zh-CN" numDigits="4" finishOnKey="">'
+            in body
+        )
+        assert '<Say language="zh-CN" voice="Polly.Zhiyu">请输入</Say>' in body
+
+    def test_hangup(self) -> None:
+        """A closing instruction says goodbye and hangs up."""
+        body = twiml(
+            VoiceInstruction(turn=9, language="en", say=["Bye"], hangup=True),
+            action=None,
+        )
+        assert body.endswith(b'<Say language="en-US">Bye</Say><Hangup /></Response>')
