@@ -27,7 +27,7 @@ from .._results import Challenge, Verdict
 from .._serde import structure, unstructure
 from .._session import Session
 from .._specs import ChannelSpec
-from .._verifier import find_policy
+from .._verifier import find_policy, record_late
 from ..channels import ProviderEvent
 from ..exceptions import (
     ConcurrentUpdateError,
@@ -37,6 +37,7 @@ from ..exceptions import (
     SessionNotFoundError,
 )
 from ..policy import Policy
+from ..stores import SessionStore
 from ._wire import (
     TASK_QUEUE,
     CallSettings,
@@ -76,6 +77,10 @@ class TemporalVerifier:
         clock: the app side's time source (what [`play`][multiverify.sandbox.play]
             waits on); the workflows keep Temporal's time.
         new_id: makes session ids.
+        store: the store the workers keep audit trails in; when given, a
+            vendor callback for a session whose workflow has completed is
+            recorded there as ``event.late`` (the workflow records the ones
+            that come while it runs).
 
     Raises:
         ConfigurationError: no policy was given.
@@ -91,6 +96,7 @@ class TemporalVerifier:
         heartbeat_timeout: float | timedelta = 20.0,
         clock: Clock | None = None,
         new_id: Callable[[], str] = _new_id,
+        store: SessionStore | None = None,
     ) -> None:
         listed = [policies] if isinstance(policies, Policy) else list(policies)
         if not listed:
@@ -107,6 +113,7 @@ class TemporalVerifier:
         )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._new_id = new_id
+        self._store = store
 
     def __repr__(self) -> str:
         return (
@@ -284,15 +291,26 @@ class TemporalVerifier:
         [`get`][multiverify.temporal.TemporalVerifier.get] or
         [`wait`][multiverify.temporal.TemporalVerifier.wait].
 
+        A callback that comes after its step ended is recorded in the
+        session's audit trail as ``event.late`` and changes nothing else: by
+        the workflow while it runs, and in ``store`` once it has completed.
+
         Raises:
             SessionNotFoundError: no such session.
             SessionFinishedError: the session's workflow has completed.
         """
         handle = self._handle(event.session_id)
-        await self._guard(
-            event.session_id,
-            handle.signal(VerificationWorkflow.provider_event, unstructure(event)),
-        )
+        try:
+            await self._guard(
+                event.session_id,
+                handle.signal(VerificationWorkflow.provider_event, unstructure(event)),
+            )
+        except SessionFinishedError as exc:
+            if self._store is not None and await self._store.record_event_once(
+                event.session_id, event.dedupe_key or _new_id()
+            ):
+                await record_late(self._store, event, exc, at=self._clock.now())
+            raise
 
     async def cancel(self, session_id: str, *, reason: str = "") -> Session:
         """Cancel a session: active steps are stopped, no verdict is given.

@@ -10,7 +10,7 @@ written to the worker's store. Nothing here does I/O or reads a clock but
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,7 +47,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from .._specs import ChannelSpec
     from ..channels import ProviderEvent, StepMessage, Submission, TimerDue
-    from ..exceptions import MultiverifyError, SessionFinishedError
+    from ..exceptions import (
+        MultiverifyError,
+        SessionFinishedError,
+        StepNotWaitingError,
+    )
     from ..policy import policy_from_dict
     from ._wire import (
         CANCEL_STEP,
@@ -184,13 +188,25 @@ class VerificationWorkflow:
         self._session, events = AuditTrail.transition(
             result.session, event, result.effects, at=workflow.now(), call=call
         )
+        self._record(events)
+        for effect in result.effects:
+            self._dispatch(effect)
+        self._deliver_early()
+
+    def _record(self, events: Sequence[AuditEvent]) -> None:
+        """Add audit events to the trail and have them written to the store."""
         self._audit.extend(events)
         self._unsaved.extend(events)
         if self._saver is None or self._saver.done():
             self._saver = self._spawn(self._save())
-        for effect in result.effects:
-            self._dispatch(effect)
-        self._deliver_early()
+
+    def _late(self, event: ProviderEvent, error: MultiverifyError) -> None:
+        """A vendor callback after its step ended: noted in the trail, not applied."""
+        workflow.logger.info("vendor event %s not applied: %s", event.kind, error)
+        self._session, record = AuditTrail.late_event(
+            self._session, event, at=workflow.now(), reason=str(error)
+        )
+        self._record([record])
 
     def _dispatch(self, effect: Effect) -> None:
         match effect:
@@ -381,6 +397,8 @@ class VerificationWorkflow:
     async def _event(self, event: ProviderEvent) -> None:
         try:
             await self._deliver(event.step_id, event, event.attempt)
+        except (SessionFinishedError, StepNotWaitingError) as exc:
+            self._late(event, exc)
         except MultiverifyError as exc:
             workflow.logger.info("vendor event %s not applied: %s", event.kind, exc)
 
@@ -497,6 +515,9 @@ class VerificationWorkflow:
         await workflow.wait_condition(lambda: self._started)
         try:
             require_waiting(self._session, event.step_id)
+        except (SessionFinishedError, StepNotWaitingError) as exc:
+            self._late(event, exc)
+            return
         except MultiverifyError as exc:
             workflow.logger.info("vendor event %s not applied: %s", event.kind, exc)
             return
