@@ -453,4 +453,7 @@ def create_cli() -> click.Group:
         if not count:
             click.echo(f"{db}: no audit events", err=True)
 
+    from ._cli_store import store_group  # noqa: PLC0415 - needs click, known to be here
+
+    cli.add_command(store_group)
     return cli

@@ -59,6 +59,7 @@ from .channels import (
     Submission,
     TimerDue,
 )
+from .compliance import PurgeReport, purge_personal_data
 from .exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
@@ -392,6 +393,22 @@ class Verifier:
             )
         return await self._apply(
             session_id, Cancel(at=self._clock.now(), reason=reason)
+        )
+
+    async def purge_personal_data(
+        self,
+        older_than: float | timedelta | str,
+        *,
+        dry_run: bool = False,
+    ) -> PurgeReport:
+        """Purge the personal data of sessions that finished more than ``older_than`` ago.
+
+        The verdicts, their reasons and the audit trail stay; see
+        [`purge_personal_data`][multiverify.compliance.purge_personal_data].
+        Safe to run on any replica, at any time (a periodic task).
+        """
+        return await purge_personal_data(
+            self._store, older_than=older_than, now=self._clock.now(), dry_run=dry_run
         )
 
     async def fire_due_timers(self) -> int:
