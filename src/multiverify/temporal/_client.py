@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from temporalio.client import (
     Client,
@@ -81,6 +82,9 @@ class TemporalVerifier:
             vendor callback for a session whose workflow has completed is
             recorded there as ``event.late`` (the workflow records the ones
             that come while it runs).
+        event_wait: how long [`handle_event`][multiverify.temporal.TemporalVerifier.handle_event]
+            waits for the workflow to apply an event (seconds or a
+            timedelta); the event is applied all the same after that.
 
     Raises:
         ConfigurationError: no policy was given.
@@ -97,6 +101,7 @@ class TemporalVerifier:
         clock: Clock | None = None,
         new_id: Callable[[], str] = _new_id,
         store: SessionStore | None = None,
+        event_wait: float | timedelta = 30.0,
     ) -> None:
         listed = [policies] if isinstance(policies, Policy) else list(policies)
         if not listed:
@@ -114,6 +119,7 @@ class TemporalVerifier:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._new_id = new_id
         self._store = store
+        self._event_wait = parse_duration(event_wait)
 
     def __repr__(self) -> str:
         return (
@@ -281,15 +287,17 @@ class TemporalVerifier:
         )
         return structure(data, Session)
 
-    async def handle_event(self, event: ProviderEvent) -> None:
+    async def handle_event(self, event: ProviderEvent) -> Session | None:
         """Deliver a verified provider callback to its session's workflow.
 
-        A signal: durable once this returns, applied in order by the
-        workflow, which ignores a ``dedupe_key`` it has seen and holds an
-        event that arrives while its step is still starting until the step
-        waits. Returns ``None``; read the outcome with
-        [`get`][multiverify.temporal.TemporalVerifier.get] or
-        [`wait`][multiverify.temporal.TemporalVerifier.wait].
+        A signal, durable once sent, applied in order by the workflow, which
+        ignores a ``dedupe_key`` it has seen and holds an event that arrives
+        while its step is still starting until the step waits. Then waits up
+        to ``event_wait`` for the outcome, as the embedded
+        [`Verifier`][multiverify.Verifier] does: the session once the event
+        was applied (what a voice webhook answers from), or ``None`` for a
+        repeated delivery, one not applied, or one still held when the wait
+        ends.
 
         A callback that comes after its step ended is recorded in the
         session's audit trail as ``event.late`` and changes nothing else: by
@@ -300,17 +308,38 @@ class TemporalVerifier:
             SessionFinishedError: the session's workflow has completed.
         """
         handle = self._handle(event.session_id)
+        delivery = _new_id()
+        data: dict[str, Any] = unstructure(event)
+        data["delivery"] = delivery
         try:
             await self._guard(
                 event.session_id,
-                handle.signal(VerificationWorkflow.provider_event, unstructure(event)),
+                handle.signal(VerificationWorkflow.provider_event, data),
             )
         except SessionFinishedError as exc:
             if self._store is not None and await self._store.record_event_once(
-                event.session_id, event.dedupe_key or _new_id()
+                event.session_id, event.dedupe_key or delivery
             ):
                 await record_late(self._store, event, exc, at=self._clock.now())
             raise
+        try:
+            async with asyncio.timeout(self._event_wait):
+                # The workflow answers None for an event it did not apply;
+                # Temporal's typing of update results drops the None.
+                answer = cast(
+                    "dict[str, Any] | None",
+                    await self._guard(
+                        event.session_id,
+                        handle.execute_update(VerificationWorkflow.settled, delivery),
+                    ),
+                )
+        except TimeoutError:
+            return None
+        except SessionFinishedError:
+            # The event finished the session, whose workflow completed
+            # before the outcome was asked for.
+            return await self.get(event.session_id)
+        return None if answer is None else structure(answer, Session)
 
     async def cancel(self, session_id: str, *, reason: str = "") -> Session:
         """Cancel a session: active steps are stopped, no verdict is given.
