@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ import pytest
 
 from multiverify import (
     Applicant,
+    AuditTrail,
     LoanApplication,
     Policy,
     ResultStatus,
@@ -23,7 +25,13 @@ from multiverify import (
     StepState,
     Verifier,
 )
-from multiverify.asgi import Rejection, Runtime, create_app, public_url
+from multiverify.asgi import (
+    Rejection,
+    Runtime,
+    client_address,
+    create_app,
+    public_url,
+)
 from multiverify.channels import PhoneCallChannel, ProviderEvent
 from multiverify.exceptions import (
     ConcurrentUpdateError,
@@ -43,6 +51,7 @@ from multiverify.providers import (
 )
 from multiverify.sandbox import VOICE_PERSONAS, SandboxVoice, get_persona
 from multiverify.sandbox._voice import TWILIO_ACCOUNT, TWILIO_TOKEN
+from multiverify.stores import SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 from multiverify.webhooks import (
     TwilioMessageStatus,
@@ -455,6 +464,32 @@ class TestPublicUrl:
             == "https://example.com:8443/verify/hooks/a%20b"
         )
         assert public_url(scope) == "http://internal:8000/hooks/a%20b"
+
+    def test_forwarded_port_that_is_no_number(self) -> None:
+        """A forwarded port that is not a number is ignored."""
+        scope = self.scope(
+            headers=[
+                (b"x-forwarded-proto", b"https"),
+                (b"x-forwarded-host", b"example.com"),
+                (b"x-forwarded-port", b"443x"),
+            ],
+            query_string=b"",
+        )
+        assert (
+            public_url(scope, trust_forwarded=True) == "https://example.com/hooks/a%20b"
+        )
+
+    def test_client_address(self) -> None:
+        """The peer's address, or X-Forwarded-For's first when trusted; garbage is no address."""
+        scope = self.scope(
+            client=("10.0.0.2", 4444),
+            headers=[(b"x-forwarded-for", b"2001:db8::1, 10.0.0.9")],
+        )
+        assert client_address(scope, trust_forwarded=False) == "10.0.0.2"
+        assert client_address(scope, trust_forwarded=True) == "2001:db8::1"
+        assert client_address(self.scope(client=None), trust_forwarded=False) is None
+        garbage = self.scope(client=("not-an-ip", 1))
+        assert client_address(garbage, trust_forwarded=False) is None
 
     def test_no_host_header(self) -> None:
         """Without a Host header the server's address is used (default ports left out)."""
@@ -873,3 +908,88 @@ async def test_a_whole_call_through_the_app(vendor: str) -> None:
             assert isinstance(spoken[0].json(), list)
         else:
             assert spoken[0].content.startswith(b"<?xml")
+
+
+class TestTwoReplicas:
+    """Two apps, each with its own Verifier, on one SQLite file: replicas behind a load balancer."""
+
+    async def replicas(
+        self, tmp_path: Any
+    ) -> tuple[list[Verifier], list[httpx.AsyncClient], list[SqliteStore]]:
+        clock = FakeClock(T0)
+        stores = [SqliteStore(tmp_path / "shared.db") for _ in range(2)]
+        verifiers = [
+            Verifier(policy(), channels=channels(), store=store, clock=clock)
+            for store in stores
+        ]
+        clients = [
+            transport(
+                create_app(
+                    verifier,
+                    webhooks=handlers(),
+                    public_base_url=PUBLIC,
+                    clock=clock,
+                )
+            )
+            for verifier in verifiers
+        ]
+        return verifiers, clients, stores
+
+    async def test_one_webhook_to_both_replicas_at_once(self, tmp_path: Any) -> None:
+        """The same Veriff decision posted to both replicas at the same moment is applied once."""
+        verifiers, clients, stores = await self.replicas(tmp_path)
+        try:
+            session = await verifiers[0].start(APPLICANT)
+            await verifiers[0].wait_idle()
+            body = veriff_decision(session.session_id)
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/webhooks/veriff", headers=veriff_headers(body), content=body
+                    )
+                    for http in clients
+                )
+            )
+            assert [a.status_code for a in answers] == [200, 200]
+            trail = await stores[1].audit_events(session.session_id)
+            finished = [
+                e
+                for e in trail
+                if e.kind == "input"
+                and e.data["input"]["type"] == "StepFinished"
+                and e.data["input"]["step_id"] == "video"
+            ]
+            assert len(finished) == 1
+            assert AuditTrail.verify(trail) == len(trail)
+        finally:
+            for item in (*clients, *verifiers, *stores):
+                await item.aclose()
+
+    async def test_one_code_to_both_replicas_at_once(self, tmp_path: Any) -> None:
+        """The right code submitted through both replicas at once is applied once; the other gets a 409."""
+        verifiers, clients, stores = await self.replicas(tmp_path)
+        try:
+            session = await verifiers[0].start(APPLICANT)
+            await verifiers[0].wait_idle()
+            url = f"/sessions/{session.session_id}/steps/sms/submit"
+            answers = await asyncio.gather(
+                *(http.post(url, json={"code": "123456"}) for http in clients)
+            )
+            assert sorted(a.status_code for a in answers) == [200, 409]
+            (won,) = [a.json() for a in answers if a.status_code == 200]
+            assert won["result"] == "passed"
+            (lost,) = [a.json() for a in answers if a.status_code == 409]
+            assert lost["error"] in ("conflict", "step_not_waiting")
+            trail = await stores[0].audit_events(session.session_id)
+            sms = [
+                e
+                for e in trail
+                if e.kind == "input" and e.data["input"].get("step_id") == "sms"
+            ]
+            assert [e.data["input"]["type"] for e in sms] == [
+                "StepStarted",
+                "StepFinished",
+            ]
+        finally:
+            for item in (*clients, *verifiers, *stores):
+                await item.aclose()

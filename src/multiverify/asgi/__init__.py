@@ -15,6 +15,7 @@ from ._app import (
     OnRejected,
     Rejection,
     Runtime,
+    client_address,
     create_app,
     public_url,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "OnRejected",
     "Rejection",
     "Runtime",
+    "client_address",
     "create_app",
     "public_url",
 ]

@@ -55,7 +55,14 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in tests
         "multiverify.asgi needs Starlette: pip install 'multiverify[asgi]'"
     ) from exc
 
-__all__ = ["OnRejected", "Rejection", "Runtime", "create_app", "public_url"]
+__all__ = [
+    "OnRejected",
+    "Rejection",
+    "Runtime",
+    "client_address",
+    "create_app",
+    "public_url",
+]
 
 log = logging.getLogger("multiverify.asgi")
 
@@ -178,7 +185,13 @@ def public_url(
         scheme = _first(headers.get("x-forwarded-proto")) or scheme
         host = _first(headers.get("x-forwarded-host")) or host
         port = _first(headers.get("x-forwarded-port"))
-        if host is not None and port is not None and not host.endswith("]"):
+        if (
+            host is not None
+            and port is not None
+            and port.isascii()
+            and port.isdigit()
+            and not host.endswith("]")
+        ):
             name = host.rsplit(":", 1)[0] if ":" in host else host
             host = name if int(port) == _DEFAULT_PORTS.get(scheme) else f"{name}:{port}"
         prefix = (_first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
@@ -196,7 +209,11 @@ def public_url(
 
 
 def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | None:
-    """The caller's IP address: ``X-Forwarded-For``'s first when trusted, else the peer's."""
+    """The caller's IP address: ``X-Forwarded-For``'s first when trusted, else the peer's.
+
+    ``None`` when neither holds an IP address. The code-submission route
+    passes it to the SMS abuse limits as ``client_ip``.
+    """
     candidate: str | None = None
     if trust_forwarded:
         candidate = _first(_headers(scope).get("x-forwarded-for"))
