@@ -122,3 +122,22 @@ async def test_open_store(spec: str, kind: type) -> None:
         assert isinstance(store, kind)
     finally:
         await store.aclose()
+
+
+def test_purge_joins_an_existing_store_group() -> None:
+    """Registered on a group that has ``store`` already, purge joins it."""
+    import click
+
+    from multiverify._cli_store import register
+
+    @click.group()
+    def cli() -> None:
+        """A command group."""
+
+    @cli.group()
+    def store() -> None:
+        """Another store group."""
+
+    register(cli)
+    assert "purge" in store.commands
+    assert cli.commands["store"] is store

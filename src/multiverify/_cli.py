@@ -453,7 +453,7 @@ def create_cli() -> click.Group:
         if not count:
             click.echo(f"{db}: no audit events", err=True)
 
-    from ._cli_store import store_group  # noqa: PLC0415 - needs click, known to be here
+    from ._cli_store import register  # noqa: PLC0415 - needs click, known to be here
 
-    cli.add_command(store_group)
+    register(cli)
     return cli

@@ -16,7 +16,7 @@ from .compliance import PurgeReport, purge_personal_data
 from .exceptions import MultiverifyError
 from .stores import PostgresStore, RedisStore, SessionStore, SqliteStore
 
-__all__ = ["open_store", "store_group"]
+__all__ = ["open_store", "register", "store_group"]
 
 
 def open_store(spec: str) -> SessionStore:
@@ -95,3 +95,12 @@ def purge(older_than: str, spec: str, dry_run: bool) -> None:
         click.echo(
             f"{len(report.skipped)} changed while being purged; run it again", err=True
         )
+
+
+def register(cli: click.Group) -> None:
+    """Add ``store purge`` to the ``multiverify`` group (into its ``store`` group if it has one)."""
+    existing = cli.commands.get("store")
+    if isinstance(existing, click.Group):
+        existing.add_command(purge)
+    else:
+        cli.add_command(store_group)
