@@ -480,10 +480,10 @@ class TestPublicUrl:
         )
 
     def test_client_address(self) -> None:
-        """The peer's address, or X-Forwarded-For's first when trusted; garbage is no address."""
+        """The peer's address, or the proxy's X-Forwarded-For entry (the last) when trusted; garbage is no address."""
         scope = self.scope(
             client=("10.0.0.2", 4444),
-            headers=[(b"x-forwarded-for", b"2001:db8::1, 10.0.0.9")],
+            headers=[(b"x-forwarded-for", b"6.6.6.6, 2001:db8::1")],
         )
         assert client_address(scope, trust_forwarded=False) == "10.0.0.2"
         assert client_address(scope, trust_forwarded=True) == "2001:db8::1"

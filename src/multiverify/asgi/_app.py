@@ -209,14 +209,18 @@ def public_url(
 
 
 def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | None:
-    """The caller's IP address: ``X-Forwarded-For``'s first when trusted, else the peer's.
+    """The caller's IP address: the last ``X-Forwarded-For`` entry when trusted, else the peer's.
 
-    ``None`` when neither holds an IP address. The code-submission route
-    passes it to the SMS abuse limits as ``client_ip``.
+    The last entry is the one the proxy in front of the app added (the
+    address it saw); entries before it are whatever the client sent, so an
+    applicant cannot dodge the abuse limits by sending the header. ``None``
+    when neither holds an IP address. The code-submission route passes it to
+    the SMS abuse limits as ``client_ip``.
     """
     candidate: str | None = None
     if trust_forwarded:
-        candidate = _first(_headers(scope).get("x-forwarded-for"))
+        forwarded = _headers(scope).get("x-forwarded-for", "")
+        candidate = forwarded.rsplit(",", 1)[-1].strip() or None
     if candidate is None:
         client = scope.get("client")
         candidate = client[0] if client else None
