@@ -25,7 +25,7 @@ from multiverify import (
 )
 from multiverify.asgi import create_app
 from multiverify.channels import ProviderEvent
-from multiverify.exceptions import SessionFinishedError
+from multiverify.exceptions import ConfigurationError, SessionFinishedError
 from multiverify.providers import veriff_signature
 from multiverify.sandbox import get_persona, sandbox_phone_channel, sandbox_vendor
 from multiverify.sandbox._voice import CALLBACK_URL
@@ -149,6 +149,20 @@ class TestOutcomes:
             trail = await store.audit_events(sid)
             assert [e.kind for e in trail[-2:]] == ["verdict", "event.late"]
             assert AuditTrail.verify(trail) == len(trail)
+            report = await verifier.purge_personal_data(0)
+            assert report.purged == (sid,)
+            purged, _ = await store.load(sid)
+            assert purged.applicant is None
+            assert purged.verdict is not None
+            trail = await store.audit_events(sid)
+            assert trail[-1].kind == "session.purged"
+            assert AuditTrail.verify(trail) == len(trail)
+
+    async def test_purge_needs_the_store(self, client: Client) -> None:
+        """Without the workers' store there is nothing to purge from."""
+        verifier = TemporalVerifier(client, two_steps())
+        with pytest.raises(ConfigurationError, match="store"):
+            await verifier.purge_personal_data("30d")
 
 
 class TestTheAppOnTemporal:

@@ -30,6 +30,7 @@ from .._session import Session
 from .._specs import ChannelSpec
 from .._verifier import find_policy, record_late
 from ..channels import ProviderEvent
+from ..compliance import PurgeReport, purge_personal_data
 from ..exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
@@ -340,6 +341,29 @@ class TemporalVerifier:
             # before the outcome was asked for.
             return await self.get(event.session_id)
         return None if answer is None else structure(answer, Session)
+
+    async def purge_personal_data(
+        self,
+        older_than: float | timedelta | str,
+        *,
+        dry_run: bool = False,
+    ) -> PurgeReport:
+        """Purge the personal data of finished sessions in ``store``, as the embedded Verifier does.
+
+        Temporal keeps its own copy in each workflow's history for the
+        namespace's retention period; this purges the store's.
+
+        Raises:
+            ConfigurationError: the verifier was given no ``store``.
+        """
+        if self._store is None:
+            raise ConfigurationError(
+                message="purge_personal_data needs the workers' store: "
+                "TemporalVerifier(..., store=...)"
+            )
+        return await purge_personal_data(
+            self._store, older_than=older_than, now=self._clock.now(), dry_run=dry_run
+        )
 
     async def cancel(self, session_id: str, *, reason: str = "") -> Session:
         """Cancel a session: active steps are stopped, no verdict is given.
