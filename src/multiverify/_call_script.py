@@ -576,6 +576,8 @@ class PhoneCallOptions:
             zones of the number's region).
         ring_timeout: seconds to let the phone ring.
         time_limit: the longest a call may last, in seconds.
+        recording_wait: how long, in seconds, a recorded call's result waits
+            after the call for the vendor's recording reference.
         machine_detection: detect answering machines (and hang up on them).
         language: the locale to speak, instead of the applicant's.
     """
@@ -586,6 +588,7 @@ class PhoneCallOptions:
     zone: str = "applicant"
     ring_timeout: float = 30.0
     time_limit: float = 600.0
+    recording_wait: float = 300.0
     machine_detection: bool = True
     language: str | None = None
 
@@ -601,6 +604,7 @@ _OPTION_KEYS = frozenset(
         "zone",
         "ring_timeout",
         "time_limit",
+        "recording_wait",
         "machine_detection",
         "brand",
         "language",
@@ -1106,7 +1110,7 @@ def _read_options(  # noqa: PLR0915 - one pass over every option
     zone = options.get("zone", "applicant")
     if zone not in ("applicant", "phone"):
         reader.problem(f"{path}.zone", "must be 'applicant' or 'phone'")
-    for key in ("ring_timeout", "time_limit"):
+    for key in ("ring_timeout", "time_limit", "recording_wait"):
         if key in options:
             settings[key] = reader.seconds(options[key], f"{path}.{key}")
     if "language" in options:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -154,3 +155,86 @@ class TestState:
         assert state.current is not None
         assert state.current.ended
         assert [a.prompt_id for a in state.answers][:2] == ["recording", "id_last4"]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+class TestRecording:
+    async def test_reference_in_evidence(self, harness: Build, vendor: str) -> None:
+        """A recorded call waits for the vendor's recording reference and names it, never the media."""
+        h = harness(vendor)
+        session = await h.run()
+        result = _result(session)
+        assert result.status is ResultStatus.PASSED
+        assert result.facts["recorded"] is True
+        (recording,) = [e for e in result.evidence if e.kind == "recording"]
+        if vendor == "twilio":
+            assert recording.reference.startswith("RE")
+        else:
+            assert recording.reference.startswith("https://api.nexmo.com/v1/files/")
+        state = session.step("call").channel_state
+        assert state["recordings"] == [recording.reference]
+        assert state["awaiting_recording"] is False
+
+    async def test_disclosure_comes_first(self, harness: Build, vendor: str) -> None:
+        """Recording starts with the call and the first words are the recording notice."""
+        h = harness(vendor)
+        await h.run()
+        answer = next(
+            resp for r, resp in h.sandbox.callbacks if "event=answer" in r.url
+        )
+        if vendor == "twilio":
+            (call,) = h.sandbox.calls.values()
+            assert call["form"]["Record"] == "true"
+            assert answer.body.decode().index("录音") < answer.body.decode().index(
+                "</Gather>"
+            )
+        else:
+            actions = json.loads(answer.body)
+            assert actions[0]["action"] == "record"
+            assert actions[1]["action"] == "talk"
+            assert "本次通话将被录音" in actions[1]["text"]
+
+    async def test_failed_call_keeps_its_recording(
+        self, harness: Build, vendor: str
+    ) -> None:
+        """A call that fails on identity still waits for and names its recording."""
+        result = _result(await harness(vendor, "fraudster").run())
+        assert result.status is ResultStatus.FAILED
+        assert "identity_mismatch" in result.signal_names
+        assert [e.kind for e in result.evidence].count("recording") == 1
+
+    async def test_no_reference_arrives(
+        self, harness: Build, vendor: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without a recording callback the result comes after recording_wait and says so."""
+        h = harness(vendor, options={"recording_wait": "10m"})
+        real = h.sandbox._callback
+
+        async def drop_recordings(url: str, params: Any) -> Any:
+            if "event=recording" in url:
+                return None
+            return await real(url, params)
+
+        monkeypatch.setattr(h.sandbox, "_callback", drop_recordings)
+        started = h.clock.now()
+        session = await h.run()
+        result = _result(session)
+        assert result.status is ResultStatus.PASSED
+        assert result.facts["recorded"] is False
+        assert "no recording reference" in result.detail
+        assert not [e for e in result.evidence if e.kind == "recording"]
+        finished = result.finished_at
+        assert finished is not None
+        assert (finished - started).total_seconds() >= 600
+
+    async def test_not_recorded(self, harness: Build, vendor: str) -> None:
+        """With recording off nothing is recorded and the result does not wait."""
+        h = harness(vendor, options={"recording": False})
+        session = await h.run()
+        result = _result(session)
+        assert result.status is ResultStatus.PASSED
+        assert "recorded" not in result.facts
+        assert not [r for r, _ in h.sandbox.callbacks if "event=recording" in r.url]
+        if vendor == "twilio":
+            (call,) = h.sandbox.calls.values()
+            assert "Record" not in call["form"]

@@ -135,7 +135,11 @@ class PhoneCallState:
     """The per-step state of [`PhoneCallChannel`][multiverify.channels.PhoneCallChannel].
 
     ``instruction`` is what the call does next: the voice webhooks read it
-    from the saved session to answer the vendor with TwiML or NCCO.
+    from the saved session to answer the vendor with TwiML or NCCO. A
+    recorded call whose script has ended waits (``awaiting_recording``) for
+    the vendor's recording reference, which comes once the call is over,
+    so that the result's evidence names it; ``failed_prompt`` and
+    ``hung_up`` keep how the script ended meanwhile.
     """
 
     mode: str = "ivr"
@@ -155,6 +159,9 @@ class PhoneCallState:
     instruction: VoiceInstruction | None = None
     failed_providers: tuple[str, ...] = ()
     recordings: tuple[str, ...] = ()
+    awaiting_recording: bool = False
+    failed_prompt: str | None = None
+    hung_up: bool = False
     notes: str = attrs.field(default="", repr=False)
 
     @property
@@ -635,6 +642,14 @@ class PhoneCallChannel:
             and not current.ended
         ):
             return await self._watchdog(context, options, state)
+        if (
+            kind == "recording"
+            and state.awaiting_recording
+            and current is not None
+            and current.number == number
+        ):
+            # No reference came in time: the result says so in its evidence.
+            return self._close(context, options, state)
         return Waiting(state=state)
 
     async def _watchdog(
@@ -662,9 +677,16 @@ class PhoneCallChannel:
         data: Mapping[str, Any],
     ) -> StepOutcome:
         current = state.current
+        event = data.get("event")
+        if (
+            event == "recording"
+            and state.awaiting_recording
+            and current is not None
+            and data.get("call") == current.number
+        ):
+            return self._close(context, options, _with_recording(state, data))
         if current is None or data.get("call") != current.number or current.ended:
             return Waiting(state=state)  # an old call's late news
-        event = data.get("event")
         if data.get("call_id") and data.get("call_id") != current.call_id:
             state = _replace_current(state, call_id=str(data["call_id"]))
         if event == "status":
@@ -704,10 +726,7 @@ class PhoneCallChannel:
                 return Waiting(state=state)  # a repeated or late answer
             return await self._answer(context, options, state, data)
         if event == "recording":
-            reference = data.get("recording")
-            if isinstance(reference, str) and reference not in state.recordings:
-                state = attrs.evolve(state, recordings=(*state.recordings, reference))
-            return Waiting(state=state)
+            return Waiting(state=_with_recording(state, data))
         return Waiting(state=state)
 
     async def _status(
@@ -908,8 +927,12 @@ class PhoneCallChannel:
         said: Sequence[str] = (),
         failed: Prompt | None = None,
         hung_up: bool = False,
-    ) -> Finished:
-        """End the script: say goodbye, hang up, and turn the answers into a result."""
+    ) -> StepOutcome:
+        """End the script: say goodbye, hang up, and turn the answers into a result.
+
+        A recorded call first waits for its recording reference (or for
+        ``recording_wait`` to pass), so that the result's evidence names it.
+        """
         script = options.script
         if not hung_up and failed is None:
             said = [*said, _text(script.closing, state.locale, script)]
@@ -922,13 +945,41 @@ class PhoneCallChannel:
             calls=(*state.calls[:-1], attrs.evolve(state.calls[-1], ended=True))
             if state.calls
             else (),
+            failed_prompt=failed.id if failed is not None else None,
+            hung_up=hung_up,
         )
-        return Finished(
-            result=_script_result(
-                self, context, script, state, failed, hung_up=hung_up
-            ),
-            state=state,
+        if script.recording and not state.recordings and state.calls:
+            due = context.clock.now() + timedelta(seconds=options.recording_wait)
+            return Waiting(
+                state=attrs.evolve(state, awaiting_recording=True),
+                challenge=self._challenge(context, "the call has ended"),
+                timers=((f"recording-{state.calls[-1].number}", due),),
+            )
+        return self._close(context, options, state)
+
+    def _close(
+        self, context: StepContext, options: PhoneCallOptions, state: PhoneCallState
+    ) -> Finished:
+        """The result of a script that has ended, as ``_finish`` left it."""
+        script = options.script
+        failed = (
+            script.prompt(state.failed_prompt)
+            if state.failed_prompt is not None
+            else None
         )
+        state = attrs.evolve(state, awaiting_recording=False)
+        result = _script_result(
+            self, context, script, state, failed, hung_up=state.hung_up
+        )
+        if script.recording:
+            missing = not state.recordings
+            result = attrs.evolve(
+                result,
+                detail=result.detail
+                + ("; the vendor sent no recording reference" if missing else ""),
+                facts={**result.facts, "recorded": not missing},
+            )
+        return Finished(result=result, state=state)
 
     # -- agent desk ------------------------------------------------------------------
 
@@ -1115,6 +1166,14 @@ class PhoneCallChannel:
             result=_script_result(self, context, script, state, failed, hung_up=False),
             state=state,
         )
+
+
+def _with_recording(state: PhoneCallState, data: Mapping[str, Any]) -> PhoneCallState:
+    """The state with a recording's reference (never its media) kept for the evidence."""
+    reference = data.get("recording")
+    if isinstance(reference, str) and reference and reference not in state.recordings:
+        return attrs.evolve(state, recordings=(*state.recordings, reference))
+    return state
 
 
 def _text(texts: Mapping[str, str], locale: str, script: CallScript) -> str:

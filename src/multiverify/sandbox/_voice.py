@@ -447,6 +447,7 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             )
             await self._pause(0.2)
             await status("completed", CallDuration="4")
+            await self._twilio_recording(sid, base, form, "4")
             return
         state: dict[str, Any] = {"replies": 0}
         response = await self._callback(
@@ -484,6 +485,29 @@ class SandboxVoice(httpx.AsyncBaseTransport):
                 break
         await self._pause(0.5)
         await status("completed", CallDuration="60")
+        await self._twilio_recording(sid, base, form, "60")
+
+    async def _twilio_recording(
+        self, sid: str, base: Mapping[str, str], form: Mapping[str, str], seconds: str
+    ) -> None:
+        """A recorded call's RecordingStatusCallback, once the call is over."""
+        if form.get("Record") != "true" or "RecordingStatusCallback" not in form:
+            return
+        await self._pause(2.0)
+        recording = "RE" + hashlib.sha256(f"rec:{sid}".encode()).hexdigest()[:32]
+        await self._callback(
+            form["RecordingStatusCallback"],
+            {
+                **base,
+                "RecordingSid": recording,
+                "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/"
+                f"{TWILIO_ACCOUNT}/Recordings/{recording}",
+                "RecordingStatus": "completed",
+                "RecordingDuration": seconds,
+                "RecordingChannels": "1",
+                "RecordingSource": "OutboundAPI",
+            },
+        )
 
     async def _vonage_call(
         self, call_id: str, number: int, body: Mapping[str, Any]
@@ -522,10 +546,15 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             return
         state: dict[str, Any] = {"replies": 0}
         response = await self._callback(body["answer_url"][0], {**base})
+        recording: str | None = None
         for _ in range(40):
             if call["hung_up"] or not response.body:
                 break
             actions = json.loads(response.body)
+            recording = recording or next(
+                (a["eventUrl"][0] for a in actions if a.get("action") == "record"),
+                None,
+            )
             said = " ".join(
                 a.get("text", "") for a in actions if a.get("action") == "talk"
             )
@@ -561,3 +590,21 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             )
         await self._pause(0.5)
         await status("completed")
+        if recording is not None:
+            # A whole-call record action reports once the call is over.
+            await self._pause(2.0)
+            file_id = uuidlib.UUID(
+                bytes=hashlib.sha256(f"rec:{call_id}".encode()).digest()[:16]
+            )
+            await self._callback(
+                recording,
+                {
+                    "start_time": self.clock.now().isoformat(),
+                    "recording_url": f"https://api.nexmo.com/v1/files/{file_id}",
+                    "size": 12345,
+                    "recording_uuid": str(uuidlib.uuid4()),
+                    "end_time": self.clock.now().isoformat(),
+                    "conversation_uuid": base["conversation_uuid"],
+                    "timestamp": self.clock.now().isoformat(),
+                },
+            )

@@ -230,7 +230,8 @@ class VonageVoiceWebhook:
 
     Body fields used (https://developer.vonage.com/en/voice/voice-api/webhook-reference):
     ``uuid``, ``status``, ``timestamp``, ``dtmf`` (``digits``, ``timed_out``),
-    ``speech`` (``results[].text``, ``results[].confidence``),
+    ``speech`` (``results[].text``, ``results[].confidence``); a ``record``
+    action's callback names no ``uuid``, only ``recording_uuid`` and
     ``recording_url``.
 
     Args:
@@ -258,6 +259,8 @@ class VonageVoiceWebhook:
         route = CallRoute.from_query(query, vendor=self.vendor)
         event = _event(query, self.vendor)
         body = request.json(self.vendor)
+        if event == "recording":
+            return self._recording(route, body)
         uuid = body.get("uuid")
         if not isinstance(uuid, str) or not uuid:
             raise WebhookFormatError(
@@ -294,11 +297,6 @@ class VonageVoiceWebhook:
                 except ValueError:
                     data["confidence"] = None
             key += f":{data['turn']}"
-        elif event == "recording":
-            data["recording"] = str(
-                body.get("recording_uuid") or body.get("recording_url", "")
-            )
-            key += f":{data['recording']}"
         elif event == "resume":
             key += f":{query.get('resume', '')}:{stamp}"
         return [
@@ -308,6 +306,32 @@ class VonageVoiceWebhook:
                 kind=f"call.{data['event']}",
                 data=data,
                 dedupe_key=key,
+                attempt=route.attempt,
+            )
+        ]
+
+    def _recording(
+        self, route: CallRoute, body: Mapping[str, Any]
+    ) -> Sequence[ProviderEvent]:
+        """A ``record`` action's result: it names no call leg, only the recording.
+
+        The reference kept is ``recording_url`` (what fetches the file with
+        the application's JWT), else ``recording_uuid``; the media itself is
+        never fetched here.
+        """
+        reference = body.get("recording_url") or body.get("recording_uuid")
+        if not isinstance(reference, str) or not reference:
+            raise WebhookFormatError(
+                message="Vonage recording callback has no recording_url",
+                vendor=self.vendor,
+            )
+        return [
+            ProviderEvent(
+                session_id=route.session_id,
+                step_id=route.step_id,
+                kind="call.recording",
+                data={"event": "recording", "call": route.call, "recording": reference},
+                dedupe_key=f"vonage:recording:{reference}",
                 attempt=route.attempt,
             )
         ]
