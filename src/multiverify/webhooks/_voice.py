@@ -38,8 +38,19 @@ __all__ = ["TwilioVoiceWebhook", "VonageVoiceWebhook"]
 
 _EVENTS = frozenset({"answer", "gather", "status", "amd", "recording", "resume"})
 _SPEAKING = frozenset({"answer", "gather", "resume"})
+#: Query parameters we add (and Twilio's ``bodySHA256``), dropped from the base URL.
 _ROUTE_KEYS = frozenset(
-    {"session_id", "step_id", "attempt", "call", "event", "turn", "resume", "sig"}
+    {
+        "session_id",
+        "step_id",
+        "attempt",
+        "call",
+        "event",
+        "turn",
+        "resume",
+        "sig",
+        "bodySHA256",
+    }
 )
 _RESUMES = 2
 
@@ -102,7 +113,8 @@ def _instruction(
 class TwilioVoiceWebhook:
     """Twilio Programmable Voice callbacks: form posts signed with ``X-Twilio-Signature``.
 
-    Form fields used (https://www.twilio.com/docs/voice/api/call-resource#statuscallback,
+    A callback with a JSON body (its URL carrying ``bodySHA256``) is read
+    the same way once the body matched its hash. Fields used (https://www.twilio.com/docs/voice/api/call-resource#statuscallback,
     .../twiml/gather, .../answering-machine-detection): ``CallSid``,
     ``CallStatus``, ``SequenceNumber``, ``AnsweredBy``, ``Digits``,
     ``SpeechResult``, ``Confidence``, ``RecordingSid``, ``RecordingStatus``.
@@ -129,8 +141,15 @@ class TwilioVoiceWebhook:
     async def parse(self, request: WebhookRequest, /) -> Sequence[ProviderEvent]:
         """Verify the signature and read the call event the URL and form describe."""
         params = self._signature.verify(request)
-        form = dict(params)
         query = _query(request.url)
+        form = dict(params)
+        if "bodySHA256" in query:
+            # A JSON callback: signed over the URL, its body by the hash.
+            form = {
+                str(name): str(value)
+                for name, value in request.json(self.vendor).items()
+                if isinstance(value, str | int | float) and not isinstance(value, bool)
+            }
         route = CallRoute.from_query(query, vendor=self.vendor)
         event = _event(query, self.vendor)
         sid = form.get("CallSid")
