@@ -5,25 +5,75 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import attrs
+import httpx
 import pytest
+import respx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from multiverify import ResultStatus, Session
-from multiverify.channels import PhoneCallState
+from multiverify.channels import (
+    CallAttempt,
+    Finished,
+    PhoneCallChannel,
+    PhoneCallState,
+    ProviderEvent,
+    StepContext,
+)
+from multiverify.exceptions import ProviderUnavailableError
+from multiverify.providers import (
+    CallRoute,
+    TwilioAccount,
+    TwilioVoice,
+    VonageApplication,
+    VonageVoice,
+    callback_url,
+)
 from multiverify.sandbox import VOICE_PERSONAS
+from multiverify.sandbox._voice import CALLBACK_URL, VONAGE_URL_KEY
+from multiverify.webhooks import (
+    TwilioSignature,
+    TwilioVoiceWebhook,
+    WebhookRequest,
+    twilio_signature,
+)
 
 Build = Any  # the harness fixture of conftest.py
 
 VENDORS = ["twilio", "vonage"]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+SID = "AC" + "2" * 32
+TOKEN = "twilio-token"
+CALLS = f"https://api.twilio.com/2010-04-01/Accounts/{SID}/Calls.json"
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption(),
+)
 
 
 def _result(session: Session):  # noqa: ANN202 - a ChannelResult
     result = session.step("call").result
     assert result is not None
     return result
+
+
+def _context(h: Any) -> StepContext:
+    """A step context for calling the channel directly."""
+    return StepContext(
+        session_id="s",
+        step_id="call",
+        attempt=1,
+        provider=None,
+        idempotency_key="s:call:1",
+        applicant=h.applicant,
+        options={},
+        clock=h.clock,
+    )
 
 
 def _calls(session: Session) -> list[str]:
@@ -238,3 +288,160 @@ class TestRecording:
         if vendor == "twilio":
             (call,) = h.sandbox.calls.values()
             assert "Record" not in call["form"]
+
+
+def _twilio_behind(router: respx.Router) -> TwilioVoice:
+    """A Twilio voice provider named ``twilio`` whose HTTP goes to ``router``."""
+    client = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
+    return TwilioVoice(
+        account=TwilioAccount(account_sid=SID, auth_token=TOKEN, client=client),
+        from_number="+8610555010",
+        callback_url=CALLBACK_URL,
+    )
+
+
+class TestFailover:
+    async def test_rejected_placement_moves_to_the_next_provider(
+        self, harness: Build
+    ) -> None:
+        """Twilio refusing the call (21215) starts the step again on Vonage, under the same script."""
+        router = respx.Router()
+        create = router.post(CALLS).respond(
+            400, json={"code": 21215, "message": "Geo permission", "status": 400}
+        )
+        h = harness(
+            "vonage", extra=(_twilio_behind(router),), providers=("twilio", "vonage")
+        )
+        session = await h.run()
+        result = _result(session)
+        assert create.called
+        assert result.status is ResultStatus.PASSED
+        assert result.provider == "vonage"
+        assert result.attempts == 2
+        assert {"identity_confirmed", "intent_confirmed"} <= set(result.signal_names)
+        assert [c["provider"] for c in session.step("call").channel_state["calls"]] == [
+            "vonage"
+        ]
+
+    async def test_failed_call_is_placed_again_elsewhere(self, harness: Build) -> None:
+        """A call Twilio reports failed is placed again at Vonage in the same attempt."""
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        h = harness("vonage", extra=(_twilio_behind(router),), providers=("twilio",))
+        session = await h.verifier.start(h.applicant)
+        await h.settle()
+        url = callback_url(
+            CALLBACK_URL,
+            CallRoute(session_id=session.session_id, step_id="call", attempt=1, call=1),
+            "status",
+        )
+        form = {"CallSid": "CA1", "CallStatus": "failed", "SequenceNumber": "1"}
+        request = WebhookRequest(
+            method="POST",
+            url=url,
+            headers={"X-Twilio-Signature": twilio_signature(TOKEN, url, form.items())},
+            body=urlencode(form).encode(),
+            received_at=h.clock.now(),
+        )
+        (event,) = await TwilioVoiceWebhook(TwilioSignature(TOKEN)).parse(request)
+        await h.verifier.handle_event(event)
+        done = await h.finish(session.session_id)
+        result = _result(done)
+        assert result.status is ResultStatus.PASSED
+        assert result.attempts == 1
+        calls = done.step("call").channel_state["calls"]
+        assert [(c["number"], c["provider"], c["ended"]) for c in calls] == [
+            (1, "twilio", True),
+            (2, "vonage", True),
+        ]
+        assert calls[0]["status"] == "failed"
+        assert done.step("call").channel_state["failed_providers"] == ["twilio"]
+
+    async def test_every_vendor_fails(self, harness: Build) -> None:
+        """When no vendor can carry the call the step ends with an error naming each."""
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        vonage_router = respx.Router()
+        vonage_router.post("https://api.nexmo.com/v1/calls").respond(
+            403, json={"title": "Forbidden"}
+        )
+        h = harness("twilio")
+        channel = PhoneCallChannel(
+            [
+                _twilio_behind(router),
+                VonageVoice(
+                    application=VonageApplication(application_id="a", private_key=KEY),
+                    from_number="+8610555010",
+                    callback_url=CALLBACK_URL,
+                    callback_key=VONAGE_URL_KEY,
+                    client=httpx.AsyncClient(
+                        transport=httpx.MockTransport(vonage_router.async_handler)
+                    ),
+                ),
+            ]
+        )
+        state = PhoneCallState(
+            zones=("Asia/Shanghai",),
+            calls=(
+                CallAttempt(
+                    number=1,
+                    provider="twilio",
+                    call_id="CA1",
+                    placed_at=h.clock.now(),
+                ),
+            ),
+            next_call=2,
+        )
+        outcome = await channel.handle(
+            _context(h),
+            state,
+            ProviderEvent(
+                session_id="s",
+                step_id="call",
+                kind="call.status",
+                data={"event": "status", "call": 1, "status": "failed"},
+                dedupe_key="k",
+            ),
+        )
+        assert isinstance(outcome, Finished)
+        assert outcome.result.status is ResultStatus.ERROR
+        assert "vonage" in outcome.result.detail
+        assert "Forbidden" in outcome.result.detail
+
+
+class TestPlacement:
+    async def test_uncertain_create_is_looked_up_not_repeated(
+        self, harness: Build
+    ) -> None:
+        """A 502 on create may have placed the call: it is found at the vendor, not placed twice."""
+        router = respx.Router()
+        create = router.post(CALLS).respond(502, text="bad gateway")
+        router.get(CALLS).respond(
+            200,
+            json={
+                "calls": [
+                    {
+                        "sid": "CA5",
+                        "status": "ringing",
+                        "to": "+8613800138000",
+                        "date_created": "Mon, 05 Jan 2026 01:00:00 +0000",
+                    }
+                ]
+            },
+        )
+        h = harness()
+        channel = PhoneCallChannel([_twilio_behind(router)])
+        outcome = await channel.start(_context(h))
+        assert create.call_count == 1
+        assert outcome.state.current.call_id == "CA5"
+
+    async def test_unsent_create_is_not_looked_up(self, harness: Build) -> None:
+        """A create that never reached the vendor (connection refused) fails without a lookup."""
+        router = respx.Router()
+        router.post(CALLS).mock(side_effect=httpx.ConnectError("refused"))
+        lookup = router.get(CALLS).respond(200, json={"calls": []})
+        h = harness()
+        channel = PhoneCallChannel([_twilio_behind(router)])
+        with pytest.raises(ProviderUnavailableError):
+            await channel.start(_context(h))
+        assert not lookup.called

@@ -44,7 +44,6 @@ from ..exceptions import (
     ConfigurationError,
     InvalidInputError,
     ProviderError,
-    ProviderUnavailableError,
 )
 from ..providers import (
     AgentDeskProvider,
@@ -500,11 +499,8 @@ class PhoneCallChannel:
         try:
             info = await provider.place_call(request)
         except ProviderError as exc:
-            uncertain = isinstance(exc, ProviderUnavailableError) and (
-                exc.status_code is None or exc.status_code >= 500  # noqa: PLR2004
-            )
             found = []
-            if uncertain:
+            if exc.uncertain:  # the vendor may have placed it: look before failing
                 try:
                     found = await provider.find_calls(
                         to=to, since=now - _RECONCILE_WINDOW
@@ -748,7 +744,7 @@ class PhoneCallChannel:
             return await self._redial_elsewhere(
                 context,
                 options,
-                state,
+                _replace_current(state, ended=True),
                 current.provider,
                 f"the call failed at {current.provider}",
             )
