@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import attrs
 import pytest
 
-from multiverify.channels import CallScript, phone_options
+from multiverify import Applicant, RepaymentSchedule
+from multiverify._call_script import render, render_values
+from multiverify.channels import CallScript, Prompt, PromptKind, phone_options
 from multiverify.exceptions import PolicyError
-from multiverify.policy import parse_policy
+from multiverify.policy import load_policy, parse_policy
+from multiverify.sandbox import get_persona
 
 POLICY = """
 name = "p"
@@ -93,3 +102,235 @@ class TestDefaultScript:
         assert script.prompt("id_last4").expect.source == "national_id_last4"
         with pytest.raises(KeyError):
             script.prompt("nope")
+
+
+def _applicant_with_schedule() -> Applicant:
+    """The honest persona's applicant, with fees and a repayment schedule."""
+    applicant = get_persona("honest").applicant
+    loan = attrs.evolve(
+        applicant.loan,
+        fees=Decimal("120.5"),
+        repayment=RepaymentSchedule(
+            installments=12,
+            installment_amount=Decimal("716.67"),
+            first_due=date(2026, 2, 5),
+        ),
+    )
+    return attrs.evolve(applicant, loan=loan)
+
+
+class TestRendering:
+    @pytest.mark.parametrize(
+        ("locale", "expected"),
+        [
+            (
+                "zh-CN",
+                "您申请的借款金额为¥8,000.00，期限12个月，手续费¥120.50。"
+                "确认申请请按1，否认请按2。",
+            ),
+            (
+                "en",
+                "You applied to borrow CN¥8,000.00 over 12 months, with fees of "
+                "CN¥120.50. To confirm press 1; if you did not apply press 2.",
+            ),
+        ],
+    )
+    def test_loan_terms(self, locale: str, expected: str) -> None:
+        """The intent prompt reads amount, term and fees formatted per locale (Babel, CLDR)."""
+        script = CallScript.default()
+        applicant = _applicant_with_schedule()
+        assert (
+            render(script, script.prompt("loan_terms"), applicant, locale) == expected
+        )
+
+    @pytest.mark.parametrize(
+        ("locale", "installment", "first_due", "rate", "brand"),
+        [
+            ("zh-CN", "¥716.67", "2026年2月5日", "10.8%", "贷款机构"),
+            ("en", "CN¥716.67", "February 5, 2026", "10.8%", "your lender"),
+        ],
+    )
+    def test_repayment_values(
+        self, locale: str, installment: str, first_due: str, rate: str, brand: str
+    ) -> None:
+        """Instalment amounts, due dates and rates follow the locale; a missing brand has a default."""
+        script = CallScript.default()
+        values = render_values(
+            script, script.prompt("loan_terms"), _applicant_with_schedule(), locale
+        )
+        assert values["installment_amount"] == installment
+        assert values["first_due"] == first_due
+        assert values["annual_rate"] == rate
+        assert values["installments"] == "12"
+        assert values["brand"] == brand
+
+    def test_masked_names_for_agents(self) -> None:
+        """The agent's copy of a template masks the applicant's name."""
+        script = CallScript(
+            name="s",
+            prompts=[
+                Prompt(
+                    id="hi",
+                    kind=PromptKind.DISCLOSURE,
+                    text={"zh-CN": "{name}您好", "en": "Hello {name}"},
+                )
+            ],
+        )
+        applicant = get_persona("honest").applicant
+        prompt = script.prompt("hi")
+        assert render(script, prompt, applicant, "en") == "Hello Wang Fang"
+        assert render(script, prompt, applicant, "en", masked=True) == "Hello W*** F***"
+
+    def test_missing_locale_falls_back(self) -> None:
+        """A prompt without the locale's text is read in the script's default locale."""
+        script = CallScript(
+            name="s",
+            default_locale="en",
+            prompts=[Prompt(id="hi", kind=PromptKind.DISCLOSURE, text={"en": "Hello"})],
+        )
+        applicant = get_persona("honest").applicant
+        assert script.locale_for("zh-CN") == "en"
+        assert render(script, script.prompt("hi"), applicant, "zh-CN") == "Hello"
+
+
+BAD_YAML = """\
+name: p
+version: "1"
+steps:
+  - id: call
+    channel: phone_call
+    options:
+      script: confirm
+      recording_wait: soon
+scripts:
+  confirm:
+    recording: true
+    prompts:
+      - id: notice
+        kind: disclosure
+        text: {zh-CN: "您好", en: "Hello"}
+        colour: red
+      - id: year
+        kind: identity
+        text: {zh-CN: "请确认", en: "Please confirm"}
+        expect: {kind: yes_no}
+      - id: year
+        kind: intent
+        text: {zh-CN: "借款{amount}，{when}", en: "Borrow {amount}"}
+        expect: {kind: yes_no, yes_key: "#"}
+        hesitation: slowly
+        signal: grumpy
+  spare:
+    prompts:
+      - id: x
+        kind: risk
+        text: {en: "Anyone else?"}
+"""
+
+
+class TestPolicyFiles:
+    def test_every_mistake_located(self, tmp_path: Path) -> None:
+        """A YAML policy's script mistakes are all reported, each at its place, with the file."""
+        path = tmp_path / "policy.yaml"
+        path.write_text(BAD_YAML, encoding="utf-8")
+        with pytest.raises(PolicyError) as caught:
+            load_policy(path)
+        problems = {(p.path, p.source) for p in caught.value.problems}
+        paths = {p for p, _ in problems}
+        assert {source for _, source in problems} == {str(path)}
+        assert {
+            "steps[0].options.recording_wait",
+            "scripts.confirm.prompts[0].colour",
+            "scripts.confirm.prompts[2].hesitation",
+        } <= paths
+        # Shape problems are found first; fixing them brings out the rules.
+        fixed = (
+            BAD_YAML.replace("        colour: red\n", "")
+            .replace("        hesitation: slowly\n", "")
+            .replace("      recording_wait: soon\n", "")
+        )
+        path.write_text(fixed, encoding="utf-8")
+        with pytest.raises(PolicyError) as caught:
+            load_policy(path)
+        messages = {p.path: p.message for p in caught.value.problems}
+        assert "recording_notice" in messages["scripts.confirm.prompts[0]"]
+        assert "digits or speech" in messages["scripts.confirm.prompts[1].expect.kind"]
+        assert "duplicate" in messages["scripts.confirm.prompts[2].id"]
+        assert "{when}" in messages["scripts.confirm.prompts[2].text.zh-CN"]
+        assert "one key" in messages["scripts.confirm.prompts[2].expect.yes_key"]
+        assert "grumpy" in messages["scripts.confirm.prompts[2].signal"]
+        # A script no step uses is checked too.
+        assert "zh-CN" in messages["scripts.spare.prompts[0].text"]
+        assert "needs an answer" in messages["scripts.spare.prompts[0].expect.kind"]
+
+    def test_json_policy_with_inline_script(self, tmp_path: Path) -> None:
+        """A JSON policy may write the script in the step's options; it loads and reads back."""
+        path = tmp_path / "policy.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "name": "p",
+                    "version": "1",
+                    "steps": [
+                        {
+                            "id": "call",
+                            "channel": "phone_call",
+                            "options": {
+                                "recording": False,
+                                "recording_wait": "2m",
+                                "script": {
+                                    "prompts": [
+                                        {
+                                            "id": "year",
+                                            "kind": "identity",
+                                            "text": {"zh-CN": "请输入出生年份。"},
+                                            "expect": {
+                                                "kind": "digits",
+                                                "length": 4,
+                                                "source": "birth_year",
+                                            },
+                                        }
+                                    ]
+                                },
+                            },
+                        }
+                    ],
+                }
+            ),
+            encoding="utf-8",
+        )
+        options = phone_options(load_policy(path).step("call").options)
+        assert options.recording_wait == 120.0
+        assert not options.script.recording
+        assert options.script.prompt("year").expect.source == "birth_year"
+
+    def test_turning_recording_on_needs_a_notice(self) -> None:
+        """recording = true on a script without a notice is located under the step's script."""
+        from multiverify.policy import Policy, Step
+
+        with pytest.raises(PolicyError) as caught:
+            Policy(
+                name="p",
+                version="1",
+                steps=[
+                    Step(
+                        id="call",
+                        channel="phone_call",
+                        options={
+                            "recording": True,
+                            "script": {
+                                "prompts": [
+                                    {
+                                        "id": "hi",
+                                        "kind": "disclosure",
+                                        "text": {"zh-CN": "您好"},
+                                    }
+                                ]
+                            },
+                        },
+                    )
+                ],
+            )
+        assert [p.path for p in caught.value.problems] == [
+            "steps[0].options.script.prompts[0]"
+        ]
