@@ -125,13 +125,17 @@ class TestRendering:
         [
             (
                 "zh-CN",
-                "您申请的借款金额为¥8,000.00，期限12个月，手续费¥120.50。"
-                "确认申请请按1，否认请按2。",
+                (
+                    "您申请的借款金额为¥8,000.00，期限12个月，手续费¥120.50。"
+                    "确认申请请按1，否认请按2。"
+                ),
             ),
             (
                 "en",
-                "You applied to borrow CN¥8,000.00 over 12 months, with fees of "
-                "CN¥120.50. To confirm press 1; if you did not apply press 2.",
+                (
+                    "You applied to borrow CN¥8,000.00 over 12 months, with fees of "
+                    "CN¥120.50. To confirm press 1; if you did not apply press 2."
+                ),
             ),
         ],
     )
