@@ -72,10 +72,16 @@ class AnswerKind(enum.StrEnum):
 
 
 class MismatchAction(enum.StrEnum):
-    """How a wrong answer counts: ``fail`` ends the call failed, ``flag`` notes it and goes on."""
+    """How a wrong answer counts.
+
+    ``fail`` ends the call failed; ``flag`` notes it and goes on;
+    ``call_back`` ends this call politely and calls again per the attempt
+    schedule (a callee who does not consent to the call now).
+    """
 
     FAIL = "fail"
     FLAG = "flag"
+    CALL_BACK = "call_back"
 
 
 #: Where the digits an identity or detail prompt asks for are compared from.
@@ -119,7 +125,7 @@ _DEFAULT_SIGNALS: Mapping[PromptKind, str] = {
     PromptKind.RISK: "third_party_present",
 }
 _DEFAULT_ACTIONS: Mapping[PromptKind, MismatchAction] = {
-    PromptKind.DISCLOSURE: MismatchAction.FAIL,
+    PromptKind.DISCLOSURE: MismatchAction.CALL_BACK,
     PromptKind.IDENTITY: MismatchAction.FAIL,
     PromptKind.INTENT: MismatchAction.FAIL,
     PromptKind.DETAIL: MismatchAction.FLAG,
@@ -137,6 +143,7 @@ MISMATCH_SIGNALS = frozenset(
         "coached",
         "evasive_answer",
         "wrong_person",
+        "call_back_later",
     }
 )
 
@@ -184,8 +191,11 @@ class Prompt:
         kind: disclosure, identity, intent, detail or risk.
         text: the template per locale (``zh-CN``, ``en``...).
         expect: the answer it waits for.
-        on_mismatch: how a wrong answer counts.
-        signal: the signal a wrong answer raises (by default per kind:
+        on_mismatch: how a wrong answer counts (by default ``call_back``
+            for a disclosure, ``fail`` for identity and intent, ``flag``
+            for details and risk).
+        signal: the signal a wrong answer raises (by default
+            ``call_back_later`` for ``call_back``, else per kind:
             ``refused``, ``identity_mismatch``, ``intent_declined``,
             ``detail_mismatch``, ``third_party_present``).
         reprompts: how often a missing or malformed answer is asked again
@@ -216,8 +226,12 @@ class Prompt:
 
     @property
     def mismatch_signal(self) -> str:
-        """``signal``, or the kind's default."""
-        return self.signal or _DEFAULT_SIGNALS[self.kind]
+        """``signal``, or the default: ``call_back_later`` for ``call_back``, else the kind's."""
+        if self.signal is not None:
+            return self.signal
+        if self.mismatch_action is MismatchAction.CALL_BACK:
+            return "call_back_later"
+        return _DEFAULT_SIGNALS[self.kind]
 
 
 def _prompts(values: Iterable[Prompt]) -> tuple[Prompt, ...]:
@@ -241,6 +255,7 @@ class CallScript:
         retry_text: said before a question is asked again, per locale.
         closing: said before hanging up after the last prompt, per locale.
         ending: said before hanging up early (a failed answer), per locale.
+        call_back: said before hanging up to call again later, per locale.
 
     Raises:
         PolicyError: the script breaks a rule (see [`script_problems`][multiverify.channels.script_problems]).
@@ -271,6 +286,14 @@ class CallScript:
         factory=lambda: {
             "zh-CN": "我们暂时无法继续本次核实，稍后会有工作人员与您联系。再见。",
             "en": "We cannot complete this check now; a colleague will contact you. Goodbye.",
+        },
+        converter=_texts,
+        hash=False,
+    )
+    call_back: Mapping[str, str] = attrs.field(
+        factory=lambda: {
+            "zh-CN": "好的，我们稍后再给您来电。再见。",
+            "en": "All right, we will call you again later. Goodbye.",
         },
         converter=_texts,
         hash=False,
@@ -621,6 +644,7 @@ _SCRIPT_KEYS = frozenset(
         "retry_text",
         "closing",
         "ending",
+        "call_back",
     }
 )
 _PROMPT_KEYS = frozenset(
@@ -828,7 +852,7 @@ class _Reader:
         if "recording" in table:
             settings["recording"] = self.flag(table["recording"], f"{path}.recording")
             ok = ok and settings["recording"] is not None
-        for key in ("retry_text", "closing", "ending"):
+        for key in ("retry_text", "closing", "ending", "call_back"):
             if key in table:
                 settings[key] = self.texts(table[key], f"{path}.{key}")
                 ok = ok and settings[key] is not None

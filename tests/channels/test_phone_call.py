@@ -445,3 +445,59 @@ class TestPlacement:
         with pytest.raises(ProviderUnavailableError):
             await channel.start(_context(h))
         assert not lookup.called
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+class TestConsent:
+    async def test_not_now_is_called_back(self, harness: Build, vendor: str) -> None:
+        """'Not a good time' ends the call politely and the next call per the schedule confirms."""
+        h = harness(vendor, "busy-now")
+        session = await h.run()
+        result = _result(session)
+        assert result.status is ResultStatus.PASSED
+        assert "call_back_later" in result.signal_names
+        assert "refused" not in result.signal_names
+        assert _calls(session) == ["05 09:00", "05 09:30"]
+        # The first call heard the goodbye, not the next question.
+        answers = [resp for r, resp in h.sandbox.callbacks if "event=gather" in r.url]
+        assert "稍后再给您来电" in answers[0].body.decode()
+        # The second call's answers alone make the result; both calls were recorded.
+        state = session.step("call").channel_state
+        assert [a["prompt_id"] for a in state["answers"]] == [
+            "recording",
+            "id_last4",
+            "birth_year",
+            "loan_terms",
+            "purpose",
+            "third_party",
+        ]
+        assert sorted(state["recorded_calls"]) == [1, 2]
+        assert [e.kind for e in result.evidence].count("recording") == 2
+
+    async def test_declining_consent_can_fail(
+        self, harness: Build, vendor: str
+    ) -> None:
+        """A script whose opening question is on_mismatch = fail ends refused instead."""
+        script = {
+            "recording": False,
+            "prompts": [
+                {
+                    "id": "consent",
+                    "kind": "disclosure",
+                    "text": {"zh-CN": "继续请按{yes_key}, 不方便请按{no_key}。"},
+                    "expect": {"kind": "yes_no"},
+                    "on_mismatch": "fail",
+                },
+                {
+                    "id": "year",
+                    "kind": "identity",
+                    "text": {"zh-CN": "请输入您的出生年份。"},
+                    "expect": {"kind": "digits", "length": 4, "source": "birth_year"},
+                },
+            ],
+        }
+        session = await harness(vendor, "busy-now", options={"script": script}).run()
+        result = _result(session)
+        assert result.status is ResultStatus.FAILED
+        assert "refused" in result.signal_names
+        assert _calls(session) == ["05 09:00"]

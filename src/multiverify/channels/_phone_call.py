@@ -158,6 +158,7 @@ class PhoneCallState:
     instruction: VoiceInstruction | None = None
     failed_providers: tuple[str, ...] = ()
     recordings: tuple[str, ...] = ()
+    recorded_calls: tuple[int, ...] = ()
     awaiting_recording: bool = False
     failed_prompt: str | None = None
     hung_up: bool = False
@@ -674,13 +675,16 @@ class PhoneCallChannel:
     ) -> StepOutcome:
         current = state.current
         event = data.get("event")
-        if (
-            event == "recording"
-            and state.awaiting_recording
-            and current is not None
-            and data.get("call") == current.number
-        ):
-            return self._close(context, options, _with_recording(state, data))
+        if event == "recording":
+            # It comes once a call is over, for any call of this attempt.
+            state = _with_recording(state, data)
+            if (
+                state.awaiting_recording
+                and current is not None
+                and data.get("call") == current.number
+            ):
+                return self._close(context, options, state)
+            return Waiting(state=state)
         if current is None or data.get("call") != current.number or current.ended:
             return Waiting(state=state)  # an old call's late news
         if data.get("call_id") and data.get("call_id") != current.call_id:
@@ -715,14 +719,13 @@ class PhoneCallChannel:
                 live=True,
                 prompt=0,
                 tries=0,
+                answers=(),  # the script starts afresh on each answered call
             )
             return self._ask(context, options, state, record=options.script.recording)
         if event == "gather":
             if not state.live or data.get("turn") != state.turn:
                 return Waiting(state=state)  # a repeated or late answer
             return await self._answer(context, options, state, data)
-        if event == "recording":
-            return Waiting(state=_with_recording(state, data))
         return Waiting(state=state)
 
     async def _status(
@@ -871,7 +874,26 @@ class PhoneCallChannel:
                 said=[_text(script.ending, state.locale, script)],
                 failed=prompt,
             )
+        if matched is False and prompt.mismatch_action is MismatchAction.CALL_BACK:
+            return await self._call_back(context, options, state)
         return self._ask(context, options, state)
+
+    async def _call_back(
+        self, context: StepContext, options: PhoneCallOptions, state: PhoneCallState
+    ) -> StepOutcome:
+        """Not now, says the callee: say goodbye, hang up, and call again per the schedule."""
+        script = options.script
+        goodbye = VoiceInstruction(
+            turn=state.turn + 1,
+            language=state.locale,
+            say=[_text(script.call_back, state.locale, script)],
+            hangup=True,
+        )
+        outcome = await self._no_contact(context, options, state, "call_back_later")
+        return attrs.evolve(
+            outcome,
+            state=attrs.evolve(outcome.state, instruction=goodbye, turn=goodbye.turn),
+        )
 
     async def _judge(  # noqa: PLR0917 - private, called twice
         self,
@@ -944,7 +966,11 @@ class PhoneCallChannel:
             failed_prompt=failed.id if failed is not None else None,
             hung_up=hung_up,
         )
-        if script.recording and not state.recordings and state.calls:
+        if (
+            script.recording
+            and state.calls
+            and (state.calls[-1].number not in state.recorded_calls)
+        ):
             due = context.clock.now() + timedelta(seconds=options.recording_wait)
             return Waiting(
                 state=attrs.evolve(state, awaiting_recording=True),
@@ -968,7 +994,9 @@ class PhoneCallChannel:
             self, context, script, state, failed, hung_up=state.hung_up
         )
         if script.recording:
-            missing = not state.recordings
+            missing = bool(state.calls) and (
+                state.calls[-1].number not in state.recorded_calls
+            )
             result = attrs.evolve(
                 result,
                 detail=result.detail
@@ -1158,6 +1186,10 @@ class PhoneCallChannel:
             if matched is False and prompt.mismatch_action is MismatchAction.FAIL:
                 failed = prompt
                 break
+            if matched is False and prompt.mismatch_action is MismatchAction.CALL_BACK:
+                return await self._no_contact(
+                    context, options, state, "call_back_later"
+                )
         return Finished(
             result=_script_result(self, context, script, state, failed, hung_up=False),
             state=state,
@@ -1168,7 +1200,14 @@ def _with_recording(state: PhoneCallState, data: Mapping[str, Any]) -> PhoneCall
     """The state with a recording's reference (never its media) kept for the evidence."""
     reference = data.get("recording")
     if isinstance(reference, str) and reference and reference not in state.recordings:
-        return attrs.evolve(state, recordings=(*state.recordings, reference))
+        call = data.get("call")
+        return attrs.evolve(
+            state,
+            recordings=(*state.recordings, reference),
+            recorded_calls=(*state.recorded_calls, call)
+            if isinstance(call, int)
+            else state.recorded_calls,
+        )
     return state
 
 

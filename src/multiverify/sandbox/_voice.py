@@ -70,6 +70,8 @@ class VoicePersona:
         silent_on: questions they never answer (the keypad stays silent).
         garbage_first: they press a wrong key before each first answer.
         hangs_up_after: they hang up after this many answers.
+        not_now: on this many answered calls they first say it is not a
+            good time (the "not now" key of the opening question).
     """
 
     name: str
@@ -85,6 +87,7 @@ class VoicePersona:
     silent_on: frozenset[str] = frozenset()
     garbage_first: bool = False
     hangs_up_after: int | None = None
+    not_now: int = 0
 
 
 VOICE_PERSONAS: Mapping[str, VoicePersona] = {
@@ -118,6 +121,11 @@ VOICE_PERSONAS: Mapping[str, VoicePersona] = {
             name="coached",
             summary="admits someone told them how to answer",
             coached=True,
+        ),
+        VoicePersona(
+            name="busy-now",
+            summary="asks to be called back later, then confirms",
+            not_now=1,
         ),
     )
 }
@@ -177,6 +185,7 @@ class SandboxVoice(httpx.AsyncBaseTransport):
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._placed = itertools.count(1)
+        self._talks = 0
 
     def __repr__(self) -> str:
         return f"<multiverify.sandbox.SandboxVoice({self.vendor}, persona={self.persona.name}, calls={len(self.calls)})>"
@@ -329,6 +338,11 @@ class SandboxVoice(httpx.AsyncBaseTransport):
 
     # -- the simulated phone ------------------------------------------------------------
 
+    def _answered(self) -> int:
+        """Counts the calls the callee has talked on, from 1."""
+        self._talks += 1
+        return self._talks
+
     def _picks_up(self, number: int) -> bool:
         first = self.persona.answers_from
         return first > 0 and number >= first
@@ -358,6 +372,8 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             return no if persona.declines else yes
         if question == "risk":
             return yes if persona.coached else no
+        if question == "consent" and state.get("call", 0) <= persona.not_now:
+            return no
         return yes
 
     async def _callback(
@@ -449,7 +465,7 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             await status("completed", CallDuration="4")
             await self._twilio_recording(sid, base, form, "4")
             return
-        state: dict[str, Any] = {"replies": 0}
+        state: dict[str, Any] = {"replies": 0, "call": self._answered()}
         response = await self._callback(
             form["Url"], {**base, "CallStatus": "in-progress"}
         )
@@ -544,7 +560,7 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             await self._pause(0.2)
             await status("completed")
             return
-        state: dict[str, Any] = {"replies": 0}
+        state: dict[str, Any] = {"replies": 0, "call": self._answered()}
         response = await self._callback(body["answer_url"][0], {**base})
         recording: str | None = None
         for _ in range(40):
