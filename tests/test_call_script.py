@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from multiverify import Applicant, RepaymentSchedule
-from multiverify._call_script import render, render_values
+from multiverify._call_script import render, render_values, schedule_text
 from multiverify.channels import CallScript, Prompt, PromptKind, phone_options
 from multiverify.exceptions import PolicyError
 from multiverify.policy import load_policy, parse_policy
@@ -338,3 +338,89 @@ class TestPolicyFiles:
         assert [p.path for p in caught.value.problems] == [
             "steps[0].options.script.prompts[0]"
         ]
+
+
+class TestOptions:
+    def test_window_schedule_and_limits(self) -> None:
+        """The calling window, attempt schedule and limits are read from the step's options."""
+        options = phone_options(
+            {
+                "calling_window": {
+                    "start": "09:30",
+                    "end": "24:00",
+                    "weekdays": ["Mon", "tuesday", "fri"],
+                    "blocked_dates": ["2026-10-01", date(2026, 10, 2)],
+                },
+                "retry_schedule": ["15m", 3600, "next day 10:00"],
+                "max_attempts": 5,
+                "max_per_day": 2,
+                "zone": "phone",
+                "ring_timeout": "45s",
+                "time_limit": "5m",
+                "machine_detection": False,
+                "language": "en",
+                "brand": "Acme",
+            }
+        )
+        window = options.calling_window
+        assert window.describe() == "09:30-24:00 mon,tue,fri, 2 blocked dates"
+        assert schedule_text(options.schedule) == "15m, 1h, next day 10:00"
+        assert (options.schedule.max_attempts, options.schedule.max_per_day) == (5, 2)
+        assert options.zone == "phone"
+        assert (options.ring_timeout, options.time_limit) == (45.0, 300.0)
+        assert options.machine_detection is False
+        assert options.language == "en"
+        assert options.script.brand == "Acme"
+
+    @pytest.mark.parametrize(
+        ("options", "path"),
+        [
+            ({"calling_window": "8-21"}, "options.calling_window"),
+            ({"calling_window": {"start": "8am"}}, "options.calling_window.start"),
+            ({"calling_window": {"end": "25:00"}}, "options.calling_window.end"),
+            (
+                {"calling_window": {"weekdays": ["someday"]}},
+                "options.calling_window.weekdays",
+            ),
+            ({"calling_window": {"weekdays": []}}, "options.calling_window.weekdays"),
+            (
+                {"calling_window": {"blocked_dates": ["1 Oct"]}},
+                "options.calling_window.blocked_dates[0]",
+            ),
+            (
+                {"calling_window": {"blocked_dates": "2026-10-01"}},
+                "options.calling_window.blocked_dates",
+            ),
+            ({"retry_schedule": "30m"}, "options.retry_schedule"),
+            (
+                {"retry_schedule": ["30m", "next day 25:00"]},
+                "options.retry_schedule[1]",
+            ),
+            ({"max_per_day": True}, "options.max_per_day"),
+            ({"ring_timeout": "forever"}, "options.ring_timeout"),
+            ({"machine_detection": "yes"}, "options.machine_detection"),
+            ({"recording": "on"}, "options.recording"),
+            ({"brand": 7}, "options.brand"),
+            ({"language": ["en"]}, "options.language"),
+        ],
+    )
+    def test_mistakes_are_located(self, options: dict[str, object], path: str) -> None:
+        """Each mistake in the options names its place."""
+        with pytest.raises(PolicyError) as caught:
+            phone_options(options)
+        assert path in [p.path for p in caught.value.problems]
+
+    def test_mismatch_defaults(self) -> None:
+        """A disclosure calls back, identity and intent fail, details and risk are flagged."""
+        script = CallScript.default()
+        actions = {
+            p.id: (p.mismatch_action.value, p.mismatch_signal) for p in script.prompts
+        }
+        assert actions == {
+            "recording": ("call_back", "call_back_later"),
+            "id_last4": ("fail", "identity_mismatch"),
+            "birth_year": ("fail", "identity_mismatch"),
+            "loan_terms": ("fail", "intent_declined"),
+            "purpose": ("flag", "detail_mismatch"),
+            "third_party": ("flag", "coached"),
+        }
