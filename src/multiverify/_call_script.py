@@ -241,6 +241,13 @@ def _prompts(values: Iterable[Prompt]) -> tuple[Prompt, ...]:
 _LOCALE_FALLBACK = "zh-CN"
 
 
+def _said(zh: str, en: str) -> Any:
+    """A script field of texts per locale, defaulting to the built-in ``zh-CN`` and ``en``."""
+    return attrs.field(
+        factory=lambda: {"zh-CN": zh, "en": en}, converter=_texts, hash=False
+    )
+
+
 @attrs.frozen(kw_only=True)
 class CallScript:
     """The ordered prompts of a confirmation call.
@@ -266,37 +273,19 @@ class CallScript:
     prompts: tuple[Prompt, ...] = attrs.field(converter=_prompts)
     recording: bool = False
     default_locale: str = _LOCALE_FALLBACK
-    retry_text: Mapping[str, str] = attrs.field(
-        factory=lambda: {
-            "zh-CN": "抱歉，没有听清您的回答。",
-            "en": "Sorry, I did not get that.",
-        },
-        converter=_texts,
-        hash=False,
+    retry_text: Mapping[str, str] = _said(
+        "抱歉，没有听清您的回答。", "Sorry, I did not get that."
     )
-    closing: Mapping[str, str] = attrs.field(
-        factory=lambda: {
-            "zh-CN": "感谢您的配合，再见。",
-            "en": "Thank you for your time. Goodbye.",
-        },
-        converter=_texts,
-        hash=False,
+    closing: Mapping[str, str] = _said(
+        "感谢您的配合，再见。", "Thank you for your time. Goodbye."
     )
-    ending: Mapping[str, str] = attrs.field(
-        factory=lambda: {
-            "zh-CN": "我们暂时无法继续本次核实，稍后会有工作人员与您联系。再见。",
-            "en": "We cannot complete this check now; a colleague will contact you. Goodbye.",
-        },
-        converter=_texts,
-        hash=False,
+    ending: Mapping[str, str] = _said(
+        "我们暂时无法继续本次核实，稍后会有工作人员与您联系。再见。",
+        "We cannot complete this check now; a colleague will contact you. Goodbye.",
     )
-    call_back: Mapping[str, str] = attrs.field(
-        factory=lambda: {
-            "zh-CN": "好的，我们稍后再给您来电。再见。",
-            "en": "All right, we will call you again later. Goodbye.",
-        },
-        converter=_texts,
-        hash=False,
+    call_back: Mapping[str, str] = _said(
+        "好的，我们稍后再给您来电。再见。",
+        "All right, we will call you again later. Goodbye.",
     )
 
     def __attrs_post_init__(self) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
-from multiverify import ResultStatus, Verifier
+from multiverify import ChannelResult, ResultStatus, Verifier
 from multiverify.channels import AgentDesk, AgentOutcome, PhoneCallChannel
 from multiverify.exceptions import InvalidInputError
 from multiverify.policy import Policy, Step
@@ -174,23 +175,25 @@ class TestAcrossReplicas:
             await verifier.aclose()
 
 
+async def _submitted(**outcome: Any) -> tuple[Verifier, ChannelResult]:
+    """Queue a call, have an agent claim it and report ``outcome``; the step's result."""
+    verifier, desk, _, session_id = await _desk()
+    task = await desk.claim("a")
+    assert task is not None
+    await desk.submit(task.task_id, "a", AgentOutcome(**outcome))
+    result = (await verifier.get(session_id)).step("call").result
+    assert result is not None
+    return verifier, result
+
+
 class TestOutcomes:
     async def test_flags_become_signals(self) -> None:
         """Agent flags become risk signals and leave the step inconclusive."""
-        verifier, desk, _, session_id = await _desk()
-        task = await desk.claim("a")
-        assert task is not None
-        await desk.submit(
-            task.task_id,
-            "a",
-            AgentOutcome(
-                disposition="confirmed",
-                answers=RIGHT,
-                flags={"evasive", "inconsistent", "third_party_present"},
-            ),
+        verifier, result = await _submitted(
+            disposition="confirmed",
+            answers=RIGHT,
+            flags={"evasive", "inconsistent", "third_party_present"},
         )
-        result = (await verifier.get(session_id)).step("call").result
-        assert result is not None
         assert result.status is ResultStatus.INCONCLUSIVE
         assert {"evasive_answer", "inconsistent", "third_party_present"} <= set(
             result.signal_names
@@ -199,20 +202,26 @@ class TestOutcomes:
 
     async def test_wrong_answer_fails_identity(self) -> None:
         """A confirmed call whose ID digits are wrong fails on identity, as the IVR would."""
+        verifier, result = await _submitted(
+            disposition="confirmed", answers={**RIGHT, "id_last4": "0000"}
+        )
+        assert result.status is ResultStatus.FAILED
+        assert "identity_mismatch" in result.signal_names
+        await verifier.aclose()
+
+    async def test_not_now_at_the_opening_question(self) -> None:
+        """An applicant answering 'not now' to the opening question is called again later."""
         verifier, desk, _, session_id = await _desk()
         task = await desk.claim("a")
         assert task is not None
         await desk.submit(
             task.task_id,
             "a",
-            AgentOutcome(
-                disposition="confirmed", answers={**RIGHT, "id_last4": "0000"}
-            ),
+            AgentOutcome(disposition="confirmed", answers={**RIGHT, "recording": "no"}),
         )
-        result = (await verifier.get(session_id)).step("call").result
-        assert result is not None
-        assert result.status is ResultStatus.FAILED
-        assert "identity_mismatch" in result.signal_names
+        (again,) = await desk.tasks()
+        assert again.task_id.endswith(":2")
+        assert not (await verifier.get(session_id)).step("call").result
         await verifier.aclose()
 
     @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from .._call_script import (
+    MISMATCH_SIGNALS,
     Answer,
     AnswerKind,
     CallScript,
@@ -90,20 +91,8 @@ AGENT_FLAGS: Mapping[str, str] = {
 _MARKER_TTL = 3 * 24 * 3600.0
 _RECONCILE_WINDOW = timedelta(minutes=15)
 _WATCHDOG_SLACK = 120.0
-_MISMATCH_SIGNALS = frozenset(
-    {
-        "identity_mismatch",
-        "intent_declined",
-        "detail_mismatch",
-        "inconsistent",
-        "third_party_present",
-        "coached",
-        "evasive_answer",
-        "invalid_input",
-        "wrong_person",
-        "refused",
-    }
-)
+#: Signals that leave an otherwise confirmed call inconclusive.
+_MISMATCH_SIGNALS = (MISMATCH_SIGNALS - {"call_back_later"}) | {"invalid_input"}
 
 
 @attrs.frozen(kw_only=True)
@@ -405,16 +394,7 @@ class PhoneCallChannel:
         if not window.allows(now, zones):
             opening = window.next_opening(now, zones)
             if opening is None:
-                return Finished(
-                    result=self._result(
-                        context,
-                        state,
-                        ResultStatus.FAILED,
-                        [*state.signals, "outside_calling_window", "no_contact"],
-                        detail=f"no calling time ({window.describe()}) within a year",
-                    ),
-                    state=state,
-                )
+                return self._never_callable(context, options, state)
             state = attrs.evolve(state, next_call=number, scheduled_at=opening)
             local = opening.astimezone(zones[0])
             return Waiting(
@@ -450,6 +430,22 @@ class PhoneCallChannel:
             state=state,
             challenge=self._challenge(context, "we are calling you now"),
             timers=((f"check-{number}", check),),
+        )
+
+    def _never_callable(
+        self, context: StepContext, options: PhoneCallOptions, state: PhoneCallState
+    ) -> Finished:
+        """The calling window does not open again within the horizon: no contact."""
+        return Finished(
+            result=self._result(
+                context,
+                state,
+                ResultStatus.FAILED,
+                [*state.signals, "outside_calling_window", "no_contact"],
+                detail=f"no calling time ({options.calling_window.describe()}) "
+                "within a year",
+            ),
+            state=state,
         )
 
     async def _place(
@@ -1021,16 +1017,7 @@ class PhoneCallChannel:
         zones = self._zones(state)
         opening = options.calling_window.next_opening(available_at or now, zones)
         if opening is None:
-            return Finished(
-                result=self._result(
-                    context,
-                    state,
-                    ResultStatus.FAILED,
-                    [*state.signals, "outside_calling_window", "no_contact"],
-                    detail="no calling time within a year",
-                ),
-                state=state,
-            )
+            return self._never_callable(context, options, state)
         task_id = f"{context.idempotency_key}:{number}"
         body = agent_task_body(context, options, state, task_id, number, opening)
         await provider.enqueue(task_id, body, at=now, available_at=opening)

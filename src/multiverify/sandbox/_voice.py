@@ -376,6 +376,15 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             return no
         return yes
 
+    async def _answer(self, said: str, state: dict[str, Any]) -> str | None:
+        """Think, then press keys for what was said; ``None``: they hang up instead."""
+        limit = self.persona.hangs_up_after
+        if limit is not None and state["replies"] >= limit:
+            return None
+        await self._pause(self._delay(said))
+        state["replies"] += 1
+        return self._reply(said, state)
+
     async def _callback(
         self, url: str, params: Mapping[str, str] | Mapping[str, Any]
     ) -> WebhookResponse:
@@ -480,14 +489,9 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             gather = document.find("Gather")
             redirect = document.find("Redirect")
             if gather is not None:
-                if (
-                    self.persona.hangs_up_after is not None
-                    and state["replies"] >= self.persona.hangs_up_after
-                ):
+                digits = await self._answer(said, state)
+                if digits is None:
                     break
-                await self._pause(self._delay(said))
-                state["replies"] += 1
-                digits = self._reply(said, state)
                 response = await self._callback(
                     gather.attrib["action"],
                     {**base, "CallStatus": "in-progress", "Digits": digits},
@@ -588,14 +592,9 @@ class SandboxVoice(httpx.AsyncBaseTransport):
                     },
                 )
                 continue
-            if (
-                self.persona.hangs_up_after is not None
-                and state["replies"] >= self.persona.hangs_up_after
-            ):
+            digits = await self._answer(said, state)
+            if digits is None:
                 break
-            await self._pause(self._delay(said))
-            state["replies"] += 1
-            digits = self._reply(said, state)
             response = await self._callback(
                 gather["eventUrl"][0],
                 {

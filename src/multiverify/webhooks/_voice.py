@@ -110,6 +110,31 @@ def _instruction(
     return instruction
 
 
+def _event_for(route: CallRoute, data: dict[str, Any], key: str) -> list[ProviderEvent]:
+    """The one call event a callback carries, routed to its session and step."""
+    return [
+        ProviderEvent(
+            session_id=route.session_id,
+            step_id=route.step_id,
+            kind=f"call.{data['event']}",
+            data=data,
+            dedupe_key=key,
+            attempt=route.attempt,
+        )
+    ]
+
+
+def _speaking(
+    request: WebhookRequest, sessions: Sequence[Session | None], vendor: str
+) -> tuple[Mapping[str, str], CallRoute, str, VoiceInstruction | None] | None:
+    """For a callback the vendor expects words back: query, route, base URL and instruction."""
+    query = _query(request.url)
+    if query.get("event", "") not in _SPEAKING:
+        return None
+    route = CallRoute.from_query(query, vendor=vendor)
+    return query, route, _base(request.url), _instruction(sessions, route)
+
+
 class TwilioVoiceWebhook:
     """Twilio Programmable Voice callbacks: form posts signed with ``X-Twilio-Signature``.
 
@@ -182,28 +207,16 @@ class TwilioVoiceWebhook:
             key += f":{data['recording']}"
         elif event == "resume":
             key += f":{query.get('resume', '')}:{form.get('CallStatus', '')}"
-        return [
-            ProviderEvent(
-                session_id=route.session_id,
-                step_id=route.step_id,
-                kind=f"call.{event}",
-                data=data,
-                dedupe_key=key,
-                attempt=route.attempt,
-            )
-        ]
+        return _event_for(route, data, key)
 
     def respond(
         self, request: WebhookRequest, sessions: Sequence[Session | None], /
     ) -> WebhookResponse:
         """TwiML for the call's next step; an empty 204 for status callbacks."""
-        query = _query(request.url)
-        event = query.get("event", "")
-        if event not in _SPEAKING:
+        speaking = _speaking(request, sessions, self.vendor)
+        if speaking is None:
             return WebhookResponse()
-        route = CallRoute.from_query(query, vendor=self.vendor)
-        instruction = _instruction(sessions, route)
-        base = _base(request.url)
+        query, route, base, instruction = speaking
         if instruction is None:
             return _twilio_document(_come_back(base, route, query, sessions))
         action = callback_url(base, route, "gather", turn=instruction.turn)
@@ -318,16 +331,7 @@ class VonageVoiceWebhook:
             key += f":{data['turn']}"
         elif event == "resume":
             key += f":{query.get('resume', '')}:{stamp}"
-        return [
-            ProviderEvent(
-                session_id=route.session_id,
-                step_id=route.step_id,
-                kind=f"call.{data['event']}",
-                data=data,
-                dedupe_key=key,
-                attempt=route.attempt,
-            )
-        ]
+        return _event_for(route, data, key)
 
     def _recording(
         self, route: CallRoute, body: Mapping[str, Any]
@@ -344,28 +348,20 @@ class VonageVoiceWebhook:
                 message="Vonage recording callback has no recording_url",
                 vendor=self.vendor,
             )
-        return [
-            ProviderEvent(
-                session_id=route.session_id,
-                step_id=route.step_id,
-                kind="call.recording",
-                data={"event": "recording", "call": route.call, "recording": reference},
-                dedupe_key=f"vonage:recording:{reference}",
-                attempt=route.attempt,
-            )
-        ]
+        return _event_for(
+            route,
+            {"event": "recording", "call": route.call, "recording": reference},
+            f"vonage:recording:{reference}",
+        )
 
     def respond(
         self, request: WebhookRequest, sessions: Sequence[Session | None], /
     ) -> WebhookResponse:
         """NCCO for the call's next step; an empty 204 for events."""
-        query = _query(request.url)
-        event = query.get("event", "")
-        if event not in _SPEAKING:
+        speaking = _speaking(request, sessions, self.vendor)
+        if speaking is None:
             return WebhookResponse()
-        route = CallRoute.from_query(query, vendor=self.vendor)
-        instruction = _instruction(sessions, route)
-        base = _base(request.url)
+        query, route, base, instruction = speaking
         if instruction is None:
             again = _come_back(base, route, query, sessions)
             actions: list[dict[str, Any]] = []
