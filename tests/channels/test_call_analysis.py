@@ -332,3 +332,37 @@ class TestSpokenAnswers:
         assert isinstance(outcome, Finished)
         assert "coached" in outcome.result.signal_names
         assert [a.confidence for a in outcome.state.answers][2:] == [0.55, 0.55]
+
+
+class TestKeypad:
+    async def test_garbage_is_asked_again_then_counts(self) -> None:
+        """Malformed keys get one re-prompt, then count against the prompt: invalid_input, identity fails."""
+        call = _Call()
+        await call.start()
+        await call.say(digits="19")
+        assert call.state is not None
+        assert call.state.instruction is not None
+        assert call.state.instruction.say[0] == "Sorry, I did not get that."
+        outcome = await call.say(digits="abcd")
+        assert isinstance(outcome, Finished)
+        assert outcome.result.status is ResultStatus.FAILED
+        assert {"invalid_input", "identity_mismatch"} <= set(
+            outcome.result.signal_names
+        )
+        (answer,) = [a for a in outcome.state.answers if a.prompt_id == "year"]
+        assert answer.invalid == 2
+        assert outcome.state.instruction is not None
+        assert outcome.state.instruction.hangup
+
+    async def test_a_late_answer_changes_nothing(self) -> None:
+        """An answer for an earlier turn (a repeated delivery) is ignored."""
+        call = _Call()
+        await call.start()
+        assert call.state is not None
+        turn = call.state.turn
+        await call.say(digits="1990")
+        before = call.state
+        outcome = await call.send(
+            {"event": "gather", "turn": turn, "digits": "1990", "speech": ""}
+        )
+        assert outcome.state == before

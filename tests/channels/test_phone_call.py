@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -23,10 +23,12 @@ from multiverify.channels import (
     PhoneCallState,
     ProviderEvent,
     StepContext,
+    Waiting,
 )
 from multiverify.exceptions import ProviderUnavailableError
 from multiverify.providers import (
     CallRoute,
+    CallStatus,
     TwilioAccount,
     TwilioVoice,
     VonageApplication,
@@ -501,3 +503,58 @@ class TestConsent:
         assert result.status is ResultStatus.FAILED
         assert "refused" in result.signal_names
         assert _calls(session) == ["05 09:00"]
+
+
+class TestCallbacks:
+    async def _started(self, harness: Build) -> tuple[PhoneCallChannel, Any, Any]:
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        h = harness()
+        channel = PhoneCallChannel([_twilio_behind(router)])
+        outcome = await channel.start(_context(h))
+        return channel, h, outcome.state
+
+    @staticmethod
+    def _status(status: str) -> ProviderEvent:
+        return ProviderEvent(
+            session_id="s",
+            step_id="call",
+            kind="call.status",
+            data={"event": "status", "call": 1, "call_id": "CA1", "status": status},
+            dedupe_key=status,
+        )
+
+    async def test_late_ringing_does_not_move_the_call_back(
+        self, harness: Build
+    ) -> None:
+        """A ringing callback delivered after in-progress leaves the call in progress."""
+        channel, h, state = await self._started(harness)
+        for status in ("in_progress", "ringing", "queued"):
+            outcome = await channel.handle(_context(h), state, self._status(status))
+            state = outcome.state
+        assert state.current.status is CallStatus.IN_PROGRESS
+
+    @pytest.mark.parametrize(
+        ("status", "signal"), [("busy", "busy"), ("no_answer", "no_answer")]
+    )
+    async def test_busy_and_no_answer_call_again(
+        self, harness: Build, status: str, signal: str
+    ) -> None:
+        """A busy line or no answer schedules the next call 30 minutes later, as a durable timer."""
+        channel, h, state = await self._started(harness)
+        outcome = await channel.handle(_context(h), state, self._status(status))
+        assert isinstance(outcome, Waiting)
+        assert outcome.timers == (("dial-2", h.clock.now() + timedelta(minutes=30)),)
+        assert outcome.state.signals == (signal,)
+        assert outcome.state.current.ended
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_declines_the_loan(harness: Build, vendor: str) -> None:
+    """Denying the application at the loan question fails the call with intent_declined."""
+    persona = attrs.evolve(VOICE_PERSONAS["honest"], name="denier", declines=True)
+    result = _result(await harness(vendor, persona).run())
+    assert result.status is ResultStatus.FAILED
+    assert "intent_declined" in result.signal_names
+    assert "identity_confirmed" in result.signal_names
+    assert "intent_confirmed" not in result.signal_names

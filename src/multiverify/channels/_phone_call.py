@@ -88,6 +88,8 @@ AGENT_FLAGS: Mapping[str, str] = {
     "evasive": "evasive_answer",
     "inconsistent": "inconsistent",
 }
+#: How far a live call has come; a late callback never moves it back.
+_PROGRESS = {CallStatus.QUEUED: 0, CallStatus.RINGING: 1, CallStatus.IN_PROGRESS: 2}
 _MARKER_TTL = 3 * 24 * 3600.0
 _RECONCILE_WINDOW = timedelta(minutes=15)
 _WATCHDOG_SLACK = 120.0
@@ -734,6 +736,8 @@ class PhoneCallChannel:
     ) -> StepOutcome:
         current = state.current
         assert current is not None  # noqa: S101 - checked by the caller
+        if not status.final and _PROGRESS[status] < _PROGRESS.get(current.status, 3):
+            status = current.status  # an earlier callback delivered late
         state = _replace_current(
             state, status=status, answered_by=found or current.answered_by
         )
