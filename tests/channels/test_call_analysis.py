@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -366,3 +367,35 @@ class TestKeypad:
             {"event": "gather", "turn": turn, "digits": "1990", "speech": ""}
         )
         assert outcome.state == before
+
+
+class TestCancel:
+    async def test_a_live_call_hears_the_ending(self) -> None:
+        """Cancelling the step mid-call says the script's ending before the call ends."""
+        call = _Call()
+        call.router.get(CALLS.replace(".json", "/CA1.json")).respond(
+            200, json={"sid": "CA1", "status": "in-progress"}
+        )
+        update = call.router.post(CALLS.replace(".json", "/CA1.json")).respond(
+            200, json={"sid": "CA1", "status": "in-progress"}
+        )
+        await call.start()
+        await call.channel.cancel(call.context, call.state)
+        form = parse_qs(update.calls.last.request.content.decode())
+        assert "a colleague will contact you" in form["Twiml"][0]
+        assert form["Twiml"][0].endswith("<Hangup /></Response>")
+
+    async def test_a_ringing_call_is_canceled(self) -> None:
+        """Cancelling before anyone answered just cancels the call."""
+        call = _Call()
+        call.router.get(CALLS.replace(".json", "/CA1.json")).respond(
+            200, json={"sid": "CA1", "status": "ringing"}
+        )
+        update = call.router.post(CALLS.replace(".json", "/CA1.json")).respond(
+            200, json={"sid": "CA1", "status": "canceled"}
+        )
+        outcome = await call.channel.start(call.context)
+        await call.channel.cancel(call.context, outcome.state)
+        assert parse_qs(update.calls.last.request.content.decode()) == {
+            "Status": ["canceled"]
+        }

@@ -461,3 +461,59 @@ class TestNcco:
             VoiceInstruction(turn=9, language="en", say=["Bye"], hangup=True),
             event_url="https://app/x",
         ) == [{"action": "talk", "text": "Bye", "language": "en-US"}]
+
+
+class TestGoodbye:
+    async def test_answered_call_is_transferred_to_a_goodbye(
+        self, voice: VonageVoice, router: respx.Router
+    ) -> None:
+        """A live call hears the goodbye: PUT transfer with an NCCO destination, per the spec."""
+        router.get(f"{CALLS}/{UUID}").respond(
+            200, json={"uuid": UUID, "status": "answered"}
+        )
+        put = router.put(f"{CALLS}/{UUID}").respond(204)
+
+        await voice.hang_up(
+            UUID,
+            goodbye=VoiceInstruction(
+                turn=5, language="zh-CN", say=["再见。"], hangup=True, record=True
+            ),
+        )
+
+        assert json.loads(put.calls.last.request.content) == {
+            "action": "transfer",
+            "destination": {
+                "type": "ncco",
+                "ncco": [{"action": "talk", "text": "再见。", "language": "cmn-CN"}],
+            },
+        }
+
+    async def test_ringing_call_is_hung_up(
+        self, voice: VonageVoice, router: respx.Router
+    ) -> None:
+        """A call not yet answered has nobody to hear a goodbye: it is hung up."""
+        router.get(f"{CALLS}/{UUID}").respond(
+            200, json={"uuid": UUID, "status": "ringing"}
+        )
+        put = router.put(f"{CALLS}/{UUID}").respond(204)
+
+        await voice.hang_up(
+            UUID, goodbye=VoiceInstruction(turn=1, language="en", say=["Bye"])
+        )
+
+        assert json.loads(put.calls.last.request.content) == {"action": "hangup"}
+
+    async def test_finished_call_is_left_alone(
+        self, voice: VonageVoice, router: respx.Router
+    ) -> None:
+        """A call that already ended is not touched."""
+        router.get(f"{CALLS}/{UUID}").respond(
+            200, json={"uuid": UUID, "status": "completed"}
+        )
+        put = router.put(f"{CALLS}/{UUID}").respond(204)
+
+        await voice.hang_up(
+            UUID, goodbye=VoiceInstruction(turn=1, language="en", say=["Bye"])
+        )
+
+        assert not put.called

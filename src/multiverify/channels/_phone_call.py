@@ -366,8 +366,8 @@ class PhoneCallChannel:
             message="unknown message", field="message"
         )  # pragma: no cover
 
-    async def cancel(self, context: StepContext, state: Any, /) -> None:  # noqa: ARG002 - the protocol's signature
-        """Hang up a live call, or withdraw an agent task."""
+    async def cancel(self, context: StepContext, state: Any, /) -> None:
+        """Hang up a call (saying the script's ``ending`` if it is live), or withdraw an agent task."""
         if not isinstance(state, PhoneCallState) or state.current is None:
             return
         current = state.current
@@ -377,7 +377,16 @@ class PhoneCallChannel:
         if isinstance(provider, AgentDeskProvider):
             await provider.remove(current.call_id)
         elif not current.status.final:
-            await provider.hang_up(current.call_id)
+            goodbye = None
+            if state.live:
+                script = self.options(context).script
+                goodbye = VoiceInstruction(
+                    turn=state.turn + 1,
+                    language=state.locale,
+                    say=[_text(script.ending, state.locale, script)],
+                    hangup=True,
+                )
+            await provider.hang_up(current.call_id, goodbye=goodbye)
 
     # -- placing calls -------------------------------------------------------------
 

@@ -16,7 +16,8 @@ and its webhook reference
   ``start_time`` as ``YYYY-MM-DD HH:MM:SS``) and ``GET /v1/calls`` with
   ``date_start``, ``page_size`` (at most 100) and ``order`` (listed under
   ``_embedded.calls``); ``PUT /v1/calls/{uuid}`` with ``{"action":
-  "hangup"}`` answers 204.
+  "hangup"}``, or ``{"action": "transfer", "destination": {"type": "ncco",
+  "ncco": [...]}}`` to replace an answered call's NCCO, answers 204.
 - Event ``status`` values: started, ringing, answered, machine, human,
   completed, busy, cancelled, failed, rejected, timeout, unanswered.
 - NCCO ``talk`` (``text``, ``language`` from the TTS list, where Mandarin is
@@ -41,6 +42,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import httpx
 
 from .._http import error_for_response, exchange
@@ -301,9 +303,28 @@ class VonageVoice:
         found = [self._info(item) for item in calls if isinstance(item, dict)]
         return [call for call in found if call.to == to]
 
-    async def hang_up(self, call_id: str, /) -> None:
-        """End the call (``PUT /v1/calls/{uuid}`` with ``action: hangup``)."""
-        await self._send("PUT", f"/v1/calls/{call_id}", {"action": "hangup"})
+    async def hang_up(
+        self, call_id: str, /, *, goodbye: VoiceInstruction | None = None
+    ) -> None:
+        """End the call (``PUT /v1/calls/{uuid}`` with ``action: hangup``).
+
+        With ``goodbye`` an answered call is transferred to an NCCO that says
+        it and ends (``action: transfer``, ``destination: {type: ncco, ncco}``).
+        """
+        body: dict[str, Any] = {"action": "hangup"}
+        if goodbye is not None:
+            info = await self.get_call(call_id)
+            if info.status.final:
+                return
+            if info.status is CallStatus.IN_PROGRESS:
+                words = ncco(
+                    attrs.evolve(goodbye, gather=None, record=False), event_url=""
+                )
+                body = {
+                    "action": "transfer",
+                    "destination": {"type": "ncco", "ncco": words},
+                }
+        await self._send("PUT", f"/v1/calls/{call_id}", body)
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object made it."""
