@@ -324,3 +324,59 @@ class TestOutcomes:
         )
         assert await desk.tasks() == []
         await verifier.aclose()
+
+
+class TestCallBackTimes:
+    async def test_a_time_without_zone_is_the_applicants(self) -> None:
+        """A call-back time without an offset is read on the applicant's clock."""
+        verifier, desk, _, _ = await _desk()
+        task = await desk.claim("a")
+        assert task is not None
+        await desk.submit(
+            task.task_id,
+            "a",
+            AgentOutcome(
+                disposition="call_back_later",
+                call_back_at=datetime(2026, 1, 5, 18, 0),  # noqa: DTZ001 - local on purpose
+            ),
+        )
+        (again,) = await desk.tasks()
+        assert again.call_from == "2026-01-05T18:00:00+08:00"
+        await verifier.aclose()
+
+    async def test_a_malformed_time_is_refused(self) -> None:
+        """A submission whose call_back_at is not a date-time is refused, naming the field."""
+        verifier, desk, _, session_id = await _desk()
+        (task,) = await desk.tasks()
+        with pytest.raises(InvalidInputError) as caught:
+            await verifier.submit(
+                session_id,
+                "call",
+                {
+                    "task": task.task_id,
+                    "disposition": "call_back_later",
+                    "call_back_at": "tomorrow",
+                },
+            )
+        assert caught.value.field == "call_back_at"
+        await verifier.aclose()
+
+    @pytest.mark.parametrize(
+        ("payload", "field"),
+        [
+            ({"task": "other", "disposition": "confirmed"}, "task"),
+            ({"disposition": "maybe"}, "disposition"),
+            ({"disposition": "confirmed", "flags": ["drunk"]}, "flags"),
+            ({"disposition": "confirmed", "notes": 7}, "notes"),
+            ({"disposition": "confirmed", "answers": ["yes"]}, "answers"),
+        ],
+    )
+    async def test_raw_submissions_are_checked(
+        self, payload: dict[str, object], field: str
+    ) -> None:
+        """A submission that bypasses AgentDesk is still checked field by field."""
+        verifier, _, _, session_id = await _desk()
+        with pytest.raises(InvalidInputError) as caught:
+            await verifier.submit(session_id, "call", payload)
+        assert caught.value.field == field
+        await verifier.aclose()

@@ -23,9 +23,11 @@ from multiverify.channels import (
     PhoneCallState,
     ProviderEvent,
     StepContext,
+    Submission,
+    TimerDue,
     Waiting,
 )
-from multiverify.exceptions import ProviderUnavailableError
+from multiverify.exceptions import InvalidInputError, ProviderUnavailableError
 from multiverify.providers import (
     CallRoute,
     CallStatus,
@@ -37,6 +39,7 @@ from multiverify.providers import (
 )
 from multiverify.sandbox import VOICE_PERSONAS
 from multiverify.sandbox._voice import CALLBACK_URL, VONAGE_URL_KEY
+from multiverify.stores import MemoryStore
 from multiverify.webhooks import (
     TwilioSignature,
     TwilioVoiceWebhook,
@@ -558,3 +561,104 @@ async def test_declines_the_loan(harness: Build, vendor: str) -> None:
     assert "intent_declined" in result.signal_names
     assert "identity_confirmed" in result.signal_names
     assert "intent_confirmed" not in result.signal_names
+
+
+class TestTimersAndMarkers:
+    async def test_watchdog_asks_the_vendor(self, harness: Build) -> None:
+        """No final callback by the check timer: the vendor is asked; an unanswered call is retried."""
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        fetch = router.get(CALLS.replace(".json", "/CA1.json"))
+        fetch.side_effect = [
+            httpx.Response(503),
+            httpx.Response(200, json={"sid": "CA1", "status": "ringing"}),
+            httpx.Response(200, json={"sid": "CA1", "status": "no-answer"}),
+        ]
+        h = harness()
+        channel = PhoneCallChannel([_twilio_behind(router)])
+        outcome = await channel.start(_context(h))
+        ((name, _),) = outcome.timers
+        assert name == "check-1"
+        state = outcome.state
+        for _ in range(2):  # a vendor error, then a call still ringing: look later
+            outcome = await channel.handle(
+                _context(h), state, TimerDue(name=name, at=h.clock.now())
+            )
+            assert isinstance(outcome, Waiting)
+            assert [n for n, _ in outcome.timers] == ["check-1"]
+            state = outcome.state
+        outcome = await channel.handle(
+            _context(h), state, TimerDue(name=name, at=h.clock.now())
+        )
+        assert isinstance(outcome, Waiting)
+        assert [n for n, _ in outcome.timers] == ["dial-2"]
+        assert "no_answer" in outcome.state.signals
+
+    async def test_stale_timers_change_nothing(self, harness: Build) -> None:
+        """A timer for another call, or of an unknown kind, leaves the state alone."""
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        h = harness()
+        channel = PhoneCallChannel([_twilio_behind(router)])
+        state = (await channel.start(_context(h))).state
+        for name in ("check-7", "dial-1", "recording-1", "bogus"):
+            outcome = await channel.handle(
+                _context(h), state, TimerDue(name=name, at=h.clock.now())
+            )
+            assert outcome == Waiting(state=state)
+
+    async def test_a_placed_marker_is_not_placed_again(self, harness: Build) -> None:
+        """A retried start that finds its call already placed (shared marker) does not ring again."""
+        router = respx.Router()
+        create = router.post(CALLS).respond(
+            201, json={"sid": "CA1", "status": "queued"}
+        )
+        h = harness()
+        shared = MemoryStore()
+        context = attrs.evolve(_context(h), shared=shared)
+        channel = PhoneCallChannel([_twilio_behind(router)])
+        first = await channel.start(context)
+        again = await channel.start(context)
+        assert create.call_count == 1
+        assert again.state.current.call_id == first.state.current.call_id == "CA1"
+
+    async def test_an_interrupted_placement_is_looked_up(self, harness: Build) -> None:
+        """A marker left 'placing' by a crash is reconciled by looking the call up first."""
+        router = respx.Router()
+        create = router.post(CALLS).respond(
+            201, json={"sid": "CA2", "status": "queued"}
+        )
+        router.get(CALLS).respond(
+            200,
+            json={
+                "calls": [
+                    {
+                        "sid": "CA1",
+                        "status": "ringing",
+                        "to": "+8613800138000",
+                        "date_created": "Mon, 05 Jan 2026 01:00:00 +0000",
+                    }
+                ]
+            },
+        )
+        h = harness()
+        shared = MemoryStore()
+        await shared.put_value(
+            "multiverify:phone-call:s:call:1:1", "placing", at=h.clock.now(), ttl=60
+        )
+        context = attrs.evolve(_context(h), shared=shared)
+        outcome = await PhoneCallChannel([_twilio_behind(router)]).start(context)
+        assert not create.called
+        assert outcome.state.current.call_id == "CA1"
+
+    async def test_submissions_are_refused_on_the_ivr(self, harness: Build) -> None:
+        """An IVR call takes its answers from callbacks, not from Verifier.submit."""
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        h = harness()
+        channel = PhoneCallChannel([_twilio_behind(router)])
+        state = (await channel.start(_context(h))).state
+        with pytest.raises(InvalidInputError, match="callbacks"):
+            await channel.handle(_context(h), state, Submission(payload={"x": 1}))
+        with pytest.raises(InvalidInputError, match="no call state"):
+            await channel.handle(_context(h), None, Submission(payload={}))

@@ -1114,6 +1114,8 @@ class PhoneCallChannel:
                         message="call_back_at is not an ISO date-time",
                         field="call_back_at",
                     ) from None
+                if due.tzinfo is None:  # the applicant's own clock
+                    due = due.replace(tzinfo=self._zones(state)[0])
                 provider = self._provider(current.provider)
                 assert isinstance(provider, AgentDeskProvider)  # noqa: S101 - agent mode
                 state = _replace_current(state, ended=True)
