@@ -12,7 +12,13 @@ import pytest
 
 from multiverify import Applicant, RepaymentSchedule
 from multiverify._call_script import render, render_values, schedule_text
-from multiverify.channels import CallScript, Prompt, PromptKind, phone_options
+from multiverify.channels import (
+    CallScript,
+    Prompt,
+    PromptKind,
+    phone_options,
+    script_problems,
+)
 from multiverify.exceptions import PolicyError
 from multiverify.policy import load_policy, parse_policy
 from multiverify.sandbox import get_persona
@@ -424,3 +430,183 @@ class TestOptions:
             "purpose": ("flag", "detail_mismatch"),
             "third_party": ("flag", "coached"),
         }
+
+
+def _identity(**changes: object) -> dict[str, object]:
+    """A sound identity prompt, changed."""
+    prompt: dict[str, object] = {
+        "id": "year",
+        "kind": "identity",
+        "text": {"zh-CN": "请输入出生年份。"},
+        "expect": {"kind": "digits", "length": 4, "source": "birth_year"},
+    }
+    prompt.update(changes)
+    return prompt
+
+
+class TestScriptTables:
+    def test_a_sound_table(self) -> None:
+        """A sound script table has no problems; speech keywords per locale are read."""
+        table = {
+            "brand": "Acme",
+            "closing": {"zh-CN": "再见。"},
+            "prompts": [
+                _identity(),
+                {
+                    "id": "purpose",
+                    "kind": "detail",
+                    "text": {"zh-CN": "借款用途？"},
+                    "expect": {
+                        "kind": "speech",
+                        "keywords": {"zh-CN": ["装修", "买车"]},
+                    },
+                    "weight": 2,
+                    "reprompts": 0,
+                    "hesitation": "5s",
+                },
+            ],
+        }
+        assert script_problems(table, "script") == []
+
+    @pytest.mark.parametrize(
+        ("table", "path", "words"),
+        [
+            ({}, "script.prompts", "missing"),
+            ({"prompts": []}, "script.prompts", "at least one"),
+            ({"prompts": ["year"]}, "script.prompts[0]", "table"),
+            ({"prompts": [_identity(id=None)]}, "script.prompts[0].id", "string"),
+            ({"prompts": [{"kind": "identity"}]}, "script.prompts[0].id", "missing"),
+            ({"prompts": [_identity(kind="quiz")]}, "script.prompts[0].kind", "quiz"),
+            ({"prompts": [_identity(text={})]}, "script.prompts[0].text", "one locale"),
+            (
+                {"prompts": [_identity(text={"en": 5})]},
+                "script.prompts[0].text.en",
+                "string",
+            ),
+            ({"prompts": [_identity(text="hi")]}, "script.prompts[0].text", "table"),
+            (
+                {"prompts": [_identity(expect={"kind": "digits", "length": 0})]},
+                "script.prompts[0].expect.length",
+                "at least 1",
+            ),
+            (
+                {"prompts": [_identity(expect={"kind": "speech", "keywords": ["x"]})]},
+                "script.prompts[0].expect.keywords",
+                "table",
+            ),
+            (
+                {
+                    "prompts": [
+                        _identity(expect={"kind": "speech", "keywords": {"en": "x"}})
+                    ]
+                },
+                "script.prompts[0].expect.keywords.en",
+                "list of words",
+            ),
+            (
+                {"prompts": [_identity(expect={"kind": "morse"})]},
+                "script.prompts[0].expect.kind",
+                "morse",
+            ),
+            (
+                {"prompts": [_identity(weight=-1)]},
+                "script.prompts[0].weight",
+                "negative",
+            ),
+            (
+                {"prompts": [_identity(weight="heavy")]},
+                "script.prompts[0].weight",
+                "number",
+            ),
+            (
+                {"prompts": [_identity(reprompts=-1)]},
+                "script.prompts[0].reprompts",
+                "at least 0",
+            ),
+            (
+                {"prompts": [_identity(recording_notice="yes")]},
+                "script.prompts[0].recording_notice",
+                "true or false",
+            ),
+            (
+                {"prompts": [_identity(timeout=0)]},
+                "script.prompts[0].timeout",
+                "positive",
+            ),
+            (
+                {"prompts": [_identity(text={"zh-CN": "请输入{"})]},
+                "script.prompts[0].text.zh-CN",
+                "does not parse",
+            ),
+            (
+                {"prompts": [_identity(recording_notice=True)]},
+                "script.prompts[0].recording_notice",
+                "only a disclosure",
+            ),
+            (
+                {
+                    "prompts": [
+                        _identity(expect={"kind": "digits", "source": "shoe_size"})
+                    ]
+                },
+                "script.prompts[0].expect.source",
+                "shoe_size",
+            ),
+            (
+                {"prompts": [_identity(expect={"kind": "digits", "length": 4})]},
+                "script.prompts[0].expect.source",
+                "must equal",
+            ),
+            (
+                {"prompts": [_identity(expect={"kind": "speech", "source": "name"})]},
+                "script.prompts[0].expect.source",
+                "purpose",
+            ),
+            (
+                {"prompts": [_identity(expect={"kind": "speech"})]},
+                "script.prompts[0].expect.keywords",
+                "keywords",
+            ),
+            (
+                {
+                    "prompts": [
+                        _identity(
+                            kind="intent", expect={"kind": "yes_no", "answer": "maybe"}
+                        )
+                    ]
+                },
+                "script.prompts[0].expect.answer",
+                "'yes' or 'no'",
+            ),
+            (
+                {
+                    "prompts": [
+                        _identity(
+                            kind="intent",
+                            expect={"kind": "yes_no", "yes_key": "1", "no_key": "1"},
+                        )
+                    ]
+                },
+                "script.prompts[0].expect.no_key",
+                "different keys",
+            ),
+            ({"prompts": [_identity()], "brand": 7}, "script.brand", "string"),
+            (
+                {"prompts": [_identity()], "recording": "yes"},
+                "script.recording",
+                "true or false",
+            ),
+            ({"prompts": [_identity()], "closing": {}}, "script.closing", "one locale"),
+            (
+                {"prompts": [_identity()], "default_locale": "en"},
+                "script.prompts[0].text",
+                "default locale",
+            ),
+            ({"prompts": [_identity()], "voice": "x"}, "script.voice", "unknown key"),
+        ],
+    )
+    def test_mistakes(self, table: dict[str, object], path: str, words: str) -> None:
+        """Each mistake in a script table is reported at its place, in words that say what is wrong."""
+        problems = {p.path: p.message for p in script_problems(table, "script")}
+        assert path in problems, problems
+        assert words in problems[path]
