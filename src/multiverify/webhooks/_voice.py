@@ -25,7 +25,7 @@ from xml.etree import ElementTree as ET
 from .._serde import converter
 from .._session import Session
 from ..channels import ProviderEvent
-from ..exceptions import WebhookFormatError
+from ..exceptions import StepNotFoundError, WebhookFormatError
 from ..providers import CallRoute, VoiceInstruction, callback_url, ncco, twiml
 from ..providers._twilio_voice import answered_by, twilio_status
 from ..providers._voice import verified_query
@@ -97,8 +97,8 @@ def _instruction(
     if session is None:
         return None
     try:
-        state = session.step(route.step_id).channel_state
-    except Exception:  # noqa: BLE001 - a session without the step: nothing to say
+        state = session.step(route.step_id).channel_state or {}
+    except StepNotFoundError:  # a route naming no step of this session: nothing to say
         return None
     calls = state.get("calls") or []
     if not calls or calls[-1].get("number") != route.call:
