@@ -662,3 +662,26 @@ class TestTimersAndMarkers:
             await channel.handle(_context(h), state, Submission(payload={"x": 1}))
         with pytest.raises(InvalidInputError, match="no call state"):
             await channel.handle(_context(h), None, Submission(payload={}))
+
+
+class TestZones:
+    async def test_the_phone_numbers_zones(self, harness: Build) -> None:
+        """With zone = "phone" a US number is called only when it is allowed in all its zones."""
+        router = respx.Router()
+        create = router.post(CALLS).respond(
+            201, json={"sid": "CA1", "status": "queued"}
+        )
+        h = harness(start=datetime(2026, 1, 5, 13, 0, tzinfo=UTC))  # 08:00 New York
+        context = attrs.evolve(
+            _context(h),
+            applicant=attrs.evolve(h.applicant, phone="+14155550123"),
+            options={"zone": "phone"},
+        )
+        outcome = await PhoneCallChannel([_twilio_behind(router)]).start(context)
+        assert isinstance(outcome, Waiting)
+        assert not create.called
+        ((name, due),) = outcome.timers
+        assert name == "dial-1"
+        # 08:00 in Los Angeles (and later still, should the region span more zones).
+        assert due >= datetime(2026, 1, 5, 16, 0, tzinfo=UTC)
+        assert "America/Los_Angeles" in outcome.state.zones
