@@ -328,11 +328,8 @@ class TestFailover:
             "vonage"
         ]
 
-    async def test_failed_call_is_placed_again_elsewhere(self, harness: Build) -> None:
-        """A call Twilio reports failed is placed again at Vonage in the same attempt."""
-        router = respx.Router()
-        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
-        h = harness("vonage", extra=(_twilio_behind(router),), providers=("twilio",))
+    async def _twilio_call_fails(self, h: Any) -> Session:
+        """Start, let Twilio report the first call failed, and run to the end."""
         session = await h.verifier.start(h.applicant)
         await h.settle()
         url = callback_url(
@@ -350,7 +347,16 @@ class TestFailover:
         )
         (event,) = await TwilioVoiceWebhook(TwilioSignature(TOKEN)).parse(request)
         await h.verifier.handle_event(event)
-        done = await h.finish(session.session_id)
+        return await h.finish(session.session_id)
+
+    async def test_failed_call_is_placed_again_elsewhere(self, harness: Build) -> None:
+        """A call Twilio reports failed is placed again at the step's next provider in the same attempt."""
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        h = harness(
+            "vonage", extra=(_twilio_behind(router),), providers=("twilio", "vonage")
+        )
+        done = await self._twilio_call_fails(h)
         result = _result(done)
         assert result.status is ResultStatus.PASSED
         assert result.attempts == 1
@@ -361,6 +367,19 @@ class TestFailover:
         ]
         assert calls[0]["status"] == "failed"
         assert done.step("call").channel_state["failed_providers"] == ["twilio"]
+
+    async def test_only_the_steps_providers(self, harness: Build) -> None:
+        """A step that lists only Twilio never moves its call to another vendor."""
+        router = respx.Router()
+        router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
+        h = harness("vonage", extra=(_twilio_behind(router),), providers=("twilio",))
+        done = await self._twilio_call_fails(h)
+        result = _result(done)
+        assert result.status is ResultStatus.ERROR
+        assert [c["provider"] for c in done.step("call").channel_state["calls"]] == [
+            "twilio"
+        ]
+        assert not h.sandbox.calls
 
     async def test_every_vendor_fails(self, harness: Build) -> None:
         """When no vendor can carry the call the step ends with an error naming each."""

@@ -529,10 +529,18 @@ class PhoneCallChannel:
             )
         return info
 
-    def _other_vendor(self, state: PhoneCallState, failed: str) -> str | None:
+    def _other_vendor(
+        self, context: StepContext, state: PhoneCallState, failed: str
+    ) -> str | None:
+        """The next voice vendor to try: the step's providers in order, else ours."""
         tried = {*state.failed_providers, failed}
-        for name, provider in self._providers.items():
-            if name not in tried and not isinstance(provider, AgentDeskProvider):
+        for name in context.providers or tuple(self._providers):
+            provider = self._providers.get(name)
+            if (
+                name not in tried
+                and provider is not None
+                and not isinstance(provider, AgentDeskProvider)
+            ):
                 return name
         return None
 
@@ -548,7 +556,7 @@ class PhoneCallChannel:
         state = attrs.evolve(
             state, failed_providers=_add(state.failed_providers, failed)
         )
-        while (vendor := self._other_vendor(state, failed)) is not None:
+        while (vendor := self._other_vendor(context, state, failed)) is not None:
             try:
                 return await self._dial(
                     context, options, state, state.next_call, vendor
