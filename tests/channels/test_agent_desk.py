@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
-from multiverify import ChannelResult, ResultStatus, Verifier
+from multiverify import ChannelResult, ResultStatus, Session, Verifier
 from multiverify.channels import AgentDesk, AgentOutcome, PhoneCallChannel
 from multiverify.exceptions import InvalidInputError
 from multiverify.policy import Policy, Step
@@ -175,13 +175,19 @@ class TestAcrossReplicas:
             await verifier.aclose()
 
 
-async def _submitted(**outcome: Any) -> tuple[Verifier, ChannelResult]:
-    """Queue a call, have an agent claim it and report ``outcome``; the step's result."""
+async def _worked(**outcome: Any) -> tuple[Verifier, AgentDesk, Session]:
+    """Queue a call, have an agent claim it and report ``outcome``; the session after."""
     verifier, desk, _, session_id = await _desk()
     task = await desk.claim("a")
     assert task is not None
     await desk.submit(task.task_id, "a", AgentOutcome(**outcome))
-    result = (await verifier.get(session_id)).step("call").result
+    return verifier, desk, await verifier.get(session_id)
+
+
+async def _submitted(**outcome: Any) -> tuple[Verifier, ChannelResult]:
+    """As ``_worked``, for an outcome that ends the step: its result."""
+    verifier, _, session = await _worked(**outcome)
+    result = session.step("call").result
     assert result is not None
     return verifier, result
 
@@ -211,17 +217,12 @@ class TestOutcomes:
 
     async def test_not_now_at_the_opening_question(self) -> None:
         """An applicant answering 'not now' to the opening question is called again later."""
-        verifier, desk, _, session_id = await _desk()
-        task = await desk.claim("a")
-        assert task is not None
-        await desk.submit(
-            task.task_id,
-            "a",
-            AgentOutcome(disposition="confirmed", answers={**RIGHT, "recording": "no"}),
+        verifier, desk, session = await _worked(
+            disposition="confirmed", answers={**RIGHT, "recording": "no"}
         )
         (again,) = await desk.tasks()
         assert again.task_id.endswith(":2")
-        assert not (await verifier.get(session_id)).step("call").result
+        assert not session.step("call").result
         await verifier.aclose()
 
     @pytest.mark.parametrize(
@@ -252,16 +253,9 @@ class TestOutcomes:
 
     async def test_call_back_later_at_the_applicants_time(self) -> None:
         """Call back later at a named time queues the next task then, inside the window."""
-        verifier, desk, _, _ = await _desk()
-        task = await desk.claim("a")
-        assert task is not None
-        await desk.submit(
-            task.task_id,
-            "a",
-            AgentOutcome(
-                disposition="call_back_later",
-                call_back_at=datetime.fromisoformat("2026-01-05T22:30:00+08:00"),
-            ),
+        verifier, desk, _ = await _worked(
+            disposition="call_back_later",
+            call_back_at=datetime.fromisoformat("2026-01-05T22:30:00+08:00"),
         )
         (again,) = await desk.tasks()
         assert again.task_id.endswith(":2")
@@ -271,20 +265,15 @@ class TestOutcomes:
 
     async def test_notes_stay_out_of_the_audit_trail(self) -> None:
         """An agent's notes are kept with the step's state, never in the audit trail."""
-        verifier, desk, _, session_id = await _desk()
-        task = await desk.claim("a")
-        assert task is not None
-        await desk.submit(
-            task.task_id,
-            "a",
-            AgentOutcome(
-                disposition="confirmed", answers=RIGHT, notes="mentions a debt of 9999"
-            ),
+        verifier, _, session = await _worked(
+            disposition="confirmed", answers=RIGHT, notes="mentions a debt of 9999"
         )
-        session = await verifier.get(session_id)
         assert session.step("call").channel_state["notes"] == "mentions a debt of 9999"
         trail = json.dumps(
-            [attrs.asdict(e) for e in await verifier.store.audit_events(session_id)],
+            [
+                attrs.asdict(e)
+                for e in await verifier.store.audit_events(session.session_id)
+            ],
             default=str,
         )
         assert "9999" not in trail
@@ -329,16 +318,9 @@ class TestOutcomes:
 class TestCallBackTimes:
     async def test_a_time_without_zone_is_the_applicants(self) -> None:
         """A call-back time without an offset is read on the applicant's clock."""
-        verifier, desk, _, _ = await _desk()
-        task = await desk.claim("a")
-        assert task is not None
-        await desk.submit(
-            task.task_id,
-            "a",
-            AgentOutcome(
-                disposition="call_back_later",
-                call_back_at=datetime(2026, 1, 5, 18, 0),  # noqa: DTZ001 - local on purpose
-            ),
+        verifier, desk, _ = await _worked(
+            disposition="call_back_later",
+            call_back_at=datetime(2026, 1, 5, 18, 0),  # noqa: DTZ001 - local on purpose
         )
         (again,) = await desk.tasks()
         assert again.call_from == "2026-01-05T18:00:00+08:00"
