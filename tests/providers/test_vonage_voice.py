@@ -488,12 +488,21 @@ class TestGoodbye:
             },
         }
 
-    async def test_ringing_call_is_hung_up(
-        self, voice: VonageVoice, router: respx.Router
+    @pytest.mark.parametrize(
+        ("status", "sent"),
+        [("ringing", {"action": "hangup"}), ("completed", None)],
+        ids=["ringing", "over"],
+    )
+    async def test_nobody_to_hear_it(
+        self,
+        voice: VonageVoice,
+        router: respx.Router,
+        status: str,
+        sent: dict[str, str] | None,
     ) -> None:
-        """A call not yet answered has nobody to hear a goodbye: it is hung up."""
+        """A ringing call is hung up without a goodbye; one already over is left alone."""
         router.get(f"{CALLS}/{UUID}").respond(
-            200, json={"uuid": UUID, "status": "ringing"}
+            200, json={"uuid": UUID, "status": status}
         )
         put = router.put(f"{CALLS}/{UUID}").respond(204)
 
@@ -501,19 +510,7 @@ class TestGoodbye:
             UUID, goodbye=VoiceInstruction(turn=1, language="en", say=["Bye"])
         )
 
-        assert json.loads(put.calls.last.request.content) == {"action": "hangup"}
-
-    async def test_finished_call_is_left_alone(
-        self, voice: VonageVoice, router: respx.Router
-    ) -> None:
-        """A call that already ended is not touched."""
-        router.get(f"{CALLS}/{UUID}").respond(
-            200, json={"uuid": UUID, "status": "completed"}
-        )
-        put = router.put(f"{CALLS}/{UUID}").respond(204)
-
-        await voice.hang_up(
-            UUID, goodbye=VoiceInstruction(turn=1, language="en", say=["Bye"])
-        )
-
-        assert not put.called
+        if sent is None:
+            assert not put.called
+        else:
+            assert json.loads(put.calls.last.request.content) == sent
