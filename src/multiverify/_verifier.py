@@ -735,6 +735,7 @@ class Verifier:
             options=step.options,
             clock=self._clock,
             shared=self._shared,
+            providers=tuple(step.providers),
         )
 
     async def _start_step(
