@@ -78,7 +78,9 @@ class TemporalVerifier:
         new_id: makes session ids.
 
     Raises:
-        ConfigurationError: no policy was given.
+        ConfigurationError: no policy was given, or a policy has a
+            ``[review]`` table: the review queue runs on the embedded and
+            shared-store runtimes (a [`Verifier`][multiverify.Verifier]).
     """
 
     def __init__(
@@ -96,6 +98,12 @@ class TemporalVerifier:
         if not listed:
             raise ConfigurationError(
                 message="a TemporalVerifier needs at least one policy"
+            )
+        reviewed = [policy.name for policy in listed if policy.review is not None]
+        if reviewed:
+            raise ConfigurationError(
+                message=f"policy {reviewed[0]!r} has a [review] table: review "
+                "queues run on the embedded and shared-store runtimes, not on Temporal"
             )
         self._client = client
         self._policies = {policy.hash: policy for policy in listed}
