@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._clock import Clock, SystemClock
 from ._results import Outcome, PolicyRef, Reason, StepSummary, Verdict
 from ._session import Session, SessionStatus, require_review
 from .exceptions import (
@@ -29,7 +30,8 @@ from .policy._review import REVIEW_QUEUE
 
 if TYPE_CHECKING:
     from ._verifier import Verifier
-    from .stores import QueueItem
+    from .policy import Policy
+    from .stores import QueueItem, SessionStore
 
 __all__ = ["ReviewCase", "ReviewEvent", "ReviewQueue", "queue_body"]
 
@@ -130,16 +132,35 @@ class ReviewQueue:
         verifier: the runtime whose store holds the sessions; on a replica
             that only reviews, a Verifier given the policies and no channels
             (it cannot collect evidence itself then).
+        store: instead of a Verifier, a store to read and claim cases in:
+            such a queue lists, shows and claims, but cannot decide.
+        clock: the time source with ``store`` (the system clock by default).
         lease: how long a claim holds a case by default; omitted, the
             ``lease`` of the case's policy (15 minutes unless it says).
+
+    Raises:
+        ConfigurationError: neither a Verifier nor a store was given.
     """
 
     def __init__(
-        self, verifier: Verifier, *, lease: float | timedelta | None = None
+        self,
+        verifier: Verifier | None = None,
+        *,
+        store: SessionStore | None = None,
+        clock: Clock | None = None,
+        lease: float | timedelta | None = None,
     ) -> None:
         self._verifier = verifier
-        self._store = verifier.store
-        self._clock = verifier.clock
+        if verifier is not None:
+            self._store = verifier.store
+            self._clock = verifier.clock
+        elif store is not None:
+            self._store = store
+            self._clock = clock if clock is not None else SystemClock()
+        else:
+            raise ConfigurationError(
+                message="a ReviewQueue needs a Verifier, or a store to read"
+            )
         self._lease = None if lease is None else _seconds(lease)
 
     def __repr__(self) -> str:
@@ -166,7 +187,7 @@ class ReviewQueue:
             if not _matches(item, policy=policy, reason=reason, priority=min_priority):
                 continue
             try:
-                session = await self._verifier.get(item.item_id)
+                session = await self._get(item.item_id)
             except SessionNotFoundError:
                 continue  # purged while queued
             if session.status is SessionStatus.REVIEW:
@@ -181,7 +202,7 @@ class ReviewQueue:
             SessionFinishedError: the session already has its final verdict.
             NotInReviewError: the session is not in review.
         """
-        session = await self._verifier.get(session_id)
+        session = await self._get(session_id)
         require_review(session, collecting=True)
         return self._case(session, await self._item(session_id))
 
@@ -263,8 +284,9 @@ class ReviewQueue:
             SessionFinishedError: it was decided already.
             InvalidInputError: the outcome or reason code is not allowed.
         """
+        verifier = self._deciding()
         await self._hold(case_id, reviewer, None)
-        session = await self._verifier.decide_review(
+        session = await verifier.decide_review(
             case_id, reviewer=reviewer, outcome=outcome, reason=reason, note=note
         )
         assert session.verdict is not None  # noqa: S101 - a decision finishes it
@@ -280,13 +302,31 @@ class ReviewQueue:
             InvalidInputError: the policy offers no such evidence step.
             ConfigurationError: the Verifier lacks the step's channel.
         """
+        verifier = self._deciding()
         await self._hold(case_id, reviewer, None)
-        await self._verifier.request_evidence(
-            case_id, step_id, reviewer=reviewer, note=note
-        )
+        await verifier.request_evidence(case_id, step_id, reviewer=reviewer, note=note)
         return await self.case(case_id)
 
     # -- helpers -------------------------------------------------------------------
+
+    def _deciding(self) -> Verifier:
+        if self._verifier is None:
+            raise ConfigurationError(
+                message="this ReviewQueue reads a store: give it a Verifier to decide"
+            )
+        return self._verifier
+
+    async def _get(self, session_id: str) -> Session:
+        session, _ = await self._store.load(session_id)
+        return session
+
+    def _policy(self, ref: PolicyRef) -> Policy | None:
+        if self._verifier is None:
+            return None
+        try:
+            return self._verifier.policy(ref.hash)
+        except ConfigurationError:
+            return None
 
     async def _item(self, case_id: str) -> QueueItem | None:
         for item in await self._store.queue_items(REVIEW_QUEUE):
@@ -300,11 +340,13 @@ class ReviewQueue:
         if self._lease is not None:
             return self._lease
         try:
-            session = await self._verifier.get(case_id)
-            settings = self._verifier.policy(session.policy.hash).review
-        except (SessionNotFoundError, ConfigurationError):
+            session = await self._get(case_id)
+        except SessionNotFoundError:
             return _DEFAULT_LEASE
-        return _DEFAULT_LEASE if settings is None else settings.lease
+        policy = self._policy(session.policy)
+        if policy is None or policy.review is None:
+            return _DEFAULT_LEASE
+        return policy.review.lease
 
     async def _hold(
         self, case_id: str, reviewer: str, lease: float | timedelta | None
@@ -318,7 +360,7 @@ class ReviewQueue:
         now = self._clock.now()
         item = await self._item(case_id)
         if item is None:
-            session = await self._verifier.get(case_id)
+            session = await self._get(case_id)
             require_review(session)  # finished, collecting, or never in review
             raise NotInReviewError(
                 message=f"session {case_id} is not in the review queue yet",
@@ -349,10 +391,7 @@ class ReviewQueue:
         verdict = session.verdict
         assert review is not None  # noqa: S101 - in review
         assert verdict is not None  # noqa: S101 - in review
-        try:
-            policy = self._verifier.policy(session.policy.hash)
-        except ConfigurationError:
-            policy = None
+        policy = self._policy(session.policy)
         known = {summary.step_id: summary.channel for summary in verdict.steps}
         steps = []
         for record in session.steps:
