@@ -26,7 +26,7 @@ from ._results import (
     StepSummary,
     Verdict,
 )
-from ._review import ReviewCase, ReviewEvent, ReviewQueue
+from ._review import ReviewCase, ReviewEvent, ReviewQueue, ReviewRuntime
 from ._session import ReviewState, Session, SessionStatus, StepRecord, StepState
 from ._specs import ChannelSpec
 from ._verifier import OnReview, OnVerdict, Verifier
@@ -58,6 +58,7 @@ __all__ = [
     "ReviewDecision",
     "ReviewEvent",
     "ReviewQueue",
+    "ReviewRuntime",
     "ReviewSettings",
     "ReviewState",
     "Rule",

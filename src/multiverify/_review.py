@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from ._clock import Clock, SystemClock
 from ._results import Outcome, PolicyRef, Reason, StepSummary, Verdict
-from ._session import Session, SessionStatus, require_review
+from ._session import (
+    DequeueReview,
+    EscalateReview,
+    QueueReview,
+    Session,
+    SessionStatus,
+    require_review,
+)
 from .exceptions import (
     ConfigurationError,
     NotInReviewError,
@@ -29,11 +36,17 @@ from .exceptions import (
 from .policy._review import REVIEW_QUEUE
 
 if TYPE_CHECKING:
-    from ._verifier import Verifier
     from .policy import Policy
-    from .stores import QueueItem, SessionStore
+    from .stores import QueueItem, SessionStore, WorkQueue
 
-__all__ = ["ReviewCase", "ReviewEvent", "ReviewQueue", "queue_body"]
+__all__ = [
+    "ReviewCase",
+    "ReviewEvent",
+    "ReviewQueue",
+    "ReviewRuntime",
+    "queue_body",
+    "run_queue_effect",
+]
 
 _DEFAULT_LEASE = 900.0
 
@@ -121,6 +134,76 @@ def queue_body(session: Session) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
+async def run_queue_effect(
+    queue: WorkQueue,
+    session: Session,
+    effect: QueueReview | DequeueReview | EscalateReview,
+    *,
+    now: datetime,
+) -> ReviewEvent | None:
+    """Carry out a review-queue effect of the core; return what the app hears of.
+
+    Every runtime runs the queue effects with this. Each is idempotent: a
+    repeated enqueue finds the case queued, a repeated removal finds it gone.
+    """
+    sid = session.session_id
+    match effect:
+        case QueueReview():
+            await queue.enqueue(
+                REVIEW_QUEUE,
+                sid,
+                queue_body(session),
+                at=effect.queued_at,
+                priority=effect.priority,
+                available_at=now,
+            )
+            kind = "returned" if effect.returned else "queued"
+            return ReviewEvent(kind=kind, at=now, priority=effect.priority)
+        case EscalateReview():
+            await queue.update_item(
+                REVIEW_QUEUE, sid, body=queue_body(session), priority=effect.priority
+            )
+            return ReviewEvent(kind="escalated", at=now, priority=effect.priority)
+        case DequeueReview():
+            await queue.complete(REVIEW_QUEUE, sid)
+    return None
+
+
+class ReviewRuntime(Protocol):
+    """**Protocol**: the runtime a [`ReviewQueue`][multiverify.ReviewQueue] settles cases through.
+
+    [`Verifier`][multiverify.Verifier] and
+    [`TemporalVerifier`][multiverify.temporal.TemporalVerifier] are ones.
+    """
+
+    @property
+    def clock(self) -> Clock:
+        """The time source leases are measured on."""
+        ...
+
+    def policy(self, ref: str | None = None) -> Policy:
+        """A policy by name or hash."""
+        ...
+
+    async def decide_review(
+        self,
+        session_id: str,
+        *,
+        reviewer: str,
+        outcome: Outcome | str,
+        reason: str,
+        note: str = "",
+    ) -> Session:
+        """Settle a session in review."""
+        ...
+
+    async def request_evidence(
+        self, session_id: str, step_id: str, *, reviewer: str, note: str = ""
+    ) -> Session:
+        """Start an evidence step for a session in review."""
+        ...
+
+
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
@@ -129,38 +212,42 @@ class ReviewQueue:
     """Lets reviewers work the sessions waiting in review, from any replica.
 
     Args:
-        verifier: the runtime whose store holds the sessions; on a replica
-            that only reviews, a Verifier given the policies and no channels
-            (it cannot collect evidence itself then).
-        store: instead of a Verifier, a store to read and claim cases in:
-            such a queue lists, shows and claims, but cannot decide.
+        verifier: the runtime that settles the cases: a
+            [`Verifier`][multiverify.Verifier] (on a replica that only
+            reviews, one given the policies and no channels), or a
+            [`TemporalVerifier`][multiverify.temporal.TemporalVerifier].
+        store: the store the cases are read and claimed in; a Verifier's
+            own by default (a TemporalVerifier needs the workers' store).
+            Given alone, the queue lists, shows and claims, but cannot decide.
         clock: the time source with ``store`` (the system clock by default).
         lease: how long a claim holds a case by default; omitted, the
             ``lease`` of the case's policy (15 minutes unless it says).
 
     Raises:
-        ConfigurationError: neither a Verifier nor a store was given.
+        ConfigurationError: no store was given or found on the runtime.
     """
 
     def __init__(
         self,
-        verifier: Verifier | None = None,
+        verifier: ReviewRuntime | None = None,
         *,
         store: SessionStore | None = None,
         clock: Clock | None = None,
         lease: float | timedelta | None = None,
     ) -> None:
         self._verifier = verifier
-        if verifier is not None:
-            self._store = verifier.store
-            self._clock = verifier.clock
-        elif store is not None:
-            self._store = store
-            self._clock = clock if clock is not None else SystemClock()
-        else:
+        found: SessionStore | None = (
+            store if store is not None else getattr(verifier, "store", None)
+        )
+        if found is None:
             raise ConfigurationError(
-                message="a ReviewQueue needs a Verifier, or a store to read"
+                message="a ReviewQueue needs a store: the one the sessions live in"
             )
+        self._store = found
+        if clock is not None:
+            self._clock = clock
+        else:
+            self._clock = verifier.clock if verifier is not None else SystemClock()
         self._lease = None if lease is None else _seconds(lease)
 
     def __repr__(self) -> str:
@@ -304,12 +391,14 @@ class ReviewQueue:
         """
         verifier = self._deciding()
         await self._hold(case_id, reviewer, None)
-        await verifier.request_evidence(case_id, step_id, reviewer=reviewer, note=note)
-        return await self.case(case_id)
+        session = await verifier.request_evidence(
+            case_id, step_id, reviewer=reviewer, note=note
+        )
+        return self._case(session, await self._item(case_id))
 
     # -- helpers -------------------------------------------------------------------
 
-    def _deciding(self) -> Verifier:
+    def _deciding(self) -> ReviewRuntime:
         if self._verifier is None:
             raise ConfigurationError(
                 message="this ReviewQueue reads a store: give it a Verifier to decide"

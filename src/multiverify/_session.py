@@ -69,6 +69,8 @@ __all__ = [
     "StepUpdated",
     "TimerFired",
     "Transition",
+    "check_decision",
+    "check_evidence",
     "new_session",
     "require_input",
     "require_review",
@@ -623,6 +625,33 @@ def check_decision(policy: Policy, decision: ReviewDecided) -> None:
             "(lowercase letters, digits, _ . -)",
             field="reason",
         )
+
+
+def check_evidence(policy: Policy, session: Session, step_id: str) -> Step:
+    """Check that ``step_id`` can be collected as evidence now; return its step.
+
+    Raises:
+        SessionFinishedError: the session has its final verdict or was cancelled.
+        NotInReviewError: the session is not in review.
+        InvalidInputError: the policy offers no such evidence step, or it is
+            being collected already (``field`` is ``step_id``).
+    """
+    require_review(session, collecting=True)
+    settings = policy.review
+    step = None if settings is None else settings.evidence_step(step_id)
+    if step is None:
+        offered = () if settings is None else settings.evidence
+        raise InvalidInputError(
+            message=f"policy {policy.name} offers no evidence step {step_id!r} "
+            f"(offered: {', '.join(s.id for s in offered) or 'none'})",
+            field="step_id",
+        )
+    if any(r.step_id == step_id and r.state.active for r in session.steps):
+        raise InvalidInputError(
+            message=f"evidence step {step_id!r} is being collected already",
+            field="step_id",
+        )
+    return step
 
 
 def waiting_challenge(session: Session, step_id: str) -> Challenge | None:

@@ -23,7 +23,7 @@ from ._audit import AuditTrail
 from ._clock import Clock, SystemClock
 from ._http import retrying
 from ._results import Challenge, Outcome, Verdict
-from ._review import ReviewEvent, queue_body
+from ._review import ReviewEvent, run_queue_effect
 from ._serde import converter
 from ._session import (
     Cancel,
@@ -50,6 +50,7 @@ from ._session import (
     StepUpdated,
     TimerFired,
     check_decision,
+    check_evidence,
     new_session,
     require_input,
     require_review,
@@ -78,7 +79,6 @@ from .exceptions import (
     StepNotWaitingError,
 )
 from .policy import Policy, RetrySettings
-from .policy._review import REVIEW_QUEUE
 from .stores import MemoryStore, SessionStore, SharedState
 
 __all__ = ["OnReview", "OnVerdict", "Verifier"]
@@ -469,25 +469,7 @@ class Verifier:
         )
 
         def check(session: Session) -> None:
-            require_review(session, collecting=True)
-            settings = self._policy_of(session).review
-            step = None if settings is None else settings.evidence_step(step_id)
-            if step is None:
-                offered = () if settings is None else settings.evidence
-                raise InvalidInputError(
-                    message=f"policy {session.policy.name} offers no evidence step "
-                    f"{step_id!r} (offered: "
-                    f"{', '.join(s.id for s in offered) or 'none'})",
-                    field="step_id",
-                )
-            if any(
-                record.step_id == step_id and record.state.active
-                for record in session.steps
-            ):
-                raise InvalidInputError(
-                    message=f"evidence step {step_id!r} is being collected already",
-                    field="step_id",
-                )
+            step = check_evidence(self._policy_of(session), session, step_id)
             if step.channel not in self._registry:
                 raise ConfigurationError(
                     message=f"this Verifier has no channel {step.channel!r} to "
@@ -785,7 +767,9 @@ class Verifier:
                     await self._store.complete_effect(sid, effect.effect_id)
                     verdicts.append(effect.verdict)
                 case QueueReview() | DequeueReview() | EscalateReview():
-                    event = await self._queue_work(session, effect)
+                    event = await run_queue_effect(
+                        self._store, session, effect, now=self._clock.now()
+                    )
                     await self._store.complete_effect(sid, effect.effect_id)
                     if event is not None:
                         verdicts.append(event)
@@ -802,36 +786,6 @@ class Verifier:
                     if isinstance(effect, StartStep):
                         self._running[key] = task
         return verdicts
-
-    async def _queue_work(
-        self, session: Session, effect: QueueReview | DequeueReview | EscalateReview
-    ) -> ReviewEvent | None:
-        """Carry out a review-queue effect; return the event the app hears of."""
-        sid = session.session_id
-        now = self._clock.now()
-        match effect:
-            case QueueReview():
-                await self._store.enqueue(
-                    REVIEW_QUEUE,
-                    sid,
-                    queue_body(session),
-                    at=effect.queued_at,
-                    priority=effect.priority,
-                    available_at=now,
-                )
-                kind = "returned" if effect.returned else "queued"
-                return ReviewEvent(kind=kind, at=now, priority=effect.priority)
-            case EscalateReview():
-                await self._store.update_item(
-                    REVIEW_QUEUE,
-                    sid,
-                    body=queue_body(session),
-                    priority=effect.priority,
-                )
-                return ReviewEvent(kind="escalated", at=now, priority=effect.priority)
-            case DequeueReview():
-                await self._store.complete(REVIEW_QUEUE, sid)
-        return None
 
     async def _call_hooks(
         self, session: Session, announcement: Verdict | ReviewEvent

@@ -14,7 +14,6 @@ from multiverify import (
     AuditTrail,
     Outcome,
     Policy,
-    ReviewSettings,
     Rule,
     SessionStatus,
     Step,
@@ -74,17 +73,6 @@ class TestTemporalVerifier:
         """No policy is a configuration error."""
         with pytest.raises(ConfigurationError):
             TemporalVerifier(client, [])
-
-    def test_policies_with_a_review_table_are_refused(self, client: Client) -> None:
-        """The review queue is not on Temporal: such a policy is refused at once."""
-        policy = Policy(
-            name="reviewed",
-            version="1",
-            steps=[Step(id="bureau", channel="credit_bureau")],
-            review=ReviewSettings(sla="1h"),
-        )
-        with pytest.raises(ConfigurationError, match=r"\[review\]"):
-            TemporalVerifier(client, policy)
 
     def test_finds_policies_by_name_and_hash(self, client: Client) -> None:
         """Policies are found by name or hash; an unknown one is an error."""
