@@ -39,6 +39,7 @@ from .exceptions import (
 )
 from .policy import Policy, Step
 from .policy._cel import ConditionError, make_context
+from .policy._review import reason_code_ok
 
 __all__ = [
     "REVIEW_ESCALATE_TIMER",
@@ -602,8 +603,6 @@ def check_decision(policy: Policy, decision: ReviewDecided) -> None:
             reason code is malformed or not one the policy allows, or the
             reviewer is missing (``field`` names which).
     """
-    from .policy._review import reason_code_ok  # noqa: PLC0415 - policy internals
-
     if decision.outcome not in (Outcome.APPROVED, Outcome.REJECTED):
         raise InvalidInputError(
             message="a review decides approved or rejected", field="outcome"

@@ -10,6 +10,7 @@ from multiverify.policy import (
     Policy,
     ReviewSettings,
     Step,
+    explain_policy,
     parse_policy,
     policy_from_dict,
 )
@@ -207,3 +208,21 @@ reason = "video.ok"
                 review=ReviewSettings(fallback="review"),
             )
         assert caught.value.problems[0].path == "review.fallback"
+
+
+class TestExplained:
+    def test_policy_explain_describes_the_table(self) -> None:
+        """explain_policy says who settles a verdict of review, how soon, with what."""
+        text = explain_policy(parse_policy(REVIEWED, format="toml"))
+        assert "Review: a verdict of review waits for a person" in text
+        assert (
+            "priority 2; escalates by 5 after 4h; becomes rejected after 1d "
+            "undecided; claims last 10m." in text
+        )
+        assert "Reasons to approve: identity_confirmed." in text
+        assert "Evidence on request: video — video_sign; times out after 1h" in text
+        bare = explain_policy(
+            parse_policy(BASE + "\n[review]\nlease = '5m'\n", format="toml")
+        )
+        assert "  priority 0; claims last 5m." in bare
+        assert "Reasons to reject: any code." in bare
