@@ -625,3 +625,58 @@ class TestReviewOnlyReplica:
         with pytest.raises(ConfigurationError):
             ReviewQueue()
         assert "review" in repr(reader)
+
+
+class TestCrashes:
+    async def test_a_queue_write_lost_in_a_crash_is_resumed(
+        self, store: SessionStore, clock: FakeClock
+    ) -> None:
+        """The case entered review but its enqueue failed: a restarted replica queues it."""
+
+        class Flaky:
+            """The store, except that enqueueing fails (the replica dies there)."""
+
+            def __init__(self, inner: SessionStore) -> None:
+                self._inner = inner
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self._inner, name)
+
+            async def enqueue(self, *args: object, **kwargs: object) -> bool:
+                raise StoreUnavailableError(message="gone", store="test")
+
+        crashed = Replica(Flaky(store), clock)  # type: ignore[arg-type]
+        session_id = await crashed.in_review()
+        await crashed.verifier.aclose()
+        assert await store.queue_items("review") == []
+        assert (await store.load(session_id))[0].status is SessionStatus.REVIEW
+
+        restarted = Replica(store, clock)
+        assert await restarted.verifier.resume() >= 1
+        await restarted.verifier.wait_idle()
+
+        [case] = await restarted.queue.pending()
+        assert case.session_id == session_id
+        assert [event.kind for event in restarted.events] == ["queued"]
+        await restarted.verifier.aclose()
+
+    async def test_two_replicas_firing_the_sla_escalate_once(
+        self, replicas: tuple[Replica, Replica], clock: FakeClock
+    ) -> None:
+        """Both replicas see the SLA timer due: the case escalates once."""
+        one, two = replicas
+        session_id = await one.in_review()
+        await one.verifier.aclose()  # its in-process timers go with it
+        three = Replica(one.verifier.store, clock)  # a fresh replica on that store
+        await clock.advance(4 * HOUR + 1)
+        fired = await asyncio.gather(
+            two.verifier.fire_due_timers(), three.verifier.fire_due_timers()
+        )
+        await two.verifier.wait_idle()
+        await three.verifier.wait_idle()
+        assert sum(fired) >= 1
+        [case] = await two.queue.pending()
+        assert case.session_id == session_id
+        assert case.priority == 11
+        assert [e.kind for e in [*two.events, *three.events]] == ["escalated"]
+        await three.verifier.aclose()
