@@ -107,10 +107,10 @@ def case_json(case: ReviewCase, *, now: datetime) -> dict[str, Any]:
         ],
         "evidence_requested": list(case.evidence),
         "collecting": case.collecting,
-        "claimed_by": case.claimed_by if case.claimed(now) else None,
-        "claimed_until": case.claimed_until.isoformat()
-        if case.claimed(now) and case.claimed_until is not None
-        else None,
+        "claimed_by": case.claimed_by,
+        "claimed_until": None
+        if case.claimed_until is None
+        else case.claimed_until.isoformat(),
     }
 
 
@@ -156,7 +156,7 @@ def _cases_table(cases: Sequence[ReviewCase], now: datetime) -> Table:
             _age(case.age(now)),
             ", ".join(case.reason_codes),
             _step_text(case),
-            case.claimed_by if case.claimed(now) and case.claimed_by else "",
+            case.claimed_by or "",
         )
     return table
 
@@ -171,7 +171,7 @@ def _case_panel(case: ReviewCase, now: datetime) -> Panel:
             f"priority {case.priority}" + (", escalated" if case.escalated else "")
         ),
     ]
-    if case.claimed(now):
+    if case.claimed_by is not None:
         lines.append(Text(f"Claimed by {case.claimed_by} until {case.claimed_until}"))
     if case.collecting:
         lines.append(

@@ -480,6 +480,7 @@ class ReviewQueue:
         verdict = session.verdict
         assert review is not None  # noqa: S101 - in review
         assert verdict is not None  # noqa: S101 - in review
+        held = item is not None and item.claimed(self._clock.now())
         policy = self._policy(session.policy)
         known = {summary.step_id: summary.channel for summary in verdict.steps}
         steps = []
@@ -508,8 +509,8 @@ class ReviewQueue:
             steps=tuple(steps),
             evidence=review.evidence,
             collecting=any(record.state.active for record in session.steps),
-            claimed_by=None if item is None else item.claimed_by,
-            claimed_until=None if item is None else item.claimed_until,
+            claimed_by=item.claimed_by if item is not None and held else None,
+            claimed_until=item.claimed_until if item is not None and held else None,
         )
 
 

@@ -680,3 +680,16 @@ class TestCrashes:
         assert case.priority == 11
         assert [e.kind for e in [*two.events, *three.events]] == ["escalated"]
         await three.verifier.aclose()
+
+
+async def test_a_lapsed_claim_shows_no_holder(
+    replica: Replica, clock: FakeClock
+) -> None:
+    """Once a lease lapses the case shows unclaimed, though nobody took it over."""
+    session_id = await replica.in_review()
+    await replica.queue.claim("alice", lease=60)
+    await clock.advance(61)
+    case = await replica.queue.case(session_id)
+    assert case.claimed_by is None
+    assert case.claimed_until is None
+    assert not case.claimed(clock.now())
