@@ -693,3 +693,23 @@ async def test_a_lapsed_claim_shows_no_holder(
     assert case.claimed_by is None
     assert case.claimed_until is None
     assert not case.claimed(clock.now())
+
+
+async def test_a_failing_review_hook_is_logged(
+    store: SessionStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises is logged; the case is queued all the same."""
+
+    async def broken(session: Session, event: ReviewEvent) -> None:
+        raise RuntimeError("the app's pager is down")
+
+    verifier = Verifier(
+        POLICY, channels=channels(), store=store, clock=clock, on_review=[broken]
+    )
+    session = await verifier.start(applicant())
+    await verifier.wait_idle()
+    assert [c.session_id for c in await ReviewQueue(verifier).pending()] == [
+        session.session_id
+    ]
+    assert "on_review hook failed" in caplog.text
+    await verifier.aclose()
