@@ -13,6 +13,11 @@ from multiverify import (
     Policy,
     ResultStatus,
     RetrySettings,
+    ReviewCase,
+    ReviewDecision,
+    ReviewEvent,
+    ReviewQueue,
+    ReviewSettings,
     Rule,
     Session,
     Step,
@@ -20,7 +25,12 @@ from multiverify import (
     Verifier,
 )
 from multiverify.channels import Finished, ProviderEvent, StepContext, StepOutcome
-from multiverify.exceptions import ProviderError, StepNotWaitingError
+from multiverify.exceptions import (
+    NotInReviewError,
+    ProviderError,
+    ReviewClaimedError,
+    StepNotWaitingError,
+)
 from multiverify.policy import load_policy
 from multiverify.stores import SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -258,3 +268,38 @@ async def phone_app(applicant: Applicant, verifier: Verifier) -> None:
             AgentOutcome(disposition="confirmed", answers={"year": "1990"}),
         )
         del applied
+
+
+async def review_app(store: SqliteStore, policy: Policy) -> None:
+    """A review desk: hooks, a channel-less Verifier, claims and decisions."""
+
+    async def heard(session: Session, event: ReviewEvent) -> None:
+        kind: str = event.kind
+        del session, kind
+
+    reviewed = Policy(
+        name="p",
+        version="1",
+        steps=[Step(id="bureau", channel="credit_bureau")],
+        review=ReviewSettings(sla="4h", fallback_after="1d", fallback=Outcome.REJECTED),
+    )
+    verifier = Verifier([reviewed, policy], store=store, on_review=[heard])
+    queue = ReviewQueue(verifier, lease=600)
+    cases: list[ReviewCase] = await queue.pending(reason="bureau.thin_file")
+    del cases
+    case = await queue.claim("alice", min_priority=5)
+    if case is None:
+        return
+    age: float = case.age(verifier.clock.now())
+    del age
+    try:
+        verdict: Verdict = await queue.decide(
+            case.session_id, "alice", outcome=Outcome.APPROVED, reason="ok", note="n"
+        )
+    except (ReviewClaimedError, NotInReviewError):
+        return
+    decision: ReviewDecision | None = verdict.review
+    automatic: Verdict | None = verdict.automatic
+    del decision, automatic
+    reader = ReviewQueue(store=store)
+    await reader.release(case.session_id, "alice")
