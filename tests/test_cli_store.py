@@ -6,13 +6,11 @@ import asyncio
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from multiverify import Applicant, LoanApplication, Policy, Step, Verifier
 from multiverify._cli import create_cli
-from multiverify._cli_store import open_store
-from multiverify.stores import PostgresStore, RedisStore, SqliteStore
+from multiverify.stores import SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 APPLICANT = Applicant(
@@ -79,14 +77,20 @@ class TestPurge:
         )
         assert "of 0 sessions" in again.stdout
 
-    def test_bad_duration(self, tmp_path: Path) -> None:
-        """A period that is not a duration is a usage error."""
+    def test_bad_duration_or_store(self, tmp_path: Path) -> None:
+        """A period that is not a duration, or a store URL of no known kind, is a usage error."""
         result = CliRunner().invoke(
             create_cli(),
             ["store", "purge", "--older-than", "a month", "--store", "x.db"],
         )
         assert result.exit_code == 2
         assert "not a duration" in result.output
+        result = CliRunner().invoke(
+            create_cli(),
+            ["store", "purge", "--older-than", "1d", "--store", "mysql://x/y"],
+        )
+        assert result.exit_code == 2
+        assert "unknown store scheme" in result.output
 
     def test_unreachable_store(self) -> None:
         """A store that cannot be reached is a one-line error, exit 1."""
@@ -105,23 +109,15 @@ class TestPurge:
         assert "Error:" in result.output
 
 
-@pytest.mark.parametrize(
-    ("spec", "kind"),
-    [
-        ("postgresql://u@127.0.0.1/db", PostgresStore),
-        ("postgres://u@127.0.0.1/db", PostgresStore),
-        ("redis://127.0.0.1:6379/0", RedisStore),
-        ("sessions.db", SqliteStore),
-        ("sqlite:///var/lib/mv.db", SqliteStore),
-    ],
-)
-async def test_open_store(spec: str, kind: type) -> None:
-    """A --store value names its kind of store by its URL scheme."""
-    store = open_store(spec)
-    try:
-        assert isinstance(store, kind)
-    finally:
-        await store.aclose()
+def test_missing_sqlite_file(tmp_path: Path) -> None:
+    """A SQLite path that holds no store is a usage error (no empty store is made)."""
+    result = CliRunner().invoke(
+        create_cli(),
+        ["store", "purge", "--older-than", "1d", "--store", str(tmp_path / "no.db")],
+    )
+    assert result.exit_code == 2
+    assert "no SQLite store" in result.output
+    assert not (tmp_path / "no.db").exists()
 
 
 def test_purge_joins_an_existing_store_group() -> None:

@@ -20,15 +20,17 @@ from ._results import (
     PolicyRef,
     Reason,
     ResultStatus,
+    ReviewDecision,
     RuleTrace,
     Signal,
     StepSummary,
     Verdict,
 )
-from ._session import Session, SessionStatus, StepRecord, StepState
+from ._review import ReviewCase, ReviewEvent, ReviewQueue, ReviewRuntime
+from ._session import ReviewState, Session, SessionStatus, StepRecord, StepState
 from ._specs import ChannelSpec
-from ._verifier import OnVerdict, Verifier
-from .policy import Fallback, Policy, RetrySettings, Rule, Step
+from ._verifier import OnReview, OnVerdict, Verifier
+from .policy import Fallback, Policy, RetrySettings, ReviewSettings, Rule, Step
 
 __all__ = [
     "Address",
@@ -43,6 +45,7 @@ __all__ = [
     "Evidence",
     "Fallback",
     "LoanApplication",
+    "OnReview",
     "OnVerdict",
     "Outcome",
     "Policy",
@@ -51,6 +54,13 @@ __all__ = [
     "RepaymentSchedule",
     "ResultStatus",
     "RetrySettings",
+    "ReviewCase",
+    "ReviewDecision",
+    "ReviewEvent",
+    "ReviewQueue",
+    "ReviewRuntime",
+    "ReviewSettings",
+    "ReviewState",
     "Rule",
     "RuleTrace",
     "Session",

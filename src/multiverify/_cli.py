@@ -453,6 +453,10 @@ def create_cli() -> click.Group:
         if not count:
             click.echo(f"{db}: no audit events", err=True)
 
+    from ._cli_review import review_group  # noqa: PLC0415 - needs the cli extra
+
+    cli.add_command(review_group())
+
     from ._cli_store import register  # noqa: PLC0415 - needs click, known to be here
 
     register(cli)

@@ -11,39 +11,19 @@ from datetime import UTC, datetime
 
 import click
 
+from ._cli_review import _opened
 from ._duration import parse_duration
 from .compliance import PurgeReport, purge_personal_data
 from .exceptions import MultiverifyError
-from .stores import PostgresStore, RedisStore, SessionStore, SqliteStore
 
-__all__ = ["open_store", "register", "store_group"]
-
-
-def open_store(spec: str) -> SessionStore:
-    """The store a ``--store`` value names: a PostgreSQL or Redis URL, else a SQLite file.
-
-    Raises:
-        ConfigurationError: a URL the store refuses, or its extra is missing.
-    """
-    scheme = spec.partition("://")[0].lower() if "://" in spec else ""
-    if scheme in ("postgres", "postgresql"):
-        return PostgresStore(spec)
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisStore(spec)
-    return SqliteStore(spec.removeprefix("sqlite:///") if scheme == "sqlite" else spec)
+__all__ = ["register", "store_group"]
 
 
-async def _purge(spec: str, older_than: str, *, dry_run: bool) -> PurgeReport:
-    store = open_store(spec)
-    try:
-        open_ = getattr(store, "open", None)
-        if open_ is not None:
-            await open_()
+async def _purge(target: str, older_than: str, *, dry_run: bool) -> PurgeReport:
+    async with _opened(target) as store:
         return await purge_personal_data(
             store, older_than=older_than, now=datetime.now(UTC), dry_run=dry_run
         )
-    finally:
-        await store.aclose()
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -72,7 +52,9 @@ def store_group() -> None:
     "spec",
     required=True,
     envvar="MULTIVERIFY_STORE",
-    help="A SQLite file, or a postgresql:// or redis:// URL.",
+    help="The store: a postgresql:// or redis:// URL, sqlite:///PATH, or the "
+    "path of a SQLite file (env MULTIVERIFY_STORE; a schema or key prefix "
+    "other than multiverify from MULTIVERIFY_STORE_SCHEMA / _PREFIX).",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be purged.")
 def purge(older_than: str, spec: str, dry_run: bool) -> None:

@@ -26,7 +26,9 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     │   ├── SessionFinishedError      input for a session that has a verdict
     │   ├── ConcurrentUpdateError     another writer saved first (compare-and-set)
     │   ├── StepNotFoundError         .step_id
-    │   └── StepNotWaitingError       input for a step that is not waiting (.step_id)
+    │   ├── StepNotWaitingError       input for a step that is not waiting (.step_id)
+    │   ├── NotInReviewError          a review call for a session that does not wait for one
+    │   └── ReviewClaimedError        another reviewer holds the case (.claimed_by .claimed_until)
     └── AuditIntegrityError           a tampered audit trail (.index)
 """
 
@@ -43,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "InvalidInputError",
     "MultiverifyError",
+    "NotInReviewError",
     "PhoneNumberRefusedError",
     "PolicyError",
     "PolicyProblem",
@@ -54,6 +57,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderUnavailableError",
     "QuotaExceededError",
+    "ReviewClaimedError",
     "SessionError",
     "SessionFinishedError",
     "SessionNotFoundError",
@@ -291,6 +295,29 @@ class StepNotWaitingError(SessionError):
     """The step is not waiting for input (not started, or already finished)."""
 
     step_id: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class NotInReviewError(SessionError):
+    """The session does not wait for a review decision (yet, or any more).
+
+    It is still running its steps, or it waits for evidence a reviewer asked
+    for; a session with its final verdict raises `SessionFinishedError`.
+    """
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ReviewClaimedError(SessionError):
+    """Another reviewer's claim holds the case; nothing was changed.
+
+    Attributes:
+        claimed_by: who holds it (``None`` when the claim is no longer
+            the caller's and nobody else's either: claim it again).
+        claimed_until: when that claim lapses.
+    """
+
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
 
 
 @attrs.define(auto_exc=True, kw_only=True)

@@ -13,6 +13,11 @@ from multiverify import (
     Policy,
     ResultStatus,
     RetrySettings,
+    ReviewCase,
+    ReviewDecision,
+    ReviewEvent,
+    ReviewQueue,
+    ReviewSettings,
     Rule,
     Session,
     Step,
@@ -20,7 +25,12 @@ from multiverify import (
     Verifier,
 )
 from multiverify.channels import Finished, ProviderEvent, StepContext, StepOutcome
-from multiverify.exceptions import ProviderError, StepNotWaitingError
+from multiverify.exceptions import (
+    NotInReviewError,
+    ProviderError,
+    ReviewClaimedError,
+    StepNotWaitingError,
+)
 from multiverify.policy import load_policy
 from multiverify.stores import SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -161,3 +171,135 @@ async def sms_app(applicant: Applicant, verifier: Verifier) -> None:
     handler = TwilioMessageStatus(TwilioSignature("token"))
     del handler
     await channel.aclose()
+
+
+async def phone_app(applicant: Applicant, verifier: Verifier) -> None:
+    """The confirmation-call channel, its vendors, webhooks and agent desk, wired as an app does."""
+    from multiverify.channels import (
+        AgentDesk,
+        AgentOutcome,
+        AgentTask,
+        Analysis,
+        CallAnalyzer,
+        CallScript,
+        Expect,
+        MismatchAction,
+        PhoneCallChannel,
+        Prompt,
+        PromptKind,
+        SpeechAnswer,
+    )
+    from multiverify.compliance import AttemptSchedule, CallingWindow, NextDayAt
+    from multiverify.providers import (
+        AgentDeskProvider,
+        TwilioAccount,
+        TwilioVoice,
+        VoiceInstruction,
+        VoiceProvider,
+        VonageApplication,
+        VonageVoice,
+    )
+    from multiverify.webhooks import (
+        TwilioSignature,
+        TwilioVoiceWebhook,
+        VonageSignature,
+        VonageVoiceWebhook,
+        WebhookHandler,
+    )
+
+    class Transcripts:
+        """A user's own analyzer of spoken answers."""
+
+        async def analyze(self, answer: SpeechAnswer, /) -> Analysis:
+            return Analysis(matched=answer.transcript != "", confidence=0.9)
+
+    analyzer: CallAnalyzer = Transcripts()
+    twilio: VoiceProvider = TwilioVoice(
+        account=TwilioAccount(account_sid="AC1", auth_token="token"),
+        from_number="+8610555010",
+        callback_url="https://app.example/hooks/twilio-voice",
+    )
+    vonage: VoiceProvider = VonageVoice(
+        application=VonageApplication(application_id="app", private_key="-----"),
+        from_number="+8610555010",
+        callback_url="https://app.example/hooks/vonage-voice",
+        callback_key="url-key",
+    )
+    store = SqliteStore("verify.db")
+    desk_provider = AgentDeskProvider(queue=store)
+    channel = PhoneCallChannel([twilio, vonage, desk_provider], analyzer=analyzer)
+    script = CallScript(
+        name="short",
+        recording=True,
+        prompts=[
+            Prompt(
+                id="notice",
+                kind=PromptKind.DISCLOSURE,
+                recording_notice=True,
+                text={"zh-CN": "本次通话将被录音。", "en": "This call is recorded."},
+                expect=Expect(kind="yes_no"),
+                on_mismatch=MismatchAction.CALL_BACK,
+            ),
+            Prompt(
+                id="year",
+                kind=PromptKind.IDENTITY,
+                text={"zh-CN": "请输入出生年份。"},
+                expect=Expect(kind="digits", length=4, source="birth_year"),
+                hesitation=8.0,
+            ),
+        ],
+    )
+    window = CallingWindow(blocked_dates={date(2026, 10, 1)})
+    schedule = AttemptSchedule(retries=(1800.0, NextDayAt(at=window.start)))
+    del script, schedule, channel
+    handlers: list[WebhookHandler] = [
+        TwilioVoiceWebhook(TwilioSignature("token"), voices={"zh-CN": "Polly.Zhiyu"}),
+        VonageVoiceWebhook(VonageSignature("secret"), callback_key="url-key"),
+    ]
+    del handlers
+    goodbye = VoiceInstruction(turn=1, language="en", say=["Bye"], hangup=True)
+    await twilio.hang_up("CA1", goodbye=goodbye)
+    desk = AgentDesk(queue=store, submitter=verifier, clock=FakeClock())
+    task: AgentTask | None = await desk.claim("agent-7", lease=600)
+    if task is not None:
+        applied: bool = await desk.submit(
+            task.task_id,
+            "agent-7",
+            AgentOutcome(disposition="confirmed", answers={"year": "1990"}),
+        )
+        del applied
+
+
+async def review_app(store: SqliteStore, policy: Policy) -> None:
+    """A review desk: hooks, a channel-less Verifier, claims and decisions."""
+
+    async def heard(session: Session, event: ReviewEvent) -> None:
+        kind: str = event.kind
+        del session, kind
+
+    reviewed = Policy(
+        name="p",
+        version="1",
+        steps=[Step(id="bureau", channel="credit_bureau")],
+        review=ReviewSettings(sla="4h", fallback_after="1d", fallback=Outcome.REJECTED),
+    )
+    verifier = Verifier([reviewed, policy], store=store, on_review=[heard])
+    queue = ReviewQueue(verifier, lease=600)
+    cases: list[ReviewCase] = await queue.pending(reason="bureau.thin_file")
+    del cases
+    case = await queue.claim("alice", min_priority=5)
+    if case is None:
+        return
+    age: float = case.age(verifier.clock.now())
+    del age
+    try:
+        verdict: Verdict = await queue.decide(
+            case.session_id, "alice", outcome=Outcome.APPROVED, reason="ok", note="n"
+        )
+    except (ReviewClaimedError, NotInReviewError):
+        return
+    decision: ReviewDecision | None = verdict.review
+    automatic: Verdict | None = verdict.automatic
+    del decision, automatic
+    reader = ReviewQueue(store=store)
+    await reader.release(case.session_id, "alice")
