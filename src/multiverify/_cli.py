@@ -381,7 +381,7 @@ def create_cli() -> click.Group:
         db: Path | None,
         speed: float,
     ) -> None:
-        """Run one verification offline, with simulated channels and a persona.
+        """Run one verification offline, on sandbox vendors, with a persona.
 
         Shows each step's progress live, then the verdict and its explanation.
         """

@@ -36,6 +36,7 @@ from multiverify.channels import (
 from multiverify.exceptions import (
     ConfigurationError,
     InvalidInputError,
+    PolicyError,
     ProviderRejectedError,
     ProviderResponseError,
     ProviderUnavailableError,
@@ -638,12 +639,24 @@ class TestConfiguration:
             {"min_score": "high"},
         ],
     )
-    async def test_bad_options_error_the_step(self, options: dict[str, Any]) -> None:
-        """Invalid step options end the step as ``error`` with the option named."""
-        session = await run(channel(), options=options)
-        result = bureau_step(session).result
-        assert result.status is ResultStatus.ERROR
-        assert "credit_bureau step options" in result.detail
+    async def test_bad_options(self, options: dict[str, Any]) -> None:
+        """Invalid step options are located when the policy is built, and refused by the channel."""
+        with pytest.raises(PolicyError) as caught:
+            policy(options=options)
+        (problem,) = caught.value.problems
+        assert problem.path.startswith("steps[0].options.")
+        context = StepContext(
+            session_id="s1",
+            step_id="bureau",
+            attempt=1,
+            provider=None,
+            idempotency_key="s1:bureau:1",
+            applicant=applicant(),
+            options=options,
+            clock=FakeClock(T0),
+        )
+        with pytest.raises(ConfigurationError, match="credit_bureau step options"):
+            await channel().start(context)
 
     async def test_takes_no_input_and_closes_providers(self) -> None:
         """handle refuses input, cancel does nothing, aclose closes every provider."""

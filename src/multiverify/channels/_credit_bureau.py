@@ -30,7 +30,7 @@ import attrs
 from .._applicant import Consent
 from .._duration import parse_duration
 from .._results import ChannelResult, Evidence, ResultStatus, Signal
-from .._specs import BUILTIN_CHANNELS, ChannelSpec
+from .._specs import BUILTIN_CHANNELS, ChannelSpec, bureau_options_problems
 from ..exceptions import (
     ConfigurationError,
     InvalidInputError,
@@ -486,25 +486,16 @@ class CreditBureauChannel:
             ) from None
 
     def _settings(self, options: Mapping[str, Any]) -> _Settings:
+        problems = bureau_options_problems(options, {}, "options")
+        if problems:
+            raise _bad_option("; ".join(str(problem) for problem in problems))
         settings = self._default
         if "purpose" in options:
-            purpose = options["purpose"]
-            if not isinstance(purpose, str) or not purpose.strip():
-                raise _bad_option(
-                    f"purpose must be a non-empty string, got {purpose!r}"
-                )
-            settings = attrs.evolve(settings, purpose=purpose.strip())
+            settings = attrs.evolve(settings, purpose=str(options["purpose"]).strip())
         if "reuse_ttl" in options:
-            try:
-                seconds = parse_duration(options["reuse_ttl"])
-            except ValueError as exc:
-                raise _bad_option(f"reuse_ttl: {exc}") from None
-            if seconds < 0:
-                raise _bad_option("reuse_ttl must not be negative")
-            settings = attrs.evolve(settings, reuse_ttl=seconds)
+            settings = attrs.evolve(
+                settings, reuse_ttl=parse_duration(options["reuse_ttl"])
+            )
         if "min_score" in options:
-            score = options["min_score"]
-            if isinstance(score, bool) or not isinstance(score, int):
-                raise _bad_option(f"min_score must be a whole number, got {score!r}")
-            settings = attrs.evolve(settings, min_score=score)
+            settings = attrs.evolve(settings, min_score=int(options["min_score"]))
         return settings
