@@ -673,16 +673,22 @@ class TestMappingConfiguration:
         with pytest.raises(ConfigurationError, match="not JSON"):
             bureau(client, template={"a": object()})
 
-    def test_literals_and_escapes(self) -> None:
-        """Literal strings pass through; ``$$`` escapes a leading dollar."""
-        from multiverify.providers._bureau_http import _fill
-
-        filled = _fill(
-            {"a": "$$5", "b": "plain", "c": [1, True, None], "d": "$date_of_birth"},
-            cn_applicant(),
-            request(),
+    async def test_literals_and_escapes(
+        self, router: respx.Router, client: httpx.AsyncClient
+    ) -> None:
+        """Literal strings, numbers, booleans and nulls pass through; ``$$`` escapes a leading dollar."""
+        router.post(TOKEN_URL).mock(return_value=granted())
+        pull = router.post(BASE + CN_PATH).mock(
+            return_value=httpx.Response(200, json=sample())
         )
-        assert filled == {
+        template = {
+            "a": "$$5",
+            "b": "plain",
+            "c": [1, True, None],
+            "d": "$date_of_birth",
+        }
+        await bureau(client, template=template).pull(request())
+        assert json.loads(pull.calls.last.request.content) == {
             "a": "$5",
             "b": "plain",
             "c": [1, True, None],

@@ -23,15 +23,19 @@ from ._bureau import (
     MatchResult,
 )
 from ._bureau_http import (
-    BUREAU_PRESETS,
-    BureauMapping,
-    BureauPreset,
     HttpBureau,
-    MatchRule,
     OAuth2Token,
-    bureau_preset,
+)
+from ._bureau_mapping import (
+    BureauMapping,
+    MatchRule,
     read_path,
     template_fields,
+)
+from ._bureau_presets import (
+    BUREAU_PRESETS,
+    BureauPreset,
+    bureau_preset,
 )
 from ._sms import (
     CheckOutcome,
