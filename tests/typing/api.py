@@ -163,7 +163,7 @@ async def sms_app(applicant: Applicant, verifier: Verifier) -> None:
     await channel.aclose()
 
 
-async def bureau_app(applicant: Applicant, verifier: Verifier) -> None:
+async def bureau_app(applicant: Applicant) -> None:
     """The credit-bureau channel over the HTTP adapter, wired as an app does."""
     from datetime import UTC, datetime
 
@@ -224,20 +224,33 @@ async def bureau_app(applicant: Applicant, verifier: Verifier) -> None:
         reuse_ttl=7 * 86400,
         inquiry_limits={30: 4, 90: 6},
     )
+    async with Verifier(
+        load_policy("bureau.toml"), channels=[channel], store=SqliteStore("s.db")
+    ) as replica:
+        session = await replica.start(consented)
+        verdict: Verdict = await replica.wait(session.session_id)
+        del verdict
+        result = (await replica.get(session.session_id)).step("bureau").result
+        if result is not None:
+            reused: bool = result.facts["reused"]
+            del reused
     try:
-        session = await verifier.start(consented)
-        del session
+        report: BureauReport = await experian.pull(
+            BureauRequest(
+                reference="s:b:1",
+                applicant=consented,
+                purpose="account_review",
+                consent="consent-2026-0042",
+            )
+        )
     except PullNotPermittedError as exc:
         reason: str = exc.reason
         del reason
+        return
     except ProviderResponseError as exc:
         field: str = exc.field
         del field
-    report: BureauReport = await experian.pull(
-        BureauRequest(
-            reference="s:b:1", applicant=consented, purpose="loan_approval", consent="c"
-        )
-    )
+        return
     score: float | None = report.normalised_score
     del score
     await channel.aclose()
