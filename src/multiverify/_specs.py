@@ -75,8 +75,7 @@ def bureau_options_problems(
         problem("purpose", f"must be a non-empty string, got {purpose!r}")
     if "reuse_ttl" in options:
         try:
-            if parse_duration(options["reuse_ttl"]) < 0:
-                problem("reuse_ttl", "must not be negative")
+            parse_duration(options["reuse_ttl"])  # refuses negative durations too
         except ValueError as exc:
             problem("reuse_ttl", str(exc))
     score = options.get("min_score")

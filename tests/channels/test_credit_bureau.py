@@ -637,6 +637,7 @@ class TestConfiguration:
             {"reuse_ttl": "soon"},
             {"reuse_ttl": -5},
             {"min_score": "high"},
+            {"purpose_code": "08"},
         ],
     )
     async def test_bad_options(self, options: dict[str, Any]) -> None:

@@ -283,7 +283,11 @@ class TestPull:
         self, router: respx.Router, client: httpx.AsyncClient
     ) -> None:
         """A template needing the address of an applicant without one is an InvalidInputError."""
-        template = {"city": "$address.city", "line": "$address.line1"}
+        template = {
+            "city": "$address.city",
+            "line": "$address.line1",
+            "all": "$address.lines",
+        }
         router.post(TOKEN_URL).mock(return_value=granted())
         pull = router.post(BASE + CN_PATH).mock(
             return_value=httpx.Response(200, json=sample())
@@ -300,7 +304,9 @@ class TestPull:
         assert json.loads(pull.calls.last.request.content) == {
             "city": "Beijing",
             "line": "1 Main St",
+            "all": "1 Main St",
         }
+        assert adapter.preset == "cn-credit-gateway"
 
     @pytest.mark.parametrize(
         ("status", "error"),

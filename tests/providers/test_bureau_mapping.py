@@ -18,6 +18,7 @@ from multiverify.exceptions import (
 )
 from multiverify.providers import (
     BureauMapping,
+    FileStatus,
     MatchResult,
     MatchRule,
     read_path,
@@ -27,6 +28,7 @@ from multiverify.providers import (
 from .bureau import (
     BASE,
     CN_PATH,
+    T0,
     TOKEN_URL,
     bureau,
     granted,
@@ -127,3 +129,22 @@ class TestReadPath:
         wrapped = {"data": body}
         with contextlib.suppress(ProviderResponseError):
             read(wrapped)
+
+
+class TestMinimalMapping:
+    def test_only_a_report_id(self) -> None:
+        """A mapping reading nothing but the report id gives a bare hit with defaults."""
+        mapping = BureauMapping(report_id="id", required=set())
+        report = mapping.read(
+            {"id": 7}, provider="p", preset="custom", request=request(), pulled_at=T0
+        )
+        assert (report.report_id, report.file) == ("7", FileStatus.HIT)
+        assert report.identity.checked == ()
+        assert (report.reason_codes, report.fraud_alerts, report.blacklist_hits) == (
+            (),
+            (),
+            (),
+        )
+        assert not report.security_freeze
+        assert report.normalised_score is None
+        assert report.inquiries_within(30) is None
