@@ -13,6 +13,8 @@ import attrs
 import httpx
 import pytest
 import respx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from multiverify import (
     Applicant,
@@ -32,6 +34,7 @@ from multiverify.channels import (
     CreditBureauChannel,
     StepContext,
     Submission,
+    bureau_result,
 )
 from multiverify.exceptions import (
     ConfigurationError,
@@ -50,6 +53,7 @@ from multiverify.providers import (
     HttpBureau,
     IdentityMatch,
     InquiryCount,
+    MatchResult,
     OAuth2Token,
     bureau_preset,
 )
@@ -699,3 +703,64 @@ class TestConsent:
         with pytest.raises(InvalidInputError) as naive:
             Consent(reference="c", expires_at=datetime(2026, 1, 1))  # noqa: DTZ001
         assert naive.value.field == "consents.expires_at"
+
+
+MATCHES = st.sampled_from(list(MatchResult))
+
+
+class TestBureauResult:
+    @given(
+        identity=st.builds(
+            IdentityMatch,
+            name=MATCHES,
+            national_id=MATCHES,
+            date_of_birth=MATCHES,
+            phone=MATCHES,
+        ),
+        file=st.sampled_from(list(FileStatus)),
+        alerts=st.lists(st.sampled_from(["initial_fraud_alert", "x"]), max_size=2),
+        frozen=st.booleans(),
+        lists=st.lists(st.sampled_from(["court", "fraud"]), max_size=2),
+        score=st.none() | st.integers(min_value=300, max_value=900),
+        inquiries=st.dictionaries(
+            st.sampled_from([7, 30, 90]), st.integers(0, 12), max_size=3
+        ),
+    )
+    def test_invariants(
+        self,
+        *,
+        identity: IdentityMatch,
+        file: FileStatus,
+        alerts: list[str],
+        frozen: bool,
+        lists: list[str],
+        score: int | None,
+        inquiries: dict[int, int],
+    ) -> None:
+        """Signals follow the report, blocking findings fail the step, and the score stays in [0, 1]."""
+        made = report(
+            identity=identity,
+            file=file,
+            fraud_alerts=alerts,
+            security_freeze=frozen,
+            blacklist_hits=lists,
+            score=score,
+            inquiries=[InquiryCount(days=d, count=c) for d, c in inquiries.items()],
+        )
+        result = bureau_result(made, purpose="p", consent="c")
+        names = set(result.signal_names)
+        assert names <= channel().spec.signals
+        assert ("identity_mismatch" in names) == bool(identity.mismatched)
+        assert not {"identity_match", "identity_mismatch"} <= names
+        assert ("fraud_alert" in names) == bool(alerts)
+        blocking = bool(identity.mismatched or alerts or frozen or lists)
+        assert (result.status is ResultStatus.FAILED) == blocking
+        if not blocking:
+            expected = (
+                ResultStatus.PASSED
+                if file is FileStatus.HIT
+                else ResultStatus.INCONCLUSIVE
+            )
+            assert result.status is expected
+        assert result.score is None or 0.0 <= result.score <= 1.0
+        assert (result.score is None) == (score is None)
