@@ -181,3 +181,12 @@ class TestPresets:
         with pytest.raises(ConfigurationError, match="cn-credit-gateway"):
             bureau_preset("nope")
         assert set(BUREAU_PRESETS) == {"us-credit-profile", "cn-credit-gateway"}
+
+
+def test_a_preset_of_your_own() -> None:
+    """A preset built by the app needs no fixture; asking for its sample is a ConfigurationError."""
+    import attrs
+
+    mine = attrs.evolve(bureau_preset("cn-credit-gateway"), name="mine", fixture=None)
+    with pytest.raises(ConfigurationError, match="no fixture"):
+        mine.sample()

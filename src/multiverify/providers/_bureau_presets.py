@@ -18,8 +18,6 @@ from ._bureau_mapping import BureauMapping, MatchRule, check_template
 
 __all__ = ["BUREAU_PRESETS", "BureauPreset", "bureau_preset"]
 
-# -- presets ----------------------------------------------------------------------------
-
 
 @attrs.frozen(kw_only=True)
 class BureauPreset:
@@ -31,7 +29,8 @@ class BureauPreset:
         path: the report endpoint, relative to the base URL.
         template: the request body ([`template_fields`][multiverify.providers.template_fields]).
         mapping: how the answer is read.
-        fixture: the sandbox answer's file name in the package.
+        fixture: the sandbox answer's file name among the package's
+            ``bureau_fixtures``; ``None`` for a preset of your own.
     """
 
     name: str
@@ -39,13 +38,19 @@ class BureauPreset:
     path: str
     template: Mapping[str, Any]
     mapping: BureauMapping
-    fixture: str
+    fixture: str | None = None
 
     def __attrs_post_init__(self) -> None:
         check_template(self.template, self.name)
 
     def sample(self) -> dict[str, Any]:
-        """The preset's sandbox answer: a clean file, as the bureau would send it."""
+        """The preset's sandbox answer: a clean file, as the bureau would send it.
+
+        Raises:
+            ConfigurationError: the preset has no fixture.
+        """
+        if self.fixture is None:
+            raise ConfigurationError(message=f"preset {self.name!r} has no fixture")
         text = resources.files(__package__).joinpath("bureau_fixtures", self.fixture)
         data: dict[str, Any] = json.loads(text.read_text(encoding="utf-8"))
         return data
