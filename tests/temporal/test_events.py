@@ -262,3 +262,69 @@ class TestTheAppOnTemporal:
         assert all(r.status_code == 200 for r in gathers)
         assert all(r.content.startswith(b"<?xml") for r in gathers)
         assert all(b"<Gather" in r.content or b"<Hangup" in r.content for r in gathers)
+
+
+class Racing(TemporalVerifier):
+    """A TemporalVerifier whose outcome update comes only after ``before_update`` ran (the workflow may complete first)."""
+
+    def __init__(self, *args: Any, before_update: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_update = before_update
+
+    def _handle(self, session_id: str) -> Any:
+        handle = super()._handle(session_id)
+        racing = self
+
+        class Late:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(handle, name)
+
+            async def execute_update(self, update: Any, arg: Any) -> Any:
+                await racing.before_update(session_id)
+                return await handle.execute_update(update, arg)
+
+        return Late()
+
+
+class TestWorkflowCompletesFirst:
+    async def test_the_applied_event_still_answers_the_session(
+        self, client: Client
+    ) -> None:
+        """The event finished the session and its workflow completed before the outcome was asked: the session is answered."""
+        policy = Policy(
+            name="one", version="1", steps=[Step(id="video", channel="video_sign")]
+        )
+        async with running_worker(client, waiting_channels()) as task_queue:
+            plain = TemporalVerifier(client, policy, task_queue=task_queue)
+
+            async def completed(session_id: str) -> None:
+                await plain.wait(session_id)
+
+            racing = Racing(
+                client, policy, task_queue=task_queue, before_update=completed
+            )
+            sid = uuid.uuid4().hex
+            await plain.start(HONEST.applicant, session_id=sid)
+            await plain.challenge(sid, "video")
+            answered = await racing.handle_event(decision(sid))
+            assert answered is not None
+            assert answered.step("video").state is StepState.DONE
+
+    async def test_a_duplicate_still_answers_none(self, client: Client) -> None:
+        """A redelivery whose workflow completed before the outcome was asked is still None."""
+        async with running_worker(client, waiting_channels()) as task_queue:
+            plain = TemporalVerifier(client, two_steps(), task_queue=task_queue)
+
+            async def finish(session_id: str) -> None:
+                await plain.submit(session_id, "sms", {"code": "1"})
+                await plain.wait(session_id)
+
+            racing = Racing(
+                client, two_steps(), task_queue=task_queue, before_update=finish
+            )
+            sid = uuid.uuid4().hex
+            await plain.start(HONEST.applicant, session_id=sid)
+            await plain.challenge(sid, "video")
+            await plain.challenge(sid, "sms")
+            assert await plain.handle_event(decision(sid)) is not None
+            assert await racing.handle_event(decision(sid)) is None

@@ -339,9 +339,13 @@ class TemporalVerifier:
         except TimeoutError:
             return None
         except SessionFinishedError:
-            # The event finished the session, whose workflow completed
-            # before the outcome was asked for.
-            return await self.get(event.session_id)
+            # The workflow completed before the outcome was asked for: it
+            # still answers the query of whether this delivery was applied.
+            applied = await self._guard(
+                event.session_id,
+                handle.query(VerificationWorkflow.delivery, delivery),
+            )
+            return await self.get(event.session_id) if applied else None
         return None if answer is None else structure(answer, Session)
 
     async def purge_personal_data(

@@ -122,7 +122,7 @@ class VerificationWorkflow:
     session once a vendor event was handled).
     Signal: ``provider_event`` (a vendor callback, deduplicated by its
     ``dedupe_key``; one that comes after its step ended is recorded as
-    ``event.late``). Queries: ``session`` and ``audit``.
+    ``event.late``). Queries: ``session``, ``audit`` and ``delivery``.
     """
 
     @workflow.init
@@ -653,6 +653,11 @@ class VerificationWorkflow:
         if not self._settled.pop(delivery):
             return None
         return _dump(self._session)
+
+    @workflow.query(name="delivery")
+    def delivery(self, delivery: str) -> bool | None:
+        """Whether a tracked vendor event was applied (``None``: unknown or already read by ``settled``)."""
+        return self._settled.get(delivery)
 
     @workflow.query(name="session")
     def session(self) -> dict[str, Any]:
