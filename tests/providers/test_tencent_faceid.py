@@ -13,6 +13,7 @@ import respx
 
 from multiverify.exceptions import (
     ProviderAuthError,
+    ProviderError,
     ProviderRateLimitedError,
     ProviderRejectedError,
     ProviderResponseError,
@@ -275,7 +276,7 @@ class TestFetchDecision:
         provider, router = faceid
         router.post(URL).respond(
             200,
-            json=answer(Text=text(ErrCode=2004, Comparestatus=2004, Sim="31.20")),
+            json=answer(Text=text(ErrCode=2016, Comparestatus=2016, Sim="31.20")),
         )
         decision = await provider.fetch_decision(session())
         assert decision is not None
@@ -292,14 +293,20 @@ class TestFetchDecision:
             200,
             json=answer(
                 Text=text(),
-                IntentionVerifyData={"ErrorCode": 3001, "ErrorMessage": "未朗读"},
+                IntentionVerifyData={
+                    "ErrorCode": -17,
+                    "ErrorMessage": "未检测到用户声音",
+                },
             ),
         )
         decision = await provider.fetch_decision(session())
         assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert decision.statement_confirmed is False
-        assert (decision.reason_code, decision.reason) == ("intention:3001", "未朗读")
+        assert (decision.reason_code, decision.reason) == (
+            "intention:-17",
+            "未检测到用户声音",
+        )
 
     async def test_statuses_missing_follow_err_code(
         self, faceid: tuple[TencentFaceId, respx.Router]
@@ -313,6 +320,143 @@ class TestFetchDecision:
         assert decision is not None
         assert (decision.liveness, decision.face_match) == (True, True)
         assert decision.face_match_score is None
+
+    @pytest.mark.parametrize(
+        ("fields", "intention"),
+        [
+            ({"ErrCode": 17, "ErrMsg": "本次流程未完成"}, None),
+            ({}, {"ErrorCode": -12, "ErrorMessage": "流程未完成"}),
+        ],
+    )
+    async def test_flow_still_running(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        fields: dict[str, Any],
+        intention: dict[str, Any] | None,
+    ) -> None:
+        """ErrCode 17 and the reading step's -12 say the flow is not finished: no decision yet."""
+        provider, router = faceid
+        router.post(URL).respond(
+            200, json=answer(Text=text(**fields), IntentionVerifyData=intention)
+        )
+        assert await provider.fetch_decision(session()) is None
+
+    async def test_token_expired_code(
+        self, faceid: tuple[TencentFaceId, respx.Router]
+    ) -> None:
+        """ErrCode 15 (Token 过期) is an ``expired`` decision, not a decline."""
+        provider, router = faceid
+        router.post(URL).respond(
+            200,
+            json=answer(
+                Text=text(ErrCode=15, ErrMsg="Token 过期", LiveStatus=None, Sim=None)
+            ),
+        )
+        decision = await provider.fetch_decision(session())
+        assert decision is not None
+        assert decision.status is VideoStatus.EXPIRED
+        assert (decision.code, decision.reason) == ("15", "Token 过期")
+
+    @pytest.mark.parametrize(
+        ("fields", "checks"),
+        [
+            # without LiveStatus and Comparestatus the documented code decides
+            ({"ErrCode": 1002}, (False, None, None)),
+            ({"ErrCode": 2011}, (False, None, None)),
+            ({"ErrCode": 2015, "Sim": None}, (None, False, None)),
+            ({"ErrCode": 2016, "Sim": None}, (None, False, None)),
+            ({"ErrCode": 2006, "Sim": None}, (None, None, False)),
+            ({"ErrCode": 301, "Sim": None}, (None, None, False)),
+            # an unclassified code: the similarity decides the face (>= 70)
+            ({"ErrCode": 2013, "Sim": "82.00"}, (None, True, None)),
+            ({"ErrCode": 2013, "Sim": "69.99"}, (None, False, None)),
+        ],
+    )
+    async def test_codes_name_the_failed_check(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        fields: dict[str, Any],
+        checks: tuple[bool | None, bool | None, bool | None],
+    ) -> None:
+        """Liveness, face and register-mismatch codes set the check they are about."""
+        provider, router = faceid
+        router.post(URL).respond(
+            200,
+            json=answer(Text=text(LiveStatus=None, Comparestatus=None, **fields)),
+        )
+        decision = await provider.fetch_decision(session())
+        assert decision is not None
+        assert decision.status is VideoStatus.DECLINED
+        assert (
+            decision.liveness,
+            decision.face_match,
+            decision.document_valid,
+        ) == checks
+        assert decision.reason_code == str(fields["ErrCode"])
+
+    @pytest.mark.parametrize(
+        ("fields", "intention", "code"),
+        [
+            ({"ErrCode": 1001, "ErrMsg": "引擎超时,请稍后重试"}, None, "1001"),
+            ({"ErrCode": 4, "ErrMsg": "服务异常"}, None, "4"),
+            ({}, {"ErrorCode": -4, "ErrorMessage": "后端服务异常"}, "-4"),
+        ],
+    )
+    async def test_failure_at_tencent_is_an_error(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        fields: dict[str, Any],
+        intention: dict[str, Any] | None,
+        code: str,
+    ) -> None:
+        """A flow ended by Tencent's own failure is a non-retryable ProviderError, not a decline."""
+        provider, router = faceid
+        router.post(URL).respond(
+            200, json=answer(Text=text(**fields), IntentionVerifyData=intention)
+        )
+        with pytest.raises(ProviderError, match="no decision on the applicant") as info:
+            await provider.fetch_decision(session())
+        assert info.value.code == code
+        assert info.value.retryable is False
+
+    @pytest.mark.parametrize(
+        ("intention", "status", "face_match"),
+        [
+            (
+                {"ErrorCode": -803, "ErrorMessage": "用户主动关闭链接"},
+                "abandoned",
+                True,
+            ),
+            (
+                {"ErrorCode": -802, "ErrorMessage": "核验流程异常中断"},
+                "abandoned",
+                True,
+            ),
+            (
+                {"ErrorCode": 3011, "ErrorMessage": "人脸比对相似度低"},
+                "declined",
+                False,
+            ),
+        ],
+    )
+    async def test_reading_step_outcomes(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        intention: dict[str, Any],
+        status: str,
+        face_match: bool,
+    ) -> None:
+        """A closed link in the reading step is abandoned; a face mismatch there fails the face."""
+        provider, router = faceid
+        router.post(URL).respond(
+            200, json=answer(Text=text(), IntentionVerifyData=intention)
+        )
+        decision = await provider.fetch_decision(session())
+        assert decision is not None
+        assert decision.status.value == status
+        assert decision.face_match is face_match
+        assert decision.statement_confirmed is False
+        assert decision.reason_code == f"intention:{intention['ErrorCode']}"
 
     async def test_expired_token(
         self, faceid: tuple[TencentFaceId, respx.Router]
