@@ -321,6 +321,20 @@ class TestFetchDecision:
         assert (decision.liveness, decision.face_match) == (True, True)
         assert decision.face_match_score is None
 
+    async def test_pass_code_outranks_the_similarity(
+        self, faceid: tuple[TencentFaceId, respx.Router]
+    ) -> None:
+        """ErrCode 0 passed the comparison: a similarity under 70 does not undo it."""
+        provider, router = faceid
+        router.post(URL).respond(
+            200, json=answer(Text=text(Comparestatus=None, Sim="65.00"))
+        )
+        decision = await provider.fetch_decision(session())
+        assert decision is not None
+        assert decision.status is VideoStatus.APPROVED
+        assert decision.face_match is True
+        assert decision.face_match_score == pytest.approx(0.65)
+
     @pytest.mark.parametrize(
         ("fields", "intention"),
         [

@@ -298,7 +298,12 @@ class TencentFaceId:
         compare = _int(text, "Comparestatus", self._name)
         similarity = _percent(text, "Sim", self._name)
         liveness = _check(live, code, _LIVENESS_FAILED)
-        if compare is None and similarity is not None and liveness is not False:
+        if (
+            compare is None
+            and similarity is not None
+            and code
+            and liveness is not False
+        ):
             face_match: bool | None = similarity >= _SAME_PERSON
         else:
             face_match = _check(compare, code, _FACE_MISMATCH)
