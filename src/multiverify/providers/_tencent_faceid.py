@@ -56,7 +56,14 @@ from typing import Any
 
 from ..exceptions import ProviderError, ProviderRejectedError, ProviderResponseError
 from ._tencent import TencentCloudApi
-from ._video import VideoDecision, VideoSession, VideoSessionRequest, VideoStatus
+from ._video import (
+    VideoDecision,
+    VideoSession,
+    VideoSessionRequest,
+    VideoStatus,
+    missing_field,
+    opened_session,
+)
 
 __all__ = ["TencentFaceId"]
 
@@ -206,16 +213,12 @@ class TencentFaceId:
         if self._redirect_url is not None:
             payload["RedirectUrl"] = self._redirect_url
         answer = await self._call("DetectAuth", payload)
-        url, token = answer.get("Url"), answer.get("BizToken")
-        if not isinstance(token, str) or not token:
-            raise self._missing("BizToken")
-        if not isinstance(url, str) or not url.startswith("https://"):
-            raise self._missing("Url")
-        return VideoSession(
+        return opened_session(
+            request,
             provider=self._name,
-            session_id=token,
-            url=url,
-            expires_at=request.expires_at,
+            session_id=answer.get("BizToken"),
+            url=answer.get("Url"),
+            fields=("BizToken", "Url"),
         )
 
     async def fetch_decision(self, session: VideoSession, /) -> VideoDecision | None:
@@ -362,11 +365,7 @@ class TencentFaceId:
         )
 
     def _missing(self, field: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            message=f"{self._name} answered without a usable {field}",
-            provider=self._name,
-            field=field,
-        )
+        return missing_field(self._name, field)
 
     async def _call(self, action: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         return await self._api.call(
