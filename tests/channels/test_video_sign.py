@@ -389,6 +389,33 @@ class TestDecisions:
         assert result.status is expected
         assert result.signal_names == signals
 
+    async def test_vendor_review_routes_to_review(self) -> None:
+        """A policy tells Veriff's ``review`` from other inconclusive ends by ``facts.decision``."""
+        clock = FakeClock()
+        vendor = FakeVideoProvider()
+        routed = attrs.evolve(
+            policy(),
+            rules=[
+                *policy().rules,
+                Rule(
+                    outcome="review",
+                    when="steps.video.facts.decision == 'review'",
+                    reason="video.vendor_review",
+                ),
+            ],
+        )
+        async with Verifier(
+            routed, channels=[VideoSignChannel([vendor])], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant())
+            await verifier.wait_idle()
+            await verifier.handle_event(
+                event(session, decision(vendor, VideoStatus.REVIEW, code="9121"))
+            )
+            verdict = await verifier.wait(session.session_id)
+            assert verdict.outcome is Outcome.REVIEW
+            assert [r.code for r in verdict.reasons] == ["video.vendor_review"]
+
     async def test_decision_by_polling(self, run: Run) -> None:
         """Without a webhook the poll timers find the decision, with growing gaps."""
         session = await run.advance(60)
