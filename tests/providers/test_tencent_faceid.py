@@ -21,6 +21,7 @@ from multiverify.exceptions import (
 from multiverify.providers import (
     TencentCloudApi,
     TencentFaceId,
+    VideoDecision,
     VideoSession,
     VideoSessionRequest,
     VideoStatus,
@@ -97,6 +98,24 @@ def text(**fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+async def fetch(
+    faceid: tuple[TencentFaceId, respx.Router], **response: Any
+) -> VideoDecision | None:
+    """What ``fetch_decision`` makes of a GetDetectInfoEnhanced answer holding ``response``."""
+    provider, router = faceid
+    router.post(URL).respond(200, json=answer(**response))
+    return await provider.fetch_decision(session())
+
+
+async def decided(
+    faceid: tuple[TencentFaceId, respx.Router], **response: Any
+) -> VideoDecision:
+    """Like ``fetch``, for an answer that holds a decision."""
+    made = await fetch(faceid, **response)
+    assert made is not None
+    return made
 
 
 class TestCreateSession:
@@ -208,31 +227,24 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """A null ErrCode means the applicant has not finished."""
-        provider, router = faceid
-        router.post(URL).respond(200, json=answer(Text=text(ErrCode=None)))
-        assert await provider.fetch_decision(session()) is None
+        assert await fetch(faceid, Text=text(ErrCode=None)) is None
 
     async def test_approved_with_statement(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """Liveness, face match and the read statement pass; media stays a reference."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Text=text(),
-                BestFrame={"BestFrame": "base64-image"},
-                IntentionVerifyData={
-                    "IntentionVerifyVideo": "base64-video",
-                    "AsrResult": "本人确认",
-                    "ErrorCode": 0,
-                    "ErrorMessage": "成功",
-                    "AsrResultSimilarity": "98.00",
-                },
-            ),
+        decision = await decided(
+            faceid,
+            Text=text(),
+            BestFrame={"BestFrame": "base64-image"},
+            IntentionVerifyData={
+                "IntentionVerifyVideo": "base64-video",
+                "AsrResult": "本人确认",
+                "ErrorCode": 0,
+                "ErrorMessage": "成功",
+                "AsrResultSimilarity": "98.00",
+            },
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.APPROVED
         assert (decision.liveness, decision.face_match) == (True, True)
         assert decision.statement_confirmed is True
@@ -250,21 +262,16 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """A failed liveness check declines without a face comparison."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Text=text(
-                    ErrCode=1005,
-                    ErrMsg="活体检测失败",
-                    LiveStatus=1005,
-                    Comparestatus=None,
-                    Sim=None,
-                )
+        decision = await decided(
+            faceid,
+            Text=text(
+                ErrCode=1005,
+                ErrMsg="活体检测失败",
+                LiveStatus=1005,
+                Comparestatus=None,
+                Sim=None,
             ),
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert (decision.liveness, decision.face_match) == (False, None)
         assert (decision.reason_code, decision.reason) == ("1005", "活体检测失败")
@@ -273,13 +280,9 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """A failed comparison declines with the similarity."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(Text=text(ErrCode=2016, Comparestatus=2016, Sim="31.20")),
+        decision = await decided(
+            faceid, Text=text(ErrCode=2016, Comparestatus=2016, Sim="31.20")
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert (decision.liveness, decision.face_match) == (True, False)
         assert decision.face_match_score == pytest.approx(0.312)
@@ -288,19 +291,14 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """Liveness and face pass but the statement was not read: declined."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Text=text(),
-                IntentionVerifyData={
-                    "ErrorCode": -17,
-                    "ErrorMessage": "未检测到用户声音",
-                },
-            ),
+        decision = await decided(
+            faceid,
+            Text=text(),
+            IntentionVerifyData={
+                "ErrorCode": -17,
+                "ErrorMessage": "未检测到用户声音",
+            },
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert decision.statement_confirmed is False
         assert (decision.reason_code, decision.reason) == (
@@ -312,12 +310,9 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """Without LiveStatus and Comparestatus, ErrCode 0 means both passed."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200, json=answer(Text=text(LiveStatus=None, Comparestatus=None, Sim=""))
+        decision = await decided(
+            faceid, Text=text(LiveStatus=None, Comparestatus=None, Sim="")
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert (decision.liveness, decision.face_match) == (True, True)
         assert decision.face_match_score is None
 
@@ -325,12 +320,7 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """ErrCode 0 passed the comparison: a similarity under 70 does not undo it."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200, json=answer(Text=text(Comparestatus=None, Sim="65.00"))
-        )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
+        decision = await decided(faceid, Text=text(Comparestatus=None, Sim="65.00"))
         assert decision.status is VideoStatus.APPROVED
         assert decision.face_match is True
         assert decision.face_match_score == pytest.approx(0.65)
@@ -349,25 +339,19 @@ class TestFetchDecision:
         intention: dict[str, Any] | None,
     ) -> None:
         """ErrCode 17 and the reading step's -12 say the flow is not finished: no decision yet."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200, json=answer(Text=text(**fields), IntentionVerifyData=intention)
+        assert (
+            await fetch(faceid, Text=text(**fields), IntentionVerifyData=intention)
+            is None
         )
-        assert await provider.fetch_decision(session()) is None
 
     async def test_token_expired_code(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """ErrCode 15 (Token 过期) is an ``expired`` decision, not a decline."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Text=text(ErrCode=15, ErrMsg="Token 过期", LiveStatus=None, Sim=None)
-            ),
+        decision = await decided(
+            faceid,
+            Text=text(ErrCode=15, ErrMsg="Token 过期", LiveStatus=None, Sim=None),
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.EXPIRED
         assert (decision.code, decision.reason) == ("15", "Token 过期")
 
@@ -393,13 +377,9 @@ class TestFetchDecision:
         checks: tuple[bool | None, bool | None, bool | None],
     ) -> None:
         """Liveness, face and register-mismatch codes set the check they are about."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(Text=text(LiveStatus=None, Comparestatus=None, **fields)),
+        decision = await decided(
+            faceid, Text=text(LiveStatus=None, Comparestatus=None, **fields)
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert (
             decision.liveness,
@@ -424,12 +404,8 @@ class TestFetchDecision:
         code: str,
     ) -> None:
         """A flow ended by Tencent's own failure is a non-retryable ProviderError, not a decline."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200, json=answer(Text=text(**fields), IntentionVerifyData=intention)
-        )
         with pytest.raises(ProviderError, match="no decision on the applicant") as info:
-            await provider.fetch_decision(session())
+            await fetch(faceid, Text=text(**fields), IntentionVerifyData=intention)
         assert info.value.code == code
         assert info.value.retryable is False
 
@@ -461,12 +437,7 @@ class TestFetchDecision:
         face_match: bool,
     ) -> None:
         """A closed link in the reading step is abandoned; a face mismatch there fails the face."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200, json=answer(Text=text(), IntentionVerifyData=intention)
-        )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
+        decision = await decided(faceid, Text=text(), IntentionVerifyData=intention)
         assert decision.status.value == status
         assert decision.face_match is face_match
         assert decision.statement_confirmed is False
@@ -476,33 +447,24 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """An expired BizToken is an ``expired`` decision."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Error={
-                    "Code": "InvalidParameterValue.BizTokenExpired",
-                    "Message": "BizToken过期",
-                }
-            ),
+        decision = await decided(
+            faceid,
+            Error={
+                "Code": "InvalidParameterValue.BizTokenExpired",
+                "Message": "BizToken过期",
+            },
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.EXPIRED
 
     async def test_other_errors_raise(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """An illegal BizToken is a rejection."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Error={"Code": "InvalidParameterValue.BizTokenIllegal", "Message": "x"}
-            ),
-        )
         with pytest.raises(ProviderRejectedError):
-            await provider.fetch_decision(session())
+            await fetch(
+                faceid,
+                Error={"Code": "InvalidParameterValue.BizTokenIllegal", "Message": "x"},
+            )
 
     @pytest.mark.parametrize(
         ("response", "field"),
@@ -522,10 +484,8 @@ class TestFetchDecision:
         field: str,
     ) -> None:
         """Fields of the wrong type are a ProviderResponseError naming the field."""
-        provider, router = faceid
-        router.post(URL).respond(200, json=answer(**response))
         with pytest.raises(ProviderResponseError) as info:
-            await provider.fetch_decision(session())
+            await fetch(faceid, **response)
         assert info.value.field == field
 
 
