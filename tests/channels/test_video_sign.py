@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from multiverify import (
     Applicant,
+    Fallback,
     LoanApplication,
     Outcome,
     Policy,
@@ -39,6 +40,7 @@ from multiverify.channels import (
 from multiverify.exceptions import (
     ConfigurationError,
     InvalidInputError,
+    ProviderError,
     ProviderRejectedError,
     ProviderUnavailableError,
     SessionFinishedError,
@@ -224,6 +226,48 @@ class TestStart:
             assert record.challenge is not None
             assert record.challenge.url == "https://video.fake.invalid/second/1"
             assert "rule disabled" in record.errors[0]
+
+    async def test_vendor_failure_mid_attempt_falls_back_to_another_vendor(
+        self,
+    ) -> None:
+        """A vendor that fails after the link was handed out ends its step as ``error``; the policy's fallback opens one at the next vendor."""
+        clock = FakeClock()
+        first, second = FakeVideoProvider("first"), FakeVideoProvider("second")
+        two_vendors = attrs.evolve(
+            policy(),
+            steps=[
+                attrs.evolve(
+                    policy(["first"]).steps[0],
+                    fallback=Fallback(step="video2", on=["error"]),
+                ),
+                attrs.evolve(policy(["second"]).steps[0], id="video2"),
+            ],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.video2.status == 'passed'",
+                    reason="video.passed",
+                )
+            ],
+        )
+        async with Verifier(
+            two_vendors, channels=[VideoSignChannel([first, second])], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant())
+            await verifier.wait_idle()
+            first.fail(
+                ProviderError(message="ended on its own failure", provider="first")
+            )
+            await clock.advance(60)
+            await verifier.wait_idle()
+            stored = await verifier.get(session.session_id)
+            failed = stored.step("video").result
+            assert failed is not None
+            assert failed.status is ResultStatus.ERROR
+            fallback = stored.step("video2")
+            assert fallback.state is StepState.WAITING
+            assert fallback.challenge is not None
+            assert fallback.challenge.url == "https://video.fake.invalid/second/1"
 
     async def test_retried_start_reuses_the_session(self) -> None:
         """A start repeated for the same attempt reuses the session kept in the store."""
