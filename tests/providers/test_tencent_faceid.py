@@ -365,6 +365,7 @@ class TestFetchDecision:
             ({"ErrCode": 2016, "Sim": None}, (None, False, None)),
             ({"ErrCode": 2006, "Sim": None}, (None, None, False)),
             ({"ErrCode": 301, "Sim": None}, (None, None, False)),
+            ({"ErrCode": 302, "Sim": None}, (None, None, False)),
             # an unclassified code: the similarity decides the face (>= 70)
             ({"ErrCode": 2013, "Sim": "82.00"}, (None, True, None)),
             ({"ErrCode": 2013, "Sim": "69.99"}, (None, False, None)),

@@ -33,7 +33,7 @@ Plus flow; ``IntentionVerifyData.ErrorCode`` in the API reference of
   fail liveness; ``2015`` and ``2016`` (无法判断为同一人: 比对失败, 相似度未达到
   通过阈值) and the reading step's ``3011``/``3012`` fail the face match;
   ``2006`` and ``301`` (the name and ID number do not match the register or
-  the card shown) reject the identity data.
+  the card shown) and ``302`` (身份证已过期) reject the identity document.
 - Codes that name a failure at Tencent rather than a judgement of the
   applicant (服务异常, 引擎超时, 调用方式出错; the reading step's 系统异常 and
   后端服务异常 codes) end the flow without a decision: a non-retryable
@@ -81,7 +81,7 @@ _TOKEN_EXPIRED = 15
 _FLOW_UNFINISHED = 17
 _LIVENESS_FAILED = frozenset({1002, 1003, 1004, 1005, 2011})
 _FACE_MISMATCH = frozenset({2015, 2016})
-_IDENTITY_MISMATCH = frozenset({301, 2006})
+_IDENTITY_REFUSED = frozenset({301, 302, 2006})
 _SERVICE_FAILED = frozenset(
     {1, 2, 3, 4, 8, 10, 12, 13, 201, 202, 203, 204, 1001, 1006, 1007, 1008, 2001, 2017}
 )
@@ -341,7 +341,7 @@ class TencentFaceId:
             liveness=liveness,
             face_match=face_match,
             face_match_score=similarity,
-            document_valid=False if code in _IDENTITY_MISMATCH else None,
+            document_valid=False if code in _IDENTITY_REFUSED else None,
             statement_confirmed=confirmed,
             statement_score=_percent(intention, "AsrResultSimilarity", self._name),
             media=media,
