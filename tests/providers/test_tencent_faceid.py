@@ -258,6 +258,21 @@ class TestFetchDecision:
         for personal in ("base64", "110101199003072420", "王芳"):
             assert personal not in data
 
+    async def test_media_references_only_for_media_present(
+        self, faceid: tuple[TencentFaceId, respx.Router]
+    ) -> None:
+        """An empty video string is no medium; the reading step's audio is one."""
+        decision = await decided(
+            faceid,
+            Text=text(),
+            IntentionVerifyData={
+                "IntentionVerifyVideo": "",
+                "IntentionVerifyAudio": "base64-audio",
+                "ErrorCode": 0,
+            },
+        )
+        assert decision.media == (f"tencent-faceid:{TOKEN}:intention-audio",)
+
     async def test_liveness_failed(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:

@@ -93,10 +93,14 @@ _INTENT_SERVICE_FAILED = frozenset(
     {-1, -2, -3, -4, -5, -6, -7, -8, -9, -11, -13, -16, -800}
 )
 # Media the result may hold, by field: kept as references, the content dropped.
+# A reference is kept only where the answer holds the medium (an empty
+# string means there is none); it can be fetched again with the BizToken for
+# three days (``InfoType`` 3, 4 or 5).
 _MEDIA = (
-    ("BestFrame", "best-frame"),
-    ("VideoData", "video"),
-    ("IntentionVerifyData", "intention-video"),
+    ("BestFrame", "BestFrame", "best-frame"),
+    ("VideoData", "LivenessVideo", "video"),
+    ("IntentionVerifyData", "IntentionVerifyVideo", "intention-video"),
+    ("IntentionVerifyData", "IntentionVerifyAudio", "intention-audio"),
 )
 
 
@@ -328,8 +332,8 @@ class TencentFaceId:
             status = VideoStatus.DECLINED
         media = [
             f"{self._name}:{token}:{label}"
-            for field, label in _MEDIA
-            if isinstance(answer.get(field), dict) and answer[field]
+            for field, content, label in _MEDIA
+            if isinstance(part := answer.get(field), dict) and part.get(content)
         ]
         return VideoDecision(
             provider=self._name,
