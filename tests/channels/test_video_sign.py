@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -47,7 +48,7 @@ from multiverify.exceptions import (
     StepNotWaitingError,
 )
 from multiverify.providers import VideoDecision, VideoStatus
-from multiverify.stores import MemoryStore
+from multiverify.stores import MemoryStore, SqliteStore
 from multiverify.testing import FakeClock, FakeVideoProvider, Scripted, ScriptedChannel
 
 
@@ -696,6 +697,39 @@ class TestExpiry:
             await run.verifier.handle_event(event(run.session, decision(run.vendor)))
         verdict = await run.verifier.wait(run.session.session_id)
         assert verdict.outcome is Outcome.REJECTED
+
+
+class TestDurability:
+    async def test_polls_and_expiry_survive_a_restart(self, tmp_path: Path) -> None:
+        """A new Verifier on the same store carries on the poll and expiry timers; no second session is opened."""
+        clock = FakeClock()
+        path = tmp_path / "verify.db"
+        first_vendor = FakeVideoProvider()
+        first = Verifier(
+            policy(),
+            channels=[VideoSignChannel([first_vendor])],
+            store=SqliteStore(path, clock=clock),
+            clock=clock,
+        )
+        started = await first.start(applicant())
+        await first.wait_idle()
+        await first.aclose()
+
+        vendor = FakeVideoProvider()
+        vendor.decide(vendor.session_id(1), decision(vendor))
+        async with Verifier(
+            policy(),
+            channels=[VideoSignChannel([vendor])],
+            store=SqliteStore(path, clock=clock),
+            clock=clock,
+        ) as second:
+            assert await second.resume() == 2  # poll-1 and the expiry
+            await clock.advance(60)
+            verdict = await second.wait(started.session_id)
+            assert verdict.outcome is Outcome.APPROVED
+            assert vendor.fetches == [vendor.session_id(1)]
+            assert vendor.requests == []
+            assert await second.store.timers() == []
 
 
 class TestHandleDirectly:
