@@ -18,6 +18,7 @@ import attrs
 
 from ._applicant import Applicant
 from ._masking import mask_id, mask_name, mask_phone
+from ._results import Verdict
 from ._serde import structure_input, unstructure
 from ._session import (
     Effect,
@@ -27,6 +28,7 @@ from ._session import (
     SessionStatus,
     StepRecord,
     transition,
+    with_audit_head,
 )
 from .exceptions import AuditIntegrityError, ConfigurationError
 from .policy import Policy
@@ -164,30 +166,60 @@ def _effect_summary(effect: Effect) -> dict[str, Any]:
     return summary
 
 
-def _chained(
-    session: Session, kind: str, body: str, at: datetime
-) -> tuple[Session, AuditEvent]:
-    """Chain an event with this canonical JSON body to the session."""
+def _headed(session: Session, events: Sequence[AuditEvent]) -> Session:
+    """The session with its chain moved on to the last of ``events``."""
+    last = events[-1]
+    if type(session) is not Session:  # keep a subclass (evolve is slower)
+        return attrs.evolve(session, audit_head=last.hash, audit_count=last.index + 1)
+    return with_audit_head(session, last.hash, last.index + 1)
+
+
+def _appended(
+    session: Session, kinds_and_bodies: Iterable[tuple[str, str]], at: datetime
+) -> tuple[Session, list[AuditEvent]]:
+    """Chain events with these kinds and canonical JSON bodies to the session."""
+    session_id = session.session_id
     index = session.audit_count
     prev = session.audit_head or GENESIS
-    event = AuditEvent(
-        session_id=session.session_id,
-        index=index,
-        at=at,
-        kind=kind,
-        body=body,
-        prev=prev,
-        hash=_digest(
-            prev,
-            session_id=session.session_id,
+    events = []
+    for kind, body in kinds_and_bodies:
+        event = AuditEvent(
+            session_id=session_id,
             index=index,
             at=at,
             kind=kind,
             body=body,
-        ),
+            prev=prev,
+            hash=_digest(
+                prev, session_id=session_id, index=index, at=at, kind=kind, body=body
+            ),
+        )
+        events.append(event)
+        index, prev = index + 1, event.hash
+    return _headed(session, events), events
+
+
+def _input_body(
+    event: Input, effects: Sequence[Effect], call: Mapping[str, Any] | None
+) -> str:
+    data: dict[str, Any] = {"input": _masked_input(event)}
+    if effects:
+        data["effects"] = [_effect_summary(effect) for effect in effects]
+    if call is not None:
+        data["call"] = dict(call)
+    return canonical_json(data)
+
+
+def _verdict_body(verdict: Verdict) -> str:
+    return canonical_json(
+        {
+            "outcome": verdict.outcome.value,
+            "reasons": unstructure(verdict.reasons),
+            "rules": unstructure(verdict.rules),
+            "score": verdict.score,
+            "decided_by": verdict.decided_by,
+        }
     )
-    moved = attrs.evolve(session, audit_head=event.hash, audit_count=index + 1)
-    return moved, event
 
 
 class AuditTrail:
@@ -198,7 +230,8 @@ class AuditTrail:
         session: Session, kind: str, data: Mapping[str, Any], *, at: datetime
     ) -> tuple[Session, AuditEvent]:
         """Chain a new event to the session; return the session with its new head."""
-        return _chained(session, kind, canonical_json(dict(data)), at)
+        session, (event,) = _appended(session, [(kind, canonical_json(dict(data)))], at)
+        return session, event
 
     @staticmethod
     def created(session: Session, *, at: datetime) -> tuple[Session, AuditEvent]:
@@ -233,12 +266,10 @@ class AuditTrail:
         ``call`` describes the provider call that produced the input (each
         try and its error), when there was one.
         """
-        data: dict[str, Any] = {"input": _masked_input(event)}
-        if effects:
-            data["effects"] = [_effect_summary(effect) for effect in effects]
-        if call is not None:
-            data["call"] = dict(call)
-        return _chained(session, "input", canonical_json(data), at)
+        session, (recorded,) = _appended(
+            session, [("input", _input_body(event, effects, call))], at
+        )
+        return session, recorded
 
     @staticmethod
     def transition(
@@ -253,27 +284,13 @@ class AuditTrail:
 
         Every runtime records a transition with this, so their trails agree.
         """
-        session, recorded = AuditTrail.input(
-            session, event, at=at, effects=effects, call=call
+        bodies = [("input", _input_body(event, effects, call))]
+        bodies.extend(
+            ("verdict", _verdict_body(effect.verdict))
+            for effect in effects
+            if isinstance(effect, RecordVerdict)
         )
-        events = [recorded]
-        for effect in effects:
-            if isinstance(effect, RecordVerdict):
-                verdict = effect.verdict
-                session, decided = AuditTrail.append(
-                    session,
-                    "verdict",
-                    {
-                        "outcome": verdict.outcome.value,
-                        "reasons": unstructure(verdict.reasons),
-                        "rules": unstructure(verdict.rules),
-                        "score": verdict.score,
-                        "decided_by": verdict.decided_by,
-                    },
-                    at=at,
-                )
-                events.append(decided)
-        return session, events
+        return _appended(session, bodies, at)
 
     @staticmethod
     def verify(events: Iterable[AuditEvent]) -> int:

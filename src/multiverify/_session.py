@@ -63,6 +63,7 @@ __all__ = [
     "require_waiting",
     "transition",
     "waiting_challenge",
+    "with_audit_head",
 ]
 
 JSON = Mapping[str, Any]
@@ -547,6 +548,8 @@ def _rebuilt(
     steps: tuple[StepRecord, ...],
     verdict: Verdict | None,
     inputs: int,
+    audit_head: str | None = None,
+    audit_count: int | None = None,
 ) -> Session:
     return Session(
         session_id=session.session_id,
@@ -559,8 +562,21 @@ def _rebuilt(
         facts=session.facts,
         verdict=verdict,
         inputs=inputs,
-        audit_head=session.audit_head,
-        audit_count=session.audit_count,
+        audit_head=session.audit_head if audit_head is None else audit_head,
+        audit_count=session.audit_count if audit_count is None else audit_count,
+    )
+
+
+def with_audit_head(session: Session, head: str, count: int) -> Session:
+    """The session with its audit chain at ``head`` after ``count`` events."""
+    return _rebuilt(
+        session,
+        status=session.status,
+        steps=session.steps,
+        verdict=session.verdict,
+        inputs=session.inputs,
+        audit_head=head,
+        audit_count=count,
     )
 
 
