@@ -183,14 +183,19 @@ async def verify_trail(verifier: Verifier, session: Session) -> int:
 
 
 class CrashingStore(MemoryStore):
-    """A MemoryStore that 'crashes' right after a save holding a chosen effect."""
+    """A MemoryStore that 'crashes' right after a write holding a chosen effect."""
 
     def __init__(self) -> None:
         super().__init__()
         self.crash_on: Callable[[Sequence[Any]], bool] | None = None
 
+    async def create(self, session: Session, **kwargs: Any) -> int:
+        return self._maybe_crash(await super().create(session, **kwargs), kwargs)
+
     async def save(self, session: Session, **kwargs: Any) -> int:
-        version = await super().save(session, **kwargs)
+        return self._maybe_crash(await super().save(session, **kwargs), kwargs)
+
+    def _maybe_crash(self, version: int, kwargs: dict[str, Any]) -> int:
         crash_on, effects = self.crash_on, kwargs.get("effects", ())
         if crash_on is not None and crash_on(effects):
             self.crash_on = None
