@@ -407,6 +407,61 @@ class TestRun:
         assert verdict.score == 0.9
         assert [reason.code for reason in verdict.reasons] == ["ok"]
 
+    async def test_one_write_per_input_and_no_load(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """The start is one create; each result one save; nothing is loaded back."""
+        store = CountingStore()
+        policy = Policy(
+            name="auto",
+            version="1",
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="second", channel="credit_bureau", after=["bureau"]),
+            ],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.second.status == 'passed'",
+                    reason="ok",
+                )
+            ],
+        )
+        async with Verifier(
+            policy, channels=[bureau()], store=store, clock=clock
+        ) as verifier:
+            verdict = await verifier.run(applicant)
+            await verifier.wait_idle()
+            assert store.calls == {"create": 1, "save": 2}
+            (sid,) = await store.session_ids()
+            stored = await verifier.get(sid)
+        assert stored.verdict == verdict
+        assert verdict.outcome is Outcome.APPROVED
+        assert await verify_trail(verifier, stored) == 5  # created, 3 inputs, verdict
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the session writes and loads made to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def create(self, session: Session, **kwargs: Any) -> int:
+        self._count("create")
+        return await super().create(session, **kwargs)
+
+    async def save(self, session: Session, **kwargs: Any) -> int:
+        self._count("save")
+        return await super().save(session, **kwargs)
+
+    async def load(self, session_id: str, /) -> tuple[Session, int]:
+        self._count("load")
+        return await super().load(session_id)
+
 
 class TestWaitAndGet:
     async def test_wait_blocks_until_the_verdict(

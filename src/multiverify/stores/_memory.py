@@ -89,7 +89,10 @@ class MemoryStore:
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> int:
-        _, version = await self.load(session.session_id)
+        found = self._sessions.get(session.session_id)
+        if found is None:
+            raise session_missing(session.session_id)
+        version = found[1]
         if version != expected_version:
             raise version_moved(session.session_id, version, expected_version)
         self._sessions[session.session_id] = (session, version + 1)
