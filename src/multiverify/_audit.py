@@ -23,6 +23,7 @@ from ._serde import converter, structure_input, unstructure
 from ._session import (
     Effect,
     Input,
+    QueueReview,
     RecordVerdict,
     Session,
     SessionStatus,
@@ -157,7 +158,16 @@ def _masked_input(event: Input) -> dict[str, Any]:
     # a destination); the core never decides on it, so the trail leaves it out.
     if "channel_state" in data:
         data["channel_state"] = {}
+    # A reviewer's note is free text that may name the applicant: the trail
+    # keeps its digest, which matches the note kept with the verdict.
+    if data.get("note"):
+        data["note"] = note_digest(data["note"])
     return data
+
+
+def note_digest(note: str) -> str:
+    """What the audit trail keeps of a reviewer's note: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(note.encode()).hexdigest()
 
 
 def _effect_summary(effect: Effect) -> dict[str, Any]:
@@ -165,6 +175,24 @@ def _effect_summary(effect: Effect) -> dict[str, Any]:
         return {"type": "RecordVerdict", "outcome": effect.verdict.outcome.value}
     summary: dict[str, Any] = _EFFECT_DATA(effect)
     return summary
+
+
+def _review_record(verdict: Verdict) -> dict[str, Any]:
+    """The review part of a verdict event: who decided what, beside the automatic part."""
+    review = verdict.review
+    assert review is not None  # noqa: S101 - checked by the caller
+    record: dict[str, Any] = unstructure(review)
+    if review.note:
+        record["note"] = note_digest(review.note)
+    automatic = verdict.automatic
+    if automatic is not None:
+        record["automatic"] = {
+            "outcome": automatic.outcome.value,
+            "reasons": unstructure(automatic.reasons),
+            "decided_by": automatic.decided_by,
+            "decided_at": automatic.decided_at.isoformat(),
+        }
+    return record
 
 
 def _headed(session: Session, events: Sequence[AuditEvent]) -> Session:
@@ -211,16 +239,30 @@ def _input_body(
     return canonical_json(data)
 
 
-def _verdict_body(verdict: Verdict) -> str:
+def _queued_body(automatic: Verdict, effect: QueueReview) -> str:
     return canonical_json(
         {
-            "outcome": verdict.outcome.value,
-            "reasons": unstructure(verdict.reasons),
-            "rules": unstructure(verdict.rules),
-            "score": verdict.score,
-            "decided_by": verdict.decided_by,
+            "outcome": automatic.outcome.value,
+            "reasons": unstructure(automatic.reasons),
+            "rules": unstructure(automatic.rules),
+            "score": automatic.score,
+            "decided_by": automatic.decided_by,
+            "priority": effect.priority,
         }
     )
+
+
+def _verdict_body(verdict: Verdict) -> str:
+    data: dict[str, Any] = {
+        "outcome": verdict.outcome.value,
+        "reasons": unstructure(verdict.reasons),
+        "rules": unstructure(verdict.rules),
+        "score": verdict.score,
+        "decided_by": verdict.decided_by,
+    }
+    if verdict.review is not None:
+        data["review"] = _review_record(verdict)
+    return canonical_json(data)
 
 
 class AuditTrail:
@@ -283,14 +325,20 @@ class AuditTrail:
     ) -> tuple[Session, list[AuditEvent]]:
         """The events one applied input adds: the input, and the verdict it reached.
 
-        Every runtime records a transition with this, so their trails agree.
+        A session that enters review adds ``review.queued``, with the
+        automatic verdict that sent it there. Every runtime records a
+        transition with this, so their trails agree.
         """
         bodies = [("input", _input_body(event, effects, call))]
-        bodies.extend(
-            ("verdict", _verdict_body(effect.verdict))
-            for effect in effects
-            if isinstance(effect, RecordVerdict)
-        )
+        for effect in effects:
+            if (
+                isinstance(effect, QueueReview)
+                and not effect.returned
+                and session.verdict is not None
+            ):
+                bodies.append(("review.queued", _queued_body(session.verdict, effect)))
+            elif isinstance(effect, RecordVerdict):
+                bodies.append(("verdict", _verdict_body(effect.verdict)))
         return _appended(session, bodies, at)
 
     @staticmethod
