@@ -33,6 +33,7 @@ from multiverify import (
     StepState,
     StepSummary,
     Verdict,
+    _serde,
 )
 from multiverify._serde import (
     dumps,
@@ -335,6 +336,15 @@ class TestSessionJson:
         # Another applicant may now take the same id: it is not served stale.
         other = attrs.evolve(make_applicant(), name="Wang Fang")
         session = make_session(other)
+        assert session_to_json(session) == dumps(session)
+
+    def test_full_cache_takes_no_more(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Once the cache is full, new parts are written without being kept."""
+        monkeypatch.setattr(_serde, "_PIECES", {})
+        monkeypatch.setattr(_serde, "_PIECES_MAX", 2)
+        session = make_session(make_applicant())
+        assert session_to_json(session) == dumps(session)
+        assert len(_serde._PIECES) == 2
         assert session_to_json(session) == dumps(session)
 
     def test_subclass_goes_through_dumps(self) -> None:
