@@ -1611,6 +1611,7 @@ class TestRestart:
         assert len(first_sms.starts) == 1
         trail_before = await first.store.audit_events(sid)
         await first.aclose()
+        await first.store.aclose()
 
         second_bureau, second_sms = bureau(), sms_code()
         verdicts: list[Verdict] = []
@@ -1644,6 +1645,7 @@ class TestRestart:
             await verify_trail(second, session)
             assert await second.store.pending_effects() == []
             assert await second.store.timers() == []
+        await second.store.aclose()
 
     async def test_saved_start_is_run_once_on_resume(
         self,

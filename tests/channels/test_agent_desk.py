@@ -173,6 +173,7 @@ class TestAcrossReplicas:
         assert await first_desk.tasks() == []
         for verifier, _ in replicas:
             await verifier.aclose()
+            await verifier.store.aclose()
 
 
 async def _worked(**outcome: Any) -> tuple[Verifier, AgentDesk, Session]:

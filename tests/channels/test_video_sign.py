@@ -727,6 +727,7 @@ class TestDurability:
         started = await first.start(applicant())
         await first.wait_idle()
         await first.aclose()
+        await first.store.aclose()
 
         vendor = FakeVideoProvider()
         vendor.decide(vendor.session_id(1), decision(vendor))
@@ -743,6 +744,7 @@ class TestDurability:
             assert vendor.fetches == [vendor.session_id(1)]
             assert vendor.requests == []
             assert await second.store.timers() == []
+        await second.store.aclose()
 
 
 class TestHandleDirectly:

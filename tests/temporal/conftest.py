@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import os
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from multiverify.channels import Channel
 from multiverify.stores import MemoryStore, SessionStore
@@ -94,5 +97,42 @@ async def running_worker(
         task_queue=task_queue,
         **options,
     )
-    async with worker:
+    run = asyncio.create_task(worker.run())
+    try:
         yield task_queue
+    finally:
+        await _end_sessions(client, task_queue)
+        await _shut_down(worker, run, task_queue)
+
+
+# Longer than any in-flight call of a test (a poll is cut short on shutdown).
+SHUTDOWN_BOUND = 60.0
+
+
+async def _end_sessions(client: Client, task_queue: str) -> None:
+    """Terminate the sessions still running on the queue, before its worker stops.
+
+    A session left running (a test that checks a refusal, say) still has
+    activities finishing and workflow tasks being dispatched. One the server
+    hands the worker while it shuts down is lost in transit, and the worker's
+    shutdown then waits for it for ever (inside temporalio's core; nothing a
+    workflow or activity does). Terminated, a session gets no more tasks.
+    """
+    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        with contextlib.suppress(RPCError):  # it completed meanwhile
+            await client.get_workflow_handle(
+                execution.id, run_id=execution.run_id
+            ).terminate("the test is over")
+
+
+async def _shut_down(worker: Worker, run: asyncio.Task[None], task_queue: str) -> None:
+    """Stop the worker within a bound, or fail the test saying so."""
+    try:
+        await asyncio.wait_for(worker.shutdown(), SHUTDOWN_BOUND)
+    except TimeoutError:
+        run.cancel()
+        pytest.fail(
+            f"the worker of {task_queue} did not shut down within {SHUTDOWN_BOUND} s"
+        )
+    await run  # a worker that failed fails the test
