@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+import phonenumbers
 import pytest
 from click.testing import CliRunner, Result
 
+from multiverify import Applicant
 from multiverify._cli import create_cli, main, verdict_json
-from multiverify.sandbox import DEFAULT_POLICY_PATH, load_default_policy
+from multiverify.sandbox import DEFAULT_POLICY_PATH, PERSONAS, load_default_policy
+from multiverify.stores import SqliteStore
 
 BROKEN_POLICY = """\
 name = "broken"
@@ -410,3 +415,82 @@ class TestMain:
             "outcome": None,
             "status": "cancelled",
         }
+
+
+def _raw_personal_values(applicant: Applicant) -> set[str]:
+    """Every personal value of ``applicant``, in the forms it could leak in."""
+    born = applicant.date_of_birth
+    values = {
+        applicant.name,
+        applicant.national_id,
+        applicant.phone,
+        applicant.phone.removeprefix("+"),
+        str(phonenumbers.parse(applicant.phone).national_number),
+        born.isoformat(),
+        born.strftime("%Y%m%d"),
+        born.strftime("%d/%m/%Y"),
+    }
+    if applicant.address is not None:
+        values.update(applicant.address.lines)
+        values.add(applicant.address.postal_code)
+    for contact in applicant.contacts:
+        values.update({contact.name, contact.phone, contact.phone.removeprefix("+")})
+    return {value for value in values if value}
+
+
+class TestPersonalDataNeverLeaks:
+    @pytest.mark.parametrize("persona", sorted(PERSONAS))
+    def test_a_whole_demo_session_shows_no_personal_value(
+        self,
+        cli: click.Group,
+        persona: str,
+        tmp_path: Path,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Screen, JSON verdict, logs, audit trail and reprs hold no raw personal value.
+
+        A whole demo session (both outputs, every log record at DEBUG, the
+        exported audit trail, the saved session's and verdict's reprs and the
+        explanation) is scanned for the applicant's national ID, phone (in
+        E.164, without ``+`` and as a national number), name, date of birth
+        and address.
+        """
+        caplog.set_level(logging.DEBUG)
+        db = tmp_path / "demo.db"
+        screen = invoke(cli, "demo", "--persona", persona, "--db", str(db))
+        as_json = invoke(cli, "demo", "--persona", persona, "--json", "--db", str(db))
+        exported = invoke(cli, "audit", "export", "--db", str(db))
+        for result in (screen, as_json, exported):
+            assert result.exit_code == 0, result.output
+
+        async def saved() -> list[str]:
+            async with SqliteStore(db) as store:
+                texts = []
+                for session_id in await store.session_ids():
+                    session, _ = await store.load(session_id)
+                    texts.append(repr(session))
+                    if session.verdict is not None:
+                        texts.append(session.verdict.explain())
+                texts.extend(repr(event) for event in await store.audit_events())
+                return texts
+
+        haystack = "\n".join(
+            [
+                screen.output,
+                as_json.output,
+                exported.output,
+                *(repr(record.__dict__) for record in caplog.records),
+                caplog.text,
+                *asyncio.run(saved()),
+            ]
+        )
+        sessions = {
+            json.loads(line)["session_id"] for line in exported.stdout.splitlines()
+        }
+        assert len(sessions) == 2  # both runs, whole, were scanned
+        leaked = {
+            value
+            for value in _raw_personal_values(PERSONAS[persona].applicant)
+            if value in haystack
+        }
+        assert leaked == set()

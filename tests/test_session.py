@@ -56,6 +56,7 @@ from multiverify._session import (
     StartStep,
     StepErrored,
     StepFinished,
+    StepRecord,
     StepStarted,
     StepUpdated,
     TimerFired,
@@ -1681,3 +1682,32 @@ class TestPurity:
             and f"{node.value.id}.{node.attr}" in _IMPURE_CALLS
         ]
         assert found == []
+
+
+class TestChannelStateRepr:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            StepRecord(step_id="sms", channel_state={"destination": "+8613800138000"}),
+            StepStarted(
+                step_id="sms",
+                attempt=1,
+                at=T0,
+                channel_state={"destination": "+8613800138000"},
+            ),
+            StepFinished(
+                step_id="sms",
+                attempt=1,
+                at=T0,
+                result=ChannelResult(status="passed"),
+                channel_state={"destination": "+8613800138000"},
+            ),
+        ],
+    )
+    def test_reprs_show_the_keys_of_a_channels_state_not_its_values(
+        self, value: object
+    ) -> None:
+        """A channel's state may hold a phone number: reprs (and logs) show its keys only."""
+        text = repr(value)
+        assert "channel_state={'destination': ...}" in text
+        assert "13800138000" not in text

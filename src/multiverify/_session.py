@@ -95,6 +95,16 @@ def _timers(values: Iterable[tuple[str, datetime]]) -> tuple[tuple[str, datetime
     return tuple((name, due) for name, due in values)
 
 
+def _state_repr(state: JSON) -> str:
+    """A channel's state in a repr: its keys, never its values.
+
+    The state may hold personal or secret data (a destination number, a
+    code's digest), so reprs and logs show only its shape, as the audit trail
+    leaves it out.
+    """
+    return "{" + ", ".join(f"{key!r}: ..." for key in state) + "}"
+
+
 class StepState(enum.StrEnum):
     """Where a step is in its life."""
 
@@ -154,7 +164,7 @@ class StepRecord:
     state: StepState = StepState.PENDING
     attempt: int = 0
     provider_index: int = 0
-    channel_state: JSON = attrs.field(factory=dict)
+    channel_state: JSON = attrs.field(factory=dict, repr=_state_repr)
     challenge: Challenge | None = None
     result: ChannelResult | None = None
     started_at: datetime | None = None
@@ -270,7 +280,7 @@ class _StepWaits:
     attempt: int
     at: datetime
     challenge: Challenge | None = None
-    channel_state: JSON = attrs.field(factory=dict)
+    channel_state: JSON = attrs.field(factory=dict, repr=_state_repr)
     timers: tuple[tuple[str, datetime], ...] = attrs.field(
         default=(), converter=_timers
     )
@@ -298,7 +308,7 @@ class StepFinished:
     attempt: int
     at: datetime
     result: ChannelResult
-    channel_state: JSON = attrs.field(factory=dict)
+    channel_state: JSON = attrs.field(factory=dict, repr=_state_repr)
 
 
 @attrs.frozen(kw_only=True)
