@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -176,16 +176,71 @@ def _positive_int(field: str) -> Any:
     return check
 
 
+def _text(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str):
+            raise InvalidInputError(
+                message=f"{field}: expected text, got {type(value).__name__}",
+                field=field,
+            )
+
+    return check
+
+
 def _non_empty(field: str) -> Any:
-    def check(_inst: object, _attr: object, value: str) -> None:
+    is_text = _text(field)
+
+    def check(inst: object, attr: object, value: str) -> None:
+        is_text(inst, attr, value)
         if not value.strip():
             raise InvalidInputError(message=f"{field}: must not be empty", field=field)
 
     return check
 
 
-def _currency(_inst: object, _attr: object, value: str) -> None:
-    if not _CURRENCY.fullmatch(value):
+def _instance(field: str, kind: type, *, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, kind):
+            raise InvalidInputError(
+                message=f"{field}: expected {kind.__name__}"
+                f"{' or None' if optional else ''}, got {type(value).__name__}",
+                field=field,
+            )
+
+    return check
+
+
+def _each(field: str, kind: type) -> Any:
+    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
+        for index, value in enumerate(values):
+            if not isinstance(value, kind):
+                raise InvalidInputError(
+                    message=f"{field}[{index}]: expected {kind.__name__},"
+                    f" got {type(value).__name__}",
+                    field=field,
+                )
+
+    return check
+
+
+def _day(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        # A datetime is a date too, but carries a time (and maybe a zone) that
+        # would silently shift an age or a due date.
+        if not isinstance(value, date) or isinstance(value, datetime):
+            raise InvalidInputError(
+                message=f"{field}: expected a datetime.date, got {type(value).__name__}"
+                + (f" {value!r}" if isinstance(value, str) else ""),
+                field=field,
+            )
+
+    return check
+
+
+def _currency(_inst: object, _attr: object, value: Any) -> None:
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
         raise InvalidInputError(
             message=f"currency: expected an ISO 4217 code such as CNY, got {value!r}",
             field="currency",
@@ -210,8 +265,10 @@ class RepaymentSchedule:
         converter=_installment_amount,
         validator=_non_negative("repayment.installment_amount"),
     )
-    first_due: date
-    frequency: str = "monthly"
+    first_due: date = attrs.field(validator=_day("repayment.first_due"))
+    frequency: str = attrs.field(
+        default="monthly", validator=_non_empty("repayment.frequency")
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -228,8 +285,11 @@ class LoanApplication:
     annual_rate: Decimal | None = attrs.field(
         default=None,
         converter=_annual_rate,
+        validator=attrs.validators.optional(_non_negative("annual_rate")),
     )
-    repayment: RepaymentSchedule | None = None
+    repayment: RepaymentSchedule | None = attrs.field(
+        default=None, validator=_instance("repayment", RepaymentSchedule, optional=True)
+    )
 
     def facts(self) -> dict[str, Any]:
         """The loan as plain values for policy conditions and the audit trail."""
@@ -256,18 +316,29 @@ class Address:
     lines: tuple[str, ...] = attrs.field(
         converter=_lines, repr=False, metadata={"personal": True}
     )
-    city: str = attrs.field(repr=False, metadata={"personal": True})
-    region: str = ""
-    postal_code: str = attrs.field(default="", repr=False, metadata={"personal": True})
-    country: str = ""
+    city: str = attrs.field(
+        validator=_text("address.city"), repr=False, metadata={"personal": True}
+    )
+    region: str = attrs.field(default="", validator=_text("address.region"))
+    postal_code: str = attrs.field(
+        default="",
+        validator=_text("address.postal_code"),
+        repr=False,
+        metadata={"personal": True},
+    )
+    country: str = attrs.field(default="", validator=_text("address.country"))
 
 
 @attrs.frozen(kw_only=True)
 class Contact:
     """Someone the lender may reach about the applicant (a reference or relative)."""
 
-    name: str = attrs.field(repr=mask_name, metadata={"personal": True})
-    relation: str
+    name: str = attrs.field(
+        validator=_non_empty("contacts.name"),
+        repr=mask_name,
+        metadata={"personal": True},
+    )
+    relation: str = attrs.field(validator=_text("contacts.relation"))
     phone: str = attrs.field(
         converter=_contact_phone,
         repr=mask_phone,
@@ -298,16 +369,25 @@ class Applicant:
         converter=_phone, repr=mask_phone, metadata={"personal": True}
     )
     date_of_birth: date = attrs.field(
-        repr=lambda _: "****-**-**", metadata={"personal": True}
+        validator=_day("date_of_birth"),
+        repr=lambda _: "****-**-**",
+        metadata={"personal": True},
     )
     timezone: str = attrs.field(validator=_timezone)
-    loan: LoanApplication
-    locale: str = "en"
+    loan: LoanApplication = attrs.field(validator=_instance("loan", LoanApplication))
+    locale: str = attrs.field(default="en", validator=_non_empty("locale"))
     address: Address | None = attrs.field(
-        default=None, repr=False, metadata={"personal": True}
+        default=None,
+        validator=_instance("address", Address, optional=True),
+        repr=False,
+        metadata={"personal": True},
     )
     contacts: tuple[Contact, ...] = attrs.field(
-        default=(), converter=_contacts, repr=False, metadata={"personal": True}
+        default=(),
+        converter=_contacts,
+        validator=_each("contacts", Contact),
+        repr=False,
+        metadata={"personal": True},
     )
     client_ip: str | None = attrs.field(
         default=None, converter=normalize_ip, repr=False, metadata={"personal": True}
