@@ -16,7 +16,7 @@ from .._results import Outcome, PolicyRef, ResultStatus
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
 from ..exceptions import PolicyError, PolicyProblem
 from ._cel import ROOTS, Condition, ConditionError, compile_condition
-from ._review import ReviewSettings, review_dict, review_problems
+from ._review import ReviewSettings, reason_code_ok, review_dict, review_problems
 
 __all__ = [
     "STEP_FIELDS",
@@ -52,6 +52,40 @@ APPLICATION_FIELDS = frozenset(
         "installment_amount",
     }
 )
+
+
+# Values of the right type for every name a condition may read: evaluating a
+# condition over them finds what fails for any value (comparing a score with
+# text) or yields no boolean. Steps appear as they do once they passed.
+_PROBE_APPLICANT = {
+    "id": "applicant",
+    "age": 30,
+    "phone_country": "CN",
+    "timezone": "Asia/Shanghai",
+    "locale": "en",
+    "contacts": 1,
+    "has_address": True,
+}
+_PROBE_APPLICATION = {
+    "amount": 1000.0,
+    "currency": "CNY",
+    "term_months": 12,
+    "purpose": "purpose",
+    "fees": 10.0,
+    "annual_rate": 0.1,
+    "installments": 12,
+    "installment_amount": 100.0,
+}
+_PROBE_STEP = {
+    "status": "passed",
+    "signals": [],
+    "score": 0.5,
+    "attempts": 1,
+    "provider": "provider",
+    "facts": {},
+}
+# The engine's words for an operation no value of these types supports.
+_TYPE_ERROR = "No such overload"
 
 
 def _strings(values: Iterable[str]) -> tuple[str, ...]:
@@ -458,9 +492,12 @@ class _Validator:
             self.problem("version", "must not be empty")
         if not policy.steps:
             self.problem("steps", "a policy needs at least one step")
+        if policy.deadline is not None and policy.deadline <= 0:
+            self.problem("deadline", "must be longer than zero")
         self.check_ids_and_channels()
         for index, step in enumerate(policy.steps):
             self.check_references(index, step)
+            self.check_timing(f"steps[{index}]", step)
             self.check_options(f"steps[{index}]", step)
         self.check_review()
         self.check_scripts()
@@ -476,7 +513,28 @@ class _Validator:
                 self.check_condition(f"steps[{index}].when", step.when)
         self.check_rules()
         if policy.score is not None:
-            self.check_condition("score", policy.score)
+            self.check_condition("score", policy.score, number=True)
+
+    def check_timing(self, path: str, step: Step) -> None:
+        """Timeouts that leave no time at all, backoffs in the wrong order, providers twice."""
+        if step.timeout is not None and step.timeout <= 0:
+            self.problem(f"{path}.timeout", "must be longer than zero")
+        retry = step.retry
+        if retry.timeout is not None and retry.timeout <= 0:
+            self.problem(f"{path}.retry.timeout", "must be longer than zero")
+        if retry.wait_initial > retry.wait_max:
+            self.problem(
+                f"{path}.retry.wait_initial",
+                f"{format_duration(retry.wait_initial)} is longer than wait_max "
+                f"({format_duration(retry.wait_max)})",
+            )
+        seen: set[str] = set()
+        for position, provider in enumerate(step.providers):
+            if provider in seen:
+                self.problem(
+                    f"{path}.providers[{position}]", f"duplicate provider {provider!r}"
+                )
+            seen.add(provider)
 
     def check_ids_and_channels(self) -> None:
         for index, step in enumerate(self.policy.steps):
@@ -569,8 +627,13 @@ class _Validator:
                 )
             targets.setdefault(target, index)
 
-    def check_condition(self, path: str, source: str) -> Condition | None:
-        """Compile ``source`` and check its names; keep it when it is sound."""
+    def check_condition(
+        self, path: str, source: str, *, number: bool = False
+    ) -> Condition | None:
+        """Compile ``source`` and check its names and types; keep it when it is sound.
+
+        ``number``: the expression yields a number (a score), not a boolean.
+        """
         try:
             condition = compile_condition(source)
         except ConditionError as exc:
@@ -583,10 +646,37 @@ class _Validator:
             )
         for chain in condition.chains:
             self.check_chain(path, chain[0], chain[1:])
+        if len(self.problems) == before and (number or not condition.constant):
+            self.check_types(path, condition, number=number)
         if len(self.problems) > before:
             return None
         self.conditions[source] = condition
         return condition
+
+    def check_types(self, path: str, condition: Condition, *, number: bool) -> None:
+        """Evaluate over values of the right types: a type error or a result of
+        the wrong kind happens for every value, so the condition can never hold."""
+        probe = {
+            "applicant": _PROBE_APPLICANT,
+            "application": _PROBE_APPLICATION,
+            "steps": dict.fromkeys(self.ids, _PROBE_STEP)
+            | {step.id: _PROBE_STEP for step in self.policy.all_steps},
+        }
+        try:
+            if number:
+                condition.evaluate_number(probe)
+            else:
+                condition.evaluate(probe)
+        except ConditionError as exc:
+            text = str(exc)
+            if text.startswith("expected a "):
+                self.problem(path, "must yield a " + text.removeprefix("expected a "))
+            elif _TYPE_ERROR in text:
+                self.problem(
+                    path,
+                    "can never fire: it mixes types no value supports "
+                    "(such as a number compared with text)",
+                )
 
     def check_chain(self, path: str, root: str, rest: tuple[str, ...]) -> None:
         # ``rest`` is never empty: a chain reads at least one field of its root.
@@ -614,6 +704,13 @@ class _Validator:
             path = f"rules[{index}].when"
             if not rule.reason.strip():
                 self.problem(f"rules[{index}].reason", "must not be empty")
+            elif not reason_code_ok(rule.reason):
+                self.problem(
+                    f"rules[{index}].reason",
+                    f"{rule.reason!r} is not a reason code (a stable machine code: "
+                    "lowercase letters, digits, _ . -, such as 'bureau.fraud_alert'; "
+                    "put the human text in message)",
+                )
             condition = self.check_condition(path, rule.when)
             if condition is None:
                 continue
