@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -56,9 +57,12 @@ class TestValues:
         assert retry.wait_jitter == 0.5
 
     def test_retry_needs_one_attempt(self) -> None:
-        """Zero attempts is refused at construction."""
-        with pytest.raises(ValueError, match="attempts"):
+        """Zero attempts is refused at construction, as a located policy problem."""
+        with pytest.raises(PolicyError) as info:
             RetrySettings(attempts=0)
+        assert [(p.path, p.message) for p in info.value.problems] == [
+            ("retry.attempts", "must be at least 1, got 0")
+        ]
 
     def test_fallback_statuses(self) -> None:
         """A fallback starts on failure, error or timeout unless told otherwise."""
@@ -660,3 +664,92 @@ class TestTimingAndTypes:
     def test_value_dependent_conditions_are_accepted(self, when: str) -> None:
         """What may hold for some value (a missing fact, a branch not taken) passes."""
         make(rules=[rule(when)])
+
+
+OUTCOMES = "approved, expired, rejected, review"
+STATUSES = "cancelled, error, failed, inconclusive, passed, timeout"
+
+
+class TestBuiltInPython:
+    """A bad value in a policy built in Python is a located `PolicyError` too."""
+
+    @pytest.mark.parametrize(
+        ("build", "path", "message"),
+        [
+            (
+                lambda: RetrySettings(attempts="3"),  # type: ignore[arg-type]
+                "retry.attempts",
+                "expected an integer, got str",
+            ),
+            (
+                lambda: RetrySettings(wait_max="soon"),
+                "retry.wait_max",
+                "not a duration: 'soon' (write it like '30s', '5m' or '1h30m')",
+            ),
+            (
+                lambda: RetrySettings(timeout=-1),
+                "retry.timeout",
+                "a duration must not be negative: -1",
+            ),
+            (
+                lambda: Step(id="bureau", channel="credit_bureau", timeout="ten"),
+                "timeout",
+                "not a duration: 'ten' (write it like '30s', '5m' or '1h30m')",
+            ),
+            (
+                lambda: Step(id=7, channel="credit_bureau"),  # type: ignore[arg-type]
+                "id",
+                "expected a string, got int",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", after=["bureau", 2]),  # type: ignore[list-item]
+                "after[1]",
+                "expected a string, got int",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", when=True),  # type: ignore[arg-type]
+                "when",
+                "expected a string, got bool",
+            ),
+            (
+                lambda: Fallback(step="video", on=["failed", "timed_out"]),
+                "fallback.on",
+                f"'timed_out' is not a result status (one of {STATUSES})",
+            ),
+            (
+                lambda: Fallback(step="video", on="failed"),
+                "fallback.on",
+                "expected a list of result statuses, got 'failed'",
+            ),
+            (
+                lambda: Rule(outcome="approve", when="true", reason="ok"),
+                "outcome",
+                f"'approve' is not an outcome (one of {OUTCOMES})",
+            ),
+            (
+                lambda: Rule(outcome="approved", when=None, reason="ok"),  # type: ignore[arg-type]
+                "when",
+                "expected a string, got NoneType",
+            ),
+            (lambda: make(name=None), "name", "expected a string, got NoneType"),
+            (
+                lambda: make(on_deadline="lapsed"),
+                "on_deadline",
+                f"'lapsed' is not an outcome (one of {OUTCOMES})",
+            ),
+            (
+                lambda: make(deadline="half an hour"),
+                "deadline",
+                "not a duration: 'half an hour' (write it like '30s', '5m' or '1h30m')",
+            ),
+            (lambda: make(score=0.5), "score", "expected a string, got float"),
+        ],
+    )
+    def test_bad_values_are_located(
+        self, build: Callable[[], object], path: str, message: str
+    ) -> None:
+        """Each bad value names its field and the problem."""
+        with pytest.raises(PolicyError) as info:
+            build()
+        assert [(p.path, p.message) for p in info.value.problems] == [(path, message)]
+        assert info.value.message == f"{path}: {message}"
