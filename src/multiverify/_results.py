@@ -28,9 +28,10 @@ __all__ = [
 def _signals(values: Iterable[Signal | str]) -> tuple[Signal, ...]:
     """Signals, a bare name standing for ``Signal(name=...)``."""
     signals = tuple(values)
-    if all(type(value) is Signal for value in signals):
-        return cast("tuple[Signal, ...]", signals)
-    return tuple(_signal(value) for value in signals)
+    for value in signals:  # a plain loop: results are rebuilt on the hot path
+        if type(value) is not Signal:
+            return tuple(_signal(value) for value in signals)
+    return cast("tuple[Signal, ...]", signals)
 
 
 def _signal(value: object) -> Signal:
