@@ -494,3 +494,27 @@ class TestPersonalDataNeverLeaks:
             if value in haystack
         }
         assert leaked == set()
+
+
+class TestNotAStore:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("demo", "--json", "--db"),
+            ("audit", "export", "--db"),
+            ("review", "list", "--store"),
+        ],
+    )
+    def test_a_db_that_is_no_database_is_a_one_line_error(
+        self, cli: click.Group, tmp_path: Path, args: tuple[str, ...]
+    ) -> None:
+        """A --db that is not a SQLite file exits 1 with one line, no traceback."""
+        path = tmp_path / "notes.db"
+        path.write_text("not a database\n")
+        result = invoke(cli, *args, str(path))
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"Error: {path} is not a SQLite database, or is damaged "
+            "(file is not a database)\n"
+        )
+        assert path.read_text() == "not a database\n"

@@ -21,7 +21,7 @@ from ._results import Outcome, ResultStatus, Verdict
 from ._session import Session, StepState
 from ._verifier import Verifier
 from .channels import Channel
-from .exceptions import AuditIntegrityError, PolicyError
+from .exceptions import AuditIntegrityError, ConfigurationError, PolicyError
 from .policy import Policy, explain_policy, load_policy
 from .sandbox import (
     PERSONAS,
@@ -310,6 +310,8 @@ def _run(
         )
     except PolicyError as exc:  # the policy names a channel the sandbox lacks
         _fail_policy(exc, policy.source or policy.name)
+    except ConfigurationError as exc:  # --db is not a store
+        raise click.ClickException(exc.message) from None
 
 
 def _fail_policy(error: PolicyError, file: str, *, out: bool = False) -> NoReturn:
@@ -325,10 +327,13 @@ def _fail_policy(error: PolicyError, file: str, *, out: bool = False) -> NoRetur
 
 
 async def _export(db: Path, session_id: str | None, out: IO[str]) -> int:
-    async with SqliteStore(db) as store:
-        if session_id is not None and session_id not in await store.session_ids():
-            raise click.ClickException(f"{db} has no session {session_id!r}")
-        return AuditTrail.export_jsonl(await store.audit_events(session_id), out)
+    try:
+        async with SqliteStore(db) as store:
+            if session_id is not None and session_id not in await store.session_ids():
+                raise click.ClickException(f"{db} has no session {session_id!r}")
+            return AuditTrail.export_jsonl(await store.audit_events(session_id), out)
+    except ConfigurationError as exc:  # not a store
+        raise click.ClickException(exc.message) from None
 
 
 # --- the commands -----------------------------------------------------------------
