@@ -349,12 +349,53 @@ class TestAuditCommands:
         assert "event 2" in result.stderr
 
     def test_not_an_audit_file(self, cli: click.Group, tmp_path: Path) -> None:
-        """A line that is not an audit event is reported with exit 1."""
+        """A line that is not an audit event is reported with exit 1, in one line."""
         trail = tmp_path / "junk.jsonl"
         trail.write_text('{"hello": 1}\n')
         result = invoke(cli, "audit", "verify", str(trail))
         assert result.exit_code == 1
-        assert "line 1 is not an audit event" in result.stderr
+        assert result.stderr == (
+            f"{trail}: event 0: line 1 is not an audit event: no data object\n"
+        )
+
+    def test_events_cut_off_the_end_are_found_against_the_store(
+        self, cli: click.Group, db: Path, tmp_path: Path
+    ) -> None:
+        """Dropping a session's last events keeps the chain whole; ``--db`` finds it."""
+        lines = invoke(cli, "audit", "export", "--db", str(db)).stdout.splitlines()
+        first = json.loads(lines[0])["session_id"]
+        kept = [line for line in lines if json.loads(line)["session_id"] == first]
+        trail = tmp_path / "cut.jsonl"
+        trail.write_text("\n".join(kept[:-2]) + "\n")
+        assert invoke(cli, "audit", "verify", str(trail)).exit_code == 0
+        result = invoke(cli, "audit", "verify", str(trail), "--db", str(db))
+        assert result.exit_code == 1
+        assert result.stderr.startswith(
+            f"{trail}: event {len(kept) - 2}: the trail of session {first} stops at "
+            f"#{len(kept) - 3} short of the session's last audit event"
+        )
+
+    def test_a_whole_trail_verifies_against_its_store(
+        self, cli: click.Group, db: Path, tmp_path: Path
+    ) -> None:
+        """An untouched export reaches every session's head in the store."""
+        trail = tmp_path / "trail.jsonl"
+        trail.write_text(invoke(cli, "audit", "export", "--db", str(db)).stdout)
+        result = invoke(cli, "audit", "verify", str(trail), "--db", str(db))
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("OK: ")
+
+    def test_a_session_the_store_lacks(
+        self, cli: click.Group, db: Path, tmp_path: Path
+    ) -> None:
+        """Against a store, a trail of a session it does not hold is refused."""
+        trail = tmp_path / "trail.jsonl"
+        trail.write_text(invoke(cli, "audit", "export", "--db", str(db)).stdout)
+        other = tmp_path / "other.db"
+        assert invoke(cli, "demo", "--json", "--db", str(other)).exit_code == 0
+        result = invoke(cli, "audit", "verify", str(trail), "--db", str(other))
+        assert result.exit_code == 1
+        assert f"{other} has no session " in result.stderr
 
     def test_empty_file(self, cli: click.Group, tmp_path: Path) -> None:
         """An empty file verifies nothing: exit 1."""

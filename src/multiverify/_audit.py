@@ -325,17 +325,30 @@ class AuditTrail:
         return session, events
 
     @staticmethod
-    def verify(events: Iterable[AuditEvent]) -> int:
+    def verify(
+        events: Iterable[AuditEvent], *, heads: Mapping[str, str] | None = None
+    ) -> int:
         """Check the chains; return how many events were checked.
 
+        A chain alone cannot show that its last events were cut off. Pass
+        ``heads``, each session's ``audit_head`` as its store keeps it, and
+        every session of ``events`` found there must end at that hash.
+
+        Args:
+            events: the events, in the order they were recorded per session.
+            heads: the hash of the last audit event of each session, by id
+                (sessions missing from it are checked by their chain only).
+
         Raises:
-            AuditIntegrityError: an event was changed, dropped or reordered;
-                ``index`` is its position in ``events``.
+            AuditIntegrityError: an event was changed, dropped or reordered
+                (``index`` is its position in ``events``), or a chain stops
+                short of its session's head (``index`` is then the number of
+                events).
         """
-        heads: dict[str, tuple[int, str]] = {}
+        chains: dict[str, tuple[int, str]] = {}
         count = 0
         for position, event in enumerate(events):
-            expected_index, prev = heads.get(event.session_id, (0, GENESIS))
+            expected_index, prev = chains.get(event.session_id, (0, GENESIS))
             problem = None
             if event.index != expected_index:
                 problem = f"expected index {expected_index}, found {event.index}"
@@ -356,8 +369,17 @@ class AuditTrail:
                     f"#{event.index}, {event.kind}) was tampered with: {problem}",
                     index=position,
                 )
-            heads[event.session_id] = (event.index + 1, event.hash)
+            chains[event.session_id] = (event.index + 1, event.hash)
             count += 1
+        for session_id, (length, last) in chains.items():
+            head = (heads or {}).get(session_id)
+            if head is not None and head != last:
+                raise AuditIntegrityError(
+                    message=f"the trail of session {session_id} stops at #{length - 1}"
+                    " short of the session's last audit event: events were "
+                    "dropped from its end (or it was exported before them)",
+                    index=count,
+                )
         return count
 
     @staticmethod
@@ -383,8 +405,9 @@ class AuditTrail:
             try:
                 events.append(AuditEvent.from_json(line))
             except ValueError as exc:
+                reason = str(exc).removeprefix("not an audit event: ")
                 raise AuditIntegrityError(
-                    message=f"line {number + 1} is not an audit event: {exc}",
+                    message=f"line {number + 1} is not an audit event: {reason}",
                     index=len(events),
                 ) from exc
         return events

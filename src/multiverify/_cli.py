@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from ._audit import AuditTrail
+from ._audit import AuditEvent, AuditTrail
 from ._results import Outcome, ResultStatus, Verdict
 from ._session import Session, StepState
 from ._verifier import Verifier
@@ -336,6 +336,22 @@ async def _export(db: Path, session_id: str | None, out: IO[str]) -> int:
         raise click.ClickException(exc.message) from None
 
 
+async def _heads(db: Path, events: list[AuditEvent]) -> dict[str, str]:
+    """The last audit hash the store holds for each session of ``events``."""
+    try:
+        async with SqliteStore(db) as store:
+            known = set(await store.session_ids())
+            heads = {}
+            for session_id in sorted({event.session_id for event in events}):
+                if session_id not in known:
+                    raise click.ClickException(f"{db} has no session {session_id!r}")
+                session, _ = await store.load(session_id)
+                heads[session_id] = session.audit_head
+            return heads
+    except ConfigurationError as exc:  # not a store
+        raise click.ClickException(exc.message) from None
+
+
 # --- the commands -----------------------------------------------------------------
 
 
@@ -427,11 +443,18 @@ def create_cli() -> click.Group:
 
     @audit.command()
     @click.argument("file", type=click.File("r", encoding="utf-8"))
-    def verify(file: IO[str]) -> None:
+    @click.option(
+        "--db",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="The SQLite store the trail came from: each session's trail must "
+        "also reach the last event the store holds (nothing cut off its end).",
+    )
+    def verify(file: IO[str], db: Path | None) -> None:
         """Check the hash chains of a JSONL audit export (exit 1 if tampered)."""
         try:
             events = AuditTrail.read_jsonl(file)
-            count = AuditTrail.verify(events)
+            heads = None if db is None else asyncio.run(_heads(db, events))
+            count = AuditTrail.verify(events, heads=heads)
         except AuditIntegrityError as exc:
             click.echo(f"{file.name}: event {exc.index}: {exc.message}", err=True)
             raise SystemExit(1) from None
