@@ -271,6 +271,54 @@ class TestPolicyCommands:
         assert f"{path}: steps[0].timeout:" in result.stdout
 
 
+CUSTOM_CHANNEL_POLICY = """\
+name = "custom"
+version = "1"
+
+[[steps]]
+id = "kyc"
+channel = "in_house_kyc"
+
+[[rules]]
+outcome = "approved"
+when = "steps.kyc.status == 'passed'"
+reason = "kyc.passed"
+"""
+
+
+class TestPolicyWithAppChannels:
+    @pytest.mark.parametrize("command", ["check", "explain"])
+    def test_an_app_channel_is_unknown_unless_declared(
+        self, cli: click.Group, tmp_path: Path, command: str
+    ) -> None:
+        """A policy naming a channel the app registers checks with ``--channel``."""
+        path = tmp_path / "custom.toml"
+        path.write_text(CUSTOM_CHANNEL_POLICY)
+        undeclared = invoke(cli, "policy", command, str(path))
+        assert undeclared.exit_code == 1
+        assert "unknown channel 'in_house_kyc'" in undeclared.stdout
+        declared = invoke(
+            cli, "policy", command, str(path), "--channel", "in_house_kyc"
+        )
+        assert declared.exit_code == 0, declared.output
+        assert declared.stdout.startswith("OK: " if command == "check" else "Policy ")
+
+    def test_a_built_in_channel_keeps_its_signals(
+        self, cli: click.Group, tmp_path: Path
+    ) -> None:
+        """Naming a built-in channel with ``--channel`` does not lift its signal check."""
+        path = tmp_path / "bureau.toml"
+        path.write_text(
+            'name = "b"\nversion = "1"\n'
+            '[[steps]]\nid = "bureau"\nchannel = "credit_bureau"\n'
+            '[[rules]]\noutcome = "rejected"\n'
+            'when = "\'fraud\' in steps.bureau.signals"\nreason = "fraud"\n'
+        )
+        result = invoke(cli, "policy", "check", str(path), "--channel", "credit_bureau")
+        assert result.exit_code == 1
+        assert "never emits signal 'fraud'" in result.stdout
+
+
 class TestAuditCommands:
     @pytest.fixture
     def db(self, cli: click.Group, tmp_path: Path) -> Path:

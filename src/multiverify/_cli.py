@@ -12,13 +12,14 @@ import asyncio
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from ._audit import AuditEvent, AuditTrail
 from ._results import Outcome, ResultStatus, Verdict
 from ._session import Session, StepState
+from ._specs import BUILTIN_CHANNELS, ChannelSpec
 from ._verifier import Verifier
 from .channels import Channel
 from .exceptions import AuditIntegrityError, ConfigurationError, PolicyError
@@ -323,6 +324,13 @@ def _fail_policy(error: PolicyError, file: str, *, out: bool = False) -> NoRetur
     raise SystemExit(1)
 
 
+def _declared(names: Iterable[str]) -> dict[str, ChannelSpec]:
+    """Specs for channels named on the command line (the built-in ones keep theirs)."""
+    return {
+        name: ChannelSpec(name=name) for name in names if name not in BUILTIN_CHANNELS
+    }
+
+
 # --- audit ------------------------------------------------------------------------
 
 
@@ -410,14 +418,23 @@ def create_cli() -> click.Group:
     def policy() -> None:
         """Check and explain policy files."""
 
+    channel_option = click.option(
+        "--channel",
+        "channels",
+        multiple=True,
+        metavar="NAME",
+        help="A channel your app registers, beyond the built-in ones (repeatable).",
+    )
+
     @policy.command()
     @click.argument(
         "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
     )
-    def check(file: Path) -> None:
+    @channel_option
+    def check(file: Path, channels: tuple[str, ...]) -> None:
         """Validate FILE; print every problem with its location (exit 1 if any)."""
         try:
-            loaded = load_policy(file)
+            loaded = load_policy(file, channels=_declared(channels))
         except PolicyError as exc:
             _fail_policy(exc, str(file), out=True)
         click.echo(
@@ -429,10 +446,11 @@ def create_cli() -> click.Group:
     @click.argument(
         "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
     )
-    def explain(file: Path) -> None:
+    @channel_option
+    def explain(file: Path, channels: tuple[str, ...]) -> None:
         """Describe the policy in FILE in plain words."""
         try:
-            loaded = load_policy(file)
+            loaded = load_policy(file, channels=_declared(channels))
         except PolicyError as exc:
             _fail_policy(exc, str(file), out=True)
         click.echo(explain_policy(loaded))
