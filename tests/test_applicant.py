@@ -708,3 +708,36 @@ class TestFieldTypes:
         with pytest.raises(InvalidInputError) as info:
             Address(**fields)  # type: ignore[arg-type]
         assert info.value.field == f"address.{field}"
+
+
+class TestRedact:
+    def test_every_personal_value_is_masked(self) -> None:
+        """Phone (three forms), ID, name, birth date, address and contacts are masked."""
+        applicant = make_applicant(
+            address=Address(
+                lines=["88 Jianguo Road"], city="Beijing", postal_code="100022"
+            ),
+            contacts=[Contact(name="Li Na", relation="sister", phone="+8613900139000")],
+        )
+        text = (
+            "to +8613800138000 / 8613800138000 / 13800138000 for Zhang Wei, "
+            "id 110101199003074578, born 1990-03-07, at 88 Jianguo Road 100022; "
+            "ref Li Na on 13900139000"
+        )
+        assert applicant.redact(text) == (
+            "to +86*******8000 / +86*******8000 / +86*******8000 for Z**** W**, "
+            "id **************4578, born ****-**-**, at *** ***; "
+            "ref L** N** on +86*******9000"
+        )
+
+    def test_text_without_personal_values_is_unchanged(self) -> None:
+        """Text that quotes nobody comes back as it was."""
+        assert make_applicant().redact("HTTP 503 from upstream") == (
+            "HTTP 503 from upstream"
+        )
+
+    def test_redacting_twice_changes_nothing_more(self) -> None:
+        """Masks hold no personal value, so redaction is idempotent."""
+        applicant = make_applicant()
+        once = applicant.redact(f"{applicant.phone} {applicant.name}")
+        assert applicant.redact(once) == once

@@ -1474,6 +1474,43 @@ class TestAudit:
         }
         AuditTrail.verify(events)
 
+    async def test_a_vendor_error_quoting_the_applicant_is_redacted(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A vendor's error text that quotes the phone or name never reaches the
+        trail, the session or the verdict in clear; the trail still replays."""
+        quoting = f"The 'To' number {applicant.phone} ({applicant.name}) is not valid"
+        rejecting = bureau(
+            Scripted.raises(ProviderUnavailableError(message=quoting, provider="b")),
+            Scripted.raises(ProviderRejectedError(message=quoting, provider="b")),
+        )
+        policy = bureau_sms_policy(
+            steps=[
+                Step(
+                    id="bureau",
+                    channel="credit_bureau",
+                    retry=RetrySettings(attempts=2, wait_initial=1),
+                )
+            ],
+            rules=[],
+            default="rejected",
+        )
+        async with Verifier(policy, channels=[rejecting], clock=clock) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock, 2)
+            session = await verifier.get(started.session_id)
+            count = await verify_trail(verifier, session)
+            events = await verifier.store.audit_events(session.session_id)
+        redacted = "The 'To' number +86*******8000 (Z**** S**) is not valid"
+        assert session.step("bureau").errors == (f"ProviderRejectedError: {redacted}",)
+        assert session.verdict is not None
+        texts = [event.to_json() for event in events]
+        texts += [repr(session), session.verdict.explain()]
+        assert count == len(events)
+        assert redacted in "".join(texts)
+        for raw in (applicant.phone, "13800138000", applicant.name):
+            assert raw not in "".join(texts)
+
 
 class TestFireDueTimers:
     async def test_fires_stored_due_timers(

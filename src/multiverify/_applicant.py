@@ -395,6 +395,41 @@ class Applicant:
     """The IP address the application came from, when the app knows it: the
     SMS channel limits sends per client IP and hands it to vendors' fraud checks."""
 
+    def redact(self, text: str) -> str:
+        """``text`` with every personal value of this applicant masked.
+
+        For free text from outside that may quote the applicant, such as a
+        vendor's error message (``The 'To' number +8613800138000 is not
+        valid``): the phone number (in E.164, without ``+`` and as a national
+        number), national ID, name, date of birth, address and contacts are
+        replaced by their masked forms.
+        """
+        for raw, masked in self._personal_values():
+            if raw in text:
+                text = text.replace(raw, masked)
+        return text
+
+    def _personal_values(self) -> list[tuple[str, str]]:
+        """Each personal value and its mask, longest first (a number before its tail)."""
+        pairs = [
+            (self.national_id, mask_id(self.national_id)),
+            (self.name, mask_name(self.name)),
+            (self.date_of_birth.isoformat(), "****-**-**"),
+        ]
+        for phone in (self.phone, *(contact.phone for contact in self.contacts)):
+            masked = mask_phone(phone)
+            national = str(phonenumbers.parse(phone).national_number)
+            pairs += [(phone, masked), (phone[1:], masked), (national, masked)]
+        pairs += [(contact.name, mask_name(contact.name)) for contact in self.contacts]
+        if self.address is not None:
+            pairs += [(line, "***") for line in self.address.lines]
+            if self.address.postal_code:
+                pairs.append((self.address.postal_code, "***"))
+        return sorted(
+            ((raw, masked) for raw, masked in pairs if raw.strip()),
+            key=lambda pair: -len(pair[0]),
+        )
+
     def age_on(self, day: date) -> int:
         """Whole years of age on ``day``."""
         before_birthday = (day.month, day.day) < (

@@ -27,6 +27,7 @@ from ._session import (
     RecordVerdict,
     Session,
     SessionStatus,
+    StepErrored,
     StepRecord,
     transition,
 )
@@ -163,6 +164,20 @@ def _masked_input(event: Input) -> dict[str, Any]:
     return data
 
 
+def _redacted_call(
+    call: Mapping[str, Any], applicant: Applicant | None
+) -> dict[str, Any]:
+    """The provider call, its tries' error texts (a vendor's words) redacted."""
+    record = dict(call)
+    tries = record.get("tries")
+    if applicant is not None and tries and any(t.get("error") for t in tries):
+        record["tries"] = [
+            {**t, "error": applicant.redact(t["error"])} if t.get("error") else t
+            for t in tries
+        ]
+    return record
+
+
 def note_digest(note: str) -> str:
     """What the audit trail keeps of a reviewer's note: ``sha256:<hex>``."""
     return "sha256:" + hashlib.sha256(note.encode()).hexdigest()
@@ -263,10 +278,13 @@ class AuditTrail:
         try and its error), when there was one.
         """
         data: dict[str, Any] = {"input": _masked_input(event)}
+        applicant = session.applicant
+        if isinstance(event, StepErrored) and applicant is not None:
+            data["input"]["error"] = applicant.redact(event.error)
         if effects:
             data["effects"] = [_effect_summary(effect) for effect in effects]
         if call is not None:
-            data["call"] = dict(call)
+            data["call"] = _redacted_call(call, applicant)
         return _chained(session, "input", canonical_json(data), at)
 
     @staticmethod

@@ -1274,7 +1274,10 @@ class _Run:
 
     def fail_over(self, record: StepRecord, event: StepErrored) -> None:
         step = self.policy.step(record.step_id)
-        record = attrs.evolve(record, errors=(*record.errors, event.error))
+        # A vendor's error text may quote the applicant (a rejected number).
+        applicant = self.base.applicant
+        error = event.error if applicant is None else applicant.redact(event.error)
+        record = attrs.evolve(record, errors=(*record.errors, error))
         if record.provider_index + 1 < len(step.providers):
             self.release(record, step)
             if record.timers:
@@ -1286,7 +1289,7 @@ class _Run:
             ChannelResult(
                 status=ResultStatus.ERROR,
                 provider=event.provider,
-                detail=event.error,
+                detail=error,
             ),
             event.at,
         )
