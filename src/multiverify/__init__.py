@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._applicant import (
     Address,
     Applicant,
+    Consent,
     Contact,
     LoanApplication,
     RepaymentSchedule,
@@ -41,6 +42,7 @@ __all__ = [
     "ChannelResult",
     "ChannelSpec",
     "Clock",
+    "Consent",
     "Contact",
     "Evidence",
     "Fallback",

@@ -10,6 +10,7 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     ├── InvalidInputError             bad applicant data or payload (.field)
     │   └── PhoneNumberRefusedError   a number the SMS controls refuse (.reason), before any send
     ├── QuotaExceededError            an abuse or cost limit refused a send (.quota .retry_at)
+    ├── PullNotPermittedError         a credit pull without a permissible purpose or consent (.reason)
     ├── ProviderError                 .provider .status_code .code .request_id .retryable .uncertain
     │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
@@ -56,6 +57,7 @@ __all__ = [
     "ProviderRejectedError",
     "ProviderResponseError",
     "ProviderUnavailableError",
+    "PullNotPermittedError",
     "QuotaExceededError",
     "ReviewClaimedError",
     "SessionError",
@@ -158,6 +160,22 @@ class QuotaExceededError(MultiverifyError):
 
     quota: str
     retry_at: datetime | None = None
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class PullNotPermittedError(MultiverifyError):
+    """A credit-bureau pull was refused before any request left the process.
+
+    Attributes:
+        reason: ``no_purpose`` (neither the step nor the channel names a
+            permissible purpose), ``no_consent`` (the applicant carries no
+            consent record for bureau pulls), ``consent_expired`` or
+            ``purpose_not_consented`` (the consent covers other purposes).
+        purpose: the permissible purpose asked for, when there was one.
+    """
+
+    reason: str
+    purpose: str | None = None
 
 
 @attrs.define(auto_exc=True, kw_only=True)

@@ -303,3 +303,96 @@ async def review_app(store: SqliteStore, policy: Policy) -> None:
     del decision, automatic
     reader = ReviewQueue(store=store)
     await reader.release(case.session_id, "alice")
+
+
+async def bureau_app(applicant: Applicant) -> None:
+    """The credit-bureau channel over the HTTP adapter, wired as an app does."""
+    from datetime import UTC, datetime
+
+    import attrs
+
+    from multiverify import Consent
+    from multiverify.channels import CreditBureauChannel
+    from multiverify.exceptions import ProviderResponseError, PullNotPermittedError
+    from multiverify.providers import (
+        BureauProvider,
+        BureauReport,
+        BureauRequest,
+        HttpBureau,
+        OAuth2Token,
+        bureau_preset,
+    )
+    from multiverify.testing import FakeBureauProvider
+
+    consented = attrs.evolve(
+        applicant,
+        consents=[
+            Consent(
+                reference="consent-2026-0042",
+                purposes=("loan_approval",),
+                granted_at=datetime(2026, 2, 1, tzinfo=UTC),
+            )
+        ],
+    )
+    gateway: BureauProvider = HttpBureau(
+        "cn-credit-gateway",
+        name="gateway",
+        base_url="https://api.gateway.example",
+        token=OAuth2Token(
+            url="https://api.gateway.example/oauth2/token",
+            client_id="lender-1",
+            client_secret="secret",
+        ),
+        headers={"X-Member-Id": "m-1"},
+    )
+    experian = HttpBureau(
+        bureau_preset("us-credit-profile"),
+        name="experian",
+        base_url="https://sandbox-us-api.experian.com",
+        token=OAuth2Token(
+            url="https://sandbox-us-api.experian.com/oauth2/v1/token",
+            client_id="id",
+            client_secret="secret",
+            grant="password",
+            username="user",
+            password="pass",
+        ),
+        purpose_codes={"loan_approval": "08"},
+    )
+    channel = CreditBureauChannel(
+        [gateway, experian, FakeBureauProvider()],
+        secret=b"0123456789abcdef0123456789abcdef",
+        purpose="loan_approval",
+        reuse_ttl=7 * 86400,
+        inquiry_limits={30: 4, 90: 6},
+    )
+    async with Verifier(
+        load_policy("bureau.toml"), channels=[channel], store=SqliteStore("s.db")
+    ) as replica:
+        session = await replica.start(consented)
+        verdict: Verdict = await replica.wait(session.session_id)
+        del verdict
+        result = (await replica.get(session.session_id)).step("bureau").result
+        if result is not None:
+            reused: bool = result.facts["reused"]
+            del reused
+    try:
+        report: BureauReport = await experian.pull(
+            BureauRequest(
+                reference="s:b:1",
+                applicant=consented,
+                purpose="account_review",
+                consent="consent-2026-0042",
+            )
+        )
+    except PullNotPermittedError as exc:
+        reason: str = exc.reason
+        del reason
+        return
+    except ProviderResponseError as exc:
+        field: str = exc.field
+        del field
+        return
+    score: float | None = report.normalised_score
+    del score
+    await channel.aclose()
