@@ -637,6 +637,7 @@ class TestFieldTypes:
             ("loan", None),
             ("address", "12 Dongsi North Street"),
             ("contacts", [{"name": "Li Na"}]),
+            ("consents", ["consent-1"]),
         ],
     )
     def test_applicant_fields(self, field: str, bad: object) -> None:

@@ -452,7 +452,9 @@ class Applicant:
     )
     """The IP address the application came from, when the app knows it: the
     SMS channel limits sends per client IP and hands it to vendors' fraud checks."""
-    consents: tuple[Consent, ...] = attrs.field(default=(), converter=_consents)
+    consents: tuple[Consent, ...] = attrs.field(
+        default=(), converter=_consents, validator=_each("consents", Consent)
+    )
     """The applicant's consent records (references only), such as the one a
     credit-bureau pull requires."""
 
