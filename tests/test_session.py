@@ -66,6 +66,7 @@ from multiverify._session import (
     transition,
 )
 from multiverify.exceptions import (
+    InvalidInputError,
     MultiverifyError,
     SessionFinishedError,
     StepNotFoundError,
@@ -240,6 +241,13 @@ class TestNewSession:
         assert session.facts["applicant"]["age"] == 35
         assert session.facts["application"]["amount"] == 50000.0
         assert (session.inputs, session.verdict, session.finished) == (0, None, False)
+
+    @pytest.mark.parametrize("applicant", [None, {"name": "Zhang San"}])
+    def test_something_else_than_an_applicant(self, applicant: object) -> None:
+        """Verifying something that is no Applicant is an InvalidInputError, not a crash."""
+        with pytest.raises(InvalidInputError) as info:
+            new_session(POLICY, applicant, session_id=SID, at=T0)  # type: ignore[arg-type]
+        assert info.value.field == "applicant"
 
     def test_no_deadline(self) -> None:
         """A policy without a deadline gives a session without one."""

@@ -502,7 +502,16 @@ def _channel_timer(step_id: str, attempt: int, name: str) -> str:
 def new_session(
     policy: Policy, applicant: Applicant, *, session_id: str, at: datetime
 ) -> Session:
-    """Build a fresh session; feed it [`Start`][multiverify._session.Start] next."""
+    """Build a fresh session; feed it [`Start`][multiverify._session.Start] next.
+
+    Raises:
+        InvalidInputError: ``applicant`` is not an `Applicant`.
+    """
+    if not isinstance(applicant, Applicant):
+        raise InvalidInputError(
+            message=f"applicant: expected an Applicant, got {type(applicant).__name__}",
+            field="applicant",
+        )
     deadline = (
         None if policy.deadline is None else at + timedelta(seconds=policy.deadline)
     )
