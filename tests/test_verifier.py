@@ -921,7 +921,7 @@ class TestSubmit:
         assert result.signal_names == ("wrong_code",)
 
     async def test_typed_errors(self, clock: FakeClock, applicant: Applicant) -> None:
-        """Unknown session, unknown step, step not waiting, finished session: each typed."""
+        """Unknown session or step, step not waiting, no mapping, finished: each typed."""
         policy = bureau_sms_policy(
             steps=[
                 Step(id="bureau", channel="credit_bureau"),
@@ -948,6 +948,10 @@ class TestSubmit:
             with pytest.raises(StepNotWaitingError, match="done") as done:
                 await verifier.submit(sid, "bureau", CODE)
             assert (done.value.session_id, done.value.step_id) == (sid, "bureau")
+            for payload in ("123456", None, ["123456"]):
+                with pytest.raises(InvalidInputError) as bad:
+                    await verifier.submit(sid, "sms", payload)  # type: ignore[arg-type]
+                assert bad.value.field == "payload"
             assert await verifier.store.load(sid) == before
             await verifier.submit(sid, "sms", CODE)
             await verifier.wait_idle()
