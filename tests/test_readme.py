@@ -86,3 +86,29 @@ class TestReadme:
         ]
         assert coverage["run"]["branch"] is True
         assert coverage["report"]["fail_under"] >= 90
+
+
+QUICKSTART = ROOT / "docs" / "quickstart.md"
+
+
+class TestDocsQuickstart:
+    def test_the_quickstart_page_runs_and_prints_what_it_shows(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """The page's code, run in order (the policy loaded from its TOML), prints
+        exactly the output the page shows."""
+        text = QUICKSTART.read_text()
+        toml = re.search(r"```toml\n(.*?)```", text, re.DOTALL)
+        assert toml is not None
+        (tmp_path / "consumer-loan.toml").write_text(toml.group(1))
+        monkeypatch.chdir(tmp_path)
+        page = text.split("## 5.", 1)[0]  # section 5 is a fragment (``...``)
+        namespace: dict[str, object] = {"__name__": "quickstart"}
+        for block in re.findall(r"```python\n(.*?)```", page, re.DOTALL):
+            exec(compile(block, str(QUICKSTART), "exec"), namespace)  # noqa: S102 - our own docs
+        shown = re.search(r"It prints:\n\n```text\n(.*?)```", text, re.DOTALL)
+        assert shown is not None
+        assert capsys.readouterr().out == shown.group(1)
