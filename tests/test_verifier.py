@@ -208,6 +208,27 @@ class TestVerifier:
         with pytest.raises(ConfigurationError, match="at least one policy"):
             Verifier([], channels=[bureau()])
 
+    def test_one_version_with_two_contents_is_refused(self) -> None:
+        """Two policies of one name and version but different content are refused:
+        verdicts would name the same version for different rules."""
+        first = bureau_sms_policy()
+        changed = bureau_sms_policy(default="rejected")
+        with pytest.raises(ConfigurationError) as caught:
+            Verifier([first, changed], channels=[bureau(), sms_code()])
+        assert caught.value.message == (
+            "policy 'p' version '1' is given twice with different content "
+            f"(sha256 {first.hash[:12]} and {changed.hash[:12]}): give the changed "
+            "one a new version"
+        )
+
+    def test_versions_of_one_policy_live_side_by_side(self) -> None:
+        """The same policy twice, or two versions of it, are fine."""
+        first = bureau_sms_policy()
+        later = bureau_sms_policy(version="2", default="rejected")
+        verifier = Verifier([first, first, later], channels=[bureau(), sms_code()])
+        assert verifier.policy("p") is later
+        assert verifier.policy(first.hash) is first
+
     def test_unwired_channel_is_a_configuration_error(self) -> None:
         """A policy step whose channel is not wired fails at construction, located."""
         with pytest.raises(ConfigurationError) as caught:
