@@ -123,6 +123,12 @@ class TestDemoJson:
         assert steps["call"]["signals"] == ["no_answer", "no_contact"]
         assert steps["video"]["status"] == "passed"
 
+    def test_no_answer_explains_the_single_call(self, cli: click.Group) -> None:
+        """The explanation counts the demo's one call in the singular."""
+        result = invoke(cli, "demo", "--persona", "no-answer")
+        text = " ".join(result.stdout.replace("│", " ").split())
+        assert "(no contact after 1 call)" in text
+
     def test_speed_option(self, cli: click.Group) -> None:
         """The hidden ``--speed`` option works like the environment variable."""
         result = CliRunner().invoke(
