@@ -249,6 +249,18 @@ class TestNewSession:
             new_session(POLICY, applicant, session_id=SID, at=T0)  # type: ignore[arg-type]
         assert info.value.field == "applicant"
 
+    def test_born_after_the_start(self) -> None:
+        """A date of birth after the session's start day is refused, naming the field."""
+        applicant = attrs.evolve(
+            make_applicant(), date_of_birth=(T0 + timedelta(days=1)).date()
+        )
+        with pytest.raises(InvalidInputError) as info:
+            new_session(POLICY, applicant, session_id=SID, at=T0)
+        assert info.value.field == "date_of_birth"
+        born_today = attrs.evolve(applicant, date_of_birth=T0.date())
+        session = new_session(POLICY, born_today, session_id=SID, at=T0)
+        assert session.facts["applicant"]["age"] == 0
+
     def test_no_deadline(self) -> None:
         """A policy without a deadline gives a session without one."""
         assert fresh(make_policy(deadline=None)).deadline_at is None

@@ -505,12 +505,18 @@ def new_session(
     """Build a fresh session; feed it [`Start`][multiverify._session.Start] next.
 
     Raises:
-        InvalidInputError: ``applicant`` is not an `Applicant`.
+        InvalidInputError: ``applicant`` is not an `Applicant`, or was born
+            after ``at``.
     """
     if not isinstance(applicant, Applicant):
         raise InvalidInputError(
             message=f"applicant: expected an Applicant, got {type(applicant).__name__}",
             field="applicant",
+        )
+    if applicant.date_of_birth > at.date():
+        raise InvalidInputError(
+            message="date_of_birth: after the day the verification starts",
+            field="date_of_birth",
         )
     deadline = (
         None if policy.deadline is None else at + timedelta(seconds=policy.deadline)
