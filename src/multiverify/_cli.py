@@ -504,4 +504,8 @@ def create_cli() -> click.Group:
     from ._cli_review import review_group  # noqa: PLC0415 - needs the cli extra
 
     cli.add_command(review_group())
+
+    from ._cli_store import register  # noqa: PLC0415 - needs click, known to be here
+
+    register(cli)
     return cli

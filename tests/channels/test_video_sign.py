@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from multiverify import (
     Applicant,
+    AuditTrail,
     LoanApplication,
     Outcome,
     Policy,
@@ -617,6 +618,14 @@ class TestExpiry:
             assert not await verifier.store.record_event_once(
                 session.session_id, late.dedupe_key
             )
+            trail = await verifier.store.audit_events(session.session_id)
+            assert AuditTrail.verify(trail) == len(trail)
+            recorded = trail[-1]
+            assert recorded.kind == "event.late"
+            assert recorded.data["step_id"] == "video"
+            assert recorded.data["kind"] == "decision"
+            assert recorded.data["dedupe_key"] == late.dedupe_key
+            assert "not waiting" in recorded.data["reason"]
 
     async def test_late_webhook_after_the_verdict(self, run: Run) -> None:
         """Once the session is decided, a late decision is refused as well."""
@@ -625,6 +634,10 @@ class TestExpiry:
             await run.verifier.handle_event(event(run.session, decision(run.vendor)))
         verdict = await run.verifier.wait(run.session.session_id)
         assert verdict.outcome is Outcome.REJECTED
+        trail = await run.verifier.store.audit_events(run.session.session_id)
+        assert [e.kind for e in trail[-2:]] == ["verdict", "event.late"]
+        assert trail[-1].data["status"] == "approved"
+        assert AuditTrail.verify(trail) == len(trail)
 
 
 class TestHandleDirectly:
