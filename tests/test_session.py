@@ -1605,7 +1605,6 @@ IMPURE_MODULES = (
     "multiverify._verifier",
     "multiverify._clock",
     "multiverify._http",
-    "multiverify._audit",
     "multiverify.stores",
     "multiverify.channels",
     "multiverify.providers",
