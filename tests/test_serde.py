@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
+import attrs
 import pytest
 
 from multiverify import (
@@ -30,6 +33,7 @@ from multiverify import (
     StepState,
     StepSummary,
     Verdict,
+    _serde,
 )
 from multiverify._serde import (
     dumps,
@@ -288,6 +292,70 @@ class TestSession:
         assert back == make_applicant()
         assert back.loan.amount == Decimal("50000.50")
         assert str(back.loan.amount) == "50000.50"
+
+
+class TestSessionJson:
+    """``session_to_json`` reuses the JSON of parts a new session carries over."""
+
+    @pytest.mark.parametrize("applicant", [make_applicant(), None])
+    def test_is_dumps(self, applicant: Applicant | None) -> None:
+        """The text is exactly what ``dumps`` writes, written again or not."""
+        session = make_session(applicant)
+        assert session_to_json(session) == dumps(session)
+        assert session_to_json(session) == dumps(session)
+
+    def test_changed_record_is_written_anew(self) -> None:
+        """A record replaced by a transition is serialised again; the others reused."""
+        session = make_session(make_applicant())
+        before = json.loads(session_to_json(session))
+        bureau, sms, video = session.steps
+        done = attrs.evolve(sms, state=StepState.DONE, result=RESULT, challenge=None)
+        moved = attrs.evolve(session, steps=(bureau, done, video), inputs=8)
+        text = session_to_json(moved)
+        assert text == dumps(moved)
+        after = json.loads(text)
+        assert after["steps"][0] == before["steps"][0]
+        assert after["steps"][1]["state"] == "done"
+        assert after["inputs"] == 8
+
+    def test_equal_but_new_parts(self) -> None:
+        """Equal parts of another session are their own entries, with the same text."""
+        first, second = make_session(make_applicant()), make_session(make_applicant())
+        assert first.applicant is not second.applicant
+        assert session_to_json(first) == session_to_json(second) == dumps(second)
+
+    def test_parts_leave_with_their_session(self) -> None:
+        """The cache holds its parts weakly: a dropped session's applicant goes."""
+        applicant = make_applicant()
+        session = make_session(applicant)
+        session_to_json(session)
+        gone = weakref.ref(applicant)
+        del session, applicant
+        gc.collect()
+        assert gone() is None
+        # Another applicant may now take the same id: it is not served stale.
+        other = attrs.evolve(make_applicant(), name="Wang Fang")
+        session = make_session(other)
+        assert session_to_json(session) == dumps(session)
+
+    def test_full_cache_takes_no_more(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Once the cache is full, new parts are written without being kept."""
+        monkeypatch.setattr(_serde, "_PIECES", {})
+        monkeypatch.setattr(_serde, "_PIECES_MAX", 2)
+        session = make_session(make_applicant())
+        assert session_to_json(session) == dumps(session)
+        assert len(_serde._PIECES) == 2
+        assert session_to_json(session) == dumps(session)
+
+    def test_subclass_goes_through_dumps(self) -> None:
+        """A session of a subclass is written by ``dumps`` itself."""
+
+        @attrs.frozen(kw_only=True)
+        class Kept(Session):
+            pass
+
+        session = Kept(session_id="s", applicant=None, policy=POLICY, created_at=T0)
+        assert session_to_json(session) == dumps(session)
 
 
 class TestInputs:

@@ -38,6 +38,7 @@ from multiverify import (
     RuleTrace,
     Signal,
     Step,
+    StepRecord,
     StepState,
     StepSummary,
     _session,
@@ -56,7 +57,6 @@ from multiverify._session import (
     StartStep,
     StepErrored,
     StepFinished,
-    StepRecord,
     StepStarted,
     StepUpdated,
     TimerFired,
@@ -264,6 +264,44 @@ class TestNewSession:
     def test_no_deadline(self) -> None:
         """A policy without a deadline gives a session without one."""
         assert fresh(make_policy(deadline=None)).deadline_at is None
+
+    def test_fresh_records_are_shared_and_read_only(self) -> None:
+        """Sessions of one policy share its fresh records; their state cannot change."""
+        first, second = fresh(), fresh()
+        assert first.steps is second.steps
+        assert first.steps == tuple(StepRecord(step_id=r.step_id) for r in first.steps)
+        with pytest.raises(TypeError):
+            first.steps[0].channel_state["x"] = 1  # type: ignore[index]
+
+    def test_each_policy_object_has_its_own_plan(self) -> None:
+        """What the core derives from a policy follows the policy object, never another."""
+        other = make_policy(
+            steps=[Step(id="sms", channel="sms_code")],
+            rules=[
+                Rule(
+                    outcome="approved", when="steps.sms.status == 'passed'", reason="ok"
+                )
+            ],
+            deadline=None,
+        )
+        assert [r.step_id for r in fresh(other).steps] == ["sms"]
+        decided = run(other, fresh(other), Start(at=T0), finished("sms", "passed"))
+        assert decided.session.verdict is not None
+        assert decided.session.verdict.reasons[0].code == "ok"
+        assert [r.step_id for r in fresh().steps] == ["bureau", "call", "video", "sms"]
+        # Many more policies than the cache holds: each still gets its own.
+        for count in range(1, 80):
+            steps = [Step(id=f"s{i}", channel="sms_code") for i in range(count % 3 + 1)]
+            policy = make_policy(steps=steps, rules=[], deadline=None)
+            assert [r.step_id for r in fresh(policy).steps] == [s.id for s in steps]
+            decided = run(
+                policy,
+                fresh(policy),
+                Start(at=T0),
+                *(finished(s.id, "passed") for s in steps),
+            ).session
+            assert decided.verdict is not None
+            assert decided.verdict.reasons[0].code == "policy.default"
 
 
 class TestSession:

@@ -183,14 +183,19 @@ async def verify_trail(verifier: Verifier, session: Session) -> int:
 
 
 class CrashingStore(MemoryStore):
-    """A MemoryStore that 'crashes' right after a save holding a chosen effect."""
+    """A MemoryStore that 'crashes' right after a write holding a chosen effect."""
 
     def __init__(self) -> None:
         super().__init__()
         self.crash_on: Callable[[Sequence[Any]], bool] | None = None
 
+    async def create(self, session: Session, **kwargs: Any) -> int:
+        return self._maybe_crash(await super().create(session, **kwargs), kwargs)
+
     async def save(self, session: Session, **kwargs: Any) -> int:
-        version = await super().save(session, **kwargs)
+        return self._maybe_crash(await super().save(session, **kwargs), kwargs)
+
+    def _maybe_crash(self, version: int, kwargs: dict[str, Any]) -> int:
         crash_on, effects = self.crash_on, kwargs.get("effects", ())
         if crash_on is not None and crash_on(effects):
             self.crash_on = None
@@ -422,6 +427,61 @@ class TestRun:
         assert verdict.outcome is Outcome.APPROVED
         assert verdict.score == 0.9
         assert [reason.code for reason in verdict.reasons] == ["ok"]
+
+    async def test_one_write_per_input_and_no_load(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """The start is one create; each result one save; nothing is loaded back."""
+        store = CountingStore()
+        policy = Policy(
+            name="auto",
+            version="1",
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="second", channel="credit_bureau", after=["bureau"]),
+            ],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.second.status == 'passed'",
+                    reason="ok",
+                )
+            ],
+        )
+        async with Verifier(
+            policy, channels=[bureau()], store=store, clock=clock
+        ) as verifier:
+            verdict = await verifier.run(applicant)
+            await verifier.wait_idle()
+            assert store.calls == {"create": 1, "save": 2}
+            (sid,) = await store.session_ids()
+            stored = await verifier.get(sid)
+        assert stored.verdict == verdict
+        assert verdict.outcome is Outcome.APPROVED
+        assert await verify_trail(verifier, stored) == 5  # created, 3 inputs, verdict
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the session writes and loads made to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def create(self, session: Session, **kwargs: Any) -> int:
+        self._count("create")
+        return await super().create(session, **kwargs)
+
+    async def save(self, session: Session, **kwargs: Any) -> int:
+        self._count("save")
+        return await super().save(session, **kwargs)
+
+    async def load(self, session_id: str, /) -> tuple[Session, int]:
+        self._count("load")
+        return await super().load(session_id)
 
 
 class TestWaitAndGet:

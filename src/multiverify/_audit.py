@@ -19,7 +19,7 @@ import attrs
 from ._applicant import Applicant
 from ._masking import mask_id, mask_name, mask_phone
 from ._results import Verdict
-from ._serde import structure_input, unstructure
+from ._serde import converter, structure_input, unstructure
 from ._session import (
     Effect,
     Input,
@@ -30,6 +30,7 @@ from ._session import (
     StepErrored,
     StepRecord,
     transition,
+    with_audit_head,
 )
 from .exceptions import AuditIntegrityError, ConfigurationError
 from .policy import Policy
@@ -148,14 +149,15 @@ def masked_applicant(applicant: Applicant | None) -> dict[str, Any] | None:
     }
 
 
-# The audit trail records every input and effect. Building their JSON data by
-# hand for the core's own types is several times cheaper than cattrs; the data
-# must equal ``unstructure``'s exactly (tests/test_audit.py compares them), and
-# anything unusual (a subclass, a channel's non-JSON fact) goes through cattrs.
+# The audit trail records every input and effect as cattrs unstructures
+# them (tests/test_audit.py compares), through the tagged-union hooks
+# themselves rather than a dispatch per call.
+_INPUT_DATA = converter.get_unstructure_hook(Input)
+_EFFECT_DATA = converter.get_unstructure_hook(Effect)
 
 
 def _masked_input(event: Input) -> dict[str, Any]:
-    data: dict[str, Any] = unstructure(event)
+    data: dict[str, Any] = _INPUT_DATA(event)
     # A channel's own state may hold personal or secret data (a code's HMAC,
     # a destination); the core never decides on it, so the trail leaves it out.
     if "channel_state" in data:
@@ -189,7 +191,7 @@ def note_digest(note: str) -> str:
 def _effect_summary(effect: Effect) -> dict[str, Any]:
     if isinstance(effect, RecordVerdict):
         return {"type": "RecordVerdict", "outcome": effect.verdict.outcome.value}
-    summary: dict[str, Any] = unstructure(effect)
+    summary: dict[str, Any] = _EFFECT_DATA(effect)
     return summary
 
 
@@ -211,30 +213,79 @@ def _review_record(verdict: Verdict) -> dict[str, Any]:
     return record
 
 
-def _chained(
-    session: Session, kind: str, body: str, at: datetime
-) -> tuple[Session, AuditEvent]:
-    """Chain an event with this canonical JSON body to the session."""
+def _headed(session: Session, events: Sequence[AuditEvent]) -> Session:
+    """The session with its chain moved on to the last of ``events``."""
+    last = events[-1]
+    if type(session) is not Session:  # keep a subclass (evolve is slower)
+        return attrs.evolve(session, audit_head=last.hash, audit_count=last.index + 1)
+    return with_audit_head(session, last.hash, last.index + 1)
+
+
+def _appended(
+    session: Session, kinds_and_bodies: Iterable[tuple[str, str]], at: datetime
+) -> tuple[Session, list[AuditEvent]]:
+    """Chain events with these kinds and canonical JSON bodies to the session."""
+    session_id = session.session_id
     index = session.audit_count
     prev = session.audit_head or GENESIS
-    event = AuditEvent(
-        session_id=session.session_id,
-        index=index,
-        at=at,
-        kind=kind,
-        body=body,
-        prev=prev,
-        hash=_digest(
-            prev,
-            session_id=session.session_id,
+    events = []
+    for kind, body in kinds_and_bodies:
+        event = AuditEvent(
+            session_id=session_id,
             index=index,
             at=at,
             kind=kind,
             body=body,
-        ),
+            prev=prev,
+            hash=_digest(
+                prev, session_id=session_id, index=index, at=at, kind=kind, body=body
+            ),
+        )
+        events.append(event)
+        index, prev = index + 1, event.hash
+    return _headed(session, events), events
+
+
+def _input_body(
+    event: Input,
+    effects: Sequence[Effect],
+    call: Mapping[str, Any] | None,
+    applicant: Applicant | None,
+) -> str:
+    data: dict[str, Any] = {"input": _masked_input(event)}
+    if isinstance(event, StepErrored) and applicant is not None:
+        data["input"]["error"] = applicant.redact(event.error)
+    if effects:
+        data["effects"] = [_effect_summary(effect) for effect in effects]
+    if call is not None:
+        data["call"] = _redacted_call(call, applicant)
+    return canonical_json(data)
+
+
+def _queued_body(automatic: Verdict, effect: QueueReview) -> str:
+    return canonical_json(
+        {
+            "outcome": automatic.outcome.value,
+            "reasons": unstructure(automatic.reasons),
+            "rules": unstructure(automatic.rules),
+            "score": automatic.score,
+            "decided_by": automatic.decided_by,
+            "priority": effect.priority,
+        }
     )
-    moved = attrs.evolve(session, audit_head=event.hash, audit_count=index + 1)
-    return moved, event
+
+
+def _verdict_body(verdict: Verdict) -> str:
+    data: dict[str, Any] = {
+        "outcome": verdict.outcome.value,
+        "reasons": unstructure(verdict.reasons),
+        "rules": unstructure(verdict.rules),
+        "score": verdict.score,
+        "decided_by": verdict.decided_by,
+    }
+    if verdict.review is not None:
+        data["review"] = _review_record(verdict)
+    return canonical_json(data)
 
 
 class AuditTrail:
@@ -245,7 +296,8 @@ class AuditTrail:
         session: Session, kind: str, data: Mapping[str, Any], *, at: datetime
     ) -> tuple[Session, AuditEvent]:
         """Chain a new event to the session; return the session with its new head."""
-        return _chained(session, kind, canonical_json(dict(data)), at)
+        session, (event,) = _appended(session, [(kind, canonical_json(dict(data)))], at)
+        return session, event
 
     @staticmethod
     def created(session: Session, *, at: datetime) -> tuple[Session, AuditEvent]:
@@ -280,15 +332,12 @@ class AuditTrail:
         ``call`` describes the provider call that produced the input (each
         try and its error), when there was one.
         """
-        data: dict[str, Any] = {"input": _masked_input(event)}
-        applicant = session.applicant
-        if isinstance(event, StepErrored) and applicant is not None:
-            data["input"]["error"] = applicant.redact(event.error)
-        if effects:
-            data["effects"] = [_effect_summary(effect) for effect in effects]
-        if call is not None:
-            data["call"] = _redacted_call(call, applicant)
-        return _chained(session, "input", canonical_json(data), at)
+        session, (recorded,) = _appended(
+            session,
+            [("input", _input_body(event, effects, call, session.applicant))],
+            at,
+        )
+        return session, recorded
 
     @staticmethod
     def transition(
@@ -305,45 +354,17 @@ class AuditTrail:
         automatic verdict that sent it there. Every runtime records a
         transition with this, so their trails agree.
         """
-        session, recorded = AuditTrail.input(
-            session, event, at=at, effects=effects, call=call
-        )
-        events = [recorded]
+        bodies = [("input", _input_body(event, effects, call, session.applicant))]
         for effect in effects:
             if (
                 isinstance(effect, QueueReview)
                 and not effect.returned
                 and session.verdict is not None
             ):
-                automatic = session.verdict
-                session, queued = AuditTrail.append(
-                    session,
-                    "review.queued",
-                    {
-                        "outcome": automatic.outcome.value,
-                        "reasons": unstructure(automatic.reasons),
-                        "rules": unstructure(automatic.rules),
-                        "score": automatic.score,
-                        "decided_by": automatic.decided_by,
-                        "priority": effect.priority,
-                    },
-                    at=at,
-                )
-                events.append(queued)
+                bodies.append(("review.queued", _queued_body(session.verdict, effect)))
             elif isinstance(effect, RecordVerdict):
-                verdict = effect.verdict
-                data: dict[str, Any] = {
-                    "outcome": verdict.outcome.value,
-                    "reasons": unstructure(verdict.reasons),
-                    "rules": unstructure(verdict.rules),
-                    "score": verdict.score,
-                    "decided_by": verdict.decided_by,
-                }
-                if verdict.review is not None:
-                    data["review"] = _review_record(verdict)
-                session, decided = AuditTrail.append(session, "verdict", data, at=at)
-                events.append(decided)
-        return session, events
+                bodies.append(("verdict", _verdict_body(effect.verdict)))
+        return _appended(session, bodies, at)
 
     @staticmethod
     def late_event(

@@ -76,6 +76,18 @@ def _traces(values: Iterable[RuleTrace]) -> tuple[RuleTrace, ...]:
     return tuple(values)
 
 
+# A member passes through: calling the enum on one of its members is a
+# lookup several times dearer, and results are rebuilt on the hot path.
+
+
+def _status(value: str) -> ResultStatus:
+    return value if type(value) is ResultStatus else ResultStatus(value)
+
+
+def _outcome(value: str) -> Outcome:
+    return value if type(value) is Outcome else Outcome(value)
+
+
 class ResultStatus(enum.StrEnum):
     """How a step ended."""
 
@@ -134,7 +146,7 @@ class ChannelResult:
         facts: extra plain values the channel exposes to policies.
     """
 
-    status: ResultStatus = attrs.field(converter=ResultStatus)
+    status: ResultStatus = attrs.field(converter=_status)
     signals: tuple[Signal, ...] = attrs.field(default=(), converter=_signals)
     score: float | None = attrs.field(default=None, validator=_score)
     evidence: tuple[Evidence, ...] = attrs.field(default=(), converter=_evidence)
@@ -260,7 +272,7 @@ class Verdict:
     case there as ``automatic``, beside the person's ``review`` decision.
     """
 
-    outcome: Outcome = attrs.field(converter=Outcome)
+    outcome: Outcome = attrs.field(converter=_outcome)
     reasons: tuple[Reason, ...] = attrs.field(converter=_reasons)
     policy: PolicyRef
     decided_at: datetime

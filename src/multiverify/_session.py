@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -78,6 +79,7 @@ __all__ = [
     "require_waiting",
     "transition",
     "waiting_challenge",
+    "with_audit_head",
 ]
 
 JSON = Mapping[str, Any]
@@ -527,7 +529,7 @@ def new_session(
         policy=policy.ref,
         created_at=at,
         deadline_at=deadline,
-        steps=tuple(StepRecord(step_id=step.id) for step in policy.steps),
+        steps=_plan(policy).initial,
         facts={
             "applicant": applicant.facts(on=at.date()),
             "application": applicant.loan.facts(),
@@ -739,6 +741,8 @@ def _rebuilt(
     verdict: Verdict | None,
     inputs: int,
     review: ReviewState | None,
+    audit_head: str | None = None,
+    audit_count: int | None = None,
 ) -> Session:
     return Session(
         session_id=session.session_id,
@@ -751,9 +755,23 @@ def _rebuilt(
         facts=session.facts,
         verdict=verdict,
         inputs=inputs,
-        audit_head=session.audit_head,
-        audit_count=session.audit_count,
+        audit_head=session.audit_head if audit_head is None else audit_head,
+        audit_count=session.audit_count if audit_count is None else audit_count,
         review=review,
+    )
+
+
+def with_audit_head(session: Session, head: str, count: int) -> Session:
+    """The session with its audit chain at ``head`` after ``count`` events."""
+    return _rebuilt(
+        session,
+        status=session.status,
+        steps=session.steps,
+        verdict=session.verdict,
+        inputs=session.inputs,
+        review=session.review,
+        audit_head=head,
+        audit_count=count,
     )
 
 
@@ -895,11 +913,59 @@ def _context_for(variables: dict[str, Any]) -> Any:
     return context
 
 
+class _Plan:
+    """What the core reads from a policy on every input, derived once.
+
+    Attributes:
+        initial: the records of a fresh session: immutable, so shared by
+            every session of the policy (their ``channel_state`` is a
+            read-only empty mapping).
+        sources: per fallback step, the step whose outcome triggers it.
+        rules: per rule, its position, the rule, its compiled condition and
+            the steps that must have ended before it is evaluated.
+    """
+
+    __slots__ = ("initial", "rules", "sources")
+
+    def __init__(self, policy: Policy) -> None:
+        nothing: JSON = MappingProxyType({})
+        self.initial = tuple(
+            StepRecord(step_id=step.id, channel_state=nothing) for step in policy.steps
+        )
+        sources: dict[str, str] = {}
+        for step in policy.steps:
+            if step.fallback is not None:
+                sources.setdefault(step.fallback.step, step.id)
+        self.sources = sources
+        self.rules = tuple(
+            (index, rule, policy.condition(rule.when))
+            for index, rule in enumerate(policy.rules)
+        )
+
+
+# Plans by policy identity; each entry keeps its policy, so an id is never
+# reused while it is cached. A process runs a few policies.
+_PLANS: dict[int, tuple[Policy, _Plan]] = {}
+_PLANS_MAX = 64
+
+
+def _plan(policy: Policy) -> _Plan:
+    found = _PLANS.get(id(policy))
+    if found is not None and found[0] is policy:
+        return found[1]
+    plan = _Plan(policy)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[id(policy)] = (policy, plan)
+    return plan
+
+
 class _Run:
     """The working state of one transition."""
 
     def __init__(self, policy: Policy, session: Session) -> None:
         self.policy = policy
+        self.plan = _plan(policy)
         self.base = session
         self.inputs = session.inputs + 1
         self.status = session.status
@@ -1402,18 +1468,14 @@ class _Run:
     def start_ready(self, at: datetime) -> bool:
         """Start or skip every step that can move; return whether any did."""
         moved = False
-        targets = self.policy.fallback_targets
+        sources = self.plan.sources
         for record in self.records():
             if record.state is not StepState.PENDING:
                 continue
             step = self.policy.step(record.step_id)
-            if step.id in targets and record.triggered_by is None:
-                source = next(
-                    s
-                    for s in self.policy.steps
-                    if s.fallback and s.fallback.step == step.id
-                )
-                if self.settled(source.id):
+            source = sources.get(step.id)
+            if source is not None and record.triggered_by is None:
+                if self.settled(source):
                     self.put(_with_state(record, StepState.SKIPPED))
                     moved = True
                 continue
@@ -1481,8 +1543,7 @@ class _Run:
         """
         outcomes: list[tuple[bool, str]] = []
         self._outcomes = outcomes
-        for index, rule in enumerate(self.policy.rules):
-            condition = self.policy.condition(rule.when)
+        for index, rule, condition in self.plan.rules:
             for step_id in condition.steps:
                 if self.record(step_id).state not in _SETTLED:
                     return False

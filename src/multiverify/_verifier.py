@@ -283,9 +283,21 @@ class Verifier:
             chosen, applicant, session_id=session_id or self._new_id(), at=now
         )
         session, created = AuditTrail.created(session, at=now)
-        version = await self._store.create(session, audit=[created])
-        self._remember(session, version)
-        return await self._apply(session.session_id, Start(at=now))
+        # Created already started, in one write: the Start transition, its
+        # effects and both audit events go in with the session.
+        event = Start(at=now)
+        result = transition(chosen, session, event)
+        session, records = AuditTrail.transition(
+            result.session, event, result.effects, at=self._clock.now()
+        )
+        async with self._lock(session.session_id):
+            version = await self._store.create(
+                session, effects=result.effects, audit=[created, *records]
+            )
+            self._remember(session, version)
+            verdicts = await self._dispatch(session, result.effects)
+        await self._after(session, version, verdicts)
+        return session
 
     async def run(self, applicant: Applicant, *, policy: str | None = None) -> Verdict:
         """Start a session and wait for its verdict (for policies of automatic steps).
@@ -294,7 +306,10 @@ class Verifier:
             SessionFinishedError: the session was cancelled instead.
         """
         session = await self.start(applicant, policy=policy)
-        return await self.wait(session.session_id)
+        # The session as just saved here stands in for a load (see _watch).
+        return await self._verdict(
+            session.session_id, self._cache.get(session.session_id)
+        )
 
     async def wait(self, session_id: str) -> Verdict:
         """Wait until the session is decided and return its verdict.
@@ -303,7 +318,12 @@ class Verifier:
             SessionNotFoundError: no such session.
             SessionFinishedError: the session was cancelled.
         """
-        session = await self._watch(session_id, _finished)
+        return await self._verdict(session_id, None)
+
+    async def _verdict(
+        self, session_id: str, known: tuple[Session, int] | None
+    ) -> Verdict:
+        session = await self._watch(session_id, _finished, known)
         if session.verdict is None:
             raise SessionFinishedError(
                 message=f"session {session_id} was cancelled", session_id=session_id
@@ -732,7 +752,12 @@ class Verifier:
             return watch.result()
         return await self.get(event.session_id)
 
-    async def _watch(self, session_id: str, check: Callable[[Session], T | None]) -> T:
+    async def _watch(
+        self,
+        session_id: str,
+        check: Callable[[Session], T | None],
+        known: tuple[Session, int] | None = None,
+    ) -> T:
         """Wait until ``check`` returns something for the session, and return it.
 
         ``check`` sees the stored session now, then the session as this
@@ -740,13 +765,19 @@ class Verifier:
         version, so it carries every other replica's earlier changes too).
         The watch is registered before the load, so no change between the
         load and the wait is missed; ``check`` may raise to stop waiting.
+        ``known`` is the session and version this Verifier has just saved,
+        with its effects still to run: it replaces the load (a change made
+        elsewhere meanwhile makes the next save here reload, and wakes us).
         """
         watch = self._watches.get(session_id)
         if watch is None:
             watch = self._watches[session_id] = _Watch()
         watch.count += 1
         try:
-            session, version = await self._store.load(session_id)
+            if known is None:
+                session, version = await self._store.load(session_id)
+            else:
+                session, version = known
             loop = asyncio.get_running_loop()
             while True:
                 if watch.version > version:

@@ -465,6 +465,9 @@ class Policy:
         init=False, factory=dict, eq=False, repr=False, hash=False
     )
     _hash: str = attrs.field(init=False, default="", eq=False, repr=False, hash=False)
+    _ref: PolicyRef | None = attrs.field(
+        init=False, default=None, eq=False, repr=False, hash=False
+    )
     _by_id: dict[str, Step] = attrs.field(
         init=False, factory=dict, eq=False, repr=False, hash=False
     )
@@ -497,7 +500,11 @@ class Policy:
         document = json.dumps(
             _policy_dict(self), sort_keys=True, separators=(",", ":"), default=str
         )
-        object.__setattr__(self, "_hash", hashlib.sha256(document.encode()).hexdigest())
+        digest = hashlib.sha256(document.encode()).hexdigest()
+        object.__setattr__(self, "_hash", digest)
+        # One reference shared by every session and verdict of the policy.
+        ref = PolicyRef(name=self.name, version=self.version, hash=digest)
+        object.__setattr__(self, "_ref", ref)
 
     def _resolved(self, step: Step) -> Step:
         """The step with a named script in its options replaced by the script's table."""
@@ -516,7 +523,8 @@ class Policy:
     @property
     def ref(self) -> PolicyRef:
         """Name, version and hash, as verdicts record them."""
-        return PolicyRef(name=self.name, version=self.version, hash=self._hash)
+        assert self._ref is not None  # noqa: S101 - set when the policy is built
+        return self._ref
 
     def step(self, step_id: str) -> Step:
         """Return the step with this id.

@@ -24,6 +24,21 @@ from ._base import (
 
 __all__ = ["MemoryStore"]
 
+_Row = tuple[str, int, datetime, str, str, str, str]
+
+
+def _event(row: _Row) -> AuditEvent:
+    session_id, index, at, kind, body, prev, digest = row
+    return AuditEvent(
+        session_id=session_id,
+        index=index,
+        at=at,
+        kind=kind,
+        body=body,
+        prev=prev,
+        hash=digest,
+    )
+
 
 class MemoryStore:
     """Keeps everything in dictionaries; nothing survives the process.
@@ -37,7 +52,9 @@ class MemoryStore:
         self._effects: dict[str, dict[str, Effect]] = {}
         self._timers: dict[tuple[str, str], datetime] = {}
         self._seen: set[tuple[str, str]] = set()
-        self._audit: dict[str, list[AuditEvent]] = {}
+        # Audit events as plain tuples: the collector stops tracking a tuple
+        # of strings and times, and a long-lived store holds many of them.
+        self._audit: dict[str, list[_Row]] = {}
         self._windows: dict[str, deque[tuple[datetime, float]]] = {}
         self._values: dict[str, tuple[str, datetime]] = {}
         self._queues: dict[str, dict[str, QueueItem]] = {}
@@ -72,7 +89,10 @@ class MemoryStore:
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> int:
-        _, version = await self.load(session.session_id)
+        found = self._sessions.get(session.session_id)
+        if found is None:
+            raise session_missing(session.session_id)
+        version = found[1]
         if version != expected_version:
             raise version_moved(session.session_id, version, expected_version)
         self._sessions[session.session_id] = (session, version + 1)
@@ -87,7 +107,10 @@ class MemoryStore:
             for effect in effects:
                 outbox[effect.effect_id] = effect
         if audit:
-            self._audit.setdefault(session_id, []).extend(audit)
+            self._audit.setdefault(session_id, []).extend(
+                (e.session_id, e.index, e.at, e.kind, e.body, e.prev, e.hash)
+                for e in audit
+            )
 
     async def pending_effects(
         self, session_id: str | None = None, /
@@ -141,8 +164,8 @@ class MemoryStore:
 
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
         if session_id is not None:
-            return list(self._audit.get(session_id, []))
-        return [event for events in self._audit.values() for event in events]
+            return [_event(row) for row in self._audit.get(session_id, [])]
+        return [_event(row) for rows in self._audit.values() for row in rows]
 
     async def session_ids(self) -> list[str]:
         return list(self._sessions)

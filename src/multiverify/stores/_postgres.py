@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
-from .._serde import dumps, loads, structure_effect
+from .._serde import loads, session_to_json, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
     ConfigurationError,
@@ -407,7 +407,7 @@ class PostgresStore(OpenableStore):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> int:
-        body = dumps(session)
+        body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
         now = _utc(self._clock.now())
         pool = await self._ready()
@@ -442,7 +442,7 @@ class PostgresStore(OpenableStore):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> int:
-        body = dumps(session)
+        body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
         now = _utc(self._clock.now())
         session_id = session.session_id

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
-from .._serde import dumps, loads, structure_effect
+from .._serde import dumps, loads, session_to_json, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
     ConfigurationError,
@@ -579,7 +579,7 @@ class RedisStore(OpenableStore):
     ) -> list[str | int]:
         args: list[str | int] = [
             head,
-            dumps(session),
+            session_to_json(session),
             session.status.value,
             self._clock.now().isoformat(),
             len(effects),

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
-from .._serde import dumps, loads, structure_effect
+from .._serde import loads, session_to_json, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
     ConfigurationError,
@@ -470,7 +470,7 @@ class SqliteStore(OpenableStore):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> int:
-        body = dumps(session)
+        body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
         now = self._clock.now().isoformat()
 
@@ -514,7 +514,7 @@ class SqliteStore(OpenableStore):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> int:
-        body = dumps(session)
+        body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
         now = self._clock.now().isoformat()
         session_id = session.session_id
