@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import attrs
@@ -617,3 +617,128 @@ class TestPhoneRegion:
         normalize_phone("+8613800138000")
         normalize_phone("+12025550143")
         assert _applicant._REGIONS == {"+12025550143": "US"}
+
+
+class TestFieldTypes:
+    """A value of the wrong type is an `InvalidInputError` naming the field, never a crash."""
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [
+            ("applicant_id", None),
+            ("name", 5),
+            ("national_id", 110101199003074578),
+            ("locale", 5),
+            ("locale", " "),
+            ("date_of_birth", "1990-03-07"),
+            ("date_of_birth", datetime(1990, 3, 7, tzinfo=UTC)),
+            ("date_of_birth", None),
+            ("loan", {"amount": "5000"}),
+            ("loan", None),
+            ("address", "12 Dongsi North Street"),
+            ("contacts", [{"name": "Li Na"}]),
+            ("consents", ["consent-1"]),
+        ],
+    )
+    def test_applicant_fields(self, field: str, bad: object) -> None:
+        """Each wrongly typed applicant field is named."""
+        with pytest.raises(InvalidInputError) as info:
+            make_applicant(**{field: bad})
+        assert info.value.field == field
+        assert str(info.value).startswith(f"{field}")
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [
+            ("currency", 156),
+            ("purpose", None),
+            ("annual_rate", "-0.01"),
+            ("repayment", {"installments": 12}),
+        ],
+    )
+    def test_loan_fields(self, field: str, bad: object) -> None:
+        """Each wrongly typed or negative loan field is named."""
+        with pytest.raises(InvalidInputError) as info:
+            make_loan(**{field: bad})
+        assert info.value.field == field
+
+    def test_a_zero_rate_is_allowed(self) -> None:
+        """An interest-free loan has a rate of zero."""
+        assert make_loan(annual_rate="0").annual_rate == Decimal(0)
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [
+            ("repayment.first_due", "2027-01-01"),
+            ("repayment.frequency", ""),
+        ],
+    )
+    def test_repayment_fields(self, field: str, bad: object) -> None:
+        """The schedule's due date must be a date, its frequency non-empty text."""
+        fields: dict[str, object] = {
+            "installments": 12,
+            "installment_amount": "500",
+            "first_due": date(2027, 1, 1),
+        }
+        fields[field.removeprefix("repayment.")] = bad
+        with pytest.raises(InvalidInputError) as info:
+            RepaymentSchedule(**fields)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [("name", None), ("name", " "), ("relation", 3)],
+    )
+    def test_contact_fields(self, field: str, bad: object) -> None:
+        """A contact's name and relation are checked and named."""
+        fields: dict[str, object] = {
+            "name": "Li Na",
+            "relation": "sister",
+            "phone": "+8613900139000",
+        }
+        fields[field] = bad
+        with pytest.raises(InvalidInputError) as info:
+            Contact(**fields)  # type: ignore[arg-type]
+        assert info.value.field == f"contacts.{field}"
+
+    @pytest.mark.parametrize("field", ["city", "region", "postal_code", "country"])
+    def test_address_fields(self, field: str) -> None:
+        """Address parts must be text."""
+        fields: dict[str, object] = {"lines": ["1 Main Street"], "city": "Beijing"}
+        fields[field] = 100000
+        with pytest.raises(InvalidInputError) as info:
+            Address(**fields)  # type: ignore[arg-type]
+        assert info.value.field == f"address.{field}"
+
+
+class TestRedact:
+    def test_every_personal_value_is_masked(self) -> None:
+        """Phone (three forms), ID, name, birth date, address and contacts are masked."""
+        applicant = make_applicant(
+            address=Address(
+                lines=["88 Jianguo Road"], city="Beijing", postal_code="100022"
+            ),
+            contacts=[Contact(name="Li Na", relation="sister", phone="+8613900139000")],
+        )
+        text = (
+            "to +8613800138000 / 8613800138000 / 13800138000 for Zhang Wei, "
+            "id 110101199003074578, born 1990-03-07, at 88 Jianguo Road 100022; "
+            "ref Li Na on 13900139000"
+        )
+        assert applicant.redact(text) == (
+            "to +86*******8000 / +86*******8000 / +86*******8000 for Z**** W**, "
+            "id **************4578, born ****-**-**, at *** ***; "
+            "ref L** N** on +86*******9000"
+        )
+
+    def test_text_without_personal_values_is_unchanged(self) -> None:
+        """Text that quotes nobody comes back as it was."""
+        assert make_applicant().redact("HTTP 503 from upstream") == (
+            "HTTP 503 from upstream"
+        )
+
+    def test_redacting_twice_changes_nothing_more(self) -> None:
+        """Masks hold no personal value, so redaction is idempotent."""
+        applicant = make_applicant()
+        once = applicant.redact(f"{applicant.phone} {applicant.name}")
+        assert applicant.redact(once) == once

@@ -317,6 +317,29 @@ class TestAuditTrailVerify:
         assert info.value.index == 2
 
 
+class TestAuditTrailHeads:
+    def test_a_trail_reaching_its_head_verifies(self) -> None:
+        """Each session's chain ends at the head its store keeps."""
+        session, events = record()
+        assert AuditTrail.verify(events, heads={"sess-1": session.audit_head}) == len(
+            events
+        )
+
+    def test_events_cut_off_the_end_are_caught_by_the_head(self) -> None:
+        """Without its last events a chain is still whole; the head shows the cut."""
+        session, events = record()
+        assert AuditTrail.verify(events[:-1]) == len(events) - 1
+        with pytest.raises(AuditIntegrityError) as info:
+            AuditTrail.verify(events[:-1], heads={"sess-1": session.audit_head})
+        assert info.value.index == len(events) - 1
+        assert "dropped from its end" in info.value.message
+
+    def test_sessions_without_a_head_are_checked_by_their_chain(self) -> None:
+        """A head given for another session leaves this one to its chain."""
+        _, events = record()
+        assert AuditTrail.verify(events, heads={"other": "0" * 64}) == len(events)
+
+
 class TestAuditTrailJsonl:
     def test_round_trip(self) -> None:
         """Exported JSON lines read back to the same events, which still verify."""

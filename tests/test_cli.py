@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+import phonenumbers
 import pytest
 from click.testing import CliRunner, Result
 
+from multiverify import Applicant
 from multiverify._cli import create_cli, main, verdict_json
-from multiverify.sandbox import DEFAULT_POLICY_PATH, load_default_policy
+from multiverify.sandbox import DEFAULT_POLICY_PATH, PERSONAS, load_default_policy
+from multiverify.stores import SqliteStore
 
 BROKEN_POLICY = """\
 name = "broken"
@@ -117,6 +122,12 @@ class TestDemoJson:
         assert steps["call"]["status"] == "failed"
         assert steps["call"]["signals"] == ["no_answer", "no_contact"]
         assert steps["video"]["status"] == "passed"
+
+    def test_no_answer_explains_the_single_call(self, cli: click.Group) -> None:
+        """The explanation counts the demo's one call in the singular."""
+        result = invoke(cli, "demo", "--persona", "no-answer")
+        text = " ".join(result.stdout.replace("│", " ").split())
+        assert "(no contact after 1 call)" in text
 
     def test_speed_option(self, cli: click.Group) -> None:
         """The hidden ``--speed`` option works like the environment variable."""
@@ -267,6 +278,54 @@ class TestPolicyCommands:
         assert f"{path}: steps[0].timeout:" in result.stdout
 
 
+CUSTOM_CHANNEL_POLICY = """\
+name = "custom"
+version = "1"
+
+[[steps]]
+id = "kyc"
+channel = "in_house_kyc"
+
+[[rules]]
+outcome = "approved"
+when = "steps.kyc.status == 'passed'"
+reason = "kyc.passed"
+"""
+
+
+class TestPolicyWithAppChannels:
+    @pytest.mark.parametrize("command", ["check", "explain"])
+    def test_an_app_channel_is_unknown_unless_declared(
+        self, cli: click.Group, tmp_path: Path, command: str
+    ) -> None:
+        """A policy naming a channel the app registers checks with ``--channel``."""
+        path = tmp_path / "custom.toml"
+        path.write_text(CUSTOM_CHANNEL_POLICY)
+        undeclared = invoke(cli, "policy", command, str(path))
+        assert undeclared.exit_code == 1
+        assert "unknown channel 'in_house_kyc'" in undeclared.stdout
+        declared = invoke(
+            cli, "policy", command, str(path), "--channel", "in_house_kyc"
+        )
+        assert declared.exit_code == 0, declared.output
+        assert declared.stdout.startswith("OK: " if command == "check" else "Policy ")
+
+    def test_a_built_in_channel_keeps_its_signals(
+        self, cli: click.Group, tmp_path: Path
+    ) -> None:
+        """Naming a built-in channel with ``--channel`` does not lift its signal check."""
+        path = tmp_path / "bureau.toml"
+        path.write_text(
+            'name = "b"\nversion = "1"\n'
+            '[[steps]]\nid = "bureau"\nchannel = "credit_bureau"\n'
+            '[[rules]]\noutcome = "rejected"\n'
+            'when = "\'fraud\' in steps.bureau.signals"\nreason = "fraud"\n'
+        )
+        result = invoke(cli, "policy", "check", str(path), "--channel", "credit_bureau")
+        assert result.exit_code == 1
+        assert "never emits signal 'fraud'" in result.stdout
+
+
 class TestAuditCommands:
     @pytest.fixture
     def db(self, cli: click.Group, tmp_path: Path) -> Path:
@@ -345,12 +404,53 @@ class TestAuditCommands:
         assert "event 2" in result.stderr
 
     def test_not_an_audit_file(self, cli: click.Group, tmp_path: Path) -> None:
-        """A line that is not an audit event is reported with exit 1."""
+        """A line that is not an audit event is reported with exit 1, in one line."""
         trail = tmp_path / "junk.jsonl"
         trail.write_text('{"hello": 1}\n')
         result = invoke(cli, "audit", "verify", str(trail))
         assert result.exit_code == 1
-        assert "line 1 is not an audit event" in result.stderr
+        assert result.stderr == (
+            f"{trail}: event 0: line 1 is not an audit event: no data object\n"
+        )
+
+    def test_events_cut_off_the_end_are_found_against_the_store(
+        self, cli: click.Group, db: Path, tmp_path: Path
+    ) -> None:
+        """Dropping a session's last events keeps the chain whole; ``--db`` finds it."""
+        lines = invoke(cli, "audit", "export", "--db", str(db)).stdout.splitlines()
+        first = json.loads(lines[0])["session_id"]
+        kept = [line for line in lines if json.loads(line)["session_id"] == first]
+        trail = tmp_path / "cut.jsonl"
+        trail.write_text("\n".join(kept[:-2]) + "\n")
+        assert invoke(cli, "audit", "verify", str(trail)).exit_code == 0
+        result = invoke(cli, "audit", "verify", str(trail), "--db", str(db))
+        assert result.exit_code == 1
+        assert result.stderr.startswith(
+            f"{trail}: event {len(kept) - 2}: the trail of session {first} stops at "
+            f"#{len(kept) - 3} short of the session's last audit event"
+        )
+
+    def test_a_whole_trail_verifies_against_its_store(
+        self, cli: click.Group, db: Path, tmp_path: Path
+    ) -> None:
+        """An untouched export reaches every session's head in the store."""
+        trail = tmp_path / "trail.jsonl"
+        trail.write_text(invoke(cli, "audit", "export", "--db", str(db)).stdout)
+        result = invoke(cli, "audit", "verify", str(trail), "--db", str(db))
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("OK: ")
+
+    def test_a_session_the_store_lacks(
+        self, cli: click.Group, db: Path, tmp_path: Path
+    ) -> None:
+        """Against a store, a trail of a session it does not hold is refused."""
+        trail = tmp_path / "trail.jsonl"
+        trail.write_text(invoke(cli, "audit", "export", "--db", str(db)).stdout)
+        other = tmp_path / "other.db"
+        assert invoke(cli, "demo", "--json", "--db", str(other)).exit_code == 0
+        result = invoke(cli, "audit", "verify", str(trail), "--db", str(other))
+        assert result.exit_code == 1
+        assert f"{other} has no session " in result.stderr
 
     def test_empty_file(self, cli: click.Group, tmp_path: Path) -> None:
         """An empty file verifies nothing: exit 1."""
@@ -411,3 +511,106 @@ class TestMain:
             "outcome": None,
             "status": "cancelled",
         }
+
+
+def _raw_personal_values(applicant: Applicant) -> set[str]:
+    """Every personal value of ``applicant``, in the forms it could leak in."""
+    born = applicant.date_of_birth
+    values = {
+        applicant.name,
+        applicant.national_id,
+        applicant.phone,
+        applicant.phone.removeprefix("+"),
+        str(phonenumbers.parse(applicant.phone).national_number),
+        born.isoformat(),
+        born.strftime("%Y%m%d"),
+        born.strftime("%d/%m/%Y"),
+    }
+    if applicant.address is not None:
+        values.update(applicant.address.lines)
+        values.add(applicant.address.postal_code)
+    for contact in applicant.contacts:
+        values.update({contact.name, contact.phone, contact.phone.removeprefix("+")})
+    return {value for value in values if value}
+
+
+class TestPersonalDataNeverLeaks:
+    @pytest.mark.parametrize("persona", sorted(PERSONAS))
+    def test_a_whole_demo_session_shows_no_personal_value(
+        self,
+        cli: click.Group,
+        persona: str,
+        tmp_path: Path,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Screen, JSON verdict, logs, audit trail and reprs hold no raw personal value.
+
+        A whole demo session (both outputs, every log record at DEBUG, the
+        exported audit trail, the saved session's and verdict's reprs and the
+        explanation) is scanned for the applicant's national ID, phone (in
+        E.164, without ``+`` and as a national number), name, date of birth
+        and address.
+        """
+        caplog.set_level(logging.DEBUG)
+        db = tmp_path / "demo.db"
+        screen = invoke(cli, "demo", "--persona", persona, "--db", str(db))
+        as_json = invoke(cli, "demo", "--persona", persona, "--json", "--db", str(db))
+        exported = invoke(cli, "audit", "export", "--db", str(db))
+        for result in (screen, as_json, exported):
+            assert result.exit_code == 0, result.output
+
+        async def saved() -> list[str]:
+            async with SqliteStore(db) as store:
+                texts = []
+                for session_id in await store.session_ids():
+                    session, _ = await store.load(session_id)
+                    texts.append(repr(session))
+                    if session.verdict is not None:
+                        texts.append(session.verdict.explain())
+                texts.extend(repr(event) for event in await store.audit_events())
+                return texts
+
+        haystack = "\n".join(
+            [
+                screen.output,
+                as_json.output,
+                exported.output,
+                *(repr(record.__dict__) for record in caplog.records),
+                caplog.text,
+                *asyncio.run(saved()),
+            ]
+        )
+        sessions = {
+            json.loads(line)["session_id"] for line in exported.stdout.splitlines()
+        }
+        assert len(sessions) == 2  # both runs, whole, were scanned
+        leaked = {
+            value
+            for value in _raw_personal_values(PERSONAS[persona].applicant)
+            if value in haystack
+        }
+        assert leaked == set()
+
+
+class TestNotAStore:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("demo", "--json", "--db"),
+            ("audit", "export", "--db"),
+            ("review", "list", "--store"),
+        ],
+    )
+    def test_a_db_that_is_no_database_is_a_one_line_error(
+        self, cli: click.Group, tmp_path: Path, args: tuple[str, ...]
+    ) -> None:
+        """A --db that is not a SQLite file exits 1 with one line, no traceback."""
+        path = tmp_path / "notes.db"
+        path.write_text("not a database\n")
+        result = invoke(cli, *args, str(path))
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"Error: {path} is not a SQLite database, or is damaged "
+            "(file is not a database)\n"
+        )
+        assert path.read_text() == "not a database\n"

@@ -269,6 +269,23 @@ class TestRetryAfter:
         """Without the header there is no hint."""
         assert retry_after(httpx.Response(429), now=T0) is None
 
+    @pytest.mark.parametrize(
+        ("date", "seconds"),
+        [
+            ("Fri, 07 Mar 2025 09:00:30 GMT", 30.0),  # the vendor's clock
+            ("Fri, 07 Mar 2025 09:02:00 GMT", 0.0),
+            ("not a date", 60.0),  # unreadable: counted from now
+        ],
+    )
+    def test_an_http_date_counts_from_the_responses_date(
+        self, date: str, seconds: float
+    ) -> None:
+        """A Retry-After date is counted from the vendor's ``Date``, not a skewed local clock."""
+        response = httpx.Response(
+            429, headers={"Retry-After": "Fri, 07 Mar 2025 09:01:00 GMT", "Date": date}
+        )
+        assert retry_after(response, now=T0) == seconds
+
 
 class Sleeps:
     """A fake sleep that records the delays it was asked for."""

@@ -47,6 +47,48 @@ class TestChannelResult:
         with pytest.raises(ValueError, match="'maybe'"):
             ChannelResult(status="maybe")
 
+    def test_bare_signal_names_become_signals(self) -> None:
+        """``signals=["fraud_alert"]`` means ``Signal(name="fraud_alert")``."""
+        result = ChannelResult(
+            status="failed", signals=["fraud_alert", Signal(name="thin_file")]
+        )
+        assert result.signals == (Signal(name="fraud_alert"), Signal(name="thin_file"))
+        assert result.signal_names == ("fraud_alert", "thin_file")
+
+    def test_a_signal_of_another_type_is_refused(self) -> None:
+        """A signal that is neither a ``Signal`` nor a name is a clear TypeError."""
+        with pytest.raises(TypeError, match="signals: expected a Signal or a name"):
+            ChannelResult(status="failed", signals=[{"name": "fraud_alert"}])
+
+    @pytest.mark.parametrize("score", [0.0, 0.42, 1, 1.0])
+    def test_scores_in_range(self, score: float) -> None:
+        """Scores from 0 to 1, ends included, are kept."""
+        assert ChannelResult(status="passed", score=score).score == score
+
+    @pytest.mark.parametrize(
+        ("score", "error"),
+        [
+            (1.5, ValueError),
+            (-0.1, ValueError),
+            (float("nan"), ValueError),
+            (float("inf"), ValueError),
+            ("0.5", TypeError),
+            (True, TypeError),
+        ],
+    )
+    def test_scores_out_of_range_are_refused(
+        self, score: object, error: type[Exception]
+    ) -> None:
+        """A score outside [0, 1], not finite or not a number is refused."""
+        with pytest.raises(error, match=r"score: expected a number in \[0, 1\]"):
+            ChannelResult(status="passed", score=score)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("attempts", [-1, 1.0, "2"])
+    def test_attempts_must_be_a_whole_number(self, attempts: object) -> None:
+        """Attempts are a whole number, never negative."""
+        with pytest.raises(ValueError, match="attempts"):
+            ChannelResult(status="passed", attempts=attempts)  # type: ignore[arg-type]
+
     def test_defaults(self) -> None:
         """A bare result has no signals, evidence, score, times or facts and one attempt."""
         result = ChannelResult(status=ResultStatus.FAILED)

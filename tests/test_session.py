@@ -6,9 +6,15 @@ tests import it directly, like ``tests/test_masking.py`` does.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib.util
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -16,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import multiverify
 from multiverify import (
     Applicant,
     AuditTrail,
@@ -59,6 +66,7 @@ from multiverify._session import (
     transition,
 )
 from multiverify.exceptions import (
+    InvalidInputError,
     MultiverifyError,
     SessionFinishedError,
     StepNotFoundError,
@@ -233,6 +241,25 @@ class TestNewSession:
         assert session.facts["applicant"]["age"] == 35
         assert session.facts["application"]["amount"] == 50000.0
         assert (session.inputs, session.verdict, session.finished) == (0, None, False)
+
+    @pytest.mark.parametrize("applicant", [None, {"name": "Zhang San"}])
+    def test_something_else_than_an_applicant(self, applicant: object) -> None:
+        """Verifying something that is no Applicant is an InvalidInputError, not a crash."""
+        with pytest.raises(InvalidInputError) as info:
+            new_session(POLICY, applicant, session_id=SID, at=T0)  # type: ignore[arg-type]
+        assert info.value.field == "applicant"
+
+    def test_born_after_the_start(self) -> None:
+        """A date of birth after the session's start day is refused, naming the field."""
+        applicant = attrs.evolve(
+            make_applicant(), date_of_birth=(T0 + timedelta(days=1)).date()
+        )
+        with pytest.raises(InvalidInputError) as info:
+            new_session(POLICY, applicant, session_id=SID, at=T0)
+        assert info.value.field == "date_of_birth"
+        born_today = attrs.evolve(applicant, date_of_birth=T0.date())
+        session = new_session(POLICY, born_today, session_id=SID, at=T0)
+        assert session.facts["applicant"]["age"] == 0
 
     def test_no_deadline(self) -> None:
         """A policy without a deadline gives a session without one."""
@@ -1573,3 +1600,171 @@ class TestFailoverWithChannelTimers:
             (),
         )
         assert record.errors == ("HTTP 503",)
+
+
+# The modules of the pure core (design.md section 4): the transition function,
+# the values it works on, the policy and its conditions, and what they use.
+CORE_MODULES = (
+    "multiverify._session",
+    "multiverify._results",
+    "multiverify._applicant",
+    "multiverify._masking",
+    "multiverify._duration",
+    "multiverify._specs",
+    "multiverify._serde",
+    "multiverify._call_script",
+    "multiverify.exceptions",
+    "multiverify.policy",
+    "multiverify.compliance._windows",
+)
+# Modules that do I/O, read the clock or draw randomness, and the SDK's runtime.
+IMPURE_MODULES = (
+    "asyncio",
+    "socket",
+    "ssl",
+    "select",
+    "selectors",
+    "subprocess",
+    "sqlite3",
+    "http.client",
+    "urllib.request",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "random",
+    "secrets",
+    "uuid",
+    "tempfile",
+    "shutil",
+    "temporalio",
+    "rich",
+    "typer",
+    "prompt_toolkit",
+    "multiverify._verifier",
+    "multiverify._clock",
+    "multiverify._http",
+    "multiverify.stores",
+    "multiverify.channels",
+    "multiverify.providers",
+    "multiverify.webhooks",
+    "multiverify.sandbox",
+    "multiverify.testing",
+)
+_IMPORT_CORE_ALONE = """
+import importlib, json, pathlib, sys, types
+# The package without its __init__ (which wires in the runtime): only the core.
+package = types.ModuleType("multiverify")
+package.__path__ = [sys.argv[1]]
+sys.modules["multiverify"] = package
+for name in json.loads(sys.argv[2]):
+    importlib.import_module(name)
+# Build and evaluate a policy, so lazily imported helpers load too.
+from multiverify.policy import Policy, Rule, Step
+policy = Policy(
+    name="p", version="1",
+    steps=[Step(id="call", channel="phone_call"), Step(id="sms", channel="sms_code")],
+    rules=[Rule(outcome="approved", when="steps.sms.status == 'passed'", reason="ok")],
+)
+policy.condition(policy.rules[0].when).evaluate(
+    {"steps": {"sms": {"status": "passed"}}}
+)
+print(json.dumps(sorted(sys.modules)))
+"""
+# Calls that read the clock or draw randomness, as ``owner.attribute``.
+_IMPURE_CALLS = frozenset(
+    {
+        "datetime.now",
+        "datetime.utcnow",
+        "datetime.today",
+        "date.today",
+        "time.time",
+        "time.monotonic",
+        "time.perf_counter",
+        "os.urandom",
+    }
+)
+
+
+class TestPurity:
+    def test_the_core_imports_nothing_that_does_io(self) -> None:
+        """Imported alone, the core loads no I/O, clock, randomness or runtime module.
+
+        A fresh interpreter imports only the core's modules (bypassing the
+        package ``__init__``, which wires in the runtime) and builds and
+        evaluates a policy; none of the impure modules is loaded.
+        """
+        source = Path(multiverify.__file__).parent
+        done = subprocess.run(  # noqa: S603 - our own interpreter and code
+            [
+                sys.executable,
+                "-c",
+                _IMPORT_CORE_ALONE,
+                str(source),
+                json.dumps(CORE_MODULES),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        loaded = set(json.loads(done.stdout))
+        assert set(CORE_MODULES) <= loaded
+        impure = sorted(
+            name
+            for name in loaded
+            if any(name == bad or name.startswith(f"{bad}.") for bad in IMPURE_MODULES)
+        )
+        assert impure == []
+
+    @pytest.mark.parametrize("module", CORE_MODULES)
+    def test_the_core_reads_no_clock_and_draws_no_randomness(self, module: str) -> None:
+        """No core module calls ``datetime.now``, ``time.time``, ``os.urandom``...
+
+        Time reaches the core inside its inputs; a clock read or a random
+        draw there would make the transition function impure.
+        """
+        spec = importlib.util.find_spec(module)
+        assert spec is not None
+        assert spec.origin is not None
+        paths = (
+            sorted(Path(spec.origin).parent.glob("*.py"))
+            if spec.origin.endswith("__init__.py")
+            else [Path(spec.origin)]
+        )
+        found = [
+            f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}"
+            for path in paths
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and f"{node.value.id}.{node.attr}" in _IMPURE_CALLS
+        ]
+        assert found == []
+
+
+class TestChannelStateRepr:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            StepRecord(step_id="sms", channel_state={"destination": "+8613800138000"}),
+            StepStarted(
+                step_id="sms",
+                attempt=1,
+                at=T0,
+                channel_state={"destination": "+8613800138000"},
+            ),
+            StepFinished(
+                step_id="sms",
+                attempt=1,
+                at=T0,
+                result=ChannelResult(status="passed"),
+                channel_state={"destination": "+8613800138000"},
+            ),
+        ],
+    )
+    def test_reprs_show_the_keys_of_a_channels_state_not_its_values(
+        self, value: object
+    ) -> None:
+        """A channel's state may hold a phone number: reprs (and logs) show its keys only."""
+        text = repr(value)
+        assert "channel_state={'destination': ...}" in text
+        assert "13800138000" not in text

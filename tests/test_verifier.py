@@ -213,6 +213,27 @@ class TestVerifier:
         with pytest.raises(ConfigurationError, match="at least one policy"):
             Verifier([], channels=[bureau()])
 
+    def test_one_version_with_two_contents_is_refused(self) -> None:
+        """Two policies of one name and version but different content are refused:
+        verdicts would name the same version for different rules."""
+        first = bureau_sms_policy()
+        changed = bureau_sms_policy(default="rejected")
+        with pytest.raises(ConfigurationError) as caught:
+            Verifier([first, changed], channels=[bureau(), sms_code()])
+        assert caught.value.message == (
+            "policy 'p' version '1' is given twice with different content "
+            f"(sha256 {first.hash[:12]} and {changed.hash[:12]}): give the changed "
+            "one a new version"
+        )
+
+    def test_versions_of_one_policy_live_side_by_side(self) -> None:
+        """The same policy twice, or two versions of it, are fine."""
+        first = bureau_sms_policy()
+        later = bureau_sms_policy(version="2", default="rejected")
+        verifier = Verifier([first, first, later], channels=[bureau(), sms_code()])
+        assert verifier.policy("p") is later
+        assert verifier.policy(first.hash) is first
+
     def test_unwired_channel_is_a_configuration_error(self) -> None:
         """A policy step whose channel is not wired fails at construction, located."""
         with pytest.raises(ConfigurationError) as caught:
@@ -981,7 +1002,7 @@ class TestSubmit:
         assert result.signal_names == ("wrong_code",)
 
     async def test_typed_errors(self, clock: FakeClock, applicant: Applicant) -> None:
-        """Unknown session, unknown step, step not waiting, finished session: each typed."""
+        """Unknown session or step, step not waiting, no mapping, finished: each typed."""
         policy = bureau_sms_policy(
             steps=[
                 Step(id="bureau", channel="credit_bureau"),
@@ -1008,6 +1029,10 @@ class TestSubmit:
             with pytest.raises(StepNotWaitingError, match="done") as done:
                 await verifier.submit(sid, "bureau", CODE)
             assert (done.value.session_id, done.value.step_id) == (sid, "bureau")
+            for payload in ("123456", None, ["123456"]):
+                with pytest.raises(InvalidInputError) as bad:
+                    await verifier.submit(sid, "sms", payload)  # type: ignore[arg-type]
+                assert bad.value.field == "payload"
             assert await verifier.store.load(sid) == before
             await verifier.submit(sid, "sms", CODE)
             await verifier.wait_idle()
@@ -1537,6 +1562,43 @@ class TestAudit:
             "ScheduleTimer",
         }
         AuditTrail.verify(events)
+
+    async def test_a_vendor_error_quoting_the_applicant_is_redacted(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A vendor's error text that quotes the phone or name never reaches the
+        trail, the session or the verdict in clear; the trail still replays."""
+        quoting = f"The 'To' number {applicant.phone} ({applicant.name}) is not valid"
+        rejecting = bureau(
+            Scripted.raises(ProviderUnavailableError(message=quoting, provider="b")),
+            Scripted.raises(ProviderRejectedError(message=quoting, provider="b")),
+        )
+        policy = bureau_sms_policy(
+            steps=[
+                Step(
+                    id="bureau",
+                    channel="credit_bureau",
+                    retry=RetrySettings(attempts=2, wait_initial=1),
+                )
+            ],
+            rules=[],
+            default="rejected",
+        )
+        async with Verifier(policy, channels=[rejecting], clock=clock) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock, 2)
+            session = await verifier.get(started.session_id)
+            count = await verify_trail(verifier, session)
+            events = await verifier.store.audit_events(session.session_id)
+        redacted = "The 'To' number +86*******8000 (Z**** S**) is not valid"
+        assert session.step("bureau").errors == (f"ProviderRejectedError: {redacted}",)
+        assert session.verdict is not None
+        texts = [event.to_json() for event in events]
+        texts += [repr(session), session.verdict.explain()]
+        assert count == len(events)
+        assert redacted in "".join(texts)
+        for raw in (applicant.phone, "13800138000", applicant.name):
+            assert raw not in "".join(texts)
 
 
 class TestFireDueTimers:

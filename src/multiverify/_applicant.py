@@ -177,16 +177,71 @@ def _positive_int(field: str) -> Any:
     return check
 
 
+def _text(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str):
+            raise InvalidInputError(
+                message=f"{field}: expected text, got {type(value).__name__}",
+                field=field,
+            )
+
+    return check
+
+
 def _non_empty(field: str) -> Any:
-    def check(_inst: object, _attr: object, value: str) -> None:
+    is_text = _text(field)
+
+    def check(inst: object, attr: object, value: str) -> None:
+        is_text(inst, attr, value)
         if not value.strip():
             raise InvalidInputError(message=f"{field}: must not be empty", field=field)
 
     return check
 
 
-def _currency(_inst: object, _attr: object, value: str) -> None:
-    if not _CURRENCY.fullmatch(value):
+def _instance(field: str, kind: type, *, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, kind):
+            raise InvalidInputError(
+                message=f"{field}: expected {kind.__name__}"
+                f"{' or None' if optional else ''}, got {type(value).__name__}",
+                field=field,
+            )
+
+    return check
+
+
+def _each(field: str, kind: type) -> Any:
+    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
+        for index, value in enumerate(values):
+            if not isinstance(value, kind):
+                raise InvalidInputError(
+                    message=f"{field}[{index}]: expected {kind.__name__},"
+                    f" got {type(value).__name__}",
+                    field=field,
+                )
+
+    return check
+
+
+def _day(field: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        # A datetime is a date too, but carries a time (and maybe a zone) that
+        # would silently shift an age or a due date.
+        if not isinstance(value, date) or isinstance(value, datetime):
+            raise InvalidInputError(
+                message=f"{field}: expected a datetime.date, got {type(value).__name__}"
+                + (f" {value!r}" if isinstance(value, str) else ""),
+                field=field,
+            )
+
+    return check
+
+
+def _currency(_inst: object, _attr: object, value: Any) -> None:
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
         raise InvalidInputError(
             message=f"currency: expected an ISO 4217 code such as CNY, got {value!r}",
             field="currency",
@@ -211,8 +266,10 @@ class RepaymentSchedule:
         converter=_installment_amount,
         validator=_non_negative("repayment.installment_amount"),
     )
-    first_due: date
-    frequency: str = "monthly"
+    first_due: date = attrs.field(validator=_day("repayment.first_due"))
+    frequency: str = attrs.field(
+        default="monthly", validator=_non_empty("repayment.frequency")
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -229,8 +286,11 @@ class LoanApplication:
     annual_rate: Decimal | None = attrs.field(
         default=None,
         converter=_annual_rate,
+        validator=attrs.validators.optional(_non_negative("annual_rate")),
     )
-    repayment: RepaymentSchedule | None = None
+    repayment: RepaymentSchedule | None = attrs.field(
+        default=None, validator=_instance("repayment", RepaymentSchedule, optional=True)
+    )
 
     def facts(self) -> dict[str, Any]:
         """The loan as plain values for policy conditions and the audit trail."""
@@ -257,18 +317,29 @@ class Address:
     lines: tuple[str, ...] = attrs.field(
         converter=_lines, repr=False, metadata={"personal": True}
     )
-    city: str = attrs.field(repr=False, metadata={"personal": True})
-    region: str = ""
-    postal_code: str = attrs.field(default="", repr=False, metadata={"personal": True})
-    country: str = ""
+    city: str = attrs.field(
+        validator=_text("address.city"), repr=False, metadata={"personal": True}
+    )
+    region: str = attrs.field(default="", validator=_text("address.region"))
+    postal_code: str = attrs.field(
+        default="",
+        validator=_text("address.postal_code"),
+        repr=False,
+        metadata={"personal": True},
+    )
+    country: str = attrs.field(default="", validator=_text("address.country"))
 
 
 @attrs.frozen(kw_only=True)
 class Contact:
     """Someone the lender may reach about the applicant (a reference or relative)."""
 
-    name: str = attrs.field(repr=mask_name, metadata={"personal": True})
-    relation: str
+    name: str = attrs.field(
+        validator=_non_empty("contacts.name"),
+        repr=mask_name,
+        metadata={"personal": True},
+    )
+    relation: str = attrs.field(validator=_text("contacts.relation"))
     phone: str = attrs.field(
         converter=_contact_phone,
         repr=mask_phone,
@@ -356,25 +427,71 @@ class Applicant:
         converter=_phone, repr=mask_phone, metadata={"personal": True}
     )
     date_of_birth: date = attrs.field(
-        repr=lambda _: "****-**-**", metadata={"personal": True}
+        validator=_day("date_of_birth"),
+        repr=lambda _: "****-**-**",
+        metadata={"personal": True},
     )
     timezone: str = attrs.field(validator=_timezone)
-    loan: LoanApplication
-    locale: str = "en"
+    loan: LoanApplication = attrs.field(validator=_instance("loan", LoanApplication))
+    locale: str = attrs.field(default="en", validator=_non_empty("locale"))
     address: Address | None = attrs.field(
-        default=None, repr=False, metadata={"personal": True}
+        default=None,
+        validator=_instance("address", Address, optional=True),
+        repr=False,
+        metadata={"personal": True},
     )
     contacts: tuple[Contact, ...] = attrs.field(
-        default=(), converter=_contacts, repr=False, metadata={"personal": True}
+        default=(),
+        converter=_contacts,
+        validator=_each("contacts", Contact),
+        repr=False,
+        metadata={"personal": True},
     )
     client_ip: str | None = attrs.field(
         default=None, converter=normalize_ip, repr=False, metadata={"personal": True}
     )
     """The IP address the application came from, when the app knows it: the
     SMS channel limits sends per client IP and hands it to vendors' fraud checks."""
-    consents: tuple[Consent, ...] = attrs.field(default=(), converter=_consents)
+    consents: tuple[Consent, ...] = attrs.field(
+        default=(), converter=_consents, validator=_each("consents", Consent)
+    )
     """The applicant's consent records (references only), such as the one a
     credit-bureau pull requires."""
+
+    def redact(self, text: str) -> str:
+        """``text`` with every personal value of this applicant masked.
+
+        For free text from outside that may quote the applicant, such as a
+        vendor's error message (``The 'To' number +8613800138000 is not
+        valid``): the phone number (in E.164, without ``+`` and as a national
+        number), national ID, name, date of birth, address and contacts are
+        replaced by their masked forms.
+        """
+        for raw, masked in self._personal_values():
+            if raw in text:
+                text = text.replace(raw, masked)
+        return text
+
+    def _personal_values(self) -> list[tuple[str, str]]:
+        """Each personal value and its mask, longest first (a number before its tail)."""
+        pairs = [
+            (self.national_id, mask_id(self.national_id)),
+            (self.name, mask_name(self.name)),
+            (self.date_of_birth.isoformat(), "****-**-**"),
+        ]
+        for phone in (self.phone, *(contact.phone for contact in self.contacts)):
+            masked = mask_phone(phone)
+            national = str(phonenumbers.parse(phone).national_number)
+            pairs += [(phone, masked), (phone[1:], masked), (national, masked)]
+        pairs += [(contact.name, mask_name(contact.name)) for contact in self.contacts]
+        if self.address is not None:
+            pairs += [(line, "***") for line in self.address.lines]
+            if self.address.postal_code:
+                pairs.append((self.address.postal_code, "***"))
+        return sorted(
+            ((raw, masked) for raw, masked in pairs if raw.strip()),
+            key=lambda pair: -len(pair[0]),
+        )
 
     def age_on(self, day: date) -> int:
         """Whole years of age on ``day``."""

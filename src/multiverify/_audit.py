@@ -27,6 +27,7 @@ from ._session import (
     RecordVerdict,
     Session,
     SessionStatus,
+    StepErrored,
     StepRecord,
     transition,
     with_audit_head,
@@ -168,6 +169,20 @@ def _masked_input(event: Input) -> dict[str, Any]:
     return data
 
 
+def _redacted_call(
+    call: Mapping[str, Any], applicant: Applicant | None
+) -> dict[str, Any]:
+    """The provider call, its tries' error texts (a vendor's words) redacted."""
+    record = dict(call)
+    tries = record.get("tries")
+    if applicant is not None and tries and any(t.get("error") for t in tries):
+        record["tries"] = [
+            {**t, "error": applicant.redact(t["error"])} if t.get("error") else t
+            for t in tries
+        ]
+    return record
+
+
 def note_digest(note: str) -> str:
     """What the audit trail keeps of a reviewer's note: ``sha256:<hex>``."""
     return "sha256:" + hashlib.sha256(note.encode()).hexdigest()
@@ -232,13 +247,18 @@ def _appended(
 
 
 def _input_body(
-    event: Input, effects: Sequence[Effect], call: Mapping[str, Any] | None
+    event: Input,
+    effects: Sequence[Effect],
+    call: Mapping[str, Any] | None,
+    applicant: Applicant | None,
 ) -> str:
     data: dict[str, Any] = {"input": _masked_input(event)}
+    if isinstance(event, StepErrored) and applicant is not None:
+        data["input"]["error"] = applicant.redact(event.error)
     if effects:
         data["effects"] = [_effect_summary(effect) for effect in effects]
     if call is not None:
-        data["call"] = dict(call)
+        data["call"] = _redacted_call(call, applicant)
     return canonical_json(data)
 
 
@@ -313,7 +333,9 @@ class AuditTrail:
         try and its error), when there was one.
         """
         session, (recorded,) = _appended(
-            session, [("input", _input_body(event, effects, call))], at
+            session,
+            [("input", _input_body(event, effects, call, session.applicant))],
+            at,
         )
         return session, recorded
 
@@ -332,7 +354,7 @@ class AuditTrail:
         automatic verdict that sent it there. Every runtime records a
         transition with this, so their trails agree.
         """
-        bodies = [("input", _input_body(event, effects, call))]
+        bodies = [("input", _input_body(event, effects, call, session.applicant))]
         for effect in effects:
             if (
                 isinstance(effect, QueueReview)
@@ -375,17 +397,30 @@ class AuditTrail:
         )
 
     @staticmethod
-    def verify(events: Iterable[AuditEvent]) -> int:
+    def verify(
+        events: Iterable[AuditEvent], *, heads: Mapping[str, str] | None = None
+    ) -> int:
         """Check the chains; return how many events were checked.
 
+        A chain alone cannot show that its last events were cut off. Pass
+        ``heads``, each session's ``audit_head`` as its store keeps it, and
+        every session of ``events`` found there must end at that hash.
+
+        Args:
+            events: the events, in the order they were recorded per session.
+            heads: the hash of the last audit event of each session, by id
+                (sessions missing from it are checked by their chain only).
+
         Raises:
-            AuditIntegrityError: an event was changed, dropped or reordered;
-                ``index`` is its position in ``events``.
+            AuditIntegrityError: an event was changed, dropped or reordered
+                (``index`` is its position in ``events``), or a chain stops
+                short of its session's head (``index`` is then the number of
+                events).
         """
-        heads: dict[str, tuple[int, str]] = {}
+        chains: dict[str, tuple[int, str]] = {}
         count = 0
         for position, event in enumerate(events):
-            expected_index, prev = heads.get(event.session_id, (0, GENESIS))
+            expected_index, prev = chains.get(event.session_id, (0, GENESIS))
             problem = None
             if event.index != expected_index:
                 problem = f"expected index {expected_index}, found {event.index}"
@@ -406,8 +441,17 @@ class AuditTrail:
                     f"#{event.index}, {event.kind}) was tampered with: {problem}",
                     index=position,
                 )
-            heads[event.session_id] = (event.index + 1, event.hash)
+            chains[event.session_id] = (event.index + 1, event.hash)
             count += 1
+        for session_id, (length, last) in chains.items():
+            head = (heads or {}).get(session_id)
+            if head is not None and head != last:
+                raise AuditIntegrityError(
+                    message=f"the trail of session {session_id} stops at #{length - 1}"
+                    " short of the session's last audit event: events were "
+                    "dropped from its end (or it was exported before them)",
+                    index=count,
+                )
         return count
 
     @staticmethod
@@ -433,8 +477,9 @@ class AuditTrail:
             try:
                 events.append(AuditEvent.from_json(line))
             except ValueError as exc:
+                reason = str(exc).removeprefix("not an audit event: ")
                 raise AuditIntegrityError(
-                    message=f"line {number + 1} is not an audit event: {exc}",
+                    message=f"line {number + 1} is not an audit event: {reason}",
                     index=len(events),
                 ) from exc
         return events

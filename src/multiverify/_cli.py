@@ -12,16 +12,17 @@ import asyncio
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from ._audit import AuditTrail
+from ._audit import AuditEvent, AuditTrail
 from ._results import Outcome, ResultStatus, Verdict
 from ._session import Session, StepState
+from ._specs import BUILTIN_CHANNELS, ChannelSpec
 from ._verifier import Verifier
 from .channels import Channel
-from .exceptions import AuditIntegrityError, PolicyError
+from .exceptions import AuditIntegrityError, ConfigurationError, PolicyError
 from .policy import Policy, explain_policy, load_policy
 from .sandbox import (
     PERSONAS,
@@ -312,6 +313,8 @@ def _run(
         )
     except PolicyError as exc:  # the policy names a channel the sandbox lacks
         _fail_policy(exc, policy.source or policy.name)
+    except ConfigurationError as exc:  # --db is not a store
+        raise click.ClickException(exc.message) from None
 
 
 def _fail_policy(error: PolicyError, file: str, *, out: bool = False) -> NoReturn:
@@ -323,14 +326,40 @@ def _fail_policy(error: PolicyError, file: str, *, out: bool = False) -> NoRetur
     raise SystemExit(1)
 
 
+def _declared(names: Iterable[str]) -> dict[str, ChannelSpec]:
+    """Specs for channels named on the command line (the built-in ones keep theirs)."""
+    return {
+        name: ChannelSpec(name=name) for name in names if name not in BUILTIN_CHANNELS
+    }
+
+
 # --- audit ------------------------------------------------------------------------
 
 
 async def _export(db: Path, session_id: str | None, out: IO[str]) -> int:
-    async with SqliteStore(db) as store:
-        if session_id is not None and session_id not in await store.session_ids():
-            raise click.ClickException(f"{db} has no session {session_id!r}")
-        return AuditTrail.export_jsonl(await store.audit_events(session_id), out)
+    try:
+        async with SqliteStore(db) as store:
+            if session_id is not None and session_id not in await store.session_ids():
+                raise click.ClickException(f"{db} has no session {session_id!r}")
+            return AuditTrail.export_jsonl(await store.audit_events(session_id), out)
+    except ConfigurationError as exc:  # not a store
+        raise click.ClickException(exc.message) from None
+
+
+async def _heads(db: Path, events: list[AuditEvent]) -> dict[str, str]:
+    """The last audit hash the store holds for each session of ``events``."""
+    try:
+        async with SqliteStore(db) as store:
+            known = set(await store.session_ids())
+            heads = {}
+            for session_id in sorted({event.session_id for event in events}):
+                if session_id not in known:
+                    raise click.ClickException(f"{db} has no session {session_id!r}")
+                session, _ = await store.load(session_id)
+                heads[session_id] = session.audit_head
+            return heads
+    except ConfigurationError as exc:  # not a store
+        raise click.ClickException(exc.message) from None
 
 
 # --- the commands -----------------------------------------------------------------
@@ -391,14 +420,23 @@ def create_cli() -> click.Group:
     def policy() -> None:
         """Check and explain policy files."""
 
+    channel_option = click.option(
+        "--channel",
+        "channels",
+        multiple=True,
+        metavar="NAME",
+        help="A channel your app registers, beyond the built-in ones (repeatable).",
+    )
+
     @policy.command()
     @click.argument(
         "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
     )
-    def check(file: Path) -> None:
+    @channel_option
+    def check(file: Path, channels: tuple[str, ...]) -> None:
         """Validate FILE; print every problem with its location (exit 1 if any)."""
         try:
-            loaded = load_policy(file)
+            loaded = load_policy(file, channels=_declared(channels))
         except PolicyError as exc:
             _fail_policy(exc, str(file), out=True)
         click.echo(
@@ -410,10 +448,11 @@ def create_cli() -> click.Group:
     @click.argument(
         "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
     )
-    def explain(file: Path) -> None:
+    @channel_option
+    def explain(file: Path, channels: tuple[str, ...]) -> None:
         """Describe the policy in FILE in plain words."""
         try:
-            loaded = load_policy(file)
+            loaded = load_policy(file, channels=_declared(channels))
         except PolicyError as exc:
             _fail_policy(exc, str(file), out=True)
         click.echo(explain_policy(loaded))
@@ -424,11 +463,18 @@ def create_cli() -> click.Group:
 
     @audit.command()
     @click.argument("file", type=click.File("r", encoding="utf-8"))
-    def verify(file: IO[str]) -> None:
+    @click.option(
+        "--db",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="The SQLite store the trail came from: each session's trail must "
+        "also reach the last event the store holds (nothing cut off its end).",
+    )
+    def verify(file: IO[str], db: Path | None) -> None:
         """Check the hash chains of a JSONL audit export (exit 1 if tampered)."""
         try:
             events = AuditTrail.read_jsonl(file)
-            count = AuditTrail.verify(events)
+            heads = None if db is None else asyncio.run(_heads(db, events))
+            count = AuditTrail.verify(events, heads=heads)
         except AuditIntegrityError as exc:
             click.echo(f"{file.name}: event {exc.index}: {exc.message}", err=True)
             raise SystemExit(1) from None

@@ -39,7 +39,12 @@ _REQUEST_ID_HEADERS = (
 def retry_after(
     response: httpx.Response, *, now: datetime | None = None
 ) -> float | None:
-    """Seconds the vendor asks us to wait, from ``Retry-After`` (seconds or HTTP date)."""
+    """Seconds the vendor asks us to wait, from ``Retry-After`` (seconds or HTTP date).
+
+    An HTTP date is counted from the response's own ``Date`` header when it
+    has one (the vendor's clock, so a skewed local clock does not stretch or
+    cut the wait), else from ``now``, else from the system clock.
+    """
     value = response.headers.get("retry-after")
     if value is None:
         return None
@@ -51,14 +56,19 @@ def retry_after(
     else:
         # "nan" and "inf" parse as floats but are no hint at all.
         return max(seconds, 0.0) if math.isfinite(seconds) else None
+    when = _http_date(value)
+    if when is None:
+        return None
+    reference = _http_date(response.headers.get("date", "")) or now or datetime.now(UTC)
+    return max((when - reference).total_seconds(), 0.0)
+
+
+def _http_date(value: str) -> datetime | None:
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    reference = now or datetime.now(UTC)
-    return max((when - reference).total_seconds(), 0.0)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def error_for_response(

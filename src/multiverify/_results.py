@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -25,8 +25,35 @@ __all__ = [
 ]
 
 
-def _signals(values: Iterable[Signal]) -> tuple[Signal, ...]:
-    return tuple(values)
+def _signals(values: Iterable[Signal | str]) -> tuple[Signal, ...]:
+    """Signals, a bare name standing for ``Signal(name=...)``."""
+    signals = tuple(values)
+    for value in signals:  # a plain loop: results are rebuilt on the hot path
+        if type(value) is not Signal:
+            return tuple(_signal(value) for value in signals)
+    return cast("tuple[Signal, ...]", signals)
+
+
+def _signal(value: object) -> Signal:
+    if isinstance(value, Signal):
+        return value
+    if isinstance(value, str):
+        return Signal(name=value)
+    raise TypeError(f"signals: expected a Signal or a name, got {type(value).__name__}")
+
+
+def _score(_inst: object, _attr: object, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"score: expected a number in [0, 1], got {value!r}")
+    if not 0 <= value <= 1:  # also refuses nan
+        raise ValueError(f"score: expected a number in [0, 1], got {value!r}")
+
+
+def _attempts(_inst: object, _attr: object, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"attempts: expected a whole number >= 0, got {value!r}")
 
 
 def _evidence(values: Iterable[Evidence]) -> tuple[Evidence, ...]:
@@ -107,7 +134,8 @@ class ChannelResult:
 
     Attributes:
         status: how the step ended.
-        signals: what was observed, tested by name in policy rules.
+        signals: what was observed, tested by name in policy rules; a bare
+            name stands for ``Signal(name=...)``.
         score: the channel's own score in ``[0, 1]``, where it has one.
         evidence: references backing the result.
         attempts: how many provider attempts the step took.
@@ -120,9 +148,9 @@ class ChannelResult:
 
     status: ResultStatus = attrs.field(converter=_status)
     signals: tuple[Signal, ...] = attrs.field(default=(), converter=_signals)
-    score: float | None = None
+    score: float | None = attrs.field(default=None, validator=_score)
     evidence: tuple[Evidence, ...] = attrs.field(default=(), converter=_evidence)
-    attempts: int = 1
+    attempts: int = attrs.field(default=1, validator=_attempts)
     provider: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -97,6 +97,16 @@ def _timers(values: Iterable[tuple[str, datetime]]) -> tuple[tuple[str, datetime
     return tuple((name, due) for name, due in values)
 
 
+def _state_repr(state: JSON) -> str:
+    """A channel's state in a repr: its keys, never its values.
+
+    The state may hold personal or secret data (a destination number, a
+    code's digest), so reprs and logs show only its shape, as the audit trail
+    leaves it out.
+    """
+    return "{" + ", ".join(f"{key!r}: ..." for key in state) + "}"
+
+
 class StepState(enum.StrEnum):
     """Where a step is in its life."""
 
@@ -156,7 +166,7 @@ class StepRecord:
     state: StepState = StepState.PENDING
     attempt: int = 0
     provider_index: int = 0
-    channel_state: JSON = attrs.field(factory=dict)
+    channel_state: JSON = attrs.field(factory=dict, repr=_state_repr)
     challenge: Challenge | None = None
     result: ChannelResult | None = None
     started_at: datetime | None = None
@@ -272,7 +282,7 @@ class _StepWaits:
     attempt: int
     at: datetime
     challenge: Challenge | None = None
-    channel_state: JSON = attrs.field(factory=dict)
+    channel_state: JSON = attrs.field(factory=dict, repr=_state_repr)
     timers: tuple[tuple[str, datetime], ...] = attrs.field(
         default=(), converter=_timers
     )
@@ -300,7 +310,7 @@ class StepFinished:
     attempt: int
     at: datetime
     result: ChannelResult
-    channel_state: JSON = attrs.field(factory=dict)
+    channel_state: JSON = attrs.field(factory=dict, repr=_state_repr)
 
 
 @attrs.frozen(kw_only=True)
@@ -494,7 +504,22 @@ def _channel_timer(step_id: str, attempt: int, name: str) -> str:
 def new_session(
     policy: Policy, applicant: Applicant, *, session_id: str, at: datetime
 ) -> Session:
-    """Build a fresh session; feed it [`Start`][multiverify._session.Start] next."""
+    """Build a fresh session; feed it [`Start`][multiverify._session.Start] next.
+
+    Raises:
+        InvalidInputError: ``applicant`` is not an `Applicant`, or was born
+            after ``at``.
+    """
+    if not isinstance(applicant, Applicant):
+        raise InvalidInputError(
+            message=f"applicant: expected an Applicant, got {type(applicant).__name__}",
+            field="applicant",
+        )
+    if applicant.date_of_birth > at.date():
+        raise InvalidInputError(
+            message="date_of_birth: after the day the verification starts",
+            field="date_of_birth",
+        )
     deadline = (
         None if policy.deadline is None else at + timedelta(seconds=policy.deadline)
     )
@@ -1330,7 +1355,10 @@ class _Run:
 
     def fail_over(self, record: StepRecord, event: StepErrored) -> None:
         step = self.policy.step(record.step_id)
-        record = attrs.evolve(record, errors=(*record.errors, event.error))
+        # A vendor's error text may quote the applicant (a rejected number).
+        applicant = self.base.applicant
+        error = event.error if applicant is None else applicant.redact(event.error)
+        record = attrs.evolve(record, errors=(*record.errors, error))
         if record.provider_index + 1 < len(step.providers):
             self.release(record, step)
             if record.timers:
@@ -1342,7 +1370,7 @@ class _Run:
             ChannelResult(
                 status=ResultStatus.ERROR,
                 provider=event.provider,
-                detail=event.error,
+                detail=error,
             ),
             event.at,
         )

@@ -186,12 +186,11 @@ class Verifier:
         listed = [policies] if isinstance(policies, Policy) else list(policies)
         if not listed:
             raise ConfigurationError(message="a Verifier needs at least one policy")
-        self._policies: dict[str, Policy] = {}
         problems = []
+        self._policies = index_policies(listed)
         for policy in listed:
             if self._runs_steps:
                 problems.extend(policy.check_channels(self._registry))
-            self._policies[policy.hash] = policy
         if problems:
             raise PolicyError(
                 message="a policy names channels this Verifier does not have",
@@ -1044,6 +1043,27 @@ class Verifier:
 
 
 # -- what every runtime does around a channel call -------------------------------
+
+
+def index_policies(policies: Iterable[Policy]) -> dict[str, Policy]:
+    """Policies by hash.
+
+    Raises:
+        ConfigurationError: one name and version with two contents: verdicts
+            would name the same version for different rules.
+    """
+    by_hash: dict[str, Policy] = {}
+    versions: dict[tuple[str, str], Policy] = {}
+    for policy in policies:
+        by_hash[policy.hash] = policy
+        twin = versions.setdefault((policy.name, policy.version), policy)
+        if twin.hash != policy.hash:
+            raise ConfigurationError(
+                message=f"policy {policy.name!r} version {policy.version!r} is "
+                f"given twice with different content (sha256 {twin.hash[:12]} "
+                f"and {policy.hash[:12]}): give the changed one a new version"
+            )
+    return by_hash
 
 
 async def record_late(

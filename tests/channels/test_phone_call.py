@@ -120,6 +120,7 @@ class TestPersonas:
         result = _result(session)
         assert result.status is ResultStatus.FAILED
         assert result.signal_names == ("no_answer", "no_contact")
+        assert result.detail == "no contact after 4 calls"
         assert _calls(session) == ["05 09:00", "05 09:30", "05 11:30", "06 10:00"]
 
     async def test_answering_machine(self, harness: Build, vendor: str) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import multiverify
 from multiverify.policy._cel import ConditionError, compile_condition
 
 
@@ -99,3 +104,37 @@ class TestEvaluate:
         """An evaluation failure becomes a ConditionError."""
         with pytest.raises(ConditionError, match="ZeroDivisionError"):
             compile_condition("1 / 0").evaluate_number({})
+
+
+_ENGINE_ALONE = """
+print("cel" in sys.modules, "typer" in sys.modules, "asyncio" in sys.modules)
+import cel
+print(cel.compile is _cel.compile_condition.__globals__["_ENGINE"].compile)
+print(_cel.compile_condition("1 < 2").evaluate({}))
+"""
+
+
+class TestEngine:
+    def test_the_engine_loads_without_the_packages_command_line_tool(self) -> None:
+        """Conditions use the native engine alone; ``import cel`` later reuses it.
+
+        The ``cel`` package's ``__init__`` imports its command-line tool (typer,
+        rich, prompt_toolkit, asyncio): the core loads none of it.
+        """
+        script = (
+            "import importlib.util, sys, types, pathlib\n"
+            "package = types.ModuleType('multiverify')\n"
+            f"package.__path__ = [{str(Path(multiverify.__file__).parent)!r}]\n"
+            "sys.modules['multiverify'] = package\n"
+            "from multiverify.policy import _cel\n" + _ENGINE_ALONE
+        )
+        done = subprocess.run(  # noqa: S603 - our own interpreter and code
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.split("\n")[:3] == ["False False False", "True", "True"]
+
+    def test_the_engine_is_loaded_once(self) -> None:
+        """Loading the engine again returns the module already registered."""
+        from multiverify.policy import _cel
+
+        assert _cel._load_engine() is _cel._ENGINE

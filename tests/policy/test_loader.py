@@ -673,3 +673,28 @@ def parse_document(text: str) -> dict[str, Any]:
     import tomllib
 
     return tomllib.loads(text)
+
+
+class TestSemanticMistakesInFiles:
+    def test_timing_reason_and_type_mistakes_are_located_in_the_file(
+        self, tmp_path: Path
+    ) -> None:
+        """A file's zero timeout, backwards backoff, prose reason and mixed types are
+        each reported with the file and the place."""
+        path = tmp_path / "policy.toml"
+        path.write_text(
+            'name = "p"\nversion = "1"\ndeadline = "0s"\n'
+            '[[steps]]\nid = "bureau"\nchannel = "credit_bureau"\ntimeout = "0s"\n'
+            'retry = { wait_initial = "3s", wait_max = "1s" }\n'
+            '[[rules]]\noutcome = "approved"\n'
+            'when = "steps.bureau.score > \'good\'"\nreason = "Looks good"\n'
+        )
+        with pytest.raises(PolicyError) as info:
+            load_policy(path)
+        assert {(p.source, p.path) for p in info.value.problems} == {
+            (str(path), "deadline"),
+            (str(path), "steps[0].timeout"),
+            (str(path), "steps[0].retry.wait_initial"),
+            (str(path), "rules[0].reason"),
+            (str(path), "rules[0].when"),
+        }

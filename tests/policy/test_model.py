@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -56,9 +57,12 @@ class TestValues:
         assert retry.wait_jitter == 0.5
 
     def test_retry_needs_one_attempt(self) -> None:
-        """Zero attempts is refused at construction."""
-        with pytest.raises(ValueError, match="attempts"):
+        """Zero attempts is refused at construction, as a located policy problem."""
+        with pytest.raises(PolicyError) as info:
             RetrySettings(attempts=0)
+        assert [(p.path, p.message) for p in info.value.problems] == [
+            ("retry.attempts", "must be at least 1, got 0")
+        ]
 
     def test_fallback_statuses(self) -> None:
         """A fallback starts on failure, error or timeout unless told otherwise."""
@@ -545,3 +549,211 @@ class TestRules:
         found = problems(rules=[rule("1 +"), rule("1 +")])
         assert [path for path, _ in found] == ["rules[0].when", "rules[1].when"]
         assert all(message.startswith("CEL syntax error") for _, message in found)
+
+
+MIXED_TYPES = (
+    "can never fire: it mixes types no value supports "
+    "(such as a number compared with text)"
+)
+
+
+class TestTimingAndTypes:
+    @pytest.mark.parametrize(
+        ("overrides", "path"),
+        [
+            ({"deadline": "0s"}, "deadline"),
+            (
+                {"steps": [Step(id="bureau", channel="credit_bureau", timeout=0)]},
+                "steps[0].timeout",
+            ),
+            (
+                {
+                    "steps": [
+                        Step(
+                            id="bureau",
+                            channel="credit_bureau",
+                            retry=RetrySettings(timeout="0s"),
+                        )
+                    ]
+                },
+                "steps[0].retry.timeout",
+            ),
+        ],
+    )
+    def test_zero_durations(self, overrides: dict[str, Any], path: str) -> None:
+        """A deadline or timeout of zero would end everything at once: refused."""
+        assert problems(**overrides) == [(path, "must be longer than zero")]
+
+    def test_backoff_longer_than_its_cap(self) -> None:
+        """A first backoff longer than ``wait_max`` is refused."""
+        retry = RetrySettings(wait_initial="10s", wait_max="2s")
+        steps = [Step(id="bureau", channel="credit_bureau", retry=retry)]
+        assert problems(steps=steps) == [
+            ("steps[0].retry.wait_initial", "10s is longer than wait_max (2s)")
+        ]
+
+    def test_duplicate_provider(self) -> None:
+        """A provider listed twice in a failover order is named at its place."""
+        steps = [Step(id="bureau", channel="credit_bureau", providers=["a", "b", "a"])]
+        assert problems(steps=steps) == [
+            ("steps[0].providers[2]", "duplicate provider 'a'")
+        ]
+
+    @pytest.mark.parametrize("reason", ["Fraud alert!", "bureau fraud", "Bureau.Fraud"])
+    def test_reason_must_be_a_code(self, reason: str) -> None:
+        """A rule's reason is a stable machine code; text goes in ``message``."""
+        found = problems(rules=[rule("steps.bureau.status == 'failed'", reason=reason)])
+        assert [path for path, _ in found] == ["rules[0].reason"]
+        assert "is not a reason code" in found[0][1]
+
+    @pytest.mark.parametrize(
+        "reason", ["bureau.fraud_alert", "all-confirmed", "fraud", "kyc.v2.miss"]
+    )
+    def test_reason_codes(self, reason: str) -> None:
+        """Dotted, dashed and plain lowercase codes are accepted."""
+        make(rules=[rule("steps.bureau.status == 'failed'", reason=reason)])
+
+    @pytest.mark.parametrize(
+        "when",
+        [
+            "steps.bureau.score > 'high'",
+            "application.amount > 'large'",
+            "applicant.age + 'years' > 18",
+            "steps.bureau.status == 'passed' && steps.bureau.attempts > '1'",
+        ],
+    )
+    def test_rule_mixing_types_can_never_fire(self, when: str) -> None:
+        """A comparison no value of the field's type supports can never fire."""
+        assert problems(rules=[rule(when)]) == [("rules[0].when", MIXED_TYPES)]
+
+    @pytest.mark.parametrize(
+        ("path", "overrides"),
+        [
+            ("rules[0].when", {"rules": [rule("steps.bureau.score")]}),
+            (
+                "steps[1].when",
+                {
+                    "steps": [
+                        Step(id="bureau", channel="credit_bureau"),
+                        Step(
+                            id="call", channel="phone_call", when="application.amount"
+                        ),
+                    ]
+                },
+            ),
+        ],
+    )
+    def test_condition_must_be_boolean(
+        self, path: str, overrides: dict[str, Any]
+    ) -> None:
+        """A condition that yields a number never holds: refused."""
+        assert problems(**overrides) == [(path, "must yield a boolean, got float")]
+
+    @pytest.mark.parametrize("score", ["'high'", "steps.bureau.status"])
+    def test_score_must_be_a_number(self, score: str) -> None:
+        """A score expression yielding text is refused, constant or not."""
+        assert problems(score=score) == [("score", "must yield a number, got str")]
+
+    @pytest.mark.parametrize(
+        "when",
+        [
+            "steps.bureau.score > 0.7",
+            "steps.bureau.score >= 1",
+            "steps.bureau.facts.band == 'a'",
+            "steps.bureau.status == 'failed' && steps.bureau.score > 'x'",
+            "application.annual_rate < 0.2 && applicant.age >= 18",
+            "'fraud_alert' in steps.bureau.signals || size(steps.call.signals) > 2",
+        ],
+    )
+    def test_value_dependent_conditions_are_accepted(self, when: str) -> None:
+        """What may hold for some value (a missing fact, a branch not taken) passes."""
+        make(rules=[rule(when)])
+
+
+OUTCOMES = "approved, expired, rejected, review"
+STATUSES = "cancelled, error, failed, inconclusive, passed, timeout"
+
+
+class TestBuiltInPython:
+    """A bad value in a policy built in Python is a located `PolicyError` too."""
+
+    @pytest.mark.parametrize(
+        ("build", "path", "message"),
+        [
+            (
+                lambda: RetrySettings(attempts="3"),  # type: ignore[arg-type]
+                "retry.attempts",
+                "expected an integer, got str",
+            ),
+            (
+                lambda: RetrySettings(wait_max="soon"),
+                "retry.wait_max",
+                "not a duration: 'soon' (write it like '30s', '5m' or '1h30m')",
+            ),
+            (
+                lambda: RetrySettings(timeout=-1),
+                "retry.timeout",
+                "a duration must not be negative: -1",
+            ),
+            (
+                lambda: Step(id="bureau", channel="credit_bureau", timeout="ten"),
+                "timeout",
+                "not a duration: 'ten' (write it like '30s', '5m' or '1h30m')",
+            ),
+            (
+                lambda: Step(id=7, channel="credit_bureau"),  # type: ignore[arg-type]
+                "id",
+                "expected a string, got int",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", after=["bureau", 2]),  # type: ignore[list-item]
+                "after[1]",
+                "expected a string, got int",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", when=True),  # type: ignore[arg-type]
+                "when",
+                "expected a string, got bool",
+            ),
+            (
+                lambda: Fallback(step="video", on=["failed", "timed_out"]),
+                "fallback.on",
+                f"'timed_out' is not a result status (one of {STATUSES})",
+            ),
+            (
+                lambda: Fallback(step="video", on="failed"),
+                "fallback.on",
+                "expected a list of result statuses, got 'failed'",
+            ),
+            (
+                lambda: Rule(outcome="approve", when="true", reason="ok"),
+                "outcome",
+                f"'approve' is not an outcome (one of {OUTCOMES})",
+            ),
+            (
+                lambda: Rule(outcome="approved", when=None, reason="ok"),  # type: ignore[arg-type]
+                "when",
+                "expected a string, got NoneType",
+            ),
+            (lambda: make(name=None), "name", "expected a string, got NoneType"),
+            (
+                lambda: make(on_deadline="lapsed"),
+                "on_deadline",
+                f"'lapsed' is not an outcome (one of {OUTCOMES})",
+            ),
+            (
+                lambda: make(deadline="half an hour"),
+                "deadline",
+                "not a duration: 'half an hour' (write it like '30s', '5m' or '1h30m')",
+            ),
+            (lambda: make(score=0.5), "score", "expected a string, got float"),
+        ],
+    )
+    def test_bad_values_are_located(
+        self, build: Callable[[], object], path: str, message: str
+    ) -> None:
+        """Each bad value names its field and the problem."""
+        with pytest.raises(PolicyError) as info:
+            build()
+        assert [(p.path, p.message) for p in info.value.problems] == [(path, message)]
+        assert info.value.message == f"{path}: {message}"

@@ -216,6 +216,26 @@ class TestSqliteStore:
             await store.session_ids()
         await store.aclose()
 
+    @pytest.mark.parametrize(
+        "content",
+        [b"name,amount\n1,2\n", b"SQLite format 3\x00" + b"\x10" * 200],
+        ids=["not-a-database", "damaged"],
+    )
+    async def test_a_file_that_is_no_database_is_a_configuration_error(
+        self, tmp_path: Path, content: bytes
+    ) -> None:
+        """A CSV or a damaged file raises ConfigurationError naming the file, untouched."""
+        path = tmp_path / "sessions.db"
+        path.write_bytes(content)
+        store = SqliteStore(path)
+        with pytest.raises(
+            ConfigurationError, match="is not a SQLite database"
+        ) as info:
+            await store.open()
+        assert str(path) in info.value.message
+        await store.aclose()
+        assert path.read_bytes() == content
+
     async def test_timestamps_come_from_the_clock(
         self, tmp_path: Path, make_session: MakeSession
     ) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
+import attrs
 import pytest
 from conftest import running_worker
 from temporalio.client import Client
@@ -74,6 +75,13 @@ class TestTemporalVerifier:
         """No policy is a configuration error."""
         with pytest.raises(ConfigurationError):
             TemporalVerifier(client, [])
+
+    def test_one_version_with_two_contents_is_refused(self, client: Client) -> None:
+        """As on the embedded Verifier, one name and version cannot have two contents."""
+        policy = load_default_policy()
+        changed = attrs.evolve(policy, default="rejected")
+        with pytest.raises(ConfigurationError, match="given twice with different"):
+            TemporalVerifier(client, [policy, changed])
 
     def test_finds_policies_by_name_and_hash(self, client: Client) -> None:
         """Policies are found by name or hash; an unknown one is an error."""

@@ -12,7 +12,7 @@ from .._applicant import Applicant
 from .._clock import Clock
 from .._results import Challenge, ChannelResult
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
     from ..stores import SharedState
@@ -89,11 +89,24 @@ class Finished:
 StepOutcome = Waiting | Finished
 
 
+def _mapping(_inst: object, _attr: object, value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            message="payload: expected a mapping such as {'code': '482913'}, "
+            f"got {type(value).__name__}",
+            field="payload",
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Submission:
-    """Input from the app or applicant, such as a typed code."""
+    """Input from the app or applicant, such as a typed code.
 
-    payload: Mapping[str, Any] = attrs.field(repr=False)
+    Raises:
+        InvalidInputError: ``payload`` is not a mapping (``field="payload"``).
+    """
+
+    payload: Mapping[str, Any] = attrs.field(repr=False, validator=_mapping)
 
 
 @attrs.frozen(kw_only=True)

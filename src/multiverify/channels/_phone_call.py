@@ -599,7 +599,8 @@ class PhoneCallChannel:
                     state,
                     ResultStatus.FAILED,
                     [*state.signals, "no_contact"],
-                    detail=f"no contact after {len(placed)} calls",
+                    detail=f"no contact after {len(placed)} "
+                    + ("call" if len(placed) == 1 else "calls"),
                 ),
                 state=state,
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -23,7 +24,11 @@ from .._duration import parse_duration
 from .._results import ChannelResult, Evidence, StepSummary
 from .._session import Session, StepRecord
 from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
-from ..stores import SessionStore
+
+if TYPE_CHECKING:
+    # Only for annotations: the compliance package is imported by the pure
+    # core (calling windows), which must not load the stores (sqlite3, asyncio).
+    from ..stores import SessionStore
 
 __all__ = [
     "PERSONAL_EVIDENCE",

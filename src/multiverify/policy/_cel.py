@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import re
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-import cel
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from types import ModuleType
+
+    import cel
 
 __all__ = ["Condition", "ConditionError", "compile_condition", "make_context"]
 
@@ -24,6 +29,33 @@ _STATUS_CMP = re.compile(
     r"""|(['"])(\w*)\4\s*(?:==|!=)\s*steps\s*\.\s*(\w+)\s*\.\s*status"""
 )
 _SIGNAL_IN = re.compile(r"""(['"])(\w+)\1\s+in\s+steps\s*\.\s*(\w+)\s*\.\s*signals""")
+
+
+def _load_engine() -> ModuleType:
+    """The CEL engine: the native extension ``cel.cel``, without the rest of its package.
+
+    ``import cel`` also imports the package's command-line tool, and through
+    it typer, rich, prompt_toolkit, asyncio, sockets and subprocesses: some 440
+    modules and a fifth of a second that the pure core has no use for, and
+    imports that do I/O. The extension is loaded on its own and registered
+    under its name, so a later ``import cel`` reuses it (a native extension is
+    initialised once per process).
+    """
+    loaded = sys.modules.get("cel.cel")
+    if loaded is not None:
+        return loaded
+    package = importlib.util.find_spec("cel")  # finds the package, runs nothing
+    locations = package.submodule_search_locations if package is not None else None
+    spec = importlib.machinery.PathFinder.find_spec("cel.cel", locations)
+    if spec is None or spec.loader is None:  # pragma: no cover - a broken install
+        raise ImportError("the CEL engine (common-expression-language) is missing")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cel.cel"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_ENGINE = _load_engine()
 
 
 class ConditionError(ValueError):
@@ -93,12 +125,15 @@ class Condition:
 
 
 def _prepared(context: Mapping[str, Any] | cel.Context) -> dict[str, Any] | cel.Context:
-    return context if isinstance(context, cel.Context) else dict(context)
+    if isinstance(context, _ENGINE.Context):
+        return cast("cel.Context", context)
+    return dict(cast("Mapping[str, Any]", context))
 
 
 def make_context(variables: Mapping[str, Any]) -> cel.Context:
     """Convert variables once, for several conditions evaluated over them."""
-    return cel.Context(dict(variables))
+    context: cel.Context = _ENGINE.Context(dict(variables))
+    return context
 
 
 def compile_condition(source: str) -> Condition:
@@ -111,7 +146,7 @@ def compile_condition(source: str) -> Condition:
     if not source.strip():
         raise ConditionError("empty expression")
     try:
-        program = cel.compile(source)
+        program = _ENGINE.compile(source)
     except Exception as exc:  # noqa: BLE001 - the binding raises ValueError, sometimes others
         text = str(exc)
         marker = text.find("ERROR: ")

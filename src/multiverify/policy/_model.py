@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
@@ -16,7 +17,7 @@ from .._results import Outcome, PolicyRef, ResultStatus
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
 from ..exceptions import PolicyError, PolicyProblem
 from ._cel import ROOTS, Condition, ConditionError, compile_condition
-from ._review import ReviewSettings, review_dict, review_problems
+from ._review import ReviewSettings, reason_code_ok, review_dict, review_problems
 
 __all__ = [
     "STEP_FIELDS",
@@ -54,6 +55,40 @@ APPLICATION_FIELDS = frozenset(
 )
 
 
+# Values of the right type for every name a condition may read: evaluating a
+# condition over them finds what fails for any value (comparing a score with
+# text) or yields no boolean. Steps appear as they do once they passed.
+_PROBE_APPLICANT = {
+    "id": "applicant",
+    "age": 30,
+    "phone_country": "CN",
+    "timezone": "Asia/Shanghai",
+    "locale": "en",
+    "contacts": 1,
+    "has_address": True,
+}
+_PROBE_APPLICATION = {
+    "amount": 1000.0,
+    "currency": "CNY",
+    "term_months": 12,
+    "purpose": "purpose",
+    "fees": 10.0,
+    "annual_rate": 0.1,
+    "installments": 12,
+    "installment_amount": 100.0,
+}
+_PROBE_STEP = {
+    "status": "passed",
+    "signals": [],
+    "score": 0.5,
+    "attempts": 1,
+    "provider": "provider",
+    "facts": {},
+}
+# The engine's words for an operation no value of these types supports.
+_TYPE_ERROR = "No such overload"
+
+
 def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
@@ -66,20 +101,125 @@ def _rules(values: Iterable[Rule]) -> tuple[Rule, ...]:
     return tuple(values)
 
 
-def _statuses(values: Iterable[str]) -> frozenset[ResultStatus]:
-    return frozenset(ResultStatus(value) for value in values)
+# A policy built in Python reports a bad value as the file loader does: a
+# PolicyError whose problem names the field (``retry.attempts``), never a bare
+# ValueError or TypeError from deep inside a converter.
 
 
-def _outcome(value: str) -> Outcome:
-    return Outcome(value)
+def _invalid(path: str, message: str) -> PolicyError:
+    return PolicyError(
+        message=f"{path}: {message}",
+        problems=(PolicyProblem(path=path, message=message),),
+    )
 
 
-def _seconds(value: object) -> float:
-    return parse_duration(value)
+def _one_of(value: Any, kind: type[enum.StrEnum], what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(sorted(member.value for member in kind))
+        raise ValueError(f"{value!r} is not {what} (one of {names})") from None
 
 
-def _optional_seconds(value: object) -> float | None:
-    return None if value is None else parse_duration(value)
+def _statuses_at(path: str, values: Any) -> frozenset[ResultStatus]:
+    if isinstance(values, str):
+        raise _invalid(path, f"expected a list of result statuses, got {values!r}")
+    try:
+        return frozenset(
+            _one_of(value, ResultStatus, "a result status") for value in values
+        )
+    except (ValueError, TypeError) as exc:
+        raise _invalid(path, str(exc)) from None
+
+
+def _outcome_at(path: str, value: Any) -> Outcome:
+    try:
+        outcome: Outcome = _one_of(value, Outcome, "an outcome")
+    except ValueError as exc:
+        raise _invalid(path, str(exc)) from None
+    return outcome
+
+
+def _seconds_at(path: str, value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _invalid(path, str(exc)) from None
+
+
+def _optional_seconds_at(path: str, value: Any) -> float | None:
+    return None if value is None else _seconds_at(path, value)
+
+
+# Named converters, one per field, as the attrs plugin for mypy needs them.
+
+
+def _fallback_on(values: Any) -> frozenset[ResultStatus]:
+    return _statuses_at("fallback.on", values)
+
+
+def _rule_outcome(value: Any) -> Outcome:
+    return _outcome_at("outcome", value)
+
+
+def _default_outcome(value: Any) -> Outcome:
+    return _outcome_at("default", value)
+
+
+def _deadline_outcome(value: Any) -> Outcome:
+    return _outcome_at("on_deadline", value)
+
+
+def _deadline(value: Any) -> float | None:
+    return _optional_seconds_at("deadline", value)
+
+
+def _step_timeout(value: Any) -> float | None:
+    return _optional_seconds_at("timeout", value)
+
+
+def _retry_timeout(value: Any) -> float | None:
+    return _optional_seconds_at("retry.timeout", value)
+
+
+def _wait_initial(value: Any) -> float:
+    return _seconds_at("retry.wait_initial", value)
+
+
+def _wait_max(value: Any) -> float:
+    return _seconds_at("retry.wait_max", value)
+
+
+def _wait_jitter(value: Any) -> float:
+    return _seconds_at("retry.wait_jitter", value)
+
+
+def _text_at(path: str, *, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str) and not (optional and value is None):
+            raise _invalid(path, f"expected a string, got {type(value).__name__}")
+
+    return check
+
+
+def _texts_at(path: str) -> Any:
+    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise _invalid(
+                    f"{path}[{index}]", f"expected a string, got {type(value).__name__}"
+                )
+
+    return check
+
+
+def _attempts(_inst: object, _attr: object, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(
+            "retry.attempts", f"expected an integer, got {type(value).__name__}"
+        )
+    if value < 1:
+        raise _invalid("retry.attempts", f"must be at least 1, got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -98,23 +238,23 @@ class RetrySettings:
     fails over. Only errors marked retryable are retried.
     """
 
-    attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
-    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
-    wait_initial: float = attrs.field(default=0.1, converter=_seconds)
-    wait_max: float = attrs.field(default=5.0, converter=_seconds)
-    wait_jitter: float = attrs.field(default=0.0, converter=_seconds)
+    attempts: int = attrs.field(default=3, validator=_attempts)
+    timeout: float | None = attrs.field(default=None, converter=_retry_timeout)
+    wait_initial: float = attrs.field(default=0.1, converter=_wait_initial)
+    wait_max: float = attrs.field(default=5.0, converter=_wait_max)
+    wait_jitter: float = attrs.field(default=0.0, converter=_wait_jitter)
 
 
 @attrs.frozen(kw_only=True)
 class Fallback:
     """Start ``step`` when the owning step ends with one of ``on``."""
 
-    step: str
+    step: str = attrs.field(validator=_text_at("fallback.step"))
     on: frozenset[ResultStatus] = attrs.field(
         default=frozenset(
             {ResultStatus.FAILED, ResultStatus.ERROR, ResultStatus.TIMEOUT}
         ),
-        converter=_statuses,
+        converter=_fallback_on,
     )
 
 
@@ -136,13 +276,19 @@ class Step:
         options: channel settings, passed to the channel as they are.
     """
 
-    id: str
-    channel: str
-    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
+    id: str = attrs.field(validator=_text_at("id"))
+    channel: str = attrs.field(validator=_text_at("channel"))
+    timeout: float | None = attrs.field(default=None, converter=_step_timeout)
     retry: RetrySettings = attrs.Factory(RetrySettings)
-    providers: tuple[str, ...] = attrs.field(default=(), converter=_strings)
-    after: tuple[str, ...] = attrs.field(default=(), converter=_strings)
-    when: str | None = None
+    providers: tuple[str, ...] = attrs.field(
+        default=(), converter=_strings, validator=_texts_at("providers")
+    )
+    after: tuple[str, ...] = attrs.field(
+        default=(), converter=_strings, validator=_texts_at("after")
+    )
+    when: str | None = attrs.field(
+        default=None, validator=_text_at("when", optional=True)
+    )
     fallback: Fallback | None = None
     optional: bool = False
     # A dict cannot be hashed; eq still compares it.
@@ -158,10 +304,10 @@ class Rule:
     holds back the rules after it.
     """
 
-    outcome: Outcome = attrs.field(converter=_outcome)
-    when: str
-    reason: str
-    message: str = ""
+    outcome: Outcome = attrs.field(converter=_rule_outcome)
+    when: str = attrs.field(validator=_text_at("when"))
+    reason: str = attrs.field(validator=_text_at("reason"))
+    message: str = attrs.field(default="", validator=_text_at("message"))
 
 
 def _retry_dict(retry: RetrySettings) -> dict[str, Any]:
@@ -294,14 +440,18 @@ class Policy:
             ``[review]`` table); ``None`` leaves such verdicts final.
     """
 
-    name: str
-    version: str
+    name: str = attrs.field(validator=_text_at("name"))
+    version: str = attrs.field(validator=_text_at("version"))
     steps: tuple[Step, ...] = attrs.field(converter=_steps)
     rules: tuple[Rule, ...] = attrs.field(default=(), converter=_rules)
-    default: Outcome = attrs.field(default=Outcome.REVIEW, converter=_outcome)
-    deadline: float | None = attrs.field(default=None, converter=_optional_seconds)
-    on_deadline: Outcome = attrs.field(default=Outcome.EXPIRED, converter=_outcome)
-    score: str | None = None
+    default: Outcome = attrs.field(default=Outcome.REVIEW, converter=_default_outcome)
+    deadline: float | None = attrs.field(default=None, converter=_deadline)
+    on_deadline: Outcome = attrs.field(
+        default=Outcome.EXPIRED, converter=_deadline_outcome
+    )
+    score: str | None = attrs.field(
+        default=None, validator=_text_at("score", optional=True)
+    )
     scripts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
     review: ReviewSettings | None = None
     channels: Mapping[str, ChannelSpec] = attrs.field(
@@ -466,9 +616,12 @@ class _Validator:
             self.problem("version", "must not be empty")
         if not policy.steps:
             self.problem("steps", "a policy needs at least one step")
+        if policy.deadline is not None and policy.deadline <= 0:
+            self.problem("deadline", "must be longer than zero")
         self.check_ids_and_channels()
         for index, step in enumerate(policy.steps):
             self.check_references(index, step)
+            self.check_timing(f"steps[{index}]", step)
             self.check_options(f"steps[{index}]", step)
         self.check_review()
         self.check_scripts()
@@ -484,7 +637,28 @@ class _Validator:
                 self.check_condition(f"steps[{index}].when", step.when)
         self.check_rules()
         if policy.score is not None:
-            self.check_condition("score", policy.score)
+            self.check_condition("score", policy.score, number=True)
+
+    def check_timing(self, path: str, step: Step) -> None:
+        """Timeouts that leave no time at all, backoffs in the wrong order, providers twice."""
+        if step.timeout is not None and step.timeout <= 0:
+            self.problem(f"{path}.timeout", "must be longer than zero")
+        retry = step.retry
+        if retry.timeout is not None and retry.timeout <= 0:
+            self.problem(f"{path}.retry.timeout", "must be longer than zero")
+        if retry.wait_initial > retry.wait_max:
+            self.problem(
+                f"{path}.retry.wait_initial",
+                f"{format_duration(retry.wait_initial)} is longer than wait_max "
+                f"({format_duration(retry.wait_max)})",
+            )
+        seen: set[str] = set()
+        for position, provider in enumerate(step.providers):
+            if provider in seen:
+                self.problem(
+                    f"{path}.providers[{position}]", f"duplicate provider {provider!r}"
+                )
+            seen.add(provider)
 
     def check_ids_and_channels(self) -> None:
         for index, step in enumerate(self.policy.steps):
@@ -577,8 +751,13 @@ class _Validator:
                 )
             targets.setdefault(target, index)
 
-    def check_condition(self, path: str, source: str) -> Condition | None:
-        """Compile ``source`` and check its names; keep it when it is sound."""
+    def check_condition(
+        self, path: str, source: str, *, number: bool = False
+    ) -> Condition | None:
+        """Compile ``source`` and check its names and types; keep it when it is sound.
+
+        ``number``: the expression yields a number (a score), not a boolean.
+        """
         try:
             condition = compile_condition(source)
         except ConditionError as exc:
@@ -591,10 +770,37 @@ class _Validator:
             )
         for chain in condition.chains:
             self.check_chain(path, chain[0], chain[1:])
+        if len(self.problems) == before and (number or not condition.constant):
+            self.check_types(path, condition, number=number)
         if len(self.problems) > before:
             return None
         self.conditions[source] = condition
         return condition
+
+    def check_types(self, path: str, condition: Condition, *, number: bool) -> None:
+        """Evaluate over values of the right types: a type error or a result of
+        the wrong kind happens for every value, so the condition can never hold."""
+        probe = {
+            "applicant": _PROBE_APPLICANT,
+            "application": _PROBE_APPLICATION,
+            "steps": dict.fromkeys(self.ids, _PROBE_STEP)
+            | {step.id: _PROBE_STEP for step in self.policy.all_steps},
+        }
+        try:
+            if number:
+                condition.evaluate_number(probe)
+            else:
+                condition.evaluate(probe)
+        except ConditionError as exc:
+            text = str(exc)
+            if text.startswith("expected a "):
+                self.problem(path, "must yield a " + text.removeprefix("expected a "))
+            elif _TYPE_ERROR in text:
+                self.problem(
+                    path,
+                    "can never fire: it mixes types no value supports "
+                    "(such as a number compared with text)",
+                )
 
     def check_chain(self, path: str, root: str, rest: tuple[str, ...]) -> None:
         # ``rest`` is never empty: a chain reads at least one field of its root.
@@ -622,6 +828,13 @@ class _Validator:
             path = f"rules[{index}].when"
             if not rule.reason.strip():
                 self.problem(f"rules[{index}].reason", "must not be empty")
+            elif not reason_code_ok(rule.reason):
+                self.problem(
+                    f"rules[{index}].reason",
+                    f"{rule.reason!r} is not a reason code (a stable machine code: "
+                    "lowercase letters, digits, _ . -, such as 'bureau.fraud_alert'; "
+                    "put the human text in message)",
+                )
             condition = self.check_condition(path, rule.when)
             if condition is None:
                 continue

@@ -346,10 +346,22 @@ class _Worker:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             _migrate(db, self._clock.now().isoformat())
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if exc.sqlite_errorname in _NOT_A_STORE:
+                raise ConfigurationError(
+                    message=f"{self._path} is not a SQLite database, or is damaged "
+                    f"({exc})"
+                ) from exc
+            raise
         except BaseException:
             db.close()
             raise
         return db
+
+
+# What SQLite answers for a file that holds something else, or garbage.
+_NOT_A_STORE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
 
 
 def _alone(db: sqlite3.Connection, job: _Job) -> tuple[_Job, bool, Any]:
@@ -426,8 +438,10 @@ class SqliteStore(OpenableStore):
         """Open the file and bring its schema up to date (idempotent).
 
         Raises:
-            ConfigurationError: the file was written by a newer multiverify.
-            sqlite3.Error: the file cannot be opened as a database.
+            ConfigurationError: the file was written by a newer multiverify,
+                or is not a SQLite database (or is damaged).
+            sqlite3.Error: the file cannot be opened (a missing directory, no
+                permission).
         """
         await self._run(lambda _: None)
 

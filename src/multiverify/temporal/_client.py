@@ -28,7 +28,7 @@ from .._results import Challenge, Outcome, Verdict
 from .._serde import structure, unstructure
 from .._session import Session
 from .._specs import ChannelSpec
-from .._verifier import find_policy, record_late
+from .._verifier import find_policy, index_policies, record_late
 from ..channels import ProviderEvent
 from ..compliance import PurgeReport, purge_personal_data
 from ..exceptions import (
@@ -112,7 +112,7 @@ class TemporalVerifier:
                 message="a TemporalVerifier needs at least one policy"
             )
         self._client = client
-        self._policies = {policy.hash: policy for policy in listed}
+        self._policies = index_policies(listed)
         self._default = listed[0]
         self._task_queue = task_queue
         self._settings = CallSettings(
