@@ -1,4 +1,4 @@
-"""The ``multiverify`` command: the demo, policy checks and audit-trail tools.
+"""The ``multiverify`` command: the demo, policy checks, audit-trail tools and backtests.
 
 The command needs the ``cli`` extra (click and rich). This module imports
 without them, so that [`main`][] can say what to install; the commands
@@ -453,4 +453,7 @@ def create_cli() -> click.Group:
         if not count:
             click.echo(f"{db}: no audit events", err=True)
 
+    from ._cli_simulate import simulate_command  # noqa: PLC0415 - it imports this module
+
+    cli.add_command(simulate_command())
     return cli

@@ -484,7 +484,8 @@ class _Validator:
             return
         if isinstance(price, bool) or not isinstance(price, int | float):
             self.problem(
-                f"steps[{index}].price", f"expected a number, got {type(price).__name__}"
+                f"steps[{index}].price",
+                f"expected a number, got {type(price).__name__}",
             )
         elif not math.isfinite(price) or price < 0:
             self.problem(
