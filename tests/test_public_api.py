@@ -17,6 +17,7 @@ def _defined_under(defined_in: str, module: str) -> bool:
 PUBLIC_MODULES = [
     "multiverify",
     "multiverify.channels",
+    "multiverify.backtest",
     "multiverify.compliance",
     "multiverify.exceptions",
     "multiverify.policy",

@@ -331,6 +331,7 @@ def simulate_command() -> click.Command:
         policy = _load(policy_file)
         assert policy is not None  # noqa: S101 - the option is required
         baseline = _load(baseline_file)
+        console = Console(highlight=False)
         try:
             labels = None if labels_file is None else load_labels(labels_file)
             if as_json:
@@ -343,7 +344,6 @@ def simulate_command() -> click.Command:
                     workers=workers,
                 )
             else:
-                console = Console(highlight=False)
                 with Progress(
                     "[progress.description]{task.description}",
                     BarColumn(),

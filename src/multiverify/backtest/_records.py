@@ -71,12 +71,16 @@ class RecordedStep:
         channel: the channel that ran it.
         result: how it ended.
         duration: seconds from the step's start to its result.
+        errors: the provider errors of the attempts that failed before it,
+            oldest first (one per attempt; for a result with status
+            ``error``, the errors of every attempt).
     """
 
     step_id: str
     channel: str
     result: ChannelResult
     duration: float = 0.0
+    errors: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -236,7 +240,7 @@ def _dataset_step(check: _Line, step_id: str, value: object) -> RecordedStep:
         if text is None:
             check.fail(f"{field}.status", "missing required key")
         status = check.status(text, f"{field}.status")
-    names = table.get("signals", ())
+    names = table.get("signals", [])
     if type(names) is not list:
         check.fail(f"{field}.signals", f"expected a list, got {_kind(names)}")
     for index, name in enumerate(names):
@@ -276,6 +280,7 @@ def _dataset_step(check: _Line, step_id: str, value: object) -> RecordedStep:
         step_id=step_id,
         channel=channel,
         duration=duration,
+        errors=(detail or "error",) * attempts if status is ResultStatus.ERROR else (),
         result=ChannelResult(
             status=status,
             signals=tuple(_signal(name) for name in names),
@@ -382,6 +387,7 @@ class _Steps:
         self.started: dict[str, datetime] = {}
         self.attempt: dict[str, int] = {}
         self.channels: dict[str, str] = {}
+        self.errors: dict[str, list[str]] = {}
         self.ended: dict[str, RecordedStep] = {}
 
     def live(self, step_id: object, attempt: object) -> str | None:
@@ -401,6 +407,7 @@ class _Steps:
             channel=self.channels[step_id],
             result=result,
             duration=max(0.0, (at - self.started[step_id]).total_seconds()),
+            errors=tuple(self.errors.get(step_id, ())),
         )
 
     def apply(self, check: _Line, data: dict[str, Any]) -> None:
@@ -423,14 +430,17 @@ class _Steps:
                 at,
             )
         elif kind == "StepErrored" and step_id is not None:
+            error = str(given.get("error", ""))
+            self.errors.setdefault(step_id, []).append(error)
             if step_id not in kinds["StartStep"]:  # no failover: the step ended
                 provider = given.get("provider")
                 self.end(
                     step_id,
                     ChannelResult(
                         status=ResultStatus.ERROR,
+                        attempts=self.attempt[step_id],
                         provider=provider if isinstance(provider, str) else None,
-                        detail=str(given.get("error", "")),
+                        detail=error,
                     ),
                     at,
                 )
@@ -621,7 +631,7 @@ def parse_labels(lines: Iterable[str], *, source: str = "<labels>") -> dict[str,
     """
     labels: dict[str, str] = {}
     where: dict[str, int] = {}
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, strict=True)
     try:
         for row in reader:
             number = reader.line_num

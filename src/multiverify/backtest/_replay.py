@@ -32,6 +32,7 @@ from .._session import (
     Session,
     Start,
     StartStep,
+    StepErrored,
     StepFinished,
     StepRecord,
     TimerFired,
@@ -224,20 +225,45 @@ def replay(  # noqa: PLR0915 - one hot loop, kept in one piece for speed
                     hung.add(step_id)
                     continue
                 evidence = recorded.steps[matched]  # type: ignore[index]
+                attempt = effect.attempt  # type: ignore[union-attr]
                 order += 1
-                heapq.heappush(
-                    queue,
-                    (
-                        now + timedelta(seconds=evidence.duration),
-                        order,
-                        StepFinished(
-                            step_id=step_id,
-                            attempt=effect.attempt,  # type: ignore[union-attr]
-                            at=now + timedelta(seconds=evidence.duration),
-                            result=evidence.result,
+                if attempt <= len(evidence.errors):
+                    # A provider error the recording met: the core fails over or gives up.
+                    heapq.heappush(
+                        queue,
+                        (
+                            now,
+                            order,
+                            StepErrored(
+                                step_id=step_id,
+                                attempt=attempt,
+                                at=now,
+                                error=evidence.errors[attempt - 1],
+                                provider=evidence.result.provider,
+                            ),
                         ),
-                    ),
-                )
+                    )
+                elif evidence.result.status is ResultStatus.ERROR:
+                    missing[step_id] = (
+                        f"errored on {len(evidence.errors)} provider attempt(s) in the "
+                        "recording; the policy tries another"
+                    )
+                    hung.add(step_id)
+                else:
+                    due = now + timedelta(seconds=evidence.duration)
+                    heapq.heappush(
+                        queue,
+                        (
+                            due,
+                            order,
+                            StepFinished(
+                                step_id=step_id,
+                                attempt=attempt,
+                                at=due,
+                                result=evidence.result,
+                            ),
+                        ),
+                    )
             elif kind is ScheduleTimer:
                 timer_id = effect.timer_id  # type: ignore[union-attr]
                 if timer_id.startswith("step:") and timer_id.split(":")[1] in hung:
