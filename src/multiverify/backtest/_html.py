@@ -246,12 +246,26 @@ def _labels(report: SimulationReport) -> str:
             )
             + f'<p class="muted">{labels.labelled} labelled, {labels.unlabelled} without a label</p></div>'
         )
+    names = list(report.policy.labels.matrix) if report.policy.labels else []
+    chart = _bars(
+        "Approval rate by label",
+        names,
+        [
+            (name, [summary.labels.rates(label)["approval"] for label in names])
+            for name, summary in _summaries(report)
+            if summary.labels is not None
+        ],
+        fmt="{:.1%}",
+    )
     unmatched = (
         f'<p class="muted">{report.unmatched_labels} labels name sessions not in the data.</p>'
         if report.unmatched_labels
         else ""
     )
-    return f"<h2>Against labels</h2>{''.join(parts)}{unmatched}"
+    return (
+        f"<h2>Against labels</h2>{chart}"
+        f'<div class="pair">{"".join(parts)}</div>{unmatched}'
+    )
 
 
 def _cost(report: SimulationReport) -> str:
