@@ -236,6 +236,19 @@ async def test_simulating_an_export_of_many_sessions(tmp_path: Path) -> None:
     # one attempt per session with a call, two where both providers errored
     assert call.attempts == call.sessions + 1
     assert report.policy.missing.sessions == 0
+    # Worker processes, and an export written with another key order, agree.
+    assert simulate_file(POLICY, path, workers=2).to_json() == report.to_json()
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text(
+        "".join(
+            json.dumps(dict(reversed(json.loads(line).items()))) + "\n"
+            for line in path.read_text().splitlines()
+        )
+    )
+    again = simulate_file(POLICY, shuffled).to_json()
+    first = report.to_json()
+    assert (again.pop("source"), first.pop("source")) == (str(shuffled), str(path))
+    assert again == first
 
 
 def test_an_error_on_fewer_providers_than_the_policy_tries_is_missing() -> None:

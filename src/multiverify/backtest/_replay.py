@@ -25,7 +25,6 @@ import attrs
 
 from .._results import Outcome, ResultStatus, StepSummary, Verdict
 from .._session import (
-    CancelStep,
     CancelTimer,
     Input,
     ScheduleTimer,
@@ -200,7 +199,8 @@ def replay(  # noqa: PLR0915 - one hot loop, kept in one piece for speed
     queue: list[tuple[datetime, int, Any]] = []
     order = 0
     cancelled: set[str] = set()
-    hung: set[str] = set()  # steps waiting for evidence the recording lacks
+    # Steps waiting for evidence the recording lacks; only the verdict ends them.
+    hung: set[str] = set()
     missing: dict[str, str] = {}
     attempts: dict[str, int] = {}
     now = started
@@ -276,8 +276,6 @@ def replay(  # noqa: PLR0915 - one hot loop, kept in one piece for speed
                 )
             elif kind is CancelTimer:
                 cancelled.add(effect.timer_id)  # type: ignore[union-attr]
-            elif kind is CancelStep:
-                hung.discard(effect.step_id)  # type: ignore[union-attr]
         event: Input | None = None
         while queue:
             now, _, candidate = heapq.heappop(queue)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,6 +38,11 @@ CHUNK = 2000
 PER_WORKER = 5000
 
 _Result = tuple[Row, Row | None, VerdictChange | None]
+_Lines = Sequence[tuple[int, str]]
+# A chunk of dataset lines, or of audit trails (the lines of one session each).
+_Unit = tuple[str, Sequence[Any]]
+# How AuditEvent.to_json ends a line: the session id, read without parsing it all.
+_SESSION_TAIL = re.compile(r'"session_id":\s*("(?:[^"\\]|\\.)*")\s*}\s*$')
 
 
 class _Comparer:
@@ -65,16 +72,24 @@ class _Comparer:
             )
         return row, old, change
 
-    def lines(self, chunk: Sequence[tuple[int, str]], source: str) -> list[_Result]:
+    def work(self, unit: _Unit, source: str) -> list[_Result]:
+        """Parse and compare a chunk of dataset lines, or of audit trails."""
+        kind, chunk = unit
+        if kind == "dataset":
+            return [
+                self.compare(
+                    dataset_session(parse_line(text, number, source), number, source)
+                )
+                for number, text in chunk
+            ]
         return [
-            self.compare(
-                dataset_session(parse_line(text, number, source), number, source)
+            self.compare(recorded)
+            for trail in chunk
+            for recorded in audit_sessions(
+                ((number, parse_line(text, number, source)) for number, text in trail),
+                source,
             )
-            for number, text in chunk
         ]
-
-    def sessions(self, chunk: Sequence[RecordedSession]) -> list[_Result]:
-        return [self.compare(recorded) for recorded in chunk]
 
 
 # --- worker processes -------------------------------------------------------------
@@ -104,14 +119,24 @@ def _start_worker(policy: _PolicyDocument, baseline: _PolicyDocument | None) -> 
     )
 
 
-def _work_lines(chunk: Sequence[tuple[int, str]], source: str) -> list[_Result]:
+def _work(unit: _Unit, source: str) -> list[_Result]:
     assert _worker is not None  # noqa: S101 - set by the initializer
-    return _worker.lines(chunk, source)
+    return _worker.work(unit, source)
 
 
-def _work_sessions(chunk: Sequence[RecordedSession]) -> list[_Result]:
-    assert _worker is not None  # noqa: S101 - set by the initializer
-    return _worker.sessions(chunk)
+def _trails(lines: _Lines, source: str) -> list[list[tuple[int, str]]]:
+    """The lines of an audit export, grouped by session in order of first appearance."""
+    trails: dict[str, list[tuple[int, str]]] = {}
+    for number, text in lines:
+        match = _SESSION_TAIL.search(text)
+        if match is not None:
+            key = json.loads(match.group(1))
+        else:  # another writer's key order: parse the line to find its session
+            raw = parse_line(text, number, source)
+            key = raw.get("session_id") if isinstance(raw, dict) else None
+            key = key if isinstance(key, str) else f"\0{number}"
+        trails.setdefault(key, []).append((number, text))
+    return list(trails.values())
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -271,29 +296,20 @@ def simulate_file(
     collector = _Collector(
         comparer, source=source, labels=labels, review_minutes=review_minutes
     )
-    units: list[Sequence[Any]]
     audit = (
         bool(lines) and detect(parse_line(lines[0][1], lines[0][0], source)) == "audit"
     )
-    if audit:
-        sessions = audit_sessions(
-            ((number, parse_line(text, number, source)) for number, text in lines),
-            source,
-        )
-        total = len(sessions)
-        units = list(_chunks(sessions, CHUNK))
-    else:
-        total = len(lines)
-        units = list(_chunks(lines, CHUNK))
+    records: Sequence[Any] = _trails(lines, source) if audit else lines
+    kind = "audit" if audit else "dataset"
+    total = len(records)
+    units: list[_Unit] = [(kind, chunk) for chunk in _chunks(records, CHUNK)]
     count = _default_workers(total) if workers is None else max(1, workers)
     done = 0
     if on_progress is not None:
         on_progress(0, total)
     if count == 1:
         for unit in units:
-            done += collector.add(
-                comparer.sessions(unit) if audit else comparer.lines(unit, source)
-            )
+            done += collector.add(comparer.work(unit, source))
             if on_progress is not None:
                 on_progress(done, total)
         return collector.report()
@@ -311,11 +327,7 @@ def simulate_file(
         queued = iter(units)
         window = 2 * count + 1
         for unit in queued:
-            pending.append(
-                pool.submit(_work_sessions, unit)
-                if audit
-                else pool.submit(_work_lines, unit, source)
-            )
+            pending.append(pool.submit(_work, unit, source))
             if len(pending) < window:
                 continue
             done += collector.add(pending.popleft().result())
