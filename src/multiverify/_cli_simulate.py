@@ -226,6 +226,17 @@ def render_terminal(
     )
     console.print(header)
     console.print(_outcomes(report))
+    for role, summary in _summaries(report):
+        check = summary.recorded
+        if check.sessions:
+            line = Text(
+                f"Replay check ({role}): {check.agree} of {check.sessions} verdicts "
+                "recorded under this policy come out the same",
+                style="dim" if not check.disagree else "bold red",
+            )
+            if check.disagree:
+                line.append(f"; differ: {', '.join(check.disagree[:changes])}")
+            console.print(line)
     if report.baseline is not None:
         console.print(_shifts(report))
         for panel in _change_panels(report, changes):

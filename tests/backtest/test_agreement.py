@@ -21,7 +21,7 @@ from multiverify import (
     Verdict,
     Verifier,
 )
-from multiverify.backtest import parse_sessions, replay, simulate_file
+from multiverify.backtest import RecordedCheck, parse_sessions, replay, simulate_file
 from multiverify.exceptions import DatasetError, ProviderRejectedError
 from multiverify.stores import MemoryStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -236,6 +236,9 @@ async def test_simulating_an_export_of_many_sessions(tmp_path: Path) -> None:
     # one attempt per session with a call, two where both providers errored
     assert call.attempts == call.sessions + 1
     assert report.policy.missing.sessions == 0
+    assert report.policy.recorded == RecordedCheck(
+        sessions=len(CASES), agree=len(CASES)
+    )
     # Worker processes, and an export written with another key order, agree.
     assert simulate_file(POLICY, path, workers=2).to_json() == report.to_json()
     shuffled = tmp_path / "shuffled.jsonl"
@@ -363,3 +366,46 @@ def test_a_mangled_result_in_an_export(tmp_path: Path) -> None:
     events[2]["data"]["input"]["result"]["signals"] = "x"  # type: ignore[index]
     with pytest.raises(DatasetError, match="signals and evidence must be lists"):
         parse_sessions([json.dumps(e) for e in events], source="e")
+
+
+async def test_the_replay_check_in_the_terminal_and_html(tmp_path: Path) -> None:
+    """Verdicts recorded under the policy are checked; one that differs is named."""
+    from click.testing import CliRunner
+
+    from multiverify._cli import create_cli
+    from multiverify.backtest import render_html
+
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(POLICY.to_dict()))
+    path = tmp_path / "export.jsonl"
+    with path.open("w") as out:
+        for case in ("all pass", "fraud"):
+            _, events = await run_case(*CASES[case])
+            AuditTrail.export_jsonl(events, out)
+    lines = path.read_text().splitlines()
+    tampered = [
+        line.replace('"outcome":"rejected"', '"outcome":"approved"')
+        if '"kind":"verdict"' in line
+        else line
+        for line in lines
+    ]
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("\n".join(tampered) + "\n")
+    runner = CliRunner()
+    ok = runner.invoke(
+        create_cli(),
+        ["simulate", "--policy", str(policy_file), "--sessions", str(path)],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert (
+        "Replay check (policy): 2 of 2 verdicts recorded under this policy" in ok.stdout
+    )
+    bad = runner.invoke(
+        create_cli(),
+        ["simulate", "--policy", str(policy_file), "--sessions", str(changed)],
+    )
+    report = simulate_file(POLICY, changed)
+    [differs] = report.policy.recorded.disagree
+    assert "Replay check (policy): 1 of 2 verdicts" in bad.stdout
+    assert f"differ: {differs}" in bad.stdout
+    assert f"they differ for {differs}" in render_html(report)

@@ -254,6 +254,7 @@ class TestHandChecked:
                 }
             ],
         }
+        assert policy["recorded"] == {"sessions": 0, "agree": 0, "disagree": []}
         assert policy["labels"] == {
             "labelled": 5,
             "unlabelled": 1,

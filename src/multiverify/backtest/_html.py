@@ -160,7 +160,20 @@ def _outcomes(report: SimulationReport) -> str:
         + "</div>"
         for name, summary in summaries
     )
-    return f'<h2>Outcomes</h2>{chart}{table}<div class="pair">{reasons}</div>'
+    checks = "".join(
+        f'<p class="muted">Replay check ({escape(name)}): {summary.recorded.agree} of '
+        f"{summary.recorded.sessions} verdicts recorded under this policy come out the "
+        f"same{_differ(summary.recorded.disagree)}.</p>"
+        for name, summary in summaries
+        if summary.recorded.sessions
+    )
+    return f'<h2>Outcomes</h2>{chart}{table}{checks}<div class="pair">{reasons}</div>'
+
+
+def _differ(session_ids: Sequence[str]) -> str:
+    if not session_ids:
+        return ""
+    return "; they differ for " + escape(", ".join(session_ids[:20]))
 
 
 def _changes(report: SimulationReport, limit: int) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "LabelSummary",
     "MissingEvidence",
     "PolicySummary",
+    "RecordedCheck",
     "ReviewLoad",
     "SimulationReport",
     "StepCost",
@@ -134,6 +135,22 @@ class LabelSummary:
 
 
 @attrs.frozen(kw_only=True)
+class RecordedCheck:
+    """The replay against history: sessions recorded under the same policy.
+
+    Attributes:
+        sessions: sessions whose recording names this policy (by hash) and
+            holds its verdict.
+        agree: those the replay decides with the recorded outcome.
+        disagree: the others, by session id.
+    """
+
+    sessions: int
+    agree: int
+    disagree: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class PolicySummary:
     """How one policy decides the recorded sessions.
 
@@ -146,6 +163,8 @@ class PolicySummary:
         review: the manual-review load.
         missing: missing evidence.
         labels: outcomes against labels, when labels were given.
+        recorded: how the replay compares with the verdicts recorded under
+            this very policy (audit exports name the policy that decided).
     """
 
     policy: PolicyRef
@@ -156,6 +175,9 @@ class PolicySummary:
     review: ReviewLoad
     missing: MissingEvidence
     labels: LabelSummary | None = None
+    recorded: RecordedCheck = attrs.field(
+        factory=lambda: RecordedCheck(sessions=0, agree=0)
+    )
 
     def rates(self) -> dict[str, float]:
         """The approval, review and rejection rates over every session."""
@@ -255,6 +277,11 @@ def _summary_json(summary: PolicySummary) -> dict[str, Any]:
             ],
         },
     }
+    out["recorded"] = {
+        "sessions": summary.recorded.sessions,
+        "agree": summary.recorded.agree,
+        "disagree": list(summary.recorded.disagree),
+    }
     if summary.labels is not None:
         out["labels"] = {
             "labelled": summary.labels.labelled,
@@ -282,9 +309,11 @@ class Row(NamedTuple):
     cost: float
     attempts: tuple[tuple[str, int], ...]
     missing: tuple[tuple[str, str], ...]
+    agrees: bool | None = None
+    """Whether the outcome is the recorded one, for a session recorded under this policy."""
 
     @classmethod
-    def of(cls, simulated: SimulatedSession) -> Row:
+    def of(cls, simulated: SimulatedSession, *, agrees: bool | None = None) -> Row:
         """The row of a simulated session."""
         return cls(
             simulated.session_id,
@@ -294,6 +323,7 @@ class Row(NamedTuple):
             simulated.cost,
             tuple(simulated.attempts.items()),
             tuple(simulated.missing.items()),
+            agrees,
         )
 
 
@@ -321,6 +351,8 @@ class Tally:
         self.undecided: list[tuple[str, dict[str, str]]] = []
         self.matrix: dict[str, Counter[str]] = {}
         self.unlabelled = 0
+        self.agree = 0
+        self.disagree: list[str] = []
 
     def add(self, row: Row) -> None:
         """Count one session."""
@@ -338,6 +370,11 @@ class Tally:
                     self.missing_steps[step_id] += 1
             else:
                 self.not_needed += 1
+        if row.agrees is not None:
+            if row.agrees:
+                self.agree += 1
+            else:
+                self.disagree.append(row.session_id)
         if self.labels is not None:
             label = self.labels.get(row.session_id)
             if label is None:
@@ -406,4 +443,9 @@ class Tally:
                 undecided=tuple(self.undecided),
             ),
             labels=labels,
+            recorded=RecordedCheck(
+                sessions=self.agree + len(self.disagree),
+                agree=self.agree,
+                disagree=tuple(self.disagree),
+            ),
         )

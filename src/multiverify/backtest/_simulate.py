@@ -24,7 +24,7 @@ from ._records import (
     numbered,
     parse_line,
 )
-from ._replay import Plan, replay
+from ._replay import Plan, SimulatedSession, replay
 from ._report import COLUMNS, Row, SimulationReport, Tally, VerdictChange
 
 __all__ = ["Progress", "simulate", "simulate_file"]
@@ -45,6 +45,16 @@ _Unit = tuple[str, Sequence[Any]]
 _SESSION_TAIL = re.compile(r'"session_id":\s*("(?:[^"\\]|\\.)*")\s*}\s*$')
 
 
+def _agrees(
+    plan: Plan, recorded: RecordedSession, simulated: SimulatedSession
+) -> bool | None:
+    """Whether the replay keeps the verdict recorded under this very policy."""
+    ref = recorded.recorded_policy
+    if recorded.recorded is None or ref is None or ref.hash != plan.ref.hash:
+        return None
+    return simulated.outcome is recorded.recorded
+
+
 class _Comparer:
     """Replays sessions under the policy and the baseline; notes what changed."""
 
@@ -54,11 +64,11 @@ class _Comparer:
 
     def compare(self, recorded: RecordedSession) -> _Result:
         after = replay(self.plan, recorded)
-        row = Row.of(after)
+        row = Row.of(after, agrees=_agrees(self.plan, recorded, after))
         if self.baseline is None:
             return row, None, None
         before = replay(self.baseline, recorded)
-        old = Row.of(before)
+        old = Row.of(before, agrees=_agrees(self.baseline, recorded, before))
         change = None
         if old.column != row.column:
             change = VerdictChange(
