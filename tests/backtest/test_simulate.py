@@ -497,6 +497,24 @@ class TestReplay:
         }
         assert "Steps when the replay stopped:" in result.explain()
 
+    def test_an_error_built_without_its_provider_errors_is_a_result(self) -> None:
+        """A Python-built error result without the errors behind it replays as it is."""
+        new, _ = policies()
+        result = replay(
+            new,
+            session(
+                bureau=("credit_bureau", "passed", 1),
+                sms=("sms_code", "error", 5),
+                call=("phone_call", "passed", 100),
+            ),
+        )
+        assert result.outcome is Outcome.REVIEW
+        assert result.verdict is not None
+        sms = next(s for s in result.verdict.steps if s.step_id == "sms")
+        assert sms.result is not None
+        assert sms.result.status.value == "error"
+        assert not result.missing
+
     def test_matching_by_channel(self) -> None:
         """A policy step with a new id takes the one recorded step of its channel."""
         renamed = parse_policy(

@@ -448,7 +448,8 @@ class _Steps:
             parts = str(given.get("timer_id", "")).split(":")
             # step:<id>:<attempt>:timeout, which the core acted on (it cancelled the step)
             if len(parts) == 4 and parts[0] == "step" and parts[3] == "timeout":  # noqa: PLR2004
-                timed_out = self.live(parts[1], self.attempt.get(parts[1]))
+                attempt = int(parts[2]) if parts[2].isdecimal() else None
+                timed_out = self.live(parts[1], attempt)
                 if timed_out is not None and timed_out in kinds["CancelStep"]:
                     self.end(timed_out, ChannelResult(status=ResultStatus.TIMEOUT), at)
         for effect in effects:

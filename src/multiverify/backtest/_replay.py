@@ -243,12 +243,14 @@ def replay(  # noqa: PLR0915 - one hot loop, kept in one piece for speed
                             ),
                         ),
                     )
-                elif evidence.result.status is ResultStatus.ERROR:
+                elif evidence.result.status is ResultStatus.ERROR and evidence.errors:
                     missing[step_id] = (
                         f"errored on {len(evidence.errors)} provider attempt(s) in the "
                         "recording; the policy tries another"
                     )
                     hung.add(step_id)
+                elif evidence.result.status is ResultStatus.TIMEOUT:
+                    pass  # no result by the policy's timeout: the core's own timer says so
                 else:
                     due = now + timedelta(seconds=evidence.duration)
                     heapq.heappush(
