@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,6 +16,7 @@ from multiverify.exceptions import (
     DatasetError,
     InvalidInputError,
     MultiverifyError,
+    NotInReviewError,
     PhoneNumberRefusedError,
     PolicyError,
     PolicyProblem,
@@ -25,7 +27,9 @@ from multiverify.exceptions import (
     ProviderRejectedError,
     ProviderResponseError,
     ProviderUnavailableError,
+    PullNotPermittedError,
     QuotaExceededError,
+    ReviewClaimedError,
     SessionError,
     SessionFinishedError,
     SessionNotFoundError,
@@ -45,6 +49,7 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     PhoneNumberRefusedError: InvalidInputError,
     DatasetError: InvalidInputError,
     QuotaExceededError: MultiverifyError,
+    PullNotPermittedError: MultiverifyError,
     ProviderError: MultiverifyError,
     ProviderNumberRejectedError: ProviderRejectedError,
     ProviderUnavailableError: ProviderError,
@@ -58,6 +63,8 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     ConcurrentUpdateError: SessionError,
     StepNotFoundError: SessionError,
     StepNotWaitingError: SessionError,
+    NotInReviewError: SessionError,
+    ReviewClaimedError: SessionError,
     AuditIntegrityError: MultiverifyError,
     StoreUnavailableError: MultiverifyError,
     WebhookError: MultiverifyError,
@@ -80,6 +87,7 @@ EXAMPLES: list[MultiverifyError] = [
     PhoneNumberRefusedError(message="premium", field="phone", reason="premium_rate"),
     DatasetError(message="line 3: not JSON", field="", source="s.jsonl", line=3),
     QuotaExceededError(message="too many", quota="phone"),
+    PullNotPermittedError(message="no consent", reason="no_consent", purpose="p"),
     ProviderResponseError(message="no url", provider="acme", field="url"),
     SessionError(message="session", session_id="s1"),
     SessionNotFoundError(message="missing", session_id="s1"),
@@ -87,6 +95,13 @@ EXAMPLES: list[MultiverifyError] = [
     ConcurrentUpdateError(message="stale", session_id="s1", expected_version=3),
     StepNotFoundError(message="no step", session_id="s1", step_id="sms"),
     StepNotWaitingError(message="not waiting", session_id="s1", step_id="sms"),
+    NotInReviewError(message="not in review", session_id="s1"),
+    ReviewClaimedError(
+        message="claimed",
+        session_id="s1",
+        claimed_by="alice",
+        claimed_until=datetime(2025, 1, 1, tzinfo=UTC),
+    ),
     AuditIntegrityError(message="tampered", index=7),
     StoreUnavailableError(message="redis is down", store="redis"),
     WebhookError(message="refused", vendor="twilio"),

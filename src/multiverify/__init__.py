@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._applicant import (
     Address,
     Applicant,
+    Consent,
     Contact,
     LoanApplication,
     RepaymentSchedule,
@@ -20,15 +21,17 @@ from ._results import (
     PolicyRef,
     Reason,
     ResultStatus,
+    ReviewDecision,
     RuleTrace,
     Signal,
     StepSummary,
     Verdict,
 )
-from ._session import Session, SessionStatus, StepRecord, StepState
+from ._review import ReviewCase, ReviewEvent, ReviewQueue, ReviewRuntime
+from ._session import ReviewState, Session, SessionStatus, StepRecord, StepState
 from ._specs import ChannelSpec
-from ._verifier import OnVerdict, Verifier
-from .policy import Fallback, Policy, RetrySettings, Rule, Step
+from ._verifier import OnReview, OnVerdict, Verifier
+from .policy import Fallback, Policy, RetrySettings, ReviewSettings, Rule, Step
 
 __all__ = [
     "Address",
@@ -39,10 +42,12 @@ __all__ = [
     "ChannelResult",
     "ChannelSpec",
     "Clock",
+    "Consent",
     "Contact",
     "Evidence",
     "Fallback",
     "LoanApplication",
+    "OnReview",
     "OnVerdict",
     "Outcome",
     "Policy",
@@ -51,6 +56,13 @@ __all__ = [
     "RepaymentSchedule",
     "ResultStatus",
     "RetrySettings",
+    "ReviewCase",
+    "ReviewDecision",
+    "ReviewEvent",
+    "ReviewQueue",
+    "ReviewRuntime",
+    "ReviewSettings",
+    "ReviewState",
     "Rule",
     "RuleTrace",
     "Session",

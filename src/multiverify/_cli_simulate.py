@@ -332,7 +332,7 @@ def simulate_command() -> click.Command:
         shown: int,
         workers: int | None,
     ) -> None:
-        """Re-decide recorded sessions under a policy, without calling any vendor.
+        """Backtest a policy: re-decide recorded sessions, offline.
 
         Reports the outcomes, the sessions whose verdict changes against the
         baseline with both explanations, a confusion matrix against labels,

@@ -515,6 +515,19 @@ class TestReplay:
         assert sms.result.status.value == "error"
         assert not result.missing
 
+    def test_a_policy_with_review_cases(self) -> None:
+        """With a [review] table the automatic verdict of review is the simulated one."""
+        reviewed = parse_policy(
+            NEW.replace(
+                'default = "review"\n', 'default = "review"\n[review]\nsla = "4h"\n'
+            ),
+            format="toml",
+        )
+        [recorded] = parse_sessions([LINES[5]])  # s5: the call failed
+        result = replay(reviewed, recorded)
+        assert result.outcome is Outcome.REVIEW
+        assert result.reason == "call.failed"
+
     def test_matching_by_channel(self) -> None:
         """A policy step with a new id takes the one recorded step of its channel."""
         renamed = parse_policy(
