@@ -16,6 +16,7 @@ def _defined_under(defined_in: str, module: str) -> bool:
 
 PUBLIC_MODULES = [
     "multiverify",
+    "multiverify.asgi",
     "multiverify.channels",
     "multiverify.backtest",
     "multiverify.compliance",

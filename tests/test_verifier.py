@@ -1017,6 +1017,10 @@ class TestHandleEvent:
                 await verifier.handle_event(event)
             stored = await verifier.get(started.session_id)
             assert stored.step("sms").state is StepState.WAITING
+            trail = await verifier.store.audit_events(started.session_id)
+            assert trail[-1].kind == "event.late"
+            assert trail[-1].data["attempt"] == 2
+            assert "attempt 2" in trail[-1].data["reason"]
 
 
 class GatedSms(ScriptedChannel):

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
@@ -32,6 +32,9 @@ from ._session import (
 )
 from .exceptions import AuditIntegrityError, ConfigurationError
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from .channels import ProviderEvent
 
 __all__ = ["AuditEvent", "AuditTrail", "masked_applicant"]
 
@@ -323,6 +326,36 @@ class AuditTrail:
                 session, decided = AuditTrail.append(session, "verdict", data, at=at)
                 events.append(decided)
         return session, events
+
+    @staticmethod
+    def late_event(
+        session: Session,
+        event: ProviderEvent,
+        *,
+        at: datetime,
+        reason: str,
+    ) -> tuple[Session, AuditEvent]:
+        """Record a vendor callback that came after its step or session ended.
+
+        The step is not reopened: the trail notes that the callback came,
+        what it was (its kind, delivery key and any ``status`` the vendor
+        reported) and why it was not applied. The callback's data is left
+        out, as it may be personal (a transcript, typed digits).
+        """
+        status = event.data.get("status")
+        return AuditTrail.append(
+            session,
+            "event.late",
+            {
+                "step_id": event.step_id,
+                "attempt": event.attempt,
+                "kind": event.kind,
+                "dedupe_key": event.dedupe_key,
+                "status": status if isinstance(status, str) else None,
+                "reason": reason,
+            },
+            at=at,
+        )
 
     @staticmethod
     def verify(events: Iterable[AuditEvent]) -> int:

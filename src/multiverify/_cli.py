@@ -460,4 +460,8 @@ def create_cli() -> click.Group:
 
     cli.add_command(review_group())
     cli.add_command(simulate_command())
+
+    from ._cli_store import register  # noqa: PLC0415 - needs click, known to be here
+
+    register(cli)
     return cli

@@ -68,6 +68,7 @@ from .channels import (
     Submission,
     TimerDue,
 )
+from .compliance import PurgeReport, purge_personal_data
 from .exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
@@ -362,6 +363,12 @@ class Verifier:
         returned. Errors are those of [`submit`][multiverify.Verifier.submit],
         except that a version conflict is retried here: the ``dedupe_key``
         is already spent, so a redelivery could not bring the event back.
+
+        A callback that comes after its step or its session ended (a video
+        decision after the link expired, a call status after the verdict)
+        does not reopen anything: it is recorded in the session's audit
+        trail as ``event.late``, and the ``SessionFinishedError`` or
+        ``StepNotWaitingError`` is raised as before.
         """
         session = await self.get(event.session_id)
         if _starting(session, event):
@@ -376,16 +383,26 @@ class Verifier:
             event.session_id, event.dedupe_key
         ):
             return None
-        for _ in range(_SAVE_TRIES - 1):
-            try:
-                return await self._deliver(
-                    event.session_id, event.step_id, event, event.attempt
-                )
-            except ConcurrentUpdateError:
-                continue
-        return await self._deliver(
-            event.session_id, event.step_id, event, event.attempt
-        )
+        try:
+            for _ in range(_SAVE_TRIES - 1):
+                try:
+                    return await self._deliver(
+                        event.session_id, event.step_id, event, event.attempt
+                    )
+                except ConcurrentUpdateError:
+                    continue
+            return await self._deliver(
+                event.session_id, event.step_id, event, event.attempt
+            )
+        except (SessionFinishedError, StepNotWaitingError) as exc:
+            await self._record_late(event, exc)
+            raise
+
+    async def _record_late(self, event: ProviderEvent, error: Exception) -> None:
+        """Note a callback that came too late in its session's audit trail."""
+        async with self._lock(event.session_id):
+            self._cache.pop(event.session_id, None)
+            await record_late(self._store, event, error, at=self._clock.now())
 
     async def cancel(self, session_id: str, *, reason: str = "") -> Session:
         """Cancel a session: active steps are stopped, no verdict is given.
@@ -402,6 +419,22 @@ class Verifier:
             )
         return await self._apply(
             session_id, Cancel(at=self._clock.now(), reason=reason)
+        )
+
+    async def purge_personal_data(
+        self,
+        older_than: float | timedelta | str,
+        *,
+        dry_run: bool = False,
+    ) -> PurgeReport:
+        """Purge the personal data of sessions that finished more than ``older_than`` ago.
+
+        The verdicts, their reasons and the audit trail stay; see
+        [`purge_personal_data`][multiverify.compliance.purge_personal_data].
+        Safe to run on any replica, at any time (a periodic task).
+        """
+        return await purge_personal_data(
+            self._store, older_than=older_than, now=self._clock.now(), dry_run=dry_run
         )
 
     async def decide_review(
@@ -980,6 +1013,32 @@ class Verifier:
 
 
 # -- what every runtime does around a channel call -------------------------------
+
+
+async def record_late(
+    store: SessionStore, event: ProviderEvent, error: Exception, *, at: datetime
+) -> bool:
+    """Append ``event.late`` for ``event`` to its session's trail in ``store``.
+
+    Retried on a version conflict; returns whether it was recorded (``False``
+    when the session kept changing, which is logged).
+    """
+    for _ in range(_SAVE_TRIES):
+        session, version = await store.load(event.session_id)
+        session, record = AuditTrail.late_event(
+            session, event, at=at, reason=str(error)
+        )
+        try:
+            await store.save(session, expected_version=version, audit=[record])
+        except ConcurrentUpdateError:
+            continue
+        return True
+    log.warning(
+        "late event %s of session %s was not recorded: the session kept changing",
+        event.dedupe_key,
+        event.session_id,
+    )
+    return False
 
 
 def find_policy(

@@ -68,6 +68,13 @@ class TestConfirmationStatement:
         text = confirmation_statement(loan(currency="EUR"), locale="de-DE").text
         assert "8.000,00\xa0€" in text
         assert text.startswith("I confirm")
+        assert " over 12 months " in text
+
+    def test_words_follow_the_language_of_the_sentence(self) -> None:
+        """The term is never a word of another language inside the sentence."""
+        assert " over 12 months " in confirmation_statement(loan(), locale="fr").text
+        taiwan = confirmation_statement(loan(), locale="zh-TW").text
+        assert "期限12个月" in taiwan
 
     def test_unknown_locale(self) -> None:
         """A locale Babel does not know is a typed error naming the field."""

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 
 from multiverify import (
     Applicant,
+    AuditTrail,
+    Fallback,
     LoanApplication,
     Outcome,
     Policy,
@@ -39,13 +42,14 @@ from multiverify.channels import (
 from multiverify.exceptions import (
     ConfigurationError,
     InvalidInputError,
+    ProviderError,
     ProviderRejectedError,
     ProviderUnavailableError,
     SessionFinishedError,
     StepNotWaitingError,
 )
 from multiverify.providers import VideoDecision, VideoStatus
-from multiverify.stores import MemoryStore
+from multiverify.stores import MemoryStore, SqliteStore
 from multiverify.testing import FakeClock, FakeVideoProvider, Scripted, ScriptedChannel
 
 
@@ -225,6 +229,48 @@ class TestStart:
             assert record.challenge.url == "https://video.fake.invalid/second/1"
             assert "rule disabled" in record.errors[0]
 
+    async def test_vendor_failure_mid_attempt_falls_back_to_another_vendor(
+        self,
+    ) -> None:
+        """A vendor that fails after the link was handed out ends its step as ``error``; the policy's fallback opens one at the next vendor."""
+        clock = FakeClock()
+        first, second = FakeVideoProvider("first"), FakeVideoProvider("second")
+        two_vendors = attrs.evolve(
+            policy(),
+            steps=[
+                attrs.evolve(
+                    policy(["first"]).steps[0],
+                    fallback=Fallback(step="video2", on=["error"]),
+                ),
+                attrs.evolve(policy(["second"]).steps[0], id="video2"),
+            ],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.video2.status == 'passed'",
+                    reason="video.passed",
+                )
+            ],
+        )
+        async with Verifier(
+            two_vendors, channels=[VideoSignChannel([first, second])], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant())
+            await verifier.wait_idle()
+            first.fail(
+                ProviderError(message="ended on its own failure", provider="first")
+            )
+            await clock.advance(60)
+            await verifier.wait_idle()
+            stored = await verifier.get(session.session_id)
+            failed = stored.step("video").result
+            assert failed is not None
+            assert failed.status is ResultStatus.ERROR
+            fallback = stored.step("video2")
+            assert fallback.state is StepState.WAITING
+            assert fallback.challenge is not None
+            assert fallback.challenge.url == "https://video.fake.invalid/second/1"
+
     async def test_retried_start_reuses_the_session(self) -> None:
         """A start repeated for the same attempt reuses the session kept in the store."""
         clock = FakeClock()
@@ -388,6 +434,33 @@ class TestDecisions:
         assert result is not None
         assert result.status is expected
         assert result.signal_names == signals
+
+    async def test_vendor_review_routes_to_review(self) -> None:
+        """A policy tells Veriff's ``review`` from other inconclusive ends by ``facts.decision``."""
+        clock = FakeClock()
+        vendor = FakeVideoProvider()
+        routed = attrs.evolve(
+            policy(),
+            rules=[
+                *policy().rules,
+                Rule(
+                    outcome="review",
+                    when="steps.video.facts.decision == 'review'",
+                    reason="video.vendor_review",
+                ),
+            ],
+        )
+        async with Verifier(
+            routed, channels=[VideoSignChannel([vendor])], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant())
+            await verifier.wait_idle()
+            await verifier.handle_event(
+                event(session, decision(vendor, VideoStatus.REVIEW, code="9121"))
+            )
+            verdict = await verifier.wait(session.session_id)
+            assert verdict.outcome is Outcome.REVIEW
+            assert [r.code for r in verdict.reasons] == ["video.vendor_review"]
 
     async def test_decision_by_polling(self, run: Run) -> None:
         """Without a webhook the poll timers find the decision, with growing gaps."""
@@ -617,6 +690,14 @@ class TestExpiry:
             assert not await verifier.store.record_event_once(
                 session.session_id, late.dedupe_key
             )
+            trail = await verifier.store.audit_events(session.session_id)
+            assert AuditTrail.verify(trail) == len(trail)
+            recorded = trail[-1]
+            assert recorded.kind == "event.late"
+            assert recorded.data["step_id"] == "video"
+            assert recorded.data["kind"] == "decision"
+            assert recorded.data["dedupe_key"] == late.dedupe_key
+            assert "not waiting" in recorded.data["reason"]
 
     async def test_late_webhook_after_the_verdict(self, run: Run) -> None:
         """Once the session is decided, a late decision is refused as well."""
@@ -625,6 +706,43 @@ class TestExpiry:
             await run.verifier.handle_event(event(run.session, decision(run.vendor)))
         verdict = await run.verifier.wait(run.session.session_id)
         assert verdict.outcome is Outcome.REJECTED
+        trail = await run.verifier.store.audit_events(run.session.session_id)
+        assert [e.kind for e in trail[-2:]] == ["verdict", "event.late"]
+        assert trail[-1].data["status"] == "approved"
+        assert AuditTrail.verify(trail) == len(trail)
+
+
+class TestDurability:
+    async def test_polls_and_expiry_survive_a_restart(self, tmp_path: Path) -> None:
+        """A new Verifier on the same store carries on the poll and expiry timers; no second session is opened."""
+        clock = FakeClock()
+        path = tmp_path / "verify.db"
+        first_vendor = FakeVideoProvider()
+        first = Verifier(
+            policy(),
+            channels=[VideoSignChannel([first_vendor])],
+            store=SqliteStore(path, clock=clock),
+            clock=clock,
+        )
+        started = await first.start(applicant())
+        await first.wait_idle()
+        await first.aclose()
+
+        vendor = FakeVideoProvider()
+        vendor.decide(vendor.session_id(1), decision(vendor))
+        async with Verifier(
+            policy(),
+            channels=[VideoSignChannel([vendor])],
+            store=SqliteStore(path, clock=clock),
+            clock=clock,
+        ) as second:
+            assert await second.resume() == 2  # poll-1 and the expiry
+            await clock.advance(60)
+            verdict = await second.wait(started.session_id)
+            assert verdict.outcome is Outcome.APPROVED
+            assert vendor.fetches == [vendor.session_id(1)]
+            assert vendor.requests == []
+            assert await second.store.timers() == []
 
 
 class TestHandleDirectly:

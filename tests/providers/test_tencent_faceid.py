@@ -13,6 +13,7 @@ import respx
 
 from multiverify.exceptions import (
     ProviderAuthError,
+    ProviderError,
     ProviderRateLimitedError,
     ProviderRejectedError,
     ProviderResponseError,
@@ -20,6 +21,7 @@ from multiverify.exceptions import (
 from multiverify.providers import (
     TencentCloudApi,
     TencentFaceId,
+    VideoDecision,
     VideoSession,
     VideoSessionRequest,
     VideoStatus,
@@ -96,6 +98,24 @@ def text(**fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+async def fetch(
+    faceid: tuple[TencentFaceId, respx.Router], **response: Any
+) -> VideoDecision | None:
+    """What ``fetch_decision`` makes of a GetDetectInfoEnhanced answer holding ``response``."""
+    provider, router = faceid
+    router.post(URL).respond(200, json=answer(**response))
+    return await provider.fetch_decision(session())
+
+
+async def decided(
+    faceid: tuple[TencentFaceId, respx.Router], **response: Any
+) -> VideoDecision:
+    """Like ``fetch``, for an answer that holds a decision."""
+    made = await fetch(faceid, **response)
+    assert made is not None
+    return made
 
 
 class TestCreateSession:
@@ -207,31 +227,24 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """A null ErrCode means the applicant has not finished."""
-        provider, router = faceid
-        router.post(URL).respond(200, json=answer(Text=text(ErrCode=None)))
-        assert await provider.fetch_decision(session()) is None
+        assert await fetch(faceid, Text=text(ErrCode=None)) is None
 
     async def test_approved_with_statement(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """Liveness, face match and the read statement pass; media stays a reference."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Text=text(),
-                BestFrame={"BestFrame": "base64-image"},
-                IntentionVerifyData={
-                    "IntentionVerifyVideo": "base64-video",
-                    "AsrResult": "本人确认",
-                    "ErrorCode": 0,
-                    "ErrorMessage": "成功",
-                    "AsrResultSimilarity": "98.00",
-                },
-            ),
+        decision = await decided(
+            faceid,
+            Text=text(),
+            BestFrame={"BestFrame": "base64-image"},
+            IntentionVerifyData={
+                "IntentionVerifyVideo": "base64-video",
+                "AsrResult": "本人确认",
+                "ErrorCode": 0,
+                "ErrorMessage": "成功",
+                "AsrResultSimilarity": "98.00",
+            },
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.APPROVED
         assert (decision.liveness, decision.face_match) == (True, True)
         assert decision.statement_confirmed is True
@@ -245,25 +258,35 @@ class TestFetchDecision:
         for personal in ("base64", "110101199003072420", "王芳"):
             assert personal not in data
 
+    async def test_media_references_only_for_media_present(
+        self, faceid: tuple[TencentFaceId, respx.Router]
+    ) -> None:
+        """An empty video string is no medium; the reading step's audio is one."""
+        decision = await decided(
+            faceid,
+            Text=text(),
+            IntentionVerifyData={
+                "IntentionVerifyVideo": "",
+                "IntentionVerifyAudio": "base64-audio",
+                "ErrorCode": 0,
+            },
+        )
+        assert decision.media == (f"tencent-faceid:{TOKEN}:intention-audio",)
+
     async def test_liveness_failed(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """A failed liveness check declines without a face comparison."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Text=text(
-                    ErrCode=1005,
-                    ErrMsg="活体检测失败",
-                    LiveStatus=1005,
-                    Comparestatus=None,
-                    Sim=None,
-                )
+        decision = await decided(
+            faceid,
+            Text=text(
+                ErrCode=1005,
+                ErrMsg="活体检测失败",
+                LiveStatus=1005,
+                Comparestatus=None,
+                Sim=None,
             ),
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert (decision.liveness, decision.face_match) == (False, None)
         assert (decision.reason_code, decision.reason) == ("1005", "活体检测失败")
@@ -272,13 +295,9 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """A failed comparison declines with the similarity."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(Text=text(ErrCode=2004, Comparestatus=2004, Sim="31.20")),
+        decision = await decided(
+            faceid, Text=text(ErrCode=2016, Comparestatus=2016, Sim="31.20")
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert (decision.liveness, decision.face_match) == (True, False)
         assert decision.face_match_score == pytest.approx(0.312)
@@ -287,64 +306,181 @@ class TestFetchDecision:
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """Liveness and face pass but the statement was not read: declined."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Text=text(),
-                IntentionVerifyData={"ErrorCode": 3001, "ErrorMessage": "未朗读"},
-            ),
+        decision = await decided(
+            faceid,
+            Text=text(),
+            IntentionVerifyData={
+                "ErrorCode": -17,
+                "ErrorMessage": "未检测到用户声音",
+            },
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.DECLINED
         assert decision.statement_confirmed is False
-        assert (decision.reason_code, decision.reason) == ("intention:3001", "未朗读")
+        assert (decision.reason_code, decision.reason) == (
+            "intention:-17",
+            "未检测到用户声音",
+        )
 
     async def test_statuses_missing_follow_err_code(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """Without LiveStatus and Comparestatus, ErrCode 0 means both passed."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200, json=answer(Text=text(LiveStatus=None, Comparestatus=None, Sim=""))
+        decision = await decided(
+            faceid, Text=text(LiveStatus=None, Comparestatus=None, Sim="")
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert (decision.liveness, decision.face_match) == (True, True)
         assert decision.face_match_score is None
+
+    async def test_pass_code_outranks_the_similarity(
+        self, faceid: tuple[TencentFaceId, respx.Router]
+    ) -> None:
+        """ErrCode 0 passed the comparison: a similarity under 70 does not undo it."""
+        decision = await decided(faceid, Text=text(Comparestatus=None, Sim="65.00"))
+        assert decision.status is VideoStatus.APPROVED
+        assert decision.face_match is True
+        assert decision.face_match_score == pytest.approx(0.65)
+
+    @pytest.mark.parametrize(
+        ("fields", "intention"),
+        [
+            ({"ErrCode": 17, "ErrMsg": "本次流程未完成"}, None),
+            ({}, {"ErrorCode": -12, "ErrorMessage": "流程未完成"}),
+        ],
+    )
+    async def test_flow_still_running(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        fields: dict[str, Any],
+        intention: dict[str, Any] | None,
+    ) -> None:
+        """ErrCode 17 and the reading step's -12 say the flow is not finished: no decision yet."""
+        assert (
+            await fetch(faceid, Text=text(**fields), IntentionVerifyData=intention)
+            is None
+        )
+
+    async def test_token_expired_code(
+        self, faceid: tuple[TencentFaceId, respx.Router]
+    ) -> None:
+        """ErrCode 15 (Token 过期) is an ``expired`` decision, not a decline."""
+        decision = await decided(
+            faceid,
+            Text=text(ErrCode=15, ErrMsg="Token 过期", LiveStatus=None, Sim=None),
+        )
+        assert decision.status is VideoStatus.EXPIRED
+        assert (decision.code, decision.reason) == ("15", "Token 过期")
+
+    @pytest.mark.parametrize(
+        ("fields", "checks"),
+        [
+            # without LiveStatus and Comparestatus the documented code decides
+            ({"ErrCode": 1002}, (False, None, None)),
+            ({"ErrCode": 2011}, (False, None, None)),
+            ({"ErrCode": 2015, "Sim": None}, (None, False, None)),
+            ({"ErrCode": 2016, "Sim": None}, (None, False, None)),
+            ({"ErrCode": 2006, "Sim": None}, (None, None, False)),
+            ({"ErrCode": 301, "Sim": None}, (None, None, False)),
+            ({"ErrCode": 302, "Sim": None}, (None, None, False)),
+            # an unclassified code: the similarity decides the face (>= 70)
+            ({"ErrCode": 2013, "Sim": "82.00"}, (None, True, None)),
+            ({"ErrCode": 2013, "Sim": "69.99"}, (None, False, None)),
+        ],
+    )
+    async def test_codes_name_the_failed_check(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        fields: dict[str, Any],
+        checks: tuple[bool | None, bool | None, bool | None],
+    ) -> None:
+        """Liveness, face and register-mismatch codes set the check they are about."""
+        decision = await decided(
+            faceid, Text=text(LiveStatus=None, Comparestatus=None, **fields)
+        )
+        assert decision.status is VideoStatus.DECLINED
+        assert (
+            decision.liveness,
+            decision.face_match,
+            decision.document_valid,
+        ) == checks
+        assert decision.reason_code == str(fields["ErrCode"])
+
+    @pytest.mark.parametrize(
+        ("fields", "intention", "code"),
+        [
+            ({"ErrCode": 1001, "ErrMsg": "引擎超时,请稍后重试"}, None, "1001"),
+            ({"ErrCode": 4, "ErrMsg": "服务异常"}, None, "4"),
+            ({}, {"ErrorCode": -4, "ErrorMessage": "后端服务异常"}, "-4"),
+        ],
+    )
+    async def test_failure_at_tencent_is_an_error(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        fields: dict[str, Any],
+        intention: dict[str, Any] | None,
+        code: str,
+    ) -> None:
+        """A flow ended by Tencent's own failure is a non-retryable ProviderError, not a decline."""
+        with pytest.raises(ProviderError, match="no decision on the applicant") as info:
+            await fetch(faceid, Text=text(**fields), IntentionVerifyData=intention)
+        assert info.value.code == code
+        assert info.value.retryable is False
+
+    @pytest.mark.parametrize(
+        ("intention", "status", "face_match"),
+        [
+            (
+                {"ErrorCode": -803, "ErrorMessage": "用户主动关闭链接"},
+                "abandoned",
+                True,
+            ),
+            (
+                {"ErrorCode": -802, "ErrorMessage": "核验流程异常中断"},
+                "abandoned",
+                True,
+            ),
+            (
+                {"ErrorCode": 3011, "ErrorMessage": "人脸比对相似度低"},
+                "declined",
+                False,
+            ),
+        ],
+    )
+    async def test_reading_step_outcomes(
+        self,
+        faceid: tuple[TencentFaceId, respx.Router],
+        intention: dict[str, Any],
+        status: str,
+        face_match: bool,
+    ) -> None:
+        """A closed link in the reading step is abandoned; a face mismatch there fails the face."""
+        decision = await decided(faceid, Text=text(), IntentionVerifyData=intention)
+        assert decision.status.value == status
+        assert decision.face_match is face_match
+        assert decision.statement_confirmed is False
+        assert decision.reason_code == f"intention:{intention['ErrorCode']}"
 
     async def test_expired_token(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """An expired BizToken is an ``expired`` decision."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Error={
-                    "Code": "InvalidParameterValue.BizTokenExpired",
-                    "Message": "BizToken过期",
-                }
-            ),
+        decision = await decided(
+            faceid,
+            Error={
+                "Code": "InvalidParameterValue.BizTokenExpired",
+                "Message": "BizToken过期",
+            },
         )
-        decision = await provider.fetch_decision(session())
-        assert decision is not None
         assert decision.status is VideoStatus.EXPIRED
 
     async def test_other_errors_raise(
         self, faceid: tuple[TencentFaceId, respx.Router]
     ) -> None:
         """An illegal BizToken is a rejection."""
-        provider, router = faceid
-        router.post(URL).respond(
-            200,
-            json=answer(
-                Error={"Code": "InvalidParameterValue.BizTokenIllegal", "Message": "x"}
-            ),
-        )
         with pytest.raises(ProviderRejectedError):
-            await provider.fetch_decision(session())
+            await fetch(
+                faceid,
+                Error={"Code": "InvalidParameterValue.BizTokenIllegal", "Message": "x"},
+            )
 
     @pytest.mark.parametrize(
         ("response", "field"),
@@ -364,10 +500,8 @@ class TestFetchDecision:
         field: str,
     ) -> None:
         """Fields of the wrong type are a ProviderResponseError naming the field."""
-        provider, router = faceid
-        router.post(URL).respond(200, json=answer(**response))
         with pytest.raises(ProviderResponseError) as info:
-            await provider.fetch_decision(session())
+            await fetch(faceid, **response)
         assert info.value.field == field
 
 

@@ -1,13 +1,17 @@
 """One app replica for the multi-process tests: a Temporal worker plus a small loopback HTTP app.
 
 Run as ``python replica.py --address HOST:PORT --task-queue Q --vendor URL
---store PATH``; it prints ``ready <port>`` once its worker polls and its app
-listens. The app speaks JSON on 127.0.0.1:
+--store PATH``; it prints ``ready <port> <webhook port>`` once its worker
+polls and both its apps listen on 127.0.0.1. The lending app's own small
+JSON app:
 
 - ``POST /start``: ``{"session_id", "sms_timeout"}``, starts a session;
-- ``POST /submit``: ``{"session_id", "step_id", "payload"}``, an SMS code;
-- ``POST /webhook``: a vendor callback (``ProviderEvent`` fields);
 - ``GET /session/<id>``: the steps' states and the verdict.
+
+and, on the webhook port, the SDK's webhook app (``multiverify.asgi``) under
+uvicorn: Veriff's decision webhook at ``/webhooks/veriff`` (signed with
+``VERIFF_SECRET``) and the applicant's code submission at
+``/sessions/<id>/steps/<step>/submit``.
 
 Its channels call a fake vendor at ``--vendor`` over loopback HTTP: the
 bureau pulls a report, the SMS channel sends a code (the vendor keeps the
@@ -25,6 +29,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import httpx
+import uvicorn
 from temporalio.client import Client
 
 from multiverify import (
@@ -39,9 +44,9 @@ from multiverify import (
     Signal,
     Step,
 )
+from multiverify.asgi import create_app
 from multiverify.channels import (
     Finished,
-    ProviderEvent,
     StepContext,
     StepMessage,
     StepOutcome,
@@ -53,6 +58,9 @@ from multiverify.sandbox import SimulatedChannel, get_persona, sandbox_code
 from multiverify.stores import SqliteStore
 from multiverify.temporal import TemporalVerifier, create_worker
 from multiverify.testing import Scripted
+from multiverify.webhooks import VeriffWebhooks
+
+VERIFF_SECRET = "replica-veriff-shared-secret"
 
 APPLICANT = Applicant(
     applicant_id="replica-1",
@@ -228,22 +236,6 @@ async def main() -> None:
                     APPLICANT, session_id=body["session_id"]
                 )
                 return 200, {"session_id": session.session_id}
-            if method == "POST" and target == "/submit":
-                session = await any_verifier.submit(
-                    body["session_id"], body["step_id"], body["payload"]
-                )
-                return 200, {"state": session.step(body["step_id"]).state.value}
-            if method == "POST" and target == "/webhook":
-                await any_verifier.handle_event(
-                    ProviderEvent(
-                        session_id=body["session_id"],
-                        step_id=body["step_id"],
-                        kind=body["kind"],
-                        data=body.get("data", {}),
-                        dedupe_key=body.get("dedupe_key"),
-                    )
-                )
-                return 202, {}
             if method == "GET" and target.startswith("/session/"):
                 session = await any_verifier.get(target.removeprefix("/session/"))
                 return 200, {
@@ -265,12 +257,28 @@ async def main() -> None:
         # next task was due, instead of Temporal's default five.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
     )
+    webhooks = uvicorn.Server(
+        uvicorn.Config(
+            create_app(any_verifier, webhooks=[VeriffWebhooks(VERIFF_SECRET)]),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
     async with worker:
+        serving = asyncio.ensure_future(webhooks.serve())
+        while True:
+            if webhooks.started:
+                break
+            await asyncio.sleep(0.01)
+        webhook_port = webhooks.servers[0].sockets[0].getsockname()[1]
         server = await serve_http(handle)
         port = server.sockets[0].getsockname()[1]
-        print(f"ready {port}", flush=True)  # noqa: T201 - the test reads it
+        print(f"ready {port} {webhook_port}", flush=True)  # noqa: T201 - the test reads it
         async with server:
             await server.serve_forever()
+        await serving
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -116,8 +117,12 @@ class TestTemporalVerifier:
         event = ProviderEvent(
             session_id=sid, step_id="video", kind="decision", dedupe_key="d-1"
         )
-        await verifier.handle_event(event)
-        await verifier.handle_event(event)
+        applied = await verifier.handle_event(event)
+        assert applied is not None
+        assert applied.step("video").state is StepState.DONE
+        # Delivered again: ignored, or refused once the workflow completed.
+        with contextlib.suppress(SessionFinishedError):
+            assert await verifier.handle_event(event) is None
         verdict = await verifier.wait(sid)
         assert verdict.outcome is Outcome.APPROVED
         trail = await verifier.audit_events(sid)

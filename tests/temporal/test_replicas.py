@@ -15,11 +15,12 @@ from typing import Any, Self
 
 import httpx
 import pytest
-from replica import replica_policy
+from replica import VERIFF_SECRET, replica_policy
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from multiverify import AuditTrail, Outcome
+from multiverify.providers import veriff_signature
 from multiverify.sandbox import sandbox_code
 from multiverify.stores import SqliteStore
 from multiverify.temporal import TemporalVerifier
@@ -84,8 +85,8 @@ class Replicas:
         self.task_queue = f"replicas-{tmp.name}"
         self.processes: list[asyncio.subprocess.Process] = []
 
-    async def start(self) -> tuple[asyncio.subprocess.Process, str]:
-        """Start one replica; return its process and its app's URL."""
+    async def start(self) -> tuple[asyncio.subprocess.Process, str, str]:
+        """Start one replica; return its process, its app's URL and its webhook app's URL."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(REPLICA),
@@ -103,7 +104,12 @@ class Replicas:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
         assert line.startswith(b"ready "), line
-        return process, f"http://127.0.0.1:{int(line.split()[1])}"
+        _, port, webhook_port = line.split()
+        return (
+            process,
+            f"http://127.0.0.1:{int(port)}",
+            f"http://127.0.0.1:{int(webhook_port)}",
+        )
 
     async def stop(self) -> None:
         for process in self.processes:
@@ -140,8 +146,8 @@ class TestReplicas:
     async def test_webhook_to_replica_b_completes_a_session_started_through_a(
         self, client: Client, replicas: Replicas, vendor: FakeVendor
     ) -> None:
-        """The code and the vendor's webhook (delivered twice) reach replica B; the session started through A is approved."""
-        (_, a), (_, b) = await asyncio.gather(replicas.start(), replicas.start())
+        """The code and Veriff's signed decision webhook (delivered twice, and once forged) reach replica B's webhook app; the session started through A is approved."""
+        (_, a, _), (_, _, b) = await asyncio.gather(replicas.start(), replicas.start())
         sid = "webhook-b"
         async with httpx.AsyncClient(timeout=30) as http:
             started = await http.post(
@@ -154,20 +160,35 @@ class TestReplicas:
             code = sandbox_code(sid, "sms", 1)
             assert code in vendor.texts[f"{sid}:sms:1"]  # the applicant reads the SMS
             submitted = await http.post(
-                f"{b}/submit",
-                json={"session_id": sid, "step_id": "sms", "payload": {"code": code}},
+                f"{b}/sessions/{sid}/steps/sms/submit", json={"code": code}
             )
-            assert submitted.json() == {"state": "done"}
-            await until(http, f"{b}/session/{sid}", {"video": "waiting"})
-            event = {
-                "session_id": sid,
-                "step_id": "video",
-                "kind": "decision",
-                "data": {"decision": "completed"},
-                "dedupe_key": "vendor-delivery-1",
-            }
-            for _ in range(2):  # the vendor delivers its webhook twice
-                assert (await http.post(f"{b}/webhook", json=event)).status_code == 202
+            assert submitted.status_code == 200, submitted.text
+            assert submitted.json()["state"] == "done"
+            await until(http, f"{a}/session/{sid}", {"video": "waiting"})
+            body = json.dumps(
+                {
+                    "status": "success",
+                    "verification": {
+                        "id": "veriff-session-1",
+                        "attemptId": "attempt-1",
+                        "vendorData": f"{sid}:video:1",
+                        "status": "approved",
+                        "code": 9001,
+                    },
+                }
+            ).encode()
+            forged = await http.post(
+                f"{b}/webhooks/veriff",
+                headers={"X-HMAC-SIGNATURE": veriff_signature("guess", body)},
+                content=body,
+            )
+            assert forged.status_code == 403
+            signed = {"X-HMAC-SIGNATURE": veriff_signature(VERIFF_SECRET, body)}
+            for _ in range(2):  # Veriff delivers its webhook twice
+                delivered = await http.post(
+                    f"{b}/webhooks/veriff", headers=signed, content=body
+                )
+                assert delivered.status_code == 200, delivered.text
         verifier = TemporalVerifier(
             client, replica_policy("30s"), task_queue=replicas.task_queue
         )
@@ -190,14 +211,14 @@ class TestReplicas:
         self, client: Client, replicas: Replicas, vendor: FakeVendor
     ) -> None:
         """Replica A is SIGKILLed while the session waits on its SMS code timer; B fires the timer, nothing is sent twice."""
-        process_a, a = await replicas.start()
+        process_a, a, _ = await replicas.start()
         sid = "killed-a"
         async with httpx.AsyncClient(timeout=30) as http:
             await http.post(f"{a}/start", json={"session_id": sid, "sms_timeout": "6s"})
             await until(
                 http, f"{a}/session/{sid}", {"sms": "waiting", "bureau": "done"}
             )
-            _, b = await replicas.start()
+            _, b, _ = await replicas.start()
             seen = (await http.get(f"{a}/session/{sid}")).json()
             assert seen["outcome"] is None  # still waiting for the code
         process_a.send_signal(signal.SIGKILL)

@@ -45,6 +45,7 @@ from ..providers import (
     FileStatus,
 )
 from ._base import Finished, StepContext, StepMessage, StepOutcome
+from ._named import by_name, step_provider
 
 __all__ = ["CONSENT_SCOPE", "CreditBureauChannel", "bureau_result"]
 
@@ -242,15 +243,9 @@ class CreditBureauChannel:
         wait: float | timedelta = 30.0,
         poll: float | timedelta = 0.25,
     ) -> None:
-        self._providers: dict[str, BureauProvider] = {}
-        for provider in providers:
-            if provider.name in self._providers:
-                raise ConfigurationError(
-                    message=f"two bureau providers are named {provider.name!r}"
-                )
-            self._providers[provider.name] = provider
-        if not self._providers:
-            raise ConfigurationError(message="CreditBureauChannel needs a provider")
+        self._providers = by_name(
+            providers, kind="bureau", channel="CreditBureauChannel"
+        )
         key = secret.encode() if isinstance(secret, str) else bytes(secret)
         if len(key) < _SECRET_MIN:
             raise ConfigurationError(
@@ -475,15 +470,7 @@ class CreditBureauChannel:
         return await context.shared.get_value(lock, at=at) == owner
 
     def _provider(self, name: str | None) -> BureauProvider:
-        if name is None:
-            return next(iter(self._providers.values()))
-        try:
-            return self._providers[name]
-        except KeyError:
-            raise ConfigurationError(
-                message=f"the step names bureau provider {name!r}; this channel has "
-                + ", ".join(self._providers)
-            ) from None
+        return step_provider(self._providers, name, kind="bureau")
 
     def _settings(self, options: Mapping[str, Any]) -> _Settings:
         problems = bureau_options_problems(options, {}, "options")

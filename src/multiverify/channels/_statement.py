@@ -57,7 +57,8 @@ def confirmation_statement(loan: LoanApplication, *, locale: str) -> Statement:
     """The statement for ``loan`` in ``locale``: Chinese for ``zh*``, English otherwise.
 
     It states the amount, the term and the fees, then the annual rate and
-    the first repayment date when the application has them.
+    the first repayment date when the application has them. Amounts, rates
+    and dates follow the locale; the words are Simplified Chinese or English.
 
     >>> from decimal import Decimal
     >>> loan = LoanApplication(amount=Decimal("8000"), currency="CNY",
@@ -73,7 +74,10 @@ def confirmation_statement(loan: LoanApplication, *, locale: str) -> Statement:
     where = _locale(locale)
     amount = format_currency(loan.amount, loan.currency, locale=where)
     fees = format_currency(loan.fees, loan.currency, locale=where)
-    term = format_unit(loan.term_months, "duration-month", length="long", locale=where)
+    # The term is a word of the sentence: it is written in the sentence's
+    # language (Simplified Chinese or English), the figures in the locale's way.
+    words = Locale("zh", script="Hans") if where.language == "zh" else Locale("en")
+    term = format_unit(loan.term_months, "duration-month", length="long", locale=words)
     rate = (
         None
         if loan.annual_rate is None

@@ -44,6 +44,7 @@ from ._base import (
     TimerDue,
     Waiting,
 )
+from ._named import by_name, step_provider
 from ._statement import confirmation_statement
 
 __all__ = ["VideoSignChannel", "VideoSignState"]
@@ -255,15 +256,7 @@ class VideoSignChannel:
         max_resubmissions: int = 3,
         locale: str | None = None,
     ) -> None:
-        self._providers: dict[str, VideoSignProvider] = {}
-        for provider in providers:
-            if provider.name in self._providers:
-                raise ConfigurationError(
-                    message=f"two video providers are named {provider.name!r}"
-                )
-            self._providers[provider.name] = provider
-        if not self._providers:
-            raise ConfigurationError(message="VideoSignChannel needs a provider")
+        self._providers = by_name(providers, kind="video", channel="VideoSignChannel")
         self._default = _Settings(
             expires_in=_seconds(expires_in),
             max_resubmissions=max_resubmissions,
@@ -531,15 +524,7 @@ class VideoSignChannel:
         )
 
     def _provider(self, name: str | None) -> VideoSignProvider:
-        if name is None:
-            return next(iter(self._providers.values()))
-        try:
-            return self._providers[name]
-        except KeyError:
-            raise ConfigurationError(
-                message=f"the step names video provider {name!r}; this channel has "
-                + ", ".join(self._providers)
-            ) from None
+        return step_provider(self._providers, name, kind="video")
 
     def _settings(self, options: Mapping[str, Any]) -> _Settings:
         settings = self._default

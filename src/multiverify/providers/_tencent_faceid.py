@@ -22,6 +22,26 @@ TC3-signed through [`TencentCloudApi`][multiverify.providers.TencentCloudApi]):
 - An expired BizToken is the error ``InvalidParameterValue.BizTokenExpired``
   (https://cloud.tencent.com/document/product/1007/108012).
 
+Result codes (``Text.ErrCode``: https://cloud.tencent.com/document/product/1007/115319
+for 意愿核身, https://cloud.tencent.com/document/product/1007/31082 for the
+Plus flow; ``IntentionVerifyData.ErrorCode`` in the API reference of
+``IntentionVerifyData``) are read by what they say about the applicant:
+
+- ``15`` (Token 过期) is ``expired``; ``17`` (本次流程未完成) and the reading
+  step's ``-12`` (流程未完成) mean the flow is still running: no decision yet.
+- ``1002``-``1005`` (疑似非真人录制, 人脸验证失败) and ``2011`` (疑似非活体)
+  fail liveness; ``2015`` and ``2016`` (无法判断为同一人: 比对失败, 相似度未达到
+  通过阈值) and the reading step's ``3011``/``3012`` fail the face match;
+  ``2006`` and ``301`` (the name and ID number do not match the register or
+  the card shown) and ``302`` (身份证已过期) reject the identity document.
+- Codes that name a failure at Tencent rather than a judgement of the
+  applicant (服务异常, 引擎超时, 调用方式出错; the reading step's 系统异常 and
+  后端服务异常 codes) end the flow without a decision: a non-retryable
+  [`ProviderError`][multiverify.exceptions.ProviderError], so the step ends as ``error``.
+- The reading step's ``-802`` and ``-803`` (the flow was interrupted, the
+  applicant closed the link) are ``abandoned``.
+- Every other non-zero code declines, with the code and Tencent's message.
+
 FaceID sends no signed callback: ``RedirectUrl`` only brings the applicant's
 browser back. Results are polled, so the channel's poll timers are the only
 way a Tencent decision arrives. ``DetectAuth`` has no idempotency key and no
@@ -36,7 +56,14 @@ from typing import Any
 
 from ..exceptions import ProviderError, ProviderRejectedError, ProviderResponseError
 from ._tencent import TencentCloudApi
-from ._video import VideoDecision, VideoSession, VideoSessionRequest, VideoStatus
+from ._video import (
+    VideoDecision,
+    VideoSession,
+    VideoSessionRequest,
+    VideoStatus,
+    missing_field,
+    opened_session,
+)
 
 __all__ = ["TencentFaceId"]
 
@@ -47,11 +74,33 @@ _BIZ_TOKEN_LIFETIME = 7200.0
 _MAX_STATEMENT = 120
 _MAX_NAME = 32
 _EXPIRED = "InvalidParameterValue.BizTokenExpired"
+_SAME_PERSON = 0.70  # Sim >= 70: the same person (the threshold is Tencent's, fixed)
+
+# Text.ErrCode, by meaning (see the module docstring for the sources).
+_TOKEN_EXPIRED = 15
+_FLOW_UNFINISHED = 17
+_LIVENESS_FAILED = frozenset({1002, 1003, 1004, 1005, 2011})
+_FACE_MISMATCH = frozenset({2015, 2016})
+_IDENTITY_REFUSED = frozenset({301, 302, 2006})
+_SERVICE_FAILED = frozenset(
+    {1, 2, 3, 4, 8, 10, 12, 13, 201, 202, 203, 204, 1001, 1006, 1007, 1008, 2001, 2017}
+)
+# IntentionVerifyData.ErrorCode, the reading step.
+_INTENT_UNFINISHED = -12
+_INTENT_ABANDONED = frozenset({-802, -803})
+_INTENT_FACE_MISMATCH = frozenset({3011, 3012})
+_INTENT_SERVICE_FAILED = frozenset(
+    {-1, -2, -3, -4, -5, -6, -7, -8, -9, -11, -13, -16, -800}
+)
 # Media the result may hold, by field: kept as references, the content dropped.
+# A reference is kept only where the answer holds the medium (an empty
+# string means there is none); it can be fetched again with the BizToken for
+# three days (``InfoType`` 3, 4 or 5).
 _MEDIA = (
-    ("BestFrame", "best-frame"),
-    ("VideoData", "video"),
-    ("IntentionVerifyData", "intention-video"),
+    ("BestFrame", "BestFrame", "best-frame"),
+    ("VideoData", "LivenessVideo", "video"),
+    ("IntentionVerifyData", "IntentionVerifyVideo", "intention-video"),
+    ("IntentionVerifyData", "IntentionVerifyAudio", "intention-audio"),
 )
 
 
@@ -83,6 +132,19 @@ def _percent(data: Mapping[str, Any], name: str, provider: str) -> float | None:
             field=name,
         )
     return number / 100.0
+
+
+def _check(status: int | None, code: int, failing: frozenset[int]) -> bool | None:
+    """One check's outcome: its own status when given, else what ``ErrCode`` says of it."""
+    if status is not None:
+        return status == 0
+    if code == 0:
+        return True
+    return False if code in failing else None
+
+
+def _message(text: Mapping[str, Any]) -> str:
+    return str(text.get("ErrMsg") or "")
 
 
 class TencentFaceId:
@@ -155,25 +217,23 @@ class TencentFaceId:
         if self._redirect_url is not None:
             payload["RedirectUrl"] = self._redirect_url
         answer = await self._call("DetectAuth", payload)
-        url, token = answer.get("Url"), answer.get("BizToken")
-        if not isinstance(token, str) or not token:
-            raise self._missing("BizToken")
-        if not isinstance(url, str) or not url.startswith("https://"):
-            raise self._missing("Url")
-        return VideoSession(
+        return opened_session(
+            request,
             provider=self._name,
-            session_id=token,
-            url=url,
-            expires_at=request.expires_at,
+            session_id=answer.get("BizToken"),
+            url=answer.get("Url"),
+            fields=("BizToken", "Url"),
         )
 
     async def fetch_decision(self, session: VideoSession, /) -> VideoDecision | None:
         """Read ``GetDetectInfoEnhanced``; ``None`` while the applicant has not finished.
 
-        An expired BizToken is an ``expired`` decision.
+        An expired BizToken (the API error, or ``ErrCode`` 15) is an
+        ``expired`` decision.
 
         Raises:
-            ProviderError: mapped from Tencent's error code; a result with
+            ProviderError: mapped from Tencent's error code, or a flow that
+                ended on a failure at Tencent (not retryable); a result with
                 fields of the wrong type is a ProviderResponseError.
         """
         try:
@@ -188,12 +248,10 @@ class TencentFaceId:
         except ProviderError as exc:
             if exc.code != _EXPIRED:
                 raise
-            return VideoDecision(
-                provider=self._name,
-                session_id=session.session_id,
-                status=VideoStatus.EXPIRED,
-                code=_EXPIRED,
-                reason="the BizToken expired before the flow was completed",
+            return self._expired(
+                session.session_id,
+                _EXPIRED,
+                "the BizToken expired before the flow was completed",
             )
         text = answer.get("Text")
         if text is None:
@@ -201,9 +259,34 @@ class TencentFaceId:
         if not isinstance(text, dict):
             raise self._missing("Text")
         code = _int(text, "ErrCode", self._name)
-        if code is None:
+        if code is None or code == _FLOW_UNFINISHED:
             return None
-        return self._decision(session.session_id, answer, text, code)
+        if code == _TOKEN_EXPIRED:
+            return self._expired(session.session_id, str(code), _message(text))
+        if code in _SERVICE_FAILED:
+            raise self._failed(code, _message(text))
+        intention = answer.get("IntentionVerifyData")
+        if intention is not None and not isinstance(intention, dict):
+            raise self._missing("IntentionVerifyData")
+        intent_code = None
+        if intention:
+            intent_code = _int(intention, "ErrorCode", self._name)
+            if code == 0 and intent_code == _INTENT_UNFINISHED:
+                return None
+            if code == 0 and intent_code in _INTENT_SERVICE_FAILED:
+                raise self._failed(
+                    intent_code,
+                    str(intention.get("ErrorMessage") or ""),
+                    step="intention",
+                )
+        return self._decision(
+            session.session_id,
+            answer,
+            text=text,
+            code=code,
+            intention=intention or {},
+            intent_code=intent_code,
+        )
 
     async def aclose(self) -> None:
         """Nothing to release: the API client belongs to whoever passed it in."""
@@ -212,59 +295,81 @@ class TencentFaceId:
         self,
         token: str,
         answer: Mapping[str, Any],
+        *,
         text: Mapping[str, Any],
         code: int,
+        intention: Mapping[str, Any],
+        intent_code: int | None,
     ) -> VideoDecision:
         live = _int(text, "LiveStatus", self._name)
         compare = _int(text, "Comparestatus", self._name)
-        liveness = (live == 0) if live is not None else (True if code == 0 else None)
-        face_match = (
-            (compare == 0) if compare is not None else (True if code == 0 else None)
-        )
+        similarity = _percent(text, "Sim", self._name)
+        liveness = _check(live, code, _LIVENESS_FAILED)
+        if (
+            compare is None
+            and similarity is not None
+            and code
+            and liveness is not False
+        ):
+            face_match: bool | None = similarity >= _SAME_PERSON
+        else:
+            face_match = _check(compare, code, _FACE_MISMATCH)
         if liveness is False and compare is None:
             face_match = None  # no comparison without a live face
-        intention = answer.get("IntentionVerifyData")
-        if intention is not None and not isinstance(intention, dict):
-            raise self._missing("IntentionVerifyData")
-        confirmed: bool | None = None
-        similarity: float | None = None
+        confirmed = None if intent_code is None else intent_code == 0
+        if intent_code in _INTENT_FACE_MISMATCH:
+            face_match = False
         reason_code = None if code == 0 else str(code)
-        reason = "" if code == 0 else str(text.get("ErrMsg") or "")
-        if intention:
-            intent_code = _int(intention, "ErrorCode", self._name)
-            similarity = _percent(intention, "AsrResultSimilarity", self._name)
-            if intent_code is not None:
-                confirmed = intent_code == 0
-                if not confirmed and code == 0:
-                    reason_code = f"intention:{intent_code}"
-                    reason = str(intention.get("ErrorMessage") or "")
-        approved = code == 0 and confirmed is not False
+        reason = "" if code == 0 else _message(text)
+        if code == 0 and confirmed is False:
+            reason_code = f"intention:{intent_code}"
+            reason = str(intention.get("ErrorMessage") or "")
+        if code == 0 and intent_code in _INTENT_ABANDONED:
+            status = VideoStatus.ABANDONED
+        elif code == 0 and confirmed is not False:
+            status = VideoStatus.APPROVED
+        else:
+            status = VideoStatus.DECLINED
         media = [
             f"{self._name}:{token}:{label}"
-            for field, label in _MEDIA
-            if isinstance(answer.get(field), dict) and answer[field]
+            for field, content, label in _MEDIA
+            if isinstance(part := answer.get(field), dict) and part.get(content)
         ]
         return VideoDecision(
             provider=self._name,
             session_id=token,
-            status=VideoStatus.APPROVED if approved else VideoStatus.DECLINED,
+            status=status,
             code=str(code),
             reason_code=reason_code,
             reason=reason,
             liveness=liveness,
             face_match=face_match,
-            face_match_score=_percent(text, "Sim", self._name),
+            face_match_score=similarity,
+            document_valid=False if code in _IDENTITY_REFUSED else None,
             statement_confirmed=confirmed,
-            statement_score=similarity,
+            statement_score=_percent(intention, "AsrResultSimilarity", self._name),
             media=media,
         )
 
-    def _missing(self, field: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            message=f"{self._name} answered without a usable {field}",
+    def _expired(self, token: str, code: str, reason: str) -> VideoDecision:
+        return VideoDecision(
             provider=self._name,
-            field=field,
+            session_id=token,
+            status=VideoStatus.EXPIRED,
+            code=code,
+            reason=reason,
         )
+
+    def _failed(self, code: int, message: str, *, step: str = "flow") -> ProviderError:
+        return ProviderError(
+            message=f"{self._name} ended the {step} on a failure of its own "
+            f"(code {code}: {message or 'no message'}); no decision on the applicant",
+            provider=self._name,
+            code=str(code),
+        )
+
+    def _missing(self, field: str) -> ProviderResponseError:
+        return missing_field(self._name, field)
 
     async def _call(self, action: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         return await self._api.call(

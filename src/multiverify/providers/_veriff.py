@@ -53,7 +53,14 @@ import httpx
 
 from .._http import error_for_response, exchange
 from ..exceptions import ProviderResponseError, ProviderUnavailableError
-from ._video import VideoDecision, VideoSession, VideoSessionRequest, VideoStatus
+from ._video import (
+    VideoDecision,
+    VideoSession,
+    VideoSessionRequest,
+    VideoStatus,
+    missing_field,
+    opened_session,
+)
 
 __all__ = ["Veriff", "parse_veriff_decision", "veriff_signature"]
 
@@ -291,16 +298,12 @@ class Veriff:
         created = data.get("verification")
         if not isinstance(created, dict):
             raise self._missing("verification")
-        session_id, url = created.get("id"), created.get("url")
-        if not isinstance(session_id, str) or not session_id:
-            raise self._missing("verification.id")
-        if not isinstance(url, str) or not url.startswith("https://"):
-            raise self._missing("verification.url")
-        return VideoSession(
+        return opened_session(
+            request,
             provider=self._name,
-            session_id=session_id,
-            url=url,
-            expires_at=request.expires_at,
+            session_id=created.get("id"),
+            url=created.get("url"),
+            fields=("verification.id", "verification.url"),
         )
 
     async def fetch_decision(self, session: VideoSession, /) -> VideoDecision | None:
@@ -335,11 +338,7 @@ class Veriff:
             await self._client.aclose()
 
     def _missing(self, field: str) -> ProviderResponseError:
-        return ProviderResponseError(
-            message=f"{self._name} answered without a usable {field}",
-            provider=self._name,
-            field=field,
-        )
+        return missing_field(self._name, field)
 
     async def _send(
         self, method: str, path: str, body: bytes | None, *, signed: bytes

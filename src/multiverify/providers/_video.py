@@ -246,6 +246,38 @@ class VideoDecision:
         )
 
 
+def missing_field(provider: str, field: str) -> ProviderResponseError:
+    """The error for a vendor answer without a usable documented ``field``."""
+    return ProviderResponseError(
+        message=f"{provider} answered without a usable {field}",
+        provider=provider,
+        field=field,
+    )
+
+
+def opened_session(
+    request: VideoSessionRequest,
+    *,
+    provider: str,
+    session_id: object,
+    url: object,
+    fields: tuple[str, str],
+) -> VideoSession:
+    """The session a vendor says it opened, once its id and its ``https`` link are checked.
+
+    Raises:
+        ProviderResponseError: no id, or no ``https`` link; ``fields`` name
+            the two in the vendor's answer.
+    """
+    if not isinstance(session_id, str) or not session_id:
+        raise missing_field(provider, fields[0])
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise missing_field(provider, fields[1])
+    return VideoSession(
+        provider=provider, session_id=session_id, url=url, expires_at=request.expires_at
+    )
+
+
 class VideoSignProvider(Protocol):
     """**Protocol**: a vendor of video sessions with liveness, face match and spoken consent.
 

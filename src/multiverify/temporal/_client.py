@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from temporalio.client import (
     Client,
@@ -27,8 +28,9 @@ from .._results import Challenge, Outcome, Verdict
 from .._serde import structure, unstructure
 from .._session import Session
 from .._specs import ChannelSpec
-from .._verifier import find_policy
+from .._verifier import find_policy, record_late
 from ..channels import ProviderEvent
+from ..compliance import PurgeReport, purge_personal_data
 from ..exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
@@ -37,6 +39,7 @@ from ..exceptions import (
     SessionNotFoundError,
 )
 from ..policy import Policy
+from ..stores import SessionStore
 from ._wire import (
     TASK_QUEUE,
     CallSettings,
@@ -78,6 +81,13 @@ class TemporalVerifier:
         clock: the app side's time source (what [`play`][multiverify.sandbox.play]
             waits on); the workflows keep Temporal's time.
         new_id: makes session ids.
+        store: the store the workers keep audit trails in; when given, a
+            vendor callback for a session whose workflow has completed is
+            recorded there as ``event.late`` (the workflow records the ones
+            that come while it runs).
+        event_wait: how long [`handle_event`][multiverify.temporal.TemporalVerifier.handle_event]
+            waits for the workflow to apply an event (seconds or a
+            timedelta); the event is applied all the same after that.
 
     Raises:
         ConfigurationError: no policy was given.
@@ -93,6 +103,8 @@ class TemporalVerifier:
         heartbeat_timeout: float | timedelta = 20.0,
         clock: Clock | None = None,
         new_id: Callable[[], str] = _new_id,
+        store: SessionStore | None = None,
+        event_wait: float | timedelta = 30.0,
     ) -> None:
         listed = [policies] if isinstance(policies, Policy) else list(policies)
         if not listed:
@@ -109,6 +121,8 @@ class TemporalVerifier:
         )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._new_id = new_id
+        self._store = store
+        self._event_wait = parse_duration(event_wait)
 
     def __repr__(self) -> str:
         return (
@@ -276,24 +290,85 @@ class TemporalVerifier:
         )
         return structure(data, Session)
 
-    async def handle_event(self, event: ProviderEvent) -> None:
+    async def handle_event(self, event: ProviderEvent) -> Session | None:
         """Deliver a verified provider callback to its session's workflow.
 
-        A signal: durable once this returns, applied in order by the
-        workflow, which ignores a ``dedupe_key`` it has seen and holds an
-        event that arrives while its step is still starting until the step
-        waits. Returns ``None``; read the outcome with
-        [`get`][multiverify.temporal.TemporalVerifier.get] or
-        [`wait`][multiverify.temporal.TemporalVerifier.wait].
+        A signal, durable once sent, applied in order by the workflow, which
+        ignores a ``dedupe_key`` it has seen and holds an event that arrives
+        while its step is still starting until the step waits. Then waits up
+        to ``event_wait`` for the outcome, as the embedded
+        [`Verifier`][multiverify.Verifier] does: the session once the event
+        was applied (what a voice webhook answers from), or ``None`` for a
+        repeated delivery, one not applied, or one still held when the wait
+        ends.
+
+        A callback that comes after its step ended is recorded in the
+        session's audit trail as ``event.late`` and changes nothing else: by
+        the workflow while it runs, and in ``store`` once it has completed.
 
         Raises:
             SessionNotFoundError: no such session.
             SessionFinishedError: the session's workflow has completed.
         """
         handle = self._handle(event.session_id)
-        await self._guard(
-            event.session_id,
-            handle.signal(VerificationWorkflow.provider_event, unstructure(event)),
+        delivery = _new_id()
+        data: dict[str, Any] = unstructure(event)
+        data["delivery"] = delivery
+        try:
+            await self._guard(
+                event.session_id,
+                handle.signal(VerificationWorkflow.provider_event, data),
+            )
+        except SessionFinishedError as exc:
+            if self._store is not None and await self._store.record_event_once(
+                event.session_id, event.dedupe_key or delivery
+            ):
+                await record_late(self._store, event, exc, at=self._clock.now())
+            raise
+        try:
+            async with asyncio.timeout(self._event_wait):
+                # The workflow answers None for an event it did not apply;
+                # Temporal's typing of update results drops the None.
+                answer = cast(
+                    "dict[str, Any] | None",
+                    await self._guard(
+                        event.session_id,
+                        handle.execute_update(VerificationWorkflow.settled, delivery),
+                    ),
+                )
+        except TimeoutError:
+            return None
+        except SessionFinishedError:
+            # The workflow completed before the outcome was asked for: it
+            # still answers the query of whether this delivery was applied.
+            applied = await self._guard(
+                event.session_id,
+                handle.query(VerificationWorkflow.delivery, delivery),
+            )
+            return await self.get(event.session_id) if applied else None
+        return None if answer is None else structure(answer, Session)
+
+    async def purge_personal_data(
+        self,
+        older_than: float | timedelta | str,
+        *,
+        dry_run: bool = False,
+    ) -> PurgeReport:
+        """Purge the personal data of finished sessions in ``store``, as the embedded Verifier does.
+
+        Temporal keeps its own copy in each workflow's history for the
+        namespace's retention period; this purges the store's.
+
+        Raises:
+            ConfigurationError: the verifier was given no ``store``.
+        """
+        if self._store is None:
+            raise ConfigurationError(
+                message="purge_personal_data needs the workers' store: "
+                "TemporalVerifier(..., store=...)"
+            )
+        return await purge_personal_data(
+            self._store, older_than=older_than, now=self._clock.now(), dry_run=dry_run
         )
 
     async def cancel(self, session_id: str, *, reason: str = "") -> Session:

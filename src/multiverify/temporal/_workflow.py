@@ -10,7 +10,7 @@ written to the worker's store. Nothing here does I/O or reads a clock but
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         InvalidInputError,
         MultiverifyError,
         SessionFinishedError,
+        StepNotWaitingError,
     )
     from ..policy import policy_from_dict
     from ._wire import (
@@ -117,9 +118,11 @@ class VerificationWorkflow:
     the applicant; refused at once with the typed error when the step does
     not wait), ``challenge`` (waits for a step's challenge), ``cancel``,
     ``decide_review`` and ``request_evidence`` (a reviewer's, for a session
-    in review; refused at once when they do not apply).
+    in review; refused at once when they do not apply), ``settled`` (the
+    session once a vendor event was handled).
     Signal: ``provider_event`` (a vendor callback, deduplicated by its
-    ``dedupe_key``). Queries: ``session`` and ``audit``.
+    ``dedupe_key``; one that comes after its step ended is recorded as
+    ``event.late``). Queries: ``session``, ``audit`` and ``delivery``.
     """
 
     @workflow.init
@@ -155,7 +158,11 @@ class VerificationWorkflow:
         self._starts: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._work: set[asyncio.Task[None]] = set()
         self._seen: set[str] = set()
-        self._early: list[ProviderEvent] = []
+        # Events that came while their step was still starting, with the
+        # delivery each belongs to (see ``settled``).
+        self._early: list[tuple[ProviderEvent, str | None]] = []
+        # Whether each tracked delivery was applied, until ``settled`` reads it.
+        self._settled: dict[str, bool] = {}
         self._inputs = asyncio.Lock()
         self._started = False
 
@@ -205,13 +212,25 @@ class VerificationWorkflow:
         self._session, events = AuditTrail.transition(
             result.session, event, result.effects, at=workflow.now(), call=call
         )
+        self._record(events)
+        for effect in result.effects:
+            self._dispatch(effect)
+        self._deliver_early()
+
+    def _record(self, events: Sequence[AuditEvent]) -> None:
+        """Add audit events to the trail and have them written to the store."""
         self._audit.extend(events)
         self._unsaved.extend(events)
         if self._saver is None or self._saver.done():
             self._saver = self._spawn(self._save())
-        for effect in result.effects:
-            self._dispatch(effect)
-        self._deliver_early()
+
+    def _late(self, event: ProviderEvent, error: MultiverifyError) -> None:
+        """A vendor callback after its step ended: noted in the trail, not applied."""
+        workflow.logger.info("vendor event %s not applied: %s", event.kind, error)
+        self._session, record = AuditTrail.late_event(
+            self._session, event, at=workflow.now(), reason=str(error)
+        )
+        self._record([record])
 
     def _dispatch(self, effect: Effect) -> None:
         match effect:
@@ -388,12 +407,12 @@ class VerificationWorkflow:
         """Deliver vendor events that arrived while their step was still starting."""
         if not self._early:
             return
-        keep: list[ProviderEvent] = []
-        for event in self._early:
+        keep: list[tuple[ProviderEvent, str | None]] = []
+        for event, delivery in self._early:
             if self._starting(event):
-                keep.append(event)
+                keep.append((event, delivery))
             else:
-                _ = self._spawn(self._event(event))
+                _ = self._spawn(self._event_noted(event, delivery))
         self._early = keep
 
     def _starting(self, event: ProviderEvent) -> bool:
@@ -405,11 +424,25 @@ class VerificationWorkflow:
             record.attempt,
         )
 
-    async def _event(self, event: ProviderEvent) -> None:
+    async def _event(self, event: ProviderEvent) -> bool:
+        """Deliver a vendor event to its waiting step; return whether it was applied."""
         try:
             await self._deliver(event.step_id, event, event.attempt)
+        except (SessionFinishedError, StepNotWaitingError) as exc:
+            self._late(event, exc)
         except MultiverifyError as exc:
             workflow.logger.info("vendor event %s not applied: %s", event.kind, exc)
+        else:
+            return True
+        return False
+
+    def _note(self, delivery: str | None, *, applied: bool) -> None:
+        """Keep whether a delivery was applied, for the ``settled`` update."""
+        if delivery is not None:
+            self._settled[delivery] = applied
+
+    async def _event_noted(self, event: ProviderEvent, delivery: str | None) -> None:
+        self._note(delivery, applied=await self._event(event))
 
     # -- the store and the app's hooks ---------------------------------------------
 
@@ -584,22 +617,47 @@ class VerificationWorkflow:
 
     @workflow.signal(name="provider_event")
     async def provider_event(self, data: dict[str, Any]) -> None:
-        """A verified vendor callback; a repeated ``dedupe_key`` is ignored."""
-        event = structure(data, ProviderEvent)
+        """A verified vendor callback; a repeated ``dedupe_key`` is ignored.
+
+        A ``delivery`` id next to the event's fields asks for the outcome to
+        be kept for the ``settled`` update.
+        """
+        fields = dict(data)
+        delivery = fields.pop("delivery", None)
+        event = structure(fields, ProviderEvent)
+        if event.dedupe_key is not None and event.dedupe_key in self._seen:
+            self._note(delivery, applied=False)
+            return
         if event.dedupe_key is not None:
-            if event.dedupe_key in self._seen:
-                return
             self._seen.add(event.dedupe_key)
         await workflow.wait_condition(lambda: self._started)
         try:
             require_waiting(self._session, event.step_id)
+        except (SessionFinishedError, StepNotWaitingError) as exc:
+            self._late(event, exc)
+            self._note(delivery, applied=False)
+            return
         except MultiverifyError as exc:
             workflow.logger.info("vendor event %s not applied: %s", event.kind, exc)
+            self._note(delivery, applied=False)
             return
         if self._starting(event):
-            self._early.append(event)
+            self._early.append((event, delivery))
             return
-        await self._event(event)
+        await self._event_noted(event, delivery)
+
+    @workflow.update(name="settled")
+    async def settled(self, delivery: str) -> dict[str, Any] | None:
+        """The session once the vendor event of ``delivery`` was handled; ``None`` if it was not applied."""
+        await workflow.wait_condition(lambda: delivery in self._settled)
+        if not self._settled.pop(delivery):
+            return None
+        return _dump(self._session)
+
+    @workflow.query(name="delivery")
+    def delivery(self, delivery: str) -> bool | None:
+        """Whether a tracked vendor event was applied (``None``: unknown or already read by ``settled``)."""
+        return self._settled.get(delivery)
 
     @workflow.query(name="session")
     def session(self) -> dict[str, Any]:
