@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "multiverify",
     "multiverify.asgi",
     "multiverify.channels",
+    "multiverify.backtest",
     "multiverify.compliance",
     "multiverify.exceptions",
     "multiverify.policy",

@@ -1,4 +1,4 @@
-"""The ``multiverify`` command: the demo, policy checks and audit-trail tools.
+"""The ``multiverify`` command: the demo, policy checks, audit-trail tools and backtests.
 
 The command needs the ``cli`` extra (click and rich). This module imports
 without them, so that [`main`][] can say what to install; the commands
@@ -502,8 +502,10 @@ def create_cli() -> click.Group:
             click.echo(f"{db}: no audit events", err=True)
 
     from ._cli_review import review_group  # noqa: PLC0415 - needs the cli extra
+    from ._cli_simulate import simulate_command  # noqa: PLC0415 - it imports this module
 
     cli.add_command(review_group())
+    cli.add_command(simulate_command())
 
     from ._cli_store import register  # noqa: PLC0415 - needs click, known to be here
 

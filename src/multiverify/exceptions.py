@@ -8,7 +8,8 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     ├── ConfigurationError            bad wiring, raised at construction
     │   └── PolicyError               a policy that does not validate (.problems)
     ├── InvalidInputError             bad applicant data or payload (.field)
-    │   └── PhoneNumberRefusedError   a number the SMS controls refuse (.reason), before any send
+    │   ├── PhoneNumberRefusedError   a number the SMS controls refuse (.reason), before any send
+    │   └── DatasetError              a recorded-sessions or labels file that cannot be read (.source .line)
     ├── QuotaExceededError            an abuse or cost limit refused a send (.quota .retry_at)
     ├── PullNotPermittedError         a credit pull without a permissible purpose or consent (.reason)
     ├── ProviderError                 .provider .status_code .code .request_id .retryable .uncertain
@@ -44,6 +45,7 @@ __all__ = [
     "AuditIntegrityError",
     "ConcurrentUpdateError",
     "ConfigurationError",
+    "DatasetError",
     "InvalidInputError",
     "MultiverifyError",
     "NotInReviewError",
@@ -134,6 +136,19 @@ class InvalidInputError(MultiverifyError):
     """Input from the app or the applicant was invalid; ``field`` names it."""
 
     field: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class DatasetError(InvalidInputError):
+    """A recorded-sessions or labels file that cannot be read.
+
+    ``source`` is the file, ``line`` the line the problem sits on (from 1;
+    0 when it belongs to the whole file) and ``field`` the part of the record
+    that is wrong (empty when the whole line is).
+    """
+
+    source: str
+    line: int
 
 
 @attrs.define(auto_exc=True, kw_only=True)

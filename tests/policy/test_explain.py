@@ -108,3 +108,14 @@ class TestExplainPolicy:
         """A policy without rules says so."""
         policy = Policy(name="p", version="1", steps=[Step(id="a", channel="sms_code")])
         assert "Rules: none." in explain_policy(policy).splitlines()
+
+    def test_price(self) -> None:
+        """A priced step says what one attempt costs."""
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="a", channel="sms_code", price=0.05)],
+        )
+        assert explain_policy(policy).splitlines()[3] == (
+            "  1. a — sms_code; starts at once; costs 0.05 per attempt"
+        )

@@ -698,3 +698,39 @@ class TestSemanticMistakesInFiles:
             (str(path), "rules[0].reason"),
             (str(path), "rules[0].when"),
         }
+
+
+class TestPrice:
+    def test_price_loads(self) -> None:
+        """``price`` reads integers and numbers as a float and round-trips."""
+        text = (
+            'name = "p"\nversion = "1"\n'
+            '[[steps]]\nid = "a"\nchannel = "sms_code"\nprice = 2\n'
+            '[[steps]]\nid = "b"\nchannel = "credit_bureau"\nprice = 0.35\n'
+        )
+        policy = parse_policy(text, format="toml")
+        assert [step.price for step in policy.steps] == [2.0, 0.35]
+        assert policy_from_dict(policy.to_dict()).hash == policy.hash
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ('"0.05"', "expected a number, got a string"),
+            ("true", "expected a number, got a boolean"),
+            ("-0.5", "must be a number of at least 0, got -0.5"),
+            ("nan", "must be a number of at least 0, got nan"),
+            ("inf", "must be a number of at least 0, got inf"),
+        ],
+    )
+    def test_bad_price_is_located(self, value: str, message: str) -> None:
+        """A wrong price names its step and the file."""
+        text = (
+            'name = "p"\nversion = "1"\n'
+            '[[steps]]\nid = "a"\nchannel = "sms_code"\n'
+            f'[[steps]]\nid = "b"\nchannel = "credit_bureau"\nprice = {value}\n'
+        )
+        with pytest.raises(PolicyError) as info:
+            parse_policy(text, format="toml", source="new.toml")
+        assert [(p.source, p.path, p.message) for p in info.value.problems] == [
+            ("new.toml", "steps[1].price", message)
+        ]

@@ -757,3 +757,38 @@ class TestBuiltInPython:
             build()
         assert [(p.path, p.message) for p in info.value.problems] == [(path, message)]
         assert info.value.message == f"{path}: {message}"
+
+
+class TestPrice:
+    def test_price_is_part_of_the_document_and_hash(self) -> None:
+        """A priced step keeps its price in the document; an unpriced one leaves it out."""
+        plain = make()
+        priced = make(
+            steps=[
+                Step(id="bureau", channel="credit_bureau", price=0.4),
+                Step(id="call", channel="phone_call", after=["bureau"]),
+            ]
+        )
+        assert "price" not in plain.to_dict()["steps"][0]
+        assert priced.to_dict()["steps"][0]["price"] == 0.4
+        assert priced.hash != plain.hash
+        assert priced.step("bureau").price == 0.4
+        assert priced.step("call").price is None
+
+    @pytest.mark.parametrize(
+        ("price", "message"),
+        [
+            (-1, "must be a number of at least 0, got -1"),
+            (float("inf"), "must be a number of at least 0, got inf"),
+            (float("nan"), "must be a number of at least 0, got nan"),
+            ("1.5", "expected a number, got str"),
+            (True, "expected a number, got bool"),
+        ],
+    )
+    def test_bad_prices_are_located(self, price: object, message: str) -> None:
+        """A price built in Python is checked like a loaded one."""
+        steps = [
+            Step(id="bureau", channel="credit_bureau"),
+            Step(id="call", channel="phone_call", price=price),  # type: ignore[arg-type]
+        ]
+        assert problems(steps=steps) == [("steps[1].price", message)]

@@ -132,6 +132,8 @@ def _step_line(step: Step, fallback_of: str | None, *, starts: bool = True) -> s
     if step.options:
         settings = ", ".join(f"{key}={value!r}" for key, value in step.options.items())
         parts.append(f"options {settings}")
+    if step.price is not None:
+        parts.append(f"costs {step.price:g} per attempt")
     return "; ".join(parts)
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 import difflib
 import enum
 import json
+import math
 import os
 import re
 import tomllib
@@ -73,6 +74,7 @@ _STEP_KEYS = frozenset(
         "fallback",
         "optional",
         "options",
+        "price",
     }
 )
 _RETRY_KEYS = frozenset(
@@ -598,10 +600,20 @@ class _Reader:
             ("fallback", self.fallback),
             ("optional", self.boolean),
             ("options", self.options),
+            ("price", self.price),
         )
         for key, read in readers:
             ok = self.optional(table, key, path, read, settings) and ok
         return Step(**settings) if ok else None
+
+    def price(self, value: object, path: str) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.wrong_type(path, "a number", value)
+            return None
+        if not math.isfinite(value) or value < 0:
+            self.problem(path, f"must be a number of at least 0, got {value}")
+            return None
+        return float(value)
 
     def retry(self, value: object, path: str) -> RetrySettings | None:
         table = self.table(value, path, allowed=_RETRY_KEYS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
@@ -274,6 +275,9 @@ class Step:
         fallback: a step started when this one ends badly.
         optional: the default outcome does not wait for this step.
         options: channel settings, passed to the channel as they are.
+        price: what one attempt of the step costs at the vendor (in the
+            lender's own accounting unit), for cost estimates such as
+            [`simulate`][multiverify.backtest.simulate]; ``None``: not priced.
     """
 
     id: str = attrs.field(validator=_text_at("id"))
@@ -293,6 +297,7 @@ class Step:
     optional: bool = False
     # A dict cannot be hashed; eq still compares it.
     options: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    price: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -341,6 +346,8 @@ def _step_dict(step: Step) -> dict[str, Any]:
         out["optional"] = True
     if step.options:
         out["options"] = dict(step.options)
+    if step.price is not None:
+        out["price"] = step.price
     return out
 
 
@@ -623,6 +630,7 @@ class _Validator:
             self.check_references(index, step)
             self.check_timing(f"steps[{index}]", step)
             self.check_options(f"steps[{index}]", step)
+            self.check_price(index, step)
         self.check_review()
         self.check_scripts()
         self.check_fallback_targets()
@@ -676,6 +684,20 @@ class _Validator:
                     f"unknown channel {step.channel!r} "
                     f"(known: {', '.join(sorted(self.known))})",
                 )
+
+    def check_price(self, index: int, step: Step) -> None:
+        price = step.price
+        if price is None:
+            return
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            self.problem(
+                f"steps[{index}].price",
+                f"expected a number, got {type(price).__name__}",
+            )
+        elif not math.isfinite(price) or price < 0:
+            self.problem(
+                f"steps[{index}].price", f"must be a number of at least 0, got {price}"
+            )
 
     def check_options(self, path: str, step: Step) -> None:
         spec = self.known.get(step.channel)
