@@ -28,6 +28,7 @@ from ._results import (
 from ._session import Session, SessionStatus, StepRecord, StepState
 from ._specs import ChannelSpec
 from ._verifier import OnVerdict, Verifier
+from ._worker import Worker
 from .policy import Fallback, Policy, RetrySettings, Rule, Step
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "SystemClock",
     "Verdict",
     "Verifier",
+    "Worker",
     "normalize_phone",
 ]
 
