@@ -453,4 +453,7 @@ def create_cli() -> click.Group:
         if not count:
             click.echo(f"{db}: no audit events", err=True)
 
+    from ._cli_worker import register as register_worker  # noqa: PLC0415 - needs click
+
+    register_worker(cli)
     return cli

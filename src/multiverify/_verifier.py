@@ -409,7 +409,7 @@ class Verifier:
         """
         count = 0
         for pending in await self._store.pending_effects():
-            self._resume_effect(pending.session_id, pending.effect)
+            _ = self._resume_effect(pending.session_id, pending.effect)
             count += 1
         for timer in await self._store.timers():
             self._arm(timer.session_id, timer.timer_id, timer.due_at)
@@ -894,7 +894,11 @@ class Verifier:
         await self._clock.sleep((due_at - self._clock.now()).total_seconds())
         if self._timer_tasks.get((session_id, timer_id)) is asyncio.current_task():
             del self._timer_tasks[session_id, timer_id]
-        _ = self._spawn(self._fire(session_id, timer_id))
+
+        async def fire() -> None:
+            await self._fire(session_id, timer_id)
+
+        _ = self._spawn(fire())
 
     async def _fire(self, session_id: str, timer_id: str) -> bool:
         """Fire a stored timer that is due, holding the session's lease; return whether it fired.
@@ -919,7 +923,9 @@ class Verifier:
                 await self._apply(session_id, TimerFired(timer_id=timer_id, at=now))
                 await self._store.cancel_timer(session_id, timer_id)
         except StoreUnavailableError:
-            log.warning("timer %s of session %s: store unavailable", timer_id, session_id)
+            log.warning(
+                "timer %s of session %s: store unavailable", timer_id, session_id
+            )
             self._arm_retry(session_id, timer_id)
             return False
         except MultiverifyError:

@@ -138,7 +138,9 @@ class Worker:
             try:
                 done = await self.run_once()
             except StoreUnavailableError as exc:
-                log.warning("worker %s: %s; trying again in %gs", self.owner, exc, pause)
+                log.warning(
+                    "worker %s: %s; trying again in %gs", self.owner, exc, pause
+                )
                 await clock.sleep(pause)
                 pause = min(pause * 2, self._max_backoff)
                 continue

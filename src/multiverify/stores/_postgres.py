@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -212,8 +212,8 @@ R = TypeVar("R")
 
 
 def _outages(
-    method: Callable[Concatenate[PostgresStore, P], Awaitable[R]],
-) -> Callable[Concatenate[PostgresStore, P], Awaitable[R]]:
+    method: Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]]:
     """Turn a connection lost mid-call into a StoreUnavailableError."""
 
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -554,7 +554,7 @@ class RedisStore(OpenableStore):
         with self._errors():
             await self._client.set(key, str(SCHEMA_VERSION), nx=True)
             stored = await self._client.get(key)
-        version = int(stored)
+        version = int(cast("bytes", stored))
         if version > SCHEMA_VERSION:
             raise ConfigurationError(
                 message=f"Redis prefix {self._prefix!r} holds key layout version "
