@@ -189,8 +189,13 @@ class CrashingStore(MemoryStore):
         super().__init__()
         self.crash_on: Callable[[Sequence[Any]], bool] | None = None
 
+    async def create(self, session: Session, **kwargs: Any) -> int:
+        return self._after_write(await super().create(session, **kwargs), kwargs)
+
     async def save(self, session: Session, **kwargs: Any) -> int:
-        version = await super().save(session, **kwargs)
+        return self._after_write(await super().save(session, **kwargs), kwargs)
+
+    def _after_write(self, version: int, kwargs: dict[str, Any]) -> int:
         crash_on, effects = self.crash_on, kwargs.get("effects", ())
         if crash_on is not None and crash_on(effects):
             self.crash_on = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -155,12 +156,20 @@ def register(cli: click.Group) -> None:
         show_default=True,
         help="Sessions worked on at once.",
     )
+    @click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default="info",
+        show_default=True,
+        help="What the worker logs to standard error.",
+    )
     def worker(
         store_url: str,
         app: str,
         poll_interval: float,
         effect_grace: float,
         concurrency: int,
+        log_level: str,
     ) -> None:
         """Fire due timers and resume unfinished effects until SIGTERM.
 
@@ -168,6 +177,10 @@ def register(cli: click.Group) -> None:
         each session's work is leased to one worker at a time, and the work
         of a worker that dies goes to another once its lease lapses.
         """
+        logging.basicConfig(
+            level=log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         options = {
             "poll_interval": poll_interval,
             "effect_grace": effect_grace,

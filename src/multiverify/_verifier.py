@@ -274,9 +274,21 @@ class Verifier:
             chosen, applicant, session_id=session_id or self._new_id(), at=now
         )
         session, created = AuditTrail.created(session, at=now)
-        version = await self._store.create(session, audit=[created])
-        self._remember(session, version)
-        return await self._apply(session.session_id, Start(at=now))
+        # Created already started, in one write: a replica that dies right
+        # after leaves a session whose first effects are in the outbox.
+        start = Start(at=now)
+        result = transition(chosen, session, start)
+        session, records = AuditTrail.transition(
+            result.session, start, result.effects, at=now
+        )
+        async with self._lock(session.session_id):
+            version = await self._store.create(
+                session, effects=result.effects, audit=[created, *records]
+            )
+            self._remember(session, version)
+            verdicts = await self._dispatch(session, result.effects)
+        await self._after(session, version, verdicts)
+        return session
 
     async def run(self, applicant: Applicant, *, policy: str | None = None) -> Verdict:
         """Start a session and wait for its verdict (for policies of automatic steps).
