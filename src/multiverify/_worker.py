@@ -144,6 +144,13 @@ class Worker:
                 await clock.sleep(pause)
                 pause = min(pause * 2, self._max_backoff)
                 continue
+            except Exception:
+                # A bug in a channel or hook must not stop the worker: the
+                # work stays in the store and the next round tries again.
+                log.exception("worker %s: a round failed", self.owner)
+                await clock.sleep(pause)
+                pause = min(pause * 2, self._max_backoff)
+                continue
             pause = self._poll
             if not done:
                 await clock.sleep(self._poll)
