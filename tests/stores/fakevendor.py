@@ -47,9 +47,13 @@ class FakeVendor:
                 query = dict(parse_qsl(urlsplit(self.path).query))
                 with vendor.lock:
                     listed = [
-                        m for m in reversed(vendor.messages) if m["to"] == query.get("To")
+                        m
+                        for m in reversed(vendor.messages)
+                        if m["to"] == query.get("To")
                     ]
-                self._answer(200, {"messages": listed[: int(query.get("PageSize", 50))]})
+                self._answer(
+                    200, {"messages": listed[: int(query.get("PageSize", 50))]}
+                )
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))

@@ -65,7 +65,9 @@ async def _reachable(url: str) -> None:
     try:
         await store.schema_version()  # type: ignore[attr-defined]
     except StoreUnavailableError as exc:
-        service_missing(url.partition(":")[0].replace("postgresql", "postgres"), str(exc))
+        service_missing(
+            url.partition(":")[0].replace("postgresql", "postgres"), str(exc)
+        )
     finally:
         await store.aclose()
 
@@ -176,7 +178,10 @@ async def type_codes(verifier: Verifier, vendor: FakeVendor) -> dict[str, Outcom
             stuck.append(
                 (
                     sid,
-                    [(r.step_id, r.state.value, r.attempt, r.errors) for r in session.steps],
+                    [
+                        (r.step_id, r.state.value, r.attempt, r.errors)
+                        for r in session.steps
+                    ],
                     await verifier.store.pending_effects(sid),
                     await verifier.store.timers(sid),
                     vendor.texts_to(phone(index)),
@@ -197,7 +202,12 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(
     migrate = cli(tmp_path, "store", "migrate", "--store", store_url)
     assert await exited(migrate, 30) == 0, (tmp_path / "process-0.log").read_text()
     processes = [
-        worker(tmp_path, store_url, vendor, FAULT_SESSIONS=f"{SESSIONS // 2}-{SESSIONS - 1}")
+        worker(
+            tmp_path,
+            store_url,
+            vendor,
+            FAULT_SESSIONS=f"{SESSIONS // 2}-{SESSIONS - 1}",
+        )
     ]
     kills: list[tuple[str, int, int]] = []
     store = store_from_url(store_url)
@@ -218,7 +228,9 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(
                 )
                 kills.append((point, at, await exited(doomed, 60)))
             processes.append(
-                worker(tmp_path, store_url, vendor, FAULT_SESSIONS=f"0-{SESSIONS // 2 - 1}")
+                worker(
+                    tmp_path, store_url, vendor, FAULT_SESSIONS=f"0-{SESSIONS // 2 - 1}"
+                )
             )
             verdicts = await type_codes(replica, vendor)
             for process in processes:
@@ -237,7 +249,9 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(
     for index in range(SESSIONS):
         texts = vendor.texts_to(phone(index))
         assert len(texts) == 1, f"{session_id(index)} got {len(texts)} texts; {context}"
-        billed = [key for key in vendor.pulls if key.startswith(f"{session_id(index)}:")]
+        billed = [
+            key for key in vendor.pulls if key.startswith(f"{session_id(index)}:")
+        ]
         assert billed == [f"{session_id(index)}:pull:1"], context
     assert all(count == 1 for count in vendor.pulls.values())
     approved = [sid for sid, outcome in verdicts.items() if outcome is Outcome.APPROVED]
