@@ -18,19 +18,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
-from conftest import (
-    POSTGRES_URL,
-    REDIS_URL,
-    delete_redis_prefix,
-    drop_postgres_schema,
-    service_missing,
-)
 from faultapp import POLICY, channels, phone, session_id
 from fakevendor import FakeVendor
 
@@ -58,36 +50,6 @@ def vendor() -> Iterator[FakeVendor]:
     made.start()
     yield made
     made.stop()
-
-
-async def _reachable(url: str) -> None:
-    store = store_from_url(url)
-    try:
-        await store.schema_version()  # type: ignore[attr-defined]
-    except StoreUnavailableError as exc:
-        service_missing(
-            url.partition(":")[0].replace("postgresql", "postgres"), str(exc)
-        )
-    finally:
-        await store.aclose()
-
-
-@pytest.fixture(params=["postgres", "redis"])
-async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """A store URL on a scratch schema or prefix of the shared test server."""
-    scratch = f"mv_fault_{uuid4().hex[:10]}"
-    if request.param == "postgres":
-        url = f"{POSTGRES_URL}?schema={scratch}"
-    else:
-        url = f"{REDIS_URL}?prefix={scratch}"
-    await _reachable(url)
-    try:
-        yield url
-    finally:
-        if request.param == "postgres":
-            await drop_postgres_schema(scratch)
-        else:
-            await delete_redis_prefix(scratch)
 
 
 def cli(
@@ -192,25 +154,25 @@ async def type_codes(verifier: Verifier, vendor: FakeVendor) -> dict[str, Outcom
 
 
 async def test_killed_workers_lose_nothing_and_repeat_nothing(
-    store_url: str, vendor: FakeVendor, tmp_path: Path
+    shared_url: str, vendor: FakeVendor, tmp_path: Path
 ) -> None:
     """200 sessions on two replicas, one killed three times: every verdict, one SMS and one pull each."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     points = list(KILL_POINTS)
     rng.shuffle(points)
-    migrate = cli(tmp_path, "store", "migrate", "--store", store_url)
+    migrate = cli(tmp_path, "store", "migrate", "--store", shared_url)
     assert await exited(migrate, 30) == 0, (tmp_path / "process-0.log").read_text()
     processes = [
         worker(
             tmp_path,
-            store_url,
+            shared_url,
             vendor,
             FAULT_SESSIONS=f"{SESSIONS // 2}-{SESSIONS - 1}",
         )
     ]
     kills: list[tuple[str, int, int]] = []
-    store = store_from_url(store_url)
+    store = store_from_url(shared_url)
     async with httpx.AsyncClient() as client:
         replica = Verifier(
             POLICY, channels=channels(vendor.url, client), store=store, watch_poll=0.2
@@ -220,7 +182,7 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(
                 at = rng.randint(3, 60)
                 doomed = worker(
                     tmp_path,
-                    store_url,
+                    shared_url,
                     vendor,
                     FAULT_SESSIONS=f"0-{SESSIONS // 2 - 1}",
                     FAULT_KILL=point,
@@ -229,7 +191,7 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(
                 kills.append((point, at, await exited(doomed, 60)))
             processes.append(
                 worker(
-                    tmp_path, store_url, vendor, FAULT_SESSIONS=f"0-{SESSIONS // 2 - 1}"
+                    tmp_path, shared_url, vendor, FAULT_SESSIONS=f"0-{SESSIONS // 2 - 1}"
                 )
             )
             verdicts = await type_codes(replica, vendor)
