@@ -53,7 +53,9 @@ POSTGRES = (
 REDIS = os.environ.get("MULTIVERIFY_TEST_REDIS", "redis://127.0.0.1:6379/15")
 HERE = Path(__file__).parent
 
-POLICY = Policy(name="bench", version="1", steps=[Step(id="b", channel="credit_bureau")])
+POLICY = Policy(
+    name="bench", version="1", steps=[Step(id="b", channel="credit_bureau")]
+)
 APPLICANT = Applicant(
     applicant_id="a1",
     name="Li Lei",
@@ -108,7 +110,7 @@ async def raw_rate(kind: str, target: str, sessions: int) -> float:
                 )
         db.close()
     elif kind == "postgres":
-        import asyncpg  # noqa: PLC0415 - optional
+        import asyncpg
 
         conn = await asyncpg.connect(POSTGRES)
         table = f"raw_{uuid4().hex[:8]}"
@@ -126,7 +128,7 @@ async def raw_rate(kind: str, target: str, sessions: int) -> float:
         await conn.close()
         return count / elapsed
     else:
-        import redis.asyncio  # noqa: PLC0415 - optional
+        import redis.asyncio
 
         client = redis.asyncio.Redis.from_url(REDIS)
         prefix = f"raw:{uuid4().hex[:8]}"
@@ -144,13 +146,13 @@ async def raw_rate(kind: str, target: str, sessions: int) -> float:
 async def drop(kind: str, url: str) -> None:
     """Remove a scratch schema or prefix."""
     if kind == "postgres":
-        import asyncpg  # noqa: PLC0415
+        import asyncpg
 
         conn = await asyncpg.connect(POSTGRES)
         await conn.execute(f'DROP SCHEMA IF EXISTS "{url}" CASCADE')
         await conn.close()
     elif kind == "redis":
-        import redis.asyncio  # noqa: PLC0415
+        import redis.asyncio
 
         client = redis.asyncio.Redis.from_url(REDIS)
         keys = [k async for k in client.scan_iter(match=f"{url}:*")]
@@ -182,7 +184,7 @@ async def transitions(sessions: int) -> None:
                 await store.aclose()
                 await drop(kind, scratch)
             ratio = ours / raw
-            verdict = "ok" if ratio >= 0.5 else "MISS"  # noqa: PLR2004
+            verdict = "ok" if ratio >= 0.5 else "MISS"
             print(
                 f"{kind:9} {ours:8.0f} transitions/s, raw upsert {raw:8.0f}/s, "
                 f"ratio {ratio:.2f} (goal >= 0.5: {verdict})"
@@ -241,10 +243,10 @@ async def worker_seconds(processes: int, sessions: int) -> float:
         ]
         began = time.perf_counter()
         workers = [
-            subprocess.Popen(command, cwd=HERE)  # noqa: S603 - our own command
+            subprocess.Popen(command, cwd=HERE)  # noqa: S603, ASYNC220 - our own command, started once
             for _ in range(processes)
         ]
-        while await pending(url):
+        while await pending(url):  # noqa: ASYNC110 - the workers are other processes
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - began
         for process in workers:
@@ -268,7 +270,7 @@ async def scaling(sessions: int) -> None:
     one = await worker_seconds(1, sessions)
     two = await worker_seconds(2, sessions)
     speedup = one / two
-    verdict = "ok" if speedup >= 1.6 else "MISS"  # noqa: PLR2004
+    verdict = "ok" if speedup >= 1.6 else "MISS"
     print(
         f"workers   {sessions} orphaned sessions: one process {one:.2f}s, two "
         f"{two:.2f}s, speed-up {speedup:.2f}x (goal >= 1.6x: {verdict}; "

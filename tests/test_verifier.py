@@ -2192,9 +2192,7 @@ class TestSessionCache:
         # deadline timer in the store, so a's own timer no longer fires it).
         await a._apply(
             sid,
-            verifier_module.TimerFired(
-                timer_id="deadline", at=clock.now()
-            ),
+            verifier_module.TimerFired(timer_id="deadline", at=clock.now()),
         )
         await settle(a, clock, 60)
         session, after = await shared.load(sid)

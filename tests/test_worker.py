@@ -159,11 +159,14 @@ class TestWorker:
         store.due_timers = flaky  # type: ignore[method-assign]
         caplog.set_level(logging.WARNING, logger="multiverify")
         sid = await orphaned(store, clock, applicant)
-        async with replica(store, clock) as verifier:
-            async with Worker(verifier, effect_grace=0, poll_interval=1, max_backoff=2):
-                while await store.pending_effects(sid):
-                    await clock.advance(1)
-                    await asyncio.sleep(0)
+        verifier = replica(store, clock)
+        async with (
+            verifier,
+            Worker(verifier, effect_grace=0, poll_interval=1, max_backoff=2),
+        ):
+            while await store.pending_effects(sid):
+                await clock.advance(1)
+                await asyncio.sleep(0)
         assert not failures
         assert "down; trying again in 1s" in caplog.text
         assert "a round failed" in caplog.text

@@ -163,7 +163,7 @@ def register(cli: click.Group) -> None:
         show_default=True,
         help="What the worker logs to standard error.",
     )
-    def worker(
+    def worker(  # noqa: PLR0917 - one parameter per click option
         store_url: str,
         app: str,
         poll_interval: float,
