@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,6 +15,7 @@ from multiverify.exceptions import (
     ConfigurationError,
     InvalidInputError,
     MultiverifyError,
+    NotInReviewError,
     PhoneNumberRefusedError,
     PolicyError,
     PolicyProblem,
@@ -24,7 +26,9 @@ from multiverify.exceptions import (
     ProviderRejectedError,
     ProviderResponseError,
     ProviderUnavailableError,
+    PullNotPermittedError,
     QuotaExceededError,
+    ReviewClaimedError,
     SessionError,
     SessionFinishedError,
     SessionNotFoundError,
@@ -43,6 +47,7 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     InvalidInputError: MultiverifyError,
     PhoneNumberRefusedError: InvalidInputError,
     QuotaExceededError: MultiverifyError,
+    PullNotPermittedError: MultiverifyError,
     ProviderError: MultiverifyError,
     ProviderNumberRejectedError: ProviderRejectedError,
     ProviderUnavailableError: ProviderError,
@@ -56,6 +61,8 @@ PARENTS: dict[type[MultiverifyError], type[Exception]] = {
     ConcurrentUpdateError: SessionError,
     StepNotFoundError: SessionError,
     StepNotWaitingError: SessionError,
+    NotInReviewError: SessionError,
+    ReviewClaimedError: SessionError,
     AuditIntegrityError: MultiverifyError,
     StoreUnavailableError: MultiverifyError,
     WebhookError: MultiverifyError,
@@ -77,6 +84,7 @@ EXAMPLES: list[MultiverifyError] = [
     ProviderNumberRejectedError(message="bad number", provider="acme"),
     PhoneNumberRefusedError(message="premium", field="phone", reason="premium_rate"),
     QuotaExceededError(message="too many", quota="phone"),
+    PullNotPermittedError(message="no consent", reason="no_consent", purpose="p"),
     ProviderResponseError(message="no url", provider="acme", field="url"),
     SessionError(message="session", session_id="s1"),
     SessionNotFoundError(message="missing", session_id="s1"),
@@ -84,6 +92,13 @@ EXAMPLES: list[MultiverifyError] = [
     ConcurrentUpdateError(message="stale", session_id="s1", expected_version=3),
     StepNotFoundError(message="no step", session_id="s1", step_id="sms"),
     StepNotWaitingError(message="not waiting", session_id="s1", step_id="sms"),
+    NotInReviewError(message="not in review", session_id="s1"),
+    ReviewClaimedError(
+        message="claimed",
+        session_id="s1",
+        claimed_by="alice",
+        claimed_until=datetime(2025, 1, 1, tzinfo=UTC),
+    ),
     AuditIntegrityError(message="tampered", index=7),
     StoreUnavailableError(message="redis is down", store="redis"),
     WebhookError(message="refused", vendor="twilio"),

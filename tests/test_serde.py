@@ -21,6 +21,7 @@ from multiverify import (
     Reason,
     RepaymentSchedule,
     ResultStatus,
+    ReviewDecision,
     RuleTrace,
     Session,
     SessionStatus,
@@ -44,10 +45,16 @@ from multiverify._session import (
     Cancel,
     CancelStep,
     CancelTimer,
+    DequeueReview,
     Effect,
+    EscalateReview,
+    EvidenceRequested,
     Input,
     NotifyStep,
+    QueueReview,
     RecordVerdict,
+    ReviewDecided,
+    ReviewState,
     ScheduleTimer,
     Start,
     StartStep,
@@ -145,6 +152,14 @@ INPUTS: list[Input] = [
     TimerFired(timer_id="step:sms:1:channel:resend", at=at(60)),
     Cancel(at=at(70), reason="withdrawn"),
     Cancel(at=at(70)),
+    ReviewDecided(
+        at=at(80),
+        reviewer="alice",
+        outcome=Outcome.APPROVED,
+        reason="documents_ok",
+        note="payslip checked",
+    ),
+    EvidenceRequested(at=at(75), reviewer="bob", step_id="video", note="face"),
 ]
 
 EFFECTS: list[Effect] = [
@@ -171,6 +186,9 @@ EFFECTS: list[Effect] = [
     ScheduleTimer(effect_id="1.0", timer_id="deadline", due_at=at(3600)),
     CancelTimer(effect_id="2.1", timer_id="deadline"),
     RecordVerdict(effect_id="2.2", verdict=VERDICT),
+    QueueReview(effect_id="4.0", priority=5, queued_at=at(40), returned=True),
+    DequeueReview(effect_id="4.1"),
+    EscalateReview(effect_id="5.0", priority=15),
 ]
 
 
@@ -310,6 +328,41 @@ class TestVerdict:
     def test_round_trip(self) -> None:
         """A verdict with steps, results and rule traces round-trips."""
         assert loads(dumps(VERDICT), Verdict) == VERDICT
+
+    def test_reviewed_verdict_round_trips(self) -> None:
+        """A verdict settled in review keeps its decision and the automatic verdict."""
+        reviewed = Verdict(
+            outcome=Outcome.APPROVED,
+            reasons=[Reason(code="documents_ok", message="decided in review")],
+            policy=VERDICT.policy,
+            decided_at=at(90),
+            decided_by="reviewer",
+            review=ReviewDecision(
+                outcome=Outcome.APPROVED,
+                reason="documents_ok",
+                reviewer="alice",
+                note="ok",
+                queued_at=at(12),
+                decided_at=at(90),
+                escalated=True,
+                evidence=["video"],
+            ),
+            automatic=VERDICT,
+        )
+        assert loads(dumps(reviewed), Verdict) == reviewed
+
+    def test_session_in_review_round_trips(self) -> None:
+        """A session's review case round-trips with it."""
+        session = Session(
+            session_id="s",
+            applicant=None,
+            policy=VERDICT.policy,
+            created_at=T0,
+            status=SessionStatus.REVIEW,
+            verdict=VERDICT,
+            review=ReviewState(queued_at=at(12), priority=3, evidence=["video"]),
+        )
+        assert session_from_json(session_to_json(session)) == session
 
     def test_plain_values_have_no_tag(self) -> None:
         """Only inputs and effects carry a ``type`` tag."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime, timedelta
 
+import attrs
 import pytest
 
 from multiverify import (
@@ -442,5 +443,53 @@ class TestFakeVideoProvider:
         assert (
             repr(vendor) == "<multiverify.testing.FakeVideoProvider(acme, sessions=1)>"
         )
+        await vendor.aclose()
+        assert vendor.closed
+
+
+class TestFakeBureauProvider:
+    async def test_reports_and_failures(self) -> None:
+        """A clean file by default, a set report renamed and numbered, failures in order."""
+        from datetime import date
+
+        from multiverify import Applicant, LoanApplication
+        from multiverify.exceptions import ProviderUnavailableError
+        from multiverify.providers import BureauRequest, FileStatus, MatchResult
+        from multiverify.testing import FakeBureauProvider
+
+        vendor = FakeBureauProvider("acme")
+        request = BureauRequest(
+            reference="s1:bureau:1",
+            applicant=Applicant(
+                applicant_id="a1",
+                name="Li Lei",
+                national_id="110101199001011234",
+                phone="+8613800138000",
+                date_of_birth=date(1990, 1, 1),
+                timezone="Asia/Shanghai",
+                loan=LoanApplication(
+                    amount="100", currency="CNY", term_months=3, purpose="phone"
+                ),
+            ),
+            purpose="loan_approval",
+            consent="c1",
+        )
+        clean = await vendor.pull(request)
+        assert (clean.provider, clean.report_id, clean.score) == (
+            "acme",
+            "acme-report-1",
+            720,
+        )
+        assert clean.identity.name is MatchResult.MATCH
+        vendor.respond(attrs.evolve(clean, file=FileStatus.THIN_FILE, score=None))
+        thin = await vendor.pull(request)
+        assert (thin.file, thin.report_id) == (FileStatus.THIN_FILE, "acme-report-2")
+        vendor.respond(None)
+        vendor.fail(ProviderUnavailableError(message="down", provider="acme"))
+        with pytest.raises(ProviderUnavailableError):
+            await vendor.pull(request)
+        assert (await vendor.pull(request)).file is FileStatus.HIT
+        assert len(vendor.requests) == 4
+        assert "pulls=4" in repr(vendor)
         await vendor.aclose()
         assert vendor.closed

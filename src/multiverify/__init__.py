@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._applicant import (
     Address,
     Applicant,
+    Consent,
     Contact,
     LoanApplication,
     RepaymentSchedule,
@@ -20,16 +21,18 @@ from ._results import (
     PolicyRef,
     Reason,
     ResultStatus,
+    ReviewDecision,
     RuleTrace,
     Signal,
     StepSummary,
     Verdict,
 )
-from ._session import Session, SessionStatus, StepRecord, StepState
+from ._review import ReviewCase, ReviewEvent, ReviewQueue, ReviewRuntime
+from ._session import ReviewState, Session, SessionStatus, StepRecord, StepState
 from ._specs import ChannelSpec
-from ._verifier import OnVerdict, Verifier
+from ._verifier import OnReview, OnVerdict, Verifier
 from ._worker import Worker
-from .policy import Fallback, Policy, RetrySettings, Rule, Step
+from .policy import Fallback, Policy, RetrySettings, ReviewSettings, Rule, Step
 
 __all__ = [
     "Address",
@@ -40,10 +43,12 @@ __all__ = [
     "ChannelResult",
     "ChannelSpec",
     "Clock",
+    "Consent",
     "Contact",
     "Evidence",
     "Fallback",
     "LoanApplication",
+    "OnReview",
     "OnVerdict",
     "Outcome",
     "Policy",
@@ -52,6 +57,13 @@ __all__ = [
     "RepaymentSchedule",
     "ResultStatus",
     "RetrySettings",
+    "ReviewCase",
+    "ReviewDecision",
+    "ReviewEvent",
+    "ReviewQueue",
+    "ReviewRuntime",
+    "ReviewSettings",
+    "ReviewState",
     "Rule",
     "RuleTrace",
     "Session",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +19,7 @@ from .exceptions import InvalidInputError
 __all__ = [
     "Address",
     "Applicant",
+    "Consent",
     "Contact",
     "LoanApplication",
     "RepaymentSchedule",
@@ -275,6 +276,63 @@ class Contact:
     )
 
 
+def _purposes(values: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(values, str):
+        return (values,)
+    return tuple(values)
+
+
+@attrs.frozen(kw_only=True)
+class Consent:
+    """A record of the applicant's consent, kept by the app: its reference, never the document.
+
+    The credit-bureau channel pulls a report only for an applicant carrying
+    a consent of scope ``credit_bureau`` that is in force and covers the
+    pull's permissible purpose (FCRA §604(a)(2) written instructions; in
+    China, 征信业管理条例 art. 18: written consent with the agreed use).
+
+    Attributes:
+        reference: the app's id for the signed consent (shown in evidence).
+        scope: what it allows, such as ``credit_bureau``.
+        purposes: the permissible purposes it covers; empty covers any.
+        granted_at: when the applicant gave it.
+        expires_at: when it lapses, if it does.
+
+    Raises:
+        InvalidInputError: an empty reference or scope, or naive times.
+    """
+
+    reference: str = attrs.field(validator=_non_empty("consents.reference"))
+    scope: str = attrs.field(
+        default="credit_bureau", validator=_non_empty("consents.scope")
+    )
+    purposes: tuple[str, ...] = attrs.field(default=(), converter=_purposes)
+    granted_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("granted_at", "expires_at"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise InvalidInputError(
+                    message=f"consents.{name}: must be timezone-aware",
+                    field=f"consents.{name}",
+                )
+
+    def covers(self, scope: str, purpose: str, *, at: datetime) -> bool:
+        """Whether this consent allows ``purpose`` within ``scope`` at ``at``."""
+        return (
+            self.scope == scope
+            and (not self.purposes or purpose in self.purposes)
+            and (self.granted_at is None or self.granted_at <= at)
+            and (self.expires_at is None or at < self.expires_at)
+        )
+
+
+def _consents(values: Iterable[Consent]) -> tuple[Consent, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(kw_only=True)
 class Applicant:
     """The person being verified, with their loan application.
@@ -314,6 +372,9 @@ class Applicant:
     )
     """The IP address the application came from, when the app knows it: the
     SMS channel limits sends per client IP and hands it to vendors' fraud checks."""
+    consents: tuple[Consent, ...] = attrs.field(default=(), converter=_consents)
+    """The applicant's consent records (references only), such as the one a
+    credit-bureau pull requires."""
 
     def age_on(self, day: date) -> int:
         """Whole years of age on ``day``."""

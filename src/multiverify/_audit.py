@@ -18,10 +18,12 @@ import attrs
 
 from ._applicant import Applicant
 from ._masking import mask_id, mask_name, mask_phone
+from ._results import Verdict
 from ._serde import structure_input, unstructure
 from ._session import (
     Effect,
     Input,
+    QueueReview,
     RecordVerdict,
     Session,
     SessionStatus,
@@ -154,7 +156,16 @@ def _masked_input(event: Input) -> dict[str, Any]:
     # a destination); the core never decides on it, so the trail leaves it out.
     if "channel_state" in data:
         data["channel_state"] = {}
+    # A reviewer's note is free text that may name the applicant: the trail
+    # keeps its digest, which matches the note kept with the verdict.
+    if data.get("note"):
+        data["note"] = note_digest(data["note"])
     return data
+
+
+def note_digest(note: str) -> str:
+    """What the audit trail keeps of a reviewer's note: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(note.encode()).hexdigest()
 
 
 def _effect_summary(effect: Effect) -> dict[str, Any]:
@@ -162,6 +173,24 @@ def _effect_summary(effect: Effect) -> dict[str, Any]:
         return {"type": "RecordVerdict", "outcome": effect.verdict.outcome.value}
     summary: dict[str, Any] = unstructure(effect)
     return summary
+
+
+def _review_record(verdict: Verdict) -> dict[str, Any]:
+    """The review part of a verdict event: who decided what, beside the automatic part."""
+    review = verdict.review
+    assert review is not None  # noqa: S101 - checked by the caller
+    record: dict[str, Any] = unstructure(review)
+    if review.note:
+        record["note"] = note_digest(review.note)
+    automatic = verdict.automatic
+    if automatic is not None:
+        record["automatic"] = {
+            "outcome": automatic.outcome.value,
+            "reasons": unstructure(automatic.reasons),
+            "decided_by": automatic.decided_by,
+            "decided_at": automatic.decided_at.isoformat(),
+        }
+    return record
 
 
 def _chained(
@@ -251,27 +280,47 @@ class AuditTrail:
     ) -> tuple[Session, list[AuditEvent]]:
         """The events one applied input adds: the input, and the verdict it reached.
 
-        Every runtime records a transition with this, so their trails agree.
+        A session that enters review adds ``review.queued``, with the
+        automatic verdict that sent it there. Every runtime records a
+        transition with this, so their trails agree.
         """
         session, recorded = AuditTrail.input(
             session, event, at=at, effects=effects, call=call
         )
         events = [recorded]
         for effect in effects:
-            if isinstance(effect, RecordVerdict):
-                verdict = effect.verdict
-                session, decided = AuditTrail.append(
+            if (
+                isinstance(effect, QueueReview)
+                and not effect.returned
+                and session.verdict is not None
+            ):
+                automatic = session.verdict
+                session, queued = AuditTrail.append(
                     session,
-                    "verdict",
+                    "review.queued",
                     {
-                        "outcome": verdict.outcome.value,
-                        "reasons": unstructure(verdict.reasons),
-                        "rules": unstructure(verdict.rules),
-                        "score": verdict.score,
-                        "decided_by": verdict.decided_by,
+                        "outcome": automatic.outcome.value,
+                        "reasons": unstructure(automatic.reasons),
+                        "rules": unstructure(automatic.rules),
+                        "score": automatic.score,
+                        "decided_by": automatic.decided_by,
+                        "priority": effect.priority,
                     },
                     at=at,
                 )
+                events.append(queued)
+            elif isinstance(effect, RecordVerdict):
+                verdict = effect.verdict
+                data: dict[str, Any] = {
+                    "outcome": verdict.outcome.value,
+                    "reasons": unstructure(verdict.reasons),
+                    "rules": unstructure(verdict.rules),
+                    "score": verdict.score,
+                    "decided_by": verdict.decided_by,
+                }
+                if verdict.review is not None:
+                    data["review"] = _review_record(verdict)
+                session, decided = AuditTrail.append(session, "verdict", data, at=at)
                 events.append(decided)
         return session, events
 

@@ -72,10 +72,16 @@ class AnswerKind(enum.StrEnum):
 
 
 class MismatchAction(enum.StrEnum):
-    """How a wrong answer counts: ``fail`` ends the call failed, ``flag`` notes it and goes on."""
+    """How a wrong answer counts.
+
+    ``fail`` ends the call failed; ``flag`` notes it and goes on;
+    ``call_back`` ends this call politely and calls again per the attempt
+    schedule (a callee who does not consent to the call now).
+    """
 
     FAIL = "fail"
     FLAG = "flag"
+    CALL_BACK = "call_back"
 
 
 #: Where the digits an identity or detail prompt asks for are compared from.
@@ -119,7 +125,7 @@ _DEFAULT_SIGNALS: Mapping[PromptKind, str] = {
     PromptKind.RISK: "third_party_present",
 }
 _DEFAULT_ACTIONS: Mapping[PromptKind, MismatchAction] = {
-    PromptKind.DISCLOSURE: MismatchAction.FAIL,
+    PromptKind.DISCLOSURE: MismatchAction.CALL_BACK,
     PromptKind.IDENTITY: MismatchAction.FAIL,
     PromptKind.INTENT: MismatchAction.FAIL,
     PromptKind.DETAIL: MismatchAction.FLAG,
@@ -137,6 +143,7 @@ MISMATCH_SIGNALS = frozenset(
         "coached",
         "evasive_answer",
         "wrong_person",
+        "call_back_later",
     }
 )
 
@@ -184,8 +191,11 @@ class Prompt:
         kind: disclosure, identity, intent, detail or risk.
         text: the template per locale (``zh-CN``, ``en``...).
         expect: the answer it waits for.
-        on_mismatch: how a wrong answer counts.
-        signal: the signal a wrong answer raises (by default per kind:
+        on_mismatch: how a wrong answer counts (by default ``call_back``
+            for a disclosure, ``fail`` for identity and intent, ``flag``
+            for details and risk).
+        signal: the signal a wrong answer raises (by default
+            ``call_back_later`` for ``call_back``, else per kind:
             ``refused``, ``identity_mismatch``, ``intent_declined``,
             ``detail_mismatch``, ``third_party_present``).
         reprompts: how often a missing or malformed answer is asked again
@@ -216,8 +226,12 @@ class Prompt:
 
     @property
     def mismatch_signal(self) -> str:
-        """``signal``, or the kind's default."""
-        return self.signal or _DEFAULT_SIGNALS[self.kind]
+        """``signal``, or the default: ``call_back_later`` for ``call_back``, else the kind's."""
+        if self.signal is not None:
+            return self.signal
+        if self.mismatch_action is MismatchAction.CALL_BACK:
+            return "call_back_later"
+        return _DEFAULT_SIGNALS[self.kind]
 
 
 def _prompts(values: Iterable[Prompt]) -> tuple[Prompt, ...]:
@@ -225,6 +239,13 @@ def _prompts(values: Iterable[Prompt]) -> tuple[Prompt, ...]:
 
 
 _LOCALE_FALLBACK = "zh-CN"
+
+
+def _said(zh: str, en: str) -> Any:
+    """A script field of texts per locale, defaulting to the built-in ``zh-CN`` and ``en``."""
+    return attrs.field(
+        factory=lambda: {"zh-CN": zh, "en": en}, converter=_texts, hash=False
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -241,6 +262,7 @@ class CallScript:
         retry_text: said before a question is asked again, per locale.
         closing: said before hanging up after the last prompt, per locale.
         ending: said before hanging up early (a failed answer), per locale.
+        call_back: said before hanging up to call again later, per locale.
 
     Raises:
         PolicyError: the script breaks a rule (see [`script_problems`][multiverify.channels.script_problems]).
@@ -251,29 +273,19 @@ class CallScript:
     prompts: tuple[Prompt, ...] = attrs.field(converter=_prompts)
     recording: bool = False
     default_locale: str = _LOCALE_FALLBACK
-    retry_text: Mapping[str, str] = attrs.field(
-        factory=lambda: {
-            "zh-CN": "抱歉，没有听清您的回答。",
-            "en": "Sorry, I did not get that.",
-        },
-        converter=_texts,
-        hash=False,
+    retry_text: Mapping[str, str] = _said(
+        "抱歉，没有听清您的回答。", "Sorry, I did not get that."
     )
-    closing: Mapping[str, str] = attrs.field(
-        factory=lambda: {
-            "zh-CN": "感谢您的配合，再见。",
-            "en": "Thank you for your time. Goodbye.",
-        },
-        converter=_texts,
-        hash=False,
+    closing: Mapping[str, str] = _said(
+        "感谢您的配合，再见。", "Thank you for your time. Goodbye."
     )
-    ending: Mapping[str, str] = attrs.field(
-        factory=lambda: {
-            "zh-CN": "我们暂时无法继续本次核实，稍后会有工作人员与您联系。再见。",
-            "en": "We cannot complete this check now; a colleague will contact you. Goodbye.",
-        },
-        converter=_texts,
-        hash=False,
+    ending: Mapping[str, str] = _said(
+        "我们暂时无法继续本次核实，稍后会有工作人员与您联系。再见。",
+        "We cannot complete this check now; a colleague will contact you. Goodbye.",
+    )
+    call_back: Mapping[str, str] = _said(
+        "好的，我们稍后再给您来电。再见。",
+        "All right, we will call you again later. Goodbye.",
     )
 
     def __attrs_post_init__(self) -> None:
@@ -576,6 +588,8 @@ class PhoneCallOptions:
             zones of the number's region).
         ring_timeout: seconds to let the phone ring.
         time_limit: the longest a call may last, in seconds.
+        recording_wait: how long, in seconds, a recorded call's result waits
+            after the call for the vendor's recording reference.
         machine_detection: detect answering machines (and hang up on them).
         language: the locale to speak, instead of the applicant's.
     """
@@ -586,6 +600,7 @@ class PhoneCallOptions:
     zone: str = "applicant"
     ring_timeout: float = 30.0
     time_limit: float = 600.0
+    recording_wait: float = 300.0
     machine_detection: bool = True
     language: str | None = None
 
@@ -601,6 +616,7 @@ _OPTION_KEYS = frozenset(
         "zone",
         "ring_timeout",
         "time_limit",
+        "recording_wait",
         "machine_detection",
         "brand",
         "language",
@@ -617,6 +633,7 @@ _SCRIPT_KEYS = frozenset(
         "retry_text",
         "closing",
         "ending",
+        "call_back",
     }
 )
 _PROMPT_KEYS = frozenset(
@@ -824,7 +841,7 @@ class _Reader:
         if "recording" in table:
             settings["recording"] = self.flag(table["recording"], f"{path}.recording")
             ok = ok and settings["recording"] is not None
-        for key in ("retry_text", "closing", "ending"):
+        for key in ("retry_text", "closing", "ending", "call_back"):
             if key in table:
                 settings[key] = self.texts(table[key], f"{path}.{key}")
                 ok = ok and settings[key] is not None
@@ -1106,7 +1123,7 @@ def _read_options(  # noqa: PLR0915 - one pass over every option
     zone = options.get("zone", "applicant")
     if zone not in ("applicant", "phone"):
         reader.problem(f"{path}.zone", "must be 'applicant' or 'phone'")
-    for key in ("ring_timeout", "time_limit"):
+    for key in ("ring_timeout", "time_limit", "recording_wait"):
         if key in options:
             settings[key] = reader.seconds(options[key], f"{path}.{key}")
     if "language" in options:

@@ -32,6 +32,7 @@ from .sandbox import (
     get_persona,
     load_default_policy,
     play,
+    sandbox_bureau_channel,
     sandbox_phone_channel,
     simulated_channels,
 )
@@ -228,8 +229,9 @@ async def _run_demo(
 ) -> Session:
     sms = SandboxSms()
     video = SandboxVideoVendor(persona=persona.video_persona, speed=speed)
-    # The phone, SMS and video steps run the real channels on sandbox vendors.
+    # Every step runs the real channel on a sandbox vendor.
     real: dict[str, Channel] = {
+        "credit_bureau": sandbox_bureau_channel(persona),
         "phone_call": sandbox_phone_channel(persona, speed=speed),
         "sms_code": sms.channel(),
         "video_sign": video.channel(),
@@ -379,7 +381,7 @@ def create_cli() -> click.Group:
         db: Path | None,
         speed: float,
     ) -> None:
-        """Run one verification offline, with simulated channels and a persona.
+        """Run one verification offline, on sandbox vendors, with a persona.
 
         Shows each step's progress live, then the verdict and its explanation.
         """
@@ -452,6 +454,10 @@ def create_cli() -> click.Group:
         count = asyncio.run(_export(db, session_id, sys.stdout))
         if not count:
             click.echo(f"{db}: no audit events", err=True)
+
+    from ._cli_review import review_group  # noqa: PLC0415 - needs the cli extra
+
+    cli.add_command(review_group())
 
     from ._cli_worker import register as register_worker  # noqa: PLC0415 - needs click
 

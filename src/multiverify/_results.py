@@ -17,6 +17,7 @@ __all__ = [
     "PolicyRef",
     "Reason",
     "ResultStatus",
+    "ReviewDecision",
     "RuleTrace",
     "Signal",
     "StepSummary",
@@ -29,6 +30,10 @@ def _signals(values: Iterable[Signal]) -> tuple[Signal, ...]:
 
 
 def _evidence(values: Iterable[Evidence]) -> tuple[Evidence, ...]:
+    return tuple(values)
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
@@ -190,8 +195,42 @@ class RuleTrace:
 
 
 @attrs.frozen(kw_only=True)
+class ReviewDecision:
+    """How a verdict of ``review`` was settled: by a person, or by the review SLA.
+
+    Attributes:
+        outcome: the outcome decided.
+        reason: the reviewer's reason code (``review.sla`` for the fallback).
+        reviewer: who decided; ``None`` when the SLA fallback did.
+        note: the reviewer's note (kept with the verdict, never in the audit trail).
+        queued_at: when the case entered the review queue.
+        decided_at: when it was decided.
+        escalated: whether the case had escalated past its SLA.
+        evidence: the evidence steps reviewers asked for, in order.
+    """
+
+    outcome: Outcome = attrs.field(converter=Outcome)
+    reason: str
+    reviewer: str | None = None
+    note: str = ""
+    queued_at: datetime
+    decided_at: datetime
+    escalated: bool = False
+    evidence: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+    @property
+    def waited(self) -> float:
+        """Seconds the case spent in review."""
+        return (self.decided_at - self.queued_at).total_seconds()
+
+
+@attrs.frozen(kw_only=True)
 class Verdict:
-    """The decision of a session, with everything needed to explain it."""
+    """The decision of a session, with everything needed to explain it.
+
+    A verdict settled in review keeps the automatic verdict that sent the
+    case there as ``automatic``, beside the person's ``review`` decision.
+    """
 
     outcome: Outcome = attrs.field(converter=Outcome)
     reasons: tuple[Reason, ...] = attrs.field(converter=_reasons)
@@ -201,10 +240,31 @@ class Verdict:
     steps: tuple[StepSummary, ...] = attrs.field(default=(), converter=_summaries)
     rules: tuple[RuleTrace, ...] = attrs.field(default=(), converter=_traces)
     decided_by: str = "policy"
-    """``policy``, ``default`` (no rule matched) or ``deadline``."""
+    """``policy``, ``default`` (no rule matched), ``deadline``, ``reviewer`` or ``review_sla``."""
+    review: ReviewDecision | None = None
+    """The review decision, when a person (or the review SLA) settled the verdict."""
+    automatic: Verdict | None = None
+    """The automatic verdict (of ``review``) that the review settled."""
 
     def explain(self) -> str:
-        """Explain, in words, how the verdict was reached."""
+        """Explain, in words, how the verdict was reached.
+
+        A verdict settled in review explains the decision, then the
+        automatic verdict it settled.
+        """
+        lines = self._explain_lines()
+        if self.review is not None:
+            lines.extend(_review_lines(self.review))
+        if self.automatic is not None:
+            lines.append("Automatic verdict, before review:")
+            lines.extend(
+                "  " + line
+                for line in self.automatic._explain_lines()  # noqa: SLF001 - same class
+                if not line.startswith("Policy: ")
+            )
+        return "\n".join(lines)
+
+    def _explain_lines(self) -> list[str]:
         lines = [
             f"Verdict: {self.outcome.value}"
             + (f" (score {self.score:.2f})" if self.score is not None else ""),
@@ -244,11 +304,40 @@ class Verdict:
             else f"Reason {reason.code}"
             for reason in self.reasons
         )
-        return "\n".join(lines)
+        return lines
+
+
+def _review_lines(review: ReviewDecision) -> list[str]:
+    who = review.reviewer if review.reviewer is not None else "the review SLA"
+    waited = review.waited
+    lines = [
+        (
+            f"Review: {review.outcome.value} by {who} at "
+            f"{review.decided_at.isoformat()} (reason {review.reason}; "
+            f"queued {_span(waited)} before)"
+        )
+    ]
+    if review.escalated:
+        lines.append("  escalated: the case was not decided within its SLA")
+    if review.evidence:
+        lines.append("  evidence asked for: " + ", ".join(review.evidence))
+    if review.note:
+        lines.append(f"  note: {review.note}")
+    return lines
+
+
+def _span(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 _DECIDED_BY = {
     "policy": "the first rule that held",
     "default": "the policy's default outcome (no rule held)",
     "deadline": "the session deadline",
+    "reviewer": "a reviewer",
+    "review_sla": "the review SLA's fallback (no reviewer decided in time)",
 }

@@ -25,26 +25,38 @@ from ._results import (
     PolicyRef,
     Reason,
     ResultStatus,
+    ReviewDecision,
     RuleTrace,
     StepSummary,
     Verdict,
 )
 from .exceptions import (
+    InvalidInputError,
+    NotInReviewError,
     SessionFinishedError,
     StepNotFoundError,
     StepNotWaitingError,
 )
 from .policy import Policy, Step
 from .policy._cel import ConditionError, make_context
+from .policy._review import reason_code_ok
 
 __all__ = [
+    "REVIEW_ESCALATE_TIMER",
+    "REVIEW_FALLBACK_TIMER",
     "Cancel",
     "CancelStep",
     "CancelTimer",
+    "DequeueReview",
     "Effect",
+    "EscalateReview",
+    "EvidenceRequested",
     "Input",
     "NotifyStep",
+    "QueueReview",
     "RecordVerdict",
+    "ReviewDecided",
+    "ReviewState",
     "ScheduleTimer",
     "Session",
     "SessionStatus",
@@ -58,8 +70,11 @@ __all__ = [
     "StepUpdated",
     "TimerFired",
     "Transition",
+    "check_decision",
+    "check_evidence",
     "new_session",
     "require_input",
+    "require_review",
     "require_waiting",
     "transition",
     "waiting_challenge",
@@ -105,9 +120,15 @@ _SETTLED = frozenset({StepState.SKIPPED, StepState.DONE, StepState.CANCELLED})
 
 
 class SessionStatus(enum.StrEnum):
-    """Whether a session still runs."""
+    """Whether a session still runs.
+
+    ``review``: the automatic verdict was ``review`` and the policy has a
+    ``[review]`` table, so the session waits for a person's decision (and
+    runs the evidence steps a reviewer asks for).
+    """
 
     ACTIVE = "active"
+    REVIEW = "review"
     DECIDED = "decided"
     CANCELLED = "cancelled"
 
@@ -144,6 +165,23 @@ class StepRecord:
 
 
 @attrs.frozen(kw_only=True)
+class ReviewState:
+    """Where a session's review case stands.
+
+    Attributes:
+        queued_at: when the case entered the review queue.
+        priority: its priority in the queue now.
+        escalated: whether it passed its SLA undecided.
+        evidence: the evidence steps reviewers asked for, in order.
+    """
+
+    queued_at: datetime
+    priority: int = 0
+    escalated: bool = False
+    evidence: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+
+@attrs.frozen(kw_only=True)
 class Session:
     """One applicant under one policy version.
 
@@ -155,10 +193,13 @@ class Session:
         policy: which policy decides.
         created_at: when the session was created.
         deadline_at: when it expires, if the policy has a deadline.
-        status: active, decided or cancelled.
-        steps: per-step state, in policy order.
+        status: active, in review, decided or cancelled.
+        steps: per-step state, in policy order (evidence steps a reviewer
+            asked for follow).
         facts: the applicant's and loan's plain facts that conditions read.
-        verdict: the decision, once reached.
+        verdict: the decision, once reached; in review, the automatic
+            verdict of ``review`` that the reviewer settles.
+        review: the review case, once the session entered review.
         inputs: how many inputs were applied (names effects deterministically).
         audit_head: the hash of the last audit event.
         audit_count: how many audit events the session has.
@@ -176,6 +217,7 @@ class Session:
     inputs: int = 0
     audit_head: str = ""
     audit_count: int = 0
+    review: ReviewState | None = None
 
     def step(self, step_id: str) -> StepRecord:
         """The record of one step.
@@ -203,8 +245,11 @@ class Session:
 
     @property
     def finished(self) -> bool:
-        """Whether the session has a verdict or was cancelled."""
-        return self.status is not SessionStatus.ACTIVE
+        """Whether the session has its final verdict or was cancelled."""
+        return self.status in _FINISHED
+
+
+_FINISHED = frozenset({SessionStatus.DECIDED, SessionStatus.CANCELLED})
 
 
 # --- inputs -----------------------------------------------------------------
@@ -283,8 +328,37 @@ class Cancel:
     reason: str = ""
 
 
+@attrs.frozen(kw_only=True)
+class ReviewDecided:
+    """A reviewer settles a session in review: approved or rejected, with a reason code."""
+
+    at: datetime
+    reviewer: str
+    outcome: Outcome = attrs.field(converter=Outcome)
+    reason: str
+    note: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class EvidenceRequested:
+    """A reviewer asks for one of the policy's evidence steps before deciding."""
+
+    at: datetime
+    reviewer: str
+    step_id: str
+    note: str = ""
+
+
 Input = (
-    Start | StepStarted | StepUpdated | StepFinished | StepErrored | TimerFired | Cancel
+    Start
+    | StepStarted
+    | StepUpdated
+    | StepFinished
+    | StepErrored
+    | TimerFired
+    | Cancel
+    | ReviewDecided
+    | EvidenceRequested
 )
 
 
@@ -349,8 +423,41 @@ class RecordVerdict:
     verdict: Verdict
 
 
+@attrs.frozen(kw_only=True)
+class QueueReview:
+    """Put the session's case in the review queue (or back, after evidence came in)."""
+
+    effect_id: str
+    priority: int
+    queued_at: datetime
+    returned: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class DequeueReview:
+    """Take the session's case out of the review queue (decided, collecting, cancelled)."""
+
+    effect_id: str
+
+
+@attrs.frozen(kw_only=True)
+class EscalateReview:
+    """The case passed its SLA: raise its priority and tell the app."""
+
+    effect_id: str
+    priority: int
+
+
 Effect = (
-    StartStep | CancelStep | NotifyStep | ScheduleTimer | CancelTimer | RecordVerdict
+    StartStep
+    | CancelStep
+    | NotifyStep
+    | ScheduleTimer
+    | CancelTimer
+    | RecordVerdict
+    | QueueReview
+    | DequeueReview
+    | EscalateReview
 )
 
 
@@ -367,6 +474,8 @@ class Transition:
 # --- timer ids ----------------------------------------------------------------
 
 DEADLINE_TIMER = "deadline"
+REVIEW_ESCALATE_TIMER = "review:escalate"
+REVIEW_FALLBACK_TIMER = "review:fallback"
 
 
 def _timeout_timer(step_id: str, attempt: int) -> str:
@@ -457,6 +566,93 @@ def require_input(
     return record
 
 
+def require_review(session: Session, *, collecting: bool = False) -> ReviewState:
+    """Check that the session waits for a review decision and return its case.
+
+    With ``collecting``, a case whose evidence steps still run counts too.
+
+    Raises:
+        SessionFinishedError: the session has its final verdict or was cancelled.
+        NotInReviewError: the session is not in review, or (without
+            ``collecting``) it waits for the evidence a reviewer asked for.
+    """
+    if session.finished:
+        raise SessionFinishedError(
+            message=f"session {session.session_id} is {session.status.value}",
+            session_id=session.session_id,
+        )
+    if session.status is not SessionStatus.REVIEW or session.review is None:
+        raise NotInReviewError(
+            message=f"session {session.session_id} is not in review",
+            session_id=session.session_id,
+        )
+    if not collecting and any(record.state.active for record in session.steps):
+        raise NotInReviewError(
+            message=f"session {session.session_id} waits for the evidence "
+            "a reviewer asked for; decide once it is back in the queue",
+            session_id=session.session_id,
+        )
+    return session.review
+
+
+def check_decision(policy: Policy, decision: ReviewDecided) -> None:
+    """Check a review decision against the policy's ``[review]`` table.
+
+    Raises:
+        InvalidInputError: the outcome is not approved or rejected, the
+            reason code is malformed or not one the policy allows, or the
+            reviewer is missing (``field`` names which).
+    """
+    if decision.outcome not in (Outcome.APPROVED, Outcome.REJECTED):
+        raise InvalidInputError(
+            message="a review decides approved or rejected", field="outcome"
+        )
+    if not decision.reviewer.strip():
+        raise InvalidInputError(message="name the reviewer", field="reviewer")
+    allowed = (
+        () if policy.review is None else policy.review.reasons_for(decision.outcome)
+    )
+    if allowed and decision.reason not in allowed:
+        raise InvalidInputError(
+            message=f"reason {decision.reason!r} is not one policy {policy.name} "
+            f"allows when {decision.outcome.value} ({', '.join(allowed)})",
+            field="reason",
+        )
+    if not reason_code_ok(decision.reason):
+        raise InvalidInputError(
+            message=f"{decision.reason!r} is not a reason code "
+            "(lowercase letters, digits, _ . -)",
+            field="reason",
+        )
+
+
+def check_evidence(policy: Policy, session: Session, step_id: str) -> Step:
+    """Check that ``step_id`` can be collected as evidence now; return its step.
+
+    Raises:
+        SessionFinishedError: the session has its final verdict or was cancelled.
+        NotInReviewError: the session is not in review.
+        InvalidInputError: the policy offers no such evidence step, or it is
+            being collected already (``field`` is ``step_id``).
+    """
+    require_review(session, collecting=True)
+    settings = policy.review
+    step = None if settings is None else settings.evidence_step(step_id)
+    if step is None:
+        offered = () if settings is None else settings.evidence
+        raise InvalidInputError(
+            message=f"policy {policy.name} offers no evidence step {step_id!r} "
+            f"(offered: {', '.join(s.id for s in offered) or 'none'})",
+            field="step_id",
+        )
+    if any(r.step_id == step_id and r.state.active for r in session.steps):
+        raise InvalidInputError(
+            message=f"evidence step {step_id!r} is being collected already",
+            field="step_id",
+        )
+    return step
+
+
 def waiting_challenge(session: Session, step_id: str) -> Challenge | None:
     """The step's challenge once it waits with one; ``None`` while it may still get one.
 
@@ -488,7 +684,7 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
     Raises:
         StepNotFoundError: a step input names a step the policy does not have.
     """
-    if session.status is not SessionStatus.ACTIVE:
+    if session.finished:
         return Transition(
             session=_rebuilt(
                 session,
@@ -496,41 +692,11 @@ def transition(policy: Policy, session: Session, event: Input) -> Transition:
                 steps=session.steps,
                 verdict=session.verdict,
                 inputs=session.inputs + 1,
+                review=session.review,
             )
         )
     run = _Run(policy, session)
-    match event:
-        case Start(at=at):
-            if session.deadline_at is not None:
-                run.effects.append(
-                    ScheduleTimer(
-                        effect_id=run.effect_id(),
-                        timer_id=DEADLINE_TIMER,
-                        due_at=session.deadline_at,
-                    )
-                )
-            run.advance(at)
-        case StepStarted() | StepUpdated():
-            record = run.current(event.step_id, event.attempt)
-            if record is not None:
-                run.wait(record, event)
-        case StepFinished():
-            record = run.current(event.step_id, event.attempt)
-            if record is not None:
-                run.finish(
-                    record, event.result, event.at, channel_state=event.channel_state
-                )
-                run.advance(event.at)
-        case StepErrored():
-            record = run.current(event.step_id, event.attempt)
-            if record is not None:
-                run.fail_over(record, event)
-                run.advance(event.at)
-        case TimerFired(timer_id=timer_id, at=at):
-            run.timer(timer_id, at)
-        case Cancel(at=at):
-            run.stop_everything(at, keep_deadline=False)
-            run.status = SessionStatus.CANCELLED
+    run.apply(event)
     # Rule traces are reported only with the verdict they led to.
     fired = run.traces if run.verdict is not None else ()
     return Transition(session=run.build(), effects=tuple(run.effects), fired=fired)
@@ -547,6 +713,7 @@ def _rebuilt(
     steps: tuple[StepRecord, ...],
     verdict: Verdict | None,
     inputs: int,
+    review: ReviewState | None,
 ) -> Session:
     return Session(
         session_id=session.session_id,
@@ -561,6 +728,7 @@ def _rebuilt(
         inputs=inputs,
         audit_head=session.audit_head,
         audit_count=session.audit_count,
+        review=review,
     )
 
 
@@ -711,6 +879,7 @@ class _Run:
         self.inputs = session.inputs + 1
         self.status = session.status
         self.verdict = session.verdict
+        self.review = session.review
         self._records = {record.step_id: record for record in session.steps}
         self._dirty = False
         self.effects: list[Effect] = []
@@ -728,6 +897,7 @@ class _Run:
             steps=tuple(self._records.values()) if self._dirty else self.base.steps,
             verdict=self.verdict,
             inputs=self.inputs,
+            review=self.review,
         )
 
     def records(self) -> tuple[StepRecord, ...]:
@@ -761,6 +931,203 @@ class _Run:
 
     def provider(self, step: Step, index: int) -> str | None:
         return step.providers[index] if step.providers else None
+
+    # -- inputs ----------------------------------------------------------------
+
+    def apply(self, event: Input) -> None:
+        """Apply one input to the working state."""
+        in_review = self.status is SessionStatus.REVIEW
+        match event:
+            case Start(at=at):
+                if in_review:
+                    return
+                if self.base.deadline_at is not None:
+                    self.effects.append(
+                        ScheduleTimer(
+                            effect_id=self.effect_id(),
+                            timer_id=DEADLINE_TIMER,
+                            due_at=self.base.deadline_at,
+                        )
+                    )
+                self.advance(at)
+            case StepStarted() | StepUpdated():
+                record = self.current(event.step_id, event.attempt)
+                if record is not None:
+                    self.wait(record, event)
+            case StepFinished():
+                record = self.current(event.step_id, event.attempt)
+                if record is not None:
+                    self.finish(
+                        record,
+                        event.result,
+                        event.at,
+                        channel_state=event.channel_state,
+                    )
+                    self.advance(event.at)
+            case StepErrored():
+                record = self.current(event.step_id, event.attempt)
+                if record is not None:
+                    self.fail_over(record, event)
+                    self.advance(event.at)
+            case TimerFired(timer_id=timer_id, at=at):
+                self.timer(timer_id, at)
+            case Cancel(at=at):
+                if in_review:
+                    self.leave_review()
+                self.stop_everything(at, keep_deadline=in_review)
+                self.status = SessionStatus.CANCELLED
+            case ReviewDecided():
+                if in_review:
+                    self.settle(
+                        event.at,
+                        event.outcome,
+                        event.reason,
+                        reviewer=event.reviewer,
+                        note=event.note,
+                    )
+            case EvidenceRequested():
+                if in_review:
+                    self.collect(event.step_id, event.at)
+
+    # -- review ------------------------------------------------------------------
+
+    def enter_review(self, at: datetime) -> None:
+        """The automatic verdict is review: queue the case and start its SLA timers."""
+        settings = self.policy.review
+        assert settings is not None  # noqa: S101 - checked by the caller
+        self.status = SessionStatus.REVIEW
+        self.review = ReviewState(queued_at=at, priority=settings.priority)
+        self.effects.append(
+            QueueReview(
+                effect_id=self.effect_id(), priority=settings.priority, queued_at=at
+            )
+        )
+        for timer_id, delay in (
+            (REVIEW_ESCALATE_TIMER, settings.sla),
+            (REVIEW_FALLBACK_TIMER, settings.fallback_after),
+        ):
+            if delay is not None:
+                self.effects.append(
+                    ScheduleTimer(
+                        effect_id=self.effect_id(),
+                        timer_id=timer_id,
+                        due_at=at + timedelta(seconds=delay),
+                    )
+                )
+
+    def leave_review(self) -> None:
+        """Take the case out of the queue and forget its SLA timers (idempotent)."""
+        settings = self.policy.review
+        state = self.review
+        self.effects.append(DequeueReview(effect_id=self.effect_id()))
+        if settings is None or state is None:
+            return
+        if settings.sla is not None and not state.escalated:
+            self.effects.append(
+                CancelTimer(effect_id=self.effect_id(), timer_id=REVIEW_ESCALATE_TIMER)
+            )
+        if settings.fallback_after is not None:
+            self.effects.append(
+                CancelTimer(effect_id=self.effect_id(), timer_id=REVIEW_FALLBACK_TIMER)
+            )
+
+    def settle(
+        self,
+        at: datetime,
+        outcome: Outcome,
+        reason: str,
+        *,
+        reviewer: str | None,
+        note: str = "",
+    ) -> None:
+        """Close the case with a person's decision (or the SLA fallback's)."""
+        state = self.review
+        automatic = self.verdict
+        assert state is not None  # noqa: S101 - in review
+        assert automatic is not None  # noqa: S101 - in review
+        self.leave_review()
+        self.stop_everything(at, keep_deadline=True)
+        decision = ReviewDecision(
+            outcome=outcome,
+            reason=reason,
+            reviewer=reviewer,
+            note=note,
+            queued_at=state.queued_at,
+            decided_at=at,
+            escalated=state.escalated,
+            evidence=state.evidence,
+        )
+        message = (
+            f"decided in review by {reviewer}"
+            if reviewer is not None
+            else "no reviewer decided before the review SLA's fallback"
+        )
+        self.finalise(
+            Verdict(
+                outcome=outcome,
+                reasons=(Reason(code=reason, message=message),),
+                policy=self.base.policy,
+                decided_at=at,
+                score=automatic.score,
+                steps=self.summaries(),
+                decided_by="reviewer" if reviewer is not None else "review_sla",
+                review=decision,
+                automatic=automatic,
+            )
+        )
+
+    def collect(self, step_id: str, at: datetime) -> None:
+        """Start an evidence step a reviewer asked for; the case leaves the queue meanwhile."""
+        settings = self.policy.review
+        state = self.review
+        step = None if settings is None else settings.evidence_step(step_id)
+        if step is None or state is None:
+            return
+        record = self._records.get(step_id) or StepRecord(step_id=step_id)
+        if record.state.active:
+            return  # already being collected
+        if not any(r.state.active for r in self._records.values()):
+            self.effects.append(DequeueReview(effect_id=self.effect_id()))
+        self.review = ReviewState(
+            queued_at=state.queued_at,
+            priority=state.priority,
+            escalated=state.escalated,
+            evidence=(*state.evidence, step_id),
+        )
+        self.start(record, at, provider_index=0)
+
+    def back_to_queue(self) -> None:
+        """Evidence came in: once no evidence step runs, the case is queued again."""
+        state = self.review
+        if state is None or any(r.state.active for r in self._records.values()):
+            return
+        self.effects.append(
+            QueueReview(
+                effect_id=self.effect_id(),
+                priority=state.priority,
+                queued_at=state.queued_at,
+                returned=True,
+            )
+        )
+
+    def review_timer(self, timer_id: str, at: datetime) -> None:
+        settings = self.policy.review
+        state = self.review
+        if settings is None or state is None:
+            return
+        if timer_id == REVIEW_ESCALATE_TIMER and not state.escalated:
+            priority = state.priority + settings.escalate_by
+            self.review = ReviewState(
+                queued_at=state.queued_at,
+                priority=priority,
+                escalated=True,
+                evidence=state.evidence,
+            )
+            self.effects.append(
+                EscalateReview(effect_id=self.effect_id(), priority=priority)
+            )
+        elif timer_id == REVIEW_FALLBACK_TIMER and settings.fallback_after is not None:
+            self.settle(at, settings.fallback, "review.sla_expired", reviewer=None)
 
     # -- steps -----------------------------------------------------------------
 
@@ -916,9 +1283,17 @@ class _Run:
 
     def timer(self, timer_id: str, at: datetime) -> None:
         if timer_id == DEADLINE_TIMER:
-            # Without a deadline the timer was never scheduled: ignore it.
-            if self.base.deadline_at is not None:
+            # Without a deadline the timer was never scheduled: ignore it. In
+            # review the SLA, not the deadline, bounds the session.
+            if (
+                self.base.deadline_at is not None
+                and self.status is SessionStatus.ACTIVE
+            ):
                 self.expire(at)
+            return
+        if timer_id in (REVIEW_ESCALATE_TIMER, REVIEW_FALLBACK_TIMER):
+            if self.status is SessionStatus.REVIEW:
+                self.review_timer(timer_id, at)
             return
         parts = timer_id.split(":", 4)
         if len(parts) < 4 or parts[0] != "step":  # noqa: PLR2004 - step:<id>:<attempt>:<kind>
@@ -966,7 +1341,14 @@ class _Run:
     # -- the decision ------------------------------------------------------------
 
     def advance(self, at: datetime) -> None:
-        """Start what is ready and decide when the rules can; repeat until stable."""
+        """Start what is ready and decide when the rules can; repeat until stable.
+
+        In review the rules have spoken: a step that ended was evidence for
+        the reviewer, and the case goes back to the queue once none runs.
+        """
+        if self.status is SessionStatus.REVIEW:
+            self.back_to_queue()
+            return
         while True:
             if self.decide(at):
                 return
@@ -1126,28 +1508,40 @@ class _Run:
         decided_by: str,
     ) -> None:
         self.stop_everything(at, keep_deadline=decided_by == "deadline")
-        step = self.policy.step
         verdict = Verdict(
             outcome=outcome,
             reasons=tuple(reasons),
             policy=self.base.policy,
             decided_at=at,
             score=self.score(),
-            steps=tuple(
-                StepSummary(
-                    step_id=record.step_id,
-                    channel=step(record.step_id).channel,
-                    state=_STATE_TEXT[record.state],
-                    result=record.result,
-                )
-                for record in self._records.values()
-            ),
+            steps=self.summaries(),
             rules=self.traces,
             decided_by=decided_by,
         )
+        self._fired = verdict.rules
+        if outcome is Outcome.REVIEW and self.policy.review is not None:
+            self.verdict = verdict
+            self.enter_review(at)
+            return
+        self.finalise(verdict)
+
+    def summaries(self) -> tuple[StepSummary, ...]:
+        """The steps as a verdict records them."""
+        step = self.policy.step
+        return tuple(
+            StepSummary(
+                step_id=record.step_id,
+                channel=step(record.step_id).channel,
+                state=_STATE_TEXT[record.state],
+                result=record.result,
+            )
+            for record in self._records.values()
+        )
+
+    def finalise(self, verdict: Verdict) -> None:
+        """The session's final verdict: decided, and the app is told."""
         self.status = SessionStatus.DECIDED
         self.verdict = verdict
-        self._fired = verdict.rules
         self.effects.append(RecordVerdict(effect_id=self.effect_id(), verdict=verdict))
 
     def score(self) -> float | None:

@@ -52,6 +52,40 @@ def _phone_options(
     return phone_options_problems(options, scripts, path)
 
 
+_BUREAU_OPTIONS = ("purpose", "reuse_ttl", "min_score")
+
+
+def bureau_options_problems(
+    options: Mapping[str, Any], scripts: Mapping[str, Mapping[str, Any]], path: str
+) -> list[PolicyProblem]:
+    """Every located problem of a credit-bureau step's options (empty when sound)."""
+    del scripts
+    from ._duration import parse_duration  # noqa: PLC0415 - a leaf module, loaded on use
+
+    problems: list[PolicyProblem] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(PolicyProblem(path=f"{path}.{key}", message=message))
+
+    for key in options:
+        if key not in _BUREAU_OPTIONS:
+            problem(key, f"unknown option (known: {', '.join(_BUREAU_OPTIONS)})")
+    purpose = options.get("purpose")
+    if "purpose" in options and (not isinstance(purpose, str) or not purpose.strip()):
+        problem("purpose", f"must be a non-empty string, got {purpose!r}")
+    if "reuse_ttl" in options:
+        try:
+            parse_duration(options["reuse_ttl"])  # refuses negative durations too
+        except ValueError as exc:
+            problem("reuse_ttl", str(exc))
+    score = options.get("min_score")
+    if "min_score" in options and (
+        isinstance(score, bool) or not isinstance(score, int)
+    ):
+        problem("min_score", f"must be a whole number, got {score!r}")
+    return problems
+
+
 BUILTIN_CHANNELS: dict[str, ChannelSpec] = {
     spec.name: spec
     for spec in (
@@ -59,6 +93,7 @@ BUILTIN_CHANNELS: dict[str, ChannelSpec] = {
             name="credit_bureau",
             automatic=True,
             description="credit-bureau lookup: identity match, fraud alerts, inquiries",
+            check_options=bureau_options_problems,
             signals={
                 "identity_match",
                 "identity_mismatch",

@@ -24,16 +24,22 @@ from ._clock import Clock, SystemClock
 from ._duration import parse_duration
 from ._http import retrying
 from ._lease import SessionLeases, new_owner
-from ._results import Challenge, Verdict
+from ._results import Challenge, Outcome, Verdict
+from ._review import ReviewEvent, run_queue_effect
 from ._serde import converter
 from ._session import (
     Cancel,
     CancelStep,
     CancelTimer,
+    DequeueReview,
     Effect,
+    EscalateReview,
+    EvidenceRequested,
     Input,
     NotifyStep,
+    QueueReview,
     RecordVerdict,
+    ReviewDecided,
     ScheduleTimer,
     Session,
     Start,
@@ -45,8 +51,11 @@ from ._session import (
     StepState,
     StepUpdated,
     TimerFired,
+    check_decision,
+    check_evidence,
     new_session,
     require_input,
+    require_review,
     transition,
     waiting_challenge,
 )
@@ -64,6 +73,7 @@ from .channels import (
 from .exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    InvalidInputError,
     MultiverifyError,
     PolicyError,
     ProviderError,
@@ -74,12 +84,15 @@ from .exceptions import (
 from .policy import Policy, RetrySettings
 from .stores import MemoryStore, SessionStore, SharedState
 
-__all__ = ["OnVerdict", "Verifier"]
+__all__ = ["OnReview", "OnVerdict", "Verifier"]
 
 log = logging.getLogger("multiverify")
 
 OnVerdict = Callable[[Session, Verdict], Awaitable[None]]
 """A hook called once per decided session (after the verdict is saved)."""
+
+OnReview = Callable[[Session, ReviewEvent], Awaitable[None]]
+"""A hook called when a review case is queued, returns with evidence, or escalates."""
 
 _SAVE_TRIES = 20
 
@@ -132,7 +145,9 @@ class Verifier:
 
     Args:
         policies: one policy or several (sessions record which one, by hash).
-        channels: the channels the policies name.
+        channels: the channels the policies name. Omitted, the Verifier runs
+            no step: it reads sessions and takes review decisions (a replica
+            that only serves reviewers), and refuses to start sessions.
         store: where sessions live. Omitted, a `MemoryStore` that loses
             everything with the process (tests, one-off scripts); in
             production pass a `SqliteStore`, the embedded default, or a
@@ -140,6 +155,8 @@ class Verifier:
             when the Verifier closes.
         clock: the time source; tests pass a FakeClock.
         on_verdict: hooks called once per decided session.
+        on_review: hooks called when a review case is queued, comes back
+            with the evidence a reviewer asked for, or escalates past its SLA.
         new_id: makes session ids.
         early_event_wait: how long, in seconds on the clock, a vendor event
             that arrives while its step is still starting (the vendor called
@@ -164,19 +181,21 @@ class Verifier:
         self,
         policies: Policy | Iterable[Policy],
         *,
-        channels: ChannelRegistry | Iterable[Channel],
+        channels: ChannelRegistry | Iterable[Channel] | None = None,
         store: SessionStore | None = None,
         clock: Clock | None = None,
         on_verdict: Sequence[OnVerdict] = (),
+        on_review: Sequence[OnReview] = (),
         new_id: Callable[[], str] = _new_id,
         early_event_wait: float | timedelta = 30.0,
         lease: float | timedelta = 30.0,
         watch_poll: float | timedelta | None = 1.0,
     ) -> None:
+        self._runs_steps = channels is not None
         self._registry = (
             channels
             if isinstance(channels, ChannelRegistry)
-            else ChannelRegistry(channels)
+            else ChannelRegistry(channels or ())
         )
         listed = [policies] if isinstance(policies, Policy) else list(policies)
         if not listed:
@@ -184,7 +203,8 @@ class Verifier:
         self._policies: dict[str, Policy] = {}
         problems = []
         for policy in listed:
-            problems.extend(policy.check_channels(self._registry))
+            if self._runs_steps:
+                problems.extend(policy.check_channels(self._registry))
             self._policies[policy.hash] = policy
         if problems:
             raise PolicyError(
@@ -197,6 +217,7 @@ class Verifier:
         self._shared: SharedState = self._store  # every SessionStore is one
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._hooks = tuple(on_verdict)
+        self._review_hooks = tuple(on_review)
         self._new_id = new_id
         self._early_event_wait = parse_duration(early_event_wait)
         self._watch_poll = None if watch_poll is None else parse_duration(watch_poll)
@@ -268,6 +289,11 @@ class Verifier:
             ConfigurationError: unknown policy.
             ConcurrentUpdateError: ``session_id`` is taken.
         """
+        if not self._runs_steps:
+            raise ConfigurationError(
+                message="this Verifier was given no channels: it reviews and "
+                "reads sessions, and cannot start one"
+            )
         chosen = self.policy(policy)
         now = self._clock.now()
         session = new_session(
@@ -407,6 +433,80 @@ class Verifier:
             session_id, Cancel(at=self._clock.now(), reason=reason)
         )
 
+    async def decide_review(
+        self,
+        session_id: str,
+        *,
+        reviewer: str,
+        outcome: Outcome | str,
+        reason: str,
+        note: str = "",
+    ) -> Session:
+        """Settle a session in review: the reviewer's decision becomes its verdict.
+
+        The verdict keeps the automatic verdict beside the decision, and the
+        audit trail records who decided what (the note as a digest). Prefer
+        [`ReviewQueue.decide`][multiverify.ReviewQueue.decide], which also
+        respects the reviewers' claims.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already has its final verdict.
+            NotInReviewError: the session is not in review, or waits for
+                evidence a reviewer asked for.
+            InvalidInputError: the outcome is not approved or rejected, or
+                the reason code is not one the policy allows.
+        """
+        try:
+            chosen = Outcome(outcome)
+        except ValueError:
+            raise InvalidInputError(
+                message=f"{outcome!r} is not an outcome", field="outcome"
+            ) from None
+        event = ReviewDecided(
+            at=self._clock.now(),
+            reviewer=reviewer,
+            outcome=chosen,
+            reason=reason,
+            note=note,
+        )
+
+        def check(session: Session) -> None:
+            require_review(session)
+            check_decision(self._policy_of(session), event)
+
+        return await self._apply(session_id, event, check=check)
+
+    async def request_evidence(
+        self, session_id: str, step_id: str, *, reviewer: str, note: str = ""
+    ) -> Session:
+        """Start one of the policy's review evidence steps for a session in review.
+
+        The case leaves the review queue while the step runs and returns to
+        it, with the step's result as evidence, once the step ends.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already has its final verdict.
+            NotInReviewError: the session is not in review.
+            InvalidInputError: the policy offers no such evidence step, or it
+                is being collected already (``field`` is ``step_id``).
+            ConfigurationError: this Verifier lacks the step's channel.
+        """
+        event = EvidenceRequested(
+            at=self._clock.now(), reviewer=reviewer, step_id=step_id, note=note
+        )
+
+        def check(session: Session) -> None:
+            step = check_evidence(self._policy_of(session), session, step_id)
+            if step.channel not in self._registry:
+                raise ConfigurationError(
+                    message=f"this Verifier has no channel {step.channel!r} to "
+                    f"collect evidence step {step_id!r} with"
+                )
+
+        return await self._apply(session_id, event, check=check)
+
     async def fire_due_timers(self) -> int:
         """Fire every stored timer that is due now; return how many fired."""
         fired = 0
@@ -535,10 +635,14 @@ class Verifier:
         session_id: str,
         event: Input,
         call: Mapping[str, Any] | None = None,
+        *,
+        check: Callable[[Session], None] | None = None,
     ) -> Session:
         """Apply an internal input, reloading and retrying on a version conflict.
 
-        ``call`` describes the provider call behind the input, for the audit.
+        ``call`` describes the provider call behind the input, for the audit;
+        ``check`` may refuse the input (by raising) against the session it
+        would apply to.
         """
         version = 0
         async with self._lock(session_id):
@@ -550,6 +654,8 @@ class Verifier:
                     session, version = await self._store.load(session_id)
                 else:
                     session, version = cached
+                if check is not None:
+                    check(session)
                 result = transition(self._policy_of(session), session, event)
                 try:
                     saved, new_version = await self._save(
@@ -591,7 +697,7 @@ class Verifier:
         return saved
 
     async def _after(
-        self, session: Session, version: int, verdicts: Sequence[Verdict]
+        self, session: Session, version: int, verdicts: Sequence[Verdict | ReviewEvent]
     ) -> None:
         """Outside the session lock: wake watchers, call hooks, drop the lock."""
         watch = self._watches.get(session.session_id)
@@ -707,12 +813,13 @@ class Verifier:
 
     async def _dispatch(
         self, session: Session, effects: Sequence[Effect]
-    ) -> list[Verdict]:
-        """Carry out saved effects: timers inline, channel work as tasks.
+    ) -> list[Verdict | ReviewEvent]:
+        """Carry out saved effects: timers and queue work inline, channel work as tasks.
 
-        Returns the verdicts to announce once the session lock is released.
+        Returns the verdicts and review events to announce once the session
+        lock is released.
         """
-        verdicts: list[Verdict] = []
+        verdicts: list[Verdict | ReviewEvent] = []
         sid = session.session_id
         for effect in effects:
             match effect:
@@ -729,6 +836,13 @@ class Verifier:
                 case RecordVerdict():
                     await self._store.complete_effect(sid, effect.effect_id)
                     verdicts.append(effect.verdict)
+                case QueueReview() | DequeueReview() | EscalateReview():
+                    event = await run_queue_effect(
+                        self._store, session, effect, now=self._clock.now()
+                    )
+                    await self._store.complete_effect(sid, effect.effect_id)
+                    if event is not None:
+                        verdicts.append(event)
                 case _:
                     key = (sid, effect.step_id, effect.attempt)
                     if isinstance(effect, CancelStep):
@@ -743,10 +857,21 @@ class Verifier:
                         self._running[key] = task
         return verdicts
 
-    async def _call_hooks(self, session: Session, verdict: Verdict) -> None:
+    async def _call_hooks(
+        self, session: Session, announcement: Verdict | ReviewEvent
+    ) -> None:
+        if isinstance(announcement, ReviewEvent):
+            for review_hook in self._review_hooks:
+                try:
+                    await review_hook(session, announcement)
+                except Exception:
+                    log.exception(
+                        "on_review hook failed for session %s", session.session_id
+                    )
+            return
         for hook in self._hooks:
             try:
-                await hook(session, verdict)
+                await hook(session, announcement)
             except Exception:
                 log.exception(
                     "on_verdict hook failed for session %s", session.session_id
@@ -766,7 +891,14 @@ class Verifier:
                     await self._notify(session_id, effect)
                 case CancelStep():
                     await self._cancel_step(session_id, effect)
-                case ScheduleTimer() | CancelTimer() | RecordVerdict():
+                case (
+                    ScheduleTimer()
+                    | CancelTimer()
+                    | RecordVerdict()
+                    | QueueReview()
+                    | DequeueReview()
+                    | EscalateReview()
+                ):
                     current, version = await self._store.load(session_id)
                     verdicts = await self._dispatch(current, [effect])
                     await self._after(current, version, verdicts)
@@ -808,6 +940,7 @@ class Verifier:
             options=step.options,
             clock=self._clock,
             shared=self._shared,
+            providers=tuple(step.providers),
         )
 
     async def _start_step(

@@ -10,6 +10,7 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     ├── InvalidInputError             bad applicant data or payload (.field)
     │   └── PhoneNumberRefusedError   a number the SMS controls refuse (.reason), before any send
     ├── QuotaExceededError            an abuse or cost limit refused a send (.quota .retry_at)
+    ├── PullNotPermittedError         a credit pull without a permissible purpose or consent (.reason)
     ├── ProviderError                 .provider .status_code .code .request_id .retryable .uncertain
     │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
@@ -26,7 +27,9 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     │   ├── SessionFinishedError      input for a session that has a verdict
     │   ├── ConcurrentUpdateError     another writer saved first (compare-and-set)
     │   ├── StepNotFoundError         .step_id
-    │   └── StepNotWaitingError       input for a step that is not waiting (.step_id)
+    │   ├── StepNotWaitingError       input for a step that is not waiting (.step_id)
+    │   ├── NotInReviewError          a review call for a session that does not wait for one
+    │   └── ReviewClaimedError        another reviewer holds the case (.claimed_by .claimed_until)
     └── AuditIntegrityError           a tampered audit trail (.index)
 """
 
@@ -43,6 +46,7 @@ __all__ = [
     "ConfigurationError",
     "InvalidInputError",
     "MultiverifyError",
+    "NotInReviewError",
     "PhoneNumberRefusedError",
     "PolicyError",
     "PolicyProblem",
@@ -53,7 +57,9 @@ __all__ = [
     "ProviderRejectedError",
     "ProviderResponseError",
     "ProviderUnavailableError",
+    "PullNotPermittedError",
     "QuotaExceededError",
+    "ReviewClaimedError",
     "SessionError",
     "SessionFinishedError",
     "SessionNotFoundError",
@@ -154,6 +160,22 @@ class QuotaExceededError(MultiverifyError):
 
     quota: str
     retry_at: datetime | None = None
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class PullNotPermittedError(MultiverifyError):
+    """A credit-bureau pull was refused before any request left the process.
+
+    Attributes:
+        reason: ``no_purpose`` (neither the step nor the channel names a
+            permissible purpose), ``no_consent`` (the applicant carries no
+            consent record for bureau pulls), ``consent_expired`` or
+            ``purpose_not_consented`` (the consent covers other purposes).
+        purpose: the permissible purpose asked for, when there was one.
+    """
+
+    reason: str
+    purpose: str | None = None
 
 
 @attrs.define(auto_exc=True, kw_only=True)
@@ -291,6 +313,29 @@ class StepNotWaitingError(SessionError):
     """The step is not waiting for input (not started, or already finished)."""
 
     step_id: str
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class NotInReviewError(SessionError):
+    """The session does not wait for a review decision (yet, or any more).
+
+    It is still running its steps, or it waits for evidence a reviewer asked
+    for; a session with its final verdict raises `SessionFinishedError`.
+    """
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ReviewClaimedError(SessionError):
+    """Another reviewer's claim holds the case; nothing was changed.
+
+    Attributes:
+        claimed_by: who holds it (``None`` when the claim is no longer
+            the caller's and nobody else's either: claim it again).
+        claimed_until: when that claim lapses.
+    """
+
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
 
 
 @attrs.define(auto_exc=True, kw_only=True)

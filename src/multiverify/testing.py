@@ -1,4 +1,4 @@
-"""Test helpers for apps that embed multiverify: a fake clock, scripted channels, a fake video vendor.
+"""Test helpers for apps that embed multiverify: a fake clock, scripted channels, fake video and bureau vendors.
 
 >>> clock = FakeClock()
 >>> clock.now().isoformat()
@@ -28,9 +28,20 @@ from .channels import (
     TimerDue,
     Waiting,
 )
-from .providers import VideoDecision, VideoSession, VideoSessionRequest
+from .providers import (
+    BureauReport,
+    BureauRequest,
+    FileStatus,
+    IdentityMatch,
+    InquiryCount,
+    MatchResult,
+    VideoDecision,
+    VideoSession,
+    VideoSessionRequest,
+)
 
 __all__ = [
+    "FakeBureauProvider",
     "FakeClock",
     "FakeVideoProvider",
     "Scripted",
@@ -372,6 +383,76 @@ class FakeVideoProvider:
         if self._errors:
             raise self._errors.pop(0)
         return self._decisions.get(session.session_id)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _clean_report(provider: str, number: int) -> BureauReport:
+    return BureauReport(
+        provider=provider,
+        preset="fake",
+        report_id=f"{provider}-report-{number}",
+        file=FileStatus.HIT,
+        identity=IdentityMatch(
+            name=MatchResult.MATCH,
+            national_id=MatchResult.MATCH,
+            date_of_birth=MatchResult.MATCH,
+            phone=MatchResult.MATCH,
+        ),
+        score=720,
+        score_model="fake-score",
+        score_range=(300, 850),
+        inquiries=[InquiryCount(days=30, count=0), InquiryCount(days=90, count=1)],
+    )
+
+
+class FakeBureauProvider:
+    """A [`BureauProvider`][multiverify.providers.BureauProvider] in memory, for channel and app tests.
+
+    Each pull answers with the report set by [`respond`][multiverify.testing.FakeBureauProvider.respond]
+    (by default a clean file: every identity element matched, score 720 of
+    300-850), renamed to this provider and numbered ``<name>-report-<n>``;
+    [`fail`][multiverify.testing.FakeBureauProvider.fail] makes the next
+    pulls raise. ``requests`` records every pull.
+
+    Args:
+        name: the provider's name.
+    """
+
+    def __init__(self, name: str = "fake-bureau") -> None:
+        self._name = name
+        self._report: BureauReport | None = None
+        self._errors: list[Exception] = []
+        self.requests: list[BureauRequest] = []
+        """Every pull that reached the provider, in order."""
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<multiverify.testing.FakeBureauProvider({self._name}, pulls={len(self.requests)})>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def respond(self, report: BureauReport | None) -> None:
+        """Answer every later pull with ``report`` (``None``: the clean file again)."""
+        self._report = report
+
+    def fail(self, *errors: Exception) -> None:
+        """Raise these errors from the next pulls, one per pull, in order."""
+        self._errors.extend(errors)
+
+    async def pull(self, request: BureauRequest, /) -> BureauReport:
+        self.requests.append(request)
+        if self._errors:
+            raise self._errors.pop(0)
+        number = len(self.requests)
+        if self._report is None:
+            return _clean_report(self._name, number)
+        return attrs.evolve(
+            self._report, provider=self._name, report_id=f"{self._name}-report-{number}"
+        )
 
     async def aclose(self) -> None:
         self.closed = True

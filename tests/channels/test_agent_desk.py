@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
-from multiverify import ResultStatus, Verifier
+from multiverify import ChannelResult, ResultStatus, Session, Verifier
 from multiverify.channels import AgentDesk, AgentOutcome, PhoneCallChannel
 from multiverify.exceptions import InvalidInputError
 from multiverify.policy import Policy, Step
 from multiverify.providers import AgentDeskProvider
 from multiverify.sandbox import get_persona
-from multiverify.stores import MemoryStore
+from multiverify.stores import MemoryStore, SqliteStore
 from multiverify.testing import FakeClock
 
 HONEST = get_persona("honest").applicant
@@ -126,3 +130,235 @@ class TestAgentDesk:
         with pytest.raises(InvalidInputError) as caught:
             AgentOutcome(disposition="confirmed", flags={"drunk"})
         assert caught.value.field == "flags"
+
+
+def _policy(**options: object) -> Policy:
+    return Policy(
+        name="desk",
+        version="1",
+        steps=[Step(id="call", channel="phone_call", options=dict(options))],
+    )
+
+
+class TestAcrossReplicas:
+    async def test_list_claim_and_submit_from_another_replica(
+        self, tmp_path: Path
+    ) -> None:
+        """One replica queues the call; another lists, claims and submits it; the first sees the result."""
+        clock = FakeClock(datetime(2026, 1, 5, 1, 0, tzinfo=UTC))
+        path = tmp_path / "verify.db"
+        replicas = []
+        for _ in range(2):
+            store = SqliteStore(path, clock=clock)
+            channel = PhoneCallChannel([AgentDeskProvider(queue=store)])
+            verifier = Verifier(_policy(), channels=[channel], store=store, clock=clock)
+            replicas.append(
+                (verifier, AgentDesk(queue=store, submitter=verifier, clock=clock))
+            )
+        (first, first_desk), (_, second_desk) = replicas
+        session = await first.start(HONEST)
+        await first.wait_idle()
+        (task,) = await second_desk.tasks()
+        claimed = await second_desk.claim("agent-b", task_id=task.task_id)
+        assert claimed is not None
+        assert await first_desk.claim("agent-a") is None
+        assert await second_desk.submit(
+            task.task_id,
+            "agent-b",
+            AgentOutcome(disposition="confirmed", answers=RIGHT),
+        )
+        result = (await first.get(session.session_id)).step("call").result
+        assert result is not None
+        assert result.status is ResultStatus.PASSED
+        assert await first_desk.tasks() == []
+        for verifier, _ in replicas:
+            await verifier.aclose()
+
+
+async def _worked(**outcome: Any) -> tuple[Verifier, AgentDesk, Session]:
+    """Queue a call, have an agent claim it and report ``outcome``; the session after."""
+    verifier, desk, _, session_id = await _desk()
+    task = await desk.claim("a")
+    assert task is not None
+    await desk.submit(task.task_id, "a", AgentOutcome(**outcome))
+    return verifier, desk, await verifier.get(session_id)
+
+
+async def _submitted(**outcome: Any) -> tuple[Verifier, ChannelResult]:
+    """As ``_worked``, for an outcome that ends the step: its result."""
+    verifier, _, session = await _worked(**outcome)
+    result = session.step("call").result
+    assert result is not None
+    return verifier, result
+
+
+class TestOutcomes:
+    async def test_flags_become_signals(self) -> None:
+        """Agent flags become risk signals and leave the step inconclusive."""
+        verifier, result = await _submitted(
+            disposition="confirmed",
+            answers=RIGHT,
+            flags={"evasive", "inconsistent", "third_party_present"},
+        )
+        assert result.status is ResultStatus.INCONCLUSIVE
+        assert {"evasive_answer", "inconsistent", "third_party_present"} <= set(
+            result.signal_names
+        )
+        await verifier.aclose()
+
+    async def test_wrong_answer_fails_identity(self) -> None:
+        """A confirmed call whose ID digits are wrong fails on identity, as the IVR would."""
+        verifier, result = await _submitted(
+            disposition="confirmed", answers={**RIGHT, "id_last4": "0000"}
+        )
+        assert result.status is ResultStatus.FAILED
+        assert "identity_mismatch" in result.signal_names
+        await verifier.aclose()
+
+    async def test_not_now_at_the_opening_question(self) -> None:
+        """An applicant answering 'not now' to the opening question is called again later."""
+        verifier, desk, session = await _worked(
+            disposition="confirmed", answers={**RIGHT, "recording": "no"}
+        )
+        (again,) = await desk.tasks()
+        assert again.task_id.endswith(":2")
+        assert not session.step("call").result
+        await verifier.aclose()
+
+    @pytest.mark.parametrize(
+        ("answers", "field"),
+        [
+            ({**RIGHT, "nope": "yes"}, "answers.nope"),
+            ({k: v for k, v in RIGHT.items() if k != "purpose"}, "answers.purpose"),
+        ],
+    )
+    async def test_outcome_that_does_not_fit(
+        self, answers: dict[str, str], field: str
+    ) -> None:
+        """An outcome naming an unknown prompt or leaving one out is refused; the task stays claimed."""
+        verifier, desk, _, session_id = await _desk()
+        task = await desk.claim("a")
+        assert task is not None
+        with pytest.raises(InvalidInputError) as caught:
+            await desk.submit(
+                task.task_id,
+                "a",
+                AgentOutcome(disposition="confirmed", answers=answers),
+            )
+        assert caught.value.field == field
+        (still,) = await desk.tasks()
+        assert still.claimed_by == "a"
+        assert not (await verifier.get(session_id)).step("call").result
+        await verifier.aclose()
+
+    async def test_call_back_later_at_the_applicants_time(self) -> None:
+        """Call back later at a named time queues the next task then, inside the window."""
+        verifier, desk, _ = await _worked(
+            disposition="call_back_later",
+            call_back_at=datetime.fromisoformat("2026-01-05T22:30:00+08:00"),
+        )
+        (again,) = await desk.tasks()
+        assert again.task_id.endswith(":2")
+        # 22:30 is outside 08:00-21:00: the task waits for the next morning.
+        assert again.call_from == "2026-01-06T08:00:00+08:00"
+        await verifier.aclose()
+
+    async def test_notes_stay_out_of_the_audit_trail(self) -> None:
+        """An agent's notes are kept with the step's state, never in the audit trail."""
+        verifier, _, session = await _worked(
+            disposition="confirmed", answers=RIGHT, notes="mentions a debt of 9999"
+        )
+        assert session.step("call").channel_state["notes"] == "mentions a debt of 9999"
+        trail = json.dumps(
+            [
+                attrs.asdict(e)
+                for e in await verifier.store.audit_events(session.session_id)
+            ],
+            default=str,
+        )
+        assert "9999" not in trail
+        result = session.step("call").result
+        assert result is not None
+        assert any(e.kind == "agent_notes" for e in result.evidence)
+        await verifier.aclose()
+
+    async def test_outside_the_window_the_task_waits(self) -> None:
+        """A task queued at 23:00 local cannot be claimed before 08:00."""
+        clock = FakeClock(datetime(2026, 1, 5, 15, 0, tzinfo=UTC))  # 23:00 Shanghai
+        store = MemoryStore()
+        verifier = Verifier(
+            _policy(),
+            channels=[PhoneCallChannel([AgentDeskProvider(queue=store)])],
+            store=store,
+            clock=clock,
+        )
+        await verifier.start(HONEST)
+        await verifier.wait_idle()
+        desk = AgentDesk(queue=store, submitter=verifier, clock=clock)
+        (task,) = await desk.tasks()
+        assert task.call_from == "2026-01-06T08:00:00+08:00"
+        assert await desk.claim("a") is None
+        await clock.advance(9 * 3600)
+        assert await desk.claim("a") is not None
+        await verifier.aclose()
+
+    async def test_submit_after_the_session_ended(self) -> None:
+        """An outcome for a cancelled session is not applied; the task is cleared."""
+        verifier, desk, _, session_id = await _desk()
+        task = await desk.claim("a")
+        assert task is not None
+        await verifier.cancel(session_id, reason="withdrawn")
+        assert not await desk.submit(
+            task.task_id, "a", AgentOutcome(disposition="confirmed", answers=RIGHT)
+        )
+        assert await desk.tasks() == []
+        await verifier.aclose()
+
+
+class TestCallBackTimes:
+    async def test_a_time_without_zone_is_the_applicants(self) -> None:
+        """A call-back time without an offset is read on the applicant's clock."""
+        verifier, desk, _ = await _worked(
+            disposition="call_back_later",
+            call_back_at=datetime(2026, 1, 5, 18, 0),  # noqa: DTZ001 - local on purpose
+        )
+        (again,) = await desk.tasks()
+        assert again.call_from == "2026-01-05T18:00:00+08:00"
+        await verifier.aclose()
+
+    async def test_a_malformed_time_is_refused(self) -> None:
+        """A submission whose call_back_at is not a date-time is refused, naming the field."""
+        verifier, desk, _, session_id = await _desk()
+        (task,) = await desk.tasks()
+        with pytest.raises(InvalidInputError) as caught:
+            await verifier.submit(
+                session_id,
+                "call",
+                {
+                    "task": task.task_id,
+                    "disposition": "call_back_later",
+                    "call_back_at": "tomorrow",
+                },
+            )
+        assert caught.value.field == "call_back_at"
+        await verifier.aclose()
+
+    @pytest.mark.parametrize(
+        ("payload", "field"),
+        [
+            ({"task": "other", "disposition": "confirmed"}, "task"),
+            ({"disposition": "maybe"}, "disposition"),
+            ({"disposition": "confirmed", "flags": ["drunk"]}, "flags"),
+            ({"disposition": "confirmed", "notes": 7}, "notes"),
+            ({"disposition": "confirmed", "answers": ["yes"]}, "answers"),
+        ],
+    )
+    async def test_raw_submissions_are_checked(
+        self, payload: dict[str, object], field: str
+    ) -> None:
+        """A submission that bypasses AgentDesk is still checked field by field."""
+        verifier, _, _, session_id = await _desk()
+        with pytest.raises(InvalidInputError) as caught:
+            await verifier.submit(session_id, "call", payload)
+        assert caught.value.field == field
+        await verifier.aclose()

@@ -131,3 +131,33 @@ def _resigned(h: Any, request: WebhookRequest, url: str, vendor: str) -> Webhook
         headers["x-twilio-signature"] = twilio_signature(TWILIO_TOKEN, url, params)
         return attrs.evolve(request, url=url, headers=headers)
     return attrs.evolve(request, url=url)
+
+
+@pytest.mark.parametrize("vendor", ["twilio", "vonage"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        CallRoute(session_id="x", step_id="nope", attempt=1, call=1),
+        CallRoute(session_id="x", step_id="call", attempt=1, call=9),
+    ],
+    ids=["no-such-step", "another-call"],
+)
+async def test_a_route_that_does_not_fit_the_session_hangs_up(
+    harness: Build, vendor: str, route: CallRoute
+) -> None:
+    """An applied answer whose route names another step or call gets a hang-up, not someone else's prompt."""
+    h = harness(vendor)
+    session = await h.run()
+    route = attrs.evolve(route, session_id=session.session_id)
+    key = None if vendor == "twilio" else "sandbox-vonage-callback-key"
+    request, _ = h.sandbox.callbacks[0]
+    request = attrs.evolve(
+        request, url=callback_url(CALLBACK_URL, route, "answer", key=key)
+    )
+    response = h.sandbox.handler().respond(request, [session])
+    assert response.status == 200
+    if vendor == "twilio":
+        assert b"<Hangup />" in response.body
+        assert b"<Say" not in response.body
+    else:
+        assert response.body == b"[]"

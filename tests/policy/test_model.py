@@ -229,7 +229,11 @@ class TestHash:
             {"default": Outcome.APPROVED},
             {"rules": [Rule(outcome=Outcome.REJECTED, when="true", reason="r")]},
             {"steps": [Step(id="bureau", channel="credit_bureau", optional=True)]},
-            {"steps": [Step(id="bureau", channel="credit_bureau", options={"a": 1})]},
+            {
+                "steps": [
+                    Step(id="bureau", channel="credit_bureau", options={"purpose": "x"})
+                ]
+            },
         ],
     )
     def test_changed_content_changes_hash(self, change: dict[str, Any]) -> None:

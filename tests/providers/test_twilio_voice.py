@@ -130,3 +130,42 @@ class TestTwiml:
             action=None,
         )
         assert body.endswith(b'<Say language="en-US">Bye</Say><Hangup /></Response>')
+
+
+class TestGoodbye:
+    async def test_live_call_hears_the_goodbye(self) -> None:
+        """A live call's TwiML is replaced by the goodbye and a hang-up (Twiml on the update)."""
+        router = respx.Router()
+        router.get(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "in-progress"}
+        )
+        update = router.post(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "in-progress"}
+        )
+        await _voice(router).hang_up(
+            "CA9",
+            goodbye=VoiceInstruction(
+                turn=4, language="en", say=["Goodbye."], hangup=True
+            ),
+        )
+        form = parse_qs(update.calls.last.request.content.decode())
+        assert list(form) == ["Twiml"]
+        assert form["Twiml"][0].endswith(
+            '<Response><Say language="en-US">Goodbye.</Say><Hangup /></Response>'
+        )
+
+    async def test_ringing_call_is_canceled(self) -> None:
+        """A ringing call is canceled, goodbye or not."""
+        router = respx.Router()
+        router.get(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "ringing"}
+        )
+        update = router.post(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "canceled"}
+        )
+        await _voice(router).hang_up(
+            "CA9", goodbye=VoiceInstruction(turn=1, language="en", say=["Bye"])
+        )
+        assert parse_qs(update.calls.last.request.content.decode()) == {
+            "Status": ["canceled"]
+        }

@@ -13,6 +13,11 @@ from multiverify import (
     Policy,
     ResultStatus,
     RetrySettings,
+    ReviewCase,
+    ReviewDecision,
+    ReviewEvent,
+    ReviewQueue,
+    ReviewSettings,
     Rule,
     Session,
     Step,
@@ -20,7 +25,12 @@ from multiverify import (
     Verifier,
 )
 from multiverify.channels import Finished, ProviderEvent, StepContext, StepOutcome
-from multiverify.exceptions import ProviderError, StepNotWaitingError
+from multiverify.exceptions import (
+    NotInReviewError,
+    ProviderError,
+    ReviewClaimedError,
+    StepNotWaitingError,
+)
 from multiverify.policy import load_policy
 from multiverify.stores import SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -160,4 +170,229 @@ async def sms_app(applicant: Applicant, verifier: Verifier) -> None:
         del quota
     handler = TwilioMessageStatus(TwilioSignature("token"))
     del handler
+    await channel.aclose()
+
+
+async def phone_app(applicant: Applicant, verifier: Verifier) -> None:
+    """The confirmation-call channel, its vendors, webhooks and agent desk, wired as an app does."""
+    from multiverify.channels import (
+        AgentDesk,
+        AgentOutcome,
+        AgentTask,
+        Analysis,
+        CallAnalyzer,
+        CallScript,
+        Expect,
+        MismatchAction,
+        PhoneCallChannel,
+        Prompt,
+        PromptKind,
+        SpeechAnswer,
+    )
+    from multiverify.compliance import AttemptSchedule, CallingWindow, NextDayAt
+    from multiverify.providers import (
+        AgentDeskProvider,
+        TwilioAccount,
+        TwilioVoice,
+        VoiceInstruction,
+        VoiceProvider,
+        VonageApplication,
+        VonageVoice,
+    )
+    from multiverify.webhooks import (
+        TwilioSignature,
+        TwilioVoiceWebhook,
+        VonageSignature,
+        VonageVoiceWebhook,
+        WebhookHandler,
+    )
+
+    class Transcripts:
+        """A user's own analyzer of spoken answers."""
+
+        async def analyze(self, answer: SpeechAnswer, /) -> Analysis:
+            return Analysis(matched=answer.transcript != "", confidence=0.9)
+
+    analyzer: CallAnalyzer = Transcripts()
+    twilio: VoiceProvider = TwilioVoice(
+        account=TwilioAccount(account_sid="AC1", auth_token="token"),
+        from_number="+8610555010",
+        callback_url="https://app.example/hooks/twilio-voice",
+    )
+    vonage: VoiceProvider = VonageVoice(
+        application=VonageApplication(application_id="app", private_key="-----"),
+        from_number="+8610555010",
+        callback_url="https://app.example/hooks/vonage-voice",
+        callback_key="url-key",
+    )
+    store = SqliteStore("verify.db")
+    desk_provider = AgentDeskProvider(queue=store)
+    channel = PhoneCallChannel([twilio, vonage, desk_provider], analyzer=analyzer)
+    script = CallScript(
+        name="short",
+        recording=True,
+        prompts=[
+            Prompt(
+                id="notice",
+                kind=PromptKind.DISCLOSURE,
+                recording_notice=True,
+                text={"zh-CN": "本次通话将被录音。", "en": "This call is recorded."},
+                expect=Expect(kind="yes_no"),
+                on_mismatch=MismatchAction.CALL_BACK,
+            ),
+            Prompt(
+                id="year",
+                kind=PromptKind.IDENTITY,
+                text={"zh-CN": "请输入出生年份。"},
+                expect=Expect(kind="digits", length=4, source="birth_year"),
+                hesitation=8.0,
+            ),
+        ],
+    )
+    window = CallingWindow(blocked_dates={date(2026, 10, 1)})
+    schedule = AttemptSchedule(retries=(1800.0, NextDayAt(at=window.start)))
+    del script, schedule, channel
+    handlers: list[WebhookHandler] = [
+        TwilioVoiceWebhook(TwilioSignature("token"), voices={"zh-CN": "Polly.Zhiyu"}),
+        VonageVoiceWebhook(VonageSignature("secret"), callback_key="url-key"),
+    ]
+    del handlers
+    goodbye = VoiceInstruction(turn=1, language="en", say=["Bye"], hangup=True)
+    await twilio.hang_up("CA1", goodbye=goodbye)
+    desk = AgentDesk(queue=store, submitter=verifier, clock=FakeClock())
+    task: AgentTask | None = await desk.claim("agent-7", lease=600)
+    if task is not None:
+        applied: bool = await desk.submit(
+            task.task_id,
+            "agent-7",
+            AgentOutcome(disposition="confirmed", answers={"year": "1990"}),
+        )
+        del applied
+
+
+async def review_app(store: SqliteStore, policy: Policy) -> None:
+    """A review desk: hooks, a channel-less Verifier, claims and decisions."""
+
+    async def heard(session: Session, event: ReviewEvent) -> None:
+        kind: str = event.kind
+        del session, kind
+
+    reviewed = Policy(
+        name="p",
+        version="1",
+        steps=[Step(id="bureau", channel="credit_bureau")],
+        review=ReviewSettings(sla="4h", fallback_after="1d", fallback=Outcome.REJECTED),
+    )
+    verifier = Verifier([reviewed, policy], store=store, on_review=[heard])
+    queue = ReviewQueue(verifier, lease=600)
+    cases: list[ReviewCase] = await queue.pending(reason="bureau.thin_file")
+    del cases
+    case = await queue.claim("alice", min_priority=5)
+    if case is None:
+        return
+    age: float = case.age(verifier.clock.now())
+    del age
+    try:
+        verdict: Verdict = await queue.decide(
+            case.session_id, "alice", outcome=Outcome.APPROVED, reason="ok", note="n"
+        )
+    except (ReviewClaimedError, NotInReviewError):
+        return
+    decision: ReviewDecision | None = verdict.review
+    automatic: Verdict | None = verdict.automatic
+    del decision, automatic
+    reader = ReviewQueue(store=store)
+    await reader.release(case.session_id, "alice")
+
+
+async def bureau_app(applicant: Applicant) -> None:
+    """The credit-bureau channel over the HTTP adapter, wired as an app does."""
+    from datetime import UTC, datetime
+
+    import attrs
+
+    from multiverify import Consent
+    from multiverify.channels import CreditBureauChannel
+    from multiverify.exceptions import ProviderResponseError, PullNotPermittedError
+    from multiverify.providers import (
+        BureauProvider,
+        BureauReport,
+        BureauRequest,
+        HttpBureau,
+        OAuth2Token,
+        bureau_preset,
+    )
+    from multiverify.testing import FakeBureauProvider
+
+    consented = attrs.evolve(
+        applicant,
+        consents=[
+            Consent(
+                reference="consent-2026-0042",
+                purposes=("loan_approval",),
+                granted_at=datetime(2026, 2, 1, tzinfo=UTC),
+            )
+        ],
+    )
+    gateway: BureauProvider = HttpBureau(
+        "cn-credit-gateway",
+        name="gateway",
+        base_url="https://api.gateway.example",
+        token=OAuth2Token(
+            url="https://api.gateway.example/oauth2/token",
+            client_id="lender-1",
+            client_secret="secret",
+        ),
+        headers={"X-Member-Id": "m-1"},
+    )
+    experian = HttpBureau(
+        bureau_preset("us-credit-profile"),
+        name="experian",
+        base_url="https://sandbox-us-api.experian.com",
+        token=OAuth2Token(
+            url="https://sandbox-us-api.experian.com/oauth2/v1/token",
+            client_id="id",
+            client_secret="secret",
+            grant="password",
+            username="user",
+            password="pass",
+        ),
+        purpose_codes={"loan_approval": "08"},
+    )
+    channel = CreditBureauChannel(
+        [gateway, experian, FakeBureauProvider()],
+        secret=b"0123456789abcdef0123456789abcdef",
+        purpose="loan_approval",
+        reuse_ttl=7 * 86400,
+        inquiry_limits={30: 4, 90: 6},
+    )
+    async with Verifier(
+        load_policy("bureau.toml"), channels=[channel], store=SqliteStore("s.db")
+    ) as replica:
+        session = await replica.start(consented)
+        verdict: Verdict = await replica.wait(session.session_id)
+        del verdict
+        result = (await replica.get(session.session_id)).step("bureau").result
+        if result is not None:
+            reused: bool = result.facts["reused"]
+            del reused
+    try:
+        report: BureauReport = await experian.pull(
+            BureauRequest(
+                reference="s:b:1",
+                applicant=consented,
+                purpose="account_review",
+                consent="consent-2026-0042",
+            )
+        )
+    except PullNotPermittedError as exc:
+        reason: str = exc.reason
+        del reason
+        return
+    except ProviderResponseError as exc:
+        field: str = exc.field
+        del field
+        return
+    score: float | None = report.normalised_score
+    del score
     await channel.aclose()

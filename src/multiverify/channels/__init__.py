@@ -38,6 +38,11 @@ from ._call_analysis import (
     RuleBasedAnalyzer,
     SpeechAnswer,
 )
+from ._credit_bureau import (
+    CONSENT_SCOPE,
+    CreditBureauChannel,
+    bureau_result,
+)
 from ._phone_call import (
     CallAttempt,
     PhoneCallChannel,
@@ -71,6 +76,7 @@ from ._video_sign import (
 
 __all__ = [
     "CODE_TEMPLATES",
+    "CONSENT_SCOPE",
     "AgentDesk",
     "AgentOutcome",
     "AgentTask",
@@ -82,6 +88,7 @@ __all__ = [
     "CallScript",
     "Channel",
     "ChannelRegistry",
+    "CreditBureauChannel",
     "Expect",
     "Finished",
     "MismatchAction",
@@ -113,6 +120,7 @@ __all__ = [
     "VideoSignChannel",
     "VideoSignState",
     "Waiting",
+    "bureau_result",
     "confirmation_statement",
     "normalize_code",
     "phone_options",

@@ -56,7 +56,8 @@ class AgentOutcome:
             ``yes``/``no``, or what was said).
         flags: ``third_party_present``, ``coached``, ``evasive``, ``inconsistent``.
         notes: free text; kept with the step's state, never in the audit trail.
-        call_back_at: for ``call_back_later``, when the applicant asked to be called.
+        call_back_at: for ``call_back_later``, when the applicant asked to be
+            called; without a time zone it is the applicant's local time.
 
     Raises:
         InvalidInputError: an unknown disposition or flag.

@@ -47,6 +47,8 @@ class StepContext:
         clock: the runtime's clock.
         shared: state shared by every replica (quotas, cached values,
             locks), from the runtime's store; ``None`` when the store has none.
+        providers: the step's providers in failover order, for a channel
+            that fails over within an attempt (empty: the channel chooses).
     """
 
     session_id: str
@@ -58,6 +60,7 @@ class StepContext:
     options: Mapping[str, Any] = attrs.field(factory=dict)
     clock: Clock = attrs.field(repr=False, eq=False)
     shared: SharedState | None = attrs.field(default=None, repr=False, eq=False)
+    providers: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

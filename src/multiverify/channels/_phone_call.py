@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from .._call_script import (
+    MISMATCH_SIGNALS,
     Answer,
     AnswerKind,
     CallScript,
@@ -44,7 +45,6 @@ from ..exceptions import (
     ConfigurationError,
     InvalidInputError,
     ProviderError,
-    ProviderUnavailableError,
 )
 from ..providers import (
     AgentDeskProvider,
@@ -88,23 +88,13 @@ AGENT_FLAGS: Mapping[str, str] = {
     "evasive": "evasive_answer",
     "inconsistent": "inconsistent",
 }
+#: How far a live call has come; a late callback never moves it back.
+_PROGRESS = {CallStatus.QUEUED: 0, CallStatus.RINGING: 1, CallStatus.IN_PROGRESS: 2}
 _MARKER_TTL = 3 * 24 * 3600.0
 _RECONCILE_WINDOW = timedelta(minutes=15)
 _WATCHDOG_SLACK = 120.0
-_MISMATCH_SIGNALS = frozenset(
-    {
-        "identity_mismatch",
-        "intent_declined",
-        "detail_mismatch",
-        "inconsistent",
-        "third_party_present",
-        "coached",
-        "evasive_answer",
-        "invalid_input",
-        "wrong_person",
-        "refused",
-    }
-)
+#: Signals that leave an otherwise confirmed call inconclusive.
+_MISMATCH_SIGNALS = (MISMATCH_SIGNALS - {"call_back_later"}) | {"invalid_input"}
 
 
 @attrs.frozen(kw_only=True)
@@ -135,7 +125,11 @@ class PhoneCallState:
     """The per-step state of [`PhoneCallChannel`][multiverify.channels.PhoneCallChannel].
 
     ``instruction`` is what the call does next: the voice webhooks read it
-    from the saved session to answer the vendor with TwiML or NCCO.
+    from the saved session to answer the vendor with TwiML or NCCO. A
+    recorded call whose script has ended waits (``awaiting_recording``) for
+    the vendor's recording reference, which comes once the call is over,
+    so that the result's evidence names it; ``failed_prompt`` and
+    ``hung_up`` keep how the script ended meanwhile.
     """
 
     mode: str = "ivr"
@@ -155,6 +149,10 @@ class PhoneCallState:
     instruction: VoiceInstruction | None = None
     failed_providers: tuple[str, ...] = ()
     recordings: tuple[str, ...] = ()
+    recorded_calls: tuple[int, ...] = ()
+    awaiting_recording: bool = False
+    failed_prompt: str | None = None
+    hung_up: bool = False
     notes: str = attrs.field(default="", repr=False)
 
     @property
@@ -368,8 +366,8 @@ class PhoneCallChannel:
             message="unknown message", field="message"
         )  # pragma: no cover
 
-    async def cancel(self, context: StepContext, state: Any, /) -> None:  # noqa: ARG002 - the protocol's signature
-        """Hang up a live call, or withdraw an agent task."""
+    async def cancel(self, context: StepContext, state: Any, /) -> None:
+        """Hang up a call (saying the script's ``ending`` if it is live), or withdraw an agent task."""
         if not isinstance(state, PhoneCallState) or state.current is None:
             return
         current = state.current
@@ -379,7 +377,16 @@ class PhoneCallChannel:
         if isinstance(provider, AgentDeskProvider):
             await provider.remove(current.call_id)
         elif not current.status.final:
-            await provider.hang_up(current.call_id)
+            goodbye = None
+            if state.live:
+                script = self.options(context).script
+                goodbye = VoiceInstruction(
+                    turn=state.turn + 1,
+                    language=state.locale,
+                    say=[_text(script.ending, state.locale, script)],
+                    hangup=True,
+                )
+            await provider.hang_up(current.call_id, goodbye=goodbye)
 
     # -- placing calls -------------------------------------------------------------
 
@@ -398,16 +405,7 @@ class PhoneCallChannel:
         if not window.allows(now, zones):
             opening = window.next_opening(now, zones)
             if opening is None:
-                return Finished(
-                    result=self._result(
-                        context,
-                        state,
-                        ResultStatus.FAILED,
-                        [*state.signals, "outside_calling_window", "no_contact"],
-                        detail=f"no calling time ({window.describe()}) within a year",
-                    ),
-                    state=state,
-                )
+                return self._never_callable(context, options, state)
             state = attrs.evolve(state, next_call=number, scheduled_at=opening)
             local = opening.astimezone(zones[0])
             return Waiting(
@@ -443,6 +441,22 @@ class PhoneCallChannel:
             state=state,
             challenge=self._challenge(context, "we are calling you now"),
             timers=((f"check-{number}", check),),
+        )
+
+    def _never_callable(
+        self, context: StepContext, options: PhoneCallOptions, state: PhoneCallState
+    ) -> Finished:
+        """The calling window does not open again within the horizon: no contact."""
+        return Finished(
+            result=self._result(
+                context,
+                state,
+                ResultStatus.FAILED,
+                [*state.signals, "outside_calling_window", "no_contact"],
+                detail=f"no calling time ({options.calling_window.describe()}) "
+                "within a year",
+            ),
+            state=state,
         )
 
     async def _place(
@@ -493,11 +507,8 @@ class PhoneCallChannel:
         try:
             info = await provider.place_call(request)
         except ProviderError as exc:
-            uncertain = isinstance(exc, ProviderUnavailableError) and (
-                exc.status_code is None or exc.status_code >= 500  # noqa: PLR2004
-            )
             found = []
-            if uncertain:
+            if exc.uncertain:  # the vendor may have placed it: look before failing
                 try:
                     found = await provider.find_calls(
                         to=to, since=now - _RECONCILE_WINDOW
@@ -518,10 +529,18 @@ class PhoneCallChannel:
             )
         return info
 
-    def _other_vendor(self, state: PhoneCallState, failed: str) -> str | None:
+    def _other_vendor(
+        self, context: StepContext, state: PhoneCallState, failed: str
+    ) -> str | None:
+        """The next voice vendor to try: the step's providers in order, else ours."""
         tried = {*state.failed_providers, failed}
-        for name, provider in self._providers.items():
-            if name not in tried and not isinstance(provider, AgentDeskProvider):
+        for name in context.providers or tuple(self._providers):
+            provider = self._providers.get(name)
+            if (
+                name not in tried
+                and provider is not None
+                and not isinstance(provider, AgentDeskProvider)
+            ):
                 return name
         return None
 
@@ -537,7 +556,7 @@ class PhoneCallChannel:
         state = attrs.evolve(
             state, failed_providers=_add(state.failed_providers, failed)
         )
-        while (vendor := self._other_vendor(state, failed)) is not None:
+        while (vendor := self._other_vendor(context, state, failed)) is not None:
             try:
                 return await self._dial(
                     context, options, state, state.next_call, vendor
@@ -635,6 +654,14 @@ class PhoneCallChannel:
             and not current.ended
         ):
             return await self._watchdog(context, options, state)
+        if (
+            kind == "recording"
+            and state.awaiting_recording
+            and current is not None
+            and current.number == number
+        ):
+            # No reference came in time: the result says so in its evidence.
+            return self._close(context, options, state)
         return Waiting(state=state)
 
     async def _watchdog(
@@ -662,9 +689,19 @@ class PhoneCallChannel:
         data: Mapping[str, Any],
     ) -> StepOutcome:
         current = state.current
+        event = data.get("event")
+        if event == "recording":
+            # It comes once a call is over, for any call of this attempt.
+            state = _with_recording(state, data)
+            if (
+                state.awaiting_recording
+                and current is not None
+                and data.get("call") == current.number
+            ):
+                return self._close(context, options, state)
+            return Waiting(state=state)
         if current is None or data.get("call") != current.number or current.ended:
             return Waiting(state=state)  # an old call's late news
-        event = data.get("event")
         if data.get("call_id") and data.get("call_id") != current.call_id:
             state = _replace_current(state, call_id=str(data["call_id"]))
         if event == "status":
@@ -697,17 +734,13 @@ class PhoneCallChannel:
                 live=True,
                 prompt=0,
                 tries=0,
+                answers=(),  # the script starts afresh on each answered call
             )
             return self._ask(context, options, state, record=options.script.recording)
         if event == "gather":
             if not state.live or data.get("turn") != state.turn:
                 return Waiting(state=state)  # a repeated or late answer
             return await self._answer(context, options, state, data)
-        if event == "recording":
-            reference = data.get("recording")
-            if isinstance(reference, str) and reference not in state.recordings:
-                state = attrs.evolve(state, recordings=(*state.recordings, reference))
-            return Waiting(state=state)
         return Waiting(state=state)
 
     async def _status(
@@ -720,6 +753,8 @@ class PhoneCallChannel:
     ) -> StepOutcome:
         current = state.current
         assert current is not None  # noqa: S101 - checked by the caller
+        if not status.final and _PROGRESS[status] < _PROGRESS.get(current.status, 3):
+            status = current.status  # an earlier callback delivered late
         state = _replace_current(
             state, status=status, answered_by=found or current.answered_by
         )
@@ -729,7 +764,7 @@ class PhoneCallChannel:
             return await self._redial_elsewhere(
                 context,
                 options,
-                state,
+                _replace_current(state, ended=True),
                 current.provider,
                 f"the call failed at {current.provider}",
             )
@@ -856,7 +891,26 @@ class PhoneCallChannel:
                 said=[_text(script.ending, state.locale, script)],
                 failed=prompt,
             )
+        if matched is False and prompt.mismatch_action is MismatchAction.CALL_BACK:
+            return await self._call_back(context, options, state)
         return self._ask(context, options, state)
+
+    async def _call_back(
+        self, context: StepContext, options: PhoneCallOptions, state: PhoneCallState
+    ) -> StepOutcome:
+        """Not now, says the callee: say goodbye, hang up, and call again per the schedule."""
+        script = options.script
+        goodbye = VoiceInstruction(
+            turn=state.turn + 1,
+            language=state.locale,
+            say=[_text(script.call_back, state.locale, script)],
+            hangup=True,
+        )
+        outcome = await self._no_contact(context, options, state, "call_back_later")
+        return attrs.evolve(
+            outcome,
+            state=attrs.evolve(outcome.state, instruction=goodbye, turn=goodbye.turn),
+        )
 
     async def _judge(  # noqa: PLR0917 - private, called twice
         self,
@@ -908,8 +962,12 @@ class PhoneCallChannel:
         said: Sequence[str] = (),
         failed: Prompt | None = None,
         hung_up: bool = False,
-    ) -> Finished:
-        """End the script: say goodbye, hang up, and turn the answers into a result."""
+    ) -> StepOutcome:
+        """End the script: say goodbye, hang up, and turn the answers into a result.
+
+        A recorded call first waits for its recording reference (or for
+        ``recording_wait`` to pass), so that the result's evidence names it.
+        """
         script = options.script
         if not hung_up and failed is None:
             said = [*said, _text(script.closing, state.locale, script)]
@@ -922,13 +980,47 @@ class PhoneCallChannel:
             calls=(*state.calls[:-1], attrs.evolve(state.calls[-1], ended=True))
             if state.calls
             else (),
+            failed_prompt=failed.id if failed is not None else None,
+            hung_up=hung_up,
         )
-        return Finished(
-            result=_script_result(
-                self, context, script, state, failed, hung_up=hung_up
-            ),
-            state=state,
+        if (
+            script.recording
+            and state.calls
+            and (state.calls[-1].number not in state.recorded_calls)
+        ):
+            due = context.clock.now() + timedelta(seconds=options.recording_wait)
+            return Waiting(
+                state=attrs.evolve(state, awaiting_recording=True),
+                challenge=self._challenge(context, "the call has ended"),
+                timers=((f"recording-{state.calls[-1].number}", due),),
+            )
+        return self._close(context, options, state)
+
+    def _close(
+        self, context: StepContext, options: PhoneCallOptions, state: PhoneCallState
+    ) -> Finished:
+        """The result of a script that has ended, as ``_finish`` left it."""
+        script = options.script
+        failed = (
+            script.prompt(state.failed_prompt)
+            if state.failed_prompt is not None
+            else None
         )
+        state = attrs.evolve(state, awaiting_recording=False)
+        result = _script_result(
+            self, context, script, state, failed, hung_up=state.hung_up
+        )
+        if script.recording:
+            missing = bool(state.calls) and (
+                state.calls[-1].number not in state.recorded_calls
+            )
+            result = attrs.evolve(
+                result,
+                detail=result.detail
+                + ("; the vendor sent no recording reference" if missing else ""),
+                facts={**result.facts, "recorded": not missing},
+            )
+        return Finished(result=result, state=state)
 
     # -- agent desk ------------------------------------------------------------------
 
@@ -946,16 +1038,7 @@ class PhoneCallChannel:
         zones = self._zones(state)
         opening = options.calling_window.next_opening(available_at or now, zones)
         if opening is None:
-            return Finished(
-                result=self._result(
-                    context,
-                    state,
-                    ResultStatus.FAILED,
-                    [*state.signals, "outside_calling_window", "no_contact"],
-                    detail="no calling time within a year",
-                ),
-                state=state,
-            )
+            return self._never_callable(context, options, state)
         task_id = f"{context.idempotency_key}:{number}"
         body = agent_task_body(context, options, state, task_id, number, opening)
         await provider.enqueue(task_id, body, at=now, available_at=opening)
@@ -1039,6 +1122,8 @@ class PhoneCallChannel:
                         message="call_back_at is not an ISO date-time",
                         field="call_back_at",
                     ) from None
+                if due.tzinfo is None:  # the applicant's own clock
+                    due = due.replace(tzinfo=self._zones(state)[0])
                 provider = self._provider(current.provider)
                 assert isinstance(provider, AgentDeskProvider)  # noqa: S101 - agent mode
                 state = _replace_current(state, ended=True)
@@ -1111,10 +1196,29 @@ class PhoneCallChannel:
             if matched is False and prompt.mismatch_action is MismatchAction.FAIL:
                 failed = prompt
                 break
+            if matched is False and prompt.mismatch_action is MismatchAction.CALL_BACK:
+                return await self._no_contact(
+                    context, options, state, "call_back_later"
+                )
         return Finished(
             result=_script_result(self, context, script, state, failed, hung_up=False),
             state=state,
         )
+
+
+def _with_recording(state: PhoneCallState, data: Mapping[str, Any]) -> PhoneCallState:
+    """The state with a recording's reference (never its media) kept for the evidence."""
+    reference = data.get("recording")
+    if isinstance(reference, str) and reference and reference not in state.recordings:
+        call = data.get("call")
+        return attrs.evolve(
+            state,
+            recordings=(*state.recordings, reference),
+            recorded_calls=(*state.recorded_calls, call)
+            if isinstance(call, int)
+            else state.recorded_calls,
+        )
+    return state
 
 
 def _text(texts: Mapping[str, str], locale: str, script: CallScript) -> str:

@@ -72,11 +72,46 @@ def explain_policy(policy: Policy) -> str:
             f"Deadline: {format_duration(policy.deadline)} after the start, "
             f"then {policy.on_deadline.value}."
         )
+    if policy.review is not None:
+        lines.extend(_review_lines(policy))
     return "\n".join(lines)
 
 
-def _step_line(step: Step, fallback_of: str | None) -> str:
-    parts = [f"{step.id} — {step.channel}", *_start_words(step, fallback_of)]
+def _review_lines(policy: Policy) -> list[str]:
+    """The ``[review]`` table in words: who settles a verdict of review, and how soon."""
+    review = policy.review
+    assert review is not None  # noqa: S101 - checked by the caller
+    lines = ["", "Review: a verdict of review waits for a person in the review queue."]
+    terms = [f"priority {review.priority}"]
+    if review.sla is not None:
+        terms.append(
+            f"escalates by {review.escalate_by} after {format_duration(review.sla)}"
+        )
+    if review.fallback_after is not None:
+        terms.append(
+            f"becomes {review.fallback.value} after "
+            f"{format_duration(review.fallback_after)} undecided"
+        )
+    terms.append(f"claims last {format_duration(review.lease)}")
+    lines.append("  " + "; ".join(terms) + ".")
+    for label, codes in (
+        ("approve", review.approve_reasons),
+        ("reject", review.reject_reasons),
+    ):
+        lines.append(
+            f"  Reasons to {label}: {', '.join(codes) if codes else 'any code'}."
+        )
+    lines.extend(
+        f"  Evidence on request: {_step_line(step, None, starts=False)}"
+        for step in review.evidence
+    )
+    return lines
+
+
+def _step_line(step: Step, fallback_of: str | None, *, starts: bool = True) -> str:
+    parts = [f"{step.id} — {step.channel}"]
+    if starts:
+        parts.extend(_start_words(step, fallback_of))
     if step.when is not None:
         parts.append(f"only when {step.when}")
     if step.timeout is not None:

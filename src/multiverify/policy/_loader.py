@@ -26,6 +26,7 @@ from .._duration import parse_duration
 from .._results import Outcome, ResultStatus
 from ..exceptions import PolicyError, PolicyProblem
 from ._model import Fallback, Policy, RetrySettings, Rule, Step
+from ._review import ReviewSettings
 
 if TYPE_CHECKING:
     from .._specs import ChannelSpec
@@ -57,6 +58,7 @@ _POLICY_KEYS = frozenset(
         "steps",
         "rules",
         "scripts",
+        "review",
     }
 )
 _STEP_KEYS = frozenset(
@@ -78,6 +80,19 @@ _RETRY_KEYS = frozenset(
 )
 _FALLBACK_KEYS = frozenset({"step", "on"})
 _RULE_KEYS = frozenset({"outcome", "when", "reason", "message"})
+_REVIEW_KEYS = frozenset(
+    {
+        "priority",
+        "sla",
+        "escalate_by",
+        "fallback_after",
+        "fallback",
+        "lease",
+        "approve_reasons",
+        "reject_reasons",
+        "evidence",
+    }
+)
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.StrEnum)
@@ -434,6 +449,12 @@ class _Reader:
             return None
         return value
 
+    def integer(self, value: object, path: str) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.wrong_type(path, "an integer", value)
+            return None
+        return value
+
     def outcome(self, value: object, path: str) -> Outcome | None:
         return self.choice(value, path, Outcome, "an outcome")
 
@@ -508,7 +529,30 @@ class _Reader:
             settings,
         )
         self.optional(table, "scripts", "", self.scripts, settings)
+        self.optional(table, "review", "", self.review, settings)
         return settings
+
+    def review(self, value: object, path: str) -> ReviewSettings | None:
+        """The ``[review]`` table; its evidence steps read like any step."""
+        table = self.table(value, path, allowed=_REVIEW_KEYS)
+        if table is None:
+            return None
+        settings: dict[str, Any] = {}
+        readers: tuple[tuple[str, Callable[[object, str], object]], ...] = (
+            ("priority", self.integer),
+            ("sla", self.duration),
+            ("escalate_by", self.integer),
+            ("fallback_after", self.duration),
+            ("fallback", self.outcome),
+            ("lease", self.duration),
+            ("approve_reasons", self.strings),
+            ("reject_reasons", self.strings),
+            ("evidence", lambda item, at: self.sequence(item, at, self.step)),
+        )
+        ok = True
+        for key, read in readers:
+            ok = self.optional(table, key, path, read, settings) and ok
+        return ReviewSettings(**settings) if ok else None
 
     def scripts(self, value: object, path: str) -> dict[str, Any] | None:
         """Named call scripts: a table of tables (their insides are the channel's to check)."""

@@ -16,6 +16,7 @@ from .._results import Outcome, PolicyRef, ResultStatus
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
 from ..exceptions import PolicyError, PolicyProblem
 from ._cel import ROOTS, Condition, ConditionError, compile_condition
+from ._review import ReviewSettings, review_dict, review_problems
 
 __all__ = [
     "STEP_FIELDS",
@@ -213,6 +214,8 @@ def _policy_dict(policy: Policy) -> dict[str, Any]:
     ]
     if policy.scripts:
         out["scripts"] = {name: dict(body) for name, body in policy.scripts.items()}
+    if policy.review is not None:
+        out["review"] = review_dict(policy.review, _step_dict)
     return out
 
 
@@ -287,6 +290,8 @@ class Policy:
             of the step scores.
         scripts: named call scripts (plain tables); a phone-call step names
             one with ``options.script = "<name>"``.
+        review: how people decide its verdicts of ``review`` (the
+            ``[review]`` table); ``None`` leaves such verdicts final.
     """
 
     name: str
@@ -298,6 +303,7 @@ class Policy:
     on_deadline: Outcome = attrs.field(default=Outcome.EXPIRED, converter=_outcome)
     score: str | None = None
     scripts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
+    review: ReviewSettings | None = None
     channels: Mapping[str, ChannelSpec] = attrs.field(
         factory=dict, eq=False, repr=False, hash=False
     )
@@ -318,7 +324,7 @@ class Policy:
 
     def __attrs_post_init__(self) -> None:
         by_id: dict[str, Step] = {}
-        for step in self.steps:
+        for step in self.all_steps:
             by_id.setdefault(step.id, self._resolved(step))
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(
@@ -374,6 +380,13 @@ class Policy:
         return self._by_id[step_id]
 
     @property
+    def all_steps(self) -> tuple[Step, ...]:
+        """The steps, then the review evidence steps reviewers may ask for."""
+        if self.review is None:
+            return self.steps
+        return (*self.steps, *self.review.evidence)
+
+    @property
     def fallback_targets(self) -> frozenset[str]:
         """Steps that start only as another step's fallback."""
         return self._fallback_targets
@@ -396,13 +409,24 @@ class Policy:
         names = set(channels)
         return [
             PolicyProblem(
-                path=f"steps[{index}].channel",
+                path=f"{path}.channel",
                 message=f"unknown channel {step.channel!r} (known: {', '.join(sorted(names))})",
                 source=self.source,
             )
-            for index, step in enumerate(self.steps)
+            for path, step in _located_steps(self)
             if step.channel not in names
         ]
+
+
+def _located_steps(policy: Policy) -> list[tuple[str, Step]]:
+    """Every step with its place in the document: ``steps[i]``, ``review.evidence[i]``."""
+    located = [(f"steps[{index}]", step) for index, step in enumerate(policy.steps)]
+    if policy.review is not None:
+        located.extend(
+            (f"review.evidence[{index}]", step)
+            for index, step in enumerate(policy.review.evidence)
+        )
+    return located
 
 
 def _validate(
@@ -437,7 +461,8 @@ class _Validator:
         self.check_ids_and_channels()
         for index, step in enumerate(policy.steps):
             self.check_references(index, step)
-            self.check_options(index, step)
+            self.check_options(f"steps[{index}]", step)
+        self.check_review()
         self.check_scripts()
         self.check_fallback_targets()
         cycle = _find_cycle(policy, self.ids)
@@ -470,15 +495,34 @@ class _Validator:
                     f"(known: {', '.join(sorted(self.known))})",
                 )
 
-    def check_options(self, index: int, step: Step) -> None:
+    def check_options(self, path: str, step: Step) -> None:
         spec = self.known.get(step.channel)
         if spec is None or spec.check_options is None:
             return
         self.problems.extend(
-            spec.check_options(
-                step.options, self.policy.scripts, f"steps[{index}].options"
-            )
+            spec.check_options(step.options, self.policy.scripts, f"{path}.options")
         )
+
+    def check_review(self) -> None:
+        """The ``[review]`` table, its evidence steps' ids, channels and options."""
+        review = self.policy.review
+        if review is None:
+            return
+        self.problems.extend(review_problems(review, self.ids))
+        for index, step in enumerate(review.evidence):
+            path = f"review.evidence[{index}]"
+            if not _ID.match(step.id):
+                self.problem(
+                    f"{path}.id",
+                    f"{step.id!r} is not a valid step id (lowercase letters, digits, _)",
+                )
+            if step.channel not in self.known:
+                self.problem(
+                    f"{path}.channel",
+                    f"unknown channel {step.channel!r} "
+                    f"(known: {', '.join(sorted(self.known))})",
+                )
+            self.check_options(path, step)
 
     def check_scripts(self) -> None:
         """Every named script, whether a step uses it or not."""
@@ -488,7 +532,7 @@ class _Validator:
 
         used = {
             step.options.get("script")
-            for step in self.policy.steps
+            for step in self.policy.all_steps
             if step.channel == "phone_call"
         }
         for name, body in self.policy.scripts.items():

@@ -12,6 +12,31 @@ from ._aliyun import (
     rpc_signature,
     rpc_string_to_sign,
 )
+from ._bureau import (
+    BureauProvider,
+    BureauReport,
+    BureauRequest,
+    Delinquencies,
+    FileStatus,
+    IdentityMatch,
+    InquiryCount,
+    MatchResult,
+)
+from ._bureau_http import (
+    HttpBureau,
+    OAuth2Token,
+)
+from ._bureau_mapping import (
+    BureauMapping,
+    MatchRule,
+    read_path,
+    template_fields,
+)
+from ._bureau_presets import (
+    BUREAU_PRESETS,
+    BureauPreset,
+    bureau_preset,
+)
 from ._sms import (
     CheckOutcome,
     SmsMessage,
@@ -80,15 +105,29 @@ from ._vonage_voice import (
 )
 
 __all__ = [
+    "BUREAU_PRESETS",
     "AgentDeskProvider",
     "AliyunSms",
     "AnsweredBy",
+    "BureauMapping",
+    "BureauPreset",
+    "BureauProvider",
+    "BureauReport",
+    "BureauRequest",
     "CallInfo",
     "CallRequest",
     "CallRoute",
     "CallStatus",
     "CheckOutcome",
+    "Delinquencies",
+    "FileStatus",
     "Gather",
+    "HttpBureau",
+    "IdentityMatch",
+    "InquiryCount",
+    "MatchResult",
+    "MatchRule",
+    "OAuth2Token",
     "SmsMessage",
     "SmsProvider",
     "SmsReceipt",
@@ -115,13 +154,16 @@ __all__ = [
     "VonageVerify",
     "VonageVoice",
     "acs3_authorization",
+    "bureau_preset",
     "callback_url",
     "ncco",
     "parse_veriff_decision",
     "percent_encode",
+    "read_path",
     "rpc_signature",
     "rpc_string_to_sign",
     "tc3_authorization",
+    "template_fields",
     "twiml",
     "veriff_signature",
 ]

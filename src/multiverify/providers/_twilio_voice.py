@@ -17,7 +17,8 @@ Wire format from the official spec ``twilio/twilio-oai``
 - ``GET .../Calls/{Sid}.json`` fetches one; ``GET .../Calls.json`` lists
   (filters ``To``, ``StartTime>=``, answering ``{"calls": [...]}``).
 - ``POST .../Calls/{Sid}.json`` with ``Status`` (``call_enum_update_status``:
-  canceled, completed) ends a call.
+  canceled, completed) ends a call; with ``Twiml`` it replaces a live
+  call's instructions.
 
 TwiML per https://www.twilio.com/docs/voice/twiml/gather: ``<Gather>`` with
 ``input``, ``numDigits``, ``timeout``, ``finishOnKey``, ``action``,
@@ -34,6 +35,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from xml.etree import ElementTree as ET
+
+import attrs
 
 from ..exceptions import ProviderUnavailableError
 from ._twilio import TwilioAccount
@@ -245,12 +248,22 @@ class TwilioVoice:
             reverse=True,
         )
 
-    async def hang_up(self, call_id: str, /) -> None:
-        """End the call: ``Status=completed`` hangs up a live call, ``canceled`` a ringing one."""
+    async def hang_up(
+        self, call_id: str, /, *, goodbye: VoiceInstruction | None = None
+    ) -> None:
+        """End the call: ``Status=completed`` hangs up a live call, ``canceled`` a ringing one.
+
+        With ``goodbye`` a live call's TwiML is replaced (``Twiml``) by the
+        goodbye and ``<Hangup/>`` instead
+        (https://www.twilio.com/docs/voice/tutorials/how-to-modify-calls-in-progress).
+        """
         info = await self.get_call(call_id)
         if info.status.final:
             return
-        status = "completed" if info.status is CallStatus.IN_PROGRESS else "canceled"
-        await self._account.request(
-            "POST", self._calls(call_id), form={"Status": status}
-        )
+        live = info.status is CallStatus.IN_PROGRESS
+        form = {"Status": "completed" if live else "canceled"}
+        if live and goodbye is not None:
+            form = {
+                "Twiml": twiml(attrs.evolve(goodbye, gather=None), action=None).decode()
+            }
+        await self._account.request("POST", self._calls(call_id), form=form)

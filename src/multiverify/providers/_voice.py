@@ -275,6 +275,12 @@ class VoiceProvider(Protocol):
         """Calls to ``to`` created at or after ``since``, newest first."""
         ...
 
-    async def hang_up(self, call_id: str, /) -> None:
-        """End the call if it is still going (best effort)."""
+    async def hang_up(
+        self, call_id: str, /, *, goodbye: VoiceInstruction | None = None
+    ) -> None:
+        """End the call if it is still going (best effort).
+
+        A call in progress first hears ``goodbye`` when it is given (the
+        channel ends a call early: its session was cancelled or decided).
+        """
         ...

@@ -1,24 +1,35 @@
 """Vonage Voice API: calls placed with an application JWT, driven by NCCO ``talk`` and ``input``.
 
-Wire format per the Voice API reference (https://developer.vonage.com/en/api/voice,
-v1) and its webhook reference
+Wire format per Vonage's own OpenAPI description of Voice API v1
+(``Nexmo/api-specification`` ``definitions/voice.yml``, version 1.3.6),
+its NCCO reference (https://developer.vonage.com/en/voice/voice-api/ncco-reference)
+and its webhook reference
 (https://developer.vonage.com/en/voice/voice-api/webhook-reference):
 
 - ``POST https://api.nexmo.com/v1/calls`` with JSON ``to`` (``[{"type":
-  "phone", "number": "8613800138000"}]``, digits without ``+``), ``from``,
-  ``answer_url`` / ``answer_method`` (the NCCO fetched on answer),
+  "phone", "number": "8613800138000"}]``, E.164 digits without ``+``),
+  ``from``, ``answer_url`` / ``answer_method`` (the NCCO fetched on answer),
   ``event_url`` / ``event_method``, ``machine_detection`` (``continue`` or
-  ``hangup``), ``ringing_timer`` and ``length_timer`` (seconds); answers 201
-  ``{"uuid", "status", "direction", "conversation_uuid"}``.
-- ``GET /v1/calls/{uuid}`` and ``GET /v1/calls?date_start=...`` (listed under
-  ``_embedded.calls``); ``PUT /v1/calls/{uuid}`` ``{"action": "hangup"}``.
+  ``hangup``), ``ringing_timer`` (1-120 s) and ``length_timer`` (1-7200 s);
+  answers 201 ``{"uuid", "status", "direction", "conversation_uuid"}``.
+- ``GET /v1/calls/{uuid}`` (``to``, ``status``, ``duration``,
+  ``start_time`` as ``YYYY-MM-DD HH:MM:SS``) and ``GET /v1/calls`` with
+  ``date_start``, ``page_size`` (at most 100) and ``order`` (listed under
+  ``_embedded.calls``); ``PUT /v1/calls/{uuid}`` with ``{"action":
+  "hangup"}``, or ``{"action": "transfer", "destination": {"type": "ncco",
+  "ncco": [...]}}`` to replace an answered call's NCCO, answers 204.
 - Event ``status`` values: started, ringing, answered, machine, human,
   completed, busy, cancelled, failed, rejected, timeout, unanswered.
-- NCCO ``talk`` (``text``, ``language``, ``bargeIn``), ``input``
-  (``type: ["dtmf"]`` with ``dtmf: {maxDigits, timeOut, submitOnHash}``, or
-  ``speech``; ``eventUrl`` receives the answer and returns the next NCCO) and
-  ``record`` (``eventUrl`` receives the recording).
-- Errors are RFC 7807 JSON (``type``, ``title``, ``detail``).
+- NCCO ``talk`` (``text``, ``language`` from the TTS list, where Mandarin is
+  ``cmn-CN``, ``bargeIn``), ``input`` (``type: ["dtmf"]`` with ``dtmf:
+  {maxDigits (at most 20), timeOut (at most 10), submitOnHash}``, or
+  ``speech`` with a BCP-47 ``language``, ``context`` hints, ``endOnSilence``
+  and ``maxDuration`` (at most 60); ``eventUrl`` receives the answer and
+  returns the next NCCO) and ``record`` (first in the NCCO and without an
+  ending condition it records the whole call; its ``eventUrl`` receives
+  ``recording_uuid`` and ``recording_url`` once the call ends).
+- Errors are RFC 7807 JSON (``type``, ``title``, ``detail``); 429 carries
+  ``Retry-After``.
 
 Vonage signs the body of its callbacks, not their URL, so every callback
 URL given here is signed with ``callback_key`` ([`callback_url`][multiverify.providers.callback_url]).
@@ -31,6 +42,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import httpx
 
 from .._http import error_for_response, exchange
@@ -63,9 +75,14 @@ _STATUS = {
     "timeout": CallStatus.NO_ANSWER,
     "unanswered": CallStatus.NO_ANSWER,
 }
-_LANGUAGES = {"en": "en-US", "zh": "zh-CN"}
+#: Text-to-speech languages (``talk``) for our locales: Vonage names Mandarin ``cmn-CN``.
+_TTS_LANGUAGES = {"en": "en-US", "zh": "cmn-CN", "zh-CN": "cmn-CN"}
+#: Speech-recognition languages (``input.speech``) are plain BCP-47.
+_ASR_LANGUAGES = {"en": "en-US", "zh": "zh-CN"}
 _MAX_DIGITS = 20
 _MAX_DTMF_TIMEOUT = 10
+_MAX_RINGING = 120
+_MAX_LENGTH = 7200
 
 
 def vonage_status(value: str) -> CallStatus:
@@ -77,7 +94,8 @@ def ncco(
     instruction: VoiceInstruction, *, event_url: str, recording_url: str | None = None
 ) -> list[dict[str, Any]]:
     """The NCCO for an instruction; ``event_url`` receives the gathered answer."""
-    language = _LANGUAGES.get(instruction.language, instruction.language)
+    spoken = _TTS_LANGUAGES.get(instruction.language, instruction.language)
+    heard = _ASR_LANGUAGES.get(instruction.language, instruction.language)
     actions: list[dict[str, Any]] = []
     if instruction.record and recording_url is not None:
         actions.append(
@@ -88,7 +106,7 @@ def ncco(
         talk: dict[str, Any] = {
             "action": "talk",
             "text": " ".join(instruction.say),
-            "language": language,
+            "language": spoken,
         }
         if gather is not None:
             talk["bargeIn"] = True
@@ -102,7 +120,7 @@ def ncco(
         if "speech" in gather.input:
             entry["type"] = ["speech"] + (["dtmf"] if "dtmf" in gather.input else [])
             entry["speech"] = {
-                "language": language,
+                "language": heard,
                 "endOnSilence": 2,
                 "maxDuration": max(1, min(60, round(gather.timeout))),
             }
@@ -258,8 +276,8 @@ class VonageVoice:
             "answer_method": "POST",
             "event_url": [self.url(route, "status")],
             "event_method": "POST",
-            "ringing_timer": max(1, min(120, round(request.ring_timeout))),
-            "length_timer": max(1, round(request.time_limit)),
+            "ringing_timer": max(1, min(_MAX_RINGING, round(request.ring_timeout))),
+            "length_timer": max(1, min(_MAX_LENGTH, round(request.time_limit))),
         }
         if request.machine_detection:
             body["machine_detection"] = "continue"
@@ -285,9 +303,28 @@ class VonageVoice:
         found = [self._info(item) for item in calls if isinstance(item, dict)]
         return [call for call in found if call.to == to]
 
-    async def hang_up(self, call_id: str, /) -> None:
-        """End the call (``PUT /v1/calls/{uuid}`` with ``action: hangup``)."""
-        await self._send("PUT", f"/v1/calls/{call_id}", {"action": "hangup"})
+    async def hang_up(
+        self, call_id: str, /, *, goodbye: VoiceInstruction | None = None
+    ) -> None:
+        """End the call (``PUT /v1/calls/{uuid}`` with ``action: hangup``).
+
+        With ``goodbye`` an answered call is transferred to an NCCO that says
+        it and ends (``action: transfer``, ``destination: {type: ncco, ncco}``).
+        """
+        body: dict[str, Any] = {"action": "hangup"}
+        if goodbye is not None:
+            info = await self.get_call(call_id)
+            if info.status.final:
+                return
+            if info.status is CallStatus.IN_PROGRESS:
+                words = ncco(
+                    attrs.evolve(goodbye, gather=None, record=False), event_url=""
+                )
+                body = {
+                    "action": "transfer",
+                    "destination": {"type": "ncco", "ncco": words},
+                }
+        await self._send("PUT", f"/v1/calls/{call_id}", body)
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object made it."""

@@ -15,6 +15,12 @@ acts as the applicant: it types the SMS code and completes the video signing.
 
 from __future__ import annotations
 
+from ._bureau import (
+    BUREAU_PERSONAS,
+    SandboxBureau,
+    SandboxCreditBureauChannel,
+    sandbox_bureau_channel,
+)
 from ._channels import (
     SimulatedChannel,
     channel_label,
@@ -55,11 +61,14 @@ from ._voice import (
 )
 
 __all__ = [
+    "BUREAU_PERSONAS",
     "DEFAULT_POLICY_PATH",
     "PERSONAS",
     "VOICE_PERSONAS",
     "Persona",
     "ProgressHook",
+    "SandboxBureau",
+    "SandboxCreditBureauChannel",
     "SandboxMessage",
     "SandboxSms",
     "SandboxSmsCodeChannel",
@@ -74,6 +83,7 @@ __all__ = [
     "load_default_policy",
     "on_sandbox_vendor",
     "play",
+    "sandbox_bureau_channel",
     "sandbox_code",
     "sandbox_phone_channel",
     "sandbox_vendor",

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import attrs
 
-from .._applicant import Address, Applicant, Contact, LoanApplication
+from .._applicant import Address, Applicant, Consent, Contact, LoanApplication
 from .._results import Outcome
 from ..exceptions import ConfigurationError
 from ..testing import Scripted
@@ -40,6 +40,8 @@ class Persona:
             one of [`video_personas`][multiverify.sandbox.video_personas].
         voice: how they behave on the confirmation call: the name of a
             voice persona of the sandbox voice vendor.
+        bureau_persona: how their file reads at the sandbox bureau, one of
+            [`BUREAU_PERSONAS`][multiverify.sandbox.BUREAU_PERSONAS].
     """
 
     name: str
@@ -56,6 +58,12 @@ class Persona:
     video_delay: float = 0.6
     video_persona: str = "passes"
     voice: str = "honest"
+    bureau_persona: str = "clean"
+
+
+def _consent(applicant_id: str) -> tuple[Consent, ...]:
+    """The consent to a credit pull the applicant gave in the app (贷前审批: loan approval)."""
+    return (Consent(reference=f"consent-{applicant_id}", purposes=("loan_approval",)),)
 
 
 def _loan(amount: str, term_months: int, purpose: str) -> LoanApplication:
@@ -80,6 +88,7 @@ PERSONAS: Mapping[str, Persona] = {
             summary="answers everything, confirms the loan: approved",
             applicant=Applicant(
                 applicant_id="demo-honest-001",
+                consents=_consent("demo-honest-001"),
                 name="Wang Fang",
                 national_id="110101199003072420",
                 phone="+8613800138000",
@@ -114,6 +123,7 @@ PERSONAS: Mapping[str, Persona] = {
             summary="never picks up the call, completes the video signing: approved",
             applicant=Applicant(
                 applicant_id="demo-no-answer-002",
+                consents=_consent("demo-no-answer-002"),
                 name="Li Qiang",
                 national_id="31010419851121153X",
                 phone="+8615012348888",
@@ -133,6 +143,7 @@ PERSONAS: Mapping[str, Persona] = {
             summary="applies with a flagged identity: rejected at once",
             applicant=Applicant(
                 applicant_id="demo-fraudster-003",
+                consents=_consent("demo-fraudster-003"),
                 name="Zhao Lei",
                 national_id="440305199606306313",
                 phone="+8618623456789",
@@ -150,12 +161,14 @@ PERSONAS: Mapping[str, Persona] = {
             typing_delay=1.0,
             video_persona="face-mismatch",
             voice="fraudster",
+            bureau_persona="fraud-alert",
         ),
         Persona(
             name="hesitant",
             summary="confirms the loan but hesitates and evades: review",
             applicant=Applicant(
                 applicant_id="demo-hesitant-004",
+                consents=_consent("demo-hesitant-004"),
                 name="Chen Jing",
                 national_id="510107197901154229",
                 phone="+8613700001111",
@@ -178,6 +191,7 @@ PERSONAS: Mapping[str, Persona] = {
             ),
             video=_VIDEO_PASSES,
             voice="hesitant",
+            bureau_persona="many-inquiries",
         ),
     )
 }

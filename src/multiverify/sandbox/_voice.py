@@ -70,6 +70,8 @@ class VoicePersona:
         silent_on: questions they never answer (the keypad stays silent).
         garbage_first: they press a wrong key before each first answer.
         hangs_up_after: they hang up after this many answers.
+        not_now: on this many answered calls they first say it is not a
+            good time (the "not now" key of the opening question).
     """
 
     name: str
@@ -85,6 +87,7 @@ class VoicePersona:
     silent_on: frozenset[str] = frozenset()
     garbage_first: bool = False
     hangs_up_after: int | None = None
+    not_now: int = 0
 
 
 VOICE_PERSONAS: Mapping[str, VoicePersona] = {
@@ -118,6 +121,11 @@ VOICE_PERSONAS: Mapping[str, VoicePersona] = {
             name="coached",
             summary="admits someone told them how to answer",
             coached=True,
+        ),
+        VoicePersona(
+            name="busy-now",
+            summary="asks to be called back later, then confirms",
+            not_now=1,
         ),
     )
 }
@@ -177,6 +185,7 @@ class SandboxVoice(httpx.AsyncBaseTransport):
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._placed = itertools.count(1)
+        self._talks = 0
 
     def __repr__(self) -> str:
         return f"<multiverify.sandbox.SandboxVoice({self.vendor}, persona={self.persona.name}, calls={len(self.calls)})>"
@@ -329,6 +338,11 @@ class SandboxVoice(httpx.AsyncBaseTransport):
 
     # -- the simulated phone ------------------------------------------------------------
 
+    def _answered(self) -> int:
+        """Counts the calls the callee has talked on, from 1."""
+        self._talks += 1
+        return self._talks
+
     def _picks_up(self, number: int) -> bool:
         first = self.persona.answers_from
         return first > 0 and number >= first
@@ -358,7 +372,18 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             return no if persona.declines else yes
         if question == "risk":
             return yes if persona.coached else no
+        if question == "consent" and state.get("call", 0) <= persona.not_now:
+            return no
         return yes
+
+    async def _answer(self, said: str, state: dict[str, Any]) -> str | None:
+        """Think, then press keys for what was said; ``None``: they hang up instead."""
+        limit = self.persona.hangs_up_after
+        if limit is not None and state["replies"] >= limit:
+            return None
+        await self._pause(self._delay(said))
+        state["replies"] += 1
+        return self._reply(said, state)
 
     async def _callback(
         self, url: str, params: Mapping[str, str] | Mapping[str, Any]
@@ -447,8 +472,9 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             )
             await self._pause(0.2)
             await status("completed", CallDuration="4")
+            await self._twilio_recording(sid, base, form, "4")
             return
-        state: dict[str, Any] = {"replies": 0}
+        state: dict[str, Any] = {"replies": 0, "call": self._answered()}
         response = await self._callback(
             form["Url"], {**base, "CallStatus": "in-progress"}
         )
@@ -463,14 +489,9 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             gather = document.find("Gather")
             redirect = document.find("Redirect")
             if gather is not None:
-                if (
-                    self.persona.hangs_up_after is not None
-                    and state["replies"] >= self.persona.hangs_up_after
-                ):
+                digits = await self._answer(said, state)
+                if digits is None:
                     break
-                await self._pause(self._delay(said))
-                state["replies"] += 1
-                digits = self._reply(said, state)
                 response = await self._callback(
                     gather.attrib["action"],
                     {**base, "CallStatus": "in-progress", "Digits": digits},
@@ -484,6 +505,29 @@ class SandboxVoice(httpx.AsyncBaseTransport):
                 break
         await self._pause(0.5)
         await status("completed", CallDuration="60")
+        await self._twilio_recording(sid, base, form, "60")
+
+    async def _twilio_recording(
+        self, sid: str, base: Mapping[str, str], form: Mapping[str, str], seconds: str
+    ) -> None:
+        """A recorded call's RecordingStatusCallback, once the call is over."""
+        if form.get("Record") != "true" or "RecordingStatusCallback" not in form:
+            return
+        await self._pause(2.0)
+        recording = "RE" + hashlib.sha256(f"rec:{sid}".encode()).hexdigest()[:32]
+        await self._callback(
+            form["RecordingStatusCallback"],
+            {
+                **base,
+                "RecordingSid": recording,
+                "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/"
+                f"{TWILIO_ACCOUNT}/Recordings/{recording}",
+                "RecordingStatus": "completed",
+                "RecordingDuration": seconds,
+                "RecordingChannels": "1",
+                "RecordingSource": "OutboundAPI",
+            },
+        )
 
     async def _vonage_call(
         self, call_id: str, number: int, body: Mapping[str, Any]
@@ -520,12 +564,17 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             await self._pause(0.2)
             await status("completed")
             return
-        state: dict[str, Any] = {"replies": 0}
+        state: dict[str, Any] = {"replies": 0, "call": self._answered()}
         response = await self._callback(body["answer_url"][0], {**base})
+        recording: str | None = None
         for _ in range(40):
             if call["hung_up"] or not response.body:
                 break
             actions = json.loads(response.body)
+            recording = recording or next(
+                (a["eventUrl"][0] for a in actions if a.get("action") == "record"),
+                None,
+            )
             said = " ".join(
                 a.get("text", "") for a in actions if a.get("action") == "talk"
             )
@@ -543,14 +592,9 @@ class SandboxVoice(httpx.AsyncBaseTransport):
                     },
                 )
                 continue
-            if (
-                self.persona.hangs_up_after is not None
-                and state["replies"] >= self.persona.hangs_up_after
-            ):
+            digits = await self._answer(said, state)
+            if digits is None:
                 break
-            await self._pause(self._delay(said))
-            state["replies"] += 1
-            digits = self._reply(said, state)
             response = await self._callback(
                 gather["eventUrl"][0],
                 {
@@ -561,3 +605,21 @@ class SandboxVoice(httpx.AsyncBaseTransport):
             )
         await self._pause(0.5)
         await status("completed")
+        if recording is not None:
+            # A whole-call record action reports once the call is over.
+            await self._pause(2.0)
+            file_id = uuidlib.UUID(
+                bytes=hashlib.sha256(f"rec:{call_id}".encode()).digest()[:16]
+            )
+            await self._callback(
+                recording,
+                {
+                    "start_time": self.clock.now().isoformat(),
+                    "recording_url": f"https://api.nexmo.com/v1/files/{file_id}",
+                    "size": 12345,
+                    "recording_uuid": str(uuidlib.uuid4()),
+                    "end_time": self.clock.now().isoformat(),
+                    "conversation_uuid": base["conversation_uuid"],
+                    "timestamp": self.clock.now().isoformat(),
+                },
+            )

@@ -23,9 +23,18 @@ from temporalio.exceptions import ApplicationError
 from .._applicant import Applicant
 from .._audit import AuditEvent
 from .._clock import Clock
-from .._serde import structure, unstructure
-from .._session import Session, StepRecord, StepState
+from .._review import run_queue_effect
+from .._serde import structure, structure_effect, unstructure
+from .._session import (
+    DequeueReview,
+    EscalateReview,
+    QueueReview,
+    Session,
+    StepRecord,
+    StepState,
+)
 from .._verifier import (
+    OnReview,
     OnVerdict,
     call_start,
     load_state,
@@ -43,10 +52,12 @@ from ..stores import SessionStore
 from ._wire import (
     CANCEL_STEP,
     HANDLE_STEP,
+    REVIEW_WORK,
     SAVE_SESSION,
     SESSION_DECIDED,
     START_STEP,
     AuditBatch,
+    ReviewWork,
     StepAnswer,
     StepCall,
     failure_from_error,
@@ -68,11 +79,13 @@ class Activities:
         store: SessionStore,
         clock: Clock,
         on_verdict: Sequence[OnVerdict] = (),
+        on_review: Sequence[OnReview] = (),
     ) -> None:
         self._registry = channels
         self._store = store
         self._clock = clock
         self._hooks = tuple(on_verdict)
+        self._review_hooks = tuple(on_review)
         self._rng = random.Random()
 
     def all(self) -> list[Any]:
@@ -83,6 +96,7 @@ class Activities:
             self.cancel_step,
             self.save_session,
             self.session_decided,
+            self.review_queue,
         ]
 
     def _context(self, call: StepCall) -> StepContext:
@@ -216,6 +230,31 @@ class Activities:
             except Exception:
                 log.exception(
                     "on_verdict hook failed for session %s", session.session_id
+                )
+
+    @activity.defn(name=REVIEW_WORK)
+    async def review_queue(self, work: ReviewWork) -> None:
+        """Carry out a review-queue effect in the store, then call the ``on_review`` hooks.
+
+        The queue operations are idempotent, so Temporal may repeat them;
+        the hooks then hear of the event again (at least once, as with
+        ``on_verdict``).
+        """
+        session = structure(work.session, Session)
+        effect = structure_effect(work.effect)
+        if not isinstance(effect, QueueReview | DequeueReview | EscalateReview):
+            return
+        event = await run_queue_effect(
+            self._store, session, effect, now=self._clock.now()
+        )
+        if event is None:
+            return
+        for hook in self._review_hooks:
+            try:
+                await hook(session, event)
+            except Exception:
+                log.exception(
+                    "on_review hook failed for session %s", session.session_id
                 )
 
 

@@ -23,7 +23,7 @@ from .._applicant import Applicant
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
 from .._duration import parse_duration
-from .._results import Challenge, Verdict
+from .._results import Challenge, Outcome, Verdict
 from .._serde import structure, unstructure
 from .._session import Session
 from .._specs import ChannelSpec
@@ -40,6 +40,8 @@ from ..policy import Policy
 from ._wire import (
     TASK_QUEUE,
     CallSettings,
+    EvidenceArgs,
+    ReviewArgs,
     SessionArgs,
     SubmitArgs,
     error_from_failure,
@@ -304,6 +306,63 @@ class TemporalVerifier:
         handle = self._handle(session_id)
         data = await self._guard(
             session_id, handle.execute_update(VerificationWorkflow.cancel, reason)
+        )
+        return structure(data, Session)
+
+    async def decide_review(
+        self,
+        session_id: str,
+        *,
+        reviewer: str,
+        outcome: Outcome | str,
+        reason: str,
+        note: str = "",
+    ) -> Session:
+        """Settle a session in review, as [`Verifier.decide_review`][multiverify.Verifier.decide_review] does.
+
+        An update of the session's workflow, refused at once with the typed
+        error when it does not apply. Use it through a
+        [`ReviewQueue`][multiverify.ReviewQueue] given the workers' store,
+        which also respects the reviewers' claims.
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already has its final verdict.
+            NotInReviewError: the session is not in review, or waits for
+                evidence.
+            InvalidInputError: the outcome or reason code is not allowed.
+        """
+        handle = self._handle(session_id)
+        data = await self._guard(
+            session_id,
+            handle.execute_update(
+                VerificationWorkflow.decide_review,
+                ReviewArgs(
+                    reviewer=reviewer, outcome=str(outcome), reason=reason, note=note
+                ),
+            ),
+        )
+        return structure(data, Session)
+
+    async def request_evidence(
+        self, session_id: str, step_id: str, *, reviewer: str, note: str = ""
+    ) -> Session:
+        """Start an evidence step for a session in review (an update of its workflow).
+
+        Raises:
+            SessionNotFoundError: no such session.
+            SessionFinishedError: the session already has its final verdict.
+            NotInReviewError: the session is not in review.
+            InvalidInputError: the policy offers no such evidence step, or it
+                is being collected already.
+        """
+        handle = self._handle(session_id)
+        data = await self._guard(
+            session_id,
+            handle.execute_update(
+                VerificationWorkflow.request_evidence,
+                EvidenceArgs(reviewer=reviewer, step_id=step_id, note=note),
+            ),
         )
         return structure(data, Session)
 

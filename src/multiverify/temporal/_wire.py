@@ -25,6 +25,7 @@ from ..exceptions import MultiverifyError
 __all__ = [
     "CANCEL_STEP",
     "HANDLE_STEP",
+    "REVIEW_WORK",
     "SAVE_SESSION",
     "SESSION_DECIDED",
     "START_STEP",
@@ -32,6 +33,9 @@ __all__ = [
     "WORKFLOW",
     "AuditBatch",
     "CallSettings",
+    "EvidenceArgs",
+    "ReviewArgs",
+    "ReviewWork",
     "SessionArgs",
     "StepAnswer",
     "StepCall",
@@ -54,6 +58,7 @@ HANDLE_STEP = "multiverify.handle_step"
 CANCEL_STEP = "multiverify.cancel_step"
 SAVE_SESSION = "multiverify.save_session"
 SESSION_DECIDED = "multiverify.session_decided"
+REVIEW_WORK = "multiverify.review_queue"
 
 
 def workflow_id(session_id: str) -> str:
@@ -146,6 +151,33 @@ class AuditBatch:
     session: dict[str, Any]
     events: list[str]
     version: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReviewWork:
+    """A review-queue effect for the store, with the session it belongs to."""
+
+    session: dict[str, Any]
+    effect: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReviewArgs:
+    """A reviewer's decision on a session in review."""
+
+    reviewer: str
+    outcome: str
+    reason: str
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvidenceArgs:
+    """A reviewer's request for an evidence step."""
+
+    reviewer: str
+    step_id: str
+    note: str = ""
 
 
 # -- channel messages ------------------------------------------------------------

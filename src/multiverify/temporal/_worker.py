@@ -17,7 +17,7 @@ from temporalio.worker.workflow_sandbox import (
 import multiverify
 
 from .._clock import Clock, SystemClock
-from .._verifier import OnVerdict
+from .._verifier import OnReview, OnVerdict
 from ..channels import Channel, ChannelRegistry
 from ..stores import SessionStore
 from ._activities import Activities
@@ -75,6 +75,7 @@ def create_worker(
     store: SessionStore,
     task_queue: str = TASK_QUEUE,
     on_verdict: Sequence[OnVerdict] = (),
+    on_review: Sequence[OnReview] = (),
     clock: Clock | None = None,
     **options: Any,
 ) -> Worker:
@@ -93,6 +94,8 @@ def create_worker(
         task_queue: the queue to poll; the verifier must start sessions on it.
         on_verdict: hooks called once a session is decided (from an
             activity: at least once, on whichever worker runs it).
+        on_review: hooks called when a review case is queued, returns with
+            evidence or escalates (from an activity too: at least once).
         clock: the time source of channel calls.
         options: passed on to ``temporalio.worker.Worker`` (concurrency
             limits, identity, interceptors...).
@@ -108,6 +111,7 @@ def create_worker(
         store=store,
         clock=clock if clock is not None else SystemClock(),
         on_verdict=on_verdict,
+        on_review=on_review,
     )
     return Worker(
         client,

@@ -22,15 +22,21 @@ from temporalio.exceptions import TimeoutError as CallTimeoutError
 with workflow.unsafe.imports_passed_through():
     from .._applicant import Applicant
     from .._audit import AuditEvent, AuditTrail
+    from .._results import Outcome
     from .._serde import structure, structure_input, unstructure
     from .._session import (
         Cancel,
         CancelStep,
         CancelTimer,
+        DequeueReview,
         Effect,
+        EscalateReview,
+        EvidenceRequested,
         Input,
         NotifyStep,
+        QueueReview,
         RecordVerdict,
+        ReviewDecided,
         ScheduleTimer,
         Session,
         Start,
@@ -39,24 +45,35 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         StepState,
         TimerFired,
+        check_decision,
+        check_evidence,
         new_session,
         require_input,
+        require_review,
         require_waiting,
         transition,
         waiting_challenge,
     )
     from .._specs import ChannelSpec
     from ..channels import ProviderEvent, StepMessage, Submission, TimerDue
-    from ..exceptions import MultiverifyError, SessionFinishedError
+    from ..exceptions import (
+        InvalidInputError,
+        MultiverifyError,
+        SessionFinishedError,
+    )
     from ..policy import policy_from_dict
     from ._wire import (
         CANCEL_STEP,
         HANDLE_STEP,
+        REVIEW_WORK,
         SAVE_SESSION,
         SESSION_DECIDED,
         START_STEP,
         WORKFLOW,
         AuditBatch,
+        EvidenceArgs,
+        ReviewArgs,
+        ReviewWork,
         SessionArgs,
         StepAnswer,
         StepCall,
@@ -98,7 +115,9 @@ class VerificationWorkflow:
 
     Updates: ``snapshot`` (the session once started), ``submit`` (input from
     the applicant; refused at once with the typed error when the step does
-    not wait), ``challenge`` (waits for a step's challenge), ``cancel``.
+    not wait), ``challenge`` (waits for a step's challenge), ``cancel``,
+    ``decide_review`` and ``request_evidence`` (a reviewer's, for a session
+    in review; refused at once when they do not apply).
     Signal: ``provider_event`` (a vendor callback, deduplicated by its
     ``dedupe_key``). Queries: ``session`` and ``audit``.
     """
@@ -129,6 +148,8 @@ class VerificationWorkflow:
         self._unsaved: list[AuditEvent] = [created]
         self._saved_version = 0
         self._saver: asyncio.Task[None] | None = None
+        self._queue_work: list[ReviewWork] = []
+        self._queuer: asyncio.Task[None] | None = None
         self._timers: dict[str, datetime] = {}
         self._timers_moved = False
         self._starts: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -213,6 +234,12 @@ class VerificationWorkflow:
                 _ = self._spawn(self._notify(effect))
             case RecordVerdict():
                 _ = self._spawn(self._decided())
+            case QueueReview() | DequeueReview() | EscalateReview():
+                self._queue_work.append(
+                    ReviewWork(session=_dump(self._session), effect=unstructure(effect))
+                )
+                if self._queuer is None or self._queuer.done():
+                    self._queuer = self._spawn(self._run_queue_work())
 
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         """Run work the session must finish before its workflow completes."""
@@ -403,6 +430,17 @@ class VerificationWorkflow:
             )
             self._saved_version = version + 1
 
+    async def _run_queue_work(self) -> None:
+        """Carry out the review-queue effects in the store, one at a time, in order."""
+        while self._queue_work:
+            work = self._queue_work.pop(0)
+            await workflow.execute_activity(
+                REVIEW_WORK,
+                work,
+                start_to_close_timeout=_SAVE_TIMEOUT,
+                retry_policy=_SAVE_RETRIES,
+            )
+
     async def _decided(self) -> None:
         try:
             await workflow.execute_activity(
@@ -485,6 +523,64 @@ class VerificationWorkflow:
                     session_id=self._session.session_id,
                 )
             )
+
+    @workflow.update(name="decide_review")
+    async def decide_review(self, args: ReviewArgs) -> dict[str, Any]:
+        """A reviewer settles the session in review; the session as decided."""
+        self._check_decision(args)
+        self._apply(
+            ReviewDecided(
+                at=workflow.now(),
+                reviewer=args.reviewer,
+                outcome=Outcome(args.outcome),
+                reason=args.reason,
+                note=args.note,
+            )
+        )
+        return _dump(self._session)
+
+    @decide_review.validator
+    def _check_decision(self, args: ReviewArgs) -> None:
+        try:
+            require_review(self._session)
+            try:
+                outcome = Outcome(args.outcome)
+            except ValueError:
+                raise InvalidInputError(
+                    message=f"{args.outcome!r} is not an outcome", field="outcome"
+                ) from None
+            check_decision(
+                self._policy,
+                ReviewDecided(
+                    at=workflow.now(),
+                    reviewer=args.reviewer,
+                    outcome=outcome,
+                    reason=args.reason,
+                ),
+            )
+        except MultiverifyError as exc:
+            raise _failure(exc) from None
+
+    @workflow.update(name="request_evidence")
+    async def request_evidence(self, args: EvidenceArgs) -> dict[str, Any]:
+        """A reviewer asks for an evidence step; the session with it started."""
+        self._check_evidence(args)
+        self._apply(
+            EvidenceRequested(
+                at=workflow.now(),
+                reviewer=args.reviewer,
+                step_id=args.step_id,
+                note=args.note,
+            )
+        )
+        return _dump(self._session)
+
+    @request_evidence.validator
+    def _check_evidence(self, args: EvidenceArgs) -> None:
+        try:
+            check_evidence(self._policy, self._session, args.step_id)
+        except MultiverifyError as exc:
+            raise _failure(exc) from None
 
     @workflow.signal(name="provider_event")
     async def provider_event(self, data: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from xml.etree import ElementTree as ET
 from .._serde import converter
 from .._session import Session
 from ..channels import ProviderEvent
-from ..exceptions import WebhookFormatError
+from ..exceptions import StepNotFoundError, WebhookFormatError
 from ..providers import CallRoute, VoiceInstruction, callback_url, ncco, twiml
 from ..providers._twilio_voice import answered_by, twilio_status
 from ..providers._voice import verified_query
@@ -38,8 +38,19 @@ __all__ = ["TwilioVoiceWebhook", "VonageVoiceWebhook"]
 
 _EVENTS = frozenset({"answer", "gather", "status", "amd", "recording", "resume"})
 _SPEAKING = frozenset({"answer", "gather", "resume"})
+#: Query parameters we add (and Twilio's ``bodySHA256``), dropped from the base URL.
 _ROUTE_KEYS = frozenset(
-    {"session_id", "step_id", "attempt", "call", "event", "turn", "resume", "sig"}
+    {
+        "session_id",
+        "step_id",
+        "attempt",
+        "call",
+        "event",
+        "turn",
+        "resume",
+        "sig",
+        "bodySHA256",
+    }
 )
 _RESUMES = 2
 
@@ -86,8 +97,8 @@ def _instruction(
     if session is None:
         return None
     try:
-        state = session.step(route.step_id).channel_state
-    except Exception:  # noqa: BLE001 - a session without the step: nothing to say
+        state = session.step(route.step_id).channel_state or {}
+    except StepNotFoundError:  # a route naming no step of this session: nothing to say
         return None
     calls = state.get("calls") or []
     if not calls or calls[-1].get("number") != route.call:
@@ -99,10 +110,36 @@ def _instruction(
     return instruction
 
 
+def _event_for(route: CallRoute, data: dict[str, Any], key: str) -> list[ProviderEvent]:
+    """The one call event a callback carries, routed to its session and step."""
+    return [
+        ProviderEvent(
+            session_id=route.session_id,
+            step_id=route.step_id,
+            kind=f"call.{data['event']}",
+            data=data,
+            dedupe_key=key,
+            attempt=route.attempt,
+        )
+    ]
+
+
+def _speaking(
+    request: WebhookRequest, sessions: Sequence[Session | None], vendor: str
+) -> tuple[Mapping[str, str], CallRoute, str, VoiceInstruction | None] | None:
+    """For a callback the vendor expects words back: query, route, base URL and instruction."""
+    query = _query(request.url)
+    if query.get("event", "") not in _SPEAKING:
+        return None
+    route = CallRoute.from_query(query, vendor=vendor)
+    return query, route, _base(request.url), _instruction(sessions, route)
+
+
 class TwilioVoiceWebhook:
     """Twilio Programmable Voice callbacks: form posts signed with ``X-Twilio-Signature``.
 
-    Form fields used (https://www.twilio.com/docs/voice/api/call-resource#statuscallback,
+    A callback with a JSON body (its URL carrying ``bodySHA256``) is read
+    the same way once the body matched its hash. Fields used (https://www.twilio.com/docs/voice/api/call-resource#statuscallback,
     .../twiml/gather, .../answering-machine-detection): ``CallSid``,
     ``CallStatus``, ``SequenceNumber``, ``AnsweredBy``, ``Digits``,
     ``SpeechResult``, ``Confidence``, ``RecordingSid``, ``RecordingStatus``.
@@ -129,8 +166,15 @@ class TwilioVoiceWebhook:
     async def parse(self, request: WebhookRequest, /) -> Sequence[ProviderEvent]:
         """Verify the signature and read the call event the URL and form describe."""
         params = self._signature.verify(request)
-        form = dict(params)
         query = _query(request.url)
+        form = dict(params)
+        if "bodySHA256" in query:
+            # A JSON callback: signed over the URL, its body by the hash.
+            form = {
+                str(name): str(value)
+                for name, value in request.json(self.vendor).items()
+                if isinstance(value, str | int | float) and not isinstance(value, bool)
+            }
         route = CallRoute.from_query(query, vendor=self.vendor)
         event = _event(query, self.vendor)
         sid = form.get("CallSid")
@@ -163,28 +207,16 @@ class TwilioVoiceWebhook:
             key += f":{data['recording']}"
         elif event == "resume":
             key += f":{query.get('resume', '')}:{form.get('CallStatus', '')}"
-        return [
-            ProviderEvent(
-                session_id=route.session_id,
-                step_id=route.step_id,
-                kind=f"call.{event}",
-                data=data,
-                dedupe_key=key,
-                attempt=route.attempt,
-            )
-        ]
+        return _event_for(route, data, key)
 
     def respond(
         self, request: WebhookRequest, sessions: Sequence[Session | None], /
     ) -> WebhookResponse:
         """TwiML for the call's next step; an empty 204 for status callbacks."""
-        query = _query(request.url)
-        event = query.get("event", "")
-        if event not in _SPEAKING:
+        speaking = _speaking(request, sessions, self.vendor)
+        if speaking is None:
             return WebhookResponse()
-        route = CallRoute.from_query(query, vendor=self.vendor)
-        instruction = _instruction(sessions, route)
-        base = _base(request.url)
+        query, route, base, instruction = speaking
         if instruction is None:
             return _twilio_document(_come_back(base, route, query, sessions))
         action = callback_url(base, route, "gather", turn=instruction.turn)
@@ -230,7 +262,8 @@ class VonageVoiceWebhook:
 
     Body fields used (https://developer.vonage.com/en/voice/voice-api/webhook-reference):
     ``uuid``, ``status``, ``timestamp``, ``dtmf`` (``digits``, ``timed_out``),
-    ``speech`` (``results[].text``, ``results[].confidence``),
+    ``speech`` (``results[].text``, ``results[].confidence``); a ``record``
+    action's callback names no ``uuid``, only ``recording_uuid`` and
     ``recording_url``.
 
     Args:
@@ -258,6 +291,8 @@ class VonageVoiceWebhook:
         route = CallRoute.from_query(query, vendor=self.vendor)
         event = _event(query, self.vendor)
         body = request.json(self.vendor)
+        if event == "recording":
+            return self._recording(route, body)
         uuid = body.get("uuid")
         if not isinstance(uuid, str) or not uuid:
             raise WebhookFormatError(
@@ -294,35 +329,39 @@ class VonageVoiceWebhook:
                 except ValueError:
                     data["confidence"] = None
             key += f":{data['turn']}"
-        elif event == "recording":
-            data["recording"] = str(
-                body.get("recording_uuid") or body.get("recording_url", "")
-            )
-            key += f":{data['recording']}"
         elif event == "resume":
             key += f":{query.get('resume', '')}:{stamp}"
-        return [
-            ProviderEvent(
-                session_id=route.session_id,
-                step_id=route.step_id,
-                kind=f"call.{data['event']}",
-                data=data,
-                dedupe_key=key,
-                attempt=route.attempt,
+        return _event_for(route, data, key)
+
+    def _recording(
+        self, route: CallRoute, body: Mapping[str, Any]
+    ) -> Sequence[ProviderEvent]:
+        """A ``record`` action's result: it names no call leg, only the recording.
+
+        The reference kept is ``recording_url`` (what fetches the file with
+        the application's JWT), else ``recording_uuid``; the media itself is
+        never fetched here.
+        """
+        reference = body.get("recording_url") or body.get("recording_uuid")
+        if not isinstance(reference, str) or not reference:
+            raise WebhookFormatError(
+                message="Vonage recording callback has no recording_url",
+                vendor=self.vendor,
             )
-        ]
+        return _event_for(
+            route,
+            {"event": "recording", "call": route.call, "recording": reference},
+            f"vonage:recording:{reference}",
+        )
 
     def respond(
         self, request: WebhookRequest, sessions: Sequence[Session | None], /
     ) -> WebhookResponse:
         """NCCO for the call's next step; an empty 204 for events."""
-        query = _query(request.url)
-        event = query.get("event", "")
-        if event not in _SPEAKING:
+        speaking = _speaking(request, sessions, self.vendor)
+        if speaking is None:
             return WebhookResponse()
-        route = CallRoute.from_query(query, vendor=self.vendor)
-        instruction = _instruction(sessions, route)
-        base = _base(request.url)
+        query, route, base, instruction = speaking
         if instruction is None:
             again = _come_back(base, route, query, sessions)
             actions: list[dict[str, Any]] = []
