@@ -53,7 +53,7 @@ POLICY = Policy(
     version="1",
     steps=[
         Step(id="pull", channel="http_pull"),
-        Step(id="sms", channel="sms_code", after=["pull"], timeout=6),
+        Step(id="sms", channel="sms_code", after=["pull"], timeout=10),
     ],
     channels={"http_pull": PULL_SPEC},
     rules=[
@@ -216,7 +216,7 @@ def channels(base: str, client: httpx.AsyncClient) -> list[Any]:
         secret=SECRET,
         brand="Acme",
         on_send=[_sent],
-        in_flight=1.0,
+        in_flight=4.0,
     )
     return [HttpPull(base, client), sms]
 

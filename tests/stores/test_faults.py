@@ -82,8 +82,10 @@ def worker(
         "faultapp:build",
         "--poll-interval",
         "0.2",
+        # Well above a send's time on a loaded machine: a replica's own
+        # effect that outlasts the grace is resumed elsewhere too.
         "--effect-grace",
-        "1.5",
+        "5",
         "--concurrency",
         "16",
         env={"FAULT_VENDOR": vendor.url, **env},
