@@ -1372,7 +1372,12 @@ class TestOnVerdict:
             # The verdict cancelled the resend timer; a stale timer input that
             # still arrives (another replica fired it) changes nothing.
             assert await verifier.store.timers(sid) == []
-            await verifier._fire(sid, "step:sms:1:channel:resend")
+            await verifier._apply(
+                sid,
+                verifier_module.TimerFired(
+                    timer_id="step:sms:1:channel:resend", at=clock.now()
+                ),
+            )
             await settle(verifier, clock, 30)
             after = await verifier.get(sid)
             assert after.inputs == decided.inputs + 1
@@ -2306,7 +2311,13 @@ class TestSessionCache:
         assert a._cache[sid][1] == version
         decided = await b.submit(sid, "sms", CODE)  # a's entry is now stale
         assert decided.status is SessionStatus.DECIDED
-        await settle(a, clock, 60)  # a's deadline timer fires on its stale entry
+        # An input reaches a on its stale entry (b already cancelled the
+        # deadline timer in the store, so a's own timer no longer fires it).
+        await a._apply(
+            sid,
+            verifier_module.TimerFired(timer_id="deadline", at=clock.now()),
+        )
+        await settle(a, clock, 60)
         session, after = await shared.load(sid)
         assert after == version + 2  # b's submit, then a's timer input
         assert session.inputs == decided.inputs + 1

@@ -31,6 +31,7 @@ from ._review import ReviewCase, ReviewEvent, ReviewQueue, ReviewRuntime
 from ._session import ReviewState, Session, SessionStatus, StepRecord, StepState
 from ._specs import ChannelSpec
 from ._verifier import OnReview, OnVerdict, Verifier
+from ._worker import Worker
 from .policy import Fallback, Policy, RetrySettings, ReviewSettings, Rule, Step
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "SystemClock",
     "Verdict",
     "Verifier",
+    "Worker",
     "normalize_phone",
 ]
 

@@ -501,13 +501,19 @@ def create_cli() -> click.Group:
         if not count:
             click.echo(f"{db}: no audit events", err=True)
 
+    _register_commands(cli)
+    return cli
+
+
+def _register_commands(cli: click.Group) -> None:
+    """Add the commands that live in modules of their own."""
     from ._cli_review import review_group  # noqa: PLC0415 - needs the cli extra
     from ._cli_simulate import simulate_command  # noqa: PLC0415 - it imports this module
+    from ._cli_store import register as register_store  # noqa: PLC0415 - needs click
+    from ._cli_worker import register as register_worker  # noqa: PLC0415 - needs click
 
     cli.add_command(review_group())
     cli.add_command(simulate_command())
-
-    from ._cli_store import register  # noqa: PLC0415 - needs click, known to be here
-
-    register(cli)
-    return cli
+    # The worker's module makes the ``store`` group; ``store purge`` joins it.
+    register_worker(cli)
+    register_store(cli)

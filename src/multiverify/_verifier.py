@@ -21,7 +21,9 @@ import attrs
 from ._applicant import Applicant
 from ._audit import AuditTrail
 from ._clock import Clock, SystemClock
+from ._duration import parse_duration
 from ._http import retrying
+from ._lease import SessionLeases, new_owner
 from ._results import Challenge, Outcome, Verdict
 from ._review import ReviewEvent, run_queue_effect
 from ._serde import converter
@@ -78,6 +80,7 @@ from .exceptions import (
     ProviderError,
     SessionFinishedError,
     StepNotWaitingError,
+    StoreUnavailableError,
 )
 from .policy import Policy, RetrySettings
 from .stores import MemoryStore, SessionStore, SharedState
@@ -160,6 +163,16 @@ class Verifier:
             that arrives while its step is still starting (the vendor called
             back before the call that started it returned) waits for the
             start to be saved before it is refused.
+        lease: how long, in seconds, this Verifier's claim on a session
+            lasts while it fires the session's timers or resumes its effects
+            (renewed while it works); a replica that dies holding one lets
+            it lapse and another takes the work over.
+        watch_poll: the longest pause, in real seconds, between two looks
+            at the store while [`wait`][multiverify.Verifier.wait] or
+            [`challenge`][multiverify.Verifier.challenge] waits for a change
+            another replica makes (the pause starts at a fiftieth of it and
+            doubles while nothing changes); ``None`` sees only this
+            Verifier's own changes.
 
     Raises:
         ConfigurationError: a policy names a channel that is not wired.
@@ -176,6 +189,8 @@ class Verifier:
         on_review: Sequence[OnReview] = (),
         new_id: Callable[[], str] = _new_id,
         early_event_wait: float | timedelta = 30.0,
+        lease: float | timedelta = 30.0,
+        watch_poll: float | timedelta | None = 1.0,
     ) -> None:
         self._runs_steps = channels is not None
         self._registry = (
@@ -204,11 +219,13 @@ class Verifier:
         self._hooks = tuple(on_verdict)
         self._review_hooks = tuple(on_review)
         self._new_id = new_id
-        self._early_event_wait = (
-            early_event_wait.total_seconds()
-            if isinstance(early_event_wait, timedelta)
-            else float(early_event_wait)
+        self._early_event_wait = parse_duration(early_event_wait)
+        self._watch_poll = None if watch_poll is None else parse_duration(watch_poll)
+        self._leases = SessionLeases(
+            self._store, self._clock, owner=new_owner(), ttl=parse_duration(lease)
         )
+        # Effects this Verifier is running now, by (session_id, effect_id).
+        self._inflight: set[tuple[str, str]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -534,8 +551,7 @@ class Verifier:
         """Fire every stored timer that is due now; return how many fired."""
         fired = 0
         for timer in await self._store.due_timers(self._clock.now()):
-            await self._fire(timer.session_id, timer.timer_id)
-            fired += 1
+            fired += await self._fire(timer.session_id, timer.timer_id)
         return fired
 
     async def resume(self) -> int:
@@ -545,16 +561,20 @@ class Verifier:
         """
         count = 0
         for pending in await self._store.pending_effects():
-            effect = pending.effect
-            task = self._spawn(self._run_effect(pending.session_id, effect))
-            if isinstance(effect, StartStep):
-                # Tracked like a fresh start, so a timeout or a verdict cancels it.
-                self._running[pending.session_id, effect.step_id, effect.attempt] = task
+            _ = self._resume_effect(pending.session_id, pending.effect)
             count += 1
         for timer in await self._store.timers():
             self._arm(timer.session_id, timer.timer_id, timer.due_at)
             count += 1
         return count
+
+    def _resume_effect(self, session_id: str, effect: Effect) -> asyncio.Task[None]:
+        """Run a saved effect found in the store (not one this Verifier just saved)."""
+        task = self._spawn(self._run_effect(session_id, effect))
+        if isinstance(effect, StartStep):
+            # Tracked like a fresh start, so a timeout or a verdict cancels it.
+            self._running[session_id, effect.step_id, effect.attempt] = task
+        return task
 
     async def wait_idle(self) -> None:
         """Wait until no effect is in flight (tasks asleep on a FakeClock count as idle)."""
@@ -768,6 +788,8 @@ class Verifier:
         ``known`` is the session and version this Verifier has just saved,
         with its effects still to run: it replaces the load (a change made
         elsewhere meanwhile makes the next save here reload, and wakes us).
+        Changes other replicas make are found by loading the session again
+        after a pause that grows while nothing changes (``watch_poll``).
         """
         watch = self._watches.get(session_id)
         if watch is None:
@@ -779,6 +801,7 @@ class Verifier:
             else:
                 session, version = known
             loop = asyncio.get_running_loop()
+            pause = (self._watch_poll or 0.0) / 50
             while True:
                 if watch.version > version:
                     assert watch.session is not None  # noqa: S101 - set with the version
@@ -790,11 +813,46 @@ class Verifier:
                 # which the next save clears and the last watcher drops.
                 future: asyncio.Future[None] = loop.create_future()
                 watch.futures.append(future)
-                await future
+                if self._watch_poll is None:
+                    await future
+                    continue
+                polled = await self._poll(session_id, version, future, pause)
+                watch.futures = [f for f in watch.futures if not f.done()]
+                if polled is None:
+                    pause = min(pause * 2, self._watch_poll)
+                else:
+                    session, version = polled
+                    pause = self._watch_poll / 50
         finally:
             watch.count -= 1
             if not watch.count and self._watches.get(session_id) is watch:
                 del self._watches[session_id]
+
+    async def _poll(
+        self,
+        session_id: str,
+        version: int,
+        future: asyncio.Future[None],
+        pause: float,
+    ) -> tuple[Session, int] | None:
+        """Wait for a local save (``future``) or ``pause`` real seconds, then look.
+
+        Returns the stored session if the store holds a newer version than
+        ``version`` (saved by another replica), ``None`` otherwise.
+        """
+        # Real time, not the clock's: this is how often the store is read,
+        # not a deadline of the verification.
+        done, _ = await asyncio.wait({future}, timeout=pause)
+        if future.cancelled():
+            raise asyncio.CancelledError  # the Verifier is closing
+        if done:
+            return None  # woken by a save here: the loop reads it
+        future.cancel()
+        try:
+            stored, stored_version = await self._store.load(session_id)
+        except StoreUnavailableError:
+            return None
+        return (stored, stored_version) if stored_version > version else None
 
     # -- effects -------------------------------------------------------------------
 
@@ -874,6 +932,8 @@ class Verifier:
         self, session_id: str, effect: Effect, session: Session | None = None
     ) -> None:
         """Run one effect; ``session`` is the state it was saved with, if at hand."""
+        inflight = (session_id, effect.effect_id)
+        self._inflight.add(inflight)
         try:
             match effect:
                 case StartStep():
@@ -906,6 +966,7 @@ class Verifier:
                 "effect %s of session %s failed", effect.effect_id, session_id
             )
         finally:
+            self._inflight.discard(inflight)
             if isinstance(effect, StartStep):
                 key = (session_id, effect.step_id, effect.attempt)
                 if self._running.get(key) is asyncio.current_task():
@@ -1029,17 +1090,49 @@ class Verifier:
         await self._clock.sleep((due_at - self._clock.now()).total_seconds())
         if self._timer_tasks.get((session_id, timer_id)) is asyncio.current_task():
             del self._timer_tasks[session_id, timer_id]
-        _ = self._spawn(self._fire(session_id, timer_id))
 
-    async def _fire(self, session_id: str, timer_id: str) -> None:
+        async def fire() -> None:
+            await self._fire(session_id, timer_id)
+
+        _ = self._spawn(fire())
+
+    async def _fire(self, session_id: str, timer_id: str) -> bool:
+        """Fire a stored timer that is due, holding the session's lease; return whether it fired.
+
+        The lease and the store decide, so that one replica fires each timer:
+        a timer that is gone (fired elsewhere, cancelled) or was moved later
+        is left alone. A session another replica holds is tried again after
+        a while, unless the timer is fired meanwhile.
+        """
         try:
-            await self._apply(
-                session_id, TimerFired(timer_id=timer_id, at=self._clock.now())
+            async with self._leases.holding(session_id) as held:
+                if not held:
+                    self._arm_retry(session_id, timer_id)
+                    return False
+                now = self._clock.now()
+                stored = await self._store.timers(session_id)
+                if not any(
+                    timer.timer_id == timer_id and timer.due_at <= now
+                    for timer in stored
+                ):
+                    return False
+                await self._apply(session_id, TimerFired(timer_id=timer_id, at=now))
+                await self._store.cancel_timer(session_id, timer_id)
+        except StoreUnavailableError:
+            log.warning(
+                "timer %s of session %s: store unavailable", timer_id, session_id
             )
+            self._arm_retry(session_id, timer_id)
+            return False
         except MultiverifyError:
             log.exception("timer %s of session %s failed", timer_id, session_id)
-            return
-        await self._store.cancel_timer(session_id, timer_id)
+            return False
+        return True
+
+    def _arm_retry(self, session_id: str, timer_id: str) -> None:
+        if not self._closed:
+            retry_at = self._clock.now() + timedelta(seconds=self._leases.ttl / 3)
+            self._arm(session_id, timer_id, retry_at)
 
 
 # -- what every runtime does around a channel call -------------------------------

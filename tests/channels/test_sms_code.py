@@ -680,6 +680,7 @@ class TestLimits:
             lambda: SmsLimits(session_spend=0),
             lambda: SmsCodeSettings(resend_cooldown=-1),
             lambda: SmsCodeSettings(alphabet="0 1"),
+            lambda: SmsCodeSettings(alphabet="".join(map(chr, range(256, 513)))),
         ],
     )
     def test_bad_limits(self, build: Any) -> None:
@@ -954,6 +955,48 @@ class TestIdempotency:
         assert isinstance(outcome, Waiting)
         assert [m.reference for m in harness.fake.sent] == ["s1:sms:1:2"]
         assert harness.fake.finds == ["s1:sms:1:1"]
+
+    async def test_the_in_flight_window_is_configurable(self) -> None:
+        """``in_flight`` sets how long a pending send of another replica is waited for."""
+        harness = Harness(in_flight=5)
+        await harness.channel._state_store(harness.context()).put_value(
+            "multiverify:sms:send:s1:sms:1:1",
+            f'{{"status": "pending", "at": "{harness.clock.now().isoformat()}", "charged": [], "provider": "alpha", "digest": "x"}}',
+            at=harness.clock.now(),
+            ttl=86400,
+        )
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start()
+        assert info.value.retry_at == harness.clock.now() + timedelta(seconds=5)
+        await harness.clock.advance(6)
+        assert isinstance(await harness.start(), Waiting)
+
+    async def test_an_uncertain_send_is_confirmed_by_its_text(self) -> None:
+        """A send's code comes from its reference, so the lookup probe carries the text that went out."""
+
+        class ByText(FakeSms):
+            async def find(
+                self, message: SmsMessage, /, *, sent_after: datetime
+            ) -> SmsReceipt | None:
+                self.finds.append(message.reference)
+                if any(m.text == message.text for m in self.sent):
+                    return SmsReceipt(provider=self.name, message_id="listed")
+                return None
+
+        fake = ByText(
+            errors=[
+                ProviderUnavailableError(message="t", provider="alpha", uncertain=True)
+            ],
+            deliver_before_error=True,
+        )
+        harness = Harness([fake])
+        with pytest.raises(ProviderUnavailableError):
+            await harness.start()
+        await harness.clock.advance(31)
+        outcome = await harness.start()
+        assert isinstance(outcome, Waiting)
+        assert len(fake.sent) == 1  # confirmed: nothing sent again
+        assert signals(await harness.submit({"code": fake.code})) == ("code_verified",)
 
     async def test_max_sends_bounds_fresh_codes(self) -> None:
         """Uncertain sends never push past ``max_sends``."""

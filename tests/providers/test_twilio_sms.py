@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
+import attrs
 import httpx
 import pytest
 import respx
@@ -132,13 +133,43 @@ class TestTwilioMessaging:
             await provider.send(MESSAGE)
         assert unavailable.value.uncertain
 
-    async def test_find_cannot_reconcile(
+    async def test_find_by_text(
         self, twilio: tuple[TwilioAccount, respx.Router]
     ) -> None:
-        """Twilio has no lookup by our reference: ``find`` says so with ``None``."""
-        account, _ = twilio
+        """``find`` lists the messages to the number and matches the exact text."""
+        account, router = twilio
+        listed = [
+            {"sid": "SM0", "body": "Acme: your verification code is 999999."},
+            {"sid": "SM1", "body": MESSAGE.text, "status": "delivered"},
+        ]
+        route = router.get(MESSAGES).mock(
+            side_effect=lambda _: httpx.Response(200, json={"messages": listed})
+        )
         provider = TwilioMessaging(account, from_="+1", name="tw")
-        assert await provider.find(MESSAGE, sent_after=datetime.now(UTC)) is None
+        after = datetime.now(UTC)
+
+        receipt = await provider.find(MESSAGE, sent_after=after)
+
+        assert receipt is not None
+        assert (receipt.provider, receipt.message_id, receipt.status) == (
+            "tw",
+            "SM1",
+            "delivered",
+        )
+        assert dict(route.calls.last.request.url.params) == {
+            "To": "+14155550123",
+            "From": "+1",
+            "PageSize": "50",
+        }
+        listed[1]["status"] = "undelivered"
+        assert await provider.find(MESSAGE, sent_after=after) is None
+        listed.pop()
+        assert await provider.find(MESSAGE, sent_after=after) is None
+        route.mock(side_effect=lambda _: httpx.Response(200, json={"messages": "?"}))
+        assert await provider.find(MESSAGE, sent_after=after) is None
+        probe = attrs.evolve(MESSAGE, text="")
+        assert await provider.find(probe, sent_after=after) is None
+        assert route.call_count == 4
         assert provider.name == "tw"
         assert repr(provider) == "<multiverify.providers.TwilioMessaging(tw)>"
         await provider.aclose()

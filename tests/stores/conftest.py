@@ -19,6 +19,7 @@ from multiverify.stores import (
     RedisStore,
     SessionStore,
     SqliteStore,
+    store_from_url,
 )
 
 if TYPE_CHECKING:
@@ -165,3 +166,31 @@ def make_session(policy: Policy, applicant: Applicant) -> Callable[[str], Sessio
         return new_session(policy, applicant, session_id=session_id, at=T0)
 
     return make
+
+
+async def _reachable(url: str, name: str) -> None:
+    store = store_from_url(url)
+    try:
+        await store.schema_version()  # type: ignore[attr-defined]
+    except StoreUnavailableError as exc:
+        service_missing(name, str(exc))
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture(params=["postgres", "redis"])
+async def shared_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A store URL on a scratch schema or prefix of the shared PostgreSQL, then Redis."""
+    scratch = f"mv_shared_{uuid4().hex[:10]}"
+    if request.param == "postgres":
+        url = f"{POSTGRES_URL}?schema={scratch}"
+    else:
+        url = f"{REDIS_URL}?prefix={scratch}"
+    await _reachable(url, request.param)
+    try:
+        yield url
+    finally:
+        if request.param == "postgres":
+            await drop_postgres_schema(scratch)
+        else:
+            await delete_redis_prefix(scratch)

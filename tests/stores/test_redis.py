@@ -164,6 +164,7 @@ class TestReplicas:
             with pytest.raises(SessionNotFoundError):
                 await theirs.load("s1")
 
+        await delete_redis_prefix(other)
         client = redis_asyncio.Redis.from_url(REDIS_URL)
         try:
             keys = sorted(
@@ -177,6 +178,7 @@ class TestReplicas:
                 "effects",
                 "outbox",
                 "outbox:s1",
+                "schema",
                 "seen:s1",
                 "seq:outbox",
                 "seq:sessions",

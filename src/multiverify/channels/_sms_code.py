@@ -23,6 +23,11 @@ its earlier send there: a send that went out is taken up as it was; an
 uncertain one is looked up at the vendor by that reference, and if the vendor
 cannot confirm it, a fresh code is sent under the next reference, so the code
 that may have gone out never works.
+
+A code is drawn from an HMAC of the server secret over its send's reference
+and vendor, so the same send always carries the same text: a vendor that
+lists what it sent (Twilio) can confirm an uncertain send by its text, and
+the code stays unpredictable to whoever lacks the secret.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import hmac
 import json
 import logging
 import math
-import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -93,7 +97,6 @@ EXPIRY_TIMER = "code_expiry"
 
 _DIGITS = "0123456789"
 _LEDGER_TTL = 86_400.0  # a day: longer than any retry or resume of a send
-_IN_FLIGHT = 30.0  # seconds a fresh "pending" send is taken to be in flight elsewhere
 _SESSION_WINDOW = 30 * 86_400.0  # the per-session spend counts for a month
 _DAY = 86_400.0
 _SECRET_MIN = 16
@@ -142,9 +145,9 @@ def _positive(_inst: Any, attribute: Any, value: float) -> None:
 
 
 def _alphabet(_inst: Any, _attribute: Any, value: str) -> None:
-    if len(set(value)) < 2 or len(set(value)) != len(value):  # noqa: PLR2004
+    if not 2 <= len(set(value)) == len(value) <= 256:  # noqa: PLR2004
         raise ConfigurationError(
-            message="alphabet needs at least two distinct characters, none repeated"
+            message="alphabet needs 2 to 256 distinct characters, none repeated"
         )
     if any(c.isspace() or not c.isprintable() for c in value):
         raise ConfigurationError(message="alphabet must not hold whitespace")
@@ -472,6 +475,11 @@ class SmsCodeChannel:
             runtime's store (``StepContext.shared``), so that they hold
             across replicas.
         on_send: hooks called after each send.
+        in_flight: how long, in seconds, a send written to the ledger but
+            never finished is taken to be in flight on another replica; a
+            start that finds one younger is refused (``send_in_progress``),
+            an older one is reconciled with its vendor. Keep it above the
+            slowest vendor call.
         key_prefix: the prefix of every key this channel writes to the store.
 
     Raises:
@@ -493,6 +501,7 @@ class SmsCodeChannel:
         shared: SharedState | None = None,
         on_send: Sequence[OnSmsSent] = (),
         key_prefix: str = "multiverify:sms:",
+        in_flight: float | timedelta = 30.0,
     ) -> None:
         if not providers:
             raise ConfigurationError(
@@ -538,6 +547,7 @@ class SmsCodeChannel:
         self._local: MemoryStore | None = None
         self._hooks = tuple(on_send)
         self._prefix = key_prefix
+        self._in_flight = parse_duration(in_flight)
 
     def __repr__(self) -> str:
         return f"<multiverify.channels.SmsCodeChannel({', '.join(self._providers)})>"
@@ -872,6 +882,25 @@ class SmsCodeChannel:
             self._key, f"{kind}:{value}".encode(), hashlib.sha256
         ).hexdigest()[:32]
 
+    def _code(self, reference: str, provider: str, settings: SmsCodeSettings) -> str:
+        """The code of the send ``reference`` through ``provider``: drawn from an HMAC of the secret.
+
+        Each symbol takes the next bytes of the HMAC stream by rejection
+        sampling, so every symbol of the alphabet is equally likely.
+        """
+        alphabet = settings.alphabet
+        size = len(alphabet)
+        limit = 256 - 256 % size
+        symbols: list[str] = []
+        block = 0
+        while len(symbols) < settings.code_length:
+            stream = hmac.new(
+                self._key, f"code:{reference}:{provider}:{block}".encode(), "sha256"
+            ).digest()
+            symbols.extend(alphabet[byte % size] for byte in stream if byte < limit)
+            block += 1
+        return "".join(symbols[: settings.code_length])
+
     def _digest(self, context: StepContext, send: int, code: str) -> str:
         bound = (
             f"{context.session_id}:{context.step_id}:{context.attempt}:{send}:{code}"
@@ -997,11 +1026,12 @@ class SmsCodeChannel:
                 return self._rebuilt(plan, send, reference, entry, previous)
             if status == "pending":
                 written = datetime.fromisoformat(entry["at"])
-                if now < written + timedelta(seconds=_IN_FLIGHT):
+                in_flight = timedelta(seconds=self._in_flight)
+                if now < written + in_flight:
                     raise QuotaExceededError(
                         message="a code is being sent for this step right now",
                         quota="send_in_progress",
-                        retry_at=written + timedelta(seconds=_IN_FLIGHT),
+                        retry_at=written + in_flight,
                     )
                 status = "uncertain"  # whoever sent it never said how it went
             if status == "uncertain":
@@ -1033,14 +1063,21 @@ class SmsCodeChannel:
         self, plan: _Plan, reference: str, entry: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Ask the vendor whether an uncertain send went out; its ledger entry if it did."""
-        provider = self._providers.get(str(entry.get("provider")))
+        name = str(entry.get("provider"))
+        provider = self._providers.get(name)
         if not isinstance(provider, SmsProvider) or not entry.get("digest"):
             return None
+        # The send's code and text again, as they went out (or not).
+        settings = plan.settings
+        minutes = max(1, math.ceil(settings.ttl / 60))
+        code = self._code(reference, name, settings)
         probe = SmsMessage(
             to=plan.number,
-            text="",
-            code="",
-            ttl_minutes=0,
+            text=self._templates[plan.locale].render(
+                brand=self._brand, code=code, minutes=minutes
+            ),
+            code=code,
+            ttl_minutes=minutes,
             locale=plan.locale,
             reference=reference,
         )
@@ -1080,9 +1117,7 @@ class SmsCodeChannel:
         for name in plan.order:
             provider = self._providers[name]
             vendor_code = isinstance(provider, VerifyProvider)
-            code = "".join(
-                secrets.choice(settings.alphabet) for _ in range(settings.code_length)
-            )
+            code = self._code(reference, name, settings)
             text = template.render(brand=self._brand, code=code, minutes=minutes)
             counted = sms_segments(text)
             now = context.clock.now()

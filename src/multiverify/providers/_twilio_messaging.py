@@ -13,14 +13,20 @@ the answer is the Message resource (``sid``, ``status`` ``queued`` or
 
 Twilio's Messages API has no idempotency key
 (https://www.twilio.com/docs/errors/20500) and no lookup by a client
-reference, so [`find`][multiverify.providers.TwilioMessaging.find] cannot
-reconcile an uncertain send: the channel sends a fresh code instead, which
+reference. It does list the messages sent to a number
+(``GET /2010-04-01/Accounts/{AccountSid}/Messages.json`` with ``To``,
+``From`` and ``PageSize``; the answer's ``messages`` carry ``sid``, ``body``
+and ``status``, newest first), and a send's text is unique to it (its code
+is drawn from the send's reference), so
+[`find`][multiverify.providers.TwilioMessaging.find] confirms an uncertain
+send by its text. When it cannot, the channel sends a fresh code, which
 invalidates the one that may have gone out.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final
 
 from ..exceptions import (
     ConfigurationError,
@@ -39,6 +45,10 @@ __all__ = ["TwilioMessaging", "number_rejected"]
 _NUMBER_CODES = frozenset(
     {"21211", "21214", "21217", "21610", "21612", "21614", "60205"}
 )
+
+
+# A listed message in one of these states never reached the phone.
+_NOT_SENT: Final = frozenset({"failed", "undelivered", "canceled"})
 
 
 def number_rejected(error: ProviderRejectedError) -> ProviderRejectedError:
@@ -90,6 +100,13 @@ class TwilioMessaging:
         return f"<multiverify.providers.TwilioMessaging({self._name})>"
 
     @property
+    def _messages(self) -> str:
+        return (
+            f"{self._account.api_base}/2010-04-01/Accounts/"
+            f"{self._account.account_sid}/Messages.json"
+        )
+
+    @property
     def name(self) -> str:
         return self._name
 
@@ -108,12 +125,8 @@ class TwilioMessaging:
             form["From"] = self._from
         if message.status_callback is not None:
             form["StatusCallback"] = message.status_callback
-        url = (
-            f"{self._account.api_base}/2010-04-01/Accounts/"
-            f"{self._account.account_sid}/Messages.json"
-        )
         try:
-            data = await self._account.request("POST", url, form=form)
+            data = await self._account.request("POST", self._messages, form=form)
         except ProviderRejectedError as exc:
             raise number_rejected(exc) from exc
         segments = data.get("num_segments")
@@ -132,8 +145,35 @@ class TwilioMessaging:
     async def find(
         self, message: SmsMessage, /, *, sent_after: datetime
     ) -> SmsReceipt | None:
-        """Always ``None``: Twilio cannot look a message up by our reference."""
-        del message, sent_after
+        """Find an earlier send of ``message`` among the latest messages to its number.
+
+        Matched by the exact text (which holds the send's own code); a
+        message that failed or went undelivered counts as not sent.
+        ``sent_after`` is not sent to Twilio: its ``DateSent`` filter skips
+        messages still queued, which did go out.
+
+        Raises:
+            ProviderError: the listing itself failed.
+        """
+        del sent_after
+        if not message.text:
+            return None
+        params = {"To": message.to, "PageSize": "50"}
+        if self._from is not None:
+            params["From"] = self._from
+        data = await self._account.request("GET", self._messages, params=params)
+        listed = data.get("messages")
+        for item in listed if isinstance(listed, list) else []:
+            if not isinstance(item, dict) or item.get("body") != message.text:
+                continue
+            status = str(item.get("status") or "queued")
+            if status in _NOT_SENT:
+                return None
+            return SmsReceipt(
+                provider=self._name,
+                message_id=str(item["sid"]) if item.get("sid") else None,
+                status=status,
+            )
         return None
 
     async def aclose(self) -> None:

@@ -16,6 +16,7 @@ from ._memory import MemoryStore
 from ._postgres import PostgresStore
 from ._redis import RedisStore
 from ._sqlite import SqliteStore
+from ._url import store_from_url
 
 __all__ = [
     "DueTimer",
@@ -30,4 +31,5 @@ __all__ = [
     "SharedState",
     "SqliteStore",
     "WorkQueue",
+    "store_from_url",
 ]

@@ -314,6 +314,20 @@ class PostgresStore(OpenableStore):
         """
         await self._ready()
 
+    @_outages
+    async def schema_version(self) -> int:
+        """Bring the schema up to date and return its version (``multiverify store migrate``).
+
+        Raises:
+            StoreUnavailableError: the server cannot be reached.
+            ConfigurationError: the schema was written by a newer multiverify.
+        """
+        pool = await self._ready()
+        version = await pool.fetchval(
+            f"SELECT COALESCE(MAX(version), 0) FROM {self._sql.schema}.schema_version"
+        )
+        return int(version)
+
     async def aclose(self) -> None:
         """Close the pool this store opened (idempotent); a given pool stays open."""
         pool, self._pool = self._pool, None

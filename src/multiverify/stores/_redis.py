@@ -17,7 +17,10 @@ JSON text ``["sid", "effect_id"]``):
   ISO ``due_at`` keeps the caller's time zone); ``timer-index`` (hash):
   JSON ``[sid, timer_id]`` -> that member, so a timer can be moved or
   cancelled; ``seq:timers`` numbers new timers;
-- ``seen:{sid}`` (set): the dedupe keys already recorded for a session.
+- ``seen:{sid}`` (set): the dedupe keys already recorded for a session;
+- ``schema`` (string): the version of this key layout, written by the first
+  store that opens the prefix; a newer one than this multiverify knows is
+  refused.
 
 ``create`` and ``save`` are one Lua script each: the compare-and-set on the
 version, the session, its effects and its audit events are written together or
@@ -61,6 +64,10 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisStore"]
+
+# The version of the key layout below; a change to it that old code cannot
+# read bumps it (and brings a migration).
+SCHEMA_VERSION = 1
 
 # Adds effects to the outbox and events to the trail; shared by create and save.
 # KEYS: 1 session, 2 sessions, 3 outbox, 4 outbox:{sid}, 5 effects,
@@ -528,13 +535,33 @@ class RedisStore(OpenableStore):
         return f"<multiverify.stores.RedisStore({where}, prefix={self._prefix!r})>"
 
     async def open(self) -> None:
-        """Check that the server answers.
+        """Check that the server answers and that the key layout is one this store knows.
 
         Raises:
             StoreUnavailableError: the server cannot be reached.
+            ConfigurationError: the prefix was written by a newer multiverify.
         """
+        await self.schema_version()
+
+    async def schema_version(self) -> int:
+        """Record the key layout's version under the prefix if absent, and return it.
+
+        Raises:
+            StoreUnavailableError: the server cannot be reached.
+            ConfigurationError: the prefix was written by a newer multiverify.
+        """
+        key = self._key("schema")
         with self._errors():
-            await self._client.ping()
+            await self._client.set(key, str(SCHEMA_VERSION), nx=True)
+            stored = await self._client.get(key)
+        version = int(cast("bytes", stored))
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                message=f"Redis prefix {self._prefix!r} holds key layout version "
+                f"{version}, newer than this multiverify understands "
+                f"({SCHEMA_VERSION}); upgrade multiverify"
+            )
+        return version
 
     async def aclose(self) -> None:
         """Close the connections of a client this store made (idempotent).

@@ -445,6 +445,17 @@ class SqliteStore(OpenableStore):
         """
         await self._run(lambda _: None)
 
+    async def schema_version(self) -> int:
+        """Bring the schema up to date and return its version (``multiverify store migrate``)."""
+
+        def read(db: sqlite3.Connection) -> int:
+            (version,) = db.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+            ).fetchone()
+            return int(version)
+
+        return await self._run(read)
+
     async def aclose(self) -> None:
         """Close the connection and stop its thread (idempotent)."""
         worker, self._worker = self._worker, None

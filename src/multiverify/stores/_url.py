@@ -1,0 +1,65 @@
+"""A store from a URL: how the command line and app configuration name one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..exceptions import ConfigurationError
+from ._memory import MemoryStore
+from ._postgres import PostgresStore
+from ._redis import RedisStore
+from ._sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from ._base import SessionStore
+
+__all__ = ["store_from_url"]
+
+
+def _take(url: str, name: str) -> tuple[str, str | None]:
+    """``url`` without its query parameter ``name``, and that parameter's value."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    value = next((v for k, v in query if k == name), None)
+    rest = urlencode([(k, v) for k, v in query if k != name])
+    return urlunsplit(parts._replace(query=rest)), value
+
+
+def store_from_url(url: str, *, clock: Clock | None = None) -> SessionStore:
+    """Build the store a URL names (not yet opened).
+
+    - ``sqlite:///var/lib/app/verify.db`` (an absolute path) or
+      ``sqlite:verify.db`` (relative to the working directory);
+    - ``postgresql://user:pass@host:5432/db?schema=multiverify`` (also
+      ``postgres://``; ``schema`` picks the schema, the rest goes to asyncpg);
+    - ``redis://host:6379/0?prefix=multiverify`` (also ``rediss://`` and
+      ``unix://``; ``prefix`` picks the key prefix);
+    - ``memory:`` (this process only: tests and one-off scripts).
+
+    Raises:
+        ConfigurationError: an unknown scheme, or a URL without what its
+            store needs.
+    """
+    scheme, colon, rest = url.partition(":")
+    scheme = scheme.lower()
+    if not colon:
+        raise ConfigurationError(message=f"not a store URL: {url!r}")
+    if scheme == "sqlite":
+        path = rest.removeprefix("//")
+        if not path:
+            raise ConfigurationError(message=f"a sqlite URL needs a path: {url!r}")
+        return SqliteStore(path, clock=clock)
+    if scheme in {"postgresql", "postgres"}:
+        dsn, schema = _take(url, "schema")
+        return PostgresStore(dsn, schema=schema or "multiverify", clock=clock)
+    if scheme in {"redis", "rediss", "unix"}:
+        plain, prefix = _take(url, "prefix")
+        return RedisStore(plain, prefix=prefix or "multiverify", clock=clock)
+    if scheme == "memory":
+        return MemoryStore()
+    raise ConfigurationError(
+        message=f"unknown store URL scheme {scheme!r} in {url!r}: use sqlite:, "
+        "postgresql:, redis: or memory:"
+    )
