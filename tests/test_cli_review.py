@@ -331,11 +331,20 @@ class TestStores:
         assert isinstance(open_store(f"sqlite://{db}"), SqliteStore)
         assert isinstance(open_store(str(db)), SqliteStore)
 
+    def test_schema_and_prefix_defaults_yield_to_the_url(self) -> None:
+        """The environment's schema or prefix applies unless the URL names one."""
+        pg = open_store("postgresql://u@h/db", schema="lender")
+        assert "schema='lender'" in repr(pg)
+        named = open_store("postgresql://u@h/db?schema=other", schema="lender")
+        assert "schema='other'" in repr(named)
+        redis = open_store("redis://127.0.0.1:6379/0", prefix="lender")
+        assert "prefix='lender'" in repr(redis)
+
     def test_bad_stores(self, cli: click.Group, tmp_path: Path) -> None:
         """An unknown scheme or a missing file is a usage error."""
         result = invoke(cli, "list", "--store", "mongodb://x")
         assert result.exit_code == 2
-        assert "unknown store scheme 'mongodb'" in result.output
+        assert "unknown store URL scheme 'mongodb'" in result.output
         missing = invoke(cli, "list", "--store", str(tmp_path / "none.db"))
         assert missing.exit_code == 2
         assert "no SQLite store" in missing.output

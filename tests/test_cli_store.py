@@ -90,7 +90,7 @@ class TestPurge:
             ["store", "purge", "--older-than", "1d", "--store", "mysql://x/y"],
         )
         assert result.exit_code == 2
-        assert "unknown store scheme" in result.output
+        assert "unknown store URL scheme" in result.output
 
     def test_unreachable_store(self) -> None:
         """A store that cannot be reached is a one-line error, exit 1."""

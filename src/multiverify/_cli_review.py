@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console, Group
@@ -28,9 +28,9 @@ from ._clock import SystemClock
 from ._results import Outcome, Verdict
 from ._review import ReviewCase, ReviewQueue
 from ._verifier import Verifier
-from .exceptions import MultiverifyError, PolicyError
+from .exceptions import ConfigurationError, MultiverifyError, PolicyError
 from .policy import Policy, load_policy
-from .stores import PostgresStore, RedisStore, SessionStore, SqliteStore
+from .stores import SessionStore, SqliteStore, store_from_url
 
 __all__ = ["case_json", "open_store", "review_group"]
 
@@ -45,28 +45,22 @@ _STORE_HELP = (
 def open_store(
     target: str, *, schema: str = "multiverify", prefix: str = "multiverify"
 ) -> SessionStore:
-    """The store a URL or path names (not yet opened).
+    """The store a URL (as ``store_from_url`` reads it) or a SQLite file's path names.
 
     Raises:
-        click.BadParameter: the URL's scheme is none of the stores', or the
-            SQLite file does not exist.
+        click.BadParameter: the URL names no store, or the SQLite file does
+            not exist.
     """
     scheme, sep, rest = target.partition("://")
-    if sep and scheme in ("postgresql", "postgres"):
-        # Its methods are wrapped by an outage guard typed as returning
-        # awaitables, which the protocol's ``async def``s do not match.
-        return cast("SessionStore", PostgresStore(target, schema=schema))
-    if sep and scheme in ("redis", "rediss", "unix"):
-        return RedisStore(target, prefix=prefix)
-    if sep and scheme != "sqlite":
-        raise click.BadParameter(
-            f"unknown store scheme {scheme!r} (use postgresql, redis or sqlite)",
-            param_hint="--store",
-        )
-    path = Path(rest) if sep else Path(target)
-    if not path.exists():
-        raise click.BadParameter(f"no SQLite store at {path}", param_hint="--store")
-    return SqliteStore(path)
+    if not sep or scheme.lower() == "sqlite":
+        path = Path(rest if sep else target)
+        if not path.exists():
+            raise click.BadParameter(f"no SQLite store at {path}", param_hint="--store")
+        return SqliteStore(path)
+    try:
+        return store_from_url(target, schema=schema, prefix=prefix)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--store") from exc
 
 
 def case_json(case: ReviewCase, *, now: datetime) -> dict[str, Any]:

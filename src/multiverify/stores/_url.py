@@ -27,7 +27,13 @@ def _take(url: str, name: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), value
 
 
-def store_from_url(url: str, *, clock: Clock | None = None) -> SessionStore:
+def store_from_url(
+    url: str,
+    *,
+    clock: Clock | None = None,
+    schema: str = "multiverify",
+    prefix: str = "multiverify",
+) -> SessionStore:
     """Build the store a URL names (not yet opened).
 
     - ``sqlite:///var/lib/app/verify.db`` (an absolute path) or
@@ -37,6 +43,8 @@ def store_from_url(url: str, *, clock: Clock | None = None) -> SessionStore:
     - ``redis://host:6379/0?prefix=multiverify`` (also ``rediss://`` and
       ``unix://``; ``prefix`` picks the key prefix);
     - ``memory:`` (this process only: tests and one-off scripts).
+
+    ``schema`` and ``prefix`` are the defaults for URLs that name none.
 
     Raises:
         ConfigurationError: an unknown scheme, or a URL without what its
@@ -52,11 +60,11 @@ def store_from_url(url: str, *, clock: Clock | None = None) -> SessionStore:
             raise ConfigurationError(message=f"a sqlite URL needs a path: {url!r}")
         return SqliteStore(path, clock=clock)
     if scheme in {"postgresql", "postgres"}:
-        dsn, schema = _take(url, "schema")
-        return PostgresStore(dsn, schema=schema or "multiverify", clock=clock)
+        dsn, named = _take(url, "schema")
+        return PostgresStore(dsn, schema=named or schema, clock=clock)
     if scheme in {"redis", "rediss", "unix"}:
-        plain, prefix = _take(url, "prefix")
-        return RedisStore(plain, prefix=prefix or "multiverify", clock=clock)
+        plain, named = _take(url, "prefix")
+        return RedisStore(plain, prefix=named or prefix, clock=clock)
     if scheme == "memory":
         return MemoryStore()
     raise ConfigurationError(
