@@ -1515,6 +1515,39 @@ class TestConditionContexts:
         monkeypatch.setattr(_session, "_context_for", make_context)
         assert run(policy, fresh(policy), *inputs) == shared
 
+    def test_each_condition_gets_only_what_it_reads(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rule's context holds its own reads, not every rule's, and decides alike."""
+        policy = make_policy(
+            rules=[
+                Rule(
+                    outcome="rejected",
+                    when="application.amount > 90000.0",
+                    reason="amount",
+                ),
+                Rule(
+                    outcome="approved",
+                    when="steps.bureau.status == 'passed'",
+                    reason="bureau",
+                ),
+            ]
+        )
+        inputs = [Start(at=T0), finished("bureau", "passed")]
+        built: list[dict[str, Any]] = []
+
+        def spy(variables: dict[str, Any]) -> Any:
+            built.append(variables)
+            return make_context(variables)
+
+        monkeypatch.setattr(_session, "_context_for", spy)
+        outcome = run(policy, fresh(policy), *inputs)
+        assert outcome.session.verdict is not None
+        assert outcome.session.verdict.outcome == "approved"
+        assert {"application": {"amount": 50000.0}} in built
+        assert {"steps": {"bureau": {"status": "passed"}}} in built
+        assert all(len(variables) == 1 for variables in built)
+
     def test_keys(self) -> None:
         """Keys tell apart every value a JSON-like comparison would confuse."""
         values: list[Any] = [

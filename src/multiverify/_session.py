@@ -39,7 +39,8 @@ from .exceptions import (
     StepNotWaitingError,
 )
 from .policy import Policy, Step
-from .policy._cel import ConditionError, make_context
+from .policy._cel import Condition, ConditionError, make_context
+from .policy._model import Reads, _reads
 from .policy._review import reason_code_ok
 
 __all__ = [
@@ -925,7 +926,7 @@ class _Plan:
             the steps that must have ended before it is evaluated.
     """
 
-    __slots__ = ("initial", "rules", "sources")
+    __slots__ = ("_reads", "initial", "rules", "sources")
 
     def __init__(self, policy: Policy) -> None:
         nothing: JSON = MappingProxyType({})
@@ -941,6 +942,19 @@ class _Plan:
             (index, rule, policy.condition(rule.when))
             for index, rule in enumerate(policy.rules)
         )
+        self._reads: dict[str, Reads] = {}
+
+    def reads(self, condition: Condition) -> Reads:
+        """What one condition reads; conditions that read the same share one."""
+        found = self._reads.get(condition.source)
+        if found is None:
+            found = _reads((condition,))
+            for known in self._reads.values():
+                if known == found:
+                    found = known
+                    break
+            self._reads[condition.source] = found
+        return found
 
 
 # Plans by policy identity; each entry keeps its policy, so an id is never
@@ -975,7 +989,7 @@ class _Run:
         self._dirty = False
         self.effects: list[Effect] = []
         self._outcomes: list[tuple[bool, str]] | None = None
-        self._context: Any = None
+        self._contexts: dict[int, Any] = {}
         self._fired: tuple[RuleTrace, ...] | None = None
 
     # -- helpers ---------------------------------------------------------------
@@ -1015,7 +1029,8 @@ class _Run:
         return None
 
     def put(self, record: StepRecord) -> StepRecord:
-        self._context = None
+        if self._contexts:
+            self._contexts = {}
         self._records[record.step_id] = record
         self._dirty = True
         return record
@@ -1488,17 +1503,20 @@ class _Run:
             moved = True
         return moved
 
-    def context(self) -> Any:
-        """The condition context, converted once until a step changes.
+    def context(self, condition: Condition) -> Any:
+        """The context of one condition, converted once until a step changes.
 
-        It carries only what the policy's conditions read (see ``Policy.reads``).
+        It carries only what the condition reads: converting a value is the
+        dear part of an evaluation, and a small projection (the statuses of
+        two steps) is far likelier to be shared with other sessions.
         """
-        if self._context is None:
-            self._context = _context_for(self.variables())
-        return self._context
+        reads = self.plan.reads(condition)
+        context = self._contexts.get(id(reads))
+        if context is None:
+            context = self._contexts[id(reads)] = _context_for(self.variables(reads))
+        return context
 
-    def variables(self) -> dict[str, Any]:
-        reads = self.policy.reads
+    def variables(self, reads: Reads) -> dict[str, Any]:
         facts = self.base.facts
         variables: dict[str, Any] = {}
         for root, fields in (
@@ -1531,7 +1549,8 @@ class _Run:
 
     def holds(self, source: str) -> bool:
         try:
-            return self.policy.condition(source).evaluate(self.context())
+            condition = self.policy.condition(source)
+            return condition.evaluate(self.context(condition))
         except ConditionError:
             return False
 
@@ -1548,7 +1567,7 @@ class _Run:
                 if self.record(step_id).state not in _SETTLED:
                     return False
             try:
-                matched = condition.evaluate(self.context())
+                matched = condition.evaluate(self.context(condition))
             except ConditionError as exc:
                 outcomes.append((False, str(exc)))
                 continue
@@ -1636,9 +1655,8 @@ class _Run:
     def score(self) -> float | None:
         if self.policy.score is not None:
             try:
-                return self.policy.condition(self.policy.score).evaluate_number(
-                    self.context()
-                )
+                condition = self.policy.condition(self.policy.score)
+                return condition.evaluate_number(self.context(condition))
             except ConditionError:
                 return None
         scores = [
