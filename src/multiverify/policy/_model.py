@@ -465,9 +465,6 @@ class Policy:
         factory=dict, eq=False, repr=False, hash=False
     )
     source: str | None = attrs.field(default=None, eq=False, repr=False)
-    _reads: Reads = attrs.field(
-        init=False, factory=Reads, eq=False, repr=False, hash=False
-    )
     _conditions: dict[str, Condition] = attrs.field(
         init=False, factory=dict, eq=False, repr=False, hash=False
     )
@@ -503,7 +500,6 @@ class Policy:
                 ),
             )
         object.__setattr__(self, "_conditions", conditions)
-        object.__setattr__(self, "_reads", _reads(conditions.values()))
         document = json.dumps(
             _policy_dict(self), sort_keys=True, separators=(",", ":"), default=str
         )
@@ -555,11 +551,6 @@ class Policy:
     def fallback_targets(self) -> frozenset[str]:
         """Steps that start only as another step's fallback."""
         return self._fallback_targets
-
-    @property
-    def reads(self) -> Reads:
-        """What the policy's conditions read, so contexts carry only that."""
-        return self._reads
 
     def condition(self, source: str) -> Condition:
         """The compiled form of a condition of this policy."""
