@@ -27,7 +27,7 @@ from multiverify._session import (
     transition,
 )
 from multiverify.exceptions import ConcurrentUpdateError, SessionNotFoundError
-from multiverify.stores import DueTimer, PendingEffect, SessionStore
+from multiverify.stores import DueTimer, EffectClaim, PendingEffect, SessionStore
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -393,6 +393,179 @@ class TestEffects:
             ("s2", "b1"),
             ("s2", "b2"),
         ]
+
+
+class TestEffectClaims:
+    async def test_effects_saved_with_a_claim_carry_it(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """A create or save writes its effects claimed by the owner, in the same write."""
+        session = make_session("s1")
+        until = T0 + timedelta(seconds=30)
+        await store.create(
+            session, effects=[timer("a")], claim=EffectClaim(owner="r1", until=until)
+        )
+        await store.save(
+            session,
+            expected_version=1,
+            effects=[timer("b")],
+            claim=EffectClaim(owner="r2", until=until),
+        )
+        await store.save(session, expected_version=2, effects=[timer("c")])
+
+        pending = await store.pending_effects("s1")
+
+        assert [(p.effect.effect_id, p.claimed_by) for p in pending] == [
+            ("a", "r1"),
+            ("b", "r2"),
+            ("c", None),
+        ]
+        assert [p.claimed_until for p in pending] == [until, until, None]
+        assert [p.claimed(T0) for p in pending] == [True, True, False]
+        assert not pending[0].claimed(until)
+
+    async def test_a_live_claim_keeps_claimers_off_until_it_lapses(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """Only effects whose claim lapsed (or that have none) are claimed, and then for the claimer."""
+        claim = EffectClaim(owner="r1", until=T0 + timedelta(seconds=30))
+        await store.create(make_session("s1"), effects=[timer("a")], claim=claim)
+        await store.create(make_session("s2"), effects=[timer("b")])
+        later = T0 + timedelta(seconds=60)
+
+        taken = await store.claim_effects("w", at=T0, until=later)
+
+        assert ids(taken) == [("s2", "b")]
+        assert (taken[0].claimed_by, taken[0].claimed_until) == ("w", later)
+        assert await store.claim_effects("w2", at=T0, until=later) == []
+        lapsed = await store.claim_effects(
+            "w2", at=T0 + timedelta(seconds=30), until=later
+        )
+        assert ids(lapsed) == [("s1", "a")]
+        assert [
+            (p.effect.effect_id, p.claimed_by) for p in await store.pending_effects()
+        ] == [
+            ("a", "w2"),
+            ("b", "w"),
+        ]
+
+    async def test_claims_are_taken_in_batches_without_overlap(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """Claimers racing for free effects get ``limit`` each at most, never the same one."""
+        for number in range(10):
+            await store.create(make_session(f"s{number}"), effects=[timer("e")])
+        until = T0 + timedelta(seconds=30)
+
+        batches = await asyncio.gather(
+            *(
+                store.claim_effects(f"w{n}", at=T0, until=until, limit=3)
+                for n in range(5)
+            )
+        )
+
+        assert all(len(batch) <= 3 for batch in batches)
+        claimed = [key for batch in batches for key in ids(batch)]
+        assert sorted(claimed) == sorted((f"s{n}", "e") for n in range(10))
+        assert await store.claim_effects("w", at=T0, until=until, limit=0) == []
+
+    async def test_renewal_moves_only_the_owners_claims(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """One call renews many claims; claims of others, and gone effects, are left alone."""
+        claim = EffectClaim(owner="r1", until=T0 + timedelta(seconds=30))
+        await store.create(
+            make_session("s1"), effects=[timer("a"), timer("b")], claim=claim
+        )
+        await store.create(
+            make_session("s2"),
+            effects=[timer("c")],
+            claim=EffectClaim(owner="r2", until=claim.until),
+        )
+        later = T0 + timedelta(seconds=90)
+
+        moved = await store.extend_effect_claims(
+            "r1", [("s1", "a"), ("s1", "b"), ("s2", "c"), ("s1", "gone")], until=later
+        )
+
+        assert moved == 2
+        assert [p.claimed_until for p in await store.pending_effects()] == [
+            later,
+            later,
+            claim.until,
+        ]
+        assert await store.extend_effect_claims("r1", [], until=later) == 0
+        at = T0 + timedelta(seconds=60)
+        assert ids(await store.claim_effects("w", at=at, until=later)) == [("s2", "c")]
+        # An end in the past gives the claim back at once.
+        assert await store.extend_effect_claims("r1", [("s1", "a")], until=T0) == 1
+        assert ids(await store.claim_effects("w", at=at, until=later)) == [("s1", "a")]
+
+    async def test_saving_an_effect_again_replaces_its_claim(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """An effect saved again under its id carries the new save's claim (or none)."""
+        session = make_session("s1")
+        claim = EffectClaim(owner="r1", until=T0 + timedelta(seconds=30))
+        await store.create(session, effects=[timer("a")], claim=claim)
+
+        await store.save(session, expected_version=1, effects=[timer("a")])
+
+        assert ids(await store.claim_effects("w", at=T0, until=claim.until)) == [
+            ("s1", "a")
+        ]
+
+    async def test_a_completed_effect_leaves_with_its_claim(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """Completing an effect removes its claim: nothing is claimed, nothing renewed."""
+        claim = EffectClaim(owner="r1", until=T0 + timedelta(seconds=30))
+        await store.create(make_session("s1"), effects=[timer("a")], claim=claim)
+
+        await store.complete_effect("s1", "a")
+
+        assert await store.extend_effect_claims("r1", [("s1", "a")], until=T0) == 0
+        assert await store.claim_effects("w", at=claim.until, until=claim.until) == []
+
+    async def test_save_completes_effects_and_fires_a_timer_in_the_same_write(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """``completed`` effects and the ``fired_timer`` go with the save that records them."""
+        session = make_session("s1")
+        claim = EffectClaim(owner="r1", until=T0 + timedelta(seconds=30))
+        await store.create(
+            session, effects=[timer("a"), timer("b"), timer("c")], claim=claim
+        )
+        await store.schedule_timer("s1", "deadline", T0)
+        await store.schedule_timer("s1", "other", T0)
+
+        await store.save(
+            session,
+            expected_version=1,
+            effects=[timer("d")],
+            completed=["a", "c", "unknown"],
+            fired_timer="deadline",
+        )
+
+        assert ids(await store.pending_effects("s1")) == [("s1", "b"), ("s1", "d")]
+        assert [t.timer_id for t in await store.timers("s1")] == ["other"]
+        assert await store.extend_effect_claims("r1", [("s1", "a")], until=T0) == 0
+
+    async def test_a_lost_save_completes_nothing_and_fires_nothing(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """A save whose compare-and-set loses leaves the effects and the timer as they were."""
+        session = make_session("s1")
+        await store.create(session, effects=[timer("a")])
+        await store.schedule_timer("s1", "deadline", T0)
+
+        with pytest.raises(ConcurrentUpdateError):
+            await store.save(
+                session, expected_version=5, completed=["a"], fired_timer="deadline"
+            )
+
+        assert ids(await store.pending_effects("s1")) == [("s1", "a")]
+        assert [t.timer_id for t in await store.timers("s1")] == ["deadline"]
 
 
 class TestTimers:

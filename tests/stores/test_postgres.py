@@ -209,8 +209,17 @@ class TestMigrations:
                 "now(), now())",
                 dumps(session),
             )
+            await pool.execute(
+                f'INSERT INTO "{schema}".effects (session_id, effect_id, body) '
+                "VALUES ('s1', 'e1', $1)",
+                dumps(timer("e1")),
+            )
 
             await store.open()
+
+            # An effect pending before claims existed is free to claim.
+            claimed = await store.claim_effects("w", at=T0, until=T0)
+            assert [p.effect for p in claimed] == [timer("e1")]
 
             assert await store.load("s1") == (session, 1)
             assert await store.put_value("k", "v", at=T0, ttl=10)

@@ -175,6 +175,7 @@ class TestReplicas:
         assert keys == [
             f"{prefix}:{name}"
             for name in [
+                "claims",
                 "effects",
                 "outbox",
                 "outbox:s1",
@@ -189,6 +190,26 @@ class TestReplicas:
                 "timers",
             ]
         ]
+
+
+class TestLayout:
+    async def test_layout_1_is_migrated_and_its_effects_stay_claimable(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A prefix written before claims existed gets them on open; its pending effects are free."""
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            await store.create(make_session("s1"), effects=[timer("e1")])
+        client = redis_asyncio.Redis.from_url(REDIS_URL)
+        try:  # back to layout 1: no claims
+            await client.delete(f"{prefix}:claims")
+            await client.set(f"{prefix}:schema", "1")
+        finally:
+            await client.aclose()
+
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            assert await store.schema_version() == 2
+            claimed = await store.claim_effects("w", at=T0, until=T0)
+            assert [p.effect for p in claimed] == [timer("e1")]
 
 
 class TestClient:

@@ -189,10 +189,17 @@ class TestSqliteStore:
                 "created_at, updated_at) VALUES ('s1', 1, 'active', ?, '', '')",
                 (dumps(session),),
             )
+            db.execute(
+                "INSERT INTO effects (session_id, effect_id, body) VALUES ('s1', 'e1', ?)",
+                (dumps(timer("e1")),),
+            )
         finally:
             db.close()
 
         async with SqliteStore(path, clock=FixedClock(T0)) as store:
+            # An effect pending before claims existed is free to claim.
+            claimed = await store.claim_effects("w", at=T0, until=T0)
+            assert [p.effect for p in claimed] == [timer("e1")]
             assert [
                 v for (v, _) in query(path, "SELECT * FROM schema_version")
             ] == list(range(1, _sqlite.SCHEMA_VERSION + 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._base import (
     DueTimer,
+    EffectClaim,
     OpenableStore,
     PendingEffect,
     QueueItem,
@@ -20,6 +21,7 @@ from ._url import store_from_url
 
 __all__ = [
     "DueTimer",
+    "EffectClaim",
     "MemoryStore",
     "OpenableStore",
     "PendingEffect",

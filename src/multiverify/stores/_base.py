@@ -15,6 +15,7 @@ from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
 
 __all__ = [
     "DueTimer",
+    "EffectClaim",
     "OpenableStore",
     "PendingEffect",
     "QueueItem",
@@ -27,10 +28,37 @@ __all__ = [
 
 @attrs.frozen(kw_only=True)
 class PendingEffect:
-    """An effect saved with a transition and not yet completed."""
+    """An effect saved with a transition and not yet completed.
+
+    Attributes:
+        session_id: the session that saved it.
+        effect: the effect.
+        claimed_by: the owner whose claim it carries (the replica running
+            it), or ``None`` if it was never claimed.
+        claimed_until: when that claim lapses, unless renewed.
+    """
 
     session_id: str
     effect: Effect
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+
+    def claimed(self, at: datetime) -> bool:
+        """Whether a claim holds the effect at ``at``."""
+        return self.claimed_until is not None and self.claimed_until > at
+
+
+@attrs.frozen(kw_only=True)
+class EffectClaim:
+    """Who runs the effects a create or save writes, and until when unless renewed.
+
+    A claim keeps other replicas' workers off an effect while its owner runs
+    it; the owner renews it while the effect runs, and an owner that dies
+    lets it lapse, after which a worker may take the effect over.
+    """
+
+    owner: str
+    until: datetime
 
 
 @attrs.frozen(kw_only=True)
@@ -259,8 +287,11 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         *,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
     ) -> int:
         """Store a new session at version 1 and return 1.
+
+        ``effects`` go into the outbox carrying ``claim`` (unclaimed without one).
 
         Raises:
             ConcurrentUpdateError: a session with this id exists
@@ -283,8 +314,16 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         expected_version: int,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> int:
         """Replace the session if its version is ``expected_version``; return the new version.
+
+        In the same atomic write: ``effects`` go into the outbox carrying
+        ``claim``; the effects whose ids are ``completed`` leave it (the
+        save records their result); the timer ``fired_timer`` is removed
+        (the save records its firing, so it cannot fire twice).
 
         Raises:
             SessionNotFoundError: no such session.
@@ -300,6 +339,28 @@ class SessionStore(SharedState, WorkQueue, Protocol):
 
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         """Mark an effect done (idempotent)."""
+        ...
+
+    async def claim_effects(
+        self, owner: str, /, *, at: datetime, until: datetime, limit: int = 100
+    ) -> list[PendingEffect]:
+        """Claim up to ``limit`` pending effects no live claim holds, for ``owner`` until ``until``.
+
+        An effect is free when it carries no claim or its claim lapsed at
+        ``at``. The claim is taken atomically: replicas claiming at once get
+        different effects. Returns the effects claimed, as claimed now.
+        """
+        ...
+
+    async def extend_effect_claims(
+        self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
+    ) -> int:
+        """Move the claims ``owner`` holds on ``effects`` (``(session_id, effect_id)``) to ``until``.
+
+        One call for every effect listed; effects gone, or claimed by
+        another owner since, are left alone. An ``until`` in the past gives
+        the claims back. Returns how many claims were moved.
+        """
         ...
 
     async def schedule_timer(

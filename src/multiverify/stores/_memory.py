@@ -12,6 +12,7 @@ from .._audit import AuditEvent
 from .._session import Effect, Session
 from ._base import (
     DueTimer,
+    EffectClaim,
     PendingEffect,
     QueueItem,
     Quota,
@@ -58,6 +59,8 @@ class MemoryStore:
         self._windows: dict[str, deque[tuple[datetime, float]]] = {}
         self._values: dict[str, tuple[str, datetime]] = {}
         self._queues: dict[str, dict[str, QueueItem]] = {}
+        # Claims on pending effects: (session_id, effect_id) -> (owner, until).
+        self._claims: dict[tuple[str, str], tuple[str, datetime]] = {}
 
     def __repr__(self) -> str:
         return f"<multiverify.stores.MemoryStore(sessions={len(self._sessions)})>"
@@ -68,11 +71,13 @@ class MemoryStore:
         *,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
     ) -> int:
         if session.session_id in self._sessions:
             raise session_exists(session.session_id)
         self._sessions[session.session_id] = (session, 1)
         self._write(session.session_id, effects, audit)
+        self._claim(session.session_id, effects, claim)
         return 1
 
     async def load(self, session_id: str, /) -> tuple[Session, int]:
@@ -88,6 +93,9 @@ class MemoryStore:
         expected_version: int,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> int:
         found = self._sessions.get(session.session_id)
         if found is None:
@@ -96,8 +104,22 @@ class MemoryStore:
         if version != expected_version:
             raise version_moved(session.session_id, version, expected_version)
         self._sessions[session.session_id] = (session, version + 1)
+        for effect_id in completed:
+            await self.complete_effect(session.session_id, effect_id)
+        if fired_timer is not None:
+            await self.cancel_timer(session.session_id, fired_timer)
         self._write(session.session_id, effects, audit)
+        self._claim(session.session_id, effects, claim)
         return version + 1
+
+    def _claim(
+        self, session_id: str, effects: Sequence[Effect], claim: EffectClaim | None
+    ) -> None:
+        for effect in effects:
+            if claim is None:
+                self._claims.pop((session_id, effect.effect_id), None)
+            else:
+                self._claims[session_id, effect.effect_id] = (claim.owner, claim.until)
 
     def _write(
         self, session_id: str, effects: Sequence[Effect], audit: Sequence[AuditEvent]
@@ -117,12 +139,44 @@ class MemoryStore:
     ) -> list[PendingEffect]:
         ids = [session_id] if session_id is not None else list(self._effects)
         return [
-            PendingEffect(session_id=sid, effect=effect)
+            self._pending(sid, effect)
             for sid in ids
             for effect in self._effects.get(sid, {}).values()
         ]
 
+    def _pending(self, session_id: str, effect: Effect) -> PendingEffect:
+        owner, until = self._claims.get((session_id, effect.effect_id), (None, None))
+        return PendingEffect(
+            session_id=session_id, effect=effect, claimed_by=owner, claimed_until=until
+        )
+
+    async def claim_effects(
+        self, owner: str, /, *, at: datetime, until: datetime, limit: int = 100
+    ) -> list[PendingEffect]:
+        claimed: list[PendingEffect] = []
+        for pending in await self.pending_effects():
+            if len(claimed) >= limit:
+                break
+            if pending.claimed(at):
+                continue
+            key = (pending.session_id, pending.effect.effect_id)
+            self._claims[key] = (owner, until)
+            claimed.append(self._pending(pending.session_id, pending.effect))
+        return claimed
+
+    async def extend_effect_claims(
+        self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
+    ) -> int:
+        moved = 0
+        for key in effects:
+            held = self._claims.get(key)
+            if held is not None and held[0] == owner:
+                self._claims[key] = (owner, until)
+                moved += 1
+        return moved
+
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
+        self._claims.pop((session_id, effect_id), None)
         outbox = self._effects.get(session_id)
         if outbox is not None:
             outbox.pop(effect_id, None)

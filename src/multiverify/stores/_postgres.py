@@ -39,6 +39,7 @@ from ..exceptions import (
 )
 from ._base import (
     DueTimer,
+    EffectClaim,
     OpenableStore,
     PendingEffect,
     QueueItem,
@@ -154,6 +155,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             "CREATE INDEX queue_items_by_order "
             "ON {s}.queue_items (queue, priority DESC, enqueued_at, item_id)"
         ),
+    ),
+    # 3: claims on pending effects (who runs one, until when unless renewed).
+    (
+        """
+        ALTER TABLE {s}.effects
+            ADD COLUMN claimed_by         TEXT,
+            ADD COLUMN claimed_until      TIMESTAMPTZ,
+            ADD COLUMN claimed_until_text TEXT
+        """,
+        "CREATE INDEX effects_by_claim ON {s}.effects (claimed_until, seq)",
     ),
 )
 
@@ -420,6 +431,7 @@ class PostgresStore(OpenableStore):
         *,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -436,7 +448,7 @@ class PostgresStore(OpenableStore):
             )
             if inserted is None:
                 raise session_exists(session.session_id)
-            await self._write(conn, session.session_id, rows)
+            await self._write(conn, session.session_id, rows, claim)
         return 1
 
     @_outages
@@ -455,6 +467,9 @@ class PostgresStore(OpenableStore):
         expected_version: int,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -475,20 +490,39 @@ class PostgresStore(OpenableStore):
                 if current is None:
                     raise session_missing(session_id)
                 raise version_moved(session_id, current, expected_version)
-            await self._write(conn, session_id, rows)
+            if completed:
+                await conn.execute(self._sql.complete_many, session_id, list(completed))
+            if fired_timer is not None:
+                await conn.execute(self._sql.cancel, session_id, fired_timer)
+            await self._write(conn, session_id, rows, claim)
         return int(version)
 
-    async def _write(self, conn: Any, session_id: str, rows: SerialisedWrites) -> None:
+    async def _write(
+        self,
+        conn: Any,
+        session_id: str,
+        rows: SerialisedWrites,
+        claim: EffectClaim | None,
+    ) -> None:
         """Add effects to the outbox and events to the trail, in the caller's transaction.
 
-        An effect saved again under its id replaces the pending one and keeps
-        its place in the outbox; audit events are appended after the
-        session's last (the session row's lock orders concurrent writers).
+        An effect saved again under its id replaces the pending one (and its
+        claim) and keeps its place in the outbox; audit events are appended
+        after the session's last (the session row's lock orders concurrent
+        writers).
         """
         if rows.effects:
+            owner, until, text = (
+                (None, None, None)
+                if claim is None
+                else (claim.owner, _utc(claim.until), claim.until.isoformat())
+            )
             await conn.executemany(
                 self._sql.effect,
-                [(session_id, effect_id, body) for effect_id, body in rows.effects],
+                [
+                    (session_id, effect_id, body, owner, until, text)
+                    for effect_id, body in rows.effects
+                ],
             )
         if rows.audit:
             await conn.execute(self._sql.audit, session_id, rows.audit)
@@ -502,13 +536,39 @@ class PostgresStore(OpenableStore):
             rows = await pool.fetch(self._sql.pending_all)
         else:
             rows = await pool.fetch(self._sql.pending_one, session_id)
-        return [
-            PendingEffect(
-                session_id=row["session_id"],
-                effect=structure_effect(json.loads(row["body"])),
-            )
-            for row in rows
-        ]
+        return [_pending(row) for row in rows]
+
+    @_outages
+    async def claim_effects(
+        self, owner: str, /, *, at: datetime, until: datetime, limit: int = 100
+    ) -> list[PendingEffect]:
+        pool = await self._ready()
+        rows = await pool.fetch(
+            self._sql.claim_effects,
+            owner,
+            _utc(at),
+            _utc(until),
+            until.isoformat(),
+            max(limit, 0),
+        )
+        return [_pending(row) for row in sorted(rows, key=lambda row: row["seq"])]
+
+    @_outages
+    async def extend_effect_claims(
+        self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
+    ) -> int:
+        if not effects:
+            return 0
+        pool = await self._ready()
+        moved = await pool.fetchval(
+            self._sql.extend_effects,
+            owner,
+            _utc(until),
+            until.isoformat(),
+            [session_id for session_id, _ in effects],
+            [effect_id for _, effect_id in effects],
+        )
+        return int(moved)
 
     @_outages
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
@@ -769,9 +829,11 @@ class _Sql:
         )
         self.version = f"SELECT version FROM {s}.sessions WHERE session_id = $1"
         self.effect = (
-            f"INSERT INTO {s}.effects (session_id, effect_id, body) "
-            "VALUES ($1, $2, $3) ON CONFLICT (session_id, effect_id) "
-            "DO UPDATE SET body = excluded.body"
+            f"INSERT INTO {s}.effects (session_id, effect_id, body, claimed_by, "
+            "claimed_until, claimed_until_text) VALUES ($1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (session_id, effect_id) DO UPDATE SET body = excluded.body, "
+            "claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until, "
+            "claimed_until_text = excluded.claimed_until_text"
         )
         self.audit = (
             f"INSERT INTO {s}.audit (session_id, idx, body) "
@@ -780,13 +842,35 @@ class _Sql:
             "WHERE session_id = $1) AS start, "
             "unnest($2::text[]) WITH ORDINALITY AS t(body, n)"
         )
-        self.pending_all = f"SELECT session_id, body FROM {s}.effects ORDER BY seq"
+        pending = "session_id, body, claimed_by, claimed_until_text"
+        self.pending_all = f"SELECT {pending} FROM {s}.effects ORDER BY seq"
         self.pending_one = (
-            f"SELECT session_id, body FROM {s}.effects WHERE session_id = $1 "
-            "ORDER BY seq"
+            f"SELECT {pending} FROM {s}.effects WHERE session_id = $1 ORDER BY seq"
         )
         self.complete = (
             f"DELETE FROM {s}.effects WHERE session_id = $1 AND effect_id = $2"
+        )
+        self.complete_many = (
+            f"DELETE FROM {s}.effects WHERE session_id = $1 "
+            "AND effect_id = ANY($2::text[])"
+        )
+        # The free effects first in save order are locked (a racing claimer
+        # skips them and takes the next ones), then claimed.
+        self.claim_effects = (
+            f"UPDATE {s}.effects AS e SET claimed_by = $1, claimed_until = $3, "
+            "claimed_until_text = $4 "
+            f"FROM (SELECT seq FROM {s}.effects "
+            "WHERE claimed_until IS NULL OR claimed_until <= $2 "
+            "ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED) AS free "
+            "WHERE e.seq = free.seq RETURNING e.seq, e.session_id, e.body, "
+            "e.claimed_by, e.claimed_until_text"
+        )
+        self.extend_effects = (
+            f"WITH moved AS (UPDATE {s}.effects AS e SET claimed_until = $2, "
+            "claimed_until_text = $3 "
+            "FROM unnest($4::text[], $5::text[]) AS k(session_id, effect_id) "
+            "WHERE e.session_id = k.session_id AND e.effect_id = k.effect_id "
+            "AND e.claimed_by = $1 RETURNING 1) SELECT count(*) FROM moved"
         )
         self.schedule = (
             f"INSERT INTO {s}.timers (session_id, timer_id, due_at, due_text) "
@@ -911,6 +995,16 @@ def _item(row: Any) -> QueueItem:
         claimed_by=row["claimed_by"],
         claimed_until=None if until is None else datetime.fromisoformat(until),
         claims=int(row["claims"]),
+    )
+
+
+def _pending(row: Any) -> PendingEffect:
+    until = row["claimed_until_text"]
+    return PendingEffect(
+        session_id=row["session_id"],
+        effect=structure_effect(json.loads(row["body"])),
+        claimed_by=row["claimed_by"],
+        claimed_until=None if until is None else datetime.fromisoformat(until),
     )
 
 

@@ -47,6 +47,7 @@ from ..exceptions import (
 )
 from ._base import (
     DueTimer,
+    EffectClaim,
     OpenableStore,
     PendingEffect,
     QueueItem,
@@ -66,17 +67,62 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore"]
 
 # The version of the key layout below; a change to it that old code cannot
-# read bumps it (and brings a migration).
-SCHEMA_VERSION = 1
+# read bumps it (and brings a migration, ``_MIGRATE``).
+SCHEMA_VERSION = 2
 
-# Adds effects to the outbox and events to the trail; shared by create and save.
+# Layout 2 adds claims on pending effects: every outbox ``member`` is in
+# ``claims`` (zset), scored by when its claim lapses in epoch microseconds
+# (0: never claimed), and ``claim-owner`` (hash) maps a claimed member to its
+# owner. Migrating from layout 1 puts every pending effect in ``claims``,
+# unclaimed. KEYS: 1 schema, 2 outbox, 3 claims. Returns the layout version.
+_MIGRATE = """
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+if version == 1 then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    redis.call('ZADD', KEYS[3], 'NX', 0, member)
+  end
+  version = 2
+  redis.call('SET', KEYS[1], version)
+elseif version == 0 then
+  version = tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], version)
+end
+return version
+"""
+
+# Writes what a create or save writes besides the session; shared by both.
 # KEYS: 1 session, 2 sessions, 3 outbox, 4 outbox:{sid}, 5 effects,
-#       6 seq:outbox, 7 audit:{sid}, 8 seq:sessions
-# ARGV from ``first``: effect count, (member, body) pairs, then audit events.
+#       6 seq:outbox, 7 audit:{sid}, 8 seq:sessions, 9 claims,
+#       10 claim-owner, 11 timers, 12 timer-index
+# ARGV from ``first``: the claim's owner ('' for none) and end (µs), the
+# count of members completed, those members, the timer-index field of the
+# timer fired ('' for none), the effect count, (member, body) pairs, then
+# audit events.
 _WRITE = """
+local function complete(member)
+  redis.call('ZREM', KEYS[3], member)
+  redis.call('ZREM', KEYS[4], member)
+  redis.call('HDEL', KEYS[5], member)
+  redis.call('ZREM', KEYS[9], member)
+  redis.call('HDEL', KEYS[10], member)
+end
 local function write(first)
-  local n = tonumber(ARGV[first])
-  local i = first + 1
+  local owner, till = ARGV[first], ARGV[first + 1]
+  local i = first + 3
+  for _ = 1, tonumber(ARGV[first + 2]) do
+    complete(ARGV[i])
+    i = i + 1
+  end
+  local timer = ARGV[i]
+  if timer ~= '' then
+    local old = redis.call('HGET', KEYS[12], timer)
+    if old then
+      redis.call('ZREM', KEYS[11], old)
+      redis.call('HDEL', KEYS[12], timer)
+    end
+  end
+  local n = tonumber(ARGV[i + 1])
+  i = i + 2
   for _ = 1, n do
     local member, body = ARGV[i], ARGV[i + 1]
     if not redis.call('ZSCORE', KEYS[3], member) then
@@ -85,6 +131,13 @@ local function write(first)
       redis.call('ZADD', KEYS[4], seq, member)
     end
     redis.call('HSET', KEYS[5], member, body)
+    if owner == '' then
+      redis.call('ZADD', KEYS[9], 0, member)
+      redis.call('HDEL', KEYS[10], member)
+    else
+      redis.call('ZADD', KEYS[9], till, member)
+      redis.call('HSET', KEYS[10], member, owner)
+    end
     i = i + 2
   end
   for j = i, #ARGV do
@@ -130,8 +183,9 @@ return version + 1
 """
 )
 
-# KEYS: 1 outbox zset (global or one session's), 2 effects.
-# Returns (member, body) pairs, oldest first.
+# KEYS: 1 outbox zset (global or one session's), 2 effects, 3 claims,
+# 4 claim-owner. Returns (member, body, owner or '', claim end µs) per
+# effect, oldest first.
 _PENDING = """
 local out = {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -139,16 +193,54 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if body then
     out[#out + 1] = member
     out[#out + 1] = body
+    out[#out + 1] = redis.call('HGET', KEYS[4], member) or ''
+    out[#out + 1] = redis.call('ZSCORE', KEYS[3], member) or '0'
   end
 end
 return out
 """
 
-# KEYS: 1 outbox, 2 outbox:{sid}, 3 effects. ARGV: 1 member.
+# KEYS: 1 claims, 2 claim-owner, 3 effects. ARGV: 1 at (µs), 2 claim end
+# (µs), 3 owner, 4 limit. Claims the effects whose claim lapsed first (never
+# claimed ones before all); returns (member, body) pairs.
+_CLAIM_EFFECTS = """
+local out = {}
+local free = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
+for _, member in ipairs(free) do
+  local body = redis.call('HGET', KEYS[3], member)
+  if body then
+    redis.call('ZADD', KEYS[1], ARGV[2], member)
+    redis.call('HSET', KEYS[2], member, ARGV[3])
+    out[#out + 1] = member
+    out[#out + 1] = body
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return out
+"""
+
+# KEYS: 1 claims, 2 claim-owner. ARGV: 1 owner, 2 claim end (µs), 3... members.
+# Returns how many claims moved.
+_EXTEND_EFFECTS = """
+local moved = 0
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+# KEYS: 1 outbox, 2 outbox:{sid}, 3 effects, 4 claims, 5 claim-owner.
+# ARGV: 1 member.
 _COMPLETE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 """
 
 # KEYS: 1 timers, 2 timer-index, 3 seq:timers.
@@ -415,6 +507,19 @@ def _queue_item(queue: str, item_id: bytes | str, raw: bytes | str) -> QueueItem
     )
 
 
+def _pending(
+    member: bytes | str, body: bytes | str, owner: bytes | str, until: float
+) -> PendingEffect:
+    """A pending effect from its outbox member, body, claim owner and claim end (µs)."""
+    sid, _ = json.loads(_text(member))
+    return PendingEffect(
+        session_id=sid,
+        effect=structure_effect(json.loads(_text(body))),
+        claimed_by=_text(owner) or None,
+        claimed_until=_EPOCH + timedelta(microseconds=until) if until else None,
+    )
+
+
 def _json(*parts: str) -> str:
     return json.dumps(list(parts), separators=(",", ":"))
 
@@ -519,6 +624,9 @@ class RedisStore(OpenableStore):
         self._schedule: AsyncScript = client.register_script(_SCHEDULE)
         self._cancel: AsyncScript = client.register_script(_CANCEL)
         self._complete: AsyncScript = client.register_script(_COMPLETE)
+        self._migrate: AsyncScript = client.register_script(_MIGRATE)
+        self._claim_effects: AsyncScript = client.register_script(_CLAIM_EFFECTS)
+        self._extend_effects: AsyncScript = client.register_script(_EXTEND_EFFECTS)
         self._consume: AsyncScript = client.register_script(_CONSUME)
         self._put_value: AsyncScript = client.register_script(_PUT_VALUE)
         self._delete_value: AsyncScript = client.register_script(_DELETE_VALUE)
@@ -544,17 +652,18 @@ class RedisStore(OpenableStore):
         await self.schema_version()
 
     async def schema_version(self) -> int:
-        """Record the key layout's version under the prefix if absent, and return it.
+        """Bring the prefix's key layout up to date (recording it if absent), and return its version.
 
         Raises:
             StoreUnavailableError: the server cannot be reached.
             ConfigurationError: the prefix was written by a newer multiverify.
         """
-        key = self._key("schema")
         with self._errors():
-            await self._client.set(key, str(SCHEMA_VERSION), nx=True)
-            stored = await self._client.get(key)
-        version = int(cast("bytes", stored))
+            stored = await self._migrate(
+                keys=[self._key("schema"), self._key("outbox"), self._key("claims")],
+                args=[SCHEMA_VERSION],
+            )
+        version = int(cast("int", stored))
         if version > SCHEMA_VERSION:
             raise ConfigurationError(
                 message=f"Redis prefix {self._prefix!r} holds key layout version "
@@ -595,6 +704,10 @@ class RedisStore(OpenableStore):
             self._key("seq", "outbox"),
             self._key("audit", session_id),
             self._key("seq", "sessions"),
+            self._key("claims"),
+            self._key("claim-owner"),
+            self._key("timers"),
+            self._key("timer-index"),
         ]
 
     def _write_args(
@@ -603,16 +716,26 @@ class RedisStore(OpenableStore):
         head: str | int,
         effects: Sequence[Effect],
         audit: Sequence[AuditEvent],
+        *,
+        claim: EffectClaim | None,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> list[str | int]:
+        sid = session.session_id
         args: list[str | int] = [
             head,
             session_to_json(session),
             session.status.value,
             self._clock.now().isoformat(),
+            "" if claim is None else claim.owner,
+            0 if claim is None else _micros(claim.until),
+            len(completed),
+            *(_json(sid, effect_id) for effect_id in completed),
+            "" if fired_timer is None else _json(sid, fired_timer),
             len(effects),
         ]
         for effect in effects:
-            args += [_json(session.session_id, effect.effect_id), dumps(effect)]
+            args += [_json(sid, effect.effect_id), dumps(effect)]
         args += [event.to_json() for event in audit]
         return args
 
@@ -624,12 +747,13 @@ class RedisStore(OpenableStore):
         *,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
     ) -> int:
         session_id = session.session_id
         with self._errors():
             created = await self._create(
                 keys=self._write_keys(session_id),
-                args=self._write_args(session, session_id, effects, audit),
+                args=self._write_args(session, session_id, effects, audit, claim=claim),
             )
         if not created:
             raise session_exists(session_id)
@@ -651,15 +775,22 @@ class RedisStore(OpenableStore):
         expected_version: int,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> int:
         session_id = session.session_id
+        args = self._write_args(
+            session,
+            expected_version,
+            effects,
+            audit,
+            claim=claim,
+            completed=completed,
+            fired_timer=fired_timer,
+        )
         with self._errors():
-            result = int(
-                await self._save(
-                    keys=self._write_keys(session_id),
-                    args=self._write_args(session, expected_version, effects, audit),
-                )
-            )
+            result = int(await self._save(keys=self._write_keys(session_id), args=args))
         if result == 0:
             raise session_missing(session_id)
         if result < 0:
@@ -674,17 +805,49 @@ class RedisStore(OpenableStore):
             if session_id is None
             else self._key("outbox", session_id)
         )
+        keys = [outbox, self._key("effects"), *self._claim_keys()]
+        with self._errors():
+            flat = cast("list[bytes | str]", await self._pending(keys=keys))
+        return [
+            _pending(member, body, owner, float(until))
+            for member, body, owner, until in zip(
+                flat[::4], flat[1::4], flat[2::4], flat[3::4], strict=True
+            )
+        ]
+
+    def _claim_keys(self) -> list[str]:
+        return [self._key("claims"), self._key("claim-owner")]
+
+    async def claim_effects(
+        self, owner: str, /, *, at: datetime, until: datetime, limit: int = 100
+    ) -> list[PendingEffect]:
+        if limit <= 0:
+            return []
+        till = _micros(until)
         with self._errors():
             flat = cast(
                 "list[bytes | str]",
-                await self._pending(keys=[outbox, self._key("effects")]),
+                await self._claim_effects(
+                    keys=[*self._claim_keys(), self._key("effects")],
+                    args=[_micros(at), till, owner, limit],
+                ),
             )
-        pending = []
-        for member, body in zip(flat[::2], flat[1::2], strict=True):
-            sid, _ = json.loads(_text(member))
-            effect = structure_effect(json.loads(_text(body)))
-            pending.append(PendingEffect(session_id=sid, effect=effect))
-        return pending
+        return [
+            _pending(member, body, owner, till)
+            for member, body in zip(flat[::2], flat[1::2], strict=True)
+        ]
+
+    async def extend_effect_claims(
+        self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
+    ) -> int:
+        if not effects:
+            return 0
+        with self._errors():
+            moved = await self._extend_effects(
+                keys=self._claim_keys(),
+                args=[owner, _micros(until), *(_json(*key) for key in effects)],
+            )
+        return int(cast("int", moved))
 
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         member = _json(session_id, effect_id)
@@ -694,6 +857,7 @@ class RedisStore(OpenableStore):
                     self._key("outbox"),
                     self._key("outbox", session_id),
                     self._key("effects"),
+                    *self._claim_keys(),
                 ],
                 args=[member],
             )

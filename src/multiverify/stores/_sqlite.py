@@ -35,6 +35,7 @@ from ..exceptions import (
 )
 from ._base import (
     DueTimer,
+    EffectClaim,
     OpenableStore,
     PendingEffect,
     QueueItem,
@@ -149,6 +150,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             "CREATE INDEX queue_items_by_order "
             "ON queue_items (queue, priority DESC, enqueued_utc, item_id)"
         ),
+    ),
+    # 3: claims on pending effects (who runs one, until when unless renewed).
+    (
+        "ALTER TABLE effects ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE effects ADD COLUMN claimed_until_utc TEXT",
+        "ALTER TABLE effects ADD COLUMN claimed_until TEXT",
+        "CREATE INDEX effects_by_claim ON effects (claimed_until_utc, seq)",
     ),
 )
 
@@ -480,6 +488,7 @@ class SqliteStore(OpenableStore):
         *,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -500,7 +509,7 @@ class SqliteStore(OpenableStore):
             ).rowcount
             if not inserted:
                 raise session_exists(session.session_id)
-            _write(db, session.session_id, rows)
+            _write(db, session.session_id, rows, claim)
             return 1
 
         return await self._run(create, write=True)
@@ -524,6 +533,9 @@ class SqliteStore(OpenableStore):
         expected_version: int,
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
+        claim: EffectClaim | None = None,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -544,7 +556,17 @@ class SqliteStore(OpenableStore):
                 if row is None:
                     raise session_missing(session_id)
                 raise version_moved(session_id, row[0], expected_version)
-            _write(db, session_id, rows)
+            if completed:
+                db.executemany(
+                    "DELETE FROM effects WHERE session_id = ? AND effect_id = ?",
+                    [(session_id, effect_id) for effect_id in completed],
+                )
+            if fired_timer is not None:
+                db.execute(
+                    "DELETE FROM timers WHERE session_id = ? AND timer_id = ?",
+                    (session_id, fired_timer),
+                )
+            _write(db, session_id, rows, claim)
             return expected_version + 1
 
         return await self._run(save, write=True)
@@ -553,18 +575,56 @@ class SqliteStore(OpenableStore):
         self, session_id: str | None = None, /
     ) -> list[PendingEffect]:
         if session_id is None:
-            query = "SELECT session_id, body FROM effects ORDER BY seq"
+            query = (
+                "SELECT session_id, body, claimed_by, claimed_until FROM effects "
+                "ORDER BY seq"
+            )
             args: tuple[str, ...] = ()
         else:
             query = (
-                "SELECT session_id, body FROM effects WHERE session_id = ? ORDER BY seq"
+                "SELECT session_id, body, claimed_by, claimed_until FROM effects "
+                "WHERE session_id = ? ORDER BY seq"
             )
             args = (session_id,)
         rows = await self._run(lambda db: db.execute(query, args).fetchall())
-        return [
-            PendingEffect(session_id=sid, effect=structure_effect(json.loads(body)))
-            for sid, body in rows
-        ]
+        return [_pending(row) for row in rows]
+
+    async def claim_effects(
+        self, owner: str, /, *, at: datetime, until: datetime, limit: int = 100
+    ) -> list[PendingEffect]:
+        claim = (owner, _utc_key(until), until.isoformat())
+
+        def take(db: sqlite3.Connection) -> list[Any]:
+            return db.execute(
+                "UPDATE effects SET claimed_by = ?, claimed_until_utc = ?, "
+                "claimed_until = ? WHERE seq IN (SELECT seq FROM effects "
+                "WHERE claimed_until_utc IS NULL OR claimed_until_utc <= ? "
+                "ORDER BY seq LIMIT ?) "
+                "RETURNING seq, session_id, body, claimed_by, claimed_until",
+                (*claim, _utc_key(at), max(limit, 0)),
+            ).fetchall()
+
+        rows = sorted(await self._run(take, write=True))
+        return [_pending(row[1:]) for row in rows]
+
+    async def extend_effect_claims(
+        self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
+    ) -> int:
+        if not effects:
+            return 0
+        claim = (_utc_key(until), until.isoformat(), owner)
+
+        def extend(db: sqlite3.Connection) -> int:
+            moved = 0
+            for session_id, effect_id in effects:
+                moved += db.execute(
+                    "UPDATE effects SET claimed_until_utc = ?, claimed_until = ? "
+                    "WHERE claimed_by = ? AND session_id = ? AND effect_id = ?",
+                    (*claim, session_id, effect_id),
+                ).rowcount
+            return moved
+
+        return await self._run(extend, write=True)
 
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         await self._run(
@@ -926,17 +986,47 @@ def _item(row: tuple[Any, ...]) -> QueueItem:
     )
 
 
-def _write(db: sqlite3.Connection, session_id: str, rows: SerialisedWrites) -> None:
+def _pending(row: Sequence[Any]) -> PendingEffect:
+    """A pending effect from its columns ``session_id, body, claimed_by, claimed_until``."""
+    session_id, body, owner, until = row
+    return PendingEffect(
+        session_id=session_id,
+        effect=structure_effect(json.loads(body)),
+        claimed_by=owner,
+        claimed_until=None if until is None else datetime.fromisoformat(until),
+    )
+
+
+def _write(
+    db: sqlite3.Connection,
+    session_id: str,
+    rows: SerialisedWrites,
+    claim: EffectClaim | None,
+) -> None:
     """Add effects to the outbox and events to the trail, in the caller's transaction.
 
-    An effect saved again under its id replaces the pending one and keeps its
-    place in the outbox; audit events are appended after the session's last.
+    An effect saved again under its id replaces the pending one (and its
+    claim) and keeps its place in the outbox; audit events are appended
+    after the session's last.
     """
-    db.executemany(
-        "INSERT INTO effects (session_id, effect_id, body) VALUES (?, ?, ?) "
-        "ON CONFLICT (session_id, effect_id) DO UPDATE SET body = excluded.body",
-        [(session_id, effect_id, body) for effect_id, body in rows.effects],
-    )
+    if rows.effects:
+        owner, until_utc, until = (
+            (None, None, None)
+            if claim is None
+            else (claim.owner, _utc_key(claim.until), claim.until.isoformat())
+        )
+        db.executemany(
+            "INSERT INTO effects (session_id, effect_id, body, claimed_by, "
+            "claimed_until_utc, claimed_until) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (session_id, effect_id) DO UPDATE SET body = excluded.body, "
+            "claimed_by = excluded.claimed_by, "
+            "claimed_until_utc = excluded.claimed_until_utc, "
+            "claimed_until = excluded.claimed_until",
+            [
+                (session_id, effect_id, body, owner, until_utc, until)
+                for effect_id, body in rows.effects
+            ],
+        )
     if rows.audit:
         (start,) = db.execute(
             "SELECT COALESCE(MAX(idx) + 1, 0) FROM audit WHERE session_id = ?",
