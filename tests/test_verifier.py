@@ -286,7 +286,8 @@ class TestVerifier:
         ) as verifier:
             await verifier.start(applicant)
             await verifier.wait_idle()
-            assert clock.sleepers == 2  # the bureau's delay and the sms timeout
+            # the bureau's delay, the sms timeout and the renewal of claims
+            assert clock.sleepers == 3
         assert closed == []
         assert clock.sleepers == 0
         await verifier.aclose()  # idempotent
@@ -532,7 +533,7 @@ class TestConcurrentSteps:
             session = await verifier.start(applicant)
             await verifier.wait_idle()
             assert len(slow_bureau.starts) == len(slow_sms.starts) == 1
-            assert clock.sleepers == 2
+            assert clock.sleepers == 3  # both starts, and the renewal of their claims
             assert await states(verifier, session.session_id) == {
                 "bureau": "running",
                 "sms": "running",
@@ -905,7 +906,7 @@ class TestEarlyDecision:
             session = await verifier.start(applicant)
             waiting = asyncio.ensure_future(verifier.wait(session.session_id))
             await verifier.wait_idle()
-            assert clock.sleepers == 2
+            assert clock.sleepers == 3  # two starts, and the renewal of their claims
             await settle(verifier, clock, 5)
             verdict = await waiting
             assert verdict.outcome is Outcome.REJECTED

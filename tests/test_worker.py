@@ -73,23 +73,152 @@ async def orphaned(store: MemoryStore, clock: FakeClock, applicant: Applicant) -
     return started.session_id
 
 
+class Severable:
+    """A replica's view of the shared store, which can be cut: the replica died."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.dead = False
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if not self.dead:
+            return found
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailableError(message="the replica is gone", store="memory")
+
+        return down
+
+
+class Crash(BaseException):
+    """The process died (nothing in the SDK catches a BaseException)."""
+
+
+class DiesAfterFiring(MemoryStore):
+    """A store whose process dies, while ``dying``, right after saving a timer's firing."""
+
+    dying = False
+
+    async def save(self, session: Any, **kwargs: Any) -> int:
+        version = await super().save(session, **kwargs)
+        if self.dying and kwargs.get("fired_timer") is not None:
+            raise Crash
+        return version
+
+
 class TestWorker:
-    async def test_resumes_orphaned_effects_after_the_grace(
+    async def test_resumes_orphaned_effects_once_their_claim_lapses(
         self, applicant: Applicant
     ) -> None:
-        """An effect pending for ``effect_grace`` is resumed once; a fresh one is left to its replica."""
+        """Effects of a replica that died are resumed once, when its claim on them lapses."""
         store, clock = MemoryStore(), FakeClock()
         sid = await orphaned(store, clock, applicant)
         channel = bureau()
         async with replica(store, clock, channel, sms()) as verifier:
-            worker = Worker(verifier, effect_grace=10)
-            assert await worker.run_once() == 0  # first seen
-            await clock.advance(10)
+            worker = Worker(verifier)
+            assert await worker.run_once() == 0  # claimed by the dead replica
+            await clock.advance(8)
+            assert await worker.run_once() == 0
+            await clock.advance(1)  # the lease, 9 seconds, is over
             assert await worker.run_once() == 2  # the bureau and the SMS starts
             await verifier.wait_idle()
             assert len(channel.starts) == 1
             assert await store.pending_effects(sid) == []
             assert await worker.run_once() == 0
+
+    async def test_effect_grace_waits_past_the_claim(
+        self, applicant: Applicant
+    ) -> None:
+        """``effect_grace`` adds room for clock skew after a claim's end."""
+        store, clock = MemoryStore(), FakeClock()
+        await orphaned(store, clock, applicant)
+        async with replica(store, clock) as verifier:
+            worker = Worker(verifier, effect_grace=5)
+            await clock.advance(13)
+            assert await worker.run_once() == 0
+            await clock.advance(1)
+            assert await worker.run_once() == 2
+            await verifier.wait_idle()
+
+    async def test_claims_only_what_it_can_run(self, applicant: Applicant) -> None:
+        """A round claims no more effects than ``concurrency`` leaves room for; the rest stay free."""
+        store, clock = MemoryStore(), FakeClock()
+        for _ in range(3):
+            await orphaned(store, clock, applicant)
+        await clock.advance(9)
+        slow = [
+            ScriptedChannel(name, [Scripted.passes(delay=20)])
+            for name in ("credit_bureau", "sms_code")
+        ]
+        async with replica(store, clock, *slow) as verifier:
+            worker = Worker(verifier, concurrency=4)
+            assert await worker.run_once() == 4
+            await asyncio.sleep(0)
+            assert await worker.run_once() == 0  # four still run
+            free = [
+                p for p in await store.pending_effects() if not p.claimed(clock.now())
+            ]
+            assert len(free) == 2
+            await clock.advance(20)
+            await verifier.wait_idle()
+            assert await worker.run_once() == 2
+
+    async def test_a_slow_effect_is_left_to_its_replica_until_it_dies(
+        self, applicant: Applicant
+    ) -> None:
+        """An effect slower than the lease, renewed by its replica, is not run twice; once the replica dies, it is resumed."""
+        store, clock = MemoryStore(), FakeClock()
+        slow = ScriptedChannel("credit_bureau", [Scripted.passes(delay=600)])
+        view = Severable(store)
+        running = Verifier(
+            POLICY,
+            channels=[slow, sms()],
+            store=view,  # type: ignore[arg-type]
+            clock=clock,
+            lease=9,
+        )
+        started = await running.start(applicant)
+        fast = bureau()
+        async with replica(store, clock, fast, sms()) as elsewhere:
+            worker = Worker(elsewhere)
+            for _ in range(60):
+                await clock.advance(1)
+                assert await worker.run_once() == 0
+            assert (len(slow.starts), len(fast.starts)) == (1, 0)
+            view.dead = True  # its last renewal holds the claim 9 seconds more
+            resumed = 0
+            for _ in range(12):
+                await clock.advance(1)
+                resumed += await worker.run_once()
+            assert resumed == 1
+            await elsewhere.wait_idle()
+            assert len(fast.starts) == 1
+            session = await elsewhere.get(started.session_id)
+            assert session.step("bureau").result is not None
+            assert session.step("bureau").result.status.value == "passed"
+        await running.aclose()
+
+    async def test_stop_gives_back_what_does_not_finish_in_time(
+        self, applicant: Applicant
+    ) -> None:
+        """``stop`` waits ``stop_grace`` for resumed effects, then cancels them; they stay pending, free to claim."""
+        store, clock = MemoryStore(), FakeClock()
+        sid = await orphaned(store, clock, applicant)
+        await clock.advance(9)
+        slow = ScriptedChannel("credit_bureau", [Scripted.passes(delay=600)])
+        async with replica(store, clock, slow, sms()) as verifier:
+            worker = Worker(verifier, stop_grace=0.01)
+            worker.start()
+            for _ in range(100):
+                if slow.starts:
+                    break
+                await asyncio.sleep(0)
+            await worker.stop()
+            pending = await store.pending_effects(sid)
+            assert [type(p.effect).__name__ for p in pending] == ["StartStep"]
+            assert not pending[0].claimed(clock.now())
+            assert (await verifier.get(sid)).step("sms").state.value == "waiting"
 
     async def test_fires_a_due_timer_once(self, applicant: Applicant) -> None:
         """A due timer of a dead replica's session fires on the worker, once."""
@@ -107,19 +236,48 @@ class TestWorker:
             assert session.step("sms").result.status.value == "timeout"
             assert await worker.run_once() == 0
 
-    async def test_a_session_leased_elsewhere_is_left_alone(
+    async def test_a_timer_fires_once_even_if_its_replica_dies_after_saving(
         self, applicant: Applicant
     ) -> None:
-        """Another replica's live lease keeps the worker off the session until it lapses."""
+        """The save recording a timer's firing removes the timer: a crash right after it leaves nothing to fire again."""
+        store, clock = DiesAfterFiring(), FakeClock()
+        first = replica(store, clock)
+        sid = (await first.start(applicant)).session_id
+        await first.wait_idle()
+        await first.aclose()
+        await clock.advance(31)
+        store.dying = True
+        dying = replica(store, clock)
+        with pytest.raises(Crash):
+            await Worker(dying).run_once()
+        store.dying = False
+        fired, version = await store.load(sid)
+        assert fired.step("sms").result is not None
+        assert await store.timers(sid) == []
+        async with replica(store, clock) as verifier:
+            assert await Worker(verifier).run_once() == 0
+            assert (await store.load(sid))[1] == version
+
+    async def test_a_timer_of_a_session_leased_elsewhere_waits(
+        self, applicant: Applicant
+    ) -> None:
+        """Another replica's live lease on a session keeps the worker off its timers until it lapses."""
         store, clock = MemoryStore(), FakeClock()
-        sid = await orphaned(store, clock, applicant)
+        first = replica(store, clock)
+        sid = (await first.start(applicant)).session_id
+        await first.wait_idle()
+        await first.aclose()
+        await clock.advance(31)
         await store.put_value(f"lease:session:{sid}", "someone", at=clock.now(), ttl=20)
         async with replica(store, clock) as verifier:
-            worker = Worker(verifier, effect_grace=0)
+            worker = Worker(verifier)
             assert await worker.run_once() == 0
-            await clock.advance(21)
-            assert await worker.run_once() == 2
+            assert (await verifier.get(sid)).step("sms").result is None
+            await clock.advance(21)  # tried again once the lease lapsed
+            await worker.run_once()
             await verifier.wait_idle()
+            assert (await verifier.get(sid)).step("sms").result is not None
+            assert await store.timers(sid) == []
             assert await store.get_value(f"lease:session:{sid}", at=clock.now()) is None
 
     async def test_runs_as_a_task_until_stopped(self, applicant: Applicant) -> None:
@@ -127,7 +285,7 @@ class TestWorker:
         store, clock = MemoryStore(), FakeClock()
         sid = await orphaned(store, clock, applicant)
         async with replica(store, clock) as verifier:
-            async with Worker(verifier, effect_grace=0, poll_interval=1) as worker:
+            async with Worker(verifier, poll_interval=1) as worker:
                 assert worker.running
                 assert "running" in repr(worker)
                 worker.start()  # idempotent
@@ -162,7 +320,7 @@ class TestWorker:
         verifier = replica(store, clock)
         async with (
             verifier,
-            Worker(verifier, effect_grace=0, poll_interval=1, max_backoff=2),
+            Worker(verifier, poll_interval=1, max_backoff=2),
         ):
             while await store.pending_effects(sid):
                 await clock.advance(1)

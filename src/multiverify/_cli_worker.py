@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,6 +25,12 @@ __all__ = ["load_factory", "register"]
 AppFactory = Callable[[SessionStore], "Verifier | Awaitable[Verifier]"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("multiverify")
+
+# Seconds a stopping worker may take past its stop_grace to close the
+# Verifier and the store before the process ends regardless.
+_STOP_MARGIN = 10.0
 
 _STORE_HELP = (
     "The session store: sqlite:///path/verify.db, "
@@ -76,9 +83,16 @@ async def _open(store: SessionStore) -> None:
 async def run_worker(
     store_url: str, app: str, options: dict[str, Any], *, ready: Callable[[str], None]
 ) -> None:
-    """Run a worker on the app's Verifier until SIGTERM or SIGINT, then stop cleanly."""
+    """Run a worker on the app's Verifier until SIGTERM or SIGINT, then stop within a bound.
+
+    The worker gets ``stop_grace`` seconds to let resumed effects finish
+    (then they are handed back), and the Verifier and store then close; a
+    shutdown still not done ``_STOP_MARGIN`` seconds later ends the process
+    at once: everything is in the store, and its claims lapse.
+    """
     factory = load_factory(app)
     store = store_from_url(store_url)
+    worker: Worker | None = None
     try:
         await _open(store)
         verifier = await _build(factory, store)
@@ -87,12 +101,24 @@ async def run_worker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            async with verifier, Worker(verifier, **options) as worker:
-                ready(f"worker {worker.owner} on {store!r}")
-                await stop.wait()
+            worker = Worker(verifier, **options)
+            worker.start()
+            ready(f"worker {worker.owner} on {store!r}")
+            await stop.wait()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            bound = (0.0 if worker is None else worker.stop_grace) + _STOP_MARGIN
+            try:
+                async with asyncio.timeout(bound):
+                    if worker is not None:
+                        await worker.stop()
+                    await verifier.aclose()
+                    await store.aclose()
+            except TimeoutError:
+                log.exception("the worker did not stop within %gs: exiting now", bound)
+                logging.shutdown()
+                os._exit(1)
     finally:
         await store.aclose()
 
@@ -145,16 +171,25 @@ def register(cli: click.Group) -> None:
     @click.option(
         "--effect-grace",
         type=click.FloatRange(min=0),
-        default=30.0,
+        default=0.0,
         show_default=True,
-        help="Seconds an effect stays pending before it is resumed here.",
+        help="Seconds past the end of an effect's claim before it is taken over "
+        "here (room for clock skew between replicas).",
+    )
+    @click.option(
+        "--stop-grace",
+        type=click.FloatRange(min=0),
+        default=10.0,
+        show_default=True,
+        help="Seconds SIGTERM lets resumed effects finish before they are "
+        "cancelled and handed back.",
     )
     @click.option(
         "--concurrency",
         type=click.IntRange(min=1),
         default=8,
         show_default=True,
-        help="Sessions worked on at once.",
+        help="Effects resumed at once (and timers fired at once).",
     )
     @click.option(
         "--log-level",
@@ -168,14 +203,16 @@ def register(cli: click.Group) -> None:
         app: str,
         poll_interval: float,
         effect_grace: float,
+        stop_grace: float,
         concurrency: int,
         log_level: str,
     ) -> None:
         """Fire due timers and resume unfinished effects until SIGTERM.
 
         Run one or more beside the app's replicas, on the store they share:
-        each session's work is leased to one worker at a time, and the work
-        of a worker that dies goes to another once its lease lapses.
+        an effect is resumed only once the claim of the replica that ran it
+        lapsed (it died), and each timer fires once, under its session's
+        lease.
         """
         logging.basicConfig(
             level=log_level.upper(),
@@ -184,6 +221,7 @@ def register(cli: click.Group) -> None:
         options = {
             "poll_interval": poll_interval,
             "effect_grace": effect_grace,
+            "stop_grace": stop_grace,
             "concurrency": concurrency,
         }
         _guarded(

@@ -83,7 +83,7 @@ from .exceptions import (
     StoreUnavailableError,
 )
 from .policy import Policy, RetrySettings
-from .stores import MemoryStore, SessionStore, SharedState
+from .stores import EffectClaim, MemoryStore, SessionStore, SharedState
 
 __all__ = ["OnReview", "OnVerdict", "Verifier"]
 
@@ -224,8 +224,13 @@ class Verifier:
         self._leases = SessionLeases(
             self._store, self._clock, owner=new_owner(), ttl=parse_duration(lease)
         )
-        # Effects this Verifier is running now, by (session_id, effect_id).
+        # Effects this Verifier is running now, by (session_id, effect_id):
+        # their claims in the store are renewed together every third of the
+        # lease by one task, which runs while there are any.
         self._inflight: set[tuple[str, str]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        # Effect tasks cancelled to be given back (not because the core moved on).
+        self._abandoned: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -309,7 +314,10 @@ class Verifier:
         )
         async with self._lock(session.session_id):
             version = await self._store.create(
-                session, effects=result.effects, audit=[created, *records]
+                session,
+                effects=result.effects,
+                audit=[created, *records],
+                claim=self._claim(),
             )
             self._remember(session, version)
             verdicts = await self._dispatch(session, result.effects)
@@ -583,6 +591,8 @@ class Verifier:
             candidates = set(self._tasks)
             if sleeping is not None:
                 candidates |= {t for t in self._timer_tasks.values() if not t.done()}
+                if self._renewer is not None:
+                    candidates.add(self._renewer)  # settled once asleep
                 candidates -= sleeping()
             busy = {task for task in candidates if not task.done()}
             if not busy:
@@ -606,7 +616,11 @@ class Verifier:
         tasks = [*self._tasks, *self._timer_tasks.values()]
         for task in tasks:
             task.cancel()
+        # The effects cancelled give their claims back as they end.
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         for watch in self._watches.values():
             for future in watch.futures:
                 future.cancel()
@@ -650,8 +664,15 @@ class Verifier:
         event: Input,
         effects: Sequence[Effect],
         call: Mapping[str, Any] | None = None,
+        *,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> tuple[Session, int]:
         """Audit and save a transition; return the session as saved and its version.
+
+        The effects are saved claimed by this Verifier, which runs them
+        next; ``completed`` effects and ``fired_timer`` go in the same write
+        (see [`SessionStore.save`][multiverify.stores.SessionStore.save]).
 
         Raises:
             ConcurrentUpdateError: ``version`` is stale (the cache forgets
@@ -662,7 +683,13 @@ class Verifier:
         )
         try:
             saved = await self._store.save(
-                session, expected_version=version, effects=effects, audit=records
+                session,
+                expected_version=version,
+                effects=effects,
+                audit=records,
+                claim=self._claim() if effects else None,
+                completed=completed,
+                fired_timer=fired_timer,
             )
         except ConcurrentUpdateError:
             self._cache.pop(session.session_id, None)
@@ -677,12 +704,14 @@ class Verifier:
         call: Mapping[str, Any] | None = None,
         *,
         check: Callable[[Session], None] | None = None,
+        completed: Sequence[str] = (),
+        fired_timer: str | None = None,
     ) -> Session:
         """Apply an internal input, reloading and retrying on a version conflict.
 
         ``call`` describes the provider call behind the input, for the audit;
         ``check`` may refuse the input (by raising) against the session it
-        would apply to.
+        would apply to; ``completed`` and ``fired_timer`` go with the save.
         """
         version = 0
         async with self._lock(session_id):
@@ -699,7 +728,13 @@ class Verifier:
                 result = transition(self._policy_of(session), session, event)
                 try:
                     saved, new_version = await self._save(
-                        result.session, version, event, result.effects, call
+                        result.session,
+                        version,
+                        event,
+                        result.effects,
+                        call,
+                        completed=completed,
+                        fired_timer=fired_timer,
                     )
                 except ConcurrentUpdateError:
                     continue
@@ -934,10 +969,13 @@ class Verifier:
         """Run one effect; ``session`` is the state it was saved with, if at hand."""
         inflight = (session_id, effect.effect_id)
         self._inflight.add(inflight)
+        if self._renewer is None and not self._closed:
+            self._renewer = asyncio.ensure_future(self._renew_claims())
         try:
             match effect:
                 case StartStep():
-                    await self._start_step(session_id, effect, session)
+                    if await self._start_step(session_id, effect, session):
+                        return  # completed by the save of its result
                 case NotifyStep():
                     await self._notify(session_id, effect)
                 case CancelStep():
@@ -956,7 +994,13 @@ class Verifier:
                     return
             await self._store.complete_effect(session_id, effect.effect_id)
         except asyncio.CancelledError:
-            if not self._closed:
+            task = asyncio.current_task()
+            if self._closed or task in self._abandoned:
+                # Stopped, not finished: the effect stays pending, and its
+                # claim goes back so that a worker elsewhere takes it at once.
+                self._abandoned.discard(task)
+                await self._give_back([inflight])
+            else:
                 # Cancelled on purpose (the step timed out or the session was
                 # decided): the core already moved on, so the effect is done.
                 await self._store.complete_effect(session_id, effect.effect_id)
@@ -967,10 +1011,50 @@ class Verifier:
             )
         finally:
             self._inflight.discard(inflight)
+            if not self._inflight and self._renewer is not None:
+                self._renewer.cancel()  # nothing left to renew
+                self._renewer = None
             if isinstance(effect, StartStep):
                 key = (session_id, effect.step_id, effect.attempt)
                 if self._running.get(key) is asyncio.current_task():
                     del self._running[key]
+
+    def _claim(self) -> EffectClaim:
+        """The claim effects saved now carry: this Verifier's, for one lease."""
+        leases = self._leases
+        return EffectClaim(
+            owner=leases.owner,
+            until=self._clock.now() + timedelta(seconds=leases.ttl),
+        )
+
+    async def _renew_claims(self) -> None:
+        """Renew the claims of every effect running here, in one call per third of the lease.
+
+        Runs while effects run here: the last one to end cancels it.
+        """
+        while True:
+            await self._clock.sleep(self._leases.ttl / 3)
+            try:
+                await self._store.extend_effect_claims(
+                    self._leases.owner, list(self._inflight), until=self._claim().until
+                )
+            except StoreUnavailableError:
+                continue  # the next renewal may get through before expiry
+
+    async def _give_back(self, effects: Sequence[tuple[str, str]]) -> None:
+        """Release this Verifier's claims on ``effects`` (best effort: else they lapse)."""
+        try:
+            await self._store.extend_effect_claims(
+                self._leases.owner, effects, until=self._clock.now()
+            )
+        except MultiverifyError:
+            log.warning("could not give back the claims of %d effects", len(effects))
+
+    def _abandon(self, task: asyncio.Task[None]) -> None:
+        """Cancel an effect's task to stop it, not because it is done: it stays pending."""
+        if not task.done():
+            self._abandoned.add(task)
+            task.cancel()
 
     def _context(
         self, session: Session, policy: Policy, record: StepRecord
@@ -996,7 +1080,8 @@ class Verifier:
 
     async def _start_step(
         self, session_id: str, effect: StartStep, session: Session | None
-    ) -> None:
+    ) -> bool:
+        """Start the step and save its outcome; return whether that save completed the effect."""
         if session is None:
             session = await self.get(session_id)
         record = session.step(effect.step_id)
@@ -1005,7 +1090,7 @@ class Verifier:
             or record.attempt != effect.attempt
             or record.state is not StepState.RUNNING
         ):
-            return  # already carried out before a restart, or no longer wanted
+            return False  # already carried out before a restart, or no longer wanted
         policy = self._policy_of(session)
         step = policy.step(effect.step_id)
         channel = self._registry.get(effect.channel)
@@ -1035,7 +1120,8 @@ class Verifier:
             "tries": tries,
             "outcome": type(event).__name__,
         }
-        await self._apply(session_id, event, call)
+        await self._apply(session_id, event, call, completed=(effect.effect_id,))
+        return True
 
     def _errored(self, effect: StartStep, error: str, provider: str | None) -> Input:
         return StepErrored(
@@ -1116,8 +1202,13 @@ class Verifier:
                     for timer in stored
                 ):
                     return False
-                await self._apply(session_id, TimerFired(timer_id=timer_id, at=now))
-                await self._store.cancel_timer(session_id, timer_id)
+                # The save that records the firing removes the timer, so a
+                # crash cannot leave it behind to fire again.
+                await self._apply(
+                    session_id,
+                    TimerFired(timer_id=timer_id, at=now),
+                    fired_timer=timer_id,
+                )
         except StoreUnavailableError:
             log.warning(
                 "timer %s of session %s: store unavailable", timer_id, session_id

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Self
-
-import attrs
 
 from ._duration import parse_duration
 from .exceptions import ConfigurationError, StoreUnavailableError
 
 if TYPE_CHECKING:
-    from ._session import Effect
     from ._verifier import Verifier
 
 __all__ = ["Worker"]
@@ -22,27 +19,18 @@ __all__ = ["Worker"]
 log = logging.getLogger("multiverify")
 
 
-@attrs.define
-class _Work:
-    """What one round found to do for one session."""
-
-    timers: list[str] = attrs.Factory(list)
-    effects: list[Effect] = attrs.Factory(list)
-
-
 class Worker:
-    """Fires the store's due timers and resumes effects nobody finished, on any replica.
+    """Fires the store's due timers and resumes effects nobody runs any more, on any replica.
 
-    Run one (or several, on several replicas) beside the app: each round it
-    lists the due timers and the pending effects in the store, takes the
-    lease of every session that has work (so one replica at a time works on
-    a session, and the lease of a replica that dies lapses and its work goes
-    to another), fires the timers that are still due and resumes the
-    effects. An effect counts as orphaned once it has been pending for
-    ``effect_grace`` seconds and is not running in this process: the replica
-    that saved it normally runs it at once, so only a replica that died (or
-    an effect slower than the grace) leaves one behind. Effects carry their
-    idempotency key, so the channels take up what an earlier run began.
+    Run one (or several, on several replicas) beside the app. Every effect
+    is saved claimed by the Verifier that saved it, which renews the claim
+    (every third of its ``lease``) while it runs the effect; each round the
+    worker claims, in one atomic call, a batch of pending effects whose
+    claim lapsed (their replica died, or stopped) and resumes them, then
+    fires the due timers, each under its session's lease. So an effect that
+    takes long (a slow SMS vendor) is never resumed while its replica still
+    runs it. Effects carry their idempotency key, so the channels take up
+    what an earlier run began.
 
     Use it as a task inside the app::
 
@@ -54,11 +42,14 @@ class Worker:
     Args:
         verifier: the Verifier whose store, channels and policies do the work.
         poll_interval: seconds between rounds that found nothing to do.
-        effect_grace: seconds an effect stays pending before it is resumed.
-        batch: due timers taken per round.
-        concurrency: sessions worked on at once.
+        effect_grace: seconds past the end of an effect's claim before it is
+            taken over here (room for clock skew between replicas).
+        batch: due timers, and effects, taken per round.
+        concurrency: effects resumed here at once (and timers fired at once).
         max_backoff: the longest pause, in seconds, after the store could
             not be reached (the pause doubles from ``poll_interval``).
+        stop_grace: seconds [`stop`][multiverify.Worker.stop] lets resumed
+            effects finish before it cancels them and gives their claims back.
 
     Raises:
         ConfigurationError: an interval or count is not positive.
@@ -69,23 +60,26 @@ class Worker:
         verifier: Verifier,
         *,
         poll_interval: float | timedelta = 1.0,
-        effect_grace: float | timedelta = 30.0,
+        effect_grace: float | timedelta = 0.0,
         batch: int = 100,
         concurrency: int = 8,
         max_backoff: float | timedelta = 30.0,
+        stop_grace: float | timedelta = 10.0,
     ) -> None:
         self._verifier = verifier
         self._poll = parse_duration(poll_interval)
         self._grace = timedelta(seconds=parse_duration(effect_grace))
         self._max_backoff = parse_duration(max_backoff)
+        self._stop_grace = parse_duration(stop_grace)
         if self._poll <= 0 or self._max_backoff <= 0 or batch < 1 or concurrency < 1:
             raise ConfigurationError(
                 message="poll_interval, max_backoff, batch and concurrency must be "
                 f"positive: {poll_interval!r}, {max_backoff!r}, {batch!r}, {concurrency!r}"
             )
         self._batch = batch
+        self._limit = concurrency
         self._concurrency = asyncio.Semaphore(concurrency)
-        self._seen: dict[tuple[str, str], datetime] = {}
+        self._resumed: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -96,6 +90,11 @@ class Worker:
     def owner(self) -> str:
         """The id this worker's leases carry (the Verifier's)."""
         return self._verifier._leases.owner  # noqa: SLF001 - one runtime
+
+    @property
+    def stop_grace(self) -> float:
+        """Seconds `stop` lets resumed effects finish before handing them back."""
+        return self._stop_grace
 
     @property
     def running(self) -> bool:
@@ -115,16 +114,25 @@ class Worker:
             self._task = asyncio.ensure_future(self.run())
 
     async def stop(self) -> None:
-        """Stop the loop and give back its leases (idempotent).
+        """Stop the loop, within a bound (idempotent).
 
-        Effects it resumed keep running in the Verifier; closing the
-        Verifier stops them, and what did not finish stays in the store.
+        Effects it resumed get ``stop_grace`` seconds (real time) to finish;
+        those still running then are cancelled: they stay pending in the
+        store and their claims are given back, so another worker takes them
+        at once. Timers being fired are cancelled at once (their leases are
+        given back; a timer not fired stays due).
         """
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        resumed = {each for each in self._resumed if not each.done()}
+        if resumed:
+            _, late = await asyncio.wait(resumed, timeout=self._stop_grace)
+            for each in late:
+                self._verifier._abandon(each)  # noqa: SLF001 - one runtime
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def run(self) -> None:
         """Work round after round until cancelled.
@@ -156,7 +164,11 @@ class Worker:
                 await clock.sleep(self._poll)
 
     async def run_once(self) -> int:
-        """One round: fire due timers and resume orphaned effects; return how many.
+        """One round: resume effects whose claim lapsed, fire due timers; return how many.
+
+        Effects are claimed only as many as can run here now
+        (``concurrency`` less those still running from earlier rounds);
+        they run on as tasks of the Verifier after the round.
 
         Raises:
             StoreUnavailableError: the store could not be reached.
@@ -164,53 +176,32 @@ class Worker:
         verifier = self._verifier
         store = verifier.store
         now = verifier.clock.now()
-        work: dict[str, _Work] = {}
-        for timer in await store.due_timers(now, limit=self._batch):
-            work.setdefault(timer.session_id, _Work()).timers.append(timer.timer_id)
-        seen: dict[tuple[str, str], datetime] = {}
-        for pending in await store.pending_effects():
-            key = (pending.session_id, pending.effect.effect_id)
-            if key in verifier._inflight:  # noqa: SLF001 - one runtime
-                continue
-            first = seen[key] = self._seen.get(key, now)
-            if now - first >= self._grace:
-                work.setdefault(pending.session_id, _Work()).effects.append(
-                    pending.effect
-                )
-        self._seen = seen
-        if not work:
-            return 0
-        counts = await asyncio.gather(
-            *(self._work_on(session_id, found) for session_id, found in work.items())
-        )
-        return sum(counts)
+        self._resumed = {task for task in self._resumed if not task.done()}
+        room = min(self._batch, self._limit - len(self._resumed))
+        done = 0
+        if room > 0:
+            claimed = await store.claim_effects(
+                self.owner,
+                at=now - self._grace,
+                until=verifier._claim().until,  # noqa: SLF001 - one runtime
+                limit=room,
+            )
+            for pending in claimed:
+                key = (pending.session_id, pending.effect.effect_id)
+                if key in verifier._inflight:  # noqa: SLF001 - running here already
+                    continue
+                log.info("resuming effect %s of session %s", key[1], pending.session_id)
+                task = verifier._resume_effect(pending.session_id, pending.effect)  # noqa: SLF001
+                self._resumed.add(task)
+                done += 1
+        timers = await store.due_timers(now, limit=self._batch)
+        if timers:
+            fired = await asyncio.gather(
+                *(self._fire(timer.session_id, timer.timer_id) for timer in timers)
+            )
+            done += sum(fired)
+        return done
 
-    async def _work_on(self, session_id: str, found: _Work) -> int:
-        verifier = self._verifier
-        async with (
-            self._concurrency,
-            verifier._leases.holding(session_id) as held,  # noqa: SLF001
-        ):
-            if not held:
-                return 0  # another replica works on it
-            done = 0
-            if found.effects:
-                # Listed before the lease was taken: run what is still pending.
-                still = {
-                    pending.effect.effect_id
-                    for pending in await verifier.store.pending_effects(session_id)
-                }
-                for effect in found.effects:
-                    if effect.effect_id not in still:
-                        continue
-                    log.info(
-                        "resuming effect %s of session %s", effect.effect_id, session_id
-                    )
-                    task = verifier._resume_effect(session_id, effect)  # noqa: SLF001
-                    # Shielded: stopping the worker leaves the effect to the
-                    # Verifier, which keeps it pending if it closes first.
-                    await asyncio.shield(task)
-                    done += 1
-            for timer_id in found.timers:
-                done += await verifier._fire(session_id, timer_id)  # noqa: SLF001
-            return done
+    async def _fire(self, session_id: str, timer_id: str) -> bool:
+        async with self._concurrency:
+            return await self._verifier._fire(session_id, timer_id)  # noqa: SLF001

@@ -82,8 +82,8 @@ def worker(
         "faultapp:build",
         "--poll-interval",
         "0.2",
-        # Well above a send's time on a loaded machine: a replica's own
-        # effect that outlasts the grace is resumed elsewhere too.
+        # Room for clock skew past a claim's end (the processes share a clock,
+        # so this only delays the take-over of a killed replica's effects).
         "--effect-grace",
         "5",
         "--concurrency",

@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import date
+from typing import Any
 
 import pytest
 
-from multiverify import Applicant, LoanApplication, Policy, Step, Verifier
+from multiverify import Applicant, LoanApplication, Policy, Step, Verifier, Worker
 from multiverify.channels import ProviderEvent
-from multiverify.exceptions import ConcurrentUpdateError, SessionFinishedError
-from multiverify.stores import store_from_url
-from multiverify.testing import Scripted, ScriptedChannel
+from multiverify.exceptions import (
+    ConcurrentUpdateError,
+    SessionFinishedError,
+    StoreUnavailableError,
+)
+from multiverify.stores import SessionStore, store_from_url
+from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 POLICY = Policy(
     name="p",
@@ -136,3 +141,63 @@ async def test_a_wait_on_one_replica_sees_the_other_decide(
     decided = await one.submit(sid, "sms", {"code": "1"})
     verdict = await asyncio.wait_for(waiter, timeout=10)
     assert verdict == decided.verdict
+
+
+class Severable:
+    """A replica's connections to the shared store, which can be cut: the replica died."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self.dead = False
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if not self.dead:
+            return found
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailableError(message="the replica is gone", store="test")
+
+        return down
+
+
+async def test_a_slow_effect_is_resumed_elsewhere_only_once_its_replica_dies(
+    shared_url: str,
+) -> None:
+    """A start slower than the lease runs on its replica alone while it renews its claim; a worker elsewhere resumes it after the replica dies."""
+    clock = FakeClock()
+    stores = [store_from_url(shared_url), store_from_url(shared_url)]
+    slow = ScriptedChannel("sms_code", [Scripted.passes(delay=600)])
+    fast = ScriptedChannel("sms_code", [Scripted.passes()])
+    view = Severable(stores[0])
+    running = Verifier(
+        POLICY,
+        channels=[slow],
+        store=view,
+        clock=clock,
+        lease=9,  # type: ignore[arg-type]
+    )
+    elsewhere = Verifier(POLICY, channels=[fast], store=stores[1], clock=clock, lease=9)
+    try:
+        started = await running.start(applicant())
+        worker = Worker(elsewhere)
+        for _ in range(40):
+            await clock.advance(1)
+            await running.wait_idle()  # its renewals reach the store
+            assert await worker.run_once() == 0
+        assert (len(slow.starts), len(fast.starts)) == (1, 0)
+        view.dead = True
+        resumed = 0
+        for _ in range(12):
+            await clock.advance(1)
+            resumed += await worker.run_once()
+        await elsewhere.wait_idle()
+        assert resumed == 1
+        assert len(fast.starts) == 1
+        session = await elsewhere.get(started.session_id)
+        assert session.verdict is not None
+    finally:
+        await running.aclose()
+        await elsewhere.aclose()
+        for store in stores:
+            await store.aclose()
