@@ -461,6 +461,24 @@ class TestRun:
         assert verdict.outcome is Outcome.APPROVED
         assert await verify_trail(verifier, stored) == 5  # created, 3 inputs, verdict
 
+    async def test_wait_after_start_loads_nothing(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``wait`` right after ``start`` on the same Verifier starts from the session as saved."""
+        store = CountingStore()
+        async with Verifier(
+            Policy(
+                name="auto", version="1", steps=[Step(id="b", channel="credit_bureau")]
+            ),
+            channels=[bureau()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            verdict = await verifier.wait(started.session_id)
+            assert store.calls == {"create": 1, "save": 1}
+        assert verdict.steps[0].result is not None
+
 
 class CountingStore(MemoryStore):
     """A MemoryStore that counts the session writes and loads made to it."""

@@ -343,7 +343,9 @@ class Verifier:
             SessionNotFoundError: no such session.
             SessionFinishedError: the session was cancelled.
         """
-        return await self._verdict(session_id, None)
+        # The session as last saved here, if remembered, stands in for a
+        # load: a change made elsewhere since is found by the watch's polls.
+        return await self._verdict(session_id, self._cache.get(session_id))
 
     async def _verdict(
         self, session_id: str, known: tuple[Session, int] | None

@@ -192,6 +192,18 @@ class TestReplicas:
         ]
 
 
+class TestPool:
+    async def test_calls_beyond_the_pool_wait_for_a_connection(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """More calls at once than connections: they queue for one instead of failing."""
+        async with RedisStore(REDIS_URL, prefix=prefix, max_connections=2) as store:
+            await asyncio.gather(
+                *(store.create(make_session(f"s{n}")) for n in range(20))
+            )
+            assert len(await store.session_ids()) == 20
+
+
 class TestLayout:
     async def test_layout_1_is_migrated_and_its_effects_stay_claimable(
         self, prefix: str, make_session: MakeSession

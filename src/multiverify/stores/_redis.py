@@ -579,6 +579,10 @@ class RedisStore(OpenableStore):
         client: a ``redis.asyncio.Redis`` to use instead of one made from
             ``url``; it is left open by ``aclose``.
         clock: stamps ``created_at`` and ``updated_at`` of sessions.
+        max_connections: connections the store's pool opens at most; a call
+            finding them all busy waits for one (up to ``pool_timeout``
+            seconds, then it fails with ``StoreUnavailableError``).
+        pool_timeout: how long a call waits for a free connection, in seconds.
 
     Raises:
         ConfigurationError: redis-py is not installed, the URL cannot be
@@ -592,6 +596,8 @@ class RedisStore(OpenableStore):
         prefix: str = "multiverify",
         client: redis.asyncio.Redis | None = None,
         clock: Clock | None = None,
+        max_connections: int = 64,
+        pool_timeout: float = 20.0,
     ) -> None:
         try:
             import redis.asyncio  # noqa: PLC0415 - redis-py is an optional extra
@@ -608,7 +614,13 @@ class RedisStore(OpenableStore):
         self._owned = client is None
         if client is None:
             try:
-                client = redis.asyncio.Redis.from_url(url)
+                # A blocking pool: at most max_connections, and a call that
+                # finds them busy waits instead of failing.
+                client = redis.asyncio.Redis.from_pool(
+                    redis.asyncio.BlockingConnectionPool.from_url(
+                        url, max_connections=max_connections, timeout=pool_timeout
+                    )
+                )
             except ValueError as exc:
                 raise ConfigurationError(
                     message=f"cannot use Redis URL {self._url!r}: {exc}"
