@@ -437,18 +437,17 @@ class PostgresStore(OpenableStore):
         rows = SerialisedWrites.of(effects, audit)
         now = _utc(self._clock.now())
         pool = await self._ready()
-        async with pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                self._sql.create,
-                session.session_id,
-                session.status.value,
-                body,
-                _utc(session.created_at),
-                now,
-            )
-            if inserted is None:
-                raise session_exists(session.session_id)
-            await self._write(conn, session.session_id, rows, claim)
+        inserted = await pool.fetchval(
+            self._sql.create,
+            session.session_id,
+            session.status.value,
+            body,
+            _utc(session.created_at),
+            now,
+            *_written(rows, claim),
+        )
+        if not inserted:
+            raise session_exists(session.session_id)
         return 1
 
     @_outages
@@ -476,56 +475,23 @@ class PostgresStore(OpenableStore):
         now = _utc(self._clock.now())
         session_id = session.session_id
         pool = await self._ready()
-        async with pool.acquire() as conn, conn.transaction():
-            version = await conn.fetchval(
-                self._sql.save,
-                session.status.value,
-                body,
-                now,
-                session_id,
-                expected_version,
-            )
-            if version is None:
-                current = await conn.fetchval(self._sql.version, session_id)
-                if current is None:
-                    raise session_missing(session_id)
-                raise version_moved(session_id, current, expected_version)
-            if completed:
-                await conn.execute(self._sql.complete_many, session_id, list(completed))
-            if fired_timer is not None:
-                await conn.execute(self._sql.cancel, session_id, fired_timer)
-            await self._write(conn, session_id, rows, claim)
+        version = await pool.fetchval(
+            self._sql.save,
+            session.status.value,
+            body,
+            now,
+            session_id,
+            expected_version,
+            list(completed),
+            fired_timer,
+            *_written(rows, claim),
+        )
+        if version is None:
+            current = await pool.fetchval(self._sql.version, session_id)
+            if current is None:
+                raise session_missing(session_id)
+            raise version_moved(session_id, current, expected_version)
         return int(version)
-
-    async def _write(
-        self,
-        conn: Any,
-        session_id: str,
-        rows: SerialisedWrites,
-        claim: EffectClaim | None,
-    ) -> None:
-        """Add effects to the outbox and events to the trail, in the caller's transaction.
-
-        An effect saved again under its id replaces the pending one (and its
-        claim) and keeps its place in the outbox; audit events are appended
-        after the session's last (the session row's lock orders concurrent
-        writers).
-        """
-        if rows.effects:
-            owner, until, text = (
-                (None, None, None)
-                if claim is None
-                else (claim.owner, _utc(claim.until), claim.until.isoformat())
-            )
-            await conn.executemany(
-                self._sql.effect,
-                [
-                    (session_id, effect_id, body, owner, until, text)
-                    for effect_id, body in rows.effects
-                ],
-            )
-        if rows.audit:
-            await conn.execute(self._sql.audit, session_id, rows.audit)
 
     @_outages
     async def pending_effects(
@@ -817,31 +783,48 @@ class _Sql:
 
     def __init__(self, schema: str) -> None:
         s = self.schema = schema
+
+        # A create and a save are one statement each (one round trip): the
+        # session's row first, then, only if it was written (``s``), the
+        # effects, claimed by $n+3..$n+5 (their ids and bodies: $n, $n+1),
+        # and the audit events ($n+2) after the session's last.
+        def writes(n: int) -> str:
+            return (
+                f", e AS (INSERT INTO {s}.effects (session_id, effect_id, body, "
+                "claimed_by, claimed_until, claimed_until_text) "
+                f"SELECT s.session_id, u.effect_id, u.body, ${n + 3}, ${n + 4}, "
+                f"${n + 5} FROM s, unnest(${n}::text[], ${n + 1}::text[]) "
+                "WITH ORDINALITY AS u(effect_id, body, n) ORDER BY u.n "
+                "ON CONFLICT (session_id, effect_id) DO UPDATE SET "
+                "body = excluded.body, claimed_by = excluded.claimed_by, "
+                "claimed_until = excluded.claimed_until, "
+                "claimed_until_text = excluded.claimed_until_text)"
+                f", a AS (INSERT INTO {s}.audit (session_id, idx, body) "
+                "SELECT s.session_id, start.idx + t.n - 1, t.body FROM s, "
+                f"(SELECT COALESCE(MAX(idx) + 1, 0) AS idx FROM {s}.audit "
+                "WHERE session_id = (SELECT session_id FROM s)) AS start, "
+                f"unnest(${n + 2}::text[]) WITH ORDINALITY AS t(body, n))"
+            )
+
         self.create = (
-            f"INSERT INTO {s}.sessions (session_id, version, status, body, "
-            "created_at, updated_at) VALUES ($1, 1, $2, $3, $4, $5) "
-            "ON CONFLICT (session_id) DO NOTHING RETURNING 1"
+            f"WITH s AS (INSERT INTO {s}.sessions (session_id, version, status, "
+            "body, created_at, updated_at) VALUES ($1, 1, $2, $3, $4, $5) "
+            "ON CONFLICT (session_id) DO NOTHING RETURNING session_id)"
+            f"{writes(6)} SELECT count(*) FROM s"
         )
         self.load = f"SELECT body, version FROM {s}.sessions WHERE session_id = $1"
+        # $6: the effects completed, $7: the timer fired (or null).
         self.save = (
-            f"UPDATE {s}.sessions SET version = version + 1, status = $1, body = $2, "
-            "updated_at = $3 WHERE session_id = $4 AND version = $5 RETURNING version"
+            f"WITH s AS (UPDATE {s}.sessions SET version = version + 1, "
+            "status = $1, body = $2, updated_at = $3 "
+            "WHERE session_id = $4 AND version = $5 RETURNING session_id, version)"
+            f", d AS (DELETE FROM {s}.effects WHERE session_id = $4 "
+            "AND effect_id = ANY($6::text[]) AND EXISTS (SELECT 1 FROM s))"
+            f", t AS (DELETE FROM {s}.timers WHERE session_id = $4 "
+            "AND timer_id = $7::text AND EXISTS (SELECT 1 FROM s))"
+            f"{writes(8)} SELECT version FROM s"
         )
         self.version = f"SELECT version FROM {s}.sessions WHERE session_id = $1"
-        self.effect = (
-            f"INSERT INTO {s}.effects (session_id, effect_id, body, claimed_by, "
-            "claimed_until, claimed_until_text) VALUES ($1, $2, $3, $4, $5, $6) "
-            "ON CONFLICT (session_id, effect_id) DO UPDATE SET body = excluded.body, "
-            "claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until, "
-            "claimed_until_text = excluded.claimed_until_text"
-        )
-        self.audit = (
-            f"INSERT INTO {s}.audit (session_id, idx, body) "
-            "SELECT $1, start.idx + t.n - 1, t.body "
-            f"FROM (SELECT COALESCE(MAX(idx) + 1, 0) AS idx FROM {s}.audit "
-            "WHERE session_id = $1) AS start, "
-            "unnest($2::text[]) WITH ORDINALITY AS t(body, n)"
-        )
         pending = "session_id, body, claimed_by, claimed_until_text"
         self.pending_all = f"SELECT {pending} FROM {s}.effects ORDER BY seq"
         self.pending_one = (
@@ -849,10 +832,6 @@ class _Sql:
         )
         self.complete = (
             f"DELETE FROM {s}.effects WHERE session_id = $1 AND effect_id = $2"
-        )
-        self.complete_many = (
-            f"DELETE FROM {s}.effects WHERE session_id = $1 "
-            "AND effect_id = ANY($2::text[])"
         )
         # The free effects first in save order are locked (a racing claimer
         # skips them and takes the next ones), then claimed.
@@ -995,6 +974,21 @@ def _item(row: Any) -> QueueItem:
         claimed_by=row["claimed_by"],
         claimed_until=None if until is None else datetime.fromisoformat(until),
         claims=int(row["claims"]),
+    )
+
+
+def _written(rows: SerialisedWrites, claim: EffectClaim | None) -> tuple[Any, ...]:
+    """The parameters of a create's or save's outbox and audit writes."""
+    claimed = (
+        (None, None, None)
+        if claim is None
+        else (claim.owner, _utc(claim.until), claim.until.isoformat())
+    )
+    return (
+        [effect_id for effect_id, _ in rows.effects],
+        [body for _, body in rows.effects],
+        rows.audit,
+        *claimed,
     )
 
 
