@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -15,9 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multiverify import (
+    Applicant,
     Challenge,
     ChannelResult,
     Evidence,
+    LoanApplication,
     Outcome,
     PolicyRef,
     Reason,
@@ -61,7 +63,18 @@ from multiverify._session import (
     TimerFired,
 )
 
-texts = st.text(max_size=12)
+APPLICANT = Applicant(
+    applicant_id="a-1",
+    name="Zhang San",
+    national_id="110101199003071234",
+    phone="+8613800138000",
+    date_of_birth=date(1990, 3, 7),
+    timezone="Asia/Shanghai",
+    loan=LoanApplication(
+        amount="5000", currency="CNY", term_months=12, purpose="phone"
+    ),
+)
+texts = st.text(max_size=12) | st.just(f"HTTP 400: {APPLICANT.phone} refused")
 names = st.text(alphabet="abcxyz_.", min_size=1, max_size=8)
 zones = st.sampled_from([UTC, timezone(timedelta(hours=8)), None])
 times = st.datetimes(
@@ -342,13 +355,47 @@ class TestAuditBodies:
     """The audit bodies written directly equal the data-then-encode reference."""
 
     @settings(max_examples=300)
-    @given(event=inputs, effects=st.lists(effects, max_size=3), call=calls)
+    @given(
+        event=inputs,
+        effects=st.lists(effects, max_size=3),
+        call=calls,
+        applicant=st.none() | st.just(APPLICANT),
+    )
     def test_input_body(
-        self, event: Any, effects: list[Any], call: dict[str, Any] | None
+        self,
+        event: Any,
+        effects: list[Any],
+        call: dict[str, Any] | None,
+        applicant: Applicant | None,
     ) -> None:
-        assert _input_body(event, effects, call, None) == _input_body_reference(
-            event, effects, call, None
+        assert _input_body(event, effects, call, applicant) == _input_body_reference(
+            event, effects, call, applicant
         )
+
+    def test_call_errors_are_redacted(self) -> None:
+        """A try's error text that quotes the applicant is redacted in the body."""
+        call = {
+            "step_id": "sms",
+            "attempt": 1,
+            "channel": "sms_code",
+            "provider": None,
+            "idempotency_key": "s:sms:1",
+            "tries": [
+                {"at": "t", "error": f"refused {APPLICANT.phone}"},
+                {"at": "u", "error": None},
+            ],
+            "outcome": "StepFinished",
+        }
+        body = _input_body(
+            Start(at=datetime(2026, 1, 1, tzinfo=UTC)), (), call, APPLICANT
+        )
+        assert APPLICANT.phone not in body
+        assert body == _input_body_reference(
+            Start(at=datetime(2026, 1, 1, tzinfo=UTC)), (), call, APPLICANT
+        )
+        assert (
+            call["tries"][0]["error"] == f"refused {APPLICANT.phone}"
+        )  # left as it was
 
     @given(verdict=verdicts)
     def test_verdict_body(self, verdict: Verdict) -> None:

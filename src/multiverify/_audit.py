@@ -121,11 +121,19 @@ def _digest(
 ) -> str:
     # Equal to the canonical JSON of {session_id, index, at, kind, data}, with
     # the already canonical body spliced in rather than serialised again.
+    head = f'{{"at":{_quote(at.isoformat())},"data":'
+    return _chained(prev, head, body, index=index, kind=kind, session_id=session_id)
+
+
+def _chained(
+    prev: str, head: str, body: str, *, index: int, kind: str, session_id: str
+) -> str:
+    """The hash of an event, its envelope's head (time and ``data`` key) given."""
     envelope = (
-        f'{{"at":{_quote(at.isoformat())},"data":{body},"index":{index},'
+        f'{prev}{head}{body},"index":{index},'
         f'"kind":{_json_string(kind)},"session_id":{_json_string(session_id)}}}'
     )
-    return hashlib.sha256((prev + envelope).encode()).hexdigest()
+    return hashlib.sha256(envelope.encode()).hexdigest()
 
 
 def masked_applicant(applicant: Applicant | None) -> dict[str, Any] | None:
@@ -165,15 +173,24 @@ def _masked_input(event: Input) -> dict[str, Any]:
 
 def _redacted_call(
     call: Mapping[str, Any], applicant: Applicant | None
-) -> dict[str, Any]:
-    """The provider call, its tries' error texts (a vendor's words) redacted."""
+) -> Mapping[str, Any]:
+    """The provider call, its tries' error texts (a vendor's words) redacted.
+
+    Without an error to redact it is the call itself, which is only read.
+    """
+    tries = call.get("tries")
+    if applicant is None or not tries:
+        return call
+    for one in tries:
+        if one.get("error"):
+            break
+    else:
+        return call
     record = dict(call)
-    tries = record.get("tries")
-    if applicant is not None and tries and any(t.get("error") for t in tries):
-        record["tries"] = [
-            {**t, "error": applicant.redact(t["error"])} if t.get("error") else t
-            for t in tries
-        ]
+    record["tries"] = [
+        {**t, "error": applicant.redact(t["error"])} if t.get("error") else t
+        for t in tries
+    ]
     return record
 
 
@@ -223,6 +240,7 @@ def _appended(
     index = session.audit_count
     prev = session.audit_head or GENESIS
     events = []
+    head = f'{{"at":{_quote(at.isoformat())},"data":'  # one time for them all
     for kind, body in kinds_and_bodies:
         event = AuditEvent(
             session_id=session_id,
@@ -231,8 +249,8 @@ def _appended(
             kind=kind,
             body=body,
             prev=prev,
-            hash=_digest(
-                prev, session_id=session_id, index=index, at=at, kind=kind, body=body
+            hash=_chained(
+                prev, head, body, index=index, kind=kind, session_id=session_id
             ),
         )
         events.append(event)
@@ -293,6 +311,30 @@ def _effect_json(effect: Effect) -> str:
     return canonical_json(_effect_summary(effect))
 
 
+_CALL_KEYS = frozenset(
+    ("attempt", "channel", "idempotency_key", "outcome", "provider", "step_id", "tries")
+)
+_TRY_KEYS = frozenset(("at", "error"))
+
+
+def _call_json(call: Mapping[str, Any]) -> str:
+    """A provider call's record as the reference writes it; the usual shape directly."""
+    tries = call.get("tries")
+    if call.keys() != _CALL_KEYS or type(tries) is not list:
+        return canonical_json(call)
+    written = []
+    for one in tries:
+        if type(one) is not dict or one.keys() != _TRY_KEYS:
+            return canonical_json(call)
+        written.append(f'{{"at":{plain(one["at"])},"error":{plain(one["error"])}}}')
+    return (
+        f'{{"attempt":{plain(call["attempt"])},"channel":{plain(call["channel"])},'
+        f'"idempotency_key":{plain(call["idempotency_key"])},'
+        f'"outcome":{plain(call["outcome"])},"provider":{plain(call["provider"])},'
+        f'"step_id":{plain(call["step_id"])},"tries":[{",".join(written)}]}}'
+    )
+
+
 def _input_body(
     event: Input,
     effects: Sequence[Effect],
@@ -305,7 +347,7 @@ def _input_body(
         return _input_body_reference(event, effects, call, applicant)
     parts = []
     if call is not None:
-        parts.append('"call":' + canonical_json(_redacted_call(call, applicant)))
+        parts.append('"call":' + _call_json(_redacted_call(call, applicant)))
     if effects:
         parts.append('"effects":[' + ",".join(map(_effect_json, effects)) + "]")
     parts.append('"input":' + write(event))
