@@ -453,3 +453,31 @@ class TestAuditBodies:
         )
         body = json.loads(_input_body(decided, (), None, None))
         assert body["input"]["note"] == note_digest("Zhang San")
+
+    def test_verdict_subclass_keeps_the_reference(self) -> None:
+        """A verdict of a subclass is recorded through cattrs, as before."""
+
+        @attrs.frozen(kw_only=True)
+        class Later(Verdict):
+            extra: str = "x"
+
+        verdict = Later(
+            outcome="review",
+            reasons=[Reason(code="r")],
+            policy=PolicyRef(name="p", version="1", hash="h"),
+            decided_at=datetime(2026, 1, 1, tzinfo=UTC),
+            rules=[
+                RuleTrace(
+                    index=0,
+                    outcome="review",
+                    condition="true",
+                    reason="r",
+                    matched=True,
+                )
+            ],
+        )
+        assert _verdict_body(verdict) == old_verdict_body(verdict)
+        effect = QueueReview(effect_id="1.0", priority=2, queued_at=verdict.decided_at)
+        expected = json.loads(old_verdict_body(verdict))
+        expected["priority"] = 2
+        assert _queued_body(verdict, effect) == canonical_json(expected)
