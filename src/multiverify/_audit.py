@@ -40,7 +40,7 @@ from .policy import Policy
 if TYPE_CHECKING:
     from .channels import ProviderEvent
 
-__all__ = ["AuditEvent", "AuditTrail", "masked_applicant"]
+__all__ = ["AuditEvent", "AuditTrail", "canonical_json", "masked_applicant"]
 
 GENESIS = "0" * 64
 
