@@ -61,6 +61,7 @@ from multiverify._session import (
     StepUpdated,
     TimerFired,
     Transition,
+    _plan,
     new_session,
     require_waiting,
     transition,
@@ -1481,6 +1482,29 @@ class TestTransitionProperties:
                 with contextlib.suppress(MultiverifyError):
                     require_waiting(session, record.step_id)
 
+    @property_test
+    def test_rounds_skipped_only_where_nothing_can_change(
+        self, scenario: Scenario
+    ) -> None:
+        """Deciding again after steps merely started changes no transition."""
+        name, amount, events = scenario
+        policy = PROPERTY_POLICIES[name]
+        session = fresh(policy, amount=amount)
+        plan = _plan(policy)
+        assert plan.settled_only
+        for event in [Start(at=T0), *events]:
+            try:
+                short = transition(policy, session, event)
+            except StepNotFoundError:
+                continue
+            plan.settled_only = False
+            try:
+                full = transition(policy, session, event)
+            finally:
+                plan.settled_only = True
+            assert short == full
+            session = short.session
+
 
 # --- shared condition contexts ----------------------------------------------------
 
@@ -1604,6 +1628,40 @@ class TestWholeReads:
         step = run(policy, started(policy), finished("bureau", "passed"))
         assert step.session.verdict is not None
         assert step.session.verdict.outcome is Outcome.APPROVED
+
+
+class TestRoundsOfAdvance:
+    def test_rules_reading_every_step_see_steps_start(self) -> None:
+        """A rule that reads all steps is decided again once steps have started."""
+        policy = make_policy(
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps['bureau'].status == 'running'",
+                    reason="running",
+                )
+            ]
+        )
+        assert not _plan(policy).settled_only
+        step = run(policy, fresh(policy), Start(at=T0))
+        assert step.session.verdict is not None
+        assert step.session.verdict.reasons[0].code == "running"
+
+    def test_a_skipped_step_calls_for_another_round(self) -> None:
+        """A step skipped by its condition settles: rules and steps after it move."""
+        policy = make_policy(
+            steps=make_steps(call={"after": ("bureau",), "when": "false"}),
+            rules=[
+                Rule(
+                    outcome="review",
+                    when="steps.call.status == 'skipped'",
+                    reason="no_call",
+                )
+            ],
+        )
+        step = run(policy, started(policy), finished("bureau", "passed"))
+        assert step.session.verdict is not None
+        assert step.session.verdict.reasons[0].code == "no_call"
 
 
 class TestFailoverWithChannelTimers:

@@ -35,6 +35,7 @@ from multiverify import (
     Verifier,
 )
 from multiverify import _verifier as verifier_module
+from multiverify._masking import mask_phone
 from multiverify.channels import (
     ChannelRegistry,
     Finished,
@@ -2251,6 +2252,31 @@ class TestRobustness:
         assert result.status == ResultStatus.ERROR
         assert result.detail == "channel error: ZeroDivisionError: oops"
         assert "crashed starting step bureau" in caplog.text
+        assert "ZeroDivisionError: oops" in caplog.text  # the traceback is logged
+
+    async def test_a_crash_is_logged_without_the_applicants_data(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A channel's exception that quotes the applicant is logged masked, traceback and all."""
+        cause = ValueError(f"no route for {applicant.phone}")
+        crash = RuntimeError(f"lookup of {applicant.national_id} for {applicant.name}")
+        crash.__cause__ = cause
+        broken = bureau(Scripted.raises(crash))
+        async with Verifier(
+            bureau_sms_policy(), channels=[broken, sms_code()], clock=clock
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await settle(verifier, clock)
+            result = (await verifier.get(session.session_id)).step("bureau").result
+        assert result is not None
+        assert result.status == ResultStatus.ERROR
+        assert "crashed starting step bureau" in caplog.text
+        assert "Traceback" in caplog.text
+        assert "ValueError: no route for" in caplog.text
+        for raw in (applicant.phone, applicant.national_id, applicant.name):
+            assert raw not in caplog.text
+            assert raw not in (result.detail or "")
+        assert mask_phone(applicant.phone) in caplog.text
 
     async def test_hooks_run_outside_the_session_lock(
         self, clock: FakeClock, applicant: Applicant

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -17,8 +18,9 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 
 from ._applicant import Applicant
+from ._canonical import Writer, canonical_json, plain, writer
 from ._masking import mask_id, mask_name, mask_phone
-from ._results import Verdict
+from ._results import PolicyRef, Reason, RuleTrace, Verdict
 from ._serde import converter, structure_input, unstructure
 from ._session import (
     Effect,
@@ -38,20 +40,12 @@ from .policy import Policy
 if TYPE_CHECKING:
     from .channels import ProviderEvent
 
-__all__ = ["AuditEvent", "AuditTrail", "masked_applicant"]
+__all__ = ["AuditEvent", "AuditTrail", "canonical_json", "masked_applicant"]
 
 GENESIS = "0" * 64
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 _quote = json.encoder.encode_basestring_ascii
-
-
-def canonical_json(value: Any) -> str:
-    """Compact JSON with sorted keys: the form audit hashes are computed over."""
-    # What json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    # returns, without building an encoder per call.
-    return _CANONICAL.encode(value)
 
 
 def _json_string(value: Any) -> str:
@@ -127,11 +121,19 @@ def _digest(
 ) -> str:
     # Equal to the canonical JSON of {session_id, index, at, kind, data}, with
     # the already canonical body spliced in rather than serialised again.
+    head = f'{{"at":{_quote(at.isoformat())},"data":'
+    return _chained(prev, head, body, index=index, kind=kind, session_id=session_id)
+
+
+def _chained(
+    prev: str, head: str, body: str, *, index: int, kind: str, session_id: str
+) -> str:
+    """The hash of an event, its envelope's head (time and ``data`` key) given."""
     envelope = (
-        f'{{"at":{_quote(at.isoformat())},"data":{body},"index":{index},'
+        f'{prev}{head}{body},"index":{index},'
         f'"kind":{_json_string(kind)},"session_id":{_json_string(session_id)}}}'
     )
-    return hashlib.sha256((prev + envelope).encode()).hexdigest()
+    return hashlib.sha256(envelope.encode()).hexdigest()
 
 
 def masked_applicant(applicant: Applicant | None) -> dict[str, Any] | None:
@@ -171,15 +173,24 @@ def _masked_input(event: Input) -> dict[str, Any]:
 
 def _redacted_call(
     call: Mapping[str, Any], applicant: Applicant | None
-) -> dict[str, Any]:
-    """The provider call, its tries' error texts (a vendor's words) redacted."""
+) -> Mapping[str, Any]:
+    """The provider call, its tries' error texts (a vendor's words) redacted.
+
+    Without an error to redact it is the call itself, which is only read.
+    """
+    tries = call.get("tries")
+    if applicant is None or not tries:
+        return call
+    for one in tries:
+        if one.get("error"):
+            break
+    else:
+        return call
     record = dict(call)
-    tries = record.get("tries")
-    if applicant is not None and tries and any(t.get("error") for t in tries):
-        record["tries"] = [
-            {**t, "error": applicant.redact(t["error"])} if t.get("error") else t
-            for t in tries
-        ]
+    record["tries"] = [
+        {**t, "error": applicant.redact(t["error"])} if t.get("error") else t
+        for t in tries
+    ]
     return record
 
 
@@ -229,6 +240,7 @@ def _appended(
     index = session.audit_count
     prev = session.audit_head or GENESIS
     events = []
+    head = f'{{"at":{_quote(at.isoformat())},"data":'  # one time for them all
     for kind, body in kinds_and_bodies:
         event = AuditEvent(
             session_id=session_id,
@@ -237,8 +249,8 @@ def _appended(
             kind=kind,
             body=body,
             prev=prev,
-            hash=_digest(
-                prev, session_id=session_id, index=index, at=at, kind=kind, body=body
+            hash=_chained(
+                prev, head, body, index=index, kind=kind, session_id=session_id
             ),
         )
         events.append(event)
@@ -246,12 +258,13 @@ def _appended(
     return _headed(session, events), events
 
 
-def _input_body(
+def _input_body_reference(
     event: Input,
     effects: Sequence[Effect],
     call: Mapping[str, Any] | None,
     applicant: Applicant | None,
 ) -> str:
+    """The body of an input event, built as data and encoded: the reference."""
     data: dict[str, Any] = {"input": _masked_input(event)}
     if isinstance(event, StepErrored) and applicant is not None:
         data["input"]["error"] = applicant.redact(event.error)
@@ -262,20 +275,131 @@ def _input_body(
     return canonical_json(data)
 
 
-def _queued_body(automatic: Verdict, effect: QueueReview) -> str:
-    return canonical_json(
-        {
-            "outcome": automatic.outcome.value,
-            "reasons": unstructure(automatic.reasons),
-            "rules": unstructure(automatic.rules),
-            "score": automatic.score,
-            "decided_by": automatic.decided_by,
-            "priority": effect.priority,
-        }
+def _tagged(union: Any, *, masked: bool) -> dict[type, Writer]:
+    """Writers for the members of a tagged union, as the trail records them.
+
+    Masked, a channel's state is written empty; members whose data the
+    trail rewrites further (notes, error texts) are left to the reference.
+    """
+    found: dict[type, Writer] = {}
+    for member in typing.get_args(union):
+        names = {field.name for field in attrs.fields(member)}
+        if masked and ("note" in names or member is StepErrored):
+            continue
+        if member is RecordVerdict:
+            continue
+        replace = (
+            {"channel_state": "{}"} if masked and "channel_state" in names else None
+        )
+        found[member] = writer(member, tag=member.__name__, replace=replace)
+    return found
+
+
+_INPUT_WRITERS = _tagged(Input, masked=True)
+_EFFECT_WRITERS = _tagged(Effect, masked=False)
+_REASON = writer(Reason)
+_RULE = writer(RuleTrace)
+_POLICY_REF = writer(PolicyRef)
+
+
+def _effect_json(effect: Effect) -> str:
+    write = _EFFECT_WRITERS.get(type(effect))
+    if write is not None:
+        return write(effect)
+    if type(effect) is RecordVerdict:
+        return f'{{"outcome":{plain(effect.verdict.outcome.value)},"type":"RecordVerdict"}}'
+    return canonical_json(_effect_summary(effect))
+
+
+_CALL_KEYS = frozenset(
+    ("attempt", "channel", "idempotency_key", "outcome", "provider", "step_id", "tries")
+)
+_TRY_KEYS = frozenset(("at", "error"))
+
+
+def _call_json(call: Mapping[str, Any]) -> str:
+    """A provider call's record as the reference writes it; the usual shape directly."""
+    tries = call.get("tries")
+    if call.keys() != _CALL_KEYS or type(tries) is not list:
+        return canonical_json(call)
+    written = []
+    for one in tries:
+        if type(one) is not dict or one.keys() != _TRY_KEYS:
+            return canonical_json(call)
+        written.append(f'{{"at":{plain(one["at"])},"error":{plain(one["error"])}}}')
+    return (
+        f'{{"attempt":{plain(call["attempt"])},"channel":{plain(call["channel"])},'
+        f'"idempotency_key":{plain(call["idempotency_key"])},'
+        f'"outcome":{plain(call["outcome"])},"provider":{plain(call["provider"])},'
+        f'"step_id":{plain(call["step_id"])},"tries":[{",".join(written)}]}}'
     )
 
 
+def _input_body(
+    event: Input,
+    effects: Sequence[Effect],
+    call: Mapping[str, Any] | None,
+    applicant: Applicant | None,
+) -> str:
+    """The body of an input event: the reference's text, written directly."""
+    write = _INPUT_WRITERS.get(type(event))
+    if write is None:
+        return _input_body_reference(event, effects, call, applicant)
+    parts = []
+    if call is not None:
+        parts.append('"call":' + _call_json(_redacted_call(call, applicant)))
+    if effects:
+        parts.append('"effects":[' + ",".join(map(_effect_json, effects)) + "]")
+    parts.append('"input":' + write(event))
+    return "{" + ",".join(parts) + "}"
+
+
+def _items(values: Sequence[Any], write: Writer, cls: type) -> str:
+    """A tuple of values as the reference writes ``unstructure(values)``."""
+    return (
+        "["
+        + ",".join(
+            write(value) if type(value) is cls else canonical_json(unstructure(value))
+            for value in values
+        )
+        + "]"
+    )
+
+
+def _decision(verdict: Verdict) -> dict[str, str]:
+    """The JSON of the verdict fields both verdict and queued bodies record."""
+    return {
+        "decided_by": plain(verdict.decided_by),
+        "outcome": plain(verdict.outcome.value),
+        "reasons": _items(verdict.reasons, _REASON, Reason),
+        "rules": _items(verdict.rules, _RULE, RuleTrace),
+        "score": plain(verdict.score),
+    }
+
+
+def _object(members: Mapping[str, str]) -> str:
+    """A JSON object of already written members, keys sorted."""
+    return "{" + ",".join(f"{_quote(k)}:{members[k]}" for k in sorted(members)) + "}"
+
+
+def _queued_body(automatic: Verdict, effect: QueueReview) -> str:
+    if type(automatic) is not Verdict:
+        return canonical_json(
+            {
+                "outcome": automatic.outcome.value,
+                "reasons": unstructure(automatic.reasons),
+                "rules": unstructure(automatic.rules),
+                "score": automatic.score,
+                "decided_by": automatic.decided_by,
+                "priority": effect.priority,
+            }
+        )
+    return _object({**_decision(automatic), "priority": plain(effect.priority)})
+
+
 def _verdict_body(verdict: Verdict) -> str:
+    if type(verdict) is Verdict and verdict.review is None:
+        return _object(_decision(verdict))
     data: dict[str, Any] = {
         "outcome": verdict.outcome.value,
         "reasons": unstructure(verdict.reasons),
@@ -286,6 +410,25 @@ def _verdict_body(verdict: Verdict) -> str:
     if verdict.review is not None:
         data["review"] = _review_record(verdict)
     return canonical_json(data)
+
+
+def _created_body(session: Session) -> str:
+    policy = session.policy
+    deadline = session.deadline_at
+    return _object(
+        {
+            "policy": (
+                _POLICY_REF(policy)
+                if type(policy) is PolicyRef
+                else canonical_json(unstructure(policy))
+            ),
+            "created_at": _quote(session.created_at.isoformat()),
+            "deadline_at": "null" if deadline is None else _quote(deadline.isoformat()),
+            "steps": "[" + ",".join(plain(r.step_id) for r in session.steps) + "]",
+            "facts": canonical_json(dict(session.facts)),
+            "applicant": canonical_json(masked_applicant(session.applicant)),
+        }
+    )
 
 
 class AuditTrail:
@@ -302,21 +445,10 @@ class AuditTrail:
     @staticmethod
     def created(session: Session, *, at: datetime) -> tuple[Session, AuditEvent]:
         """The first event of a session: policy, facts and the masked applicant."""
-        return AuditTrail.append(
-            session,
-            "session.created",
-            {
-                "policy": unstructure(session.policy),
-                "created_at": session.created_at.isoformat(),
-                "deadline_at": (
-                    session.deadline_at.isoformat() if session.deadline_at else None
-                ),
-                "steps": [record.step_id for record in session.steps],
-                "facts": dict(session.facts),
-                "applicant": masked_applicant(session.applicant),
-            },
-            at=at,
+        session, (event,) = _appended(
+            session, [("session.created", _created_body(session))], at
         )
+        return session, event
 
     @staticmethod
     def input(

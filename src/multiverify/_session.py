@@ -924,9 +924,11 @@ class _Plan:
         sources: per fallback step, the step whose outcome triggers it.
         rules: per rule, its position, the rule, its compiled condition and
             the steps that must have ended before it is evaluated.
+        settled_only: whether every rule reads steps only by name, so that
+            it sees nothing but steps that have ended (see ``_Run.advance``).
     """
 
-    __slots__ = ("_reads", "initial", "rules", "sources")
+    __slots__ = ("_reads", "initial", "rules", "settled_only", "sources")
 
     def __init__(self, policy: Policy) -> None:
         nothing: JSON = MappingProxyType({})
@@ -943,6 +945,9 @@ class _Plan:
             for index, rule in enumerate(policy.rules)
         )
         self._reads: dict[str, Reads] = {}
+        self.settled_only = all(
+            self.reads(condition).steps is not None for _, _, condition in self.rules
+        )
 
     def reads(self, condition: Condition) -> Reads:
         """What one condition reads; conditions that read the same share one."""
@@ -1458,10 +1463,15 @@ class _Run:
         if self.status is SessionStatus.REVIEW:
             self.back_to_queue()
             return
+        # Starting a step settles nothing, so it can make no other step ready
+        # nor change what a rule that reads only named, settled steps sees:
+        # only a skipped step calls for another round.
+        settled_only = self.plan.settled_only
         while True:
             if self.decide(at):
                 return
-            if not self.start_ready(at):
+            moved, skipped = self.start_ready(at)
+            if not (skipped or (moved and not settled_only)):
                 break
         step = self.policy.step
         if all(
@@ -1480,9 +1490,9 @@ class _Run:
                 decided_by="default",
             )
 
-    def start_ready(self, at: datetime) -> bool:
-        """Start or skip every step that can move; return whether any did."""
-        moved = False
+    def start_ready(self, at: datetime) -> tuple[bool, bool]:
+        """Start or skip every step that can move; return whether any did, and any was skipped."""
+        moved = skipped = False
         sources = self.plan.sources
         for record in self.records():
             if record.state is not StepState.PENDING:
@@ -1492,16 +1502,17 @@ class _Run:
             if source is not None and record.triggered_by is None:
                 if self.settled(source):
                     self.put(_with_state(record, StepState.SKIPPED))
-                    moved = True
+                    moved = skipped = True
                 continue
             if not all(self.settled(d) for d in step.after):
                 continue
             if step.when is not None and not self.holds(step.when):
                 self.put(_with_state(record, StepState.SKIPPED))
+                skipped = True
             else:
                 self.start(record, at, provider_index=0)
             moved = True
-        return moved
+        return moved, skipped
 
     def context(self, condition: Condition) -> Any:
         """The context of one condition, converted once until a step changes.

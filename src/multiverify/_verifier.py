@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import traceback
 import uuid
 from collections.abc import (
     Awaitable,
@@ -1104,13 +1105,14 @@ class Verifier:
                 channel, context, step.retry, tries, clock=self._clock, rng=self._rng
             )
             event = outcome_input(record, outcome, at=self._clock.now())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged below
             if not isinstance(exc, MultiverifyError):
-                log.exception(
-                    "channel %s crashed starting step %s of session %s",
+                log.error(  # noqa: TRY400 - the traceback is in the message, redacted
+                    "channel %s crashed starting step %s of session %s\n%s",
                     effect.channel,
                     effect.step_id,
                     session_id,
+                    crash_report(exc, context.applicant),
                 )
             event = self._errored(effect, *start_failure(exc, effect.provider))
         call = {
@@ -1332,6 +1334,15 @@ def outcome_input(record: StepRecord, outcome: StepOutcome, *, at: datetime) -> 
         channel_state=state,
         timers=outcome.timers,
     )
+
+
+def crash_report(exc: BaseException, applicant: Applicant) -> str:
+    """The traceback of a channel's crash, with the applicant's personal values masked.
+
+    A channel's own exception may quote what it was given (``bad number
+    +8613800138000``), and logs outlive the session's retention.
+    """
+    return applicant.redact("".join(traceback.format_exception(exc)).rstrip())
 
 
 def start_failure(exc: Exception, provider: str | None) -> tuple[str, str | None]:

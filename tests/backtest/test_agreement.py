@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from multiverify import (
     Applicant,
+    AuditEvent,
     AuditTrail,
     Fallback,
     LoanApplication,
@@ -21,6 +24,7 @@ from multiverify import (
     Verdict,
     Verifier,
 )
+from multiverify._audit import GENESIS, _digest
 from multiverify.backtest import RecordedCheck, parse_sessions, replay, simulate_file
 from multiverify.exceptions import DatasetError, ProviderRejectedError
 from multiverify.stores import MemoryStore
@@ -368,6 +372,70 @@ def test_a_mangled_result_in_an_export(tmp_path: Path) -> None:
         parse_sessions([json.dumps(e) for e in events], source="e")
 
 
+def rechained(lines: Iterable[str]) -> list[AuditEvent]:
+    """The events of JSON lines, their hash chains computed again."""
+    events: list[AuditEvent] = []
+    prev: dict[str, str] = {}
+    for line in lines:
+        event = AuditEvent.from_json(line)
+        link = prev.get(event.session_id, GENESIS)
+        digest = _digest(
+            link,
+            session_id=event.session_id,
+            index=event.index,
+            at=event.at,
+            kind=event.kind,
+            body=event.body,
+        )
+        events.append(attrs.evolve(event, prev=link, hash=digest))
+        prev[event.session_id] = digest
+    return events
+
+
+async def test_an_export_that_was_changed_is_refused(tmp_path: Path) -> None:
+    """A replay re-decides only the history that was recorded: a changed line is located."""
+    from click.testing import CliRunner
+
+    from multiverify._cli import create_cli
+
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(POLICY.to_dict()))
+    _, events = await run_case(*CASES["fraud"])
+    out = io.StringIO()
+    AuditTrail.export_jsonl(events, out)
+    lines = out.getvalue().splitlines()
+    [verdict_line] = [n for n, line in enumerate(lines) if '"kind":"verdict"' in line]
+    lines[verdict_line] = lines[verdict_line].replace(
+        '"outcome":"rejected"', '"outcome":"approved"'
+    )
+    with pytest.raises(DatasetError) as info:
+        parse_sessions(lines, source="e.jsonl")
+    assert info.value.line == verdict_line + 1
+    assert f"is broken at #{verdict_line}: its content does not match its hash" in (
+        info.value.message
+    )
+    # A dropped event breaks the chain of the one after it.
+    with pytest.raises(DatasetError) as info:
+        parse_sessions(lines[:2] + lines[3:], source="e.jsonl")
+    assert info.value.line == 3
+    assert "expected index 2, found 3" in info.value.message
+    # A line without its hash, or with a time that is not one.
+    first = json.loads(lines[0])
+    for key, value, field in (("hash", None, "hash"), ("at", "soon", "at")):
+        broken = [json.dumps({**first, key: value}), *lines[1:]]
+        with pytest.raises(DatasetError) as info:
+            parse_sessions(broken, source="e.jsonl")
+        assert (info.value.line, info.value.field) == (1, field)
+    path = tmp_path / "e.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        create_cli(),
+        ["simulate", "--policy", str(policy_file), "--sessions", str(path)],
+    )
+    assert result.exit_code == 1
+    assert f"line {verdict_line + 1}: the audit chain of session" in result.stderr
+
+
 async def test_the_replay_check_in_the_terminal_and_html(tmp_path: Path) -> None:
     """Verdicts recorded under the policy are checked; one that differs is named."""
     from click.testing import CliRunner
@@ -383,14 +451,17 @@ async def test_the_replay_check_in_the_terminal_and_html(tmp_path: Path) -> None
             _, events = await run_case(*CASES[case])
             AuditTrail.export_jsonl(events, out)
     lines = path.read_text().splitlines()
-    tampered = [
-        line.replace('"outcome":"rejected"', '"outcome":"approved"')
-        if '"kind":"verdict"' in line
-        else line
-        for line in lines
-    ]
+    # A history whose recorded verdict this policy does not give (recorded by
+    # an older core, say), hash-chained like any export.
     changed = tmp_path / "changed.jsonl"
-    changed.write_text("\n".join(tampered) + "\n")
+    with changed.open("w") as out:
+        AuditTrail.export_jsonl(
+            rechained(
+                line.replace('"outcome":"rejected"', '"outcome":"approved"')
+                for line in lines
+            ),
+            out,
+        )
     runner = CliRunner()
     ok = runner.invoke(
         create_cli(),

@@ -44,6 +44,7 @@ from multiverify.exceptions import (
     ProviderResponseError,
     ProviderUnavailableError,
     PullNotPermittedError,
+    StoreUnavailableError,
 )
 from multiverify.providers import (
     BureauReport,
@@ -174,6 +175,20 @@ async def run(
         session = await verifier.start(who or applicant())
         await verifier.wait(session.session_id)
         return await verifier.get(session.session_id)
+
+
+def lock_key(bureau: CreditBureauChannel, who: Applicant | None = None) -> str:
+    """The shared-state key of the pull lock for ``who``'s loan-approval report."""
+    context = StepContext(
+        session_id="s1",
+        step_id="bureau",
+        attempt=1,
+        provider=None,
+        idempotency_key="s1:bureau:1",
+        applicant=who or applicant(),
+        clock=FakeClock(T0),
+    )
+    return f"{bureau._report_key(context, 'loan_approval')}:lock"
 
 
 def bureau_step(session: Session) -> Any:
@@ -470,6 +485,94 @@ class TestReuse:
             second = bureau_step(await v.get(two.session_id)).result
         assert len(fake.requests) == 1
         assert second.facts["reused"] is True
+
+    async def test_a_pull_slower_than_the_lock_keeps_it(self) -> None:
+        """The lock is renewed while a slow pull runs: a session asking later still waits, and one pull is made."""
+        release = asyncio.Event()
+        fake = FakeBureauProvider()
+
+        class Slow:
+            name = "fake-bureau"
+
+            async def pull(self, request: BureauRequest, /) -> BureauReport:
+                await release.wait()
+                return await fake.pull(request)
+
+            async def aclose(self) -> None:
+                return None
+
+        store = MemoryStore()
+        clock = FakeClock(T0)
+        # The lock lives 4 s; the second session waits up to 4 s per try.
+        bureau = channel(Slow(), wait=4, poll=1)
+        async with Verifier(policy(), channels=[bureau], store=store, clock=clock) as v:
+            one = await v.start(applicant())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            # Ten times the lock's ttl into the pull, a second session asks.
+            for _ in range(40):
+                await clock.advance(1)
+            two = await v.start(applicant(applicant_id="a-43"))
+            for _ in range(5):
+                await clock.advance(1)
+            assert fake.requests == []  # still in flight, and nobody pulled again
+            release.set()
+            await v.wait(one.session_id)
+            for _ in range(20):
+                await clock.advance(1)
+                if (await v.get(two.session_id)).finished:
+                    break
+            second = bureau_step(await v.get(two.session_id)).result
+        # One pull: the second session found the lock held all along and,
+        # with no retries in this policy, ended in a retryable error.
+        assert len(fake.requests) == 1
+        assert second.detail == (
+            "ProviderUnavailableError: another pull of this report is still in flight"
+        )
+
+    async def test_a_lock_renewal_that_fails_does_not_stop_the_pull(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A store that fails while the lock is renewed is logged; the pull still finishes."""
+        release = asyncio.Event()
+        fake = FakeBureauProvider()
+
+        class Slow:
+            name = "fake-bureau"
+
+            async def pull(self, request: BureauRequest, /) -> BureauReport:
+                await release.wait()
+                return await fake.pull(request)
+
+            async def aclose(self) -> None:
+                return None
+
+        class Flaky(MemoryStore):
+            failing = False
+
+            async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+                if self.failing and key.endswith(":lock"):
+                    raise StoreUnavailableError(message="down", store="memory")
+                return await super().get_value(key, at=at)
+
+        store = Flaky()
+        clock = FakeClock(T0)
+        bureau = channel(Slow(), wait=3, poll=1)
+        async with Verifier(policy(), channels=[bureau], store=store, clock=clock) as v:
+            one = await v.start(applicant())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            store.failing = True
+            for _ in range(3):
+                await clock.advance(1)
+            store.failing = False
+            # The lock lapsed meanwhile: it is no longer renewed (not taken back).
+            await clock.advance(2)
+            assert await store.get_value(lock_key(bureau), at=clock.now()) is None
+            release.set()
+            await v.wait(one.session_id)
+        assert len(fake.requests) == 1
+        assert "could not renew a bureau pull lock" in caplog.text
 
     async def test_a_lock_that_never_clears(self) -> None:
         """A pull lock held past ``wait`` by someone else is a retryable error; the holder's retry proceeds."""

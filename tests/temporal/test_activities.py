@@ -9,6 +9,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from multiverify import Applicant, AuditTrail, LoanApplication, Policy, Step
+from multiverify._masking import mask_name, mask_phone
 from multiverify._serde import unstructure
 from multiverify._session import new_session
 from multiverify.channels import (
@@ -119,6 +120,30 @@ class TestStartStep:
             await ActivityEnvironment().run(acts.start_step, call())
         assert caught.value.non_retryable
         assert caught.value.details[0]["error"].startswith("channel error:")
+
+    async def test_failures_kept_in_the_history_are_masked(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A crash or vendor error quoting the applicant reaches Temporal masked, chain dropped."""
+        quoted = f"{APPLICANT.phone} ({APPLICANT.name}) is not reachable"
+        for raised in (
+            RuntimeError(quoted),
+            ProviderRejectedError(message=quoted, provider="acme"),
+        ):
+            acts, _ = activities(Scripted.raises(raised))
+            with pytest.raises(ApplicationError) as caught:
+                await ActivityEnvironment().run(acts.start_step, call())
+            failure = caught.value
+            text = repr((failure.message, failure.details))
+            assert APPLICANT.phone not in text
+            assert APPLICANT.name not in text
+            assert mask_phone(APPLICANT.phone) in failure.message
+            assert failure.details[0]["tries"][0]["error"].endswith(
+                f"{mask_phone(APPLICANT.phone)} ({mask_name(APPLICANT.name)}) is not reachable"
+            )
+            assert failure.__cause__ is None
+        assert APPLICANT.phone not in caplog.text
+        assert "RuntimeError" in caplog.text
 
 
 class TestHandleAndCancel:

@@ -219,7 +219,18 @@ class TestTheAppOnTemporal:
         policy = Policy(
             name="call",
             version="1",
-            steps=[Step(id="call", channel="phone_call", timeout="5m")],
+            steps=[
+                Step(
+                    id="call",
+                    channel="phone_call",
+                    timeout="5m",
+                    # The workflow runs on the server's real time: a window
+                    # open around the clock, so the call is placed at once
+                    # whenever the test runs (the default window would hold
+                    # it from 21:00 to 08:00 in the applicant's zone).
+                    options={"calling_window": {"start": "00:00", "end": "24:00"}},
+                )
+            ],
         )
         parts = urlsplit(CALLBACK_URL)
         async with running_worker(client, [channel]) as task_queue:

@@ -27,9 +27,10 @@ from typing import Any, NoReturn
 
 import attrs
 
+from .._audit import AuditEvent, AuditTrail, canonical_json
 from .._duration import parse_duration
 from .._results import ChannelResult, Evidence, Outcome, PolicyRef, ResultStatus, Signal
-from ..exceptions import DatasetError
+from ..exceptions import AuditIntegrityError, DatasetError
 
 __all__ = [
     "RecordedSession",
@@ -460,6 +461,43 @@ class _Steps:
                 self.channels[target] = str(effect.get("channel"))
 
 
+def _verify_chain(events: list[tuple[int, dict[str, Any]]], source: str) -> None:
+    """Check one session's hash chain, failing at the line of the first broken event."""
+    chain = []
+    for number, raw in events:
+        check = _Line(source, number)
+        for key in ("prev", "hash", "at"):
+            check.string(raw.get(key), key)
+        try:
+            at = datetime.fromisoformat(raw["at"])
+        except ValueError:
+            check.fail("at", f"not an ISO 8601 time: {raw['at']!r}")
+        chain.append(
+            AuditEvent(
+                session_id=raw["session_id"],
+                index=raw["index"],
+                at=at,
+                kind=raw["kind"],
+                body=canonical_json(raw["data"]),
+                prev=raw["prev"],
+                hash=raw["hash"],
+            )
+        )
+    try:
+        AuditTrail.verify(chain)
+    except AuditIntegrityError as exc:
+        number = events[exc.index][0]
+        problem = str(exc.message).partition(": ")[2] or exc.message
+        _fail(
+            source,
+            number,
+            "",
+            f"the audit chain of session {chain[exc.index].session_id} is broken "
+            f"at #{chain[exc.index].index}: {problem}; replaying it would "
+            "re-decide a history that was changed",
+        )
+
+
 def _audit_session(session_id: str, trail: _Trail, source: str) -> RecordedSession:
     """Read back the step results the core applied in one session's events."""
     events = sorted(trail.events, key=lambda item: item[1]["index"])
@@ -489,13 +527,17 @@ def _audit_session(session_id: str, trail: _Trail, source: str) -> RecordedSessi
             break
         if event["kind"] == "input":
             steps.apply(check, data)
+    facts = check.facts(created.get("facts", {}), "data.facts")
+    created_at = _Line(source, first_line).moment(
+        created.get("created_at"), "data.created_at"
+    )
+    # Last, so that a record that cannot be read is named for what is wrong with it.
+    _verify_chain(events, source)
     return RecordedSession(
         session_id=session_id,
         steps=steps.ended,
-        facts=check.facts(created.get("facts", {}), "data.facts"),
-        created_at=_Line(source, first_line).moment(
-            created.get("created_at"), "data.created_at"
-        ),
+        facts=facts,
+        created_at=created_at,
         recorded=recorded,
         recorded_policy=recorded_policy,
         line=trail.line,

@@ -17,6 +17,7 @@ inquiry at the bureau.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -37,6 +38,7 @@ from ..exceptions import (
     ProviderResponseError,
     ProviderUnavailableError,
     PullNotPermittedError,
+    StoreUnavailableError,
 )
 from ..providers import (
     BureauProvider,
@@ -366,6 +368,9 @@ class CreditBureauChannel:
             cached = await self._cached(context, key)
             if cached is not None:
                 return self._finished(cached, purpose, consent, settings, reused=True)
+        # Renewed while the pull runs: a bureau slower than the lock's ttl
+        # must not let a second session pull the same report.
+        keeper = asyncio.ensure_future(self._keep(context, lock, owner))
         try:
             report = await provider.pull(self._request(context, purpose, consent))
             await shared.put_value(
@@ -375,6 +380,8 @@ class CreditBureauChannel:
                 ttl=settings.reuse_ttl,
             )
         finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
             await shared.delete_value(lock, value=owner)
         return self._finished(report, purpose, consent, settings, reused=False)
 
@@ -458,11 +465,31 @@ class CreditBureauChannel:
             log.warning("a cached bureau report could not be read; pulling afresh")
             return None
 
+    @property
+    def _lock_ttl(self) -> float:
+        return max(self._wait, 1.0)
+
+    async def _keep(self, context: StepContext, lock: str, owner: str) -> None:
+        """Push the lock's expiry back every third of its ttl, while ``owner`` holds it."""
+        assert context.shared is not None  # noqa: S101 - checked by the caller
+        while True:
+            await context.clock.sleep(self._lock_ttl / 3)
+            at = context.clock.now()
+            try:
+                if await context.shared.get_value(lock, at=at) != owner:
+                    return
+                await context.shared.put_value(lock, owner, at=at, ttl=self._lock_ttl)
+            except StoreUnavailableError:
+                # The pull goes on; the lock may lapse, as it would with its holder.
+                log.warning(
+                    "could not renew a bureau pull lock; the store is unavailable"
+                )
+
     async def _lock(self, context: StepContext, lock: str, owner: str) -> bool:
         assert context.shared is not None  # noqa: S101 - checked by the caller
         at = context.clock.now()
         if await context.shared.put_value(
-            lock, owner, at=at, ttl=max(self._wait, 1.0), only_if_absent=True
+            lock, owner, at=at, ttl=self._lock_ttl, only_if_absent=True
         ):
             return True
         # A retry of the attempt that holds the lock (its first try crashed

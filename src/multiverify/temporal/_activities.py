@@ -37,6 +37,7 @@ from .._verifier import (
     OnReview,
     OnVerdict,
     call_start,
+    crash_report,
     load_state,
     outcome_input,
     start_failure,
@@ -121,32 +122,44 @@ class Activities:
                 tries made: the step's retry budget is spent.
         """
         channel = self._registry.get(call.channel)
+        context = self._context(call)
+        redact = context.applicant.redact
         tries: list[dict[str, Any]] = []
         async with _heartbeats():
             try:
                 outcome = await call_start(
                     channel,
-                    self._context(call),
+                    context,
                     structure(call.retry, RetrySettings),
                     tries,
                     clock=self._clock,
                     rng=self._rng,
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a channel bug fails the attempt, logged below
                 if not isinstance(exc, MultiverifyError):
-                    log.exception(
-                        "channel %s crashed starting step %s of session %s",
+                    log.error(  # noqa: TRY400 - the traceback is in the message, redacted
+                        "channel %s crashed starting step %s of session %s\n%s",
                         call.channel,
                         call.step_id,
                         call.session_id,
+                        crash_report(exc, context.applicant),
                     )
                 error, provider = start_failure(exc, call.provider)
+                # Temporal keeps the failure in the history: masked, and
+                # without the exception chain (logged above, masked).
                 raise ApplicationError(
-                    str(exc),
-                    {"error": error, "provider": provider, "tries": tries},
+                    redact(str(exc)),
+                    {
+                        "error": redact(error),
+                        "provider": provider,
+                        "tries": [
+                            {**t, "error": redact(t["error"])} if t["error"] else t
+                            for t in tries
+                        ],
+                    },
                     type=type(exc).__name__,
                     non_retryable=True,
-                ) from exc
+                ) from None
         record = StepRecord(
             step_id=call.step_id, state=StepState.RUNNING, attempt=call.attempt
         )
@@ -162,15 +175,14 @@ class Activities:
         """
         assert call.message is not None  # noqa: S101 - the workflow always sends one
         channel = self._registry.get(call.channel)
+        context = self._context(call)
         async with _heartbeats():
             try:
                 outcome = await channel.handle(
-                    self._context(call),
-                    load_state(channel, call.state),
-                    load_message(call.message),
+                    context, load_state(channel, call.state), load_message(call.message)
                 )
             except MultiverifyError as exc:
-                raise failure_from_error(exc) from exc
+                raise failure_from_error(exc, redact=context.applicant.redact) from None
         record = StepRecord(
             step_id=call.step_id, state=StepState.WAITING, attempt=call.attempt
         )
@@ -186,10 +198,13 @@ class Activities:
                 vendor refused for good.
         """
         channel = self._registry.get(call.channel)
+        context = self._context(call)
         try:
-            await channel.cancel(self._context(call), load_state(channel, call.state))
+            await channel.cancel(context, load_state(channel, call.state))
         except ProviderError as exc:
-            raise failure_from_error(exc, non_retryable=not exc.retryable) from exc
+            raise failure_from_error(
+                exc, non_retryable=not exc.retryable, redact=context.applicant.redact
+            ) from None
 
     @activity.defn(name=SAVE_SESSION)
     async def save_session(self, batch: AuditBatch) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -205,12 +206,23 @@ def load_message(data: dict[str, Any]) -> StepMessage:
 
 
 def failure_from_error(
-    exc: MultiverifyError, *, non_retryable: bool = True
+    exc: MultiverifyError,
+    *,
+    non_retryable: bool = True,
+    redact: Callable[[str], str] = str,
 ) -> ApplicationError:
-    """A typed SDK error as a Temporal failure that names its class and carries its fields."""
-    fields = unstructure(attrs.asdict(exc, recurse=False))
+    """A typed SDK error as a Temporal failure that names its class and carries its fields.
+
+    ``redact`` masks the applicant's personal values in the message and the
+    text fields (a vendor's message may quote them), which Temporal keeps in
+    the workflow's history.
+    """
+    fields = {
+        name: redact(value) if isinstance(value, str) else value
+        for name, value in unstructure(attrs.asdict(exc, recurse=False)).items()
+    }
     return ApplicationError(
-        str(exc), fields, type=type(exc).__name__, non_retryable=non_retryable
+        redact(str(exc)), fields, type=type(exc).__name__, non_retryable=non_retryable
     )
 
 
