@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -23,6 +24,7 @@ from multiverify.exceptions import (
     ProviderRejectedError,
     ProviderUnavailableError,
     SessionFinishedError,
+    StoreUnavailableError,
 )
 from multiverify.stores import MemoryStore
 from multiverify.temporal._activities import Activities
@@ -184,6 +186,65 @@ class TestHandleAndCancel:
             with pytest.raises(ApplicationError) as caught:
                 await ActivityEnvironment().run(acts.cancel_step, call())
             assert caught.value.non_retryable is final
+
+    async def test_a_channel_crash_while_handling_or_cancelling_is_masked(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A bug quoting the applicant fails the activity for good, masked, with no chain."""
+        quoted = f"no route for {APPLICANT.phone}"
+
+        class Crashing(ScriptedChannel):
+            def __init__(self) -> None:
+                super().__init__("credit_bureau", [Scripted.passes()])
+
+            async def handle(
+                self, context: StepContext, state: object, message: object, /
+            ) -> Any:
+                raise KeyError(quoted)
+
+            async def cancel(self, context: StepContext, state: object, /) -> None:
+                raise RuntimeError(quoted)
+
+        acts = Activities(
+            channels=ChannelRegistry([Crashing()]),
+            store=MemoryStore(),
+            clock=FakeClock(),
+        )
+        message = dump_message(Submission(payload={"code": "1"}))
+        for run, doing in (
+            (acts.handle_step, "handling input for"),
+            (acts.cancel_step, "cancelling"),
+        ):
+            with pytest.raises(ApplicationError) as caught:
+                await ActivityEnvironment().run(run, call(message=message))
+            failure = caught.value
+            assert failure.non_retryable
+            assert failure.type == "ChannelError"
+            assert failure.message.startswith("channel error: ")
+            assert mask_phone(APPLICANT.phone) in failure.message
+            assert APPLICANT.phone not in failure.message
+            assert failure.__cause__ is None
+            assert f"crashed {doing} step bureau" in caplog.text
+        assert "Traceback" in caplog.text
+        assert APPLICANT.phone not in caplog.text
+
+    async def test_a_store_error_while_cancelling_is_retried(self) -> None:
+        """An SDK error that is not the vendor's (the store) stays retryable."""
+
+        class Unstored(ScriptedChannel):
+            def __init__(self) -> None:
+                super().__init__("credit_bureau", [Scripted.passes()])
+
+            async def cancel(self, context: StepContext, state: object, /) -> None:
+                raise StoreUnavailableError(message="down", store="memory")
+
+        acts = Activities(
+            channels=ChannelRegistry([Unstored()]),
+            store=MemoryStore(),
+            clock=FakeClock(),
+        )
+        with pytest.raises(StoreUnavailableError):
+            await ActivityEnvironment().run(acts.cancel_step, call())
 
 
 class TestSaveSession:

@@ -183,6 +183,8 @@ class Activities:
                 )
             except MultiverifyError as exc:
                 raise failure_from_error(exc, redact=context.applicant.redact) from None
+            except Exception as exc:  # noqa: BLE001 - a channel bug, logged masked
+                raise _crashed(exc, call, context, "handling input for") from None
         record = StepRecord(
             step_id=call.step_id, state=StepState.WAITING, attempt=call.attempt
         )
@@ -205,6 +207,10 @@ class Activities:
             raise failure_from_error(
                 exc, non_retryable=not exc.retryable, redact=context.applicant.redact
             ) from None
+        except MultiverifyError:
+            raise  # the store, say: Temporal retries the cancellation
+        except Exception as exc:  # noqa: BLE001 - a channel bug, logged masked
+            raise _crashed(exc, call, context, "cancelling") from None
 
     @activity.defn(name=SAVE_SESSION)
     async def save_session(self, batch: AuditBatch) -> None:
@@ -271,6 +277,29 @@ class Activities:
                 log.exception(
                     "on_review hook failed for session %s", session.session_id
                 )
+
+
+def _crashed(
+    exc: Exception, call: StepCall, context: StepContext, doing: str
+) -> ApplicationError:
+    """A channel's crash: logged with its traceback, both masked, as a failure for good.
+
+    Temporal keeps the failure in the history, so it carries the masked
+    message only, never the exception chain.
+    """
+    log.error(
+        "channel %s crashed %s step %s of session %s\n%s",
+        call.channel,
+        doing,
+        call.step_id,
+        call.session_id,
+        crash_report(exc, context.applicant),
+    )
+    return ApplicationError(
+        context.applicant.redact(f"channel error: {type(exc).__name__}: {exc}"),
+        type="ChannelError",
+        non_retryable=True,
+    )
 
 
 @contextlib.asynccontextmanager
