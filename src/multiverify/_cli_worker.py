@@ -112,9 +112,13 @@ async def run_worker(
             try:
                 async with asyncio.timeout(bound):
                     if worker is not None:
+                        log.info("worker %s stopping", worker.owner)
                         await worker.stop()
+                        log.info("worker %s stopped; closing", worker.owner)
                     await verifier.aclose()
+                    log.info("verifier closed")
                     await store.aclose()
+                    log.info("store closed")
             except TimeoutError:
                 log.exception("the worker did not stop within %gs: exiting now", bound)
                 logging.shutdown()

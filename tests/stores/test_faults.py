@@ -60,13 +60,19 @@ def cli(
     """
     log = logs / f"process-{len(list(logs.iterdir()))}.log"
     with log.open("wb") as out:
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             [sys.executable, "-c", CLI, *args],
             cwd=HERE,
             env={**os.environ, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    LOGS[process.pid] = log
+    return process
+
+
+# Each process's log file, by pid, for the message of a process that did not exit.
+LOGS: dict[int, Path] = {}
 
 
 def worker(
@@ -88,6 +94,10 @@ def worker(
         "5",
         "--concurrency",
         "16",
+        # Resumed effects get 2 s to finish on SIGTERM: the whole stop is
+        # then bounded by 12 s, well inside the test's wait for the exit.
+        "--stop-grace",
+        "2",
         env={"FAULT_VENDOR": vendor.url, **env},
     )
 
@@ -96,7 +106,13 @@ async def exited(process: subprocess.Popen[bytes], within: float) -> int:
     """The process's exit code, once it exits (failing after ``within`` seconds)."""
     end = time.monotonic() + within
     while process.poll() is None:
-        assert time.monotonic() < end, "the process did not exit"
+        if time.monotonic() >= end:
+            log = LOGS.get(process.pid)
+            tail = log.read_text().splitlines()[-30:] if log is not None else []
+            raise AssertionError(
+                f"process {process.pid} did not exit within {within}s; its log ends:\n"
+                + "\n".join(tail)
+            )
         await asyncio.sleep(0.05)
     return process.returncode
 
