@@ -225,6 +225,7 @@ async def test_killed_workers_lose_nothing_and_repeat_nothing(
             for process in processes:
                 if process.poll() is None:
                     process.kill()
+                process.wait(10)  # reaped here, not left to a later test
     context = f"seed {seed}, kills {kills}"
     assert [code for _, _, code in kills] == [-signal.SIGKILL] * 3, context
     assert len(verdicts) == SESSIONS
