@@ -47,8 +47,6 @@ def _encode(value: Any) -> str:
     )
 
 
-_ENCODE = _encode
-
 Writer = Callable[[Any], str]
 
 
@@ -68,36 +66,30 @@ def _float(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def scalar(value: Any) -> str:
-    """A plain value as the reference writes it, whatever its declared type."""
-    kind = type(value)
-    if kind is str:
-        return _quote(value)
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        return _float(value)
-    return _ENCODE(converter.unstructure(value))
+def _plain_or(other: Writer) -> Writer:
+    """A writer of plain values (as the reference spells them) that hands the rest to ``other``."""
+
+    def write(value: Any) -> str:
+        kind = type(value)
+        if kind is str:
+            return _quote(value)
+        if value is None:
+            return "null"
+        if kind is bool:
+            return "true" if value else "false"
+        if kind is int:
+            return int.__repr__(value)
+        if kind is float:
+            return _float(value)
+        return other(value)
+
+    return write
 
 
-def plain(value: Any) -> str:
-    """A plain value as the reference writes it within raw data (no cattrs)."""
-    kind = type(value)
-    if kind is str:
-        return _quote(value)
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        return _float(value)
-    return _encode(value)
+#: A plain value as the reference writes it, whatever its declared type.
+scalar = _plain_or(lambda value: _encode(converter.unstructure(value)))
+#: A plain value as the reference writes it within raw data (no cattrs).
+plain = _plain_or(_encode)
 
 
 _WRITERS: dict[tuple[type, str | None, tuple[tuple[str, str], ...]], Writer] = {}
@@ -127,7 +119,7 @@ def writer(
         "_q": _quote,
         "_s": scalar,
         "_u": converter.unstructure,
-        "_e": _ENCODE,
+        "_e": _encode,
         "_dt": datetime,
         "_empty": (dict, MappingProxyType),
     }
