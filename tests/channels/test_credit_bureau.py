@@ -177,6 +177,23 @@ async def run(
         return await verifier.get(session.session_id)
 
 
+class SlowBureau:
+    """A fake bureau whose pulls wait until ``release`` is set."""
+
+    name = "fake-bureau"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.fake = FakeBureauProvider()
+
+    async def pull(self, request: BureauRequest, /) -> BureauReport:
+        await self.release.wait()
+        return await self.fake.pull(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
 def lock_key(bureau: CreditBureauChannel, who: Applicant | None = None) -> str:
     """The shared-state key of the pull lock for ``who``'s loan-approval report."""
     context = StepContext(
@@ -454,29 +471,19 @@ class TestReuse:
 
     async def test_a_concurrent_session_waits_for_the_pull(self) -> None:
         """A second session asking while the first pulls waits for that report instead of pulling."""
-        release = asyncio.Event()
-        fake = FakeBureauProvider()
-
-        class Slow:
-            name = "fake-bureau"
-
-            async def pull(self, request: BureauRequest, /) -> BureauReport:
-                await release.wait()
-                return await fake.pull(request)
-
-            async def aclose(self) -> None:
-                return None
+        slow = SlowBureau()
+        fake = slow.fake
 
         store = MemoryStore()
         clock = FakeClock(T0)
-        bureau = channel(Slow())
+        bureau = channel(slow)
         async with Verifier(policy(), channels=[bureau], store=store, clock=clock) as v:
             one = await v.start(applicant())
             two = await v.start(applicant(applicant_id="a-43"))
             for _ in range(5):
                 await asyncio.sleep(0)
             assert clock.sleepers >= 1  # the second waits on the lock
-            release.set()
+            slow.release.set()
             await v.wait(one.session_id)
             for _ in range(3):
                 await clock.advance(0.25)
@@ -488,23 +495,13 @@ class TestReuse:
 
     async def test_a_pull_slower_than_the_lock_keeps_it(self) -> None:
         """The lock is renewed while a slow pull runs: a session asking later still waits, and one pull is made."""
-        release = asyncio.Event()
-        fake = FakeBureauProvider()
-
-        class Slow:
-            name = "fake-bureau"
-
-            async def pull(self, request: BureauRequest, /) -> BureauReport:
-                await release.wait()
-                return await fake.pull(request)
-
-            async def aclose(self) -> None:
-                return None
+        slow = SlowBureau()
+        fake = slow.fake
 
         store = MemoryStore()
         clock = FakeClock(T0)
         # The lock lives 4 s; the second session waits up to 4 s per try.
-        bureau = channel(Slow(), wait=4, poll=1)
+        bureau = channel(slow, wait=4, poll=1)
         async with Verifier(policy(), channels=[bureau], store=store, clock=clock) as v:
             one = await v.start(applicant())
             for _ in range(5):
@@ -516,7 +513,7 @@ class TestReuse:
             for _ in range(5):
                 await clock.advance(1)
             assert fake.requests == []  # still in flight, and nobody pulled again
-            release.set()
+            slow.release.set()
             await v.wait(one.session_id)
             for _ in range(20):
                 await clock.advance(1)
@@ -534,18 +531,8 @@ class TestReuse:
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A store that fails while the lock is renewed is logged; the pull still finishes."""
-        release = asyncio.Event()
-        fake = FakeBureauProvider()
-
-        class Slow:
-            name = "fake-bureau"
-
-            async def pull(self, request: BureauRequest, /) -> BureauReport:
-                await release.wait()
-                return await fake.pull(request)
-
-            async def aclose(self) -> None:
-                return None
+        slow = SlowBureau()
+        fake = slow.fake
 
         class Flaky(MemoryStore):
             failing = False
@@ -557,7 +544,7 @@ class TestReuse:
 
         store = Flaky()
         clock = FakeClock(T0)
-        bureau = channel(Slow(), wait=3, poll=1)
+        bureau = channel(slow, wait=3, poll=1)
         async with Verifier(policy(), channels=[bureau], store=store, clock=clock) as v:
             one = await v.start(applicant())
             for _ in range(5):
@@ -569,7 +556,7 @@ class TestReuse:
             # The lock lapsed meanwhile: it is no longer renewed (not taken back).
             await clock.advance(2)
             assert await store.get_value(lock_key(bureau), at=clock.now()) is None
-            release.set()
+            slow.release.set()
             await v.wait(one.session_id)
         assert len(fake.requests) == 1
         assert "could not renew a bureau pull lock" in caplog.text
