@@ -187,11 +187,18 @@ def _redacted_call(
     else:
         return call
     record = dict(call)
-    record["tries"] = [
+    record["tries"] = redacted_tries(tries, applicant)
+    return record
+
+
+def redacted_tries(
+    tries: Iterable[Mapping[str, Any]], applicant: Applicant
+) -> list[Mapping[str, Any]]:
+    """Provider tries, each error text (a vendor's words) with the applicant's values masked."""
+    return [
         {**t, "error": applicant.redact(t["error"])} if t.get("error") else t
         for t in tries
     ]
-    return record
 
 
 def note_digest(note: str) -> str:

@@ -21,7 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from .._applicant import Applicant
-from .._audit import AuditEvent
+from .._audit import AuditEvent, redacted_tries
 from .._clock import Clock
 from .._review import run_queue_effect
 from .._serde import structure, structure_effect, unstructure
@@ -137,13 +137,7 @@ class Activities:
                 )
             except Exception as exc:  # noqa: BLE001 - a channel bug fails the attempt, logged below
                 if not isinstance(exc, MultiverifyError):
-                    log.error(  # noqa: TRY400 - the traceback is in the message, redacted
-                        "channel %s crashed starting step %s of session %s\n%s",
-                        call.channel,
-                        call.step_id,
-                        call.session_id,
-                        crash_report(exc, context.applicant),
-                    )
+                    _log_crash(exc, call, context, "starting")
                 error, provider = start_failure(exc, call.provider)
                 # Temporal keeps the failure in the history: masked, and
                 # without the exception chain (logged above, masked).
@@ -152,10 +146,7 @@ class Activities:
                     {
                         "error": redact(error),
                         "provider": provider,
-                        "tries": [
-                            {**t, "error": redact(t["error"])} if t["error"] else t
-                            for t in tries
-                        ],
+                        "tries": redacted_tries(tries, context.applicant),
                     },
                     type=type(exc).__name__,
                     non_retryable=True,
@@ -279,14 +270,10 @@ class Activities:
                 )
 
 
-def _crashed(
+def _log_crash(
     exc: Exception, call: StepCall, context: StepContext, doing: str
-) -> ApplicationError:
-    """A channel's crash: logged with its traceback, both masked, as a failure for good.
-
-    Temporal keeps the failure in the history, so it carries the masked
-    message only, never the exception chain.
-    """
+) -> None:
+    """Log a channel's crash with its traceback, the applicant's values masked."""
     log.error(
         "channel %s crashed %s step %s of session %s\n%s",
         call.channel,
@@ -295,6 +282,17 @@ def _crashed(
         call.session_id,
         crash_report(exc, context.applicant),
     )
+
+
+def _crashed(
+    exc: Exception, call: StepCall, context: StepContext, doing: str
+) -> ApplicationError:
+    """A channel's crash: logged with its traceback, both masked, as a failure for good.
+
+    Temporal keeps the failure in the history, so it carries the masked
+    message only, never the exception chain.
+    """
+    _log_crash(exc, call, context, doing)
     return ApplicationError(
         context.applicant.redact(f"channel error: {type(exc).__name__}: {exc}"),
         type="ChannelError",
