@@ -40,7 +40,7 @@ from .policy import Policy
 if TYPE_CHECKING:
     from .channels import ProviderEvent
 
-__all__ = ["AuditEvent", "AuditTrail", "canonical_json", "masked_applicant"]
+__all__ = ["AuditEvent", "AuditTrail", "masked_applicant"]
 
 GENESIS = "0" * 64
 
@@ -98,7 +98,15 @@ class AuditEvent:
         Raises:
             ValueError: the line is not an audit event.
         """
-        raw = json.loads(line)
+        return cls.from_data(json.loads(line))
+
+    @classmethod
+    def from_data(cls, raw: object) -> AuditEvent:
+        """Read one event from a line's parsed JSON.
+
+        Raises:
+            ValueError: it is not an audit event.
+        """
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
             raise ValueError("not an audit event: no data object")  # noqa: TRY004 - one error type
         try:

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from .._audit import AuditEvent, AuditTrail, canonical_json
+from .._audit import AuditEvent, AuditTrail
 from .._duration import parse_duration
 from .._results import ChannelResult, Evidence, Outcome, PolicyRef, ResultStatus, Signal
 from ..exceptions import AuditIntegrityError, DatasetError
@@ -469,20 +469,9 @@ def _verify_chain(events: list[tuple[int, dict[str, Any]]], source: str) -> None
         for key in ("prev", "hash", "at"):
             check.string(raw.get(key), key)
         try:
-            at = datetime.fromisoformat(raw["at"])
+            chain.append(AuditEvent.from_data(raw))
         except ValueError:
             check.fail("at", f"not an ISO 8601 time: {raw['at']!r}")
-        chain.append(
-            AuditEvent(
-                session_id=raw["session_id"],
-                index=raw["index"],
-                at=at,
-                kind=raw["kind"],
-                body=canonical_json(raw["data"]),
-                prev=raw["prev"],
-                hash=raw["hash"],
-            )
-        )
     try:
         AuditTrail.verify(chain)
     except AuditIntegrityError as exc:
