@@ -6,6 +6,7 @@ extra like the rest of the command.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -345,15 +346,17 @@ def simulate_command() -> click.Command:
         console = Console(highlight=False)
         try:
             labels = None if labels_file is None else load_labels(labels_file)
+            run = functools.partial(
+                simulate_file,
+                policy,
+                sessions_file,
+                baseline=baseline,
+                labels=labels,
+                review_minutes=review_minutes,
+                workers=workers,
+            )
             if as_json:
-                report = simulate_file(
-                    policy,
-                    sessions_file,
-                    baseline=baseline,
-                    labels=labels,
-                    review_minutes=review_minutes,
-                    workers=workers,
-                )
+                report = run()
             else:
                 with Progress(
                     "[progress.description]{task.description}",
@@ -368,15 +371,7 @@ def simulate_command() -> click.Command:
                     def advance(done: int, total: int) -> None:
                         progress.update(task, completed=done, total=total)
 
-                    report = simulate_file(
-                        policy,
-                        sessions_file,
-                        baseline=baseline,
-                        labels=labels,
-                        review_minutes=review_minutes,
-                        workers=workers,
-                        on_progress=advance,
-                    )
+                    report = run(on_progress=advance)
         except DatasetError as exc:
             click.echo(f"error: {exc.message}", err=True)
             raise SystemExit(1) from None
