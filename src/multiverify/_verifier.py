@@ -84,7 +84,7 @@ from .exceptions import (
     StoreUnavailableError,
 )
 from .policy import Policy, RetrySettings
-from .stores import EffectClaim, MemoryStore, SessionStore, SharedState
+from .stores import ChangeFeed, EffectClaim, MemoryStore, SessionStore, SharedState
 
 __all__ = ["OnReview", "OnVerdict", "Verifier"]
 
@@ -128,13 +128,45 @@ def _finished(session: Session) -> Session | None:
 class _Watch:
     """Who waits for a session's changes, and the newest one this Verifier saved."""
 
-    __slots__ = ("count", "futures", "session", "version")
+    __slots__ = (
+        "count",
+        "echoes",
+        "futures",
+        "notices",
+        "session",
+        "unsubscribe",
+        "version",
+    )
 
     def __init__(self) -> None:
         self.count = 0  # callers of ``_watch`` on the session
         self.futures: list[asyncio.Future[None]] = []
         self.session: Session | None = None
         self.version = 0
+        # Notifications from the store's change feed: a waiter that sees the
+        # count move loads the session again. ``echoes`` counts this
+        # Verifier's own saves whose notifications are still to come: those
+        # are known already, and load nothing. One lost on the way (a
+        # listener reconnecting) would hide the next notification; the next
+        # poll finds that change and forgets the count.
+        self.notices = 0
+        self.echoes = 0
+        self.unsubscribe: Callable[[], None] | None = None
+
+    def wake(self) -> None:
+        """Wake every waiter."""
+        futures, self.futures = self.futures, []
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+    def changed(self) -> None:
+        """The store says the session changed (maybe on another replica)."""
+        if self.echoes:
+            self.echoes -= 1
+            return
+        self.notices += 1
+        self.wake()
 
 
 class Verifier:
@@ -171,9 +203,13 @@ class Verifier:
         watch_poll: the longest pause, in real seconds, between two looks
             at the store while [`wait`][multiverify.Verifier.wait] or
             [`challenge`][multiverify.Verifier.challenge] waits for a change
-            another replica makes (the pause starts at a fiftieth of it and
-            doubles while nothing changes); ``None`` sees only this
-            Verifier's own changes.
+            another replica makes. On a store that notifies every writer's
+            changes (a [`ChangeFeed`][multiverify.stores.ChangeFeed]:
+            PostgreSQL, Redis) a waiter wakes on the notification, and looks
+            every ``watch_poll`` only in case one was lost; otherwise the
+            pause starts at a fiftieth of it and doubles while nothing
+            changes. ``None`` never polls: it sees this Verifier's own
+            changes and the store's notifications.
 
     Raises:
         ConfigurationError: a policy names a channel that is not wired.
@@ -216,6 +252,7 @@ class Verifier:
         self._owns_store = store is None
         self._store: SessionStore = store if store is not None else MemoryStore()
         self._shared: SharedState = self._store  # every SessionStore is one
+        self._feed = self._store if isinstance(self._store, ChangeFeed) else None
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._hooks = tuple(on_verdict)
         self._review_hooks = tuple(on_review)
@@ -684,6 +721,9 @@ class Verifier:
         session, records = AuditTrail.transition(
             session, event, effects, at=self._clock.now(), call=call
         )
+        watch = self._watches.get(session.session_id)
+        if watch is not None and watch.unsubscribe is not None:
+            watch.echoes += 1  # the store will notify this save too
         try:
             saved = await self._store.save(
                 session,
@@ -694,8 +734,11 @@ class Verifier:
                 completed=completed,
                 fired_timer=fired_timer,
             )
-        except ConcurrentUpdateError:
-            self._cache.pop(session.session_id, None)
+        except BaseException as exc:
+            if watch is not None and watch.unsubscribe is not None:
+                watch.echoes = max(watch.echoes - 1, 0)  # nothing saved, maybe
+            if isinstance(exc, ConcurrentUpdateError):
+                self._cache.pop(session.session_id, None)
             raise
         self._remember(session, saved)
         return session, saved
@@ -781,10 +824,7 @@ class Verifier:
         watch = self._watches.get(session.session_id)
         if watch is not None and version > watch.version:
             watch.session, watch.version = session, version
-            futures, watch.futures = watch.futures, []
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
+            watch.wake()
         for verdict in verdicts:
             await self._call_hooks(session, verdict)
         if session.finished:
@@ -827,19 +867,25 @@ class Verifier:
         with its effects still to run: it replaces the load (a change made
         elsewhere meanwhile makes the next save here reload, and wakes us).
         Changes other replicas make are found by loading the session again
-        after a pause that grows while nothing changes (``watch_poll``).
+        when the store's change feed says it changed, and after a pause
+        (``watch_poll``): the same pause throughout when the feed hears
+        every writer, otherwise one that grows while nothing changes.
         """
         watch = self._watches.get(session_id)
         if watch is None:
             watch = self._watches[session_id] = _Watch()
+            if self._feed is not None:
+                watch.unsubscribe = self._feed.subscribe(session_id, watch.changed)
         watch.count += 1
         try:
+            seen = watch.notices
             if known is None:
                 session, version = await self._store.load(session_id)
             else:
                 session, version = known
             loop = asyncio.get_running_loop()
-            pause = (self._watch_poll or 0.0) / 50
+            steady = self._feed is not None and self._feed.notifies_every_writer
+            pause = self._first_pause(steady=steady)
             while True:
                 if watch.version > version:
                     assert watch.session is not None  # noqa: S101 - set with the version
@@ -847,36 +893,45 @@ class Verifier:
                 found = check(session)
                 if found is not None:
                     return found
-                # A cancelled wait leaves its future cancelled in the list,
-                # which the next save clears and the last watcher drops.
-                future: asyncio.Future[None] = loop.create_future()
-                watch.futures.append(future)
-                if self._watch_poll is None:
-                    await future
-                    continue
-                polled = await self._poll(session_id, version, future, pause)
-                watch.futures = [f for f in watch.futures if not f.done()]
+                woken = True  # by a notification, unless the pause ends first
+                if watch.notices == seen:
+                    # A cancelled wait leaves its future cancelled in the
+                    # list, which the next wake clears and the last watcher
+                    # drops.
+                    future: asyncio.Future[None] = loop.create_future()
+                    watch.futures.append(future)
+                    woken = await self._woken(future, pause)
+                    watch.futures = [f for f in watch.futures if not f.done()]
+                    if woken and watch.notices == seen:
+                        continue  # a save here: the loop reads it
+                if not woken:
+                    watch.echoes = 0  # the look below makes up for a lost one
+                seen = watch.notices
+                polled = await self._reload(session_id, version)
                 if polled is None:
-                    pause = min(pause * 2, self._watch_poll)
+                    if pause is not None and not steady:
+                        pause = min(pause * 2, self._watch_poll or pause)
                 else:
                     session, version = polled
-                    pause = self._watch_poll / 50
+                    pause = self._first_pause(steady=steady)
         finally:
             watch.count -= 1
             if not watch.count and self._watches.get(session_id) is watch:
                 del self._watches[session_id]
+                if watch.unsubscribe is not None:
+                    watch.unsubscribe()
 
-    async def _poll(
-        self,
-        session_id: str,
-        version: int,
-        future: asyncio.Future[None],
-        pause: float,
-    ) -> tuple[Session, int] | None:
-        """Wait for a local save (``future``) or ``pause`` real seconds, then look.
+    def _first_pause(self, *, steady: bool) -> float | None:
+        """The first pause of a watch between looks at the store (``None``: never look)."""
+        if self._watch_poll is None or steady:
+            return self._watch_poll
+        return self._watch_poll / 50
 
-        Returns the stored session if the store holds a newer version than
-        ``version`` (saved by another replica), ``None`` otherwise.
+    @staticmethod
+    async def _woken(future: asyncio.Future[None], pause: float | None) -> bool:
+        """Wait for ``future`` (a save here, a notification) or ``pause`` real seconds.
+
+        Returns whether the future woke us.
         """
         # Real time, not the clock's: this is how often the store is read,
         # not a deadline of the verification.
@@ -884,8 +939,14 @@ class Verifier:
         if future.cancelled():
             raise asyncio.CancelledError  # the Verifier is closing
         if done:
-            return None  # woken by a save here: the loop reads it
+            return True
         future.cancel()
+        return False
+
+    async def _reload(
+        self, session_id: str, version: int
+    ) -> tuple[Session, int] | None:
+        """The stored session if it is newer than ``version`` (saved elsewhere), else ``None``."""
         try:
             stored, stored_version = await self._store.load(session_id)
         except StoreUnavailableError:

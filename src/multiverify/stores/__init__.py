@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import (
+    ChangeFeed,
     DueTimer,
     EffectClaim,
     OpenableStore,
@@ -20,6 +21,7 @@ from ._sqlite import SqliteStore
 from ._url import store_from_url
 
 __all__ = [
+    "ChangeFeed",
     "DueTimer",
     "EffectClaim",
     "MemoryStore",

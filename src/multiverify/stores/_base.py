@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, Self, runtime_checkable
 
@@ -14,6 +14,7 @@ from .._session import Effect, Session
 from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
 
 __all__ = [
+    "ChangeFeed",
     "DueTimer",
     "EffectClaim",
     "OpenableStore",
@@ -398,6 +399,49 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         ...
 
 
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """**Protocol**: an optional store capability: say when a session changed.
+
+    [`Verifier.wait`][multiverify.Verifier.wait] and
+    [`Verifier.challenge`][multiverify.Verifier.challenge] subscribe to the
+    session they wait for and load it again when told it changed, so a
+    change another replica saves is seen as soon as it is committed; on a
+    store without the capability they find it by polling. A notification
+    says only that the session changed (PostgreSQL and Redis send its id and
+    nothing else): it may come twice, or for a change already seen, and it
+    is lost while a listener is disconnected, so a waiter goes on polling,
+    at a longer pause, and never depends on one. A listener that connects
+    again tells every subscriber, since changes may have gone unnoticed
+    meanwhile.
+
+    `MemoryStore`, `SqliteStore`, `PostgresStore` and `RedisStore` have it.
+
+    Added in 0.1.
+    """
+
+    @property
+    def notifies_every_writer(self) -> bool:
+        """Whether changes saved through other store objects (other replicas) are notified too.
+
+        ``False`` when only this object's own saves are (SQLite: another
+        process writing the same file is not heard; a `PostgresStore` given
+        only a pool has no connection to listen on): a waiter then polls as
+        if there were no notifications, and is woken early by those there are.
+        """
+        ...
+
+    def subscribe(
+        self, session_id: str, on_change: Callable[[], None], /
+    ) -> Callable[[], None]:
+        """Call ``on_change()``, on the event loop, after every committed create or save of the session.
+
+        Call it from a coroutine: a store may start its listener then.
+        Returns a function that ends the subscription (idempotent).
+        """
+        ...
+
+
 class OpenableStore:
     """Base for stores that connect: ``async with`` opens, and closes on exit.
 
@@ -510,3 +554,39 @@ def refused_quota(
 def queue_order(item: QueueItem) -> tuple[int, datetime, str]:
     """The order items are claimed in: highest priority, then oldest, then id."""
     return (-item.priority, item.enqueued_at, item.item_id)
+
+
+class Subscribers:
+    """The callbacks a store calls when a session changes, by session id."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, dict[object, Callable[[], None]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_session)
+
+    def add(self, session_id: str, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Subscribe ``on_change`` to the session; return the function that unsubscribes it."""
+        token = object()
+        self._by_session.setdefault(session_id, {})[token] = on_change
+
+        def cancel() -> None:
+            callbacks = self._by_session.get(session_id, {})
+            callbacks.pop(token, None)
+            if not callbacks:
+                self._by_session.pop(session_id, None)
+
+        return cancel
+
+    def notify(self, session_id: str) -> None:
+        """Tell the session's subscribers it changed."""
+        callbacks = self._by_session.get(session_id)
+        if callbacks:
+            for on_change in list(callbacks.values()):
+                on_change()
+
+    def notify_all(self) -> None:
+        """Tell every subscriber (a listener reconnected: changes may have gone unheard)."""
+        for callbacks in list(self._by_session.values()):
+            for on_change in list(callbacks.values()):
+                on_change()

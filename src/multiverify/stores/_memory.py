@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -16,6 +16,7 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Subscribers,
     queue_order,
     refused_quota,
     session_exists,
@@ -45,7 +46,8 @@ class MemoryStore:
     """Keeps everything in dictionaries; nothing survives the process.
 
     Sessions are kept as the immutable objects they are, so there is no
-    serialisation cost.
+    serialisation cost. Every Verifier sharing the store is told of each
+    save at once (it is a [`ChangeFeed`][multiverify.stores.ChangeFeed]).
     """
 
     def __init__(self) -> None:
@@ -61,6 +63,7 @@ class MemoryStore:
         self._queues: dict[str, dict[str, QueueItem]] = {}
         # Claims on pending effects: (session_id, effect_id) -> (owner, until).
         self._claims: dict[tuple[str, str], tuple[str, datetime]] = {}
+        self._changes = Subscribers()
 
     def __repr__(self) -> str:
         return f"<multiverify.stores.MemoryStore(sessions={len(self._sessions)})>"
@@ -78,6 +81,7 @@ class MemoryStore:
         self._sessions[session.session_id] = (session, 1)
         self._write(session.session_id, effects, audit)
         self._claim(session.session_id, effects, claim)
+        self._changes.notify(session.session_id)
         return 1
 
     async def load(self, session_id: str, /) -> tuple[Session, int]:
@@ -110,7 +114,19 @@ class MemoryStore:
             await self.cancel_timer(session.session_id, fired_timer)
         self._write(session.session_id, effects, audit)
         self._claim(session.session_id, effects, claim)
+        self._changes.notify(session.session_id)
         return version + 1
+
+    @property
+    def notifies_every_writer(self) -> bool:
+        """Always: nothing but this object writes its sessions."""
+        return True
+
+    def subscribe(
+        self, session_id: str, on_change: Callable[[], None], /
+    ) -> Callable[[], None]:
+        """Call ``on_change()`` after every create or save of the session."""
+        return self._changes.add(session_id, on_change)
 
     def _claim(
         self, session_id: str, effects: Sequence[Effect], claim: EffectClaim | None

@@ -41,6 +41,7 @@ from ._base import (
     QueueItem,
     Quota,
     SerialisedWrites,
+    Subscribers,
     refused_quota,
     session_exists,
     session_missing,
@@ -419,6 +420,10 @@ class SqliteStore(OpenableStore):
         busy_timeout: how long a write waits for another connection's write
             lock before failing, in seconds.
         clock: stamps ``updated_at`` and similar bookkeeping columns.
+
+    It is a [`ChangeFeed`][multiverify.stores.ChangeFeed] of the saves made
+    through this object only: Verifiers sharing it wake each other at once,
+    while another process writing the file (a worker) is found by polling.
     """
 
     def __init__(
@@ -438,6 +443,7 @@ class SqliteStore(OpenableStore):
         self._busy_timeout = float(busy_timeout)
         self._clock: Clock = SystemClock() if clock is None else clock
         self._worker: _Worker | None = None
+        self._changes = Subscribers()
 
     def __repr__(self) -> str:
         return f"<multiverify.stores.SqliteStore(path={self._path!r})>"
@@ -512,7 +518,9 @@ class SqliteStore(OpenableStore):
             _write(db, session.session_id, rows, claim)
             return 1
 
-        return await self._run(create, write=True)
+        created = await self._run(create, write=True)
+        self._changes.notify(session.session_id)  # committed by now
+        return created
 
     async def load(self, session_id: str, /) -> tuple[Session, int]:
         row = await self._run(
@@ -569,7 +577,20 @@ class SqliteStore(OpenableStore):
             _write(db, session_id, rows, claim)
             return expected_version + 1
 
-        return await self._run(save, write=True)
+        version = await self._run(save, write=True)
+        self._changes.notify(session_id)  # committed by now
+        return version
+
+    @property
+    def notifies_every_writer(self) -> bool:
+        """``False``: other processes writing the same file are not heard."""
+        return False
+
+    def subscribe(
+        self, session_id: str, on_change: Callable[[], None], /
+    ) -> Callable[[], None]:
+        """Call ``on_change()`` after every create or save of the session through this object."""
+        return self._changes.add(session_id, on_change)
 
     async def pending_effects(
         self, session_id: str | None = None, /
