@@ -6,6 +6,12 @@ version, then its effects (the outbox) and audit events, so two replicas
 saving the same session from the same version cannot both win. Webhook
 deduplication is a primary key (``INSERT ... ON CONFLICT DO NOTHING``).
 
+Every create and save also sends ``pg_notify`` on the schema's channel with
+the session's id (in the same statement, so only when it commits); a store
+that has a waiter keeps one connection of its own (not from the pool) that
+listens there, and tells its subscribers (a
+[`ChangeFeed`][multiverify.stores.ChangeFeed]).
+
 The tables live in their own schema (``multiverify`` unless told otherwise),
 which carries its version in a ``schema_version`` table. Missing migrations
 are applied, in order and in one transaction, the first time a store is used;
@@ -16,16 +22,20 @@ asyncpg is imported only when a store is built, so ``multiverify.stores``
 imports without it (``pip install 'multiverify[postgres]'``).
 """
 
-# ruff: noqa: S608 - the only name put into SQL text is the schema, checked
-# against _IDENTIFIER and quoted; every value goes in as a query parameter.
+# ruff: noqa: S608 - the only names put into SQL text are the schema, checked
+# against _IDENTIFIER and quoted, and the channel made from it; every value
+# goes in as a query parameter.
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -45,6 +55,7 @@ from ._base import (
     QueueItem,
     Quota,
     SerialisedWrites,
+    Subscribers,
     refused_quota,
     session_exists,
     session_missing,
@@ -172,6 +183,26 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
+log = logging.getLogger("multiverify")
+
+# The listener's pauses before connecting again, in seconds: the first, then
+# doubling up to the last (on the store's clock).
+_RELISTEN_FIRST = 0.1
+_RELISTEN_MAX = 10.0
+
+
+def _channel(schema: str) -> str:
+    """The notification channel of a schema: ``multiverify:{schema}``, at most 63 bytes.
+
+    A longer one (PostgreSQL refuses channel names of 64 bytes and more)
+    keeps the start of the schema's name and a digest of all of it.
+    """
+    channel = f"multiverify:{schema}"
+    if len(channel) <= 63:  # noqa: PLR2004 - NAMEDATALEN - 1
+        return channel
+    digest = hashlib.blake2b(schema.encode(), digest_size=8).hexdigest()
+    return f"multiverify:{schema[:34]}:{digest}"
+
 
 def _asyncpg() -> ModuleType:
     """The asyncpg module, or a ConfigurationError saying how to get it."""
@@ -261,7 +292,15 @@ class PostgresStore(OpenableStore):
         clock: stamps ``updated_at`` and similar bookkeeping columns.
         pool: an asyncpg pool to use instead of opening one; the store
             migrates the schema through it and leaves it open on close.
+            Give ``dsn`` as well to be notified of other replicas' changes
+            (the listener needs a connection of its own).
         connect_timeout: how long opening a connection may take, in seconds.
+        notifications: send a notification on the schema's channel
+            (``multiverify:{schema}``, the session id only) with every
+            create and save, and listen for them while a Verifier waits.
+            ``False`` where ``LISTEN`` cannot work (behind a pooler in
+            transaction mode): waiters then find other replicas' changes
+            by polling alone.
 
     Raises:
         ConfigurationError: asyncpg is not installed, or an argument is invalid.
@@ -277,6 +316,7 @@ class PostgresStore(OpenableStore):
         clock: Clock | None = None,
         pool: Any = None,
         connect_timeout: float = 10.0,
+        notifications: bool = True,
     ) -> None:
         self._asyncpg = _asyncpg()
         self._lost: tuple[type[BaseException], ...] = (
@@ -307,7 +347,10 @@ class PostgresStore(OpenableStore):
         self._pool: Any = None
         self._migrated = False
         self._opening = asyncio.Lock()
-        self._sql = _Sql(f'"{schema}"')
+        self._channel = _channel(schema) if notifications else None
+        self._sql = _Sql(f'"{schema}"', self._channel)
+        self._changes = Subscribers()
+        self._listener: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         where = "pool=<given>" if self._given_pool is not None else ""
@@ -340,7 +383,15 @@ class PostgresStore(OpenableStore):
         return int(version)
 
     async def aclose(self) -> None:
-        """Close the pool this store opened (idempotent); a given pool stays open."""
+        """Close the pool this store opened (idempotent); a given pool stays open.
+
+        The listener stops and closes its connection; a waiter still
+        subscribed polls from then on.
+        """
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
         pool, self._pool = self._pool, None
         self._migrated = False
         if pool is not None and pool is not self._given_pool:
@@ -421,6 +472,73 @@ class PostgresStore(OpenableStore):
                     version,
                     _utc(self._clock.now()),
                 )
+
+    # --- ChangeFeed -------------------------------------------------------------
+
+    @property
+    def notifies_every_writer(self) -> bool:
+        """Whether this store listens for every replica's changes (notifications on, and a dsn to listen with)."""
+        return self._channel is not None and bool(self._dsn)
+
+    def subscribe(
+        self, session_id: str, on_change: Callable[[], None], /
+    ) -> Callable[[], None]:
+        """Call ``on_change()`` when any replica commits a create or save of the session.
+
+        The first subscription starts the listener: a connection of its
+        own that listens on the schema's channel, connects again when it is
+        lost, and then tells every subscriber (their changes may have gone
+        unheard meanwhile).
+        """
+        cancel = self._changes.add(session_id, on_change)
+        if self.notifies_every_writer and self._listener is None:
+            self._listener = asyncio.ensure_future(self._listen())
+        return cancel
+
+    async def _listen(self) -> None:
+        """Listen on the channel for as long as the store is open, connecting again when lost."""
+        assert self._channel is not None  # noqa: S101 - started only with notifications
+        asyncpg = self._asyncpg
+        loop = asyncio.get_running_loop()
+        pause = _RELISTEN_FIRST
+        while True:
+            lost: asyncio.Future[None] = loop.create_future()
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning(
+                    "cannot listen for changes on PostgreSQL at %r (%s: %s); "
+                    "polling, and trying again in %.1fs",
+                    _redact(self._dsn),
+                    type(exc).__name__,
+                    exc,
+                    pause,
+                )
+                await self._clock.sleep(pause)
+                pause = min(pause * 2, _RELISTEN_MAX)
+                continue
+            try:
+                conn.add_termination_listener(partial(_settle, lost))
+                await conn.add_listener(self._channel, self._notified)
+                pause = _RELISTEN_FIRST
+                self._changes.notify_all()  # what changed while nobody listened
+                await lost
+                log.warning(
+                    "lost the PostgreSQL connection listening for changes; "
+                    "polling, and listening again in %.1fs",
+                    pause,
+                )
+            except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass  # lost while subscribing: connect again
+            finally:
+                try:
+                    await conn.close(timeout=self._connect_timeout)
+                except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    conn.terminate()
+            await self._clock.sleep(pause)
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._changes.notify(payload)
 
     # --- SessionStore ---------------------------------------------------------
 
@@ -781,8 +899,15 @@ class PostgresStore(OpenableStore):
 class _Sql:
     """Every statement of the store, with its schema filled in once."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, channel: str | None) -> None:
         s = self.schema = schema
+        # A create or save that wrote the session notifies its id on the
+        # channel, in the same statement: sent only if it commits.
+        notify = (
+            ""
+            if channel is None
+            else f", LATERAL pg_notify('{channel}', s.session_id) AS n"
+        )
 
         # A create and a save are one statement each (one round trip): the
         # session's row first, then, only if it was written (``s``), the
@@ -810,7 +935,7 @@ class _Sql:
             f"WITH s AS (INSERT INTO {s}.sessions (session_id, version, status, "
             "body, created_at, updated_at) VALUES ($1, 1, $2, $3, $4, $5) "
             "ON CONFLICT (session_id) DO NOTHING RETURNING session_id)"
-            f"{writes(6)} SELECT count(*) FROM s"
+            f"{writes(6)} SELECT count(*) FROM s{notify}"
         )
         self.load = f"SELECT body, version FROM {s}.sessions WHERE session_id = $1"
         # $6: the effects completed, $7: the timer fired (or null).
@@ -822,7 +947,7 @@ class _Sql:
             "AND effect_id = ANY($6::text[]) AND EXISTS (SELECT 1 FROM s))"
             f", t AS (DELETE FROM {s}.timers WHERE session_id = $4 "
             "AND timer_id = $7::text AND EXISTS (SELECT 1 FROM s))"
-            f"{writes(8)} SELECT version FROM s"
+            f"{writes(8)} SELECT version FROM s{notify}"
         )
         self.version = f"SELECT version FROM {s}.sessions WHERE session_id = $1"
         pending = "session_id, body, claimed_by, claimed_until_text"
@@ -960,6 +1085,12 @@ class _Sql:
         self.queue_items = (
             f"SELECT {item} FROM {s}.queue_items WHERE queue = $1 {order}"
         )
+
+
+def _settle(lost: asyncio.Future[None], _conn: object) -> None:
+    """The listener's connection ended: say so (once)."""
+    if not lost.done():
+        lost.set_result(None)
 
 
 def _item(row: Any) -> QueueItem:
