@@ -25,13 +25,17 @@ JSON text ``["sid", "effect_id"]``):
 ``create`` and ``save`` are one Lua script each: the compare-and-set on the
 version, the session, its effects and its audit events are written together or
 not at all, so the compare-and-set holds between every replica sharing the
-prefix. Scripts name every key they touch in ``KEYS``; the store expects one
+prefix. The script then publishes the session's id on the channel
+``{prefix}:changes:{db}``; a store that has a waiter subscribes to it (a
+[`ChangeFeed`][multiverify.stores.ChangeFeed]). Scripts name every key they touch in ``KEYS``; the store expects one
 Redis server (or a primary), not a Redis Cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -52,6 +56,7 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Subscribers,
     refused_quota,
     session_exists,
     session_missing,
@@ -59,7 +64,7 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     import redis.asyncio
     from redis.commands.core import AsyncScript
@@ -146,8 +151,9 @@ local function write(first)
 end
 """
 
-# ARGV: 1 sid, 2 body, 3 status, 4 now, 5... effects and audit.
-# Returns 1, or 0 when the session exists (nothing written).
+# ARGV: 1 sid, 2 body, 3 status, 4 now, 5 the channel of changes, 6 sid,
+# 7... effects and audit. Returns 1, or 0 when the session exists (nothing
+# written); the session's id is published once it is written.
 _CREATE = (
     _WRITE
     + """
@@ -157,14 +163,17 @@ end
 redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', 1, 'status', ARGV[3],
            'created_at', ARGV[4], 'updated_at', ARGV[4])
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[8]), ARGV[1])
-write(5)
+write(7)
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 )
 
-# ARGV: 1 expected version, 2 body, 3 status, 4 now, 5... effects and audit.
-# Returns the new version; 0 when the session is missing; minus the stored
-# version when it is not the expected one (nothing written in either case).
+# ARGV: 1 expected version, 2 body, 3 status, 4 now, 5 the channel of
+# changes, 6 sid, 7... effects and audit. Returns the new version (and
+# publishes the session's id); 0 when the session is missing; minus the
+# stored version when it is not the expected one (nothing written in either
+# case).
 _SAVE = (
     _WRITE
     + """
@@ -178,7 +187,8 @@ if version ~= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', version + 1,
            'status', ARGV[3], 'updated_at', ARGV[4])
-write(5)
+write(7)
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return version + 1
 """
 )
@@ -470,6 +480,13 @@ return out
 
 _SEQ_WIDTH = 20
 
+log = logging.getLogger("multiverify")
+
+# The subscriber's pauses before subscribing again, in seconds: the first,
+# then doubling up to the last (on the store's clock).
+_RESUBSCRIBE_FIRST = 0.1
+_RESUBSCRIBE_MAX = 10.0
+
 # How long past its logical expiry a shared-state key stays in Redis, in
 # seconds (room for clock skew between replicas and the server).
 _GRACE = 3600.0
@@ -626,6 +643,12 @@ class RedisStore(OpenableStore):
                     message=f"cannot use Redis URL {self._url!r}: {exc}"
                 ) from exc
         self._client: redis.asyncio.Redis = client
+        # Pub/Sub channels span the server's databases: the channel names the
+        # database too, so two databases with the same prefix do not mix.
+        db = client.get_connection_kwargs().get("db", 0)  # type: ignore[no-untyped-call]
+        self._channel = self._key("changes", str(db))
+        self._changes = Subscribers()
+        self._listener: asyncio.Task[None] | None = None
         self._unreachable: tuple[type[Exception], ...] = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
@@ -687,8 +710,14 @@ class RedisStore(OpenableStore):
     async def aclose(self) -> None:
         """Close the connections of a client this store made (idempotent).
 
-        A client given to the constructor is left open for its owner.
+        A client given to the constructor is left open for its owner. The
+        subscriber stops and gives its connection back; a waiter still
+        subscribed polls from then on.
         """
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
         if self._owned:
             await self._client.aclose()
 
@@ -739,6 +768,8 @@ class RedisStore(OpenableStore):
             session_to_json(session),
             session.status.value,
             self._clock.now().isoformat(),
+            self._channel,
+            sid,
             "" if claim is None else claim.owner,
             0 if claim is None else _micros(claim.until),
             len(completed),
@@ -750,6 +781,60 @@ class RedisStore(OpenableStore):
             args += [_json(sid, effect.effect_id), dumps(effect)]
         args += [event.to_json() for event in audit]
         return args
+
+    # --- ChangeFeed -------------------------------------------------------------
+
+    @property
+    def notifies_every_writer(self) -> bool:
+        """``True``: every replica's create and save publishes the session's id."""
+        return True
+
+    def subscribe(
+        self, session_id: str, on_change: Callable[[], None], /
+    ) -> Callable[[], None]:
+        """Call ``on_change()`` when any replica creates or saves the session.
+
+        The first subscription starts the subscriber: a Pub/Sub connection
+        on the prefix's channel, which subscribes again when it is lost and
+        then tells every subscriber (their changes may have gone unheard).
+        """
+        cancel = self._changes.add(session_id, on_change)
+        if self._listener is None:
+            self._listener = asyncio.ensure_future(self._listen())
+        return cancel
+
+    async def _listen(self) -> None:
+        """Stay subscribed to the channel for as long as the store is open."""
+        pause = _RESUBSCRIBE_FIRST
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py can swallow a cancellation that comes while
+                    # it connects: stop as told, not wait for a message.
+                    raise asyncio.CancelledError
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is None:  # pragma: no cover - only without a timeout
+                        continue
+                    if message["type"] == "subscribe":  # again, after a reconnect
+                        pause = _RESUBSCRIBE_FIRST
+                        self._changes.notify_all()  # what changed meanwhile
+                    elif message["type"] == "message":
+                        self._changes.notify(_text(message["data"]))
+            except self._unreachable as exc:
+                log.warning(
+                    "lost the Redis connection listening for changes (%s); "
+                    "polling, and subscribing again in %.1fs",
+                    exc,
+                    pause,
+                )
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._clock.sleep(pause)
+            pause = min(pause * 2, _RESUBSCRIBE_MAX)
 
     # --- SessionStore ---------------------------------------------------------
 
