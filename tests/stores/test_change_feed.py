@@ -1,0 +1,409 @@
+"""Session-change notifications: every store tells its subscribers, and a waiter on one replica wakes when another saves.
+
+The replicas are Verifiers with stores of their own (their own pools and
+connections) on one PostgreSQL schema or Redis prefix. A waiter whose
+``watch_poll`` is an hour cannot have polled during a test: when it returns
+after the other replica's save, a notification woke it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from uuid import uuid4
+
+import asyncpg
+import pytest
+import redis.asyncio
+from conftest import (
+    POSTGRES_URL,
+    REDIS_URL,
+    delete_redis_prefix,
+    drop_postgres_schema,
+    service_missing,
+)
+from test_replica_races import applicant
+
+from multiverify import Policy, Step, Verifier
+from multiverify._session import Session
+from multiverify.exceptions import ConcurrentUpdateError
+from multiverify.stores import (
+    ChangeFeed,
+    MemoryStore,
+    PostgresStore,
+    RedisStore,
+    SessionStore,
+    SqliteStore,
+    store_from_url,
+)
+from multiverify.testing import FakeClock, Scripted, ScriptedChannel
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+POLICY = Policy(
+    name="p",
+    version="1",
+    steps=[Step(id="sms", channel="sms_code", timeout="5m")],
+)
+HOUR = 3600.0  # a watch_poll no test outlasts: a waiter so set never polls
+GUARD = 10.0  # seconds a test waits for what must happen before it fails
+
+
+def channel() -> ScriptedChannel:
+    """A step that takes the code ``1``."""
+    return ScriptedChannel(
+        "sms_code", [Scripted.waits(Scripted.passes(), expect={"code": "1"})]
+    )
+
+
+def named(url: str, name: str) -> str:
+    """``url`` whose connections carry ``name`` (``application_name`` or ``client_name``)."""
+    key = "application_name" if url.startswith("postgresql") else "client_name"
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query), (key, name)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class Heard:
+    """A subscriber that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.event.set()
+
+    async def next(self) -> None:
+        """Wait for the next notification."""
+        await asyncio.wait_for(self.event.wait(), GUARD)
+        self.event.clear()
+
+
+class TestEveryStore:
+    async def test_is_a_change_feed(self, store: SessionStore) -> None:
+        """Every shipped store has the capability."""
+        assert isinstance(store, ChangeFeed)
+
+    async def test_create_and_save_notify_and_a_lost_save_does_not(
+        self, store: SessionStore, make_session: Callable[[str], Session]
+    ) -> None:
+        """Subscribers hear each committed create and save of their session, and nothing of a save that lost its compare-and-set."""
+        assert isinstance(store, ChangeFeed)
+        one, marker = Heard(), Heard()
+        store.subscribe("s1", one)
+        store.subscribe("marker", marker)
+        await store.create(make_session("s1"))
+        await one.next()
+        await store.save(make_session("s1"), expected_version=1)
+        await one.next()
+        seen = one.count
+        with pytest.raises(ConcurrentUpdateError):
+            await store.save(make_session("s1"), expected_version=1)
+        # Notifications come in commit order: once the marker's is heard, a
+        # notification of the failed save would have been heard before it.
+        await store.create(make_session("marker"))
+        await marker.next()
+        assert one.count == seen
+
+    async def test_unsubscribed_hears_nothing_more(
+        self, store: SessionStore, make_session: Callable[[str], Session]
+    ) -> None:
+        """The function ``subscribe`` returns ends the subscription (twice is harmless)."""
+        assert isinstance(store, ChangeFeed)
+        one, marker = Heard(), Heard()
+        cancel = store.subscribe("s1", one)
+        store.subscribe("marker", marker)
+        await store.create(make_session("s1"))
+        await one.next()
+        cancel()
+        cancel()
+        seen = one.count
+        await store.save(make_session("s1"), expected_version=1)
+        await store.create(make_session("marker"))
+        await marker.next()
+        assert one.count == seen
+
+
+async def test_memory_and_sqlite_say_who_they_hear(tmp_path: Path) -> None:
+    """A MemoryStore hears every writer (nothing else writes it); SQLite only its own object's saves."""
+    assert MemoryStore().notifies_every_writer
+    sqlite = SqliteStore(tmp_path / "a.db")
+    assert not sqlite.notifies_every_writer
+    await sqlite.aclose()
+
+
+async def test_postgres_hears_others_only_with_a_dsn_and_notifications() -> None:
+    """Without a dsn (a pool only) or with notifications off, a PostgresStore notifies nobody of other replicas."""
+    assert PostgresStore(POSTGRES_URL).notifies_every_writer
+    assert not PostgresStore(pool=object()).notifies_every_writer
+    assert not PostgresStore(POSTGRES_URL, notifications=False).notifies_every_writer
+
+
+async def test_a_long_schema_gets_a_channel_postgres_accepts() -> None:
+    """Channel names stay within PostgreSQL's 63 bytes, and two long schemas differ."""
+    long_one = "s" * 60 + "one"
+    long_two = "s" * 60 + "two"
+    stores = [PostgresStore(POSTGRES_URL, schema=s) for s in (long_one, long_two)]
+    conn = await _pg_connect()
+    try:
+        channels = [store._channel for store in stores]
+        assert channels[0] != channels[1]
+        for name in channels:
+            assert name is not None
+            assert len(name) <= 63
+            await conn.execute("SELECT pg_notify($1, 'x')", name)
+    finally:
+        await conn.close()
+
+
+async def _pg_connect() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(POSTGRES_URL)
+    except OSError as exc:
+        service_missing("postgres", str(exc))
+        raise
+
+
+async def test_two_verifiers_on_one_memory_store_wake_each_other() -> None:
+    """A waiter wakes when another Verifier on the same MemoryStore decides, without polling."""
+    store = MemoryStore()
+    async with (
+        Verifier(POLICY, channels=[channel()], store=store, watch_poll=HOUR) as one,
+        Verifier(POLICY, channels=[channel()], store=store, watch_poll=HOUR) as two,
+    ):
+        started = await two.start(applicant())
+        sid = started.session_id
+        await two.challenge(sid, "sms")
+        waiter = asyncio.ensure_future(one.wait(sid))
+        await asyncio.sleep(0)
+        decided = await two.submit(sid, "sms", {"code": "1"})
+        assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
+class Loads:
+    """A replica's store, telling the test each time a load of it returns."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self.returned = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def load(self, session_id: str, /) -> tuple[Session, int]:
+        found = await self._store.load(session_id)
+        self.returned.set()
+        return found
+
+    async def next(self) -> None:
+        """Wait until the next load returns."""
+        self.returned.clear()
+        await asyncio.wait_for(self.returned.wait(), GUARD)
+
+
+class Replicas:
+    """Two replicas on one schema or prefix; the first's store and clock are the test's."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.clock = FakeClock()
+        self.stores = [
+            store_from_url(named(url, name), clock=self.clock),
+            store_from_url(url),
+        ]
+        self.loads = Loads(self.stores[0])
+        self.verifiers: list[Verifier] = []
+
+    def verifier(self, replica: int, *, watch_poll: float) -> Verifier:
+        made = Verifier(
+            POLICY,
+            channels=[channel()],
+            store=cast("SessionStore", self.loads) if replica == 0 else self.stores[1],
+            watch_poll=watch_poll,
+        )
+        self.verifiers.append(made)
+        return made
+
+    async def waiting(self) -> str:
+        """A session started on the second replica, waiting for its code."""
+        two = self.verifiers[1]
+        started = await two.start(applicant())
+        await two.challenge(started.session_id, "sms")
+        return started.session_id
+
+    async def decide(self, sid: str) -> Session:
+        """The second replica takes the code."""
+        return await self.verifiers[1].submit(sid, "sms", {"code": "1"})
+
+    async def aclose(self) -> None:
+        for verifier in self.verifiers:
+            await verifier.aclose()
+        for store in self.stores:
+            await store.aclose()
+
+
+@pytest.fixture
+async def replicas(shared_url: str) -> AsyncIterator[Replicas]:
+    """Two replicas on one shared store, the first's connections named for the test."""
+    made = Replicas(shared_url, f"mv-feed-{uuid4().hex[:10]}")
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def listeners(replicas: Replicas) -> int:
+    """How many connections of the first replica listen for changes on the server."""
+    if replicas.url.startswith("postgresql"):
+        conn = await _pg_connect()
+        try:
+            found = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 "
+                "AND query LIKE 'LISTEN %'",
+                replicas.name,
+            )
+        finally:
+            await conn.close()
+        return len(found)
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    return sum(
+        1 for c in clients if c.get("name") == replicas.name and int(c.get("sub", 0))
+    )
+
+
+async def cut_listener(replicas: Replicas) -> None:
+    """Kill the first replica's listening connection on the server."""
+    if replicas.url.startswith("postgresql"):
+        conn = await _pg_connect()
+        try:
+            killed = await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+                replicas.name,
+            )
+        finally:
+            await conn.close()
+    else:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            clients = await client.client_list()
+            killed = [
+                await client.client_kill_filter(_id=c["id"])
+                for c in clients
+                if c.get("name") == replicas.name and int(c.get("sub", 0))
+            ]
+        finally:
+            await client.aclose()
+    assert len(killed) == 1
+
+
+async def test_a_waiter_wakes_when_another_replica_decides(
+    replicas: Replicas,
+) -> None:
+    """``wait`` on replica 1, which never polls, returns once replica 2 saves the verdict."""
+    one = replicas.verifier(0, watch_poll=HOUR)
+    replicas.verifier(1, watch_poll=HOUR)
+    sid = await replicas.waiting()
+    waiter = asyncio.ensure_future(one.wait(sid))
+    await replicas.loads.next()  # it saw the session waiting, and waits
+    assert not waiter.done()
+    decided = await replicas.decide(sid)
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
+async def test_a_lost_listener_falls_back_to_polling_and_listens_again(
+    replicas: Replicas,
+) -> None:
+    """With its listener cut, replica 1 finds the verdict by polling; once it listens again (after its pause, on its clock), a waiter that never polls wakes again."""
+    polling = replicas.verifier(0, watch_poll=0.05)
+    replicas.verifier(1, watch_poll=HOUR)
+    store = replicas.stores[0]
+    assert isinstance(store, ChangeFeed)
+    probe = Heard()  # told when the listener (re)connects, like every subscriber
+    store.subscribe("probe", probe)
+    await probe.next()
+    assert await listeners(replicas) == 1
+
+    await cut_listener(replicas)
+    while not replicas.clock.sleeping_tasks():  # noqa: ASYNC110 - the listener saw the loss
+        await asyncio.sleep(0)
+    assert await listeners(replicas) == 0
+    sid = await replicas.waiting()
+    waiter = asyncio.ensure_future(polling.wait(sid))
+    decided = await replicas.decide(sid)
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+    assert await listeners(replicas) == 0  # no notification could have woken it
+    assert probe.count == 1
+
+    await replicas.clock.advance(60)  # the pause before listening again
+    await probe.next()
+    assert await listeners(replicas) == 1
+    patient = replicas.verifier(0, watch_poll=HOUR)
+    sid = await replicas.waiting()
+    waiter = asyncio.ensure_future(patient.wait(sid))
+    await replicas.loads.next()
+    decided = await replicas.decide(sid)
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
+async def test_two_schemas_or_prefixes_do_not_cross_talk(shared_url: str) -> None:
+    """A save on one schema (prefix) notifies nobody listening on another."""
+    other_url = shared_url.replace("mv_shared_", "mv_other_")
+    mine, other = store_from_url(shared_url), store_from_url(other_url)
+    try:
+        assert isinstance(mine, ChangeFeed)
+        assert isinstance(other, ChangeFeed)
+        here, there = Heard(), Heard()
+        mine.subscribe("s1", here)
+        other.subscribe("s1", there)
+        await here.next()  # each listener is up (it tells every subscriber)
+        await there.next()
+        two = Verifier(POLICY, channels=[channel()], store=other, watch_poll=None)
+        started = await two.start(applicant(), session_id="s1")
+        await there.next()  # the other schema's save is heard there...
+        marker = Heard()
+        mine.subscribe("marker", marker)
+        one = Verifier(POLICY, channels=[channel()], store=mine, watch_poll=None)
+        await one.start(applicant(), session_id="marker")
+        await marker.next()
+        assert here.count == 1  # ...and not here: only the listener's first call
+        assert started.session_id == "s1"
+        await one.aclose()
+        await two.aclose()
+    finally:
+        await mine.aclose()
+        await other.aclose()
+        scratch = urlsplit(other_url).query.split("=")[1]
+        if shared_url.startswith("postgresql"):
+            await drop_postgres_schema(scratch)
+        else:
+            await delete_redis_prefix(scratch)
+
+
+async def test_aclose_leaves_no_task_running(replicas: Replicas) -> None:
+    """Closing the stores stops their listeners: no task is left."""
+    one = replicas.verifier(0, watch_poll=HOUR)
+    replicas.verifier(1, watch_poll=HOUR)
+    sid = await replicas.waiting()
+    waiter = asyncio.ensure_future(one.wait(sid))
+    await replicas.loads.next()
+    decided = await replicas.decide(sid)
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+    await replicas.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert await listeners(replicas) == 0
+
+
+async def test_redis_and_postgres_are_change_feeds_of_every_writer() -> None:
+    """Both shared stores hear every replica's writes."""
+    assert RedisStore(REDIS_URL).notifies_every_writer
