@@ -26,8 +26,7 @@ from conftest import (
 )
 from test_replica_races import applicant
 
-from multiverify import Policy, Step, Verifier
-from multiverify._session import Session
+from multiverify import Policy, Session, Step, Verifier
 from multiverify.exceptions import ConcurrentUpdateError
 from multiverify.stores import (
     ChangeFeed,
