@@ -382,7 +382,8 @@ class Verifier:
             SessionFinishedError: the session was cancelled.
         """
         # The session as last saved here, if remembered, stands in for a
-        # load: a change made elsewhere since is found by the watch's polls.
+        # load: a change made elsewhere since is found by the watch (told by
+        # the store's change feed, or by polling).
         return await self._verdict(session_id, self._cache.get(session_id))
 
     async def _verdict(
@@ -400,7 +401,8 @@ class Verifier:
 
         Use it after [`start`][multiverify.Verifier.start] to learn where the
         code was sent or which link to open. Changes made by this Verifier
-        wake it; another replica's changes are seen on the next one.
+        wake it; another replica's changes wake it when the store notifies
+        them (see ``watch_poll``), or are found by polling.
 
         Raises:
             SessionNotFoundError: no such session.
