@@ -406,3 +406,83 @@ async def test_aclose_leaves_no_task_running(replicas: Replicas) -> None:
 async def test_redis_and_postgres_are_change_feeds_of_every_writer() -> None:
     """Both shared stores hear every replica's writes."""
     assert RedisStore(REDIS_URL).notifies_every_writer
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda clock: PostgresStore(
+            "postgresql://postgres@127.0.0.1:1/test", clock=clock, connect_timeout=1
+        ),
+        lambda clock: RedisStore("redis://127.0.0.1:1/0", clock=clock),
+    ],
+    ids=["postgres", "redis"],
+)
+async def test_a_listener_that_cannot_connect_tries_again_after_a_pause(
+    make: Callable[[FakeClock], SessionStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that refuses the listener is logged and tried again on the store's clock; aclose stops it."""
+    clock = FakeClock()
+    store = make(clock)
+    assert isinstance(store, ChangeFeed)
+    store.subscribe("s1", Heard())
+    while clock.sleepers < 1:  # noqa: ASYNC110 - the listener failed and pauses
+        await asyncio.sleep(0)
+    await clock.advance(1)  # it tries again, and pauses again
+    while clock.sleepers < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    await store.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert "listen" in caplog.text
+
+
+class DeafFeed:
+    """A MemoryStore whose change feed loses every notification."""
+
+    def __init__(self, *, every_writer: bool) -> None:
+        self._store = MemoryStore()
+        self.notifies_every_writer = every_writer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def subscribe(
+        self, session_id: str, on_change: Callable[[], None], /
+    ) -> Callable[[], None]:
+        return lambda: None
+
+
+@pytest.mark.parametrize(
+    ("every_writer", "pauses"),
+    [(True, [0.01, 0.01, 0.01]), (False, [0.0002, 0.0004, 0.0008])],
+    ids=["every-writer", "own-saves-only"],
+)
+async def test_lost_notifications_are_made_up_for_by_polling(
+    monkeypatch: pytest.MonkeyPatch, every_writer: bool, pauses: list[float]
+) -> None:
+    """Every notification lost, a waiter still finds the other Verifier's verdict by polling: every ``watch_poll`` when the feed hears every writer, else after a pause that starts at a fiftieth of it and doubles."""
+    store = cast("SessionStore", DeafFeed(every_writer=every_writer))
+    waited: list[float] = []
+    wait = asyncio.wait
+
+    async def recorded(
+        futures: Any, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        if timeout is not None:
+            waited.append(timeout)
+        return await wait(futures, timeout=timeout, **kwargs)
+
+    async with (
+        Verifier(POLICY, channels=[channel()], store=store, watch_poll=0.01) as one,
+        Verifier(POLICY, channels=[channel()], store=store, watch_poll=0.01) as two,
+    ):
+        started = await two.start(applicant())
+        sid = started.session_id
+        await two.challenge(sid, "sms")
+        monkeypatch.setattr(asyncio, "wait", recorded)
+        waiter = asyncio.ensure_future(one.wait(sid))
+        while len(waited) < len(pauses):  # noqa: ASYNC110 - a few looks, then decide
+            await asyncio.sleep(0)
+        decided = await two.submit(sid, "sms", {"code": "1"})
+        assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+    assert waited[: len(pauses)] == pytest.approx(pauses)
