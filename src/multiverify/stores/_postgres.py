@@ -556,6 +556,17 @@ class PostgresStore(OpenableStore):
         await pool.execute(self._sql.complete, session_id, effect_id)
 
     @_outages
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        if not effects:
+            return
+        pool = await self._ready()
+        await pool.execute(
+            self._sql.complete_many,
+            [session_id for session_id, _ in effects],
+            [effect_id for _, effect_id in effects],
+        )
+
+    @_outages
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /
     ) -> None:
@@ -846,6 +857,11 @@ class _Sql:
         )
         self.complete = (
             f"DELETE FROM {s}.effects WHERE session_id = $1 AND effect_id = $2"
+        )
+        self.complete_many = (
+            f"DELETE FROM {s}.effects AS e USING unnest($1::text[], $2::text[]) "
+            "AS d(session_id, effect_id) "
+            "WHERE e.session_id = d.session_id AND e.effect_id = d.effect_id"
         )
         # The free effects first in save order are locked (a racing claimer
         # skips them and takes the next ones), then claimed.
