@@ -75,6 +75,10 @@ class RecordedStep:
         errors: the provider errors of the attempts that failed before it,
             oldest first (one per attempt; for a result with status
             ``error``, the errors of every attempt).
+        failover: ``False`` when the last error ended the step without
+            trying the next provider (a crash while handling input, a
+            refusal made before any request): another policy's providers
+            would not have been tried either.
     """
 
     step_id: str
@@ -82,6 +86,7 @@ class RecordedStep:
     result: ChannelResult
     duration: float = 0.0
     errors: tuple[str, ...] = ()
+    failover: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -402,13 +407,21 @@ class _Steps:
             return step_id
         return None
 
-    def end(self, step_id: str, result: ChannelResult, at: datetime) -> None:
+    def end(
+        self,
+        step_id: str,
+        result: ChannelResult,
+        at: datetime,
+        *,
+        failover: bool = True,
+    ) -> None:
         self.ended[step_id] = RecordedStep(
             step_id=step_id,
             channel=self.channels[step_id],
             result=result,
             duration=max(0.0, (at - self.started[step_id]).total_seconds()),
             errors=tuple(self.errors.get(step_id, ())),
+            failover=failover,
         )
 
     def apply(self, check: _Line, data: dict[str, Any]) -> None:
@@ -444,6 +457,8 @@ class _Steps:
                         detail=error,
                     ),
                     at,
+                    # Recorded before the flag: an error that failed over.
+                    failover=given.get("failover") is not False,
                 )
         elif kind == "TimerFired":
             parts = str(given.get("timer_id", "")).split(":")
