@@ -79,6 +79,7 @@ from .exceptions import (
     MultiverifyError,
     PolicyError,
     ProviderError,
+    PullNotPermittedError,
     SessionFinishedError,
     StepNotWaitingError,
     StoreUnavailableError,
@@ -1117,7 +1118,7 @@ class Verifier:
         except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged below
             if not isinstance(exc, MultiverifyError):
                 log_crash(log, exc, effect.channel, context, "starting")
-            event = self._errored(effect, *call_failure(exc, effect.provider))
+            event = self._errored(exc, effect)
         call = {
             "step_id": effect.step_id,
             "attempt": effect.attempt,
@@ -1130,13 +1131,15 @@ class Verifier:
         await self._apply(session_id, event, call, completed=(effect.effect_id,))
         return True
 
-    def _errored(self, effect: StartStep, error: str, provider: str | None) -> Input:
+    def _errored(self, exc: Exception, effect: StartStep) -> Input:
+        error, provider = call_failure(exc, effect.provider)
         return StepErrored(
             step_id=effect.step_id,
             attempt=effect.attempt,
             at=self._clock.now(),
             error=error,
             provider=provider,
+            failover=fails_over(exc),
         )
 
     async def _notify(self, session_id: str, effect: NotifyStep) -> None:
@@ -1392,11 +1395,23 @@ def handle_crash(
 
 def call_failure(exc: Exception, provider: str | None) -> tuple[str, str | None]:
     """The error text and provider a failed channel call records in ``StepErrored``."""
-    if isinstance(exc, ProviderError):
-        return f"{type(exc).__name__}: {exc}", exc.provider
     if isinstance(exc, MultiverifyError):
-        return f"{type(exc).__name__}: {exc}", provider
+        named = (
+            exc.provider
+            if isinstance(exc, ProviderError | PullNotPermittedError)
+            else None
+        )
+        return f"{type(exc).__name__}: {exc}", provider if named is None else named
     return f"channel error: {type(exc).__name__}: {exc}", provider
+
+
+def fails_over(exc: Exception) -> bool:
+    """Whether the step's next provider may take over from a failed ``channel.start``.
+
+    Not after a refusal the channel made before any request, which every
+    provider would meet alike: the bureau's purpose and consent guard.
+    """
+    return not (isinstance(exc, PullNotPermittedError) and exc.provider is None)
 
 
 async def call_start(

@@ -23,6 +23,7 @@ from multiverify.channels import (
 from multiverify.exceptions import (
     ProviderRejectedError,
     ProviderUnavailableError,
+    PullNotPermittedError,
     SessionFinishedError,
     StoreUnavailableError,
 )
@@ -107,6 +108,25 @@ class TestStartStep:
         assert caught.value.details[0]["provider"] == "acme"
         assert len(caught.value.details[0]["tries"]) == 1
         assert len(channel.starts) == 1
+
+    async def test_a_local_refusal_tells_the_workflow_not_to_fail_over(self) -> None:
+        """The bureau guard's refusal says ``failover: false``; a vendor's refusal, or the bureau's own, fails over."""
+        for raised, failover in (
+            (PullNotPermittedError(message="no consent", reason="no_consent"), False),
+            (
+                PullNotPermittedError(
+                    message="no code",
+                    reason="purpose_not_supported",
+                    provider="acme",
+                ),
+                True,
+            ),
+            (ProviderRejectedError(message="no", provider="acme"), True),
+        ):
+            acts, _ = activities(Scripted.raises(raised))
+            with pytest.raises(ApplicationError) as caught:
+                await ActivityEnvironment().run(acts.start_step, call())
+            assert caught.value.details[0]["failover"] is failover
 
     async def test_the_channel_gets_the_store_as_shared_state(self) -> None:
         """Channels see the worker's store as ``context.shared``, as under the Verifier."""

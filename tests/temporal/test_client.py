@@ -29,6 +29,7 @@ from multiverify.channels import ProviderEvent, StepContext, StepMessage, StepOu
 from multiverify.exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    PullNotPermittedError,
     SessionFinishedError,
     SessionNotFoundError,
     StepNotFoundError,
@@ -296,6 +297,39 @@ class TestCrashWhileHandling:
             for e in history.events
             if e.HasField("activity_task_failed_event_attributes")
         ]
+
+
+class TestLocalRefusal:
+    async def test_a_refused_pull_ends_the_step_without_failover(
+        self, client: Client
+    ) -> None:
+        """The bureau guard's refusal ends the step in error at its first bureau, as on the embedded runtime."""
+        refused = PullNotPermittedError(message="no consent", reason="no_consent")
+        bureau = ScriptedChannel("credit_bureau", [Scripted.raises(refused)])
+        policy = Policy(
+            name="refused",
+            version="1",
+            steps=[
+                Step(
+                    id="bureau", channel="credit_bureau", providers=["first", "second"]
+                )
+            ],
+            default="review",
+        )
+        async with running_worker(client, [bureau]) as task_queue:
+            verifier = TemporalVerifier(client, policy, task_queue=task_queue)
+            sid = new_id()
+            await verifier.start(HONEST.applicant, session_id=sid)
+            verdict = await verifier.wait(sid)
+            record = (await verifier.get(sid)).step("bureau")
+        assert verdict.outcome is Outcome.REVIEW
+        assert len(bureau.starts) == 1
+        assert record.attempt == 1
+        assert record.result is not None
+        assert (record.result.status, record.result.provider) == (
+            ResultStatus.ERROR,
+            "first",
+        )
 
 
 class TestUncertainOutcomes:

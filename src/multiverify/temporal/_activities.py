@@ -39,6 +39,7 @@ from .._verifier import (
     OnVerdict,
     call_failure,
     call_start,
+    fails_over,
     handle_crash,
     load_state,
     log_crash,
@@ -148,6 +149,7 @@ class Activities:
                     {
                         "error": redact(error),
                         "provider": provider,
+                        "failover": fails_over(exc),
                         "tries": redacted_tries(tries, context.applicant),
                     },
                     type=type(exc).__name__,
