@@ -150,8 +150,16 @@ async def raw_rate(kind: str, target: str, sessions: int, concurrency: int) -> f
     elif kind == "postgres":
         import asyncpg
 
+        async def keep_session(_: object) -> None:
+            pass
+
+        # The PostgresStore's own pool settings: as many connections, and no
+        # reset query when a connection goes back (a round trip per call).
         pool = await asyncpg.create_pool(
-            POSTGRES, min_size=min(concurrency, POOL), max_size=min(concurrency, POOL)
+            POSTGRES,
+            min_size=min(concurrency, POOL),
+            max_size=min(concurrency, POOL),
+            reset=keep_session,
         )
         table = f"raw_{uuid4().hex[:8]}"
         await pool.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, body TEXT)")

@@ -36,6 +36,7 @@ from multiverify import (
 )
 from multiverify import _verifier as verifier_module
 from multiverify._masking import mask_phone
+from multiverify._session import RecordVerdict
 from multiverify.channels import (
     ChannelRegistry,
     Finished,
@@ -59,6 +60,7 @@ from multiverify.exceptions import (
     SessionNotFoundError,
     StepNotFoundError,
     StepNotWaitingError,
+    StoreUnavailableError,
 )
 from multiverify.stores import MemoryStore, SessionStore, SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -481,12 +483,80 @@ class TestRun:
         assert verdict.steps[0].result is not None
 
 
+ONE_STEP = Policy(
+    name="auto", version="1", steps=[Step(id="b", channel="credit_bureau")]
+)
+
+
+class TestCompletions:
+    """Effects done are marked so in batches, off the caller's path."""
+
+    async def test_effects_done_together_are_one_write(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Sessions decided at once mark their verdict effects done in fewer calls than effects."""
+        store = CountingStore()
+        async with Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=clock
+        ) as verifier:
+            await asyncio.gather(*(verifier.run(applicant) for _ in range(10)))
+            await verifier.wait_idle()
+
+            done = [key for batch in store.batches for key in batch]
+            assert len(done) == len(set(done)) == 10  # one verdict effect each
+            assert len(store.batches) < 10
+            assert await store.pending_effects() == []
+
+    async def test_aclose_waits_for_completions_being_written(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Closing does not cancel the write of completions: they are not lost."""
+        store = CountingStore()
+        store.gate = asyncio.Event()
+        verifier = Verifier(ONE_STEP, channels=[bureau()], store=store, clock=clock)
+        await verifier.run(applicant)
+        await store.writing.wait()
+
+        closing = asyncio.ensure_future(verifier.aclose())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not closing.done()
+        store.gate.set()
+        await closing
+
+        assert await store.pending_effects() == []
+
+    async def test_a_completion_not_written_leaves_the_effect_to_run_again(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A store outage when marking effects done costs the caller nothing; the effect stays pending."""
+        store = CountingStore()
+        store.unwritable = True
+        async with Verifier(
+            ONE_STEP,
+            channels=[bureau()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            verdict = await verifier.run(applicant)
+            await verifier.wait_idle()
+
+        assert verdict.outcome is Outcome.REVIEW  # the policy has no rules
+        [pending] = await store.pending_effects()
+        assert isinstance(pending.effect, RecordVerdict)
+        assert "could not mark 1 effects done; they will run again" in caplog.text
+
+
 class CountingStore(MemoryStore):
     """A MemoryStore that counts the session writes and loads made to it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: dict[str, int] = {}
+        self.batches: list[list[tuple[str, str]]] = []  # completions, per call
+        self.unwritable = False
+        self.gate: asyncio.Event | None = None  # completions wait for it
+        self.writing = asyncio.Event()  # set by the first completions
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -502,6 +572,15 @@ class CountingStore(MemoryStore):
     async def load(self, session_id: str, /) -> tuple[Session, int]:
         self._count("load")
         return await super().load(session_id)
+
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        self.batches.append(list(effects))
+        self.writing.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.unwritable:
+            raise StoreUnavailableError(message="store down", store="memory")
+        await super().complete_effects(effects)
 
 
 class TestWaitAndGet:

@@ -231,6 +231,10 @@ class Verifier:
         # lease by one task, which runs while there are any.
         self._inflight: set[tuple[str, str]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        # Effects done here whose completion is not written yet: one task
+        # writes them, all that finished meanwhile in one call.
+        self._done: list[tuple[str, str]] = []
+        self._completer: asyncio.Task[None] | None = None
         # Effect tasks cancelled to be given back (not because the core moved on).
         self._abandoned: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -618,10 +622,14 @@ class Verifier:
             return
         self._closed = True
         tasks = [*self._tasks, *self._timer_tasks.values()]
+        tasks = [task for task in tasks if task is not self._completer]
         for task in tasks:
             task.cancel()
-        # The effects cancelled give their claims back as they end.
+        # The effects cancelled give their claims back as they end; the
+        # effects done are marked so.
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._completer is not None:
+            await self._completer
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
@@ -924,22 +932,22 @@ class Verifier:
             match effect:
                 case ScheduleTimer(timer_id=timer_id, due_at=due_at):
                     await self._store.schedule_timer(sid, timer_id, due_at)
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    self._completed(sid, effect.effect_id)
                     self._arm(sid, timer_id, due_at)
                 case CancelTimer(timer_id=timer_id):
                     await self._store.cancel_timer(sid, timer_id)
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    self._completed(sid, effect.effect_id)
                     task = self._timer_tasks.pop((sid, timer_id), None)
                     if task is not None and task is not asyncio.current_task():
                         task.cancel()
                 case RecordVerdict():
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    self._completed(sid, effect.effect_id)
                     verdicts.append(effect.verdict)
                 case QueueReview() | DequeueReview() | EscalateReview():
                     event = await run_queue_effect(
                         self._store, session, effect, now=self._clock.now()
                     )
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    self._completed(sid, effect.effect_id)
                     if event is not None:
                         verdicts.append(event)
                 case _:
@@ -1005,7 +1013,7 @@ class Verifier:
                     verdicts = await self._dispatch(current, [effect])
                     await self._after(current, version, verdicts)
                     return
-            await self._store.complete_effect(session_id, effect.effect_id)
+            self._completed(session_id, effect.effect_id)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closed or task in self._abandoned:
@@ -1016,7 +1024,7 @@ class Verifier:
             else:
                 # Cancelled on purpose (the step timed out or the session was
                 # decided): the core already moved on, so the effect is done.
-                await self._store.complete_effect(session_id, effect.effect_id)
+                self._completed(session_id, effect.effect_id)
             raise
         except MultiverifyError:
             log.exception(
@@ -1039,6 +1047,35 @@ class Verifier:
             owner=leases.owner,
             until=self._clock.now() + timedelta(seconds=leases.ttl),
         )
+
+    def _completed(self, session_id: str, effect_id: str) -> None:
+        """Mark an effect done, in the store's next batch of completions.
+
+        The caller goes on at once. Effects that finish while a batch is
+        being written go in the next one, so under load many completions
+        cost one write. Until it is written, the effect's claim (one lease
+        long) keeps other replicas from running it again.
+        """
+        self._done.append((session_id, effect_id))
+        if self._completer is None:
+            self._completer = self._spawn(self._write_completions())
+
+    async def _write_completions(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the effects done in this turn of the loop join in
+            while self._done:
+                batch, self._done = self._done, []
+                try:
+                    await self._store.complete_effects(batch)
+                except MultiverifyError:
+                    # Left pending: once their claims lapse, a worker runs
+                    # them again (effects run at least once).
+                    log.warning(
+                        "could not mark %d effects done; they will run again",
+                        len(batch),
+                    )
+        finally:
+            self._completer = None
 
     async def _renew_claims(self) -> None:
         """Renew the claims of every effect running here, in one call per third of the lease.

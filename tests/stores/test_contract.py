@@ -338,6 +338,35 @@ class TestEffects:
         assert await store.pending_effects("s1") == []
         assert await store.pending_effects() == []
 
+    async def test_complete_many_at_once(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """One call completes effects of several sessions; repeats and unknown ones do nothing."""
+        claim = EffectClaim(owner="r1", until=T0 + timedelta(seconds=30))
+        await store.create(
+            make_session("s1"), effects=[timer("a"), timer("b")], claim=claim
+        )
+        await store.create(make_session("s2"), effects=[timer("c")], claim=claim)
+
+        await store.complete_effects([])
+        await store.complete_effects(
+            [("s1", "a"), ("s2", "c"), ("s2", "c"), ("s1", "zzz"), ("nobody", "a")]
+        )
+
+        assert ids(await store.pending_effects()) == [("s1", "b")]
+        assert await store.pending_effects("s2") == []
+        assert (
+            await store.extend_effect_claims(
+                "r1", [("s1", "a"), ("s1", "b"), ("s2", "c")], until=claim.until
+            )
+            == 1
+        )
+        taken = await store.claim_effects("w", at=claim.until, until=claim.until)
+        assert ids(taken) == [("s1", "b")]
+
+        await store.complete_effects([("s1", "b")])
+        assert await store.pending_effects() == []
+
     async def test_completed_effect_saved_again_is_pending(
         self, store: SessionStore, make_session: MakeSession
     ) -> None:

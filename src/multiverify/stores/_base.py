@@ -341,6 +341,14 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         """Mark an effect done (idempotent)."""
         ...
 
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        """Mark ``effects`` (``(session_id, effect_id)``) done, in one call (idempotent).
+
+        What the Verifier uses for effects that finish close together: one
+        write for all of them instead of one each.
+        """
+        ...
+
     async def claim_effects(
         self, owner: str, /, *, at: datetime, until: datetime, limit: int = 100
     ) -> list[PendingEffect]:

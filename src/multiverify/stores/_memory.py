@@ -183,6 +183,10 @@ class MemoryStore:
             if not outbox:
                 del self._effects[session_id]
 
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        for session_id, effect_id in effects:
+            await self.complete_effect(session_id, effect_id)
+
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /
     ) -> None:

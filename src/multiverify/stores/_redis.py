@@ -243,6 +243,18 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 """
 
+# KEYS: 1 outbox, 2 effects, 3 claims, 4 claim-owner, then outbox:{sid} of
+# each effect. ARGV: each effect's member, in the same order.
+_COMPLETE_MANY = """
+for i = 1, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[4 + i], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  redis.call('HDEL', KEYS[4], ARGV[i])
+end
+"""
+
 # KEYS: 1 timers, 2 timer-index, 3 seq:timers.
 # ARGV: 1 index field, 2 score, 3 JSON [sid, timer_id, due_at].
 # A moved timer keeps its sequence number (its place among ties).
@@ -636,6 +648,7 @@ class RedisStore(OpenableStore):
         self._schedule: AsyncScript = client.register_script(_SCHEDULE)
         self._cancel: AsyncScript = client.register_script(_CANCEL)
         self._complete: AsyncScript = client.register_script(_COMPLETE)
+        self._complete_many: AsyncScript = client.register_script(_COMPLETE_MANY)
         self._migrate: AsyncScript = client.register_script(_MIGRATE)
         self._claim_effects: AsyncScript = client.register_script(_CLAIM_EFFECTS)
         self._extend_effects: AsyncScript = client.register_script(_EXTEND_EFFECTS)
@@ -872,6 +885,20 @@ class RedisStore(OpenableStore):
                     *self._claim_keys(),
                 ],
                 args=[member],
+            )
+
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        if not effects:
+            return
+        with self._errors():
+            await self._complete_many(
+                keys=[
+                    self._key("outbox"),
+                    self._key("effects"),
+                    *self._claim_keys(),
+                    *(self._key("outbox", session_id) for session_id, _ in effects),
+                ],
+                args=[_json(*key) for key in effects],
             )
 
     async def schedule_timer(

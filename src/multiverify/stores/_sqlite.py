@@ -635,6 +635,17 @@ class SqliteStore(OpenableStore):
             write=True,
         )
 
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        if not effects:
+            return
+        keys = list(effects)
+        await self._run(
+            lambda db: db.executemany(
+                "DELETE FROM effects WHERE session_id = ? AND effect_id = ?", keys
+            ),
+            write=True,
+        )
+
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /
     ) -> None:
