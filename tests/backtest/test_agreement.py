@@ -305,6 +305,33 @@ async def test_a_crash_while_handling_input_replays_from_the_export() -> None:
     assert simulated.attempts["call"] == 1
 
 
+def test_a_dataset_error_without_failover_ends_the_step_at_its_first_provider() -> None:
+    """A dataset's ``"failover": false`` says the error ended the step: the replay tries no other provider."""
+    line = json.dumps(
+        {
+            "session_id": "d1",
+            "facts": {"application": {"amount": 5000.0}},
+            "steps": {
+                "bureau": {"channel": "credit_bureau", "status": "passed"},
+                "sms": {"channel": "sms_code", "status": "passed"},
+                "call": {
+                    "channel": "phone_call",
+                    "status": "error",
+                    "detail": "channel error: KeyError",
+                    "failover": False,
+                },
+                "video": {"channel": "video_sign", "status": "passed"},
+            },
+        }
+    )
+    [recorded] = parse_sessions([line])
+    result = replay(POLICY, recorded)
+    assert result.missing == {}
+    assert result.attempts["call"] == 1
+    assert result.outcome is not None
+    assert result.outcome.value == "approved"  # the video took over on the error
+
+
 def test_an_error_recorded_before_the_failover_flag_fails_over() -> None:
     """An export's ``StepErrored`` without ``failover`` reads as the old behaviour: the step ended for want of providers."""
     steps = _Steps()

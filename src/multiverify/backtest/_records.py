@@ -56,6 +56,7 @@ _STEP_KEYS = frozenset(
         "provider",
         "detail",
         "facts",
+        "failover",
     }
 )
 _FACT_ROOTS = ("applicant", "application")
@@ -282,11 +283,16 @@ def _dataset_step(check: _Line, step_id: str, value: object) -> RecordedStep:
     facts = table.get("facts", {})
     if type(facts) is not dict:
         check.table(facts, f"{field}.facts")
+    if type(failover := table.get("failover", True)) is not bool:
+        check.fail(
+            f"{field}.failover", f"expected true or false, got {_kind(failover)}"
+        )
     return RecordedStep(
         step_id=step_id,
         channel=channel,
         duration=duration,
         errors=(detail or "error",) * attempts if status is ResultStatus.ERROR else (),
+        failover=failover,
         result=ChannelResult(
             status=status,
             signals=tuple(_signal(name) for name in names),
