@@ -1133,7 +1133,10 @@ class Verifier:
     ) -> bool:
         """Start the step and save its outcome; return whether that save completed the effect."""
         if session is None:
-            session = await self.get(session_id)
+            # Remembered, so the save of the outcome starts from it rather
+            # than reading it again (a stale one costs a compare-and-set).
+            session, version = await self._store.load(session_id)
+            self._remember(session, version)
         record = session.step(effect.step_id)
         if (
             session.finished

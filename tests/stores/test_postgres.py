@@ -231,6 +231,22 @@ class TestMigrations:
         )
         assert rows == [(v,) for v in range(1, _postgres.SCHEMA_VERSION + 1)]
 
+    async def test_session_bodies_are_compressed_with_lz4(self, schema: str) -> None:
+        """A server that has LZ4 compresses session bodies with it (cheaper than pglz)."""
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            await store.open()
+        [(methods,)] = await query(
+            "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        [(method,)] = await query(
+            "SELECT attcompression FROM pg_attribute WHERE attrelid = $1::regclass "
+            "AND attname = 'body'",
+            f'"{schema}".sessions',
+        )
+        if "lz4" not in methods:
+            pytest.skip("this PostgreSQL has no LZ4: the migration leaves pglz")
+        assert method == b"l"
+
     async def test_replicas_migrating_at_once_both_succeed(
         self, schema: str, make_session: MakeSession
     ) -> None:
