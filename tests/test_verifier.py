@@ -2315,6 +2315,188 @@ class TestChallenge:
             assert (await verifier.wait(session.session_id)).outcome == Outcome.APPROVED
 
 
+class CrashingOnInput(ScriptedChannel):
+    """A channel that starts waiting for ``CODE``, then raises ``error`` on any input."""
+
+    def __init__(
+        self, name: str, error: Exception, *, on_cancel: Exception | None = None
+    ) -> None:
+        super().__init__(name, [Scripted.waits(Scripted.passes(), expect=CODE)])
+        self.error = error
+        self.on_cancel = on_cancel
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        self.messages.append((context, message))
+        raise self.error
+
+    async def cancel(self, context: StepContext, state: Any, /) -> None:
+        await super().cancel(context, state)
+        if self.on_cancel is not None:
+            raise self.on_cancel
+
+
+def sms_then_video_policy() -> Policy:
+    """SMS over two gateways, falling back to a video on error; the video passing approves."""
+    return bureau_sms_policy(
+        steps=[
+            Step(id="bureau", channel="credit_bureau"),
+            Step(
+                id="sms",
+                channel="sms_code",
+                timeout="5m",
+                providers=["twilio", "vonage"],
+                fallback=Fallback(step="video", on=["error"]),
+            ),
+            Step(id="video", channel="video_sign"),
+        ],
+        rules=[
+            Rule(
+                outcome="approved",
+                when="steps.bureau.status == 'passed' && steps.video.status == 'passed'",
+                reason="video.confirmed",
+            )
+        ],
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def one_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[SessionStore]:
+    """A MemoryStore or a SqliteStore."""
+    store: SessionStore = (
+        MemoryStore()
+        if request.param == "memory"
+        else SqliteStore(tmp_path / "verify.db", clock=clock)
+    )
+    yield store
+    await store.aclose()
+
+
+class TestCrashWhileHandling:
+    async def test_the_step_ends_in_error_and_the_policy_goes_on(
+        self,
+        clock: FakeClock,
+        applicant: Applicant,
+        one_store: SessionStore,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """``submit`` returns the session: the step ended in error, its attempt cancelled, no failover."""
+        quoted = f"no route for {applicant.phone} ({applicant.name})"
+        sms = CrashingOnInput("sms_code", RuntimeError(quoted))
+        video = ScriptedChannel("video_sign", [Scripted.passes()])
+        async with Verifier(
+            sms_then_video_policy(),
+            channels=[bureau(), sms, video],
+            store=one_store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            session = await verifier.submit(started.session_id, "sms", CODE)
+            record = session.step("sms")
+            assert record.state is StepState.DONE
+            assert session.step("video").state is StepState.RUNNING
+            await settle(verifier, clock)
+            verdict = await verifier.wait(started.session_id)
+            done = await verifier.get(started.session_id)
+            await verify_trail(verifier, done)
+            events = await verifier.store.audit_events(started.session_id)
+        assert verdict.outcome is Outcome.APPROVED
+        result = record.result
+        assert result is not None
+        assert (result.status, result.attempts, result.provider) == (
+            ResultStatus.ERROR,
+            1,
+            "twilio",
+        )
+        assert result.detail is not None
+        assert result.detail.startswith("channel error: RuntimeError: no route for")
+        assert len(sms.starts) == 1  # the next gateway did not take over
+        assert [context.attempt for context in sms.cancels] == [1]
+        assert "crashed handling input for step sms" in caplog.text
+        assert "Traceback" in caplog.text
+        [errored] = [
+            e.data["input"]
+            for e in events
+            if e.kind == "input" and e.data["input"]["type"] == "StepErrored"
+        ]
+        assert errored["failover"] is False
+        text = caplog.text + result.detail + "".join(e.to_json() for e in events)
+        for raw in (applicant.phone, applicant.name):
+            assert raw not in text
+        assert mask_phone(applicant.phone) in result.detail
+
+    async def test_a_provider_event_that_crashes_its_channel(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``handle_event`` returns the session with the step in error, as ``submit`` does."""
+        sms = CrashingOnInput("sms_code", KeyError("status"))
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            session = await verifier.handle_event(
+                ProviderEvent(
+                    session_id=started.session_id,
+                    step_id="sms",
+                    kind="status",
+                    dedupe_key="d1",
+                )
+            )
+        assert session is not None
+        result = session.step("sms").result
+        assert result is not None
+        assert result.status is ResultStatus.ERROR
+        assert result.detail == "channel error: KeyError: 'status'"
+
+    async def test_a_typed_error_stays_the_callers(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """An SDK error the channel raises on purpose reaches the caller; the step waits on."""
+        sms = CrashingOnInput(
+            "sms_code",
+            InvalidInputError(message="code: expected 6 digits", field="code"),
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            with pytest.raises(InvalidInputError):
+                await verifier.submit(started.session_id, "sms", {"code": "1"})
+            record = (await verifier.get(started.session_id)).step("sms")
+        assert record.state is StepState.WAITING
+        assert sms.cancels == []
+
+    async def test_a_crash_while_cancelling_is_logged_and_passed(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A channel that crashes again when its attempt is cancelled is logged, masked; the session goes on."""
+        sms = CrashingOnInput(
+            "sms_code",
+            RuntimeError("boom"),
+            on_cancel=RuntimeError(f"hang up {applicant.phone}"),
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            await verifier.submit(started.session_id, "sms", CODE)
+            await settle(verifier, clock)
+            verdict = await verifier.wait(started.session_id)
+            pending = await verifier.store.pending_effects(started.session_id)
+        assert verdict.decided_by == "default"  # no rule holds with the SMS in error
+        assert len(sms.cancels) == 1
+        assert "crashed cancelling step sms" in caplog.text
+        assert applicant.phone not in caplog.text
+        assert pending == []
+
+
 class TestRobustness:
     async def test_a_crashing_channel_ends_its_step_in_error(
         self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture

@@ -79,6 +79,7 @@ from .exceptions import (
     MultiverifyError,
     PolicyError,
     ProviderError,
+    PullNotPermittedError,
     SessionFinishedError,
     StepNotWaitingError,
     StoreUnavailableError,
@@ -768,12 +769,21 @@ class Verifier:
             session, version = await self._store.load(session_id)
             policy = self._policy_of(session)
             record = require_input(session, step_id, attempt)
-            channel = self._registry.get(policy.step(step_id).channel)
+            name = policy.step(step_id).channel
+            channel = self._registry.get(name)
             context = self._context(session, policy, record)
-            outcome = await channel.handle(
-                context, load_state(channel, record.channel_state), message
-            )
-            event = outcome_input(record, outcome, at=self._clock.now())
+            event: Input
+            try:
+                outcome = await channel.handle(
+                    context, load_state(channel, record.channel_state), message
+                )
+            except MultiverifyError:
+                raise  # the channel's typed refusal (a malformed code) is the caller's
+            except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged
+                log_crash(log, exc, name, context, "handling input for")
+                event = handle_crash(exc, record, context, at=self._clock.now())
+            else:
+                event = outcome_input(record, outcome, at=self._clock.now())
             result = transition(policy, session, event)
             saved, new_version = await self._save(
                 result.session, version, event, result.effects
@@ -1147,14 +1157,8 @@ class Verifier:
             event = outcome_input(record, outcome, at=self._clock.now())
         except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged below
             if not isinstance(exc, MultiverifyError):
-                log.error(  # noqa: TRY400 - the traceback is in the message, redacted
-                    "channel %s crashed starting step %s of session %s\n%s",
-                    effect.channel,
-                    effect.step_id,
-                    session_id,
-                    crash_report(exc, context.applicant),
-                )
-            event = self._errored(effect, *start_failure(exc, effect.provider))
+                log_crash(log, exc, effect.channel, context, "starting")
+            event = self._errored(exc, effect)
         call = {
             "step_id": effect.step_id,
             "attempt": effect.attempt,
@@ -1167,13 +1171,15 @@ class Verifier:
         await self._apply(session_id, event, call, completed=(effect.effect_id,))
         return True
 
-    def _errored(self, effect: StartStep, error: str, provider: str | None) -> Input:
+    def _errored(self, exc: Exception, effect: StartStep) -> Input:
+        error, provider = call_failure(exc, effect.provider)
         return StepErrored(
             step_id=effect.step_id,
             attempt=effect.attempt,
             at=self._clock.now(),
             error=error,
             provider=provider,
+            failover=fails_over(exc),
         )
 
     async def _notify(self, session_id: str, effect: NotifyStep) -> None:
@@ -1201,6 +1207,10 @@ class Verifier:
             await channel.cancel(context, load_state(channel, record.channel_state))
         except ProviderError:
             log.warning("cancelling step %s of %s failed", effect.step_id, session_id)
+        except MultiverifyError:
+            raise  # the store, say: the effect stays pending and is resumed
+        except Exception as exc:  # noqa: BLE001 - a channel bug, logged masked
+            log_crash(log, exc, effect.channel, context, "cancelling")
 
     # -- timers --------------------------------------------------------------------
 
@@ -1385,13 +1395,63 @@ def crash_report(exc: BaseException, applicant: Applicant) -> str:
     return applicant.redact("".join(traceback.format_exception(exc)).rstrip())
 
 
-def start_failure(exc: Exception, provider: str | None) -> tuple[str, str | None]:
-    """The error text and provider a failed ``channel.start`` records in ``StepErrored``."""
-    if isinstance(exc, ProviderError):
-        return f"{type(exc).__name__}: {exc}", exc.provider
+def log_crash(
+    logger: logging.Logger,
+    exc: BaseException,
+    channel: str,
+    context: StepContext,
+    doing: str,
+) -> None:
+    """Log a channel's crash (``doing``: starting, handling input for...) with its traceback, masked."""
+    logger.error(
+        "channel %s crashed %s step %s of session %s\n%s",
+        channel,
+        doing,
+        context.step_id,
+        context.session_id,
+        crash_report(exc, context.applicant),
+    )
+
+
+def handle_crash(
+    exc: Exception, record: StepRecord, context: StepContext, *, at: datetime
+) -> StepErrored:
+    """The core input for a channel's crash while handling input for ``record``'s attempt.
+
+    The step ends in error without failover: the attempt was under way, and
+    the core cancels it. The text is masked, since a runtime may keep it
+    where the session's retention does not reach (Temporal's history).
+    """
+    error, provider = call_failure(exc, context.provider)
+    return StepErrored(
+        step_id=record.step_id,
+        attempt=record.attempt,
+        at=at,
+        error=context.applicant.redact(error),
+        provider=provider,
+        failover=False,
+    )
+
+
+def call_failure(exc: Exception, provider: str | None) -> tuple[str, str | None]:
+    """The error text and provider a failed channel call records in ``StepErrored``."""
     if isinstance(exc, MultiverifyError):
-        return f"{type(exc).__name__}: {exc}", provider
+        named = (
+            exc.provider
+            if isinstance(exc, ProviderError | PullNotPermittedError)
+            else None
+        )
+        return f"{type(exc).__name__}: {exc}", provider if named is None else named
     return f"channel error: {type(exc).__name__}: {exc}", provider
+
+
+def fails_over(exc: Exception) -> bool:
+    """Whether the step's next provider may take over from a failed ``channel.start``.
+
+    Not after a refusal the channel made before any request, which every
+    provider would meet alike: the bureau's purpose and consent guard.
+    """
+    return not (isinstance(exc, PullNotPermittedError) and exc.provider is None)
 
 
 async def call_start(
