@@ -72,12 +72,15 @@ class MemoryStore:
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
         claim: EffectClaim | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
     ) -> int:
         if session.session_id in self._sessions:
             raise session_exists(session.session_id)
         self._sessions[session.session_id] = (session, 1)
         self._write(session.session_id, effects, audit)
         self._claim(session.session_id, effects, claim)
+        for timer_id, due_at in timers:
+            self._timers[session.session_id, timer_id] = due_at
         return 1
 
     async def load(self, session_id: str, /) -> tuple[Session, int]:
@@ -96,6 +99,8 @@ class MemoryStore:
         claim: EffectClaim | None = None,
         completed: Sequence[str] = (),
         fired_timer: str | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
+        cancelled_timers: Sequence[str] = (),
     ) -> int:
         found = self._sessions.get(session.session_id)
         if found is None:
@@ -108,6 +113,10 @@ class MemoryStore:
             await self.complete_effect(session.session_id, effect_id)
         if fired_timer is not None:
             await self.cancel_timer(session.session_id, fired_timer)
+        for timer_id in cancelled_timers:
+            self._timers.pop((session.session_id, timer_id), None)
+        for timer_id, due_at in timers:
+            self._timers[session.session_id, timer_id] = due_at
         self._write(session.session_id, effects, audit)
         self._claim(session.session_id, effects, claim)
         return version + 1

@@ -465,6 +465,7 @@ class PostgresStore(OpenableStore):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
         claim: EffectClaim | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -478,6 +479,7 @@ class PostgresStore(OpenableStore):
             _utc(session.created_at),
             now,
             *_written(rows, claim),
+            *_scheduled(timers),
         )
         if not inserted:
             raise session_exists(session.session_id)
@@ -502,6 +504,8 @@ class PostgresStore(OpenableStore):
         claim: EffectClaim | None = None,
         completed: Sequence[str] = (),
         fired_timer: str | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
+        cancelled_timers: Sequence[str] = (),
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -518,6 +522,8 @@ class PostgresStore(OpenableStore):
             list(completed),
             fired_timer,
             *_written(rows, claim),
+            *_scheduled(timers),
+            list(cancelled_timers),
         )
         if version is None:
             current = await pool.fetchval(self._sql.version, session_id)
@@ -850,14 +856,27 @@ class _Sql:
                 f"unnest(${n + 2}::text[]) WITH ORDINALITY AS t(body, n))"
             )
 
+        # Timers scheduled with the write: their ids, instants and texts
+        # ($n, $n+1, $n+2), only if the session's row was written.
+        def schedules(n: int) -> str:
+            return (
+                f", ti AS (INSERT INTO {s}.timers (session_id, timer_id, due_at, "
+                "due_text) SELECT s.session_id, u.timer_id, u.due_at, u.due_text "
+                f"FROM s, unnest(${n}::text[], ${n + 1}::timestamptz[], "
+                f"${n + 2}::text[]) AS u(timer_id, due_at, due_text) "
+                "ON CONFLICT (session_id, timer_id) DO UPDATE "
+                "SET due_at = excluded.due_at, due_text = excluded.due_text)"
+            )
+
         self.create = (
             f"WITH s AS (INSERT INTO {s}.sessions (session_id, version, status, "
             "body, created_at, updated_at) VALUES ($1, 1, $2, $3, $4, $5) "
             "ON CONFLICT (session_id) DO NOTHING RETURNING session_id)"
-            f"{writes(6)} SELECT count(*) FROM s"
+            f"{writes(6)}{schedules(12)} SELECT count(*) FROM s"
         )
         self.load = f"SELECT body, version FROM {s}.sessions WHERE session_id = $1"
-        # $6: the effects completed, $7: the timer fired (or null).
+        # $6: the effects completed, $7: the timer fired (or null), $17: the
+        # timers cancelled; a timer scheduled again ($14) is moved, not removed.
         self.save = (
             f"WITH s AS (UPDATE {s}.sessions SET version = version + 1, "
             "status = $1, body = $2, updated_at = $3 "
@@ -865,8 +884,9 @@ class _Sql:
             f", d AS (DELETE FROM {s}.effects WHERE session_id = $4 "
             "AND effect_id = ANY($6::text[]) AND EXISTS (SELECT 1 FROM s))"
             f", t AS (DELETE FROM {s}.timers WHERE session_id = $4 "
-            "AND timer_id = $7::text AND EXISTS (SELECT 1 FROM s))"
-            f"{writes(8)} SELECT version FROM s"
+            "AND (timer_id = $7::text OR timer_id = ANY($17::text[])) "
+            "AND timer_id <> ALL($14::text[]) AND EXISTS (SELECT 1 FROM s))"
+            f"{writes(8)}{schedules(14)} SELECT version FROM s"
         )
         self.version = f"SELECT version FROM {s}.sessions WHERE session_id = $1"
         pending = "session_id, body, claimed_by, claimed_until_text"
@@ -1038,6 +1058,15 @@ def _written(rows: SerialisedWrites, claim: EffectClaim | None) -> tuple[Any, ..
         [body for _, body in rows.effects],
         rows.audit,
         *claimed,
+    )
+
+
+def _scheduled(timers: Sequence[tuple[str, datetime]]) -> tuple[Any, ...]:
+    """The parameters of the timers a create or save schedules."""
+    return (
+        [timer_id for timer_id, _ in timers],
+        [_utc(due_at) for _, due_at in timers],
+        [due_at.isoformat() for _, due_at in timers],
     )
 
 
