@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,13 @@ from multiverify import (
 )
 from multiverify import _verifier as verifier_module
 from multiverify._masking import mask_phone
-from multiverify._session import RecordVerdict
+from multiverify._session import (
+    CancelTimer,
+    NotifyStep,
+    RecordVerdict,
+    ScheduleTimer,
+)
+from multiverify._verifier import timer_writes
 from multiverify.channels import (
     ChannelRegistry,
     Finished,
@@ -547,6 +553,98 @@ class TestCompletions:
         assert "could not mark 1 effects done; they will run again" in caplog.text
 
 
+class TestTimerWrites:
+    """Timers are written by the save that asks for them, not as effects of their own."""
+
+    async def test_timers_take_no_store_call_of_their_own(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A session's deadline and step timeout are stored with its saves; nothing is queued for them."""
+        store = CountingStore()
+        async with Verifier(
+            bureau_sms_policy(deadline="1h"),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            sid = started.session_id
+            assert {t.timer_id for t in await store.timers(sid)} == {
+                "deadline",
+                "step:sms:1:timeout",
+            }
+            assert not any(
+                isinstance(p.effect, ScheduleTimer)
+                for p in await store.pending_effects()
+            )
+            await verifier.wait_idle()
+            decided = await verifier.submit(sid, "sms", CODE)
+            await verifier.wait_idle()
+
+        assert decided.status is SessionStatus.DECIDED
+        assert await store.timers(sid) == []  # cancelled by the deciding save
+        assert "schedule_timer" not in store.calls
+        assert "cancel_timer" not in store.calls
+
+    async def test_timer_effects_left_in_an_outbox_are_still_carried_out(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A timer effect saved in the outbox (as before timers went with saves) is written, then done."""
+        store = MemoryStore()
+        async with Verifier(
+            bureau_sms_policy(deadline="1h"),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            sid = started.session_id
+            session, version = await store.load(sid)
+            later = clock.now() + timedelta(minutes=3)
+            await store.save(
+                session,
+                expected_version=version,
+                effects=[
+                    ScheduleTimer(effect_id="old.1", timer_id="extra", due_at=later),
+                    CancelTimer(effect_id="old.2", timer_id="deadline"),
+                ],
+            )
+
+            assert await verifier.resume() >= 2
+            await verifier.wait_idle()
+
+            assert {t.timer_id: t.due_at for t in await store.timers(sid)} == {
+                "extra": later,
+                "step:sms:1:timeout": clock.now() + timedelta(minutes=5),
+            }
+            assert await store.pending_effects(sid) == []
+
+    def test_the_last_effect_on_a_timer_decides(self) -> None:
+        """Scheduled then cancelled is cancelled; cancelled then scheduled is scheduled."""
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        verdict_free = NotifyStep(
+            effect_id="n", step_id="sms", attempt=1, channel="sms_code", name="x"
+        )
+        outbox, scheduled, cancelled = timer_writes(
+            [
+                ScheduleTimer(effect_id="1", timer_id="a", due_at=at),
+                CancelTimer(effect_id="2", timer_id="a"),
+                CancelTimer(effect_id="3", timer_id="b"),
+                ScheduleTimer(effect_id="4", timer_id="b", due_at=at),
+                verdict_free,
+                ScheduleTimer(effect_id="5", timer_id="c", due_at=at),
+                ScheduleTimer(
+                    effect_id="6", timer_id="c", due_at=at + timedelta(seconds=1)
+                ),
+            ]
+        )
+
+        assert outbox == [verdict_free]
+        assert scheduled == [("b", at), ("c", at + timedelta(seconds=1))]
+        assert cancelled == ["a"]
+
+
 class CountingStore(MemoryStore):
     """A MemoryStore that counts the session writes and loads made to it."""
 
@@ -572,6 +670,16 @@ class CountingStore(MemoryStore):
     async def load(self, session_id: str, /) -> tuple[Session, int]:
         self._count("load")
         return await super().load(session_id)
+
+    async def schedule_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /
+    ) -> None:
+        self._count("schedule_timer")
+        await super().schedule_timer(session_id, timer_id, due_at)
+
+    async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
+        self._count("cancel_timer")
+        await super().cancel_timer(session_id, timer_id)
 
     async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
         self.batches.append(list(effects))
@@ -2087,14 +2195,16 @@ class TestRecovery:
         started = await first.start(applicant)
         await first.wait_idle()
         await first.aclose()
-        assert len(await store.pending_effects()) == 4
+        # The two starts: the timers went with the saves, not the outbox.
+        assert len(await store.pending_effects()) == 2
+        assert len(await store.timers()) == 2
         store.forgetting = False
 
         second_bureau, second_sms = bureau(), sms_code()
         async with Verifier(
             policy, channels=[second_bureau, second_sms], store=store, clock=clock
         ) as second:
-            assert await second.resume() == 6  # 4 effects, 2 timers
+            assert await second.resume() == 4  # 2 effects, 2 timers
             await second.wait_idle()
             assert second_bureau.starts == second_sms.starts == []
             assert await store.pending_effects() == []

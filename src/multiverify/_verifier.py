@@ -318,12 +318,14 @@ class Verifier:
         session, records = AuditTrail.transition(
             result.session, event, result.effects, at=self._clock.now()
         )
+        outbox, timers, _ = timer_writes(result.effects)
         async with self._lock(session.session_id):
             version = await self._store.create(
                 session,
-                effects=result.effects,
+                effects=outbox,
                 audit=[created, *records],
                 claim=self._claim(),
+                timers=timers,
             )
             self._remember(session, version)
             verdicts = await self._dispatch(session, result.effects)
@@ -693,15 +695,18 @@ class Verifier:
         session, records = AuditTrail.transition(
             session, event, effects, at=self._clock.now(), call=call
         )
+        outbox, timers, cancelled = timer_writes(effects)
         try:
             saved = await self._store.save(
                 session,
                 expected_version=version,
-                effects=effects,
+                effects=outbox,
                 audit=records,
-                claim=self._claim() if effects else None,
+                claim=self._claim() if outbox else None,
                 completed=completed,
                 fired_timer=fired_timer,
+                timers=timers,
+                cancelled_timers=cancelled,
             )
         except ConcurrentUpdateError:
             self._cache.pop(session.session_id, None)
@@ -919,9 +924,15 @@ class Verifier:
         return task
 
     async def _dispatch(
-        self, session: Session, effects: Sequence[Effect]
+        self, session: Session, effects: Sequence[Effect], *, outbox: bool = False
     ) -> list[Verdict | ReviewEvent]:
         """Carry out saved effects: timers and queue work inline, channel work as tasks.
+
+        Timer effects were written to the store's timers by the save that
+        asked for them (see `timer_writes`);
+        here they only arm or disarm this process's timers. ``outbox``: the
+        effects were found in the outbox instead (saved before timers went
+        with the save), so their timers are written now.
 
         Returns the verdicts and review events to announce once the session
         lock is released.
@@ -931,12 +942,14 @@ class Verifier:
         for effect in effects:
             match effect:
                 case ScheduleTimer(timer_id=timer_id, due_at=due_at):
-                    await self._store.schedule_timer(sid, timer_id, due_at)
-                    self._completed(sid, effect.effect_id)
+                    if outbox:
+                        await self._store.schedule_timer(sid, timer_id, due_at)
+                        self._completed(sid, effect.effect_id)
                     self._arm(sid, timer_id, due_at)
                 case CancelTimer(timer_id=timer_id):
-                    await self._store.cancel_timer(sid, timer_id)
-                    self._completed(sid, effect.effect_id)
+                    if outbox:
+                        await self._store.cancel_timer(sid, timer_id)
+                        self._completed(sid, effect.effect_id)
                     task = self._timer_tasks.pop((sid, timer_id), None)
                     if task is not None and task is not asyncio.current_task():
                         task.cancel()
@@ -1010,7 +1023,7 @@ class Verifier:
                     | EscalateReview()
                 ):
                     current, version = await self._store.load(session_id)
-                    verdicts = await self._dispatch(current, [effect])
+                    verdicts = await self._dispatch(current, [effect], outbox=True)
                     await self._after(current, version, verdicts)
                     return
             self._completed(session_id, effect.effect_id)
@@ -1384,6 +1397,33 @@ def outcome_input(record: StepRecord, outcome: StepOutcome, *, at: datetime) -> 
         channel_state=state,
         timers=outcome.timers,
     )
+
+
+def timer_writes(
+    effects: Sequence[Effect],
+) -> tuple[list[Effect], list[tuple[str, datetime]], list[str]]:
+    """Split a transition's effects: those for the outbox, and its timer writes.
+
+    A save writes timers to the store itself, in the same atomic write, so
+    ``ScheduleTimer`` and ``CancelTimer`` need no outbox entry and no write
+    of their own. Returns the outbox's effects, the timers to schedule
+    (``(timer_id, due_at)``) and the timers to cancel: for each timer, what
+    the last of its effects asks, as running them in order would leave it.
+    """
+    outbox: list[Effect] = []
+    last: dict[str, datetime | None] = {}
+    for effect in effects:
+        if type(effect) is ScheduleTimer:
+            last[effect.timer_id] = effect.due_at
+        elif type(effect) is CancelTimer:
+            last[effect.timer_id] = None
+        else:
+            outbox.append(effect)
+    if not last:
+        return outbox, [], []
+    scheduled = [(timer_id, due) for timer_id, due in last.items() if due is not None]
+    cancelled = [timer_id for timer_id, due in last.items() if due is None]
+    return outbox, scheduled, cancelled
 
 
 def crash_report(exc: BaseException, applicant: Applicant) -> str:
