@@ -153,6 +153,7 @@ INPUTS: list[Input] = [
         step_id="bureau", attempt=1, at=at(2), error="HTTP 503", provider="experian"
     ),
     StepErrored(step_id="bureau", attempt=1, at=at(2), error="timed out"),
+    StepErrored(step_id="bureau", attempt=1, at=at(2), error="refused", failover=False),
     TimerFired(timer_id="step:sms:1:channel:resend", at=at(60)),
     Cancel(at=at(70), reason="withdrawn"),
     Cancel(at=at(70)),
@@ -369,6 +370,13 @@ class TestInputs:
     def test_every_input_type_is_covered(self) -> None:
         """The cases above include every member of the Input union."""
         assert {type(e) for e in INPUTS} == set(Input.__args__)
+
+    def test_an_error_recorded_before_the_failover_flag_fails_over(self) -> None:
+        """A ``StepErrored`` stored without ``failover`` reads as one that fails over."""
+        data = unstructure(INPUTS[6])
+        del data["failover"]
+        assert structure_input(data) == INPUTS[6]
+        assert INPUTS[6].failover is True  # type: ignore[union-attr]
 
     def test_timers_are_pairs(self) -> None:
         """Channel timers are stored as ``[name, iso time]`` pairs."""

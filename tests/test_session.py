@@ -681,6 +681,77 @@ class TestFailover:
             None,
         )
 
+    def test_an_error_without_failover_ends_the_step(self) -> None:
+        """An error no other provider would escape ends the step at once, in error."""
+        step = transition(
+            POLICY,
+            started(),
+            StepErrored(
+                step_id="bureau",
+                attempt=1,
+                at=at(5),
+                error="not permitted",
+                provider="experian",
+                failover=False,
+            ),
+        )
+        assert not [
+            e
+            for e in step.effects
+            if isinstance(e, StartStep | CancelStep) and e.step_id == "bureau"
+        ]
+        record = step.session.step("bureau")
+        assert (record.state, record.attempt, record.errors) == (
+            StepState.DONE,
+            1,
+            ("not permitted",),
+        )
+        assert record.result is not None
+        assert (record.result.status, record.result.provider) == (
+            ResultStatus.ERROR,
+            "experian",
+        )
+
+    def test_a_waiting_attempt_that_errors_without_failover_is_cancelled(
+        self,
+    ) -> None:
+        """Its vendor side may be open, so the attempt is cancelled as the step ends in error."""
+        session = run(
+            POLICY,
+            started(),
+            StepStarted(
+                step_id="bureau", attempt=1, at=at(1), timers=[("poll", at(20))]
+            ),
+        ).session
+        step = transition(
+            POLICY,
+            session,
+            StepErrored(
+                step_id="bureau",
+                attempt=1,
+                at=at(5),
+                error="channel error: KeyError: 'status'",
+                failover=False,
+            ),
+        )
+        assert step.effects[:3] == (
+            CancelStep(
+                effect_id="3.0", step_id="bureau", attempt=1, channel="credit_bureau"
+            ),
+            CancelTimer(effect_id="3.1", timer_id="step:bureau:1:timeout"),
+            CancelTimer(effect_id="3.2", timer_id="step:bureau:1:channel:poll"),
+        )
+        assert not [
+            e
+            for e in step.effects
+            if isinstance(e, StartStep) and e.step_id == "bureau"
+        ]
+        record = step.session.step("bureau")
+        assert (record.state, record.attempt) == (StepState.DONE, 1)
+        assert record.result is not None
+        assert record.result.status is ResultStatus.ERROR
+        assert record.result.detail == "channel error: KeyError: 'status'"
+
     def test_error_of_an_old_attempt_is_ignored(self) -> None:
         """An error for an attempt that was already failed over changes nothing."""
         session = run(
@@ -1371,6 +1442,7 @@ step_inputs: st.SearchStrategy[Input] = st.one_of(
         at=times,
         error=st.sampled_from(["HTTP 503", "timed out"]),
         provider=st.none() | st.sampled_from(["experian", "twilio"]),
+        failover=st.booleans(),
     ),
     st.builds(TimerFired, timer_id=timer_ids, at=times),
     st.builds(TimerFired, timer_id=timer_ids, at=times),

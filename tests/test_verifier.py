@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,13 @@ from multiverify import (
 )
 from multiverify import _verifier as verifier_module
 from multiverify._masking import mask_phone
+from multiverify._session import (
+    CancelTimer,
+    NotifyStep,
+    RecordVerdict,
+    ScheduleTimer,
+)
+from multiverify._verifier import timer_writes
 from multiverify.channels import (
     ChannelRegistry,
     Finished,
@@ -59,6 +66,7 @@ from multiverify.exceptions import (
     SessionNotFoundError,
     StepNotFoundError,
     StepNotWaitingError,
+    StoreUnavailableError,
 )
 from multiverify.stores import MemoryStore, SessionStore, SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -481,12 +489,172 @@ class TestRun:
         assert verdict.steps[0].result is not None
 
 
+ONE_STEP = Policy(
+    name="auto", version="1", steps=[Step(id="b", channel="credit_bureau")]
+)
+
+
+class TestCompletions:
+    """Effects done are marked so in batches, off the caller's path."""
+
+    async def test_effects_done_together_are_one_write(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Sessions decided at once mark their verdict effects done in fewer calls than effects."""
+        store = CountingStore()
+        async with Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=clock
+        ) as verifier:
+            await asyncio.gather(*(verifier.run(applicant) for _ in range(10)))
+            await verifier.wait_idle()
+
+            done = [key for batch in store.batches for key in batch]
+            assert len(done) == len(set(done)) == 10  # one verdict effect each
+            assert len(store.batches) < 10
+            assert await store.pending_effects() == []
+
+    async def test_aclose_waits_for_completions_being_written(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Closing does not cancel the write of completions: they are not lost."""
+        store = CountingStore()
+        store.gate = asyncio.Event()
+        verifier = Verifier(ONE_STEP, channels=[bureau()], store=store, clock=clock)
+        await verifier.run(applicant)
+        await store.writing.wait()
+
+        closing = asyncio.ensure_future(verifier.aclose())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not closing.done()
+        store.gate.set()
+        await closing
+
+        assert await store.pending_effects() == []
+
+    async def test_a_completion_not_written_leaves_the_effect_to_run_again(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A store outage when marking effects done costs the caller nothing; the effect stays pending."""
+        store = CountingStore()
+        store.unwritable = True
+        async with Verifier(
+            ONE_STEP,
+            channels=[bureau()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            verdict = await verifier.run(applicant)
+            await verifier.wait_idle()
+
+        assert verdict.outcome is Outcome.REVIEW  # the policy has no rules
+        [pending] = await store.pending_effects()
+        assert isinstance(pending.effect, RecordVerdict)
+        assert "could not mark 1 effects done; they will run again" in caplog.text
+
+
+class TestTimerWrites:
+    """Timers are written by the save that asks for them, not as effects of their own."""
+
+    async def test_timers_take_no_store_call_of_their_own(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A session's deadline and step timeout are stored with its saves; nothing is queued for them."""
+        store = CountingStore()
+        async with Verifier(
+            bureau_sms_policy(deadline="1h"),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            sid = started.session_id
+            assert {t.timer_id for t in await store.timers(sid)} == {
+                "deadline",
+                "step:sms:1:timeout",
+            }
+            assert not any(
+                isinstance(p.effect, ScheduleTimer)
+                for p in await store.pending_effects()
+            )
+            await verifier.wait_idle()
+            decided = await verifier.submit(sid, "sms", CODE)
+            await verifier.wait_idle()
+
+        assert decided.status is SessionStatus.DECIDED
+        assert await store.timers(sid) == []  # cancelled by the deciding save
+        assert "schedule_timer" not in store.calls
+        assert "cancel_timer" not in store.calls
+
+    async def test_timer_effects_left_in_an_outbox_are_still_carried_out(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A timer effect saved in the outbox (as before timers went with saves) is written, then done."""
+        store = MemoryStore()
+        async with Verifier(
+            bureau_sms_policy(deadline="1h"),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await verifier.wait_idle()
+            sid = started.session_id
+            session, version = await store.load(sid)
+            later = clock.now() + timedelta(minutes=3)
+            await store.save(
+                session,
+                expected_version=version,
+                effects=[
+                    ScheduleTimer(effect_id="old.1", timer_id="extra", due_at=later),
+                    CancelTimer(effect_id="old.2", timer_id="deadline"),
+                ],
+            )
+
+            assert await verifier.resume() >= 2
+            await verifier.wait_idle()
+
+            assert {t.timer_id: t.due_at for t in await store.timers(sid)} == {
+                "extra": later,
+                "step:sms:1:timeout": clock.now() + timedelta(minutes=5),
+            }
+            assert await store.pending_effects(sid) == []
+
+    def test_the_last_effect_on_a_timer_decides(self) -> None:
+        """Scheduled then cancelled is cancelled; cancelled then scheduled is scheduled."""
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        verdict_free = NotifyStep(
+            effect_id="n", step_id="sms", attempt=1, channel="sms_code", name="x"
+        )
+        outbox, scheduled, cancelled = timer_writes(
+            [
+                ScheduleTimer(effect_id="1", timer_id="a", due_at=at),
+                CancelTimer(effect_id="2", timer_id="a"),
+                CancelTimer(effect_id="3", timer_id="b"),
+                ScheduleTimer(effect_id="4", timer_id="b", due_at=at),
+                verdict_free,
+                ScheduleTimer(effect_id="5", timer_id="c", due_at=at),
+                ScheduleTimer(
+                    effect_id="6", timer_id="c", due_at=at + timedelta(seconds=1)
+                ),
+            ]
+        )
+
+        assert outbox == [verdict_free]
+        assert scheduled == [("b", at), ("c", at + timedelta(seconds=1))]
+        assert cancelled == ["a"]
+
+
 class CountingStore(MemoryStore):
     """A MemoryStore that counts the session writes and loads made to it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: dict[str, int] = {}
+        self.batches: list[list[tuple[str, str]]] = []  # completions, per call
+        self.unwritable = False
+        self.gate: asyncio.Event | None = None  # completions wait for it
+        self.writing = asyncio.Event()  # set by the first completions
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -502,6 +670,25 @@ class CountingStore(MemoryStore):
     async def load(self, session_id: str, /) -> tuple[Session, int]:
         self._count("load")
         return await super().load(session_id)
+
+    async def schedule_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /
+    ) -> None:
+        self._count("schedule_timer")
+        await super().schedule_timer(session_id, timer_id, due_at)
+
+    async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
+        self._count("cancel_timer")
+        await super().cancel_timer(session_id, timer_id)
+
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        self.batches.append(list(effects))
+        self.writing.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.unwritable:
+            raise StoreUnavailableError(message="store down", store="memory")
+        await super().complete_effects(effects)
 
 
 class TestWaitAndGet:
@@ -2008,14 +2195,16 @@ class TestRecovery:
         started = await first.start(applicant)
         await first.wait_idle()
         await first.aclose()
-        assert len(await store.pending_effects()) == 4
+        # The two starts: the timers went with the saves, not the outbox.
+        assert len(await store.pending_effects()) == 2
+        assert len(await store.timers()) == 2
         store.forgetting = False
 
         second_bureau, second_sms = bureau(), sms_code()
         async with Verifier(
             policy, channels=[second_bureau, second_sms], store=store, clock=clock
         ) as second:
-            assert await second.resume() == 6  # 4 effects, 2 timers
+            assert await second.resume() == 4  # 2 effects, 2 timers
             await second.wait_idle()
             assert second_bureau.starts == second_sms.starts == []
             assert await store.pending_effects() == []
@@ -2234,6 +2423,188 @@ class TestChallenge:
             assert applied is not None
             assert [message for _, message in slow_sms.messages] == [event]
             assert (await verifier.wait(session.session_id)).outcome == Outcome.APPROVED
+
+
+class CrashingOnInput(ScriptedChannel):
+    """A channel that starts waiting for ``CODE``, then raises ``error`` on any input."""
+
+    def __init__(
+        self, name: str, error: Exception, *, on_cancel: Exception | None = None
+    ) -> None:
+        super().__init__(name, [Scripted.waits(Scripted.passes(), expect=CODE)])
+        self.error = error
+        self.on_cancel = on_cancel
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        self.messages.append((context, message))
+        raise self.error
+
+    async def cancel(self, context: StepContext, state: Any, /) -> None:
+        await super().cancel(context, state)
+        if self.on_cancel is not None:
+            raise self.on_cancel
+
+
+def sms_then_video_policy() -> Policy:
+    """SMS over two gateways, falling back to a video on error; the video passing approves."""
+    return bureau_sms_policy(
+        steps=[
+            Step(id="bureau", channel="credit_bureau"),
+            Step(
+                id="sms",
+                channel="sms_code",
+                timeout="5m",
+                providers=["twilio", "vonage"],
+                fallback=Fallback(step="video", on=["error"]),
+            ),
+            Step(id="video", channel="video_sign"),
+        ],
+        rules=[
+            Rule(
+                outcome="approved",
+                when="steps.bureau.status == 'passed' && steps.video.status == 'passed'",
+                reason="video.confirmed",
+            )
+        ],
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def one_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[SessionStore]:
+    """A MemoryStore or a SqliteStore."""
+    store: SessionStore = (
+        MemoryStore()
+        if request.param == "memory"
+        else SqliteStore(tmp_path / "verify.db", clock=clock)
+    )
+    yield store
+    await store.aclose()
+
+
+class TestCrashWhileHandling:
+    async def test_the_step_ends_in_error_and_the_policy_goes_on(
+        self,
+        clock: FakeClock,
+        applicant: Applicant,
+        one_store: SessionStore,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """``submit`` returns the session: the step ended in error, its attempt cancelled, no failover."""
+        quoted = f"no route for {applicant.phone} ({applicant.name})"
+        sms = CrashingOnInput("sms_code", RuntimeError(quoted))
+        video = ScriptedChannel("video_sign", [Scripted.passes()])
+        async with Verifier(
+            sms_then_video_policy(),
+            channels=[bureau(), sms, video],
+            store=one_store,
+            clock=clock,
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            session = await verifier.submit(started.session_id, "sms", CODE)
+            record = session.step("sms")
+            assert record.state is StepState.DONE
+            assert session.step("video").state is StepState.RUNNING
+            await settle(verifier, clock)
+            verdict = await verifier.wait(started.session_id)
+            done = await verifier.get(started.session_id)
+            await verify_trail(verifier, done)
+            events = await verifier.store.audit_events(started.session_id)
+        assert verdict.outcome is Outcome.APPROVED
+        result = record.result
+        assert result is not None
+        assert (result.status, result.attempts, result.provider) == (
+            ResultStatus.ERROR,
+            1,
+            "twilio",
+        )
+        assert result.detail is not None
+        assert result.detail.startswith("channel error: RuntimeError: no route for")
+        assert len(sms.starts) == 1  # the next gateway did not take over
+        assert [context.attempt for context in sms.cancels] == [1]
+        assert "crashed handling input for step sms" in caplog.text
+        assert "Traceback" in caplog.text
+        [errored] = [
+            e.data["input"]
+            for e in events
+            if e.kind == "input" and e.data["input"]["type"] == "StepErrored"
+        ]
+        assert errored["failover"] is False
+        text = caplog.text + result.detail + "".join(e.to_json() for e in events)
+        for raw in (applicant.phone, applicant.name):
+            assert raw not in text
+        assert mask_phone(applicant.phone) in result.detail
+
+    async def test_a_provider_event_that_crashes_its_channel(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``handle_event`` returns the session with the step in error, as ``submit`` does."""
+        sms = CrashingOnInput("sms_code", KeyError("status"))
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            session = await verifier.handle_event(
+                ProviderEvent(
+                    session_id=started.session_id,
+                    step_id="sms",
+                    kind="status",
+                    dedupe_key="d1",
+                )
+            )
+        assert session is not None
+        result = session.step("sms").result
+        assert result is not None
+        assert result.status is ResultStatus.ERROR
+        assert result.detail == "channel error: KeyError: 'status'"
+
+    async def test_a_typed_error_stays_the_callers(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """An SDK error the channel raises on purpose reaches the caller; the step waits on."""
+        sms = CrashingOnInput(
+            "sms_code",
+            InvalidInputError(message="code: expected 6 digits", field="code"),
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            with pytest.raises(InvalidInputError):
+                await verifier.submit(started.session_id, "sms", {"code": "1"})
+            record = (await verifier.get(started.session_id)).step("sms")
+        assert record.state is StepState.WAITING
+        assert sms.cancels == []
+
+    async def test_a_crash_while_cancelling_is_logged_and_passed(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A channel that crashes again when its attempt is cancelled is logged, masked; the session goes on."""
+        sms = CrashingOnInput(
+            "sms_code",
+            RuntimeError("boom"),
+            on_cancel=RuntimeError(f"hang up {applicant.phone}"),
+        )
+        async with Verifier(
+            bureau_sms_policy(), channels=[bureau(), sms], clock=clock
+        ) as verifier:
+            started = await verifier.start(applicant)
+            await settle(verifier, clock)
+            await verifier.submit(started.session_id, "sms", CODE)
+            await settle(verifier, clock)
+            verdict = await verifier.wait(started.session_id)
+            pending = await verifier.store.pending_effects(started.session_id)
+        assert verdict.decided_by == "default"  # no rule holds with the SMS in error
+        assert len(sms.cancels) == 1
+        assert "crashed cancelling step sms" in caplog.text
+        assert applicant.phone not in caplog.text
+        assert pending == []
 
 
 class TestRobustness:

@@ -107,6 +107,16 @@ class DiesAfterFiring(MemoryStore):
         return version
 
 
+class LoadCounting(MemoryStore):
+    """A MemoryStore that counts the sessions loaded from it."""
+
+    loads = 0
+
+    async def load(self, session_id: str, /) -> tuple[Any, int]:
+        self.loads += 1
+        return await super().load(session_id)
+
+
 class TestWorker:
     async def test_resumes_orphaned_effects_once_their_claim_lapses(
         self, applicant: Applicant
@@ -126,6 +136,21 @@ class TestWorker:
             assert len(channel.starts) == 1
             assert await store.pending_effects(sid) == []
             assert await worker.run_once() == 0
+
+    async def test_a_resumed_start_reads_its_session_once(
+        self, applicant: Applicant
+    ) -> None:
+        """A start found in the store loads its session once; the save of its outcome starts from it."""
+        store, clock = LoadCounting(), FakeClock()
+        sid = await orphaned(store, clock, applicant)
+        await clock.advance(9)
+        async with replica(store, clock) as verifier:
+            store.loads = 0
+            assert await Worker(verifier).run_once() == 2
+            await verifier.wait_idle()
+
+            assert store.loads == 2  # one for each of the two starts
+            assert await store.pending_effects(sid) == []
 
     async def test_effect_grace_waits_past_the_claim(
         self, applicant: Applicant
@@ -163,6 +188,33 @@ class TestWorker:
             await clock.advance(20)
             await verifier.wait_idle()
             assert await worker.run_once() == 2
+
+    async def test_a_full_worker_claims_again_as_soon_as_effects_end(
+        self, applicant: Applicant
+    ) -> None:
+        """With every slot taken, the next batch is claimed when half end, not a poll later."""
+        store, clock = MemoryStore(), FakeClock()
+        for _ in range(6):
+            await orphaned(store, clock, applicant)  # two effects each
+        await clock.advance(9)
+        slow = [
+            ScriptedChannel(name, [Scripted.passes(delay=1)])
+            for name in ("credit_bureau", "sms_code")
+        ]
+        async with (
+            replica(store, clock, *slow) as verifier,
+            Worker(verifier, concurrency=4, poll_interval=60),
+        ):
+            waited = 0
+            while await store.pending_effects() and waited < 60:
+                await clock.advance(1)
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                waited += 1
+        # Twelve effects of a second each, four at a time: three seconds (a
+        # worker waiting out its poll would take a minute per batch).
+        assert waited <= 4
+        assert await store.pending_effects() == []
 
     async def test_a_slow_effect_is_left_to_its_replica_until_it_dies(
         self, applicant: Applicant

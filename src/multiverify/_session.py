@@ -316,13 +316,23 @@ class StepFinished:
 
 @attrs.frozen(kw_only=True)
 class StepErrored:
-    """A provider attempt failed for good (after its retries): fail over or give up."""
+    """A provider attempt failed for good (after its retries): fail over or give up.
+
+    ``failover`` is ``False`` when the next provider must not take over:
+    the SDK refused the call itself, before any request, which every
+    provider would meet alike; or the channel crashed handling input for an
+    attempt already under way. The step then ends in error, and an attempt
+    that was waiting is cancelled (its vendor side may be open: a call, a
+    verification), as at a timeout. Recordings from before the flag lack
+    it: they fail over.
+    """
 
     step_id: str
     attempt: int
     at: datetime
     error: str
     provider: str | None = None
+    failover: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -1307,6 +1317,17 @@ class _Run:
                 )
             )
 
+    def cancel(self, record: StepRecord, step: Step) -> None:
+        """Have the channel stop the record's current attempt (hang up, expire a code)."""
+        self.effects.append(
+            CancelStep(
+                effect_id=self.effect_id(),
+                step_id=step.id,
+                attempt=record.attempt,
+                channel=step.channel,
+            )
+        )
+
     def release(self, record: StepRecord, step: Step) -> None:
         """Cancel the timers of the record's current attempt."""
         if step.timeout is not None:
@@ -1379,12 +1400,14 @@ class _Run:
         applicant = self.base.applicant
         error = event.error if applicant is None else applicant.redact(event.error)
         record = attrs.evolve(record, errors=(*record.errors, error))
-        if record.provider_index + 1 < len(step.providers):
+        if event.failover and record.provider_index + 1 < len(step.providers):
             self.release(record, step)
             if record.timers:
                 record = attrs.evolve(record, timers=())
             self.start(record, event.at, provider_index=record.provider_index + 1)
             return
+        if record.state is StepState.WAITING:
+            self.cancel(record, step)  # its vendor side may still be open
         self.finish(
             record,
             ChannelResult(
@@ -1424,14 +1447,7 @@ class _Run:
             return
         step = self.policy.step(step_id)
         if kind == "timeout" and step.timeout is not None:
-            self.effects.append(
-                CancelStep(
-                    effect_id=self.effect_id(),
-                    step_id=step_id,
-                    attempt=record.attempt,
-                    channel=step.channel,
-                )
-            )
+            self.cancel(record, step)
             self.finish(
                 record,
                 ChannelResult(
@@ -1682,14 +1698,7 @@ class _Run:
         for record in self.records():
             if record.state in _ACTIVE:
                 step = self.policy.step(record.step_id)
-                self.effects.append(
-                    CancelStep(
-                        effect_id=self.effect_id(),
-                        step_id=step.id,
-                        attempt=record.attempt,
-                        channel=step.channel,
-                    )
-                )
+                self.cancel(record, step)
                 self.release(record, step)
                 self.put(
                     _ended(

@@ -79,6 +79,7 @@ from .exceptions import (
     MultiverifyError,
     PolicyError,
     ProviderError,
+    PullNotPermittedError,
     SessionFinishedError,
     StepNotWaitingError,
     StoreUnavailableError,
@@ -267,6 +268,10 @@ class Verifier:
         # lease by one task, which runs while there are any.
         self._inflight: set[tuple[str, str]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        # Effects done here whose completion is not written yet: one task
+        # writes them, all that finished meanwhile in one call.
+        self._done: list[tuple[str, str]] = []
+        self._completer: asyncio.Task[None] | None = None
         # Effect tasks cancelled to be given back (not because the core moved on).
         self._abandoned: set[asyncio.Task[None]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -350,12 +355,14 @@ class Verifier:
         session, records = AuditTrail.transition(
             result.session, event, result.effects, at=self._clock.now()
         )
+        outbox, timers, _ = timer_writes(result.effects)
         async with self._lock(session.session_id):
             version = await self._store.create(
                 session,
-                effects=result.effects,
+                effects=outbox,
                 audit=[created, *records],
                 claim=self._claim(),
+                timers=timers,
             )
             self._remember(session, version)
             verdicts = await self._dispatch(session, result.effects)
@@ -656,10 +663,14 @@ class Verifier:
             return
         self._closed = True
         tasks = [*self._tasks, *self._timer_tasks.values()]
+        tasks = [task for task in tasks if task is not self._completer]
         for task in tasks:
             task.cancel()
-        # The effects cancelled give their claims back as they end.
+        # The effects cancelled give their claims back as they end; the
+        # effects done are marked so.
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._completer is not None:
+            await self._completer
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
@@ -723,6 +734,7 @@ class Verifier:
         session, records = AuditTrail.transition(
             session, event, effects, at=self._clock.now(), call=call
         )
+        outbox, timers, cancelled = timer_writes(effects)
         watch = self._watches.get(session.session_id)
         if watch is not None and watch.unsubscribe is not None:
             watch.echoes += 1  # the store will notify this save too
@@ -730,11 +742,13 @@ class Verifier:
             saved = await self._store.save(
                 session,
                 expected_version=version,
-                effects=effects,
+                effects=outbox,
                 audit=records,
-                claim=self._claim() if effects else None,
+                claim=self._claim() if outbox else None,
                 completed=completed,
                 fired_timer=fired_timer,
+                timers=timers,
+                cancelled_timers=cancelled,
             )
         except BaseException as exc:
             if watch is not None and watch.unsubscribe is not None:
@@ -805,12 +819,21 @@ class Verifier:
             session, version = await self._store.load(session_id)
             policy = self._policy_of(session)
             record = require_input(session, step_id, attempt)
-            channel = self._registry.get(policy.step(step_id).channel)
+            name = policy.step(step_id).channel
+            channel = self._registry.get(name)
             context = self._context(session, policy, record)
-            outcome = await channel.handle(
-                context, load_state(channel, record.channel_state), message
-            )
-            event = outcome_input(record, outcome, at=self._clock.now())
+            event: Input
+            try:
+                outcome = await channel.handle(
+                    context, load_state(channel, record.channel_state), message
+                )
+            except MultiverifyError:
+                raise  # the channel's typed refusal (a malformed code) is the caller's
+            except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged
+                log_crash(log, exc, name, context, "handling input for")
+                event = handle_crash(exc, record, context, at=self._clock.now())
+            else:
+                event = outcome_input(record, outcome, at=self._clock.now())
             result = transition(policy, session, event)
             saved, new_version = await self._save(
                 result.session, version, event, result.effects
@@ -964,9 +987,15 @@ class Verifier:
         return task
 
     async def _dispatch(
-        self, session: Session, effects: Sequence[Effect]
+        self, session: Session, effects: Sequence[Effect], *, outbox: bool = False
     ) -> list[Verdict | ReviewEvent]:
         """Carry out saved effects: timers and queue work inline, channel work as tasks.
+
+        Timer effects were written to the store's timers by the save that
+        asked for them (see `timer_writes`);
+        here they only arm or disarm this process's timers. ``outbox``: the
+        effects were found in the outbox instead (saved before timers went
+        with the save), so their timers are written now.
 
         Returns the verdicts and review events to announce once the session
         lock is released.
@@ -976,23 +1005,25 @@ class Verifier:
         for effect in effects:
             match effect:
                 case ScheduleTimer(timer_id=timer_id, due_at=due_at):
-                    await self._store.schedule_timer(sid, timer_id, due_at)
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    if outbox:
+                        await self._store.schedule_timer(sid, timer_id, due_at)
+                        self._completed(sid, effect.effect_id)
                     self._arm(sid, timer_id, due_at)
                 case CancelTimer(timer_id=timer_id):
-                    await self._store.cancel_timer(sid, timer_id)
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    if outbox:
+                        await self._store.cancel_timer(sid, timer_id)
+                        self._completed(sid, effect.effect_id)
                     task = self._timer_tasks.pop((sid, timer_id), None)
                     if task is not None and task is not asyncio.current_task():
                         task.cancel()
                 case RecordVerdict():
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    self._completed(sid, effect.effect_id)
                     verdicts.append(effect.verdict)
                 case QueueReview() | DequeueReview() | EscalateReview():
                     event = await run_queue_effect(
                         self._store, session, effect, now=self._clock.now()
                     )
-                    await self._store.complete_effect(sid, effect.effect_id)
+                    self._completed(sid, effect.effect_id)
                     if event is not None:
                         verdicts.append(event)
                 case _:
@@ -1055,10 +1086,10 @@ class Verifier:
                     | EscalateReview()
                 ):
                     current, version = await self._store.load(session_id)
-                    verdicts = await self._dispatch(current, [effect])
+                    verdicts = await self._dispatch(current, [effect], outbox=True)
                     await self._after(current, version, verdicts)
                     return
-            await self._store.complete_effect(session_id, effect.effect_id)
+            self._completed(session_id, effect.effect_id)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closed or task in self._abandoned:
@@ -1069,7 +1100,7 @@ class Verifier:
             else:
                 # Cancelled on purpose (the step timed out or the session was
                 # decided): the core already moved on, so the effect is done.
-                await self._store.complete_effect(session_id, effect.effect_id)
+                self._completed(session_id, effect.effect_id)
             raise
         except MultiverifyError:
             log.exception(
@@ -1092,6 +1123,35 @@ class Verifier:
             owner=leases.owner,
             until=self._clock.now() + timedelta(seconds=leases.ttl),
         )
+
+    def _completed(self, session_id: str, effect_id: str) -> None:
+        """Mark an effect done, in the store's next batch of completions.
+
+        The caller goes on at once. Effects that finish while a batch is
+        being written go in the next one, so under load many completions
+        cost one write. Until it is written, the effect's claim (one lease
+        long) keeps other replicas from running it again.
+        """
+        self._done.append((session_id, effect_id))
+        if self._completer is None:
+            self._completer = self._spawn(self._write_completions())
+
+    async def _write_completions(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the effects done in this turn of the loop join in
+            while self._done:
+                batch, self._done = self._done, []
+                try:
+                    await self._store.complete_effects(batch)
+                except MultiverifyError:
+                    # Left pending: once their claims lapse, a worker runs
+                    # them again (effects run at least once).
+                    log.warning(
+                        "could not mark %d effects done; they will run again",
+                        len(batch),
+                    )
+        finally:
+            self._completer = None
 
     async def _renew_claims(self) -> None:
         """Renew the claims of every effect running here, in one call per third of the lease.
@@ -1149,7 +1209,10 @@ class Verifier:
     ) -> bool:
         """Start the step and save its outcome; return whether that save completed the effect."""
         if session is None:
-            session = await self.get(session_id)
+            # Remembered, so the save of the outcome starts from it rather
+            # than reading it again (a stale one costs a compare-and-set).
+            session, version = await self._store.load(session_id)
+            self._remember(session, version)
         record = session.step(effect.step_id)
         if (
             session.finished
@@ -1170,14 +1233,8 @@ class Verifier:
             event = outcome_input(record, outcome, at=self._clock.now())
         except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged below
             if not isinstance(exc, MultiverifyError):
-                log.error(  # noqa: TRY400 - the traceback is in the message, redacted
-                    "channel %s crashed starting step %s of session %s\n%s",
-                    effect.channel,
-                    effect.step_id,
-                    session_id,
-                    crash_report(exc, context.applicant),
-                )
-            event = self._errored(effect, *start_failure(exc, effect.provider))
+                log_crash(log, exc, effect.channel, context, "starting")
+            event = self._errored(exc, effect)
         call = {
             "step_id": effect.step_id,
             "attempt": effect.attempt,
@@ -1190,13 +1247,15 @@ class Verifier:
         await self._apply(session_id, event, call, completed=(effect.effect_id,))
         return True
 
-    def _errored(self, effect: StartStep, error: str, provider: str | None) -> Input:
+    def _errored(self, exc: Exception, effect: StartStep) -> Input:
+        error, provider = call_failure(exc, effect.provider)
         return StepErrored(
             step_id=effect.step_id,
             attempt=effect.attempt,
             at=self._clock.now(),
             error=error,
             provider=provider,
+            failover=fails_over(exc),
         )
 
     async def _notify(self, session_id: str, effect: NotifyStep) -> None:
@@ -1224,6 +1283,10 @@ class Verifier:
             await channel.cancel(context, load_state(channel, record.channel_state))
         except ProviderError:
             log.warning("cancelling step %s of %s failed", effect.step_id, session_id)
+        except MultiverifyError:
+            raise  # the store, say: the effect stays pending and is resumed
+        except Exception as exc:  # noqa: BLE001 - a channel bug, logged masked
+            log_crash(log, exc, effect.channel, context, "cancelling")
 
     # -- timers --------------------------------------------------------------------
 
@@ -1399,6 +1462,33 @@ def outcome_input(record: StepRecord, outcome: StepOutcome, *, at: datetime) -> 
     )
 
 
+def timer_writes(
+    effects: Sequence[Effect],
+) -> tuple[list[Effect], list[tuple[str, datetime]], list[str]]:
+    """Split a transition's effects: those for the outbox, and its timer writes.
+
+    A save writes timers to the store itself, in the same atomic write, so
+    ``ScheduleTimer`` and ``CancelTimer`` need no outbox entry and no write
+    of their own. Returns the outbox's effects, the timers to schedule
+    (``(timer_id, due_at)``) and the timers to cancel: for each timer, what
+    the last of its effects asks, as running them in order would leave it.
+    """
+    outbox: list[Effect] = []
+    last: dict[str, datetime | None] = {}
+    for effect in effects:
+        if type(effect) is ScheduleTimer:
+            last[effect.timer_id] = effect.due_at
+        elif type(effect) is CancelTimer:
+            last[effect.timer_id] = None
+        else:
+            outbox.append(effect)
+    if not last:
+        return outbox, [], []
+    scheduled = [(timer_id, due) for timer_id, due in last.items() if due is not None]
+    cancelled = [timer_id for timer_id, due in last.items() if due is None]
+    return outbox, scheduled, cancelled
+
+
 def crash_report(exc: BaseException, applicant: Applicant) -> str:
     """The traceback of a channel's crash, with the applicant's personal values masked.
 
@@ -1408,13 +1498,63 @@ def crash_report(exc: BaseException, applicant: Applicant) -> str:
     return applicant.redact("".join(traceback.format_exception(exc)).rstrip())
 
 
-def start_failure(exc: Exception, provider: str | None) -> tuple[str, str | None]:
-    """The error text and provider a failed ``channel.start`` records in ``StepErrored``."""
-    if isinstance(exc, ProviderError):
-        return f"{type(exc).__name__}: {exc}", exc.provider
+def log_crash(
+    logger: logging.Logger,
+    exc: BaseException,
+    channel: str,
+    context: StepContext,
+    doing: str,
+) -> None:
+    """Log a channel's crash (``doing``: starting, handling input for...) with its traceback, masked."""
+    logger.error(
+        "channel %s crashed %s step %s of session %s\n%s",
+        channel,
+        doing,
+        context.step_id,
+        context.session_id,
+        crash_report(exc, context.applicant),
+    )
+
+
+def handle_crash(
+    exc: Exception, record: StepRecord, context: StepContext, *, at: datetime
+) -> StepErrored:
+    """The core input for a channel's crash while handling input for ``record``'s attempt.
+
+    The step ends in error without failover: the attempt was under way, and
+    the core cancels it. The text is masked, since a runtime may keep it
+    where the session's retention does not reach (Temporal's history).
+    """
+    error, provider = call_failure(exc, context.provider)
+    return StepErrored(
+        step_id=record.step_id,
+        attempt=record.attempt,
+        at=at,
+        error=context.applicant.redact(error),
+        provider=provider,
+        failover=False,
+    )
+
+
+def call_failure(exc: Exception, provider: str | None) -> tuple[str, str | None]:
+    """The error text and provider a failed channel call records in ``StepErrored``."""
     if isinstance(exc, MultiverifyError):
-        return f"{type(exc).__name__}: {exc}", provider
+        named = (
+            exc.provider
+            if isinstance(exc, ProviderError | PullNotPermittedError)
+            else None
+        )
+        return f"{type(exc).__name__}: {exc}", provider if named is None else named
     return f"channel error: {type(exc).__name__}: {exc}", provider
+
+
+def fails_over(exc: Exception) -> bool:
+    """Whether the step's next provider may take over from a failed ``channel.start``.
+
+    Not after a refusal the channel made before any request, which every
+    provider would meet alike: the bureau's purpose and consent guard.
+    """
+    return not (isinstance(exc, PullNotPermittedError) and exc.provider is None)
 
 
 async def call_start(

@@ -160,8 +160,29 @@ class Worker:
                 pause = min(pause * 2, self._max_backoff)
                 continue
             pause = self._poll
-            if not done:
+            if len(self._resumed) >= self._limit:
+                await self._room()
+            elif not done:
                 await clock.sleep(self._poll)
+
+    async def _room(self) -> None:
+        """Wait until half the effects resumed here have ended, or ``poll_interval`` passed.
+
+        A worker with every slot taken goes on as soon as it can claim a
+        batch again, rather than a whole poll later; the poll still bounds
+        the wait, so due timers are fired while slow effects run.
+        """
+        pause = asyncio.ensure_future(self._verifier.clock.sleep(self._poll))
+        try:
+            while not pause.done():
+                self._resumed = {task for task in self._resumed if not task.done()}
+                if len(self._resumed) <= self._limit // 2:
+                    return
+                await asyncio.wait(
+                    {pause, *self._resumed}, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            pause.cancel()
 
     async def run_once(self) -> int:
         """One round: resume effects whose claim lapsed, fire due timers; return how many.

@@ -11,7 +11,7 @@ are for wiring mistakes, bad input, vendor trouble and session conflicts::
     │   ├── PhoneNumberRefusedError   a number the SMS controls refuse (.reason), before any send
     │   └── DatasetError              a recorded-sessions or labels file that cannot be read (.source .line)
     ├── QuotaExceededError            an abuse or cost limit refused a send (.quota .retry_at)
-    ├── PullNotPermittedError         a credit pull without a permissible purpose or consent (.reason)
+    ├── PullNotPermittedError         a credit pull without a permissible purpose or consent (.reason .provider)
     ├── ProviderError                 .provider .status_code .code .request_id .retryable .uncertain
     │   ├── ProviderUnavailableError  transport error, timeout, 5xx: retryable
     │   ├── ProviderRateLimitedError  429, .retry_after: retryable
@@ -185,12 +185,18 @@ class PullNotPermittedError(MultiverifyError):
         reason: ``no_purpose`` (neither the step nor the channel names a
             permissible purpose), ``no_consent`` (the applicant carries no
             consent record for bureau pulls), ``consent_expired`` or
-            ``purpose_not_consented`` (the consent covers other purposes).
+            ``purpose_not_consented`` (the consent covers other purposes), or
+            ``purpose_not_supported`` (the bureau has no code for it).
         purpose: the permissible purpose asked for, when there was one.
+        provider: the bureau that refused (``purpose_not_supported``:
+            another may take over), or ``None`` when the channel's purpose
+            and consent guard refused, which every bureau would meet alike:
+            the step then ends in error without trying its next provider.
     """
 
     reason: str
     purpose: str | None = None
+    provider: str | None = None
 
 
 @attrs.define(auto_exc=True, kw_only=True)

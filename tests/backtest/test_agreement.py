@@ -26,6 +26,8 @@ from multiverify import (
 )
 from multiverify._audit import GENESIS, _digest
 from multiverify.backtest import RecordedCheck, parse_sessions, replay, simulate_file
+from multiverify.backtest._records import EPOCH, _Line, _Steps
+from multiverify.channels import ProviderEvent, StepContext, StepMessage, StepOutcome
 from multiverify.exceptions import DatasetError, ProviderRejectedError
 from multiverify.stores import MemoryStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
@@ -256,6 +258,98 @@ async def test_simulating_an_export_of_many_sessions(tmp_path: Path) -> None:
     first = report.to_json()
     assert (again.pop("source"), first.pop("source")) == (str(shuffled), str(path))
     assert again == first
+
+
+class CrashingCall(ScriptedChannel):
+    """A phone call that is placed, then crashes on the first callback."""
+
+    def __init__(self) -> None:
+        super().__init__("phone_call", [Scripted.waits(PASS())])
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        raise KeyError("CallStatus")
+
+
+async def test_a_crash_while_handling_input_replays_from_the_export() -> None:
+    """A call that crashed on its callback ended in error without failover; the replay ends it there too."""
+    clock = FakeClock()
+    store = MemoryStore()
+    call = CrashingCall()
+    scripted = [c for c in channels({}) if c.spec.name != "phone_call"]
+    async with Verifier(
+        POLICY, channels=[*scripted, call], store=store, clock=clock
+    ) as verifier:
+        session = await verifier.start(applicant("5000"))
+        await verifier.wait_idle()
+        await verifier.handle_event(
+            ProviderEvent(session_id=session.session_id, step_id="call", kind="status")
+        )
+        for _ in range(2):
+            await verifier.wait_idle()
+            await clock.advance(600)
+        verdict = await verifier.wait(session.session_id)
+        events = await store.audit_events(session.session_id)
+    assert len(call.starts) == 1
+    call_summary = next(s for s in verdict.steps if s.step_id == "call")
+    assert call_summary.result is not None
+    assert call_summary.result.status.value == "error"
+    out = io.StringIO()
+    AuditTrail.export_jsonl(events, out)
+    [recorded] = parse_sessions(out.getvalue().splitlines())
+    assert recorded.steps["call"].failover is False
+    simulated = replay(POLICY, recorded)
+    assert shape(simulated.verdict) == shape(verdict)
+    assert simulated.missing == {}
+    assert simulated.attempts["call"] == 1
+
+
+def test_a_dataset_error_without_failover_ends_the_step_at_its_first_provider() -> None:
+    """A dataset's ``"failover": false`` says the error ended the step: the replay tries no other provider."""
+    line = json.dumps(
+        {
+            "session_id": "d1",
+            "facts": {"application": {"amount": 5000.0}},
+            "steps": {
+                "bureau": {"channel": "credit_bureau", "status": "passed"},
+                "sms": {"channel": "sms_code", "status": "passed"},
+                "call": {
+                    "channel": "phone_call",
+                    "status": "error",
+                    "detail": "channel error: KeyError",
+                    "failover": False,
+                },
+                "video": {"channel": "video_sign", "status": "passed"},
+            },
+        }
+    )
+    [recorded] = parse_sessions([line])
+    result = replay(POLICY, recorded)
+    assert result.missing == {}
+    assert result.attempts["call"] == 1
+    assert result.outcome is not None
+    assert result.outcome.value == "approved"  # the video took over on the error
+
+
+def test_an_error_recorded_before_the_failover_flag_fails_over() -> None:
+    """An export's ``StepErrored`` without ``failover`` reads as the old behaviour: the step ended for want of providers."""
+    steps = _Steps()
+    steps.channels["call"] = "phone_call"
+    steps.started["call"] = EPOCH
+    steps.attempt["call"] = 2
+    line = _Line("export", 1)
+    data = {
+        "input": {
+            "type": "StepErrored",
+            "step_id": "call",
+            "attempt": 2,
+            "at": EPOCH.isoformat(),
+            "error": "503",
+        }
+    }
+    steps.apply(line, data)
+    assert steps.ended["call"].failover is True
 
 
 def test_an_error_on_fewer_providers_than_the_policy_tries_is_missing() -> None:

@@ -746,9 +746,14 @@ class TestBrokenInput:
                 "expected an object, got a list",
             ),
             (
+                '{"session_id": "a", "steps": {"b": {"channel": "sms_code", "status": "error", "failover": "no"}}}',
+                "steps.b.failover",
+                "expected true or false, got a string",
+            ),
+            (
                 '{"session_id": "a", "steps": {"b": {"channel": "sms_code", "status": "passed", "when": 1}}}',
                 "steps.b.when",
-                "unknown key; known keys: attempts, channel, detail, duration, facts, provider, score, signals, status",
+                "unknown key; known keys: attempts, channel, detail, duration, facts, failover, provider, score, signals, status",
             ),
         ],
     )

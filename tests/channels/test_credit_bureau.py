@@ -675,6 +675,80 @@ class TestRetriesAndFailover:
         assert len(first.requests) == 1
         assert bureau_step(session).attempt == 2
 
+    async def test_a_refused_pull_ends_the_step_at_the_first_bureau(self) -> None:
+        """The consent guard's refusal is the same for every bureau: one refusal, no failover, and no request leaves."""
+        router = respx.Router(assert_all_called=False)
+        client = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
+        gateways = [
+            HttpBureau(
+                "cn-credit-gateway",
+                name=name,
+                base_url=BASE,
+                token=OAuth2Token(url=TOKEN_URL, client_id="c", client_secret="s"),
+                client=client,
+            )
+            for name in ("first", "second")
+        ]
+        store = MemoryStore()
+        session = await run(
+            channel(*gateways),
+            applicant(consents=[]),
+            store=store,
+            providers=("first", "second"),
+            fallback=True,
+            extra=[sms()],
+        )
+        events = await store.audit_events(session.session_id)
+        await client.aclose()
+        assert not router.calls
+        record = bureau_step(session)
+        assert (record.attempt, record.state.value) == (1, "done")
+        assert record.result.status is ResultStatus.ERROR
+        assert record.result.provider == "first"
+        assert record.errors == (
+            "PullNotPermittedError: applicant a-42 carries no credit_bureau consent record",
+        )
+        bureau_inputs = [
+            e.data for e in events if e.data.get("input", {}).get("step_id") == "bureau"
+        ]
+        assert [d["input"]["type"] for d in bureau_inputs] == ["StepErrored"]
+        [errored] = bureau_inputs
+        assert errored["input"]["failover"] is False
+        assert [t["error"] for t in errored["call"]["tries"]] == [record.errors[0]]
+        started = [
+            effect["step_id"]
+            for e in events
+            for effect in e.data.get("effects", [])
+            if effect["type"] == "StartStep"
+        ]
+        assert started.count("bureau") == 1
+        # The policy goes on as for any error: the fallback ran.
+        assert session.step("sms").result.status is ResultStatus.PASSED
+
+    async def test_a_bureau_without_a_code_for_the_purpose_fails_over(self) -> None:
+        """A refusal of one bureau's own (no purpose code) is no local refusal: the next bureau takes over."""
+        router = respx.Router(assert_all_called=False)
+        client = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
+        first = HttpBureau(
+            "cn-credit-gateway",
+            name="first",
+            base_url=BASE,
+            token=OAuth2Token(url=TOKEN_URL, client_id="c", client_secret="s"),
+            client=client,
+            purpose_codes={"account_review": "07"},
+        )
+        second = FakeBureauProvider("second")
+        session = await run(channel(first, second), providers=("first", "second"))
+        await client.aclose()
+        assert not router.calls
+        record = bureau_step(session)
+        assert record.attempt == 2
+        assert record.result.status is ResultStatus.PASSED
+        assert record.errors[0].startswith(
+            "PullNotPermittedError: first has no purpose code"
+        )
+        assert len(second.requests) == 1
+
     async def test_a_malformed_answer_ends_the_step_as_error(self) -> None:
         """A ProviderResponseError from the last bureau: the step is ``error``, the fallback runs."""
         fake = FakeBureauProvider()

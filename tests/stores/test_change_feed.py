@@ -465,7 +465,7 @@ async def test_lost_notifications_are_made_up_for_by_polling(
     waited: list[float] = []
     wait = asyncio.wait
 
-    async def recorded(
+    async def recorded(  # noqa: ASYNC109 - stands in for asyncio.wait
         futures: Any, *, timeout: float | None = None, **kwargs: Any
     ) -> Any:
         if timeout is not None:

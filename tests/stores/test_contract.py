@@ -338,6 +338,35 @@ class TestEffects:
         assert await store.pending_effects("s1") == []
         assert await store.pending_effects() == []
 
+    async def test_complete_many_at_once(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """One call completes effects of several sessions; repeats and unknown ones do nothing."""
+        claim = EffectClaim(owner="r1", until=T0 + timedelta(seconds=30))
+        await store.create(
+            make_session("s1"), effects=[timer("a"), timer("b")], claim=claim
+        )
+        await store.create(make_session("s2"), effects=[timer("c")], claim=claim)
+
+        await store.complete_effects([])
+        await store.complete_effects(
+            [("s1", "a"), ("s2", "c"), ("s2", "c"), ("s1", "zzz"), ("nobody", "a")]
+        )
+
+        assert ids(await store.pending_effects()) == [("s1", "b")]
+        assert await store.pending_effects("s2") == []
+        assert (
+            await store.extend_effect_claims(
+                "r1", [("s1", "a"), ("s1", "b"), ("s2", "c")], until=claim.until
+            )
+            == 1
+        )
+        taken = await store.claim_effects("w", at=claim.until, until=claim.until)
+        assert ids(taken) == [("s1", "b")]
+
+        await store.complete_effects([("s1", "b")])
+        assert await store.pending_effects() == []
+
     async def test_completed_effect_saved_again_is_pending(
         self, store: SessionStore, make_session: MakeSession
     ) -> None:
@@ -550,6 +579,60 @@ class TestEffectClaims:
         assert ids(await store.pending_effects("s1")) == [("s1", "b"), ("s1", "d")]
         assert [t.timer_id for t in await store.timers("s1")] == ["other"]
         assert await store.extend_effect_claims("r1", [("s1", "a")], until=T0) == 0
+
+    async def test_timers_are_written_with_the_session(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """A create schedules timers; a save moves, adds and cancels them, in its write."""
+        session = make_session("s1")
+        later, latest = T0 + timedelta(minutes=5), T0 + timedelta(hours=1)
+        await store.create(
+            session, timers=[("deadline", latest), ("step", T0), ("poll", T0)]
+        )
+        assert {t.timer_id: t.due_at for t in await store.timers("s1")} == {
+            "deadline": latest,
+            "step": T0,
+            "poll": T0,
+        }
+
+        await store.save(
+            session,
+            expected_version=1,
+            fired_timer="poll",
+            timers=[("poll", later), ("retry", later), ("deadline", later)],
+            cancelled_timers=["step", "unknown"],
+        )
+
+        # The fired timer scheduled again stays, at its new time.
+        assert {t.timer_id: t.due_at for t in await store.timers("s1")} == {
+            "deadline": later,
+            "poll": later,
+            "retry": later,
+        }
+        assert [t.timer_id for t in await store.due_timers(later)] == [
+            "deadline",
+            "poll",
+            "retry",
+        ]
+
+    async def test_a_lost_save_writes_no_timers(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """Timers to schedule or cancel go only with a save that wins."""
+        session = make_session("s1")
+        await store.create(session, timers=[("deadline", T0)])
+
+        with pytest.raises(ConcurrentUpdateError):
+            await store.save(
+                session,
+                expected_version=5,
+                timers=[("other", T0)],
+                cancelled_timers=["deadline"],
+            )
+        with pytest.raises(ConcurrentUpdateError):
+            await store.create(session, timers=[("other", T0)])
+
+        assert [t.timer_id for t in await store.timers("s1")] == ["deadline"]
 
     async def test_a_lost_save_completes_nothing_and_fires_nothing(
         self, store: SessionStore, make_session: MakeSession

@@ -231,6 +231,22 @@ class TestMigrations:
         )
         assert rows == [(v,) for v in range(1, _postgres.SCHEMA_VERSION + 1)]
 
+    async def test_session_bodies_are_compressed_with_lz4(self, schema: str) -> None:
+        """A server that has LZ4 compresses session bodies with it (cheaper than pglz)."""
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            await store.open()
+        [(methods,)] = await query(
+            "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        [(method,)] = await query(
+            "SELECT attcompression FROM pg_attribute WHERE attrelid = $1::regclass "
+            "AND attname = 'body'",
+            f'"{schema}".sessions',
+        )
+        if "lz4" not in methods:
+            pytest.skip("this PostgreSQL has no LZ4: the migration leaves pglz")
+        assert method == b"l"
+
     async def test_replicas_migrating_at_once_both_succeed(
         self, schema: str, make_session: MakeSession
     ) -> None:
@@ -328,6 +344,49 @@ class TestPool:
         await store.aclose()
 
         assert pool._closed
+
+    async def test_a_call_is_one_round_trip(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """A connection going back to the pool runs no reset query of its own.
+
+        The server's record of the connection's last statement is the
+        store's, not asyncpg's default reset (``SELECT pg_advisory_unlock_all();
+        CLOSE ALL; UNLISTEN *; RESET ALL``).
+        """
+        async with PostgresStore(
+            POSTGRES_URL, schema=schema, min_size=1, max_size=1
+        ) as store:
+            await store.create(make_session("s1"))
+            pid = await store._pool.fetchval("SELECT pg_backend_pid()")
+            await store.load("s1")
+
+            [(last,)] = await query(
+                "SELECT query FROM pg_stat_activity WHERE pid = $1", pid
+            )
+
+        assert "sessions" in str(last)
+        assert "RESET" not in str(last).upper()
+
+    async def test_a_transaction_left_open_is_still_rolled_back(
+        self, schema: str
+    ) -> None:
+        """What the pool's reset must still do: no open transaction outlives a call."""
+        async with PostgresStore(
+            POSTGRES_URL, schema=schema, min_size=1, max_size=1
+        ) as store:
+            await store.open()
+            connection = await store._pool.acquire()
+            pid = connection.get_server_pid()
+            await connection.execute("BEGIN")
+            await connection.execute(f'LOCK TABLE "{schema}".sessions')
+            await store._pool.release(connection)
+
+            [(state,)] = await query(
+                "SELECT state FROM pg_stat_activity WHERE pid = $1", pid
+            )
+            assert state == "idle"
+            assert (await store.session_ids()) == []  # the table is not locked
 
 
 class TestConfiguration:

@@ -19,7 +19,7 @@ from multiverify.stores import MemoryStore
 from multiverify.temporal import TemporalVerifier, create_worker, workflow_id
 
 HERE = Path(__file__).parent
-RECORDED = ("honest", "no-answer", "failover", "deadline")
+RECORDED = ("honest", "no-answer", "failover", "deadline", "sms-crash")
 
 
 async def main() -> None:

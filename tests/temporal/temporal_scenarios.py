@@ -1,4 +1,4 @@
-"""The parity scenarios: each demo persona under the default policy, plus failover, timeout-fallback and deadline cases.
+"""The parity scenarios: each demo persona under the default policy, plus failover, timeout-fallback, deadline and channel-crash cases.
 
 Each runs on the embedded runtime (on a FakeClock) and on Temporal (real time,
 small durations); both must reach the same verdict for the same reasons.
@@ -12,8 +12,13 @@ from typing import Any
 
 import attrs
 
-from multiverify import Policy, Session, Verifier
-from multiverify.channels import Channel, StepContext
+from multiverify import ChannelSpec, Policy, Session, Verifier
+from multiverify.channels import (
+    Channel,
+    StepContext,
+    StepMessage,
+    StepOutcome,
+)
 from multiverify.exceptions import ProviderRejectedError, ProviderUnavailableError
 from multiverify.policy import policy_from_dict
 from multiverify.sandbox import (
@@ -120,6 +125,50 @@ def _deadline() -> Scenario:
     )
 
 
+class _CrashingOnInput:
+    """A channel that starts as ``inner`` does, then crashes on any input (a bug)."""
+
+    def __init__(self, inner: Channel) -> None:
+        self._inner = inner
+
+    @property
+    def spec(self) -> ChannelSpec:
+        return self._inner.spec
+
+    @property
+    def state_type(self) -> type[Any] | None:
+        return self._inner.state_type
+
+    async def start(self, context: StepContext, /) -> StepOutcome:
+        return await self._inner.start(context)
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        raise KeyError("code")
+
+    async def cancel(self, context: StepContext, state: Any, /) -> None:
+        await self._inner.cancel(context, state)
+
+
+def _sms_crash() -> Scenario:
+    """The SMS channel crashes on the typed code: the step ends in error, the policy's default decides."""
+    persona = get_persona("honest")
+
+    def channels() -> list[Channel]:
+        return [
+            _CrashingOnInput(channel) if channel.spec.name == "sms_code" else channel
+            for channel in simulated_channels(persona, speed=SPEED)
+        ]
+
+    return Scenario(
+        name="sms-crash",
+        persona=persona,
+        policy=load_default_policy(),
+        channels=channels,
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
@@ -130,6 +179,7 @@ SCENARIOS: dict[str, Scenario] = {
         _failover(),
         _call_timeout(),
         _deadline(),
+        _sms_crash(),
     )
 }
 

@@ -11,8 +11,8 @@ from temporalio.testing import ActivityEnvironment
 
 from multiverify import Applicant, AuditTrail, LoanApplication, Policy, Step
 from multiverify._masking import mask_name, mask_phone
-from multiverify._serde import unstructure
-from multiverify._session import new_session
+from multiverify._serde import structure_input, unstructure
+from multiverify._session import StepErrored, new_session
 from multiverify.channels import (
     ChannelRegistry,
     ProviderEvent,
@@ -23,6 +23,7 @@ from multiverify.channels import (
 from multiverify.exceptions import (
     ProviderRejectedError,
     ProviderUnavailableError,
+    PullNotPermittedError,
     SessionFinishedError,
     StoreUnavailableError,
 )
@@ -108,6 +109,25 @@ class TestStartStep:
         assert len(caught.value.details[0]["tries"]) == 1
         assert len(channel.starts) == 1
 
+    async def test_a_local_refusal_tells_the_workflow_not_to_fail_over(self) -> None:
+        """The bureau guard's refusal says ``failover: false``; a vendor's refusal, or the bureau's own, fails over."""
+        for raised, failover in (
+            (PullNotPermittedError(message="no consent", reason="no_consent"), False),
+            (
+                PullNotPermittedError(
+                    message="no code",
+                    reason="purpose_not_supported",
+                    provider="acme",
+                ),
+                True,
+            ),
+            (ProviderRejectedError(message="no", provider="acme"), True),
+        ):
+            acts, _ = activities(Scripted.raises(raised))
+            with pytest.raises(ApplicationError) as caught:
+                await ActivityEnvironment().run(acts.start_step, call())
+            assert caught.value.details[0]["failover"] is failover
+
     async def test_the_channel_gets_the_store_as_shared_state(self) -> None:
         """Channels see the worker's store as ``context.shared``, as under the Verifier."""
         store = MemoryStore()
@@ -187,10 +207,10 @@ class TestHandleAndCancel:
                 await ActivityEnvironment().run(acts.cancel_step, call())
             assert caught.value.non_retryable is final
 
-    async def test_a_channel_crash_while_handling_or_cancelling_is_masked(
+    async def test_a_channel_crash_while_handling_is_answered_as_the_steps_error(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A bug quoting the applicant fails the activity for good, masked, with no chain."""
+        """A bug quoting the applicant is no failure: the answer ends the step, masked, without failover."""
         quoted = f"no route for {APPLICANT.phone}"
 
         class Crashing(ScriptedChannel):
@@ -202,6 +222,36 @@ class TestHandleAndCancel:
             ) -> Any:
                 raise KeyError(quoted)
 
+        acts = Activities(
+            channels=ChannelRegistry([Crashing()]),
+            store=MemoryStore(),
+            clock=FakeClock(),
+        )
+        answer = await ActivityEnvironment().run(
+            acts.handle_step,
+            call(message=dump_message(Submission(payload={"code": "1"}))),
+        )
+        event = structure_input(answer.input)
+        assert isinstance(event, StepErrored)
+        assert event.failover is False
+        assert (
+            event.error
+            == f"channel error: KeyError: 'no route for {mask_phone(APPLICANT.phone)}'"
+        )
+        assert "crashed handling input for step bureau" in caplog.text
+        assert "Traceback" in caplog.text
+        assert APPLICANT.phone not in caplog.text
+
+    async def test_a_channel_crash_while_cancelling_is_masked(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A bug quoting the applicant fails the activity for good, masked, with no chain."""
+        quoted = f"no route for {APPLICANT.phone}"
+
+        class Crashing(ScriptedChannel):
+            def __init__(self) -> None:
+                super().__init__("credit_bureau", [Scripted.passes()])
+
             async def cancel(self, context: StepContext, state: object, /) -> None:
                 raise RuntimeError(quoted)
 
@@ -210,21 +260,16 @@ class TestHandleAndCancel:
             store=MemoryStore(),
             clock=FakeClock(),
         )
-        message = dump_message(Submission(payload={"code": "1"}))
-        for run, doing in (
-            (acts.handle_step, "handling input for"),
-            (acts.cancel_step, "cancelling"),
-        ):
-            with pytest.raises(ApplicationError) as caught:
-                await ActivityEnvironment().run(run, call(message=message))
-            failure = caught.value
-            assert failure.non_retryable
-            assert failure.type == "ChannelError"
-            assert failure.message.startswith("channel error: ")
-            assert mask_phone(APPLICANT.phone) in failure.message
-            assert APPLICANT.phone not in failure.message
-            assert failure.__cause__ is None
-            assert f"crashed {doing} step bureau" in caplog.text
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(acts.cancel_step, call())
+        failure = caught.value
+        assert failure.non_retryable
+        assert failure.type == "ChannelError"
+        assert failure.message.startswith("channel error: ")
+        assert mask_phone(APPLICANT.phone) in failure.message
+        assert APPLICANT.phone not in failure.message
+        assert failure.__cause__ is None
+        assert "crashed cancelling step bureau" in caplog.text
         assert "Traceback" in caplog.text
         assert APPLICANT.phone not in caplog.text
 

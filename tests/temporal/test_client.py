@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
@@ -14,17 +15,21 @@ from temporalio.client import Client
 
 from multiverify import (
     AuditTrail,
+    Fallback,
     Outcome,
     Policy,
+    ResultStatus,
     Rule,
     SessionStatus,
     Step,
     StepState,
 )
-from multiverify.channels import ProviderEvent
+from multiverify._masking import mask_phone
+from multiverify.channels import ProviderEvent, StepContext, StepMessage, StepOutcome
 from multiverify.exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    PullNotPermittedError,
     SessionFinishedError,
     SessionNotFoundError,
     StepNotFoundError,
@@ -37,7 +42,7 @@ from multiverify.sandbox import (
     simulated_channels,
 )
 from multiverify.stores import MemoryStore
-from multiverify.temporal import TemporalVerifier
+from multiverify.temporal import TemporalVerifier, workflow_id
 from multiverify.testing import Scripted, ScriptedChannel
 
 HONEST = get_persona("honest")
@@ -217,6 +222,114 @@ class TestTemporalVerifier:
             await verifier.submit(sid, "sms", {"code": sandbox_code(sid, "sms", 1)})
             verdict = await verifier.wait(sid)
         assert verdict.outcome is Outcome.APPROVED
+
+
+class CrashingOnInput(ScriptedChannel):
+    """An SMS channel that starts waiting, then raises on any input."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__("sms_code", [Scripted.waits(Scripted.passes())])
+        self.error = error
+
+    async def handle(
+        self, context: StepContext, state: Any, message: StepMessage, /
+    ) -> StepOutcome:
+        raise self.error
+
+
+class TestCrashWhileHandling:
+    async def test_the_step_ends_in_error_as_on_the_embedded_runtime(
+        self, client: Client
+    ) -> None:
+        """``submit`` returns the session with the step in error and its attempt cancelled; no failure reaches the history."""
+        applicant = HONEST.applicant
+        sms = CrashingOnInput(RuntimeError(f"no route for {applicant.phone}"))
+        bureau = ScriptedChannel("credit_bureau", [Scripted.passes()])
+        video = ScriptedChannel("video_sign", [Scripted.passes()])
+        policy = Policy(
+            name="crash",
+            version="1",
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(
+                    id="sms",
+                    channel="sms_code",
+                    providers=["twilio", "vonage"],
+                    fallback=Fallback(step="video", on=["error"]),
+                ),
+                Step(id="video", channel="video_sign"),
+            ],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.bureau.status == 'passed' && steps.video.status == 'passed'",
+                    reason="video.confirmed",
+                )
+            ],
+        )
+        async with running_worker(client, [bureau, sms, video]) as task_queue:
+            verifier = TemporalVerifier(client, policy, task_queue=task_queue)
+            sid = new_id()
+            await verifier.start(applicant, session_id=sid)
+            await verifier.challenge(sid, "sms")
+            after = await verifier.submit(sid, "sms", {"code": "1"})
+            verdict = await verifier.wait(sid)
+            trail = await verifier.audit_events(sid)
+            history = await client.get_workflow_handle(workflow_id(sid)).fetch_history()
+        result = after.step("sms").result
+        assert result is not None
+        assert (result.status, result.attempts) == (ResultStatus.ERROR, 1)
+        assert result.detail == (
+            f"channel error: RuntimeError: no route for {mask_phone(applicant.phone)}"
+        )
+        assert verdict.outcome is Outcome.APPROVED
+        assert len(sms.starts) == 1  # no failover to the second gateway
+        assert [c.attempt for c in sms.cancels] == [1]
+        [errored] = [
+            e.data["input"]
+            for e in trail
+            if e.data.get("input", {}).get("type") == "StepErrored"
+        ]
+        assert errored["failover"] is False
+        assert applicant.phone not in "".join(e.to_json() for e in trail)
+        assert not [
+            e
+            for e in history.events
+            if e.HasField("activity_task_failed_event_attributes")
+        ]
+
+
+class TestLocalRefusal:
+    async def test_a_refused_pull_ends_the_step_without_failover(
+        self, client: Client
+    ) -> None:
+        """The bureau guard's refusal ends the step in error at its first bureau, as on the embedded runtime."""
+        refused = PullNotPermittedError(message="no consent", reason="no_consent")
+        bureau = ScriptedChannel("credit_bureau", [Scripted.raises(refused)])
+        policy = Policy(
+            name="refused",
+            version="1",
+            steps=[
+                Step(
+                    id="bureau", channel="credit_bureau", providers=["first", "second"]
+                )
+            ],
+            default="review",
+        )
+        async with running_worker(client, [bureau]) as task_queue:
+            verifier = TemporalVerifier(client, policy, task_queue=task_queue)
+            sid = new_id()
+            await verifier.start(HONEST.applicant, session_id=sid)
+            verdict = await verifier.wait(sid)
+            record = (await verifier.get(sid)).step("bureau")
+        assert verdict.outcome is Outcome.REVIEW
+        assert len(bureau.starts) == 1
+        assert record.attempt == 1
+        assert record.result is not None
+        assert (record.result.status, record.result.provider) == (
+            ResultStatus.ERROR,
+            "first",
+        )
 
 
 class TestUncertainOutcomes:

@@ -23,7 +23,7 @@ class TestParity:
         assert verdict_of(durable) == verdict_of(embedded)
 
     def test_covers_every_persona_and_the_edge_cases(self) -> None:
-        """Every demo persona has a scenario, and so do failover, timeout fallback and the deadline."""
+        """Every demo persona has a scenario, and so do failover, timeout fallback, the deadline and a channel's crash."""
         assert set(SCENARIOS) == {
             "honest",
             "no-answer",
@@ -32,4 +32,5 @@ class TestParity:
             "failover",
             "call-timeout",
             "deadline",
+            "sms-crash",
         }

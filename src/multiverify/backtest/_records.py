@@ -56,6 +56,7 @@ _STEP_KEYS = frozenset(
         "provider",
         "detail",
         "facts",
+        "failover",
     }
 )
 _FACT_ROOTS = ("applicant", "application")
@@ -75,6 +76,10 @@ class RecordedStep:
         errors: the provider errors of the attempts that failed before it,
             oldest first (one per attempt; for a result with status
             ``error``, the errors of every attempt).
+        failover: ``False`` when the last error ended the step without
+            trying the next provider (a crash while handling input, a
+            refusal made before any request): another policy's providers
+            would not have been tried either.
     """
 
     step_id: str
@@ -82,6 +87,7 @@ class RecordedStep:
     result: ChannelResult
     duration: float = 0.0
     errors: tuple[str, ...] = ()
+    failover: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -277,11 +283,16 @@ def _dataset_step(check: _Line, step_id: str, value: object) -> RecordedStep:
     facts = table.get("facts", {})
     if type(facts) is not dict:
         check.table(facts, f"{field}.facts")
+    if type(failover := table.get("failover", True)) is not bool:
+        check.fail(
+            f"{field}.failover", f"expected true or false, got {_kind(failover)}"
+        )
     return RecordedStep(
         step_id=step_id,
         channel=channel,
         duration=duration,
         errors=(detail or "error",) * attempts if status is ResultStatus.ERROR else (),
+        failover=failover,
         result=ChannelResult(
             status=status,
             signals=tuple(_signal(name) for name in names),
@@ -402,13 +413,21 @@ class _Steps:
             return step_id
         return None
 
-    def end(self, step_id: str, result: ChannelResult, at: datetime) -> None:
+    def end(
+        self,
+        step_id: str,
+        result: ChannelResult,
+        at: datetime,
+        *,
+        failover: bool = True,
+    ) -> None:
         self.ended[step_id] = RecordedStep(
             step_id=step_id,
             channel=self.channels[step_id],
             result=result,
             duration=max(0.0, (at - self.started[step_id]).total_seconds()),
             errors=tuple(self.errors.get(step_id, ())),
+            failover=failover,
         )
 
     def apply(self, check: _Line, data: dict[str, Any]) -> None:
@@ -444,6 +463,8 @@ class _Steps:
                         detail=error,
                     ),
                     at,
+                    # Recorded before the flag: an error that failed over.
+                    failover=given.get("failover") is not False,
                 )
         elif kind == "TimerFired":
             parts = str(given.get("timer_id", "")).split(":")

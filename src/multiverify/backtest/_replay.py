@@ -240,6 +240,9 @@ def replay(  # noqa: PLR0915 - one hot loop, kept in one piece for speed
                                 at=now,
                                 error=evidence.errors[attempt - 1],
                                 provider=evidence.result.provider,
+                                # Only the last may have ended the step at once.
+                                failover=evidence.failover
+                                or attempt < len(evidence.errors),
                             ),
                         ),
                     )

@@ -222,6 +222,7 @@ class HttpBureau:
                 message=f"{self._name} has no purpose code for {request.purpose!r}",
                 reason="purpose_not_supported",
                 purpose=request.purpose,
+                provider=self._name,
             )
         code = self._purpose_codes.get(request.purpose, request.purpose)
         body = fill_template(

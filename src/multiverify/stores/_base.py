@@ -289,10 +289,13 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
         claim: EffectClaim | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
     ) -> int:
         """Store a new session at version 1 and return 1.
 
-        ``effects`` go into the outbox carrying ``claim`` (unclaimed without one).
+        ``effects`` go into the outbox carrying ``claim`` (unclaimed without
+        one), and ``timers`` (``(timer_id, due_at)``) are scheduled, in the
+        same atomic write.
 
         Raises:
             ConcurrentUpdateError: a session with this id exists
@@ -318,13 +321,18 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         claim: EffectClaim | None = None,
         completed: Sequence[str] = (),
         fired_timer: str | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
+        cancelled_timers: Sequence[str] = (),
     ) -> int:
         """Replace the session if its version is ``expected_version``; return the new version.
 
         In the same atomic write: ``effects`` go into the outbox carrying
         ``claim``; the effects whose ids are ``completed`` leave it (the
         save records their result); the timer ``fired_timer`` is removed
-        (the save records its firing, so it cannot fire twice).
+        (the save records its firing, so it cannot fire twice), then the
+        timers ``cancelled_timers`` too, and ``timers`` (``(timer_id,
+        due_at)``) are scheduled as `schedule_timer` would (a fired timer
+        scheduled again stays, at its new time).
 
         Raises:
             SessionNotFoundError: no such session.
@@ -340,6 +348,14 @@ class SessionStore(SharedState, WorkQueue, Protocol):
 
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         """Mark an effect done (idempotent)."""
+        ...
+
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        """Mark ``effects`` (``(session_id, effect_id)``) done, in one call (idempotent).
+
+        What the Verifier uses for effects that finish close together: one
+        write for all of them instead of one each.
+        """
         ...
 
     async def claim_effects(

@@ -75,12 +75,15 @@ class MemoryStore:
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
         claim: EffectClaim | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
     ) -> int:
         if session.session_id in self._sessions:
             raise session_exists(session.session_id)
         self._sessions[session.session_id] = (session, 1)
         self._write(session.session_id, effects, audit)
         self._claim(session.session_id, effects, claim)
+        for timer_id, due_at in timers:
+            self._timers[session.session_id, timer_id] = due_at
         self._changes.notify(session.session_id)
         return 1
 
@@ -100,6 +103,8 @@ class MemoryStore:
         claim: EffectClaim | None = None,
         completed: Sequence[str] = (),
         fired_timer: str | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
+        cancelled_timers: Sequence[str] = (),
     ) -> int:
         found = self._sessions.get(session.session_id)
         if found is None:
@@ -112,6 +117,10 @@ class MemoryStore:
             await self.complete_effect(session.session_id, effect_id)
         if fired_timer is not None:
             await self.cancel_timer(session.session_id, fired_timer)
+        for timer_id in cancelled_timers:
+            self._timers.pop((session.session_id, timer_id), None)
+        for timer_id, due_at in timers:
+            self._timers[session.session_id, timer_id] = due_at
         self._write(session.session_id, effects, audit)
         self._claim(session.session_id, effects, claim)
         self._changes.notify(session.session_id)
@@ -198,6 +207,10 @@ class MemoryStore:
             outbox.pop(effect_id, None)
             if not outbox:
                 del self._effects[session_id]
+
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        for session_id, effect_id in effects:
+            await self.complete_effect(session_id, effect_id)
 
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /

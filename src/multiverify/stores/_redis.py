@@ -98,12 +98,33 @@ return version
 # Writes what a create or save writes besides the session; shared by both.
 # KEYS: 1 session, 2 sessions, 3 outbox, 4 outbox:{sid}, 5 effects,
 #       6 seq:outbox, 7 audit:{sid}, 8 seq:sessions, 9 claims,
-#       10 claim-owner, 11 timers, 12 timer-index
+#       10 claim-owner, 11 timers, 12 timer-index, 13 seq:timers
 # ARGV from ``first``: the claim's owner ('' for none) and end (µs), the
 # count of members completed, those members, the timer-index field of the
-# timer fired ('' for none), the effect count, (member, body) pairs, then
-# audit events.
+# timer fired ('' for none), the count of timers cancelled, their fields,
+# the count of timers scheduled, (field, score, JSON) triples, the effect
+# count, (member, body) pairs, then audit events.
 _WRITE = """
+local function unschedule(field)
+  local old = redis.call('HGET', KEYS[12], field)
+  if old then
+    redis.call('ZREM', KEYS[11], old)
+    redis.call('HDEL', KEYS[12], field)
+  end
+end
+local function schedule(field, score, timer)
+  local old = redis.call('HGET', KEYS[12], field)
+  local seq
+  if old then
+    redis.call('ZREM', KEYS[11], old)
+    seq = string.sub(old, 1, 20)
+  else
+    seq = string.format('%020d', redis.call('INCR', KEYS[13]))
+  end
+  local member = seq .. '|' .. timer
+  redis.call('ZADD', KEYS[11], score, member)
+  redis.call('HSET', KEYS[12], field, member)
+end
 local function complete(member)
   redis.call('ZREM', KEYS[3], member)
   redis.call('ZREM', KEYS[4], member)
@@ -118,13 +139,18 @@ local function write(first)
     complete(ARGV[i])
     i = i + 1
   end
-  local timer = ARGV[i]
-  if timer ~= '' then
-    local old = redis.call('HGET', KEYS[12], timer)
-    if old then
-      redis.call('ZREM', KEYS[11], old)
-      redis.call('HDEL', KEYS[12], timer)
-    end
+  if ARGV[i] ~= '' then
+    unschedule(ARGV[i])
+  end
+  i = i + 1
+  for _ = 1, tonumber(ARGV[i]) do
+    unschedule(ARGV[i + 1])
+    i = i + 1
+  end
+  i = i + 1
+  for _ = 1, tonumber(ARGV[i]) do
+    schedule(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    i = i + 3
   end
   local n = tonumber(ARGV[i + 1])
   i = i + 2
@@ -253,31 +279,26 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 """
 
-# KEYS: 1 timers, 2 timer-index, 3 seq:timers.
-# ARGV: 1 index field, 2 score, 3 JSON [sid, timer_id, due_at].
-# A moved timer keeps its sequence number (its place among ties).
-_SCHEDULE = """
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-local seq
-if old then
-  redis.call('ZREM', KEYS[1], old)
-  seq = string.sub(old, 1, 20)
-else
-  seq = string.format('%020d', redis.call('INCR', KEYS[3]))
+# KEYS: 1 outbox, 2 effects, 3 claims, 4 claim-owner, then outbox:{sid} of
+# each effect. ARGV: each effect's member, in the same order.
+_COMPLETE_MANY = """
+for i = 1, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[4 + i], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  redis.call('HDEL', KEYS[4], ARGV[i])
 end
-local member = seq .. '|' .. ARGV[3]
-redis.call('ZADD', KEYS[1], ARGV[2], member)
-redis.call('HSET', KEYS[2], ARGV[1], member)
 """
 
-# KEYS: 1 timers, 2 timer-index. ARGV: 1 index field.
-_CANCEL = """
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if old then
-  redis.call('ZREM', KEYS[1], old)
-  redis.call('HDEL', KEYS[2], ARGV[1])
-end
-"""
+# The same timer writes on their own. KEYS: 1-10 unused, 11 timers,
+# 12 timer-index, 13 seq:timers (the numbering of _WRITE's).
+# ARGV: 1 index field, 2 score, 3 JSON [sid, timer_id, due_at].
+# A moved timer keeps its sequence number (its place among ties).
+_SCHEDULE = _WRITE + "schedule(ARGV[1], ARGV[2], ARGV[3])\n"
+
+# ARGV: 1 index field.
+_CANCEL = _WRITE + "unschedule(ARGV[1])\n"
 
 # -- shared state ---------------------------------------------------------------
 #
@@ -545,6 +566,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _timer_args(session_id: str, timer_id: str, due_at: datetime) -> list[str | int]:
+    """A timer to schedule, as the scripts take it: index field, score, JSON."""
+    return [
+        _json(session_id, timer_id),
+        repr(_score(due_at)),
+        _json(session_id, timer_id, due_at.isoformat()),
+    ]
+
+
 def _score(at: datetime) -> float:
     """The instant ``at`` names, in epoch seconds (naive times are read as UTC)."""
     if at.tzinfo is None:
@@ -659,6 +689,7 @@ class RedisStore(OpenableStore):
         self._schedule: AsyncScript = client.register_script(_SCHEDULE)
         self._cancel: AsyncScript = client.register_script(_CANCEL)
         self._complete: AsyncScript = client.register_script(_COMPLETE)
+        self._complete_many: AsyncScript = client.register_script(_COMPLETE_MANY)
         self._migrate: AsyncScript = client.register_script(_MIGRATE)
         self._claim_effects: AsyncScript = client.register_script(_CLAIM_EFFECTS)
         self._extend_effects: AsyncScript = client.register_script(_EXTEND_EFFECTS)
@@ -749,6 +780,16 @@ class RedisStore(OpenableStore):
             self._key("claim-owner"),
             self._key("timers"),
             self._key("timer-index"),
+            self._key("seq", "timers"),
+        ]
+
+    def _timer_keys(self) -> list[str]:
+        """The keys of the timer scripts, numbered as _WRITE numbers them (11 to 13)."""
+        return [
+            *([""] * 10),
+            self._key("timers"),
+            self._key("timer-index"),
+            self._key("seq", "timers"),
         ]
 
     def _write_args(
@@ -761,6 +802,8 @@ class RedisStore(OpenableStore):
         claim: EffectClaim | None,
         completed: Sequence[str] = (),
         fired_timer: str | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
+        cancelled_timers: Sequence[str] = (),
     ) -> list[str | int]:
         sid = session.session_id
         args: list[str | int] = [
@@ -775,8 +818,13 @@ class RedisStore(OpenableStore):
             len(completed),
             *(_json(sid, effect_id) for effect_id in completed),
             "" if fired_timer is None else _json(sid, fired_timer),
-            len(effects),
+            len(cancelled_timers),
+            *(_json(sid, timer_id) for timer_id in cancelled_timers),
+            len(timers),
         ]
+        for timer_id, due_at in timers:
+            args += _timer_args(sid, timer_id, due_at)
+        args.append(len(effects))
         for effect in effects:
             args += [_json(sid, effect.effect_id), dumps(effect)]
         args += [event.to_json() for event in audit]
@@ -845,13 +893,14 @@ class RedisStore(OpenableStore):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
         claim: EffectClaim | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
     ) -> int:
         session_id = session.session_id
+        args = self._write_args(
+            session, session_id, effects, audit, claim=claim, timers=timers
+        )
         with self._errors():
-            created = await self._create(
-                keys=self._write_keys(session_id),
-                args=self._write_args(session, session_id, effects, audit, claim=claim),
-            )
+            created = await self._create(keys=self._write_keys(session_id), args=args)
         if not created:
             raise session_exists(session_id)
         return 1
@@ -875,6 +924,8 @@ class RedisStore(OpenableStore):
         claim: EffectClaim | None = None,
         completed: Sequence[str] = (),
         fired_timer: str | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
+        cancelled_timers: Sequence[str] = (),
     ) -> int:
         session_id = session.session_id
         args = self._write_args(
@@ -885,6 +936,8 @@ class RedisStore(OpenableStore):
             claim=claim,
             completed=completed,
             fired_timer=fired_timer,
+            timers=timers,
+            cancelled_timers=cancelled_timers,
         )
         with self._errors():
             result = int(await self._save(keys=self._write_keys(session_id), args=args))
@@ -959,28 +1012,33 @@ class RedisStore(OpenableStore):
                 args=[member],
             )
 
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        if not effects:
+            return
+        with self._errors():
+            await self._complete_many(
+                keys=[
+                    self._key("outbox"),
+                    self._key("effects"),
+                    *self._claim_keys(),
+                    *(self._key("outbox", session_id) for session_id, _ in effects),
+                ],
+                args=[_json(*key) for key in effects],
+            )
+
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /
     ) -> None:
         with self._errors():
             await self._schedule(
-                keys=[
-                    self._key("timers"),
-                    self._key("timer-index"),
-                    self._key("seq", "timers"),
-                ],
-                args=[
-                    _json(session_id, timer_id),
-                    repr(_score(due_at)),
-                    _json(session_id, timer_id, due_at.isoformat()),
-                ],
+                keys=self._timer_keys(),
+                args=_timer_args(session_id, timer_id, due_at),
             )
 
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
         with self._errors():
             await self._cancel(
-                keys=[self._key("timers"), self._key("timer-index")],
-                args=[_json(session_id, timer_id)],
+                keys=self._timer_keys(), args=[_json(session_id, timer_id)]
             )
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:

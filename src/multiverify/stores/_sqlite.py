@@ -495,6 +495,7 @@ class SqliteStore(OpenableStore):
         effects: Sequence[Effect] = (),
         audit: Sequence[AuditEvent] = (),
         claim: EffectClaim | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -516,6 +517,7 @@ class SqliteStore(OpenableStore):
             if not inserted:
                 raise session_exists(session.session_id)
             _write(db, session.session_id, rows, claim)
+            _schedule(db, session.session_id, timers)
             return 1
 
         created = await self._run(create, write=True)
@@ -544,6 +546,8 @@ class SqliteStore(OpenableStore):
         claim: EffectClaim | None = None,
         completed: Sequence[str] = (),
         fired_timer: str | None = None,
+        timers: Sequence[tuple[str, datetime]] = (),
+        cancelled_timers: Sequence[str] = (),
     ) -> int:
         body = session_to_json(session)
         rows = SerialisedWrites.of(effects, audit)
@@ -569,11 +573,13 @@ class SqliteStore(OpenableStore):
                     "DELETE FROM effects WHERE session_id = ? AND effect_id = ?",
                     [(session_id, effect_id) for effect_id in completed],
                 )
-            if fired_timer is not None:
-                db.execute(
+            gone = [*cancelled_timers, *([fired_timer] if fired_timer else [])]
+            if gone:
+                db.executemany(
                     "DELETE FROM timers WHERE session_id = ? AND timer_id = ?",
-                    (session_id, fired_timer),
+                    [(session_id, timer_id) for timer_id in gone],
                 )
+            _schedule(db, session_id, timers)
             _write(db, session_id, rows, claim)
             return expected_version + 1
 
@@ -656,17 +662,22 @@ class SqliteStore(OpenableStore):
             write=True,
         )
 
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        if not effects:
+            return
+        keys = list(effects)
+        await self._run(
+            lambda db: db.executemany(
+                "DELETE FROM effects WHERE session_id = ? AND effect_id = ?", keys
+            ),
+            write=True,
+        )
+
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /
     ) -> None:
         await self._run(
-            lambda db: db.execute(
-                "INSERT INTO timers (session_id, timer_id, due_utc, due_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (session_id, timer_id) DO UPDATE "
-                "SET due_utc = excluded.due_utc, due_at = excluded.due_at",
-                (session_id, timer_id, _utc_key(due_at), due_at.isoformat()),
-            ),
-            write=True,
+            lambda db: _schedule(db, session_id, [(timer_id, due_at)]), write=True
         )
 
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
@@ -1005,6 +1016,22 @@ def _item(row: tuple[Any, ...]) -> QueueItem:
         claimed_until=None if until is None else datetime.fromisoformat(until),
         claims=int(claims),
     )
+
+
+def _schedule(
+    db: sqlite3.Connection, session_id: str, timers: Sequence[tuple[str, datetime]]
+) -> None:
+    """Store (or move) timers of a session."""
+    if timers:
+        db.executemany(
+            "INSERT INTO timers (session_id, timer_id, due_utc, due_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (session_id, timer_id) DO UPDATE "
+            "SET due_utc = excluded.due_utc, due_at = excluded.due_at",
+            [
+                (session_id, timer_id, _utc_key(due_at), due_at.isoformat())
+                for timer_id, due_at in timers
+            ],
+        )
 
 
 def _pending(row: Sequence[Any]) -> PendingEffect:

@@ -28,6 +28,7 @@ from .._serde import structure, structure_effect, unstructure
 from .._session import (
     DequeueReview,
     EscalateReview,
+    Input,
     QueueReview,
     Session,
     StepRecord,
@@ -36,11 +37,13 @@ from .._session import (
 from .._verifier import (
     OnReview,
     OnVerdict,
+    call_failure,
     call_start,
-    crash_report,
+    fails_over,
+    handle_crash,
     load_state,
+    log_crash,
     outcome_input,
-    start_failure,
 )
 from ..channels import ChannelRegistry, StepContext
 from ..exceptions import (
@@ -137,8 +140,8 @@ class Activities:
                 )
             except Exception as exc:  # noqa: BLE001 - a channel bug fails the attempt, logged below
                 if not isinstance(exc, MultiverifyError):
-                    _log_crash(exc, call, context, "starting")
-                error, provider = start_failure(exc, call.provider)
+                    log_crash(log, exc, call.channel, context, "starting")
+                error, provider = call_failure(exc, call.provider)
                 # Temporal keeps the failure in the history: masked, and
                 # without the exception chain (logged above, masked).
                 raise ApplicationError(
@@ -146,6 +149,7 @@ class Activities:
                     {
                         "error": redact(error),
                         "provider": provider,
+                        "failover": fails_over(exc),
                         "tries": redacted_tries(tries, context.applicant),
                     },
                     type=type(exc).__name__,
@@ -161,12 +165,20 @@ class Activities:
     async def handle_step(self, call: StepCall) -> StepAnswer:
         """``channel.handle`` of a message for a waiting attempt.
 
+        A channel's crash is logged on the worker, masked, and answered as
+        the ``StepErrored`` that ends the step: the workflow applies it like
+        any answer, so no failure (nor the exception) reaches the history.
+
         Raises:
             ApplicationError: non-retryable, the channel's typed error.
         """
         assert call.message is not None  # noqa: S101 - the workflow always sends one
         channel = self._registry.get(call.channel)
         context = self._context(call)
+        record = StepRecord(
+            step_id=call.step_id, state=StepState.WAITING, attempt=call.attempt
+        )
+        event: Input
         async with _heartbeats():
             try:
                 outcome = await channel.handle(
@@ -174,12 +186,11 @@ class Activities:
                 )
             except MultiverifyError as exc:
                 raise failure_from_error(exc, redact=context.applicant.redact) from None
-            except Exception as exc:  # noqa: BLE001 - a channel bug, logged masked
-                raise _crashed(exc, call, context, "handling input for") from None
-        record = StepRecord(
-            step_id=call.step_id, state=StepState.WAITING, attempt=call.attempt
-        )
-        event = outcome_input(record, outcome, at=self._clock.now())
+            except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged masked
+                log_crash(log, exc, call.channel, context, "handling input for")
+                event = handle_crash(exc, record, context, at=self._clock.now())
+            else:
+                event = outcome_input(record, outcome, at=self._clock.now())
         return StepAnswer(input=unstructure(event))
 
     @activity.defn(name=CANCEL_STEP)
@@ -270,20 +281,6 @@ class Activities:
                 )
 
 
-def _log_crash(
-    exc: Exception, call: StepCall, context: StepContext, doing: str
-) -> None:
-    """Log a channel's crash with its traceback, the applicant's values masked."""
-    log.error(
-        "channel %s crashed %s step %s of session %s\n%s",
-        call.channel,
-        doing,
-        call.step_id,
-        call.session_id,
-        crash_report(exc, context.applicant),
-    )
-
-
 def _crashed(
     exc: Exception, call: StepCall, context: StepContext, doing: str
 ) -> ApplicationError:
@@ -292,7 +289,7 @@ def _crashed(
     Temporal keeps the failure in the history, so it carries the masked
     message only, never the exception chain.
     """
-    _log_crash(exc, call, context, doing)
+    log_crash(log, exc, call.channel, context, doing)
     return ApplicationError(
         context.applicant.redact(f"channel error: {type(exc).__name__}: {exc}"),
         type="ChannelError",

@@ -331,6 +331,8 @@ class VerificationWorkflow:
                     at=workflow.now(),
                     error=details.get("error", cause.message),
                     provider=details.get("provider", effect.provider),
+                    # Histories from before the flag lack it: they fail over.
+                    failover=details.get("failover", True),
                 )
             else:
                 audit["tries"] = answer.tries
