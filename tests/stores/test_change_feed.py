@@ -465,8 +465,11 @@ async def test_lost_notifications_are_made_up_for_by_polling(
     waited: list[float] = []
     wait = asyncio.wait
 
-    async def recorded(  # noqa: ASYNC109 - stands in for asyncio.wait
-        futures: Any, *, timeout: float | None = None, **kwargs: Any
+    async def recorded(
+        futures: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - stands in for asyncio.wait
+        **kwargs: Any,
     ) -> Any:
         if timeout is not None:
             waited.append(timeout)
