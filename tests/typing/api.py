@@ -32,7 +32,7 @@ from multiverify.exceptions import (
     StepNotWaitingError,
 )
 from multiverify.policy import load_policy
-from multiverify.stores import SqliteStore
+from multiverify.stores import ChangeFeed, PostgresStore, SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 
@@ -396,3 +396,22 @@ async def bureau_app(applicant: Applicant) -> None:
     score: float | None = report.normalised_score
     del score
     await channel.aclose()
+
+
+async def change_feed_app() -> None:
+    """A store's change notifications, as an app or a store of its own uses them."""
+    store = PostgresStore("postgresql://app@db/lending", notifications=True)
+    behind_a_pooler = PostgresStore(
+        "postgresql://app@pgbouncer/lending", notifications=False
+    )
+    feed: ChangeFeed = store
+    every: bool = feed.notifies_every_writer
+    del every
+
+    def changed() -> None:
+        pass
+
+    unsubscribe = feed.subscribe("session-1", changed)
+    unsubscribe()
+    await store.aclose()
+    await behind_a_pooler.aclose()
