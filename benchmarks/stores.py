@@ -34,8 +34,8 @@ Figures:
    on replica 2 to the verdict's return on replica 1, and the loads of the
    session per wait, with the store's change notifications and without
    them (the same store behind a wrapper that hides the capability, so the
-   waiter polls with its growing pause, as before notifications). Goal:
-   notified median <= a tenth of the polled one.
+   waiter polls with its growing pause, as before notifications). Our own
+   target (the issue sets none): notified median <= a tenth of the polled one.
 
 A server that cannot be reached is reported as skipped. Missed goals print
 MISS; only a crash exits non-zero.
@@ -520,7 +520,7 @@ async def waiting(waiters: int, typing: float) -> None:
             f"{kind:9} waiting       verdict seen on the other replica after "
             f"{notified * 1000:6.1f} ms notified ({notified_loads:.1f} loads a wait), "
             f"{polled * 1000:6.1f} ms polled ({polled_loads:.1f} loads), median of "
-            f"{waiters}; ratio {ratio:.3f} (goal <= 0.1: {verdict})"
+            f"{waiters}; ratio {ratio:.3f} (target <= 0.1: {verdict})"
         )
 
 
