@@ -34,8 +34,8 @@ Figures:
    on replica 2 to the verdict's return on replica 1, and the loads of the
    session per wait, with the store's change notifications and without
    them (the same store behind a wrapper that hides the capability, so the
-   waiter polls with its growing pause, as before notifications). Our own
-   target (the issue sets none): notified median <= a tenth of the polled one.
+   waiter polls with its growing pause, as before notifications). Target
+   (this figure's own): notified median <= a tenth of the polled one.
 
 A server that cannot be reached is reported as skipped. Missed goals print
 MISS; only a crash exits non-zero.
