@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import attrs
@@ -271,6 +272,42 @@ class TestClient:
 
             assert [t.timer_id for t in await store.due_timers(T0)] == ["naive"]
             assert await store.due_timers(T0 - timedelta(microseconds=1)) == []
+
+
+class TestAcl:
+    async def test_a_user_limited_to_its_prefix_can_use_every_timer_call(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A Redis user allowed only the prefix's keys and channels creates, saves, schedules and cancels timers."""
+        user = f"mvacl{uuid4().hex[:12]}"
+        admin = redis_asyncio.Redis.from_url(REDIS_URL)
+        await admin.execute_command(
+            "ACL",
+            "SETUSER",
+            user,
+            "on",
+            "nopass",
+            f"~{prefix}:*",
+            f"&{prefix}:*",
+            "+@all",
+        )
+        parts = urlsplit(REDIS_URL)
+        url = urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
+        try:
+            async with RedisStore(url, prefix=prefix) as store:
+                session = make_session("s1")
+                await store.create(session, timers=[("deadline", T0)])
+                await store.save(session, expected_version=1, timers=[("step", T0)])
+                await store.schedule_timer("s1", "retry", T0)
+                await store.cancel_timer("s1", "deadline")
+
+                assert [t.timer_id for t in await store.timers("s1")] == [
+                    "step",
+                    "retry",
+                ]
+        finally:
+            await admin.execute_command("ACL", "DELUSER", user)
+            await admin.aclose()
 
 
 class TestErrors:

@@ -291,8 +291,9 @@ for i = 1, #ARGV do
 end
 """
 
-# The same timer writes on their own. KEYS: 1-10 unused, 11 timers,
-# 12 timer-index, 13 seq:timers (the numbering of _WRITE's).
+# The same timer writes on their own. KEYS: those of _WRITE (the session's),
+# of which only 11 timers, 12 timer-index and 13 seq:timers are touched;
+# every key is a real one under the prefix, which an ACL may require.
 # ARGV: 1 index field, 2 score, 3 JSON [sid, timer_id, due_at].
 # A moved timer keeps its sequence number (its place among ties).
 _SCHEDULE = _WRITE + "schedule(ARGV[1], ARGV[2], ARGV[3])\n"
@@ -783,15 +784,6 @@ class RedisStore(OpenableStore):
             self._key("seq", "timers"),
         ]
 
-    def _timer_keys(self) -> list[str]:
-        """The keys of the timer scripts, numbered as _WRITE numbers them (11 to 13)."""
-        return [
-            *([""] * 10),
-            self._key("timers"),
-            self._key("timer-index"),
-            self._key("seq", "timers"),
-        ]
-
     def _write_args(
         self,
         session: Session,
@@ -1031,14 +1023,14 @@ class RedisStore(OpenableStore):
     ) -> None:
         with self._errors():
             await self._schedule(
-                keys=self._timer_keys(),
+                keys=self._write_keys(session_id),
                 args=_timer_args(session_id, timer_id, due_at),
             )
 
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
         with self._errors():
             await self._cancel(
-                keys=self._timer_keys(), args=[_json(session_id, timer_id)]
+                keys=self._write_keys(session_id), args=[_json(session_id, timer_id)]
             )
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
