@@ -7,9 +7,9 @@ saving the same session from the same version cannot both win. Webhook
 deduplication is a primary key (``INSERT ... ON CONFLICT DO NOTHING``).
 
 Every create and save also sends ``pg_notify`` on the schema's channel with
-the session's id (in the same statement, so only when it commits); a store
-that has a waiter keeps one connection of its own (not from the pool) that
-listens there, and tells its subscribers (a
+the session's id (in the same statement, so only when it commits); from its
+first waiter until it is closed, a store keeps one connection of its own
+(not from the pool) that listens there, and tells its subscribers (a
 [`ChangeFeed`][multiverify.stores.ChangeFeed]).
 
 The tables live in their own schema (``multiverify`` unless told otherwise),

@@ -26,7 +26,7 @@ JSON text ``["sid", "effect_id"]``):
 version, the session, its effects and its audit events are written together or
 not at all, so the compare-and-set holds between every replica sharing the
 prefix. The script then publishes the session's id on the channel
-``{prefix}:changes:{db}``; a store that has a waiter subscribes to it (a
+``{prefix}:changes:{db}``; a store subscribes to it from its first waiter until it is closed (a
 [`ChangeFeed`][multiverify.stores.ChangeFeed]). Scripts name every key they touch in ``KEYS``; the store expects one
 Redis server (or a primary), not a Redis Cluster.
 """
