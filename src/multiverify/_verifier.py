@@ -207,7 +207,10 @@ class Verifier:
             another replica makes. On a store that notifies every writer's
             changes (a [`ChangeFeed`][multiverify.stores.ChangeFeed]:
             PostgreSQL, Redis) a waiter wakes on the notification, and looks
-            every ``watch_poll`` only in case one was lost; otherwise the
+            every ``watch_poll`` only in case one was lost (``wait``, when it
+            starts from the session as last saved here, looks once after
+            the first, short pause: a change saved elsewhere before it
+            subscribed is told by nothing); otherwise the
             pause starts at a fiftieth of it and doubles while nothing
             changes. ``None`` never polls: it sees this Verifier's own
             changes and the store's notifications.
@@ -389,14 +392,21 @@ class Verifier:
             SessionFinishedError: the session was cancelled.
         """
         # The session as last saved here, if remembered, stands in for a
-        # load: a change made elsewhere since is found by the watch (told by
-        # the store's change feed, or by polling).
-        return await self._verdict(session_id, self._cache.get(session_id))
+        # load. A change made elsewhere since was notified before the watch
+        # subscribed, so no notification tells of it: the watch looks at the
+        # store after its first, short pause (``recheck``); one that never
+        # polls loads instead.
+        known = None if self._watch_poll is None else self._cache.get(session_id)
+        return await self._verdict(session_id, known, recheck=known is not None)
 
     async def _verdict(
-        self, session_id: str, known: tuple[Session, int] | None
+        self,
+        session_id: str,
+        known: tuple[Session, int] | None,
+        *,
+        recheck: bool = False,
     ) -> Verdict:
-        session = await self._watch(session_id, _finished, known)
+        session = await self._watch(session_id, _finished, known, recheck=recheck)
         if session.verdict is None:
             raise SessionFinishedError(
                 message=f"session {session_id} was cancelled", session_id=session_id
@@ -880,6 +890,8 @@ class Verifier:
         session_id: str,
         check: Callable[[Session], T | None],
         known: tuple[Session, int] | None = None,
+        *,
+        recheck: bool = False,
     ) -> T:
         """Wait until ``check`` returns something for the session, and return it.
 
@@ -895,6 +907,9 @@ class Verifier:
         when the store's change feed says it changed, and after a pause
         (``watch_poll``): the same pause throughout when the feed hears
         every writer, otherwise one that grows while nothing changes.
+        ``recheck``: ``known`` may be older than another replica's change,
+        so the first pause is the short one even when the feed hears every
+        writer.
         """
         watch = self._watches.get(session_id)
         if watch is None:
@@ -910,7 +925,7 @@ class Verifier:
                 session, version = known
             loop = asyncio.get_running_loop()
             steady = self._feed is not None and self._feed.notifies_every_writer
-            pause = self._first_pause(steady=steady)
+            pause = self._first_pause(steady=steady and not recheck)
             while True:
                 if watch.version > version:
                     assert watch.session is not None  # noqa: S101 - set with the version
@@ -934,8 +949,12 @@ class Verifier:
                 seen = watch.notices
                 polled = await self._reload(session_id, version)
                 if polled is None:
-                    if pause is not None and not steady:
-                        pause = min(pause * 2, self._watch_poll or pause)
+                    if pause is not None:
+                        pause = (
+                            self._first_pause(steady=True)
+                            if steady
+                            else min(pause * 2, self._watch_poll or pause)
+                        )
                 else:
                     session, version = polled
                     pause = self._first_pause(steady=steady)

@@ -184,6 +184,41 @@ async def test_two_verifiers_on_one_memory_store_wake_each_other() -> None:
         assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
 
 
+@pytest.mark.parametrize("watch_poll", [None, HOUR], ids=["never-polls", "polls"])
+async def test_a_waiter_sees_a_verdict_decided_elsewhere_before_it_waited(
+    monkeypatch: pytest.MonkeyPatch, watch_poll: float | None
+) -> None:
+    """``wait`` on a Verifier whose last save of the session is older than another's verdict finds it: loading at once when it never polls, else at the first, short pause (no notification can tell of it)."""
+    store = MemoryStore()
+    waited: list[float] = []
+    wait = asyncio.wait
+
+    async def at_once(
+        futures: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - stands in for asyncio.wait
+        **kwargs: Any,
+    ) -> Any:
+        if timeout is not None:
+            waited.append(timeout)
+            timeout = 0  # the pause, over at once
+        return await wait(futures, timeout=timeout, **kwargs)
+
+    async with (
+        Verifier(
+            POLICY, channels=[channel()], store=store, watch_poll=watch_poll
+        ) as one,
+        Verifier(POLICY, channels=[channel()], store=store, watch_poll=HOUR) as two,
+    ):
+        started = await one.start(applicant())
+        sid = started.session_id
+        await one.challenge(sid, "sms")  # saved here: the step waits
+        decided = await two.submit(sid, "sms", {"code": "1"})
+        monkeypatch.setattr(asyncio, "wait", at_once)
+        assert await asyncio.wait_for(one.wait(sid), GUARD) == decided.verdict
+    assert waited == ([] if watch_poll is None else [watch_poll / 50])
+
+
 class Loads:
     """A replica's store, telling the test each time a load of it returns."""
 
