@@ -161,11 +161,21 @@ class _Watch:
             if not future.done():
                 future.set_result(None)
 
-    def changed(self) -> None:
+    def __call__(self) -> None:
         """The store says the session changed (maybe on another replica)."""
         if self.echoes:
             self.echoes -= 1
             return
+        self.notices += 1
+        self.wake()
+
+    def missed(self) -> None:
+        """The store's listener connected again: any notification may have been lost.
+
+        The echoes still awaited among them: counted, they would hide the
+        next notifications, of other replicas' changes.
+        """
+        self.echoes = 0
         self.notices += 1
         self.wake()
 
@@ -915,7 +925,7 @@ class Verifier:
         if watch is None:
             watch = self._watches[session_id] = _Watch()
             if self._feed is not None:
-                watch.unsubscribe = self._feed.subscribe(session_id, watch.changed)
+                watch.unsubscribe = self._feed.subscribe(session_id, watch)
         watch.count += 1
         try:
             seen = watch.notices

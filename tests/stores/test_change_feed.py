@@ -390,6 +390,29 @@ async def test_a_lost_listener_falls_back_to_polling_and_listens_again(
     assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
 
 
+async def test_a_waiter_wakes_when_listening_again_after_its_own_save_went_unheard(
+    replicas: Replicas,
+) -> None:
+    """A change of replica 1's own and one of replica 2's, both saved while its listener was cut: listening again wakes its waiter (the lost notice of its own save hides nothing)."""
+    one = replicas.verifier(0, watch_poll=HOUR)
+    replicas.verifier(1, watch_poll=HOUR)
+    sid = await replicas.waiting()
+    waiter = asyncio.ensure_future(one.wait(sid))
+    await replicas.loads.next()  # it saw the session waiting, and waits
+    while await listeners(replicas) != 1:  # noqa: ASYNC110 - the listener is up
+        await asyncio.sleep(0)
+
+    await cut_listener(replicas)
+    while not replicas.clock.sleeping_tasks():  # noqa: ASYNC110 - the listener saw the loss
+        await asyncio.sleep(0)
+    await one.submit(sid, "sms", {"code": "2"})  # a wrong code, saved here
+    decided = await replicas.decide(sid)
+    assert not waiter.done()
+
+    await replicas.clock.advance(60)  # the pause before listening again
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
 async def test_two_schemas_or_prefixes_do_not_cross_talk(shared_url: str) -> None:
     """A save on one schema (prefix) notifies nobody listening on another."""
     other_url = shared_url.replace("mv_shared_", "mv_other_")

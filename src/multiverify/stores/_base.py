@@ -429,7 +429,9 @@ class ChangeFeed(Protocol):
     is lost while a listener is disconnected, so a waiter goes on polling,
     at a longer pause, and never depends on one. A listener that connects
     again tells every subscriber, since changes may have gone unnoticed
-    meanwhile.
+    meanwhile: it calls ``on_change.missed()`` where the callback has that
+    method (the Verifier's does: it then expects no notification of its
+    own saves any more), ``on_change()`` otherwise.
 
     `MemoryStore`, `SqliteStore`, `PostgresStore` and `RedisStore` have it.
 
@@ -602,7 +604,12 @@ class Subscribers:
                 on_change()
 
     def notify_all(self) -> None:
-        """Tell every subscriber (a listener reconnected: changes may have gone unheard)."""
+        """Tell every subscriber (a listener reconnected: changes may have gone unheard).
+
+        A callback with a ``missed`` method has that called instead: it
+        learns that notifications may have been lost, its own saves' among
+        them (a Verifier then stops waiting for those).
+        """
         for callbacks in list(self._by_session.values()):
             for on_change in list(callbacks.values()):
-                on_change()
+                getattr(on_change, "missed", on_change)()
