@@ -72,6 +72,20 @@ class TestStoreFromUrl:
         )
         assert isinstance(store_from_url("memory:"), MemoryStore)
 
+    def test_postgres_notifications_switch(self) -> None:
+        """``notifications=off`` builds a PostgreSQL store that neither notifies nor listens."""
+        on = store_from_url("postgresql://db/x?notifications=on")
+        off = store_from_url("postgresql://db/x?schema=s&notifications=OFF")
+        assert isinstance(on, PostgresStore)
+        assert isinstance(off, PostgresStore)
+        assert on.notifies_every_writer
+        assert not off.notifies_every_writer
+        assert repr(off) == (
+            "<multiverify.stores.PostgresStore(dsn='postgresql://db/x', schema='s')>"
+        )
+        with pytest.raises(ConfigurationError, match="notifications must be on or off"):
+            store_from_url("postgresql://db/x?notifications=maybe")
+
     @pytest.mark.parametrize("url", ["nothing", "sqlite:", "ftp://x/y"])
     def test_bad_urls(self, url: str) -> None:
         """A URL that names no store is a configuration error."""

@@ -27,6 +27,21 @@ def _take(url: str, name: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), value
 
 
+_ON = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def _switch(value: str | None, name: str, url: str) -> bool:
+    """A yes/no query parameter (on when absent)."""
+    if value is None:
+        return True
+    try:
+        return _ON[value.lower()]
+    except KeyError:
+        raise ConfigurationError(
+            message=f"{name} must be on or off, not {value!r}, in {url!r}"
+        ) from None
+
+
 def store_from_url(
     url: str,
     *,
@@ -39,7 +54,9 @@ def store_from_url(
     - ``sqlite:///var/lib/app/verify.db`` (an absolute path) or
       ``sqlite:verify.db`` (relative to the working directory);
     - ``postgresql://user:pass@host:5432/db?schema=multiverify`` (also
-      ``postgres://``; ``schema`` picks the schema, the rest goes to asyncpg);
+      ``postgres://``; ``schema`` picks the schema, ``notifications=off``
+      sends and hears no change notifications, as behind a pooler in
+      transaction mode; the rest goes to asyncpg);
     - ``redis://host:6379/0?prefix=multiverify`` (also ``rediss://`` and
       ``unix://``; ``prefix`` picks the key prefix);
     - ``memory:`` (this process only: tests and one-off scripts).
@@ -61,7 +78,13 @@ def store_from_url(
         return SqliteStore(path, clock=clock)
     if scheme in {"postgresql", "postgres"}:
         dsn, named = _take(url, "schema")
-        return PostgresStore(dsn, schema=named or schema, clock=clock)
+        dsn, notify = _take(dsn, "notifications")
+        return PostgresStore(
+            dsn,
+            schema=named or schema,
+            clock=clock,
+            notifications=_switch(notify, "notifications", url),
+        )
     if scheme in {"redis", "rediss", "unix"}:
         plain, named = _take(url, "prefix")
         return RedisStore(plain, prefix=named or prefix, clock=clock)
