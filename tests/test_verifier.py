@@ -513,6 +513,22 @@ class TestCompletions:
             assert len(store.batches) < 10
             assert await store.pending_effects() == []
 
+    async def test_a_store_bug_while_marking_effects_done_is_logged(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An unexpected error from ``complete_effects`` is logged with its traceback; closing still works."""
+        store = CountingStore()
+        store.broken = True
+        verifier = Verifier(ONE_STEP, channels=[bureau()], store=store, clock=clock)
+        await verifier.run(applicant)
+        await verifier.wait_idle()
+
+        await verifier.aclose()  # does not raise
+
+        assert "could not mark 1 effects done; they will run again" in caplog.text
+        assert "KeyError" in caplog.text
+        assert len(await store.pending_effects()) == 1
+
     async def test_aclose_waits_for_completions_being_written(
         self, clock: FakeClock, applicant: Applicant
     ) -> None:
@@ -551,6 +567,59 @@ class TestCompletions:
         [pending] = await store.pending_effects()
         assert isinstance(pending.effect, RecordVerdict)
         assert "could not mark 1 effects done; they will run again" in caplog.text
+
+
+class TestChannelTimerCompletion:
+    async def test_a_notification_leaves_the_outbox_with_the_save_of_its_handling(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """A channel timer's delivery is completed by the save recording it, never by a write of its own."""
+        store = SaveRecording()
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="sms", channel="resend")],
+            channels={"resend": ResendChannel.SPEC},
+        )
+        async with Verifier(
+            policy, channels=[ResendChannel()], store=store, clock=clock
+        ) as verifier:
+            await verifier.start(applicant)
+            await settle(verifier, clock, 60)
+
+        [notified] = [
+            completed
+            for completed in store.completed
+            if any(effect_id in store.notifications for effect_id in completed)
+        ]
+        assert len(notified) == 1
+        assert not any(
+            effect_id in store.notifications
+            for batch in store.batches
+            for _, effect_id in batch
+        )
+        assert await store.pending_effects() == []
+
+
+class SaveRecording(MemoryStore):
+    """A MemoryStore noting each save's ``completed``, the channel notifications saved, and completion batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.completed: list[tuple[str, ...]] = []
+        self.notifications: set[str] = set()
+        self.batches: list[list[tuple[str, str]]] = []
+
+    async def save(self, session: Session, **kwargs: Any) -> int:
+        self.completed.append(tuple(kwargs.get("completed", ())))
+        self.notifications |= {
+            e.effect_id for e in kwargs.get("effects", ()) if isinstance(e, NotifyStep)
+        }
+        return await super().save(session, **kwargs)
+
+    async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
+        self.batches.append(list(effects))
+        await super().complete_effects(effects)
 
 
 class TestTimerWrites:
@@ -653,6 +722,7 @@ class CountingStore(MemoryStore):
         self.calls: dict[str, int] = {}
         self.batches: list[list[tuple[str, str]]] = []  # completions, per call
         self.unwritable = False
+        self.broken = False
         self.gate: asyncio.Event | None = None  # completions wait for it
         self.writing = asyncio.Event()  # set by the first completions
 
@@ -688,6 +758,8 @@ class CountingStore(MemoryStore):
             await self.gate.wait()
         if self.unwritable:
             raise StoreUnavailableError(message="store down", store="memory")
+        if self.broken:
+            raise KeyError("a bug in the store")
         await super().complete_effects(effects)
 
 

@@ -833,8 +833,19 @@ class Verifier:
         return saved
 
     async def _deliver(
-        self, session_id: str, step_id: str, message: StepMessage, attempt: int | None
+        self,
+        session_id: str,
+        step_id: str,
+        message: StepMessage,
+        attempt: int | None,
+        *,
+        completed: Sequence[str] = (),
     ) -> Session:
+        """Hand ``message`` to the step's channel and save what it made of it.
+
+        ``completed``: effects (a channel timer's notification) that this
+        save records the handling of, and so completes in the same write.
+        """
         async with self._lock(session_id):
             session, version = await self._store.load(session_id)
             policy = self._policy_of(session)
@@ -856,7 +867,7 @@ class Verifier:
                 event = outcome_input(record, outcome, at=self._clock.now())
             result = transition(policy, session, event)
             saved, new_version = await self._save(
-                result.session, version, event, result.effects
+                result.session, version, event, result.effects, completed=completed
             )
             verdicts = await self._dispatch(saved, result.effects)
         await self._after(saved, new_version, verdicts)
@@ -1103,7 +1114,8 @@ class Verifier:
                     if await self._start_step(session_id, effect, session):
                         return  # completed by the save of its result
                 case NotifyStep():
-                    await self._notify(session_id, effect)
+                    if await self._notify(session_id, effect):
+                        return  # completed by the save of its handling
                 case CancelStep():
                     await self._cancel_step(session_id, effect)
                 case (
@@ -1179,6 +1191,13 @@ class Verifier:
                         "could not mark %d effects done; they will run again",
                         len(batch),
                     )
+                except Exception:
+                    # A store's own bug: the same, with its traceback, and the
+                    # later batches still go.
+                    log.exception(
+                        "could not mark %d effects done; they will run again",
+                        len(batch),
+                    )
         finally:
             self._completer = None
 
@@ -1241,7 +1260,9 @@ class Verifier:
             # Remembered, so the save of the outcome starts from it rather
             # than reading it again (a stale one costs a compare-and-set).
             session, version = await self._store.load(session_id)
-            self._remember(session, version)
+            cached = self._cache.get(session_id)
+            if cached is None or cached[1] < version:
+                self._remember(session, version)
         record = session.step(effect.step_id)
         if (
             session.finished
@@ -1287,16 +1308,24 @@ class Verifier:
             failover=fails_over(exc),
         )
 
-    async def _notify(self, session_id: str, effect: NotifyStep) -> None:
+    async def _notify(self, session_id: str, effect: NotifyStep) -> bool:
+        """Deliver a channel timer; return whether the save of its handling completed the effect.
+
+        The notification leaves the outbox in the save that records what the
+        channel made of it, so a crash in between never has the channel
+        handle the same timer twice.
+        """
         try:
             await self._deliver(
                 session_id,
                 effect.step_id,
                 TimerDue(name=effect.name, at=self._clock.now()),
                 effect.attempt,
+                completed=(effect.effect_id,),
             )
         except (SessionFinishedError, StepNotWaitingError):
-            return
+            return False
+        return True
 
     async def _cancel_step(self, session_id: str, effect: CancelStep) -> None:
         session = await self.get(session_id)
