@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from multiverify import Applicant, LoanApplication, Policy, Step, Verifier, Worker
-from multiverify.exceptions import ConfigurationError, StoreUnavailableError
+from multiverify.exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    StoreUnavailableError,
+)
 from multiverify.stores import MemoryStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
@@ -117,6 +121,30 @@ class LoadCounting(MemoryStore):
         return await super().load(session_id)
 
 
+class SlowFirstLoad(MemoryStore):
+    """A MemoryStore whose first load reads the session when called but answers only once let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+        self.release = asyncio.Event()
+        self.conflicts = 0
+
+    async def load(self, session_id: str, /) -> tuple[Any, int]:
+        self.loads += 1
+        read = await super().load(session_id)
+        if self.loads == 1:
+            await self.release.wait()
+        return read
+
+    async def save(self, session: Any, **kwargs: Any) -> int:
+        try:
+            return await super().save(session, **kwargs)
+        except ConcurrentUpdateError:
+            self.conflicts += 1
+            raise
+
+
 class TestWorker:
     async def test_resumes_orphaned_effects_once_their_claim_lapses(
         self, applicant: Applicant
@@ -150,6 +178,26 @@ class TestWorker:
             await verifier.wait_idle()
 
             assert store.loads == 2  # one for each of the two starts
+            assert await store.pending_effects(sid) == []
+
+    async def test_a_load_older_than_a_save_here_does_not_replace_it(
+        self, applicant: Applicant
+    ) -> None:
+        """A resumed start whose read began before another save here keeps the newer session to save from."""
+        store, clock = SlowFirstLoad(), FakeClock()
+        sid = await orphaned(store, clock, applicant)
+        await clock.advance(9)
+        async with replica(store, clock) as verifier:
+            store.loads = 0
+            assert await Worker(verifier).run_once() == 2
+            while store.loads < 2:  # noqa: ASYNC110 - the store counts its loads
+                await asyncio.sleep(0)
+            for _ in range(20):  # the second start runs and saves meanwhile
+                await asyncio.sleep(0)
+            store.release.set()
+            await verifier.wait_idle()
+
+            assert store.conflicts == 0
             assert await store.pending_effects(sid) == []
 
     async def test_effect_grace_waits_past_the_claim(
