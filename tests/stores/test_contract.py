@@ -615,6 +615,20 @@ class TestEffectClaims:
             "retry",
         ]
 
+    async def test_a_timer_given_twice_takes_its_last_time(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """The same timer listed twice in one write is scheduled once, at the later entry's time."""
+        session = make_session("s1")
+        later = T0 + timedelta(minutes=5)
+        await store.create(session, timers=[("t", T0), ("t", later)])
+        await store.save(session, expected_version=1, timers=[("u", later), ("u", T0)])
+
+        assert {t.timer_id: t.due_at for t in await store.timers("s1")} == {
+            "t": later,
+            "u": T0,
+        }
+
     async def test_a_lost_save_writes_no_timers(
         self, store: SessionStore, make_session: MakeSession
     ) -> None:

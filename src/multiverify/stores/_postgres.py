@@ -1193,11 +1193,12 @@ def _written(rows: SerialisedWrites, claim: EffectClaim | None) -> tuple[Any, ..
 
 
 def _scheduled(timers: Sequence[tuple[str, datetime]]) -> tuple[Any, ...]:
-    """The parameters of the timers a create or save schedules."""
+    """The parameters of the timers a create or save schedules (the last time given for an id)."""
+    last = dict(timers)  # one statement cannot write a row twice
     return (
-        [timer_id for timer_id, _ in timers],
-        [_utc(due_at) for _, due_at in timers],
-        [due_at.isoformat() for _, due_at in timers],
+        list(last),
+        [_utc(due_at) for due_at in last.values()],
+        [due_at.isoformat() for due_at in last.values()],
     )
 
 
