@@ -72,8 +72,8 @@ class TestStoreFromUrl:
         )
         assert isinstance(store_from_url("memory:"), MemoryStore)
 
-    def test_postgres_notifications_switch(self) -> None:
-        """``notifications=off`` builds a PostgreSQL store that neither notifies nor listens."""
+    def test_notifications_switch(self) -> None:
+        """``notifications=off`` builds a PostgreSQL or Redis store that neither notifies nor listens."""
         on = store_from_url("postgresql://db/x?notifications=on")
         off = store_from_url("postgresql://db/x?schema=s&notifications=OFF")
         assert isinstance(on, PostgresStore)
@@ -85,6 +85,13 @@ class TestStoreFromUrl:
         )
         with pytest.raises(ConfigurationError, match="notifications must be on or off"):
             store_from_url("postgresql://db/x?notifications=maybe")
+        redis = store_from_url("redis://h:6379/2?prefix=app&notifications=off")
+        assert isinstance(redis, RedisStore)
+        assert not redis.notifies_every_writer
+        assert repr(redis) == (
+            "<multiverify.stores.RedisStore(url='redis://h:6379/2', prefix='app')>"
+        )
+        assert store_from_url("redis://h:6379/2").notifies_every_writer  # type: ignore[attr-defined]
 
     @pytest.mark.parametrize("url", ["nothing", "sqlite:", "ftp://x/y"])
     def test_bad_urls(self, url: str) -> None:

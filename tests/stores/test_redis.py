@@ -25,6 +25,7 @@ from multiverify.exceptions import (
 from multiverify.stores import DueTimer, RedisStore
 
 redis_asyncio = pytest.importorskip("redis.asyncio")
+redis_exceptions = pytest.importorskip("redis.exceptions")
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -308,6 +309,69 @@ class TestAcl:
         finally:
             await admin.execute_command("ACL", "DELUSER", user)
             await admin.aclose()
+
+    async def test_a_user_without_the_changes_channel(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """Refused a publish, a save is a ConfigurationError naming what the user needs; without notifications it works."""
+        user = f"mvacl{uuid4().hex[:12]}"
+        admin = redis_asyncio.Redis.from_url(REDIS_URL)
+        await admin.execute_command(
+            "ACL", "SETUSER", user, "on", "nopass", f"~{prefix}:*", "+@all"
+        )
+        parts = urlsplit(REDIS_URL)
+        url = urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
+        try:
+            async with RedisStore(url, prefix=prefix) as store:
+                with pytest.raises(
+                    ConfigurationError, match=rf"channels {prefix}:changes:\*"
+                ):
+                    await store.create(make_session("s1"))
+            async with RedisStore(url, prefix=prefix, notifications=False) as quiet:
+                await quiet.create(make_session("s2"))
+                assert (await quiet.load("s2"))[1] == 1
+                assert not quiet.notifies_every_writer
+        finally:
+            await admin.execute_command("ACL", "DELUSER", user)
+            await admin.aclose()
+
+    async def test_other_server_errors_pass_through(self, prefix: str) -> None:
+        """A Redis error that is no refusal of the user (a key of the wrong type) is raised as it is."""
+        admin = redis_asyncio.Redis.from_url(REDIS_URL)
+        await admin.set(f"{prefix}:session:s1", "not a hash")
+        try:
+            async with RedisStore(REDIS_URL, prefix=prefix) as store:
+                with pytest.raises(redis_exceptions.ResponseError, match="WRONGTYPE"):
+                    await store.load("s1")
+        finally:
+            await admin.aclose()
+
+    async def test_without_notifications_nothing_is_published(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """``notifications=False``: creates and saves publish nothing, and subscribing starts no listener."""
+        listener = redis_asyncio.Redis.from_url(REDIS_URL)
+        pubsub = listener.pubsub()
+        await pubsub.psubscribe(f"{prefix}:changes:*")
+        await pubsub.get_message(timeout=1)  # the subscription's confirmation
+        try:
+            async with RedisStore(
+                REDIS_URL, prefix=prefix, notifications=False
+            ) as store:
+                unsubscribe = store.subscribe("s1", lambda: None)
+                await store.create(make_session("s1"))
+                await store.save(make_session("s1"), expected_version=1)
+                assert store._listener is None
+                unsubscribe()
+            async with RedisStore(REDIS_URL, prefix=prefix) as loud:
+                await loud.create(make_session("marker"))
+
+            message = await pubsub.get_message(timeout=5)
+            assert message is not None
+            assert message["data"] == b"marker"  # the first and only one
+        finally:
+            await pubsub.aclose()
+            await listener.aclose()
 
 
 class TestErrors:

@@ -177,7 +177,8 @@ local function write(first)
 end
 """
 
-# ARGV: 1 sid, 2 body, 3 status, 4 now, 5 the channel of changes, 6 sid,
+# ARGV: 1 sid, 2 body, 3 status, 4 now, 5 the channel of changes ('' for
+# none), 6 sid,
 # 7... effects and audit. Returns 1, or 0 when the session exists (nothing
 # written); the session's id is published once it is written.
 _CREATE = (
@@ -190,13 +191,15 @@ redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', 1, 'status', ARGV[3],
            'created_at', ARGV[4], 'updated_at', ARGV[4])
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[8]), ARGV[1])
 write(7)
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
 return 1
 """
 )
 
 # ARGV: 1 expected version, 2 body, 3 status, 4 now, 5 the channel of
-# changes, 6 sid, 7... effects and audit. Returns the new version (and
+# changes ('' for none), 6 sid, 7... effects and audit. Returns the new version (and
 # publishes the session's id); 0 when the session is missing; minus the
 # stored version when it is not the expected one (nothing written in either
 # case).
@@ -214,7 +217,9 @@ end
 redis.call('HSET', KEYS[1], 'body', ARGV[2], 'version', version + 1,
            'status', ARGV[3], 'updated_at', ARGV[4])
 write(7)
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
 return version + 1
 """
 )
@@ -631,6 +636,9 @@ class RedisStore(OpenableStore):
             finding them all busy waits for one (up to ``pool_timeout``
             seconds, then it fails with ``StoreUnavailableError``).
         pool_timeout: how long a call waits for a free connection, in seconds.
+        notifications: publish every create and save on the prefix's channel
+            of changes, and listen there for other replicas' (``False``: no
+            publishing, and waiters poll).
 
     Raises:
         ConfigurationError: redis-py is not installed, the URL cannot be
@@ -646,6 +654,7 @@ class RedisStore(OpenableStore):
         clock: Clock | None = None,
         max_connections: int = 64,
         pool_timeout: float = 20.0,
+        notifications: bool = True,
     ) -> None:
         try:
             import redis.asyncio  # noqa: PLC0415 - redis-py is an optional extra
@@ -677,7 +686,9 @@ class RedisStore(OpenableStore):
         # Pub/Sub channels span the server's databases: the channel names the
         # database too, so two databases with the same prefix do not mix.
         db = client.get_connection_kwargs().get("db", 0)  # type: ignore[no-untyped-call]
-        self._channel = self._key("changes", str(db))
+        self._channel = self._key("changes", str(db)) if notifications else ""
+        self._no_permission: type[Exception] = redis.exceptions.NoPermissionError
+        self._refused: type[Exception] = redis.exceptions.ResponseError
         self._changes = Subscribers()
         self._listener: asyncio.Task[None] | None = None
         self._unreachable: tuple[type[Exception], ...] = (
@@ -763,6 +774,18 @@ class RedisStore(OpenableStore):
             raise StoreUnavailableError(
                 message=f"cannot reach Redis at {where}: {exc}", store="redis"
             ) from exc
+        except self._refused as exc:
+            # A key refused is a NOPERM error; a publish refused inside a
+            # script is a plain error that says who was refused (Redis 7).
+            if not isinstance(exc, self._no_permission) and (
+                "user executing the script" not in str(exc)
+            ):
+                raise
+            raise ConfigurationError(
+                message=f"Redis refused the store's user ({exc}): it needs the "
+                f"keys {self._prefix}:* and, with notifications, the channels "
+                f"{self._prefix}:changes:*"
+            ) from exc
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
@@ -826,8 +849,8 @@ class RedisStore(OpenableStore):
 
     @property
     def notifies_every_writer(self) -> bool:
-        """``True``: every replica's create and save publishes the session's id."""
-        return True
+        """Whether every replica's create and save publishes the session's id (notifications on)."""
+        return bool(self._channel)
 
     def subscribe(
         self, session_id: str, on_change: Callable[[], None], /
@@ -839,7 +862,7 @@ class RedisStore(OpenableStore):
         then tells every subscriber (their changes may have gone unheard).
         """
         cancel = self._changes.add(session_id, on_change)
-        if self._listener is None:
+        if self._channel and self._listener is None:
             self._listener = asyncio.ensure_future(self._listen())
         return cancel
 

@@ -58,7 +58,8 @@ def store_from_url(
       sends and hears no change notifications, as behind a pooler in
       transaction mode; the rest goes to asyncpg);
     - ``redis://host:6379/0?prefix=multiverify`` (also ``rediss://`` and
-      ``unix://``; ``prefix`` picks the key prefix);
+      ``unix://``; ``prefix`` picks the key prefix, ``notifications=off``
+      publishes and hears no change notifications);
     - ``memory:`` (this process only: tests and one-off scripts).
 
     ``schema`` and ``prefix`` are the defaults for URLs that name none.
@@ -87,7 +88,13 @@ def store_from_url(
         )
     if scheme in {"redis", "rediss", "unix"}:
         plain, named = _take(url, "prefix")
-        return RedisStore(plain, prefix=named or prefix, clock=clock)
+        plain, notify = _take(plain, "notifications")
+        return RedisStore(
+            plain,
+            prefix=named or prefix,
+            clock=clock,
+            notifications=_switch(notify, "notifications", url),
+        )
     if scheme == "memory":
         return MemoryStore()
     raise ConfigurationError(
