@@ -494,6 +494,75 @@ async def test_a_listener_that_cannot_connect_tries_again_after_a_pause(
     assert "listen" in caplog.text
 
 
+async def paused(clock: FakeClock) -> None:
+    """Return once a task sleeps on ``clock``; fail after ``GUARD`` seconds."""
+
+    async def sleeping() -> None:
+        while clock.sleepers < 1:  # noqa: ASYNC110 - the fake clock counts its sleepers
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(sleeping(), GUARD)
+
+
+async def test_a_listener_that_fails_unexpectedly_starts_over(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault of the PostgreSQL listener's own is logged with its traceback and the listening starts over."""
+    clock = FakeClock()
+    store = PostgresStore(POSTGRES_URL, schema="mv_never_written", clock=clock)
+    calls = 0
+    real = store._asyncpg.connect
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a fault of its own")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store._asyncpg, "connect", connect)
+    heard = Heard()
+    store.subscribe("s1", heard)
+    await paused(clock)  # the listener failed and pauses
+    assert "listening for changes on PostgreSQL failed" in caplog.text
+    assert "RuntimeError: a fault of its own" in caplog.text
+
+    await clock.advance(1)
+    await heard.next()  # listening: told to look again
+    assert calls == 2
+    await store.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_redis_listener_refused_its_channel_tries_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user whose ACL lacks the changes channel: the subscriber's refusal is logged, and it tries again."""
+    user = f"mvacl{uuid4().hex[:12]}"
+    prefix = f"mvt{uuid4().hex[:8]}"
+    admin = redis.asyncio.Redis.from_url(REDIS_URL)
+    await admin.execute_command(
+        "ACL", "SETUSER", user, "on", "nopass", f"~{prefix}:*", "+@all"
+    )
+    parts = urlsplit(REDIS_URL)
+    url = urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
+    clock = FakeClock()
+    store = RedisStore(url, prefix=prefix, clock=clock)
+    try:
+        store.subscribe("s1", Heard())
+        await paused(clock)  # refused, it pauses
+        assert "listening for changes on Redis failed" in caplog.text
+        await clock.advance(1)
+        await paused(clock)  # refused again, it pauses again
+        assert store._listener is not None
+        assert not store._listener.done()
+    finally:
+        await store.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
 class DeafFeed:
     """A MemoryStore whose change feed loses every notification."""
 

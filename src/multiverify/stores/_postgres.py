@@ -529,46 +529,63 @@ class PostgresStore(OpenableStore):
         return cancel
 
     async def _listen(self) -> None:
-        """Listen on the channel for as long as the store is open, connecting again when lost."""
-        assert self._channel is not None  # noqa: S101 - started only with notifications
-        asyncpg = self._asyncpg
-        loop = asyncio.get_running_loop()
+        """Listen on the channel for as long as the store is open, connecting again when lost.
+
+        A fault of its own is logged and the listening starts over after a
+        pause: waiters poll meanwhile, so it never stops for good.
+        """
         pause = _RELISTEN_FIRST
         while True:
-            lost: asyncio.Future[None] = loop.create_future()
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
-            except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning(
-                    "cannot listen for changes on PostgreSQL at %r (%s: %s); "
-                    "polling, and trying again in %.1fs",
-                    _redact(self._dsn),
-                    type(exc).__name__,
-                    exc,
+                pause = await self._listen_once(pause)
+            except Exception:
+                log.exception(
+                    "listening for changes on PostgreSQL failed; polling, and "
+                    "listening again in %.1fs",
                     pause,
                 )
                 await self._clock.sleep(pause)
                 pause = min(pause * 2, _RELISTEN_MAX)
-                continue
-            try:
-                conn.add_termination_listener(partial(_settle, lost))
-                await conn.add_listener(self._channel, self._notified)
-                pause = _RELISTEN_FIRST
-                self._changes.notify_all()  # what changed while nobody listened
-                await lost
-                log.warning(
-                    "lost the PostgreSQL connection listening for changes; "
-                    "polling, and listening again in %.1fs",
-                    pause,
-                )
-            except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError):
-                pass  # lost while subscribing: connect again
-            finally:
-                try:
-                    await conn.close(timeout=self._connect_timeout)
-                except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    conn.terminate()
+
+    async def _listen_once(self, pause: float) -> float:
+        """Connect, listen until the connection is lost, pause; return the next pause."""
+        assert self._channel is not None  # noqa: S101 - started only with notifications
+        asyncpg = self._asyncpg
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+        except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning(
+                "cannot listen for changes on PostgreSQL at %r (%s: %s); "
+                "polling, and trying again in %.1fs",
+                _redact(self._dsn),
+                type(exc).__name__,
+                exc,
+                pause,
+            )
             await self._clock.sleep(pause)
+            return min(pause * 2, _RELISTEN_MAX)
+        try:
+            conn.add_termination_listener(partial(_settle, lost))
+            await conn.add_listener(self._channel, self._notified)
+            pause = _RELISTEN_FIRST
+            self._changes.notify_all()  # what changed while nobody listened
+            await lost
+            log.warning(
+                "lost the PostgreSQL connection listening for changes; "
+                "polling, and listening again in %.1fs",
+                pause,
+            )
+        except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass  # lost while subscribing: connect again
+        finally:
+            try:
+                await conn.close(timeout=self._connect_timeout)
+            except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+        await self._clock.sleep(pause)
+        return pause
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self._changes.notify(payload)

@@ -877,7 +877,7 @@ class RedisStore(OpenableStore):
                 if task is not None and task.cancelling():
                     # redis-py can swallow a cancellation that comes while
                     # it connects: stop as told, not wait for a message.
-                    raise asyncio.CancelledError
+                    raise asyncio.CancelledError  # noqa: TRY301 - no handler below takes it
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:  # pragma: no cover - only without a timeout
@@ -892,6 +892,14 @@ class RedisStore(OpenableStore):
                     "lost the Redis connection listening for changes (%s); "
                     "polling, and subscribing again in %.1fs",
                     exc,
+                    pause,
+                )
+            except Exception:
+                # Refused (an ACL without the channel) or a fault of its own:
+                # waiters poll meanwhile, and the listener tries again.
+                log.exception(
+                    "listening for changes on Redis failed; polling, and "
+                    "subscribing again in %.1fs",
                     pause,
                 )
             finally:
