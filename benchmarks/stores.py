@@ -107,7 +107,6 @@ def build(store: SessionStore, *, latency: float = 0.0) -> Verifier:
         POLICY,
         channels=[ScriptedChannel("credit_bureau", [Scripted.passes(delay=latency)])],
         store=store,
-        watch_poll=None,
     )
 
 
