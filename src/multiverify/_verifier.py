@@ -709,9 +709,16 @@ class Verifier:
         return lock
 
     def _remember(self, session: Session, version: int) -> None:
-        """Note a session as this Verifier just saved it (see ``_CACHE_SIZE``)."""
+        """Note a session as this Verifier saved or read it (see ``_CACHE_SIZE``).
+
+        A newer version already noted stays: a read that began before a
+        save here may end after it.
+        """
         cache = self._cache
         session_id = session.session_id
+        held = cache.get(session_id)
+        if held is not None and held[1] > version:
+            return
         # Popped and added again, so the dict's order is the order of saves.
         cache.pop(session_id, None)
         if session.finished:
@@ -1260,9 +1267,7 @@ class Verifier:
             # Remembered, so the save of the outcome starts from it rather
             # than reading it again (a stale one costs a compare-and-set).
             session, version = await self._store.load(session_id)
-            cached = self._cache.get(session_id)
-            if cached is None or cached[1] < version:
-                self._remember(session, version)
+            self._remember(session, version)
         record = session.step(effect.step_id)
         if (
             session.finished
