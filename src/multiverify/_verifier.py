@@ -1191,19 +1191,15 @@ class Verifier:
                 batch, self._done = self._done, []
                 try:
                     await self._store.complete_effects(batch)
-                except MultiverifyError:
+                except Exception as exc:
                     # Left pending: once their claims lapse, a worker runs
-                    # them again (effects run at least once).
+                    # them again (effects run at least once), and the later
+                    # batches still go. A store's own bug (no SDK error)
+                    # comes with its traceback.
                     log.warning(
                         "could not mark %d effects done; they will run again",
                         len(batch),
-                    )
-                except Exception:
-                    # A store's own bug: the same, with its traceback, and the
-                    # later batches still go.
-                    log.exception(
-                        "could not mark %d effects done; they will run again",
-                        len(batch),
+                        exc_info=not isinstance(exc, MultiverifyError),
                     )
         finally:
             self._completer = None
