@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import pytest
@@ -100,6 +102,22 @@ async def delete_redis_prefix(prefix: str) -> None:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def redis_user(*rules: str) -> AsyncIterator[str]:
+    """A Redis user with these ACL rules (and every command): the URL that logs in as it; deleted afterwards."""
+    import redis.asyncio
+
+    user = f"mvacl{uuid4().hex[:12]}"
+    admin = redis.asyncio.Redis.from_url(REDIS_URL)
+    await admin.execute_command("ACL", "SETUSER", user, "on", "nopass", *rules, "+@all")
+    parts = urlsplit(REDIS_URL)
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
+    finally:
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
 
 
 async def _redis(tmp_path: Path) -> SessionStore:

@@ -22,6 +22,7 @@ from conftest import (
     REDIS_URL,
     delete_redis_prefix,
     drop_postgres_schema,
+    redis_user,
     service_missing,
 )
 from test_replica_races import applicant
@@ -538,28 +539,20 @@ async def test_a_redis_listener_refused_its_channel_tries_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A user whose ACL lacks the changes channel: the subscriber's refusal is logged, and it tries again."""
-    user = f"mvacl{uuid4().hex[:12]}"
     prefix = f"mvt{uuid4().hex[:8]}"
-    admin = redis.asyncio.Redis.from_url(REDIS_URL)
-    await admin.execute_command(
-        "ACL", "SETUSER", user, "on", "nopass", f"~{prefix}:*", "+@all"
-    )
-    parts = urlsplit(REDIS_URL)
-    url = urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
     clock = FakeClock()
-    store = RedisStore(url, prefix=prefix, clock=clock)
-    try:
-        store.subscribe("s1", Heard())
-        await paused(clock)  # refused, it pauses
-        assert "listening for changes on Redis failed" in caplog.text
-        await clock.advance(1)
-        await paused(clock)  # refused again, it pauses again
-        assert store._listener is not None
-        assert not store._listener.done()
-    finally:
-        await store.aclose()
-        await admin.execute_command("ACL", "DELUSER", user)
-        await admin.aclose()
+    async with redis_user(f"~{prefix}:*") as url:
+        store = RedisStore(url, prefix=prefix, clock=clock)
+        try:
+            store.subscribe("s1", Heard())
+            await paused(clock)  # refused, it pauses
+            assert "listening for changes on Redis failed" in caplog.text
+            await clock.advance(1)
+            await paused(clock)  # refused again, it pauses again
+            assert store._listener is not None
+            assert not store._listener.done()
+        finally:
+            await store.aclose()
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 

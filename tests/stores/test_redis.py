@@ -8,12 +8,11 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import attrs
 import pytest
-from conftest import REDIS_URL, delete_redis_prefix, service_missing
+from conftest import REDIS_URL, delete_redis_prefix, redis_user, service_missing
 
 from multiverify._session import ScheduleTimer, Session
 from multiverify.exceptions import (
@@ -280,48 +279,26 @@ class TestAcl:
         self, prefix: str, make_session: MakeSession
     ) -> None:
         """A Redis user allowed only the prefix's keys and channels creates, saves, schedules and cancels timers."""
-        user = f"mvacl{uuid4().hex[:12]}"
-        admin = redis_asyncio.Redis.from_url(REDIS_URL)
-        await admin.execute_command(
-            "ACL",
-            "SETUSER",
-            user,
-            "on",
-            "nopass",
-            f"~{prefix}:*",
-            f"&{prefix}:*",
-            "+@all",
-        )
-        parts = urlsplit(REDIS_URL)
-        url = urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
-        try:
-            async with RedisStore(url, prefix=prefix) as store:
-                session = make_session("s1")
-                await store.create(session, timers=[("deadline", T0)])
-                await store.save(session, expected_version=1, timers=[("step", T0)])
-                await store.schedule_timer("s1", "retry", T0)
-                await store.cancel_timer("s1", "deadline")
+        async with (
+            redis_user(f"~{prefix}:*", f"&{prefix}:*") as url,
+            RedisStore(url, prefix=prefix) as store,
+        ):
+            session = make_session("s1")
+            await store.create(session, timers=[("deadline", T0)])
+            await store.save(session, expected_version=1, timers=[("step", T0)])
+            await store.schedule_timer("s1", "retry", T0)
+            await store.cancel_timer("s1", "deadline")
 
-                assert [t.timer_id for t in await store.timers("s1")] == [
-                    "step",
-                    "retry",
-                ]
-        finally:
-            await admin.execute_command("ACL", "DELUSER", user)
-            await admin.aclose()
+            assert [t.timer_id for t in await store.timers("s1")] == [
+                "step",
+                "retry",
+            ]
 
     async def test_a_user_without_the_changes_channel(
         self, prefix: str, make_session: MakeSession
     ) -> None:
         """Refused a publish, a save is a ConfigurationError naming what the user needs; without notifications it works."""
-        user = f"mvacl{uuid4().hex[:12]}"
-        admin = redis_asyncio.Redis.from_url(REDIS_URL)
-        await admin.execute_command(
-            "ACL", "SETUSER", user, "on", "nopass", f"~{prefix}:*", "+@all"
-        )
-        parts = urlsplit(REDIS_URL)
-        url = urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}"))
-        try:
+        async with redis_user(f"~{prefix}:*") as url:
             async with RedisStore(url, prefix=prefix) as store:
                 with pytest.raises(
                     ConfigurationError, match=rf"channels {prefix}:changes:\*"
@@ -331,9 +308,6 @@ class TestAcl:
                 await quiet.create(make_session("s2"))
                 assert (await quiet.load("s2"))[1] == 1
                 assert not quiet.notifies_every_writer
-        finally:
-            await admin.execute_command("ACL", "DELUSER", user)
-            await admin.aclose()
 
     async def test_other_server_errors_pass_through(self, prefix: str) -> None:
         """A Redis error that is no refusal of the user (a key of the wrong type) is raised as it is."""
