@@ -185,16 +185,14 @@ async def test_two_verifiers_on_one_memory_store_wake_each_other() -> None:
         assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
 
 
-@pytest.mark.parametrize("watch_poll", [None, HOUR], ids=["never-polls", "polls"])
-async def test_a_waiter_sees_a_verdict_decided_elsewhere_before_it_waited(
-    monkeypatch: pytest.MonkeyPatch, watch_poll: float | None
-) -> None:
-    """``wait`` on a Verifier whose last save of the session is older than another's verdict finds it: loading at once when it never polls, else at the first, short pause (no notification can tell of it)."""
-    store = MemoryStore()
+def pauses_of_waits(
+    monkeypatch: pytest.MonkeyPatch, *, end_at_once: bool
+) -> list[float]:
+    """From now on, note the timeout of every ``asyncio.wait`` (a waiter's pause); ``end_at_once`` ends each pause at once."""
     waited: list[float] = []
     wait = asyncio.wait
 
-    async def at_once(
+    async def noted(
         futures: Any,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - stands in for asyncio.wait
@@ -202,8 +200,20 @@ async def test_a_waiter_sees_a_verdict_decided_elsewhere_before_it_waited(
     ) -> Any:
         if timeout is not None:
             waited.append(timeout)
-            timeout = 0  # the pause, over at once
+            if end_at_once:
+                timeout = 0
         return await wait(futures, timeout=timeout, **kwargs)
+
+    monkeypatch.setattr(asyncio, "wait", noted)
+    return waited
+
+
+@pytest.mark.parametrize("watch_poll", [None, HOUR], ids=["never-polls", "polls"])
+async def test_a_waiter_sees_a_verdict_decided_elsewhere_before_it_waited(
+    monkeypatch: pytest.MonkeyPatch, watch_poll: float | None
+) -> None:
+    """``wait`` on a Verifier whose last save of the session is older than another's verdict finds it: loading at once when it never polls, else at the first, short pause (no notification can tell of it)."""
+    store = MemoryStore()
 
     async with (
         Verifier(
@@ -215,7 +225,7 @@ async def test_a_waiter_sees_a_verdict_decided_elsewhere_before_it_waited(
         sid = started.session_id
         await one.challenge(sid, "sms")  # saved here: the step waits
         decided = await two.submit(sid, "sms", {"code": "1"})
-        monkeypatch.setattr(asyncio, "wait", at_once)
+        waited = pauses_of_waits(monkeypatch, end_at_once=True)
         assert await asyncio.wait_for(one.wait(sid), GUARD) == decided.verdict
     assert waited == ([] if watch_poll is None else [watch_poll / 50])
 
@@ -582,18 +592,6 @@ async def test_lost_notifications_are_made_up_for_by_polling(
 ) -> None:
     """Every notification lost, a waiter still finds the other Verifier's verdict by polling: every ``watch_poll`` when the feed hears every writer, else after a pause that starts at a fiftieth of it and doubles."""
     store = cast("SessionStore", DeafFeed(every_writer=every_writer))
-    waited: list[float] = []
-    wait = asyncio.wait
-
-    async def recorded(
-        futures: Any,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - stands in for asyncio.wait
-        **kwargs: Any,
-    ) -> Any:
-        if timeout is not None:
-            waited.append(timeout)
-        return await wait(futures, timeout=timeout, **kwargs)
 
     async with (
         Verifier(POLICY, channels=[channel()], store=store, watch_poll=0.01) as one,
@@ -602,7 +600,7 @@ async def test_lost_notifications_are_made_up_for_by_polling(
         started = await two.start(applicant())
         sid = started.session_id
         await two.challenge(sid, "sms")
-        monkeypatch.setattr(asyncio, "wait", recorded)
+        waited = pauses_of_waits(monkeypatch, end_at_once=False)
         waiter = asyncio.ensure_future(one.wait(sid))
         while len(waited) < len(pauses):  # noqa: ASYNC110 - a few looks, then decide
             await asyncio.sleep(0)
