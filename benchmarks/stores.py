@@ -136,6 +136,17 @@ async def in_flight(
     await asyncio.gather(*(one(i) for i in range(count)))
 
 
+async def reachable(label: str, store: SessionStore) -> bool:
+    """Whether the store's server answers (its schema brought up to date); else say it is skipped and close the store."""
+    try:
+        await store.schema_version()  # type: ignore[attr-defined]
+    except StoreUnavailableError as exc:
+        print(f"{label:9} skipped: {exc}")
+        await store.aclose()
+        return False
+    return True
+
+
 async def verifier_rate(store: SessionStore, sessions: int, concurrency: int) -> float:
     """Transitions per second of the Verifier on ``store``, ``concurrency`` sessions at once."""
     verifier = build(store)
@@ -248,12 +259,9 @@ async def transitions(sessions: int, concurrency: int) -> None:
         }
         for kind, (url, raw_target) in targets.items():
             store = store_from_url(url)
+            if not await reachable(kind, store):
+                continue
             try:
-                try:
-                    await store.schema_version()  # type: ignore[attr-defined]
-                except StoreUnavailableError as exc:
-                    print(f"{kind:9} skipped: {exc}")
-                    continue
                 ours = await verifier_rate(store, sessions, concurrency)
                 raw = await raw_rate(kind, raw_target, sessions, concurrency)
             finally:
@@ -392,14 +400,11 @@ async def worker_run(processes: int, sessions: int, latency: float) -> WorkerRun
 
 async def scaling(sessions: int) -> None:
     """Figure 2: instant effects (CPU-bound), then effects that wait on a vendor."""
-    try:
-        store = store_from_url(f"{POSTGRES}&schema=bench_probe")
-        await store.schema_version()  # type: ignore[attr-defined]
-        await store.aclose()
-        await drop("postgres", "bench_probe")
-    except StoreUnavailableError as exc:
-        print(f"workers   skipped: {exc}")
+    store = store_from_url(f"{POSTGRES}&schema=bench_probe")
+    if not await reachable("workers", store):
         return
+    await store.aclose()
+    await drop("postgres", "bench_probe")
     for latency in (0.0, VENDOR_LATENCY):
         one = await worker_run(1, sessions, latency)
         two = await worker_run(2, sessions, latency)
@@ -498,12 +503,9 @@ async def waiting(waiters: int, typing: float) -> None:
     }
     for kind, url in targets.items():
         store = store_from_url(url)
+        if not await reachable(kind, store):
+            continue
         try:
-            try:
-                await store.schema_version()  # type: ignore[attr-defined]
-            except StoreUnavailableError as exc:
-                print(f"{kind:9} skipped: {exc}")
-                continue
             polled, polled_loads = await seen_after(
                 url, waiters, typing, notified=False
             )
