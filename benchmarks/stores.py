@@ -36,6 +36,13 @@ Figures:
    them (the same store behind a wrapper that hides the capability, so the
    waiter polls with its growing pause, as before notifications). Target
    (this figure's own): notified median <= a tenth of the polled one.
+4. What change notifications cost: figure 1's Verifier rate on PostgreSQL
+   and Redis with notifications on, against the same store with
+   ``notifications=off``, serially and ``CONCURRENCY`` in flight, the runs
+   alternating (``ROUNDS`` of each, the median printed). Measured alone,
+   and with a second replica (a store of its own in the same process)
+   waiting for one session nobody writes: what every other replica that
+   has a waiter costs. No goal: the ratios are printed.
 
 A server that cannot be reached is reported as skipped. Missed goals print
 MISS; only a crash exits non-zero.
@@ -525,16 +532,87 @@ async def waiting(waiters: int, typing: float) -> None:
         )
 
 
+ROUNDS = 5
+
+
+async def notification_cost(sessions: int, concurrency: int, rounds: int) -> None:
+    """Figure 4, store by store."""
+    targets = {"postgres": f"{POSTGRES}&schema=", "redis": f"{REDIS}?prefix="}
+    how = "serial" if concurrency == 1 else f"{concurrency} in flight"
+    for kind, base in targets.items():
+        scratch = f"bench_{uuid4().hex[:8]}"
+        url = base + scratch
+        probe = store_from_url(url)
+        if not await reachable(kind, probe):
+            continue
+        await probe.aclose()
+        rates: dict[str, list[float]] = {"off": [], "on": [], "on, replica": []}
+        try:
+            for _ in range(rounds):
+                for label, measured in rates.items():
+                    measured.append(
+                        await notified_rate(url, sessions, concurrency, label)
+                    )
+        finally:
+            await drop(kind, scratch)
+        off, on, other = (statistics.median(rates[label]) for label in rates)
+        print(
+            f"{kind:9} {how:13} notifications off {off:6.0f} transitions/s, "
+            f"on {on:6.0f} ({on / off:.2f}x), on with another replica waiting "
+            f"{other:6.0f} ({other / off:.2f}x); median of {rounds}"
+        )
+
+
+async def notified_rate(url: str, sessions: int, concurrency: int, how: str) -> float:
+    """Figure 1's Verifier rate, with notifications ``off``, ``on``, or ``on, replica``.
+
+    ``on, replica``: a second store on the same schema or prefix has a
+    waiter subscribed to a session nobody writes.
+    """
+    store = store_from_url(url + ("&notifications=off" if how == "off" else ""))
+    other = store_from_url(url)
+    try:
+        if how == "on, replica":
+            woken = asyncio.Event()
+            other.subscribe("nobody", woken.set)  # type: ignore[attr-defined]
+            await woken.wait()  # its listener is up and listens
+        return await verifier_rate(store, sessions, concurrency)
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
 def main() -> None:
     """Run the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument(
+        "--figure",
+        type=int,
+        action="append",
+        choices=range(1, 5),
+        help="run only this figure (repeat for several; default: all)",
+    )
     args = parser.parse_args()
+    figures = set(args.figure or range(1, 5))
     sessions = 30 if args.quick else 300
-    asyncio.run(transitions(sessions, 1))
-    asyncio.run(transitions(sessions if args.quick else 1000, CONCURRENCY))
-    asyncio.run(waiting(8 if args.quick else WAITERS, 0.3 if args.quick else TYPING))
-    if not args.quick:
+    if 1 in figures:
+        asyncio.run(transitions(sessions, 1))
+        asyncio.run(transitions(sessions if args.quick else 1000, CONCURRENCY))
+    if 3 in figures:
+        asyncio.run(
+            waiting(8 if args.quick else WAITERS, 0.3 if args.quick else TYPING)
+        )
+    if 4 in figures:
+        for concurrency in (1, CONCURRENCY):
+            asyncio.run(
+                notification_cost(
+                    sessions if concurrency == 1 or args.quick else 1000,
+                    concurrency,
+                    1 if args.quick else ROUNDS,
+                )
+            )
+    if 2 in figures and not args.quick:
         asyncio.run(scaling(2000))
 
 
