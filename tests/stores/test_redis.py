@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import attrs
@@ -298,10 +299,13 @@ class TestAcl:
         self, prefix: str, make_session: MakeSession
     ) -> None:
         """Refused a publish, a save is a ConfigurationError naming what the user needs; without notifications it works."""
+        db = urlsplit(REDIS_URL).path.strip("/") or "0"
         async with redis_user(f"~{prefix}:*") as url:
             async with RedisStore(url, prefix=prefix) as store:
                 with pytest.raises(
-                    ConfigurationError, match=rf"channels {prefix}:changes:\*"
+                    ConfigurationError,
+                    match=rf"channels {prefix}:changes:{db}:{{session id}} "
+                    rf"\(ACL rules ~{prefix}:\* &{prefix}:changes:\*\)",
                 ):
                     await store.create(make_session("s1"))
             async with RedisStore(url, prefix=prefix, notifications=False) as quiet:

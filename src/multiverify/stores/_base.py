@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, Self, runtime_checkable
@@ -575,10 +576,16 @@ def queue_order(item: QueueItem) -> tuple[int, datetime, str]:
 
 
 class Subscribers:
-    """The callbacks a store calls when a session changes, by session id."""
+    """The callbacks a store calls when a session changes, by session id.
+
+    A store that listens on a channel per session follows `sessions`: it
+    listens for a session from its first subscriber to its last, sending
+    what changed since it last looked (`difference`) once `moved` returns.
+    """
 
     def __init__(self) -> None:
         self._by_session: dict[str, dict[object, Callable[[], None]]] = {}
+        self._moved = asyncio.Event()
 
     def __bool__(self) -> bool:
         return bool(self._by_session)
@@ -586,15 +593,31 @@ class Subscribers:
     def add(self, session_id: str, on_change: Callable[[], None]) -> Callable[[], None]:
         """Subscribe ``on_change`` to the session; return the function that unsubscribes it."""
         token = object()
-        self._by_session.setdefault(session_id, {})[token] = on_change
+        callbacks = self._by_session.get(session_id)
+        if callbacks is None:
+            callbacks = self._by_session[session_id] = {}
+            self._moved.set()
+        callbacks[token] = on_change
 
         def cancel() -> None:
-            callbacks = self._by_session.get(session_id, {})
+            if self._by_session.get(session_id) is not callbacks:
+                return  # cancelled already, and maybe subscribed to again since
             callbacks.pop(token, None)
             if not callbacks:
-                self._by_session.pop(session_id, None)
+                del self._by_session[session_id]
+                self._moved.set()
 
         return cancel
+
+    async def moved(self) -> None:
+        """Return once a session got its first subscriber or lost its last since `difference` was last called."""
+        await self._moved.wait()
+
+    def difference(self, listening: set[str]) -> tuple[set[str], set[str]]:
+        """The sessions to start listening for and those to stop listening for, given those ``listening``."""
+        self._moved.clear()
+        wanted = self._by_session.keys()
+        return wanted - listening, listening - wanted
 
     def notify(self, session_id: str) -> None:
         """Tell the session's subscribers it changed."""
@@ -604,12 +627,17 @@ class Subscribers:
                 on_change()
 
     def notify_all(self) -> None:
-        """Tell every subscriber (a listener reconnected: changes may have gone unheard).
+        """Tell every subscriber (a listener reconnected: changes may have gone unheard)."""
+        self.missed(list(self._by_session))
 
-        A callback with a ``missed`` method has that called instead: it
-        learns that notifications may have been lost, its own saves' among
-        them (a Verifier then stops waiting for those).
+    def missed(self, session_ids: Iterable[str]) -> None:
+        """Tell the subscribers of these sessions that changes may have gone unheard.
+
+        A listener connected again, or has only now begun to listen for the
+        sessions. A callback with a ``missed`` method has that called
+        instead: it learns that notifications may have been lost, its own
+        saves' among them (a Verifier then stops waiting for those).
         """
-        for callbacks in list(self._by_session.values()):
-            for on_change in list(callbacks.values()):
+        for session_id in session_ids:
+            for on_change in list(self._by_session.get(session_id, {}).values()):
                 getattr(on_change, "missed", on_change)()

@@ -6,10 +6,11 @@ version, then its effects (the outbox) and audit events, so two replicas
 saving the same session from the same version cannot both win. Webhook
 deduplication is a primary key (``INSERT ... ON CONFLICT DO NOTHING``).
 
-Every create and save also sends ``pg_notify`` on the schema's channel with
-the session's id (in the same statement, so only when it commits); from its
-first waiter until it is closed, a store keeps one connection of its own
-(not from the pool) that listens there, and tells its subscribers (a
+Every create and save also sends ``pg_notify`` on the session's own channel
+with the session's id (in the same statement, so only when it commits); from
+its first waiter until it is closed, a store keeps one connection of its own
+(not from the pool) that listens on the channels of the sessions waited for
+here, and tells their subscribers (a
 [`ChangeFeed`][multiverify.stores.ChangeFeed]).
 
 The tables live in their own schema (``multiverify`` unless told otherwise),
@@ -23,8 +24,8 @@ imports without it (``pip install 'multiverify[postgres]'``).
 """
 
 # ruff: noqa: S608 - the only names put into SQL text are the schema, checked
-# against _IDENTIFIER and quoted, and the channel made from it; every value
-# goes in as a query parameter.
+# against _IDENTIFIER and quoted, and the channels made of hex digests; every
+# value goes in as a query parameter.
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -210,17 +211,41 @@ _RELISTEN_FIRST = 0.1
 _RELISTEN_MAX = 10.0
 
 
-def _channel(schema: str) -> str:
-    """The notification channel of a schema: ``multiverify:{schema}``, at most 63 bytes.
+def _channel(schema: str, session_id: str) -> str:
+    """The notification channel of a session: ``multiverify.`` and a digest of the schema and its id.
 
-    A longer one (PostgreSQL refuses channel names of 64 bytes and more)
-    keeps the start of the schema's name and a digest of all of it.
+    44 bytes whatever the id (PostgreSQL refuses channel names of 64 bytes
+    and more), and never one of the ``multiverify:{schema}`` channels the
+    stores of 0.1 notified on.
     """
-    channel = f"multiverify:{schema}"
-    if len(channel) <= 63:  # noqa: PLR2004 - NAMEDATALEN - 1
-        return channel
-    digest = hashlib.blake2b(schema.encode(), digest_size=8).hexdigest()
-    return f"multiverify:{schema[:34]}:{digest}"
+    named = f"{schema}\x00{session_id}".encode()
+    return f"multiverify.{hashlib.blake2b(named, digest_size=16).hexdigest()}"
+
+
+def _listens(statement: str, channels: Iterable[str]) -> str:
+    """``LISTEN`` or ``UNLISTEN`` for each channel, as one query text."""
+    return "".join(f'{statement} "{channel}";' for channel in channels)
+
+
+@cache
+def _listener_class(asyncpg: Any) -> Any:
+    """The class of the listener's connection: it hears every channel it listens on.
+
+    asyncpg hands a notification only to callbacks added with
+    ``add_listener``, which sends its own ``LISTEN`` (a round trip per
+    channel, one at a time); the listener sends the ``LISTEN`` and
+    ``UNLISTEN`` of many sessions in one query instead, so its connection
+    passes every notification to ``on_notification`` itself.
+    """
+
+    class Listener(asyncpg.Connection):  # type: ignore[misc]
+        on_notification: Callable[[str], None] | None = None
+
+        def _process_notification(self, _pid: int, _channel: str, payload: str) -> None:
+            if self.on_notification is not None:
+                asyncio.get_running_loop().call_soon(self.on_notification, payload)
+
+    return Listener
 
 
 async def _keep_session(connection: Any) -> None:
@@ -327,9 +352,10 @@ class PostgresStore(OpenableStore):
             Give ``dsn`` as well to be notified of other replicas' changes
             (the listener needs a connection of its own).
         connect_timeout: how long opening a connection may take, in seconds.
-        notifications: send a notification on the schema's channel
-            (``multiverify:{schema}``, the session id only) with every
-            create and save, and listen for them while a Verifier waits.
+        notifications: send a notification on the session's own channel
+            (``multiverify.`` and a digest of the schema and the session's
+            id; the id only) with every create and save, and listen on it
+            while a Verifier here waits for the session.
             ``False`` where ``LISTEN`` cannot work (behind a pooler in
             transaction mode): waiters then find other replicas' changes
             by polling alone.
@@ -379,8 +405,8 @@ class PostgresStore(OpenableStore):
         self._pool: Any = None
         self._migrated = False
         self._opening = asyncio.Lock()
-        self._channel = _channel(schema) if notifications else None
-        self._sql = _Sql(f'"{schema}"', self._channel)
+        self._notifying = notifications
+        self._sql = _Sql(f'"{schema}"', notify=notifications)
         self._changes = Subscribers()
         self._listener: asyncio.Task[None] | None = None
 
@@ -511,7 +537,7 @@ class PostgresStore(OpenableStore):
     @property
     def notifies_every_writer(self) -> bool:
         """Whether this store listens for every replica's changes (notifications on, and a dsn to listen with)."""
-        return self._channel is not None and bool(self._dsn)
+        return self._notifying and bool(self._dsn)
 
     def subscribe(
         self, session_id: str, on_change: Callable[[], None], /
@@ -519,9 +545,11 @@ class PostgresStore(OpenableStore):
         """Call ``on_change()`` when any replica commits a create or save of the session.
 
         The first subscription starts the listener: a connection of its
-        own that listens on the schema's channel, connects again when it is
-        lost, and then tells every subscriber (their changes may have gone
-        unheard meanwhile).
+        own that listens on the channel of every session subscribed to, from
+        its first subscriber until its last leaves, and connects again when
+        it is lost. Once it listens for a session (first, or again after
+        connecting again) it tells the session's subscribers, since a change
+        committed before then was notified to nobody here.
         """
         cancel = self._changes.add(session_id, on_change)
         if self.notifies_every_writer and self._listener is None:
@@ -529,7 +557,7 @@ class PostgresStore(OpenableStore):
         return cancel
 
     async def _listen(self) -> None:
-        """Listen on the channel for as long as the store is open, connecting again when lost.
+        """Listen for as long as the store is open, connecting again when lost.
 
         A fault of its own is logged and the listening starts over after a
         pause: waiters poll meanwhile, so it never stops for good.
@@ -549,12 +577,15 @@ class PostgresStore(OpenableStore):
 
     async def _listen_once(self, pause: float) -> float:
         """Connect, listen until the connection is lost, pause; return the next pause."""
-        assert self._channel is not None  # noqa: S101 - started only with notifications
         asyncpg = self._asyncpg
         loop = asyncio.get_running_loop()
         lost: asyncio.Future[None] = loop.create_future()
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                connection_class=_listener_class(asyncpg),
+            )
         except (*self._lost, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning(
                 "cannot listen for changes on PostgreSQL at %r (%s: %s); "
@@ -568,10 +599,9 @@ class PostgresStore(OpenableStore):
             return min(pause * 2, _RELISTEN_MAX)
         try:
             conn.add_termination_listener(partial(_settle, lost))
-            await conn.add_listener(self._channel, self._notified)
+            conn.on_notification = self._changes.notify
             pause = _RELISTEN_FIRST
-            self._changes.notify_all()  # what changed while nobody listened
-            await lost
+            await self._follow(conn, lost)
             log.warning(
                 "lost the PostgreSQL connection listening for changes; "
                 "polling, and listening again in %.1fs",
@@ -587,8 +617,35 @@ class PostgresStore(OpenableStore):
         await self._clock.sleep(pause)
         return pause
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._changes.notify(payload)
+    async def _follow(self, conn: Any, lost: asyncio.Future[None]) -> None:
+        """Listen for the sessions subscribed to, and for no other, until the connection is lost.
+
+        What changed while a query was on its way goes in the next one: a
+        subscription that ends before the listener sends it costs nothing.
+        """
+        listening: set[str] = set()
+        while not lost.done():
+            started, ended = self._changes.difference(listening)
+            if not started and not ended:
+                moved = asyncio.ensure_future(self._changes.moved())
+                try:
+                    await asyncio.wait(
+                        {lost, moved}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    moved.cancel()
+                continue
+            schema = self._schema
+            await conn.execute(
+                _listens("LISTEN", (_channel(schema, sid) for sid in started))
+                + _listens("UNLISTEN", (_channel(schema, sid) for sid in ended))
+            )
+            listening = (listening | started) - ended
+            self._changes.missed(started)  # what changed before it listened
+
+    def _notified(self, session_id: str) -> tuple[str, ...]:
+        """The parameter naming the session's channel, for a create or save that notifies."""
+        return (_channel(self._schema, session_id),) if self._notifying else ()
 
     # --- SessionStore ---------------------------------------------------------
 
@@ -615,6 +672,7 @@ class PostgresStore(OpenableStore):
             now,
             *_written(rows, claim),
             *_scheduled(timers),
+            *self._notified(session.session_id),
         )
         if not inserted:
             raise session_exists(session.session_id)
@@ -659,6 +717,7 @@ class PostgresStore(OpenableStore):
             *_written(rows, claim),
             *_scheduled(timers),
             list(cancelled_timers),
+            *self._notified(session_id),
         )
         if version is None:
             current = await pool.fetchval(self._sql.version, session_id)
@@ -966,15 +1025,14 @@ class PostgresStore(OpenableStore):
 class _Sql:
     """Every statement of the store, with its schema filled in once."""
 
-    def __init__(self, schema: str, channel: str | None) -> None:
+    def __init__(self, schema: str, *, notify: bool) -> None:
         s = self.schema = schema
+
         # A create or save that wrote the session notifies its id on the
-        # channel, in the same statement: sent only if it commits.
-        notify = (
-            ""
-            if channel is None
-            else f", LATERAL pg_notify('{channel}', s.session_id) AS n"
-        )
+        # session's channel (the statement's last parameter), in the same
+        # statement: sent only if it commits.
+        def notifies(n: int) -> str:
+            return f", LATERAL pg_notify(${n}, s.session_id) AS n" if notify else ""
 
         # A create and a save are one statement each (one round trip): the
         # session's row first, then, only if it was written (``s``), the
@@ -1014,7 +1072,7 @@ class _Sql:
             f"WITH s AS (INSERT INTO {s}.sessions (session_id, version, status, "
             "body, created_at, updated_at) VALUES ($1, 1, $2, $3, $4, $5) "
             "ON CONFLICT (session_id) DO NOTHING RETURNING session_id)"
-            f"{writes(6)}{schedules(12)} SELECT count(*) FROM s{notify}"
+            f"{writes(6)}{schedules(12)} SELECT count(*) FROM s{notifies(15)}"
         )
         self.load = f"SELECT body, version FROM {s}.sessions WHERE session_id = $1"
         # $6: the effects completed, $7: the timer fired (or null), $17: the
@@ -1028,7 +1086,7 @@ class _Sql:
             f", t AS (DELETE FROM {s}.timers WHERE session_id = $4 "
             "AND (timer_id = $7::text OR timer_id = ANY($17::text[])) "
             "AND timer_id <> ALL($14::text[]) AND EXISTS (SELECT 1 FROM s))"
-            f"{writes(8)}{schedules(14)} SELECT version FROM s{notify}"
+            f"{writes(8)}{schedules(14)} SELECT version FROM s{notifies(18)}"
         )
         self.version = f"SELECT version FROM {s}.sessions WHERE session_id = $1"
         pending = "session_id, body, claimed_by, claimed_until_text"

@@ -25,10 +25,12 @@ JSON text ``["sid", "effect_id"]``):
 ``create`` and ``save`` are one Lua script each: the compare-and-set on the
 version, the session, its effects and its audit events are written together or
 not at all, so the compare-and-set holds between every replica sharing the
-prefix. The script then publishes the session's id on the channel
-``{prefix}:changes:{db}``; a store subscribes to it from its first waiter until it is closed (a
-[`ChangeFeed`][multiverify.stores.ChangeFeed]). Scripts name every key they touch in ``KEYS``; the store expects one
-Redis server (or a primary), not a Redis Cluster.
+prefix. The script then publishes the session's id on the session's own
+channel, ``{prefix}:changes:{db}:{sid}``; a store subscribes to the channels
+of the sessions waited for here, each from its first waiter to its last, on
+one Pub/Sub connection (a [`ChangeFeed`][multiverify.stores.ChangeFeed]).
+Scripts name every key they touch in ``KEYS``; the store expects one Redis
+server (or a primary), not a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -177,8 +179,8 @@ local function write(first)
 end
 """
 
-# ARGV: 1 sid, 2 body, 3 status, 4 now, 5 the channel of changes ('' for
-# none), 6 sid,
+# ARGV: 1 sid, 2 body, 3 status, 4 now, 5 the session's channel of changes
+# ('' for none), 6 sid,
 # 7... effects and audit. Returns 1, or 0 when the session exists (nothing
 # written); the session's id is published once it is written.
 _CREATE = (
@@ -198,8 +200,8 @@ return 1
 """
 )
 
-# ARGV: 1 expected version, 2 body, 3 status, 4 now, 5 the channel of
-# changes ('' for none), 6 sid, 7... effects and audit. Returns the new version (and
+# ARGV: 1 expected version, 2 body, 3 status, 4 now, 5 the session's
+# channel of changes ('' for none), 6 sid, 7... effects and audit. Returns the new version (and
 # publishes the session's id); 0 when the session is missing; minus the
 # stored version when it is not the expected one (nothing written in either
 # case).
@@ -597,6 +599,17 @@ def _timer(member: bytes | str) -> DueTimer:
     )
 
 
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError if the running task was told to stop.
+
+    redis-py can swallow a cancellation that comes while it connects or
+    sends: the listener stops as told instead of waiting on.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _redact(url: str) -> str:
     """``url`` without its password (in the user part or the query)."""
     parts = urlsplit(url)
@@ -636,9 +649,10 @@ class RedisStore(OpenableStore):
             finding them all busy waits for one (up to ``pool_timeout``
             seconds, then it fails with ``StoreUnavailableError``).
         pool_timeout: how long a call waits for a free connection, in seconds.
-        notifications: publish every create and save on the prefix's channel
-            of changes, and listen there for other replicas' (``False``: no
-            publishing, and waiters poll).
+        notifications: publish every create and save on the session's
+            channel of changes (``{prefix}:changes:{db}:{session id}``), and
+            listen there for other replicas' while a Verifier here waits for
+            the session (``False``: no publishing, and waiters poll).
 
     Raises:
         ConfigurationError: redis-py is not installed, the URL cannot be
@@ -683,10 +697,10 @@ class RedisStore(OpenableStore):
                     message=f"cannot use Redis URL {self._url!r}: {exc}"
                 ) from exc
         self._client: redis.asyncio.Redis = client
-        # Pub/Sub channels span the server's databases: the channel names the
+        # Pub/Sub channels span the server's databases: the channels name the
         # database too, so two databases with the same prefix do not mix.
         db = client.get_connection_kwargs().get("db", 0)  # type: ignore[no-untyped-call]
-        self._channel = self._key("changes", str(db)) if notifications else ""
+        self._channels = self._key("changes", str(db), "") if notifications else ""
         self._no_permission: type[Exception] = redis.exceptions.NoPermissionError
         self._refused: type[Exception] = redis.exceptions.ResponseError
         self._changes = Subscribers()
@@ -784,7 +798,8 @@ class RedisStore(OpenableStore):
             raise ConfigurationError(
                 message=f"Redis refused the store's user ({exc}): it needs the "
                 f"keys {self._prefix}:* and, with notifications, the channels "
-                f"{self._prefix}:changes:*"
+                f"{self._channels or self._key('changes', '')}{{session id}} "
+                f"(ACL rules ~{self._prefix}:* &{self._prefix}:changes:*)"
             ) from exc
 
     def _key(self, *parts: str) -> str:
@@ -826,7 +841,7 @@ class RedisStore(OpenableStore):
             session_to_json(session),
             session.status.value,
             self._clock.now().isoformat(),
-            self._channel,
+            self._channel(sid),
             sid,
             "" if claim is None else claim.owner,
             0 if claim is None else _micros(claim.until),
@@ -850,7 +865,7 @@ class RedisStore(OpenableStore):
     @property
     def notifies_every_writer(self) -> bool:
         """Whether every replica's create and save publishes the session's id (notifications on)."""
-        return bool(self._channel)
+        return bool(self._channels)
 
     def subscribe(
         self, session_id: str, on_change: Callable[[], None], /
@@ -858,35 +873,39 @@ class RedisStore(OpenableStore):
         """Call ``on_change()`` when any replica creates or saves the session.
 
         The first subscription starts the subscriber: a Pub/Sub connection
-        on the prefix's channel, which subscribes again when it is lost and
-        then tells every subscriber (their changes may have gone unheard).
+        subscribed to the channel of every session subscribed to, from its
+        first subscriber until its last leaves, which subscribes again when
+        it is lost. Once Redis confirms a session's subscription (first, or
+        again after a reconnect) it tells the session's subscribers, since a
+        change saved before then was published to nobody here.
         """
         cancel = self._changes.add(session_id, on_change)
-        if self._channel and self._listener is None:
+        if self._channels and self._listener is None:
             self._listener = asyncio.ensure_future(self._listen())
         return cancel
 
+    def _channel(self, session_id: str) -> str:
+        """The session's channel of changes ('' without notifications)."""
+        return self._channels and self._channels + session_id
+
     async def _listen(self) -> None:
-        """Stay subscribed to the channel for as long as the store is open."""
+        """Stay subscribed to the sessions' channels for as long as the store is open."""
         pause = _RESUBSCRIBE_FIRST
+
+        def confirmed(channel: str) -> None:
+            nonlocal pause
+            pause = _RESUBSCRIBE_FIRST
+            # What changed before the subscription took effect.
+            self._changes.missed([channel.removeprefix(self._channels)])
+
         while True:
             pubsub = self._client.pubsub()
+            reader: asyncio.Task[None] | None = None
             try:
-                await pubsub.subscribe(self._channel)
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # redis-py can swallow a cancellation that comes while
-                    # it connects: stop as told, not wait for a message.
-                    raise asyncio.CancelledError  # noqa: TRY301 - no handler below takes it
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:  # pragma: no cover - only without a timeout
-                        continue
-                    if message["type"] == "subscribe":  # again, after a reconnect
-                        pause = _RESUBSCRIBE_FIRST
-                        self._changes.notify_all()  # what changed meanwhile
-                    elif message["type"] == "message":
-                        self._changes.notify(_text(message["data"]))
+                await pubsub.connect()  # type: ignore[no-untyped-call]
+                _stop_if_cancelled()
+                reader = asyncio.ensure_future(self._read(pubsub, confirmed))
+                await self._follow(pubsub, reader)
             except self._unreachable as exc:
                 log.warning(
                     "lost the Redis connection listening for changes (%s); "
@@ -895,17 +914,56 @@ class RedisStore(OpenableStore):
                     pause,
                 )
             except Exception:
-                # Refused (an ACL without the channel) or a fault of its own:
-                # waiters poll meanwhile, and the listener tries again.
+                # Refused (an ACL without the channels) or a fault of its
+                # own: waiters poll meanwhile, and the listener tries again.
                 log.exception(
                     "listening for changes on Redis failed; polling, and "
                     "subscribing again in %.1fs",
                     pause,
                 )
             finally:
+                if reader is not None:
+                    reader.cancel()
+                    await asyncio.gather(reader, return_exceptions=True)
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             await self._clock.sleep(pause)
             pause = min(pause * 2, _RESUBSCRIBE_MAX)
+
+    async def _follow(self, pubsub: Any, reader: asyncio.Task[None]) -> None:
+        """Subscribe to the sessions subscribed to, and to no other, until ``reader`` fails.
+
+        What changed while a command was on its way goes in the next one: a
+        subscription that ends before the listener sends it costs nothing.
+        """
+        subscribed: set[str] = set()
+        while True:
+            started, ended = self._changes.difference(subscribed)
+            if started:
+                await pubsub.subscribe(*map(self._channel, started))
+                _stop_if_cancelled()
+            if ended:
+                await pubsub.unsubscribe(*map(self._channel, ended))
+                _stop_if_cancelled()
+            subscribed = (subscribed | started) - ended
+            moved = asyncio.ensure_future(self._changes.moved())
+            try:
+                await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                moved.cancel()
+            if reader.done():
+                reader.result()  # its error: it reads until one
+                return
+
+    async def _read(self, pubsub: Any, confirmed: Callable[[str], None]) -> None:
+        """Hand every message to the sessions' subscribers, and every subscription's confirmation to ``confirmed``."""
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            if message is None:  # pragma: no cover - only without a timeout
+                continue
+            if message["type"] == "subscribe":
+                confirmed(_text(message["channel"]))
+            elif message["type"] == "message":
+                self._changes.notify(_text(message["data"]))
 
     # --- SessionStore ---------------------------------------------------------
 
