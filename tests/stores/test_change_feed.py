@@ -38,6 +38,7 @@ from multiverify.stores import (
     SqliteStore,
     store_from_url,
 )
+from multiverify.stores._postgres import _channel, _listener_class
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 if TYPE_CHECKING:
@@ -84,6 +85,20 @@ class Heard:
         self.event.clear()
 
 
+async def listening(store: SessionStore, *subscribers: Heard) -> None:
+    """Return once the store listens for the subscribers' sessions.
+
+    PostgreSQL and Redis tell a session's subscribers once the server has
+    confirmed its subscription (a change before then is notified to nobody
+    here); the other stores hear every change from the start.
+    """
+    if isinstance(store, PostgresStore | RedisStore):
+        for subscriber in subscribers:
+            await subscriber.next()
+        for subscriber in subscribers:
+            subscriber.count = 0
+
+
 class TestEveryStore:
     async def test_is_a_change_feed(self, store: SessionStore) -> None:
         """Every shipped store has the capability."""
@@ -97,6 +112,7 @@ class TestEveryStore:
         one, marker = Heard(), Heard()
         store.subscribe("s1", one)
         store.subscribe("marker", marker)
+        await listening(store, one, marker)
         await store.create(make_session("s1"))
         await one.next()
         await store.save(make_session("s1"), expected_version=1)
@@ -118,6 +134,7 @@ class TestEveryStore:
         one, marker = Heard(), Heard()
         cancel = store.subscribe("s1", one)
         store.subscribe("marker", marker)
+        await listening(store, one, marker)
         await store.create(make_session("s1"))
         await one.next()
         cancel()
@@ -144,24 +161,35 @@ async def test_postgres_hears_others_only_with_a_dsn_and_notifications() -> None
     assert not PostgresStore(POSTGRES_URL, notifications=False).notifies_every_writer
 
 
-async def test_a_long_schema_gets_a_channel_postgres_accepts() -> None:
-    """Channel names stay within PostgreSQL's 63 bytes, and two long schemas differ."""
-    long_one = "s" * 60 + "one"
-    long_two = "s" * 60 + "two"
-    stores = [PostgresStore(POSTGRES_URL, schema=s) for s in (long_one, long_two)]
-    conn = await _pg_connect()
+async def test_every_session_gets_a_channel_postgres_accepts(
+    make_session: Callable[[str], Session],
+) -> None:
+    """A session's channel stays within PostgreSQL's 63 bytes whatever the schema and id, differs between sessions and schemas, and carries the longest ones' notifications."""
+    long_schema = f"mv_{uuid4().hex}" + "s" * 28  # 63 characters, the most
+    long_id = "id-" + "x" * 300
+    channels = {
+        _channel(schema, sid)
+        for schema in (long_schema, long_schema[:-1] + "t", "multiverify")
+        for sid in (long_id, long_id + "y", "s1", "")
+    }
+    assert len(channels) == 12
+    assert all(len(name.encode()) <= 63 for name in channels)
+    assert "multiverify:multiverify" not in channels  # the channel of 0.1
+    store = PostgresStore(POSTGRES_URL, schema=long_schema)
     try:
-        channels = [store._channel for store in stores]
-        assert channels[0] != channels[1]
-        for name in channels:
-            assert name is not None
-            assert len(name) <= 63
-            await conn.execute("SELECT pg_notify($1, 'x')", name)
+        await (await _pg_connect()).close()  # skips without a server
+        heard = Heard()
+        store.subscribe(long_id, heard)
+        await heard.next()  # it listens
+        await store.create(make_session(long_id))
+        await heard.next()
     finally:
-        await conn.close()
+        await store.aclose()
+        await drop_postgres_schema(long_schema)
 
 
 async def _pg_connect() -> asyncpg.Connection:
+    """A raw connection to the test database (the test is skipped without a server)."""
     try:
         return await asyncpg.connect(POSTGRES_URL)
     except OSError as exc:
@@ -303,6 +331,11 @@ async def replicas(shared_url: str) -> AsyncIterator[Replicas]:
         await made.aclose()
 
 
+# The last query of a PostgreSQL listener's connection: it listens for some
+# sessions, and for others no more.
+LISTENING = "^(UN)?LISTEN "
+
+
 async def listeners(replicas: Replicas) -> int:
     """How many connections of the first replica listen for changes on the server."""
     if replicas.url.startswith("postgresql"):
@@ -310,8 +343,9 @@ async def listeners(replicas: Replicas) -> int:
         try:
             found = await conn.fetch(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = $1 "
-                "AND query LIKE 'LISTEN %'",
+                "AND query ~ $2",
                 replicas.name,
+                LISTENING,
             )
         finally:
             await conn.close()
@@ -333,8 +367,9 @@ async def cut_listener(replicas: Replicas) -> None:
         try:
             killed = await conn.fetch(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+                "WHERE application_name = $1 AND query ~ $2",
                 replicas.name,
+                LISTENING,
             )
         finally:
             await conn.close()
@@ -607,3 +642,328 @@ async def test_lost_notifications_are_made_up_for_by_polling(
         decided = await two.submit(sid, "sms", {"code": "1"})
         assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
     assert waited[: len(pauses)] == pytest.approx(pauses)
+
+
+# -- a channel per session ------------------------------------------------------
+
+
+class Wire:
+    """Two replicas' stores on one schema or prefix, and a raw connection sending on sessions' channels as a save does.
+
+    ``received`` is every notification the first store's listener
+    connection hands on, whichever session it is for.
+    """
+
+    def __init__(self, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.url = url
+        self.store = store_from_url(url)
+        self.other = store_from_url(url)
+        self.received: list[str] = []
+        self.marker = Heard()
+        changes = self.store._changes  # type: ignore[attr-defined]
+        notify = changes.notify
+
+        def noted(session_id: str) -> None:
+            self.received.append(session_id)
+            notify(session_id)
+
+        monkeypatch.setattr(changes, "notify", noted)
+        self._pg: asyncpg.Connection | None = None
+        self._redis = redis.asyncio.Redis.from_url(REDIS_URL)
+
+    @property
+    def postgres(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    def feed(self) -> ChangeFeed:
+        assert isinstance(self.store, ChangeFeed)
+        return self.store
+
+    def channel(self, session_id: str) -> str:
+        """The session's channel."""
+        if self.postgres:
+            return _channel(self.store._schema, session_id)  # type: ignore[attr-defined]
+        return cast("str", self.store._channel(session_id))  # type: ignore[attr-defined]
+
+    async def send(self, session_id: str) -> None:
+        """Notify the session's id on its channel, from a connection of no store's."""
+        if self.postgres:
+            if self._pg is None:
+                self._pg = await _pg_connect()
+            await self._pg.execute(
+                "SELECT pg_notify($1, $2)", self.channel(session_id), session_id
+            )
+        else:
+            await self._redis.publish(self.channel(session_id), session_id)
+
+    async def start_marker(self) -> None:
+        """Subscribe the marker session, and wait until the listener listens for it."""
+        self.feed().subscribe("marker", self.marker)
+        await self.marker.next()
+
+    async def reaches(self, session_id: str) -> bool:
+        """Whether a notification sent on the session's channel reaches the listener connection.
+
+        The marker's, sent after it on the same connection, comes after it.
+        """
+        seen = len(self.received)
+        await self.send(session_id)
+        await self.send("marker")
+        await self.marker.next()
+        return session_id in self.received[seen:]
+
+    async def subscribers(self, session_id: str) -> int | None:
+        """How many connections Redis has subscribed to the session's channel (``None`` on PostgreSQL, which does not say)."""
+        if self.postgres:
+            return None
+        [(_, count)] = await self._redis.pubsub_numsub(self.channel(session_id))
+        return int(count)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+        await self.other.aclose()
+        if self._pg is not None:
+            await self._pg.close()
+        await self._redis.aclose()
+
+
+@pytest.fixture
+async def wire(shared_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Wire]:
+    """Two replicas on one shared store, and a raw connection to its server."""
+    made = Wire(shared_url, monkeypatch)
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def test_a_listener_receives_only_the_sessions_waited_for_here(
+    wire: Wire, make_session: Callable[[str], Session]
+) -> None:
+    """A subscriber of one session is not told of another's saves, and the listener connection receives nothing for a session nobody here waits for."""
+    one = Heard()
+    wire.feed().subscribe("one", one)
+    await wire.start_marker()
+    await one.next()  # told once it listens for the session
+    await wire.other.create(make_session("other"))
+    await wire.other.create(make_session("one"))
+    await one.next()
+    assert one.count == 2
+    assert not await wire.reaches("other")
+    assert await wire.reaches("one")
+    assert "other" not in wire.received
+    assert one.count == 3
+    if not wire.postgres:
+        assert await wire.subscribers("one") == 1
+        assert await wire.subscribers("other") == 0
+
+
+async def test_the_listener_stops_listening_when_the_last_subscriber_leaves(
+    wire: Wire,
+) -> None:
+    """Two subscribers of a session: it is listened for until the second leaves too."""
+    first, second = Heard(), Heard()
+    leave_first = wire.feed().subscribe("s1", first)
+    leave_second = wire.feed().subscribe("s1", second)
+    await wire.start_marker()
+    leave_first()
+    assert await wire.reaches("s1")
+    assert (first.count, second.count) == (1, 2)
+    leave_second()
+    leave_second()
+    deadline = asyncio.get_running_loop().time() + GUARD
+    while await wire.reaches("s1"):  # until its UNLISTEN or UNSUBSCRIBE lands
+        assert asyncio.get_running_loop().time() < deadline
+    assert not await wire.reaches("s1")
+    assert await wire.subscribers("s1") in {0, None}
+
+
+async def test_a_subscription_ended_before_it_reached_the_server_leaves_nothing(
+    wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscribing and unsubscribing at once sends nothing; ended while on its way, it is undone: the listener ends up listening for no such session."""
+    await wire.start_marker()
+    listened: list[str] = []
+    changes = wire.store._changes  # type: ignore[attr-defined]
+    missed = changes.missed
+
+    def noted(session_ids: Any) -> None:
+        listened.extend(session_ids)
+        missed(session_ids)
+
+    monkeypatch.setattr(changes, "missed", noted)
+    for turns in range(12):
+        leave = wire.feed().subscribe(f"brief-{turns}", Heard())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        leave()
+    late = Heard()
+    wire.feed().subscribe("late", late)
+    await late.next()  # listened for after every one above was settled
+    assert "brief-0" not in listened  # never sent
+    for turns in range(12):
+        assert not await wire.reaches(f"brief-{turns}")
+        assert await wire.subscribers(f"brief-{turns}") in {0, None}
+
+
+async def test_a_listener_cut_listens_again_for_every_session_waited_for(
+    replicas: Replicas, make_session: Callable[[str], Session]
+) -> None:
+    """The server kills the listener's connection: once connected again (after its pause) it listens for the sessions subscribed before, tells their subscribers, and hears their next saves."""
+    store, other = replicas.stores
+    assert isinstance(store, ChangeFeed)
+    one, two = Heard(), Heard()
+    store.subscribe("one", one)
+    store.subscribe("two", two)
+    await one.next()
+    await two.next()
+    await cut_listener(replicas)
+    while not replicas.clock.sleeping_tasks():  # noqa: ASYNC110 - the listener saw the loss
+        await asyncio.sleep(0)
+    await other.create(make_session("one"))  # while nobody listens: unheard
+    await replicas.clock.advance(60)  # the pause before listening again
+    await one.next()  # told: it may have missed changes
+    await two.next()
+    assert (one.count, two.count) == (2, 2)
+    await other.create(make_session("two"))
+    await two.next()
+    await other.save(make_session("one"), expected_version=1)
+    await one.next()
+    assert (one.count, two.count) == (3, 3)
+    assert await listeners(replicas) == 1
+
+
+async def test_a_change_saved_before_the_listener_listens_is_not_missed(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verdict committed after ``wait`` subscribed but before the server confirmed the subscription wakes the waiter (which never polls) once it is confirmed."""
+    one = replicas.verifier(0, watch_poll=HOUR)
+    replicas.verifier(1, watch_poll=HOUR)
+    sid = await replicas.waiting()
+    held = asyncio.Event()  # the listener's subscriptions wait for it
+    if replicas.url.startswith("postgresql"):
+        store = cast("PostgresStore", replicas.stores[0])
+        listener: Any = _listener_class(store._asyncpg)
+        name = "execute"
+    else:
+        listener, name = redis.asyncio.client.PubSub, "subscribe"
+    send = getattr(listener, name)
+
+    async def after_the_test_says(*args: Any, **kwargs: Any) -> Any:
+        await held.wait()
+        return await send(*args, **kwargs)
+
+    monkeypatch.setattr(listener, name, after_the_test_says)
+    waiter = asyncio.ensure_future(one.wait(sid))
+    await replicas.loads.next()  # subscribed, it saw the session waiting
+    decided = await replicas.decide(sid)  # notified to nobody here
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    held.set()
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
+async def test_a_waiter_finds_by_polling_a_verdict_a_previous_release_saved(
+    shared_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade: a replica of 0.1 notifies on the shared channel, which no store listens on any more; a waiter here is not woken, and finds the verdict at its next poll."""
+    separator = "&" if "?" in shared_url else "?"
+    previous = store_from_url(f"{shared_url}{separator}notifications=off")
+    current = store_from_url(shared_url)
+    assert isinstance(current, ChangeFeed)
+    polls: list[float] = []
+    poll = asyncio.Event()  # ends every waiter's pause
+    wait = asyncio.wait
+
+    async def paused(
+        futures: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - stands in for asyncio.wait
+        **kwargs: Any,
+    ) -> Any:
+        if timeout is None:
+            return await wait(futures, **kwargs)
+        polls.append(timeout)
+        ended = asyncio.ensure_future(poll.wait())
+        try:
+            done, pending = await wait({*futures, ended}, return_when="FIRST_COMPLETED")
+        finally:
+            ended.cancel()
+        return done - {ended}, pending - {ended}
+
+    try:
+        async with (
+            Verifier(
+                POLICY, channels=[channel()], store=current, watch_poll=HOUR
+            ) as one,
+            Verifier(
+                POLICY, channels=[channel()], store=previous, watch_poll=HOUR
+            ) as two,
+        ):
+            started = await two.start(applicant())
+            sid = started.session_id
+            await two.challenge(sid, "sms")
+            monkeypatch.setattr(asyncio, "wait", paused)
+            waiter = asyncio.ensure_future(one.wait(sid))
+            while not polls:  # noqa: ASYNC110 - it loaded the session, and pauses
+                await asyncio.sleep(0)
+            probe = Heard()
+            current.subscribe("probe", probe)
+            await probe.next()  # listened for after the waiter's session
+            decided = await two.submit(sid, "sms", {"code": "1"})
+            await _notify_as_release_0_1(shared_url, previous, sid)
+            current.subscribe("marker", (marker := Heard()))
+            await marker.next()  # what the server sent before has come
+            assert not waiter.done()
+            poll.set()
+            assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+        assert probe.count == 1
+    finally:
+        await previous.aclose()
+        await current.aclose()
+
+
+async def _notify_as_release_0_1(
+    url: str, store: SessionStore, session_id: str
+) -> None:
+    """Send the notification a store of 0.1 sent with a save: on the schema's or prefix's one channel."""
+    if url.startswith("postgresql"):
+        conn = await _pg_connect()
+        try:
+            schema = store._schema  # type: ignore[attr-defined]
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", f"multiverify:{schema}", session_id
+            )
+        finally:
+            await conn.close()
+    else:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            prefix = store._prefix  # type: ignore[attr-defined]
+            db = urlsplit(REDIS_URL).path.strip("/") or "0"
+            await client.publish(f"{prefix}:changes:{db}", session_id)
+        finally:
+            await client.aclose()
+
+
+async def test_a_redis_user_limited_to_its_prefix_and_changes_hears_other_replicas(
+    make_session: Callable[[str], Session],
+) -> None:
+    """A Redis user allowed only ``~{prefix}:*`` and ``&{prefix}:changes:*`` subscribes to sessions' channels and hears another replica's saves."""
+    prefix = f"mvt{uuid4().hex[:8]}"
+    async with redis_user(f"~{prefix}:*", f"&{prefix}:changes:*") as url:
+        store, other = RedisStore(url, prefix=prefix), RedisStore(url, prefix=prefix)
+        try:
+            heard = Heard()
+            store.subscribe("s1", heard)
+            await heard.next()  # subscribed
+            await other.create(make_session("s1"))
+            await heard.next()
+            await other.save(make_session("s1"), expected_version=1)
+            await heard.next()
+            assert heard.count == 3
+        finally:
+            await store.aclose()
+            await other.aclose()
+            await delete_redis_prefix(prefix)
