@@ -36,6 +36,8 @@ from multiverify.stores import (
     RedisStore,
     SessionStore,
     SqliteStore,
+    _postgres,
+    _redis,
     store_from_url,
 )
 from multiverify.stores._postgres import _channel, _listener_class
@@ -174,7 +176,7 @@ async def test_every_session_gets_a_channel_postgres_accepts(
     }
     assert len(channels) == 12
     assert all(len(name.encode()) <= 63 for name in channels)
-    assert "multiverify:multiverify" not in channels  # the channel of 0.1
+    assert "multiverify:multiverify" not in channels  # an earlier build's
     store = PostgresStore(POSTGRES_URL, schema=long_schema)
     try:
         await (await _pg_connect()).close()  # skips without a server
@@ -778,13 +780,10 @@ async def test_the_listener_stops_listening_when_the_last_subscriber_leaves(
     assert await wire.subscribers("s1") in {0, None}
 
 
-async def test_a_subscription_ended_before_it_reached_the_server_leaves_nothing(
-    wire: Wire, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Subscribing and unsubscribing at once sends nothing; ended while on its way, it is undone: the listener ends up listening for no such session."""
-    await wire.start_marker()
+def noted_listenings(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, note every session the store's listener begins to listen for."""
     listened: list[str] = []
-    changes = wire.store._changes  # type: ignore[attr-defined]
+    changes = store._changes  # type: ignore[attr-defined]
     missed = changes.missed
 
     def noted(session_ids: Any) -> None:
@@ -792,18 +791,52 @@ async def test_a_subscription_ended_before_it_reached_the_server_leaves_nothing(
         missed(session_ids)
 
     monkeypatch.setattr(changes, "missed", noted)
-    for turns in range(12):
-        leave = wire.feed().subscribe(f"brief-{turns}", Heard())
-        for _ in range(turns):
-            await asyncio.sleep(0)
-        leave()
+    return listened
+
+
+async def test_a_wait_that_ends_at_once_is_never_listened_for(
+    wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session subscribed to for less than 20 ms (a verdict decided here at once) is never sent to the server; one still subscribed to then is."""
+    await wire.start_marker()
+    listened = noted_listenings(wire.store, monkeypatch)
+    wire.feed().subscribe("brief", Heard())()
     late = Heard()
     wire.feed().subscribe("late", late)
-    await late.next()  # listened for after every one above was settled
-    assert "brief-0" not in listened  # never sent
-    for turns in range(12):
-        assert not await wire.reaches(f"brief-{turns}")
-        assert await wire.subscribers(f"brief-{turns}") in {0, None}
+    await late.next()  # listened for once 20 ms passed
+    assert listened == ["late"]
+    assert not await wire.reaches("brief")
+
+
+BRIEF = 40  # subscriptions ended after 0, 1, ... turns of the event loop
+
+
+async def test_a_subscription_ended_on_its_way_to_the_server_leaves_nothing(
+    shared_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscriptions listened for at once and ended at every moment of their way to the server: the listener ends up listening for none of them."""
+    monkeypatch.setattr(_postgres, "LISTEN_AFTER", 0.0)
+    monkeypatch.setattr(_redis, "LISTEN_AFTER", 0.0)
+    wire = Wire(shared_url, monkeypatch)
+    try:
+        await wire.start_marker()
+        listened = noted_listenings(wire.store, monkeypatch)
+        for turns in range(BRIEF):
+            leave = wire.feed().subscribe(f"brief-{turns}", Heard())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            leave()
+        late = Heard()
+        wire.feed().subscribe("late", late)
+        await late.next()  # listened for after every one above was settled
+        assert "brief-0" not in listened  # never sent
+        # Some were sent, and then undone.
+        assert any(name.startswith("brief-") for name in listened)
+        for turns in range(BRIEF):
+            assert not await wire.reaches(f"brief-{turns}")
+            assert await wire.subscribers(f"brief-{turns}") in {0, None}
+    finally:
+        await wire.aclose()
 
 
 async def test_a_listener_cut_listens_again_for_every_session_waited_for(
@@ -864,10 +897,10 @@ async def test_a_change_saved_before_the_listener_listens_is_not_missed(
     assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
 
 
-async def test_a_waiter_finds_by_polling_a_verdict_a_previous_release_saved(
+async def test_a_waiter_finds_by_polling_a_verdict_an_earlier_build_saved(
     shared_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A rolling upgrade: a replica of 0.1 notifies on the shared channel, which no store listens on any more; a waiter here is not woken, and finds the verdict at its next poll."""
+    """A rolling upgrade: a replica of an earlier build notifies on the schema's or prefix's one channel, which no store listens on any more; a waiter here is not woken, and finds the verdict at its next poll."""
     separator = "&" if "?" in shared_url else "?"
     previous = store_from_url(f"{shared_url}{separator}notifications=off")
     current = store_from_url(shared_url)
@@ -912,7 +945,7 @@ async def test_a_waiter_finds_by_polling_a_verdict_a_previous_release_saved(
             current.subscribe("probe", probe)
             await probe.next()  # listened for after the waiter's session
             decided = await two.submit(sid, "sms", {"code": "1"})
-            await _notify_as_release_0_1(shared_url, previous, sid)
+            await _notify_as_an_earlier_build(shared_url, previous, sid)
             current.subscribe("marker", (marker := Heard()))
             await marker.next()  # what the server sent before has come
             assert not waiter.done()
@@ -924,10 +957,10 @@ async def test_a_waiter_finds_by_polling_a_verdict_a_previous_release_saved(
         await current.aclose()
 
 
-async def _notify_as_release_0_1(
+async def _notify_as_an_earlier_build(
     url: str, store: SessionStore, session_id: str
 ) -> None:
-    """Send the notification a store of 0.1 sent with a save: on the schema's or prefix's one channel."""
+    """Send the notification a store of an earlier build sent with a save: on the schema's or prefix's one channel."""
     if url.startswith("postgresql"):
         conn = await _pg_connect()
         try:

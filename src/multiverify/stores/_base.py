@@ -430,9 +430,13 @@ class ChangeFeed(Protocol):
     is lost while a listener is disconnected, so a waiter goes on polling,
     at a longer pause, and never depends on one. A listener that connects
     again tells every subscriber, since changes may have gone unnoticed
-    meanwhile: it calls ``on_change.missed()`` where the callback has that
-    method (the Verifier's does: it then expects no notification of its
-    own saves any more), ``on_change()`` otherwise.
+    meanwhile; one that listens on a channel per session (PostgreSQL,
+    Redis) tells a session's subscribers once the server confirms that it
+    listens for the session, since a change committed between `subscribe`
+    and then was notified to nobody here. Either calls
+    ``on_change.missed()`` where the callback has that method (the
+    Verifier's does: it then expects no notification of its own saves any
+    more), ``on_change()`` otherwise.
 
     `MemoryStore`, `SqliteStore`, `PostgresStore` and `RedisStore` have it.
 
@@ -575,16 +579,30 @@ def queue_order(item: QueueItem) -> tuple[int, datetime, str]:
     return (-item.priority, item.enqueued_at, item.item_id)
 
 
+# How long a session is waited for before a store listening on a channel per
+# session listens for it, in real seconds. A wait that ends sooner (its
+# verdict decided on this replica, at once) costs the server nothing; a
+# change saved elsewhere meanwhile is seen once the listening is confirmed,
+# about when a waiter's first short look would have found it (a fiftieth of
+# the default ``watch_poll``).
+LISTEN_AFTER = 0.02
+
+
 class Subscribers:
     """The callbacks a store calls when a session changes, by session id.
 
-    A store that listens on a channel per session follows `sessions`: it
-    listens for a session from its first subscriber to its last, sending
-    what changed since it last looked (`difference`) once `moved` returns.
+    A store that listens on a channel per session follows the sessions
+    subscribed to: once `moved` returns, `difference` says which to start
+    listening for (subscribed to for ``listen_after`` real seconds) and
+    which to stop listening for (their last subscriber left).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen_after: float = 0.0) -> None:
         self._by_session: dict[str, dict[object, Callable[[], None]]] = {}
+        self._listen_after = listen_after
+        # The sessions subscribed to for less than ``listen_after``, with
+        # the timer that says when they are due.
+        self._young: dict[str, asyncio.TimerHandle] = {}
         self._moved = asyncio.Event()
 
     def __bool__(self) -> bool:
@@ -596,7 +614,12 @@ class Subscribers:
         callbacks = self._by_session.get(session_id)
         if callbacks is None:
             callbacks = self._by_session[session_id] = {}
-            self._moved.set()
+            if self._listen_after:
+                self._young[session_id] = asyncio.get_running_loop().call_later(
+                    self._listen_after, self._due, session_id
+                )
+            else:
+                self._moved.set()
         callbacks[token] = on_change
 
         def cancel() -> None:
@@ -605,19 +628,27 @@ class Subscribers:
             callbacks.pop(token, None)
             if not callbacks:
                 del self._by_session[session_id]
+                young = self._young.pop(session_id, None)
+                if young is not None:
+                    young.cancel()
                 self._moved.set()
 
         return cancel
 
+    def _due(self, session_id: str) -> None:
+        del self._young[session_id]
+        self._moved.set()
+
     async def moved(self) -> None:
-        """Return once a session got its first subscriber or lost its last since `difference` was last called."""
+        """Return once there may be sessions to start or stop listening for, since `difference` was last called."""
         await self._moved.wait()
 
     def difference(self, listening: set[str]) -> tuple[set[str], set[str]]:
         """The sessions to start listening for and those to stop listening for, given those ``listening``."""
         self._moved.clear()
-        wanted = self._by_session.keys()
-        return wanted - listening, listening - wanted
+        subscribed = self._by_session.keys()
+        started = subscribed - listening - self._young.keys()
+        return started, listening - subscribed
 
     def notify(self, session_id: str) -> None:
         """Tell the session's subscribers it changed."""

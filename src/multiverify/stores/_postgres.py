@@ -49,6 +49,7 @@ from ..exceptions import (
     StoreUnavailableError,
 )
 from ._base import (
+    LISTEN_AFTER,
     DueTimer,
     EffectClaim,
     OpenableStore,
@@ -215,8 +216,8 @@ def _channel(schema: str, session_id: str) -> str:
     """The notification channel of a session: ``multiverify.`` and a digest of the schema and its id.
 
     44 bytes whatever the id (PostgreSQL refuses channel names of 64 bytes
-    and more), and never one of the ``multiverify:{schema}`` channels the
-    stores of 0.1 notified on.
+    and more), and never the ``multiverify:{schema}`` channel of a whole
+    schema that stores of earlier builds notified on.
     """
     named = f"{schema}\x00{session_id}".encode()
     return f"multiverify.{hashlib.blake2b(named, digest_size=16).hexdigest()}"
@@ -407,7 +408,7 @@ class PostgresStore(OpenableStore):
         self._opening = asyncio.Lock()
         self._notifying = notifications
         self._sql = _Sql(f'"{schema}"', notify=notifications)
-        self._changes = Subscribers()
+        self._changes = Subscribers(listen_after=LISTEN_AFTER)
         self._listener: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -545,8 +546,9 @@ class PostgresStore(OpenableStore):
         """Call ``on_change()`` when any replica commits a create or save of the session.
 
         The first subscription starts the listener: a connection of its
-        own that listens on the channel of every session subscribed to, from
-        its first subscriber until its last leaves, and connects again when
+        own that listens on the channel of every session subscribed to,
+        from 20 ms after its first subscriber (a wait that ends sooner costs
+        the server nothing) until its last leaves, and connects again when
         it is lost. Once it listens for a session (first, or again after
         connecting again) it tells the session's subscribers, since a change
         committed before then was notified to nobody here.

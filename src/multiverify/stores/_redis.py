@@ -52,6 +52,7 @@ from ..exceptions import (
     StoreUnavailableError,
 )
 from ._base import (
+    LISTEN_AFTER,
     DueTimer,
     EffectClaim,
     OpenableStore,
@@ -703,7 +704,7 @@ class RedisStore(OpenableStore):
         self._channels = self._key("changes", str(db), "") if notifications else ""
         self._no_permission: type[Exception] = redis.exceptions.NoPermissionError
         self._refused: type[Exception] = redis.exceptions.ResponseError
-        self._changes = Subscribers()
+        self._changes = Subscribers(listen_after=LISTEN_AFTER)
         self._listener: asyncio.Task[None] | None = None
         self._unreachable: tuple[type[Exception], ...] = (
             redis.exceptions.ConnectionError,
@@ -873,10 +874,11 @@ class RedisStore(OpenableStore):
         """Call ``on_change()`` when any replica creates or saves the session.
 
         The first subscription starts the subscriber: a Pub/Sub connection
-        subscribed to the channel of every session subscribed to, from its
-        first subscriber until its last leaves, which subscribes again when
-        it is lost. Once Redis confirms a session's subscription (first, or
-        again after a reconnect) it tells the session's subscribers, since a
+        subscribed to the channel of every session subscribed to, from 20 ms
+        after its first subscriber (a wait that ends sooner costs the server
+        nothing) until its last leaves, which subscribes again when it is
+        lost. Once Redis confirms a session's subscription (first, or again
+        after a reconnect) it tells the session's subscribers, since a
         change saved before then was published to nobody here.
         """
         cancel = self._changes.add(session_id, on_change)
