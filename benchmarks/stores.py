@@ -42,7 +42,10 @@ Figures:
    alternating (``ROUNDS`` of each, the median printed). Measured alone,
    and with a second replica (a store of its own in the same process)
    waiting for one session nobody writes: what every other replica that
-   has a waiter costs. No goal: the ratios are printed.
+   has a waiter costs. Then what ``NOTIFY`` itself costs PostgreSQL: the
+   raw upsert of figure 1 in the shape of the store's statements, with a
+   ``pg_notify`` on a channel of its own that nobody listens on and
+   without. No goal: the ratios are printed.
 
 A server that cannot be reached is reported as skipped. Missed goals print
 MISS; only a crash exits non-zero.
@@ -563,6 +566,66 @@ async def notification_cost(sessions: int, concurrency: int, rounds: int) -> Non
         )
 
 
+async def raw_notify_cost(sessions: int, concurrency: int, rounds: int) -> None:
+    """Figure 4, last line: raw upserts on PostgreSQL with and without a ``pg_notify`` nobody hears."""
+    import asyncpg
+
+    async def keep_session(_: object) -> None:
+        pass
+
+    try:
+        pool = await asyncpg.create_pool(
+            POSTGRES,
+            min_size=min(concurrency, POOL),
+            max_size=min(concurrency, POOL),
+            reset=keep_session,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"postgres  NOTIFY cost skipped: {exc}")
+        return
+    table = f"raw_{uuid4().hex[:8]}"
+    await pool.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, body TEXT)")
+    upsert = (
+        f"WITH s AS (INSERT INTO {table} VALUES ($1, $2) ON CONFLICT (id) "  # noqa: S608
+        "DO UPDATE SET body = excluded.body RETURNING id) "
+    )
+    notify = ", LATERAL pg_notify($3, s.id) AS n"
+    statements = {
+        "without": (f"{upsert}SELECT count(*) FROM s", False),  # noqa: S608
+        "with": (f"{upsert}SELECT count(*) FROM s{notify}", True),  # noqa: S608
+    }
+    body = "x" * 2000
+    count = sessions * TRANSITIONS_PER_SESSION
+    rates: dict[str, list[float]] = {label: [] for label in statements}
+    try:
+        for _ in range(rounds):
+            for label, (statement, notifies) in statements.items():
+                run = uuid4().hex[:8]
+
+                async def write(
+                    i: int,
+                    statement: str = statement,
+                    notifies: bool = notifies,
+                    run: str = run,
+                ) -> None:
+                    key = f"{run}-{i // 2}"
+                    channel = (f"bench.{key}",) if notifies else ()
+                    await pool.fetchval(statement, key, body, *channel)
+
+                began = time.perf_counter()
+                await in_flight(count, concurrency, write)
+                rates[label].append(count / (time.perf_counter() - began))
+    finally:
+        await pool.execute(f"DROP TABLE {table}")
+        await pool.close()
+    without, with_ = (statistics.median(rates[label]) for label in statements)
+    how = "serial" if concurrency == 1 else f"{concurrency} in flight"
+    print(
+        f"postgres  {how:13} raw upsert {without:6.0f}/s, with a NOTIFY nobody "
+        f"listens for {with_:6.0f}/s ({with_ / without:.2f}x); median of {rounds}"
+    )
+
+
 async def notified_rate(url: str, sessions: int, concurrency: int, how: str) -> float:
     """Figure 1's Verifier rate, with notifications ``off``, ``on``, or ``on, replica``.
 
@@ -605,13 +668,10 @@ def main() -> None:
         )
     if 4 in figures:
         for concurrency in (1, CONCURRENCY):
-            asyncio.run(
-                notification_cost(
-                    sessions if concurrency == 1 or args.quick else 1000,
-                    concurrency,
-                    1 if args.quick else ROUNDS,
-                )
-            )
+            count = sessions if concurrency == 1 or args.quick else 1000
+            rounds = 1 if args.quick else ROUNDS
+            asyncio.run(notification_cost(count, concurrency, rounds))
+            asyncio.run(raw_notify_cost(count, concurrency, rounds))
     if 2 in figures and not args.quick:
         asyncio.run(scaling(2000))
 
