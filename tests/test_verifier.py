@@ -157,12 +157,25 @@ def applicant() -> Applicant:
     return make_applicant()
 
 
+RENEWAL = 10  # seconds: a third of the default 30-second lease
+
+
 async def settle(verifier: Verifier, clock: FakeClock, seconds: float = 0) -> None:
     """Let in-flight work settle, advance the clock (if asked), and settle again."""
     if seconds:
         await verifier.wait_idle()
         await clock.advance(seconds)
     await verifier.wait_idle()
+
+
+async def nothing_left_asleep(verifier: Verifier, clock: FakeClock) -> None:
+    """Check that nothing sleeps on the clock once the claims' renewal has woken.
+
+    The renewal of claims ends when it wakes to find no effect running, so
+    any sleeper left after a third of the lease is a channel still running.
+    """
+    await settle(verifier, clock, RENEWAL)
+    assert clock.sleepers == 0
 
 
 async def until_sleeping(clock: FakeClock, count: int) -> None:
@@ -904,7 +917,7 @@ class TestTimeout:
         async with Verifier(policy, channels=[call], clock=clock) as verifier:
             session = await verifier.start(applicant)
             await settle(verifier, clock, 60)
-            assert clock.sleepers == 0
+            await nothing_left_asleep(verifier, clock)
             verdict = await verifier.wait(session.session_id)
             assert verdict.outcome is Outcome.REVIEW
             assert verdict.steps[0].result is not None
@@ -1163,6 +1176,52 @@ class TestFallback:
         assert video.starts == []
 
 
+class TestClaimRenewal:
+    async def test_one_renewal_serves_effects_that_come_and_go(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Claims are renewed every third of the lease while effects run; the renewal ends when none does."""
+        renewals: list[list[tuple[str, str]]] = []
+
+        class Store(MemoryStore):
+            async def extend_effect_claims(
+                self,
+                owner: str,
+                effects: Sequence[tuple[str, str]],
+                /,
+                *,
+                until: datetime,
+            ) -> int:
+                renewals.append(list(effects))
+                return await super().extend_effect_claims(owner, effects, until=until)
+
+        slow = bureau(Scripted.passes(delay=25), Scripted.passes(delay=25))
+        policy = Policy(
+            name="p", version="1", steps=[Step(id="bureau", channel="credit_bureau")]
+        )
+        async with Verifier(
+            policy, channels=[slow], store=Store(), clock=clock
+        ) as verifier:
+            first = await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert clock.sleepers == 2  # the bureau, and the renewal of its claim
+            await settle(verifier, clock, 25)
+            assert (await verifier.get(first.session_id)).verdict is not None
+            assert len(renewals) == 2  # at 10 s and 20 s
+            assert clock.sleepers == 1  # the renewal, until it wakes
+            await settle(verifier, clock, 5)
+            assert clock.sleepers == 0  # it woke to find nothing running
+            assert len(renewals) == 2
+
+            second = await verifier.start(applicant)  # starts it again
+            await settle(verifier, clock, RENEWAL)
+            assert len(renewals) == 3
+            assert [sid for sid, _ in renewals[-1]] == [second.session_id]
+            await settle(verifier, clock, 15)
+            await nothing_left_asleep(verifier, clock)
+            assert (await verifier.get(second.session_id)).verdict is not None
+
+
 class TestEarlyDecision:
     async def test_reject_cancels_other_active_steps(
         self, clock: FakeClock, applicant: Applicant
@@ -1196,7 +1255,7 @@ class TestEarlyDecision:
             ]
             assert [c.attempt for c in sms.cancels] == [1]
             assert [c.attempt for c in call.cancels] == [1]
-            assert clock.sleepers == 0  # the call's start was stopped
+            await nothing_left_asleep(verifier, clock)  # the call's start was stopped
             assert await verifier.store.pending_effects() == []
             await verify_trail(verifier, await verifier.get(session.session_id))
 
@@ -1581,7 +1640,7 @@ class TestCancel:
             assert session.verdict is None
             assert [r.state for r in session.steps] == [StepState.CANCELLED] * 2
             assert len(sms.cancels) == len(slow.cancels) == 1
-            assert clock.sleepers == 0
+            await nothing_left_asleep(verifier, clock)
             assert await verifier.store.timers() == []
             with pytest.raises(SessionFinishedError, match="cancelled"):
                 await waiting
@@ -2137,7 +2196,7 @@ class TestRestart:
             await second.wait_idle()
             assert len(second_call.starts) == 1
             await settle(second, clock, 60)
-            assert clock.sleepers == 0
+            await nothing_left_asleep(second, clock)
             session = await second.get(started.session_id)
             assert session.verdict is not None
             result = session.step("call").result

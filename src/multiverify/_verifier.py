@@ -278,7 +278,7 @@ class Verifier:
         )
         # Effects this Verifier is running now, by (session_id, effect_id):
         # their claims in the store are renewed together every third of the
-        # lease by one task, which runs while there are any.
+        # lease by one task, which ends when it wakes to find none.
         self._inflight: set[tuple[str, str]] = set()
         self._renewer: asyncio.Task[None] | None = None
         # Effects done here whose completion is not written yet: one task
@@ -645,9 +645,24 @@ class Verifier:
             count += 1
         return count
 
-    def _resume_effect(self, session_id: str, effect: Effect) -> asyncio.Task[None]:
-        """Run a saved effect found in the store (not one this Verifier just saved)."""
-        task = self._spawn(self._run_effect(session_id, effect))
+    def _resume_effect(
+        self,
+        session_id: str,
+        effect: Effect,
+        session: tuple[Session, int] | None = None,
+    ) -> asyncio.Task[None]:
+        """Run a saved effect found in the store (not one this Verifier just saved).
+
+        ``session``: the session and its version as the store read them with
+        the effect, if it did; remembered, so that the effect need not load it.
+        """
+        if session is not None:
+            self._remember(*session)
+        task = self._spawn(
+            self._run_effect(
+                session_id, effect, None if session is None else session[0]
+            )
+        )
         if isinstance(effect, StartStep):
             # Tracked like a fresh start, so a timeout or a verdict cancels it.
             self._running[session_id, effect.step_id, effect.attempt] = task
@@ -1110,7 +1125,7 @@ class Verifier:
     async def _run_effect(
         self, session_id: str, effect: Effect, session: Session | None = None
     ) -> None:
-        """Run one effect; ``session`` is the state it was saved with, if at hand."""
+        """Run one effect; ``session`` is the state it was saved with (or claimed with), if at hand."""
         inflight = (session_id, effect.effect_id)
         self._inflight.add(inflight)
         if self._renewer is None and not self._closed:
@@ -1156,9 +1171,6 @@ class Verifier:
             )
         finally:
             self._inflight.discard(inflight)
-            if not self._inflight and self._renewer is not None:
-                self._renewer.cancel()  # nothing left to renew
-                self._renewer = None
             if isinstance(effect, StartStep):
                 key = (session_id, effect.step_id, effect.attempt)
                 if self._running.get(key) is asyncio.current_task():
@@ -1207,10 +1219,15 @@ class Verifier:
     async def _renew_claims(self) -> None:
         """Renew the claims of every effect running here, in one call per third of the lease.
 
-        Runs while effects run here: the last one to end cancels it.
+        Started by the first effect to run, it ends when it wakes to find
+        none running (the next effect starts it again): effects that come and
+        go between its wake-ups cost no task of their own.
         """
         while True:
             await self._clock.sleep(self._leases.ttl / 3)
+            if not self._inflight:
+                self._renewer = None
+                return
             try:
                 await self._store.extend_effect_claims(
                     self._leases.owner, list(self._inflight), until=self._claim().until

@@ -468,3 +468,179 @@ class TestWorkerBatches:
         with pytest.raises(RuntimeError, match="bug"):
             await store.session_ids()
         await store.aclose()
+
+
+def thread_of(_: sqlite3.Connection) -> int:
+    """The thread a call ran on."""
+    return threading.get_ident()
+
+
+class TestCallsRunAtOnce:
+    """Short calls run on the event loop's thread when they need not wait; the rest on the worker."""
+
+    async def test_an_uncontended_short_call_runs_on_the_loop_thread(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """Loads and saves skip the thread hop; scans, and calls not marked short, do not."""
+        here = threading.get_ident()
+        async with SqliteStore(tmp_path / "inline.db") as store:
+            await store.create(make_session("s1"))
+            assert await store._run(thread_of, inline=True) == here
+            assert await store._run(thread_of, write=True, inline=True) == here
+            assert await store._run(thread_of) != here
+            settings = await store._run(
+                lambda db: [
+                    db.execute(f"PRAGMA {name}").fetchone()[0]
+                    for name in ("busy_timeout", "synchronous", "wal_autocheckpoint")
+                ],
+                inline=True,
+            )
+            # It never waits for another writer, nor for the disk.
+            assert settings == [0, 1, 0]
+            assert await store.save(make_session("s1"), expected_version=1) == 2
+            assert await store.load("s1") == (make_session("s1"), 2)
+
+    async def test_queued_calls_keep_their_order(self, tmp_path: Path) -> None:
+        """While the worker has calls queued, a short call queues behind them."""
+        async with SqliteStore(tmp_path / "order.db") as store:
+            await store.open()
+            gate = threading.Event()
+            blocker = asyncio.ensure_future(store._run(lambda _: gate.wait(5)))
+            await asyncio.sleep(0)
+            behind = asyncio.ensure_future(store._run(thread_of, inline=True))
+            await asyncio.sleep(0.01)
+            assert not behind.done()
+            gate.set()
+            assert await blocker is True
+            assert await behind != threading.get_ident()
+            # Once the queue is empty, short calls run at once again.
+            assert await store._run(thread_of, inline=True) == threading.get_ident()
+
+    async def test_a_write_that_would_wait_waits_on_the_worker(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """Another process's write lock sends a save to the worker, which waits for it; the loop runs on."""
+        path = tmp_path / "wait.db"
+        async with SqliteStore(path, busy_timeout=5) as store:
+            await store.create(make_session("s1"))
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                # Reads do not wait for writers (WAL): they still run at once.
+                assert await store._run(thread_of, inline=True) == threading.get_ident()
+                save = asyncio.ensure_future(
+                    store.save(make_session("s1"), expected_version=1)
+                )
+                await asyncio.sleep(0.05)  # the loop is not blocked meanwhile
+                assert not save.done()
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+            assert await save == 2
+            assert await store._run(thread_of, inline=True) == threading.get_ident()
+
+    async def test_a_read_that_would_wait_waits_on_the_worker(
+        self, tmp_path: Path
+    ) -> None:
+        """A read that SQLite answers "busy" at once (a file held exclusively) runs again on the worker."""
+        here = threading.get_ident()
+
+        def read(_: sqlite3.Connection) -> str:
+            if threading.get_ident() == here:
+                busy = sqlite3.OperationalError("database is locked")
+                busy.sqlite_errorname = "SQLITE_BUSY"
+                raise busy
+            return "read on the worker"
+
+        async with SqliteStore(tmp_path / "busy.db") as store:
+            await store.open()
+            assert await store._run(read, inline=True) == "read on the worker"
+
+    async def test_a_failing_call_writes_nothing(
+        self, tmp_path: Path, make_session: MakeSession
+    ) -> None:
+        """A short write that fails rolls back, and its error reaches the caller."""
+        async with SqliteStore(tmp_path / "fail.db") as store:
+            await store.create(make_session("s1"))
+
+            def half(db: sqlite3.Connection) -> None:
+                db.execute("DELETE FROM sessions")
+                db.execute("SELECT * FROM no_such_table")
+
+            with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+                await store._run(half, write=True, inline=True)
+
+            def broken(db: sqlite3.Connection) -> None:
+                db.execute("DELETE FROM sessions")
+                raise RuntimeError("bug")
+
+            with pytest.raises(RuntimeError, match="bug"):
+                await store._run(broken, write=True, inline=True)
+            with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+                await store._run(
+                    lambda db: db.execute("SELECT * FROM no_such_table"), inline=True
+                )
+            assert await store.session_ids() == ["s1"]
+
+    async def test_the_worker_checkpoints_what_short_writes_logged(
+        self,
+        tmp_path: Path,
+        make_session: MakeSession,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Every so many short writes, the worker copies the log into the database file."""
+        monkeypatch.setattr(_sqlite, "_CHECKPOINT_EVERY", 5)
+        path = tmp_path / "checkpoint.db"
+        async with SqliteStore(path) as store:
+            await store.open()
+            for number in range(4):
+                await store.create(make_session(f"s{number}"))
+            size = path.stat().st_size  # the four sessions are in the log only
+            await store.create(make_session("s4"))
+            await store._run(lambda _: None)  # queued behind the checkpoint
+            assert path.stat().st_size > size
+
+    async def test_a_failed_checkpoint_is_logged(
+        self,
+        tmp_path: Path,
+        make_session: MakeSession,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A checkpoint nobody waits for still says when it fails."""
+
+        def fails(db: sqlite3.Connection) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(_sqlite, "_CHECKPOINT_EVERY", 1)
+        monkeypatch.setattr(_sqlite, "_checkpoint", fails)
+        async with SqliteStore(tmp_path / "bad.db") as store:
+            await store.create(make_session("s1"))
+            await store._run(lambda _: None)
+            await asyncio.sleep(0)
+        assert "could not checkpoint the SQLite log: disk I/O error" in caplog.text
+
+    async def test_closing_before_the_first_call_ran_leaves_no_connection(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A store closed while its first call is still opening the file closes both connections it opens."""
+        opening = threading.Event()
+        connect = _sqlite._Worker._connect
+
+        def slow_connect(self: _sqlite._Worker) -> sqlite3.Connection:
+            opening.wait(5)
+            return connect(self)
+
+        monkeypatch.setattr(_sqlite._Worker, "_connect", slow_connect)
+        worker = _sqlite._Worker(
+            str(tmp_path / "early.db"), busy_timeout=1.0, clock=FixedClock(T0)
+        )
+        first = asyncio.ensure_future(worker.run(lambda _: None))
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(worker.close())
+        await asyncio.sleep(0.01)  # close has begun; the first call opens the file now
+        opening.set()
+        await first
+        await closing
+        assert worker._db is None
+        assert worker._inline_db is None

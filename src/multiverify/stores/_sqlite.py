@@ -1,11 +1,18 @@
 """A SessionStore on one SQLite file: the embedded default, durable across restarts.
 
-Every call runs on one dedicated worker thread that owns the store's only
-``sqlite3`` connection, so the event loop never blocks on disk and calls never
-interleave inside a transaction. Several stores (several processes) may share a
-file: the database runs in WAL mode, writers take the write lock up front
-(``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for each other, and a
-save's compare-and-set is checked inside that lock, so it holds across them.
+Calls never block the event loop on another writer, and never interleave
+inside a transaction. A short call (one session's load, save, effects or
+timers) runs at once on the event loop's thread when nothing is queued and
+the write lock is free: in WAL mode with ``synchronous = NORMAL`` a commit
+only appends to the log, without waiting for the disk, and that connection
+never waits for a lock (``busy_timeout`` 0) and never checkpoints. Anything
+else, and any call that would have to wait, goes to one dedicated worker
+thread and its own connection, which waits up to ``busy_timeout`` for the
+lock, writes the calls queued together in one transaction, and copies the
+log back into the database (checkpoints) as it grows. Several stores (several
+processes) may share a file: writers take the write lock up front
+(``BEGIN IMMEDIATE``), and a save's compare-and-set is checked inside that
+lock, so it holds across them.
 
 The schema carries its own version (table ``schema_version``); migrations
 newer than the file are applied, in order and in one transaction, when the
@@ -17,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import queue
 import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
@@ -46,6 +54,7 @@ from ._base import (
     session_exists,
     session_missing,
     version_moved,
+    with_sessions,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +63,8 @@ if TYPE_CHECKING:
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # Each migration is a list of statements; migration ``n`` (from 1) brings the
 # file to schema version ``n``. Append new ones; never edit a shipped one.
@@ -232,9 +243,25 @@ _CLEAN_FAILURES = (MultiverifyError,)
 # At most this many queued calls share one transaction (one commit).
 _BATCH = 64
 
+# After this many commits on the event loop's connection (which never
+# checkpoints, as a checkpoint waits for the disk), the worker thread copies
+# the write-ahead log back into the database file.
+_CHECKPOINT_EVERY = 200
+
+# What SQLite answers when a lock is taken and the connection may not wait.
+_BUSY = frozenset({"SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT", "SQLITE_LOCKED"})
+
+
+# What a call to run at once gives back when it would have to wait.
+_QUEUE_IT = object()
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorname", None) in _BUSY
+
 
 class _Worker:
-    """One ``sqlite3`` connection and the one thread that ever touches it.
+    """A worker thread with its ``sqlite3`` connection, and a connection for calls run at once.
 
     Calls are queued and run in order, each whole, even when the awaiting task
     is cancelled. The thread takes every call queued at once (up to
@@ -242,7 +269,12 @@ class _Worker:
     concurrent saves cost one commit and one wake-up of the event loop; a
     write that fails without writing (``_CLEAN_FAILURES``) fails alone, and
     any other failure rolls the batch back and runs its calls one by one. The
-    connection is opened, and the schema migrated, by the first call.
+    connections are opened, and the schema migrated, by the first call.
+
+    A call marked ``inline`` skips the thread when nothing is queued: it runs
+    on the caller's thread, on the second connection, unless the write lock
+    is taken (another process writing), when it is queued like any other.
+    Queued calls stay in order with it: none is queued when it runs.
     """
 
     def __init__(self, path: str, *, busy_timeout: float, clock: Clock) -> None:
@@ -252,27 +284,108 @@ class _Worker:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
+        # The connection for calls run at once, opened by the thread with
+        # its own; used by one caller at a time (``_inline_lock``).
+        self._inline_db: sqlite3.Connection | None = None
+        self._inline_lock = threading.Lock()
+        self._inline_commits = 0
+        # Calls queued and not yet run to their end, under ``_count_lock``.
+        self._queued = 0
+        self._count_lock = threading.Lock()
 
     async def run(
-        self, call: Callable[[sqlite3.Connection], T], *, write: bool = False
+        self,
+        call: Callable[[sqlite3.Connection], T],
+        *,
+        write: bool = False,
+        inline: bool = False,
     ) -> T:
+        if inline and self._inline_db is not None and not self._queued:
+            value = self._run_inline(call, write)
+            if value is not _QUEUE_IT:
+                return cast("T", value)
         return await self._submit(call, write)
 
     async def close(self) -> None:
-        """Close the connection and end the thread, once the calls queued so far ran."""
+        """Close the connections and end the thread, once the calls queued so far ran."""
+        self._close_inline()
         await self._submit(None, False)
+
+    def _close_inline(self) -> None:
+        with self._inline_lock:
+            db, self._inline_db = self._inline_db, None
+        if db is not None:
+            db.close()
+
+    def _run_inline(
+        self, call: Callable[[sqlite3.Connection], T], write: bool
+    ) -> T | object:
+        """Run ``call`` on this thread; ``_QUEUE_IT`` when it would have to wait."""
+        if not self._inline_lock.acquire(blocking=False):
+            return _QUEUE_IT  # another thread's loop is using it
+        try:
+            db = self._inline_db
+            if db is None:  # closed meanwhile
+                return _QUEUE_IT
+            if not write:
+                try:
+                    return call(db)
+                except sqlite3.OperationalError as exc:
+                    if _busy(exc):
+                        return _QUEUE_IT
+                    raise
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):
+                    return _QUEUE_IT  # another writer holds the lock
+                raise
+            try:
+                value = call(db)
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                db.rollback()
+                if _busy(exc):  # pragma: no cover - the lock is held by then
+                    return _QUEUE_IT  # wrote nothing: the worker runs it again
+                raise
+            except BaseException:
+                db.rollback()
+                raise
+            self._inline_commits += 1
+            if self._inline_commits >= _CHECKPOINT_EVERY:
+                self._inline_commits = 0
+                self._checkpoint_later()
+            return value
+        finally:
+            self._inline_lock.release()
+
+    def _checkpoint_later(self) -> None:
+        """Have the worker thread copy the log back into the database; nobody waits for it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        future.add_done_callback(_checkpointed)
+        self._enqueue(_Job(_checkpoint, False, loop, future))
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._count_lock:
+            self._queued += 1
+        self._jobs.put(job)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._serve, name="multiverify-sqlite", daemon=True
+            )
+            self._thread.start()
+
+    def _ran(self, count: int) -> None:
+        with self._count_lock:
+            self._queued -= count
 
     async def _submit(
         self, call: Callable[[sqlite3.Connection], T] | None, write: bool
     ) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(call, write, loop, future))
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._serve, name="multiverify-sqlite", daemon=True
-            )
-            self._thread.start()
+        self._enqueue(_Job(call, write, loop, future))
         return await future
 
     # -- on the worker thread --------------------------------------------------
@@ -296,10 +409,15 @@ class _Worker:
                     done = self._execute(batch)
                 except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
                     done = [(each, False, exc) for each in batch]
+                # Run to their end (committed): calls may run at once again.
+                self._ran(len(batch))
                 _post(done)
             if job is not None:  # the call to close
-                # Forget the connection before answering, so the caller never
-                # sees a closed store that still holds one.
+                # Forget the connections before answering, so the caller never
+                # sees a closed store that still holds one (the one for calls
+                # run at once, too, if the first calls opened it after
+                # ``close`` began).
+                self._close_inline()
                 db, self._db = self._db, None
                 try:
                     if db is not None:
@@ -340,7 +458,25 @@ class _Worker:
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self._db = self._connect()
+            self._inline_db = self._connect_inline()
         return self._db
+
+    def _connect_inline(self) -> sqlite3.Connection | None:
+        """The connection for calls run at once: it never waits for a lock, nor for the disk."""
+        try:
+            db = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error:  # pragma: no cover - the worker's own just opened
+            return None  # every call is queued then
+        try:
+            db.execute("PRAGMA busy_timeout = 0")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint = 0")  # the worker does it
+        except sqlite3.Error:
+            db.close()
+            return None
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; every write below
@@ -395,6 +531,16 @@ def _post(done: list[tuple[_Job, bool, Any]]) -> None:
         # A closed loop raises RuntimeError: nobody waits any more.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_settle, items)
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """Copy what the log holds back into the database, as far as readers allow."""
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
+def _checkpointed(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not checkpoint the SQLite log: %s", future.exception())
 
 
 def _settle(done: list[tuple[_Job, bool, Any]]) -> None:
@@ -477,14 +623,22 @@ class SqliteStore(OpenableStore):
             await worker.close()
 
     async def _run(
-        self, call: Callable[[sqlite3.Connection], T], *, write: bool = False
+        self,
+        call: Callable[[sqlite3.Connection], T],
+        *,
+        write: bool = False,
+        inline: bool = False,
     ) -> T:
-        """Run ``call`` on the worker thread; a ``write`` runs inside a transaction."""
+        """Run ``call`` on the worker thread; a ``write`` runs inside a transaction.
+
+        ``inline``: a short call, about one session, that may run at once on
+        this thread when it need not wait (see `_Worker`).
+        """
         if self._worker is None:
             self._worker = _Worker(
                 self._path, busy_timeout=self._busy_timeout, clock=self._clock
             )
-        return await self._worker.run(call, write=write)
+        return await self._worker.run(call, write=write, inline=inline)
 
     # --- SessionStore ---------------------------------------------------------
 
@@ -520,7 +674,7 @@ class SqliteStore(OpenableStore):
             _schedule(db, session.session_id, timers)
             return 1
 
-        created = await self._run(create, write=True)
+        created = await self._run(create, write=True, inline=True)
         self._changes.notify(session.session_id)  # committed by now
         return created
 
@@ -529,7 +683,8 @@ class SqliteStore(OpenableStore):
             lambda db: db.execute(
                 "SELECT body, version FROM sessions WHERE session_id = ?",
                 (session_id,),
-            ).fetchone()
+            ).fetchone(),
+            inline=True,
         )
         if row is None:
             raise session_missing(session_id)
@@ -583,7 +738,7 @@ class SqliteStore(OpenableStore):
             _write(db, session_id, rows, claim)
             return expected_version + 1
 
-        version = await self._run(save, write=True)
+        version = await self._run(save, write=True, inline=True)
         self._changes.notify(session_id)  # committed by now
         return version
 
@@ -613,7 +768,10 @@ class SqliteStore(OpenableStore):
                 "WHERE session_id = ? ORDER BY seq"
             )
             args = (session_id,)
-        rows = await self._run(lambda db: db.execute(query, args).fetchall())
+        rows = await self._run(
+            lambda db: db.execute(query, args).fetchall(),
+            inline=session_id is not None,
+        )
         return [_pending(row) for row in rows]
 
     async def claim_effects(
@@ -621,8 +779,8 @@ class SqliteStore(OpenableStore):
     ) -> list[PendingEffect]:
         claim = (owner, _utc_key(until), until.isoformat())
 
-        def take(db: sqlite3.Connection) -> list[Any]:
-            return db.execute(
+        def take(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            rows = db.execute(
                 "UPDATE effects SET claimed_by = ?, claimed_until_utc = ?, "
                 "claimed_until = ? WHERE seq IN (SELECT seq FROM effects "
                 "WHERE claimed_until_utc IS NULL OR claimed_until_utc <= ? "
@@ -630,9 +788,19 @@ class SqliteStore(OpenableStore):
                 "RETURNING seq, session_id, body, claimed_by, claimed_until",
                 (*claim, _utc_key(at), max(limit, 0)),
             ).fetchall()
+            ids = sorted({row[1] for row in rows})
+            sessions = db.execute(
+                "SELECT session_id, body, version FROM sessions "  # noqa: S608 - placeholders only
+                f"WHERE session_id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+            return rows, sessions
 
-        rows = sorted(await self._run(take, write=True))
-        return [_pending(row[1:]) for row in rows]
+        rows, sessions = await self._run(take, write=True, inline=True)
+        return with_sessions(
+            [_pending(row[1:]) for row in sorted(rows)],
+            {session_id: (body, version) for session_id, body, version in sessions},
+        )
 
     async def extend_effect_claims(
         self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
@@ -651,7 +819,7 @@ class SqliteStore(OpenableStore):
                 ).rowcount
             return moved
 
-        return await self._run(extend, write=True)
+        return await self._run(extend, write=True, inline=True)
 
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         await self._run(
@@ -660,6 +828,7 @@ class SqliteStore(OpenableStore):
                 (session_id, effect_id),
             ),
             write=True,
+            inline=True,
         )
 
     async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
@@ -671,13 +840,16 @@ class SqliteStore(OpenableStore):
                 "DELETE FROM effects WHERE session_id = ? AND effect_id = ?", keys
             ),
             write=True,
+            inline=True,
         )
 
     async def schedule_timer(
         self, session_id: str, timer_id: str, due_at: datetime, /
     ) -> None:
         await self._run(
-            lambda db: _schedule(db, session_id, [(timer_id, due_at)]), write=True
+            lambda db: _schedule(db, session_id, [(timer_id, due_at)]),
+            write=True,
+            inline=True,
         )
 
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
@@ -687,6 +859,7 @@ class SqliteStore(OpenableStore):
                 (session_id, timer_id),
             ),
             write=True,
+            inline=True,
         )
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
@@ -695,7 +868,8 @@ class SqliteStore(OpenableStore):
                 "SELECT session_id, timer_id, due_at FROM timers "
                 "WHERE due_utc <= ? ORDER BY due_utc, seq LIMIT ?",
                 (_utc_key(now), max(limit, 0)),
-            ).fetchall()
+            ).fetchall(),
+            inline=True,
         )
         return [_timer(row) for row in rows]
 
@@ -711,7 +885,10 @@ class SqliteStore(OpenableStore):
                 "WHERE session_id = ? ORDER BY due_utc, seq"
             )
             args = (session_id,)
-        rows = await self._run(lambda db: db.execute(query, args).fetchall())
+        rows = await self._run(
+            lambda db: db.execute(query, args).fetchall(),
+            inline=session_id is not None,
+        )
         return [_timer(row) for row in rows]
 
     async def record_event_once(self, session_id: str, dedupe_key: str, /) -> bool:
@@ -725,6 +902,7 @@ class SqliteStore(OpenableStore):
                 ).rowcount
             ),
             write=True,
+            inline=True,
         )
         return inserted == 1
 
@@ -794,14 +972,15 @@ class SqliteStore(OpenableStore):
                 amount=amount,
             )
 
-        return await self._run(consume, write=True)
+        return await self._run(consume, write=True, inline=True)
 
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         row = await self._run(
             lambda db: db.execute(
                 "SELECT value FROM shared_values WHERE key = ? AND expires_utc > ?",
                 (key, _utc_key(at)),
-            ).fetchone()
+            ).fetchone(),
+            inline=True,
         )
         return None if row is None else str(row[0])
 
@@ -825,7 +1004,9 @@ class SqliteStore(OpenableStore):
             query += " WHERE shared_values.expires_utc <= ?"
             args += (_utc_key(at),)
         changed: int = await self._run(
-            lambda db: db.execute(query, args).rowcount, write=True
+            lambda db: db.execute(query, args).rowcount,
+            write=True,
+            inline=True,
         )
         return changed == 1
 
@@ -836,7 +1017,9 @@ class SqliteStore(OpenableStore):
             query += " AND value = ?"
             args += (value,)
         deleted: int = await self._run(
-            lambda db: db.execute(query, args).rowcount, write=True
+            lambda db: db.execute(query, args).rowcount,
+            write=True,
+            inline=True,
         )
         return deleted == 1
 
@@ -873,6 +1056,7 @@ class SqliteStore(OpenableStore):
                 ).rowcount
             ),
             write=True,
+            inline=True,
         )
         return inserted == 1
 
@@ -892,7 +1076,9 @@ class SqliteStore(OpenableStore):
         args: tuple[str, ...] = (owner, _utc_key(until), until.isoformat(), queue)
         args += (queue,) if item_id is None else (item_id,)
         args += (now_key, now_key)
-        row = await self._run(lambda db: db.execute(query, args).fetchone(), write=True)
+        row = await self._run(
+            lambda db: db.execute(query, args).fetchone(), write=True, inline=True
+        )
         return None if row is None else _item(row)
 
     async def extend(
@@ -908,6 +1094,7 @@ class SqliteStore(OpenableStore):
                 ).rowcount
             ),
             write=True,
+            inline=True,
         )
         return changed == 1
 
@@ -931,7 +1118,9 @@ class SqliteStore(OpenableStore):
         query += " WHERE queue = ? AND item_id = ? AND claimed_by = ?"
         args += (queue, item_id, owner)
         changed: int = await self._run(
-            lambda db: db.execute(query, args).rowcount, write=True
+            lambda db: db.execute(query, args).rowcount,
+            write=True,
+            inline=True,
         )
         return changed == 1
 
@@ -953,6 +1142,7 @@ class SqliteStore(OpenableStore):
                 ).rowcount
             ),
             write=True,
+            inline=True,
         )
         return changed == 1
 
@@ -965,7 +1155,9 @@ class SqliteStore(OpenableStore):
             query += " AND claimed_by = ?"
             args += (owner,)
         deleted: int = await self._run(
-            lambda db: db.execute(query, args).rowcount, write=True
+            lambda db: db.execute(query, args).rowcount,
+            write=True,
+            inline=True,
         )
         return deleted == 1
 
