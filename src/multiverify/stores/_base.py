@@ -687,10 +687,6 @@ class Subscribers:
             for on_change in list(callbacks.values()):
                 on_change()
 
-    def notify_all(self) -> None:
-        """Tell every subscriber (a listener reconnected: changes may have gone unheard)."""
-        self.missed(list(self._by_session))
-
     def missed(self, session_ids: Iterable[str]) -> None:
         """Tell the subscribers of these sessions that changes may have gone unheard.
 

@@ -954,8 +954,7 @@ class RedisStore(OpenableStore):
             finally:
                 moved.cancel()
             if reader.done():
-                reader.result()  # its error: it reads until one
-                return
+                return reader.result()  # its error: it reads until one
 
     async def _read(self, pubsub: Any, confirmed: Callable[[str], None]) -> None:
         """Hand every message to the sessions' subscribers, and every subscription's confirmation to ``confirmed``."""
