@@ -40,6 +40,9 @@ VIDEO_ONLY = Policy(
 )
 
 
+APPROVED = ("liveness_passed", "face_match")
+
+
 async def play_video(persona_name: str) -> tuple[ResultStatus, tuple[str, ...], int]:
     """Play the honest applicant at the vendor as ``persona_name``; the video result."""
     persona = attrs.evolve(get_persona("honest"), video_persona=persona_name)
@@ -54,23 +57,35 @@ async def play_video(persona_name: str) -> tuple[ResultStatus, tuple[str, ...], 
 
 class TestVideoPersonas:
     def test_names(self) -> None:
-        """Five video personas ship."""
+        """Six video personas ship."""
         assert video_personas() == (
             "passes",
             "fails-liveness",
             "face-mismatch",
             "resubmission",
             "abandons",
+            "wrong-holder",
         )
 
     @pytest.mark.parametrize(
         ("name", "status", "signals", "resubmissions"),
         [
-            ("passes", ResultStatus.PASSED, ("liveness_passed", "face_match"), 0),
+            ("passes", ResultStatus.PASSED, (*APPROVED, "document_holder_match"), 0),
             ("fails-liveness", ResultStatus.FAILED, ("liveness_failed",), 0),
             ("face-mismatch", ResultStatus.FAILED, ("face_mismatch",), 0),
-            ("resubmission", ResultStatus.PASSED, ("liveness_passed", "face_match"), 1),
+            (
+                "resubmission",
+                ResultStatus.PASSED,
+                (*APPROVED, "document_holder_match"),
+                1,
+            ),
             ("abandons", ResultStatus.INCONCLUSIVE, ("abandoned",), 0),
+            (
+                "wrong-holder",
+                ResultStatus.FAILED,
+                (*APPROVED, "document_holder_mismatch"),
+                0,
+            ),
         ],
     )
     async def test_each_persona(
