@@ -8,7 +8,7 @@ import attrs
 import httpx
 import pytest
 
-from multiverify import Outcome, Policy, ResultStatus, Rule, Step, Verifier
+from multiverify import Outcome, Policy, ResultStatus, Rule, Step, Verdict, Verifier
 from multiverify.channels import VideoSignChannel
 from multiverify.exceptions import (
     ConfigurationError,
@@ -18,6 +18,7 @@ from multiverify.exceptions import (
 from multiverify.providers import Veriff, VideoSession, veriff_signature
 from multiverify.sandbox import (
     PERSONAS,
+    Persona,
     SandboxVideoSignChannel,
     SandboxVideoVendor,
     channel_label,
@@ -53,6 +54,20 @@ async def play_video(persona_name: str) -> tuple[ResultStatus, tuple[str, ...], 
     result = session.step("video").result
     assert result is not None
     return result.status, result.signal_names, int(result.facts.get("resubmissions", 0))
+
+
+async def play_demo(persona: Persona) -> Verdict:
+    """The persona through the demo policy, the video step on the real channel at the vendor."""
+    async with SandboxVideoVendor(persona=persona.video_persona, speed=0) as vendor:
+        channels = [
+            vendor.channel() if c.spec.name == "video_sign" else c
+            for c in simulated_channels(persona, speed=0)
+        ]
+        async with Verifier(load_default_policy(), channels=channels) as verifier:
+            vendor.connect(verifier)
+            session = await play(verifier, persona, speed=0, poll=0.005, video=vendor)
+    assert session.verdict is not None
+    return session.verdict
 
 
 class TestVideoPersonas:
@@ -102,18 +117,15 @@ class TestVideoPersonas:
     async def test_demo_outcomes_hold(self, name: str) -> None:
         """With the real video channel on the vendor, every demo persona gets its outcome."""
         persona = get_persona(name)
-        async with SandboxVideoVendor(persona=persona.video_persona, speed=0) as vendor:
-            channels = [
-                vendor.channel() if c.spec.name == "video_sign" else c
-                for c in simulated_channels(persona, speed=0)
-            ]
-            async with Verifier(load_default_policy(), channels=channels) as verifier:
-                vendor.connect(verifier)
-                session = await play(
-                    verifier, persona, speed=0, poll=0.005, video=vendor
-                )
-        assert session.verdict is not None
-        assert session.verdict.outcome is persona.expected
+        verdict = await play_demo(persona)
+        assert verdict.outcome is persona.expected
+
+    async def test_demo_policy_rejects_a_wrong_holder(self) -> None:
+        """Someone else's ID document on video is an identity mismatch under the demo policy."""
+        persona = attrs.evolve(get_persona("no-answer"), video_persona="wrong-holder")
+        verdict = await play_demo(persona)
+        assert verdict.outcome is Outcome.REJECTED
+        assert [reason.code for reason in verdict.reasons] == ["identity.mismatch"]
 
     async def test_polling_finds_the_decision(self) -> None:
         """Unconnected, the vendor's decision is still found by the channel's polls."""
