@@ -147,6 +147,10 @@ def birth_date(text: str | None) -> str | None:
         return None
 
 
+def _digest(key: HolderKey, field: str, value: str | None) -> str | None:
+    return None if value is None else key.digest(field, value)
+
+
 def _digests(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(values)))
 
@@ -157,7 +161,7 @@ def _optional_text(data: Mapping[str, Any], name: str) -> str | None:
         return value
     raise ProviderResponseError(
         message=f"document holder field {name!r} is not a string",
-        provider=str(data.get("provider", "")),
+        provider="",
         field=f"holder.{name}",
     )
 
@@ -224,29 +228,22 @@ class DocumentHolder:
         given, family = name_words(given_name), name_words(family_name)
         words = (*given, *family) if given or family else name_words(full_name)
         script = name_script(words)
-        whole: set[str] = set()
-        if script == "cjk" and (given or family):
-            whole = {"".join((*family, *given)), "".join((*given, *family))}
-        elif script == "cjk":
-            whole = {"".join(words)}
-        number = id_number(national_id)
-        document = id_number(document_number)
-        born = birth_date(date_of_birth)
+        whole: tuple[str, ...] = ()
+        if script == "cjk":
+            # No first/last split: the whole name, in either order.
+            orders = (
+                [(*family, *given), (*given, *family)] if given or family else [words]
+            )
+            words, family, whole = (), (), tuple("".join(order) for order in orders)
         return cls(
             key_id=key.key_id,
             script=script,
-            words=[key.digest("name-word", word) for word in words]
-            if script != "cjk"
-            else [],
-            family=[key.digest("name-word", word) for word in family]
-            if script != "cjk"
-            else [],
+            words=[key.digest("name-word", word) for word in words],
+            family=[key.digest("name-word", word) for word in family],
             whole=[key.digest("name", text) for text in whole],
-            national_id=None if number is None else key.digest("id-number", number),
-            document_number=None
-            if document is None
-            else key.digest("id-number", document),
-            date_of_birth=None if born is None else key.digest("date-of-birth", born),
+            national_id=_digest(key, "id-number", id_number(national_id)),
+            document_number=_digest(key, "id-number", id_number(document_number)),
+            date_of_birth=_digest(key, "date-of-birth", birth_date(date_of_birth)),
         )
 
     def to_data(self) -> dict[str, Any]:
