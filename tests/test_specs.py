@@ -82,40 +82,23 @@ class TestChannelSpec:
 
     def test_video_sign_declares_the_holder_signals(self) -> None:
         """Rules on the document holder's signals and facts build; a misspelt signal is refused."""
-        video = [Step(id="video", channel="video_sign")]
-        policy = Policy(
-            name="p",
-            version="1",
-            steps=video,
-            rules=[
-                Rule(
-                    outcome="rejected",
-                    when="'document_holder_mismatch' in steps.video.signals",
-                    reason="identity.mismatch",
-                ),
-                Rule(
-                    outcome="review",
-                    when="steps.video.facts.document_holder == 'unknown'",
-                    reason="video.holder_unknown",
-                ),
-                Rule(
-                    outcome="approved",
-                    when="'document_holder_match' in steps.video.signals",
-                    reason="ok",
-                ),
-            ],
+
+        def video_policy(*conditions: str) -> Policy:
+            return Policy(
+                name="p",
+                version="1",
+                steps=[Step(id="video", channel="video_sign")],
+                rules=[
+                    Rule(outcome="review", when=when, reason="video.holder")
+                    for when in conditions
+                ],
+            )
+
+        policy = video_policy(
+            "'document_holder_mismatch' in steps.video.signals",
+            "steps.video.facts.document_holder == 'unknown'",
+            "'document_holder_match' in steps.video.signals",
         )
         assert len(policy.rules) == 3
         with pytest.raises(PolicyError, match="never emits signal 'holder_mismatch'"):
-            Policy(
-                name="p",
-                version="1",
-                steps=video,
-                rules=[
-                    Rule(
-                        outcome="rejected",
-                        when="'holder_mismatch' in steps.video.signals",
-                        reason="identity.mismatch",
-                    )
-                ],
-            )
+            video_policy("'holder_mismatch' in steps.video.signals")

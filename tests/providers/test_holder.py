@@ -148,6 +148,11 @@ class TestCompare:
         got = compare_holder(holder(national_id=number), applicant(), KEY)
         assert got.national_id is MATCH
 
+    def test_applicant_without_a_number(self) -> None:
+        """An applicant's national ID with no letter or digit is not compared."""
+        got = compare_holder(holder(), applicant(national_id="--"), KEY)
+        assert got.national_id is UNKNOWN
+
     def test_document_number_only_confirms(self) -> None:
         """Without an idNumber, a document number equal to the ID number matches; another says nothing."""
         same = holder(national_id=None, document_number="11010119900307242X")

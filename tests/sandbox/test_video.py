@@ -145,7 +145,11 @@ class TestVideoPersonas:
                 assert len(vendor.delivered) == 3  # started, submitted, decision
                 await clock.advance(10)
                 verdict = await verifier.wait(session.session_id)
+                result = (await verifier.get(session.session_id)).step("video").result
         assert verdict.outcome is Outcome.APPROVED
+        # opened without a holder: Veriff read no person, nothing to compare
+        assert result is not None
+        assert result.signal_names[-1] == "document_holder_unknown"
 
 
 class TestWireLevel:
