@@ -228,10 +228,19 @@ def _result(
     status = _STATUS[decision.status]
     signals = _signals(decision)
     detail = detail or _detail(decision)
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = {
+        "vendor_session_id": state.session_id,
+        "decision": decision.status.value,
+        "code": decision.code,
+        "reason_code": decision.reason_code,
+        "liveness_score": decision.liveness_score,
+        "face_match_score": decision.face_match_score,
+        "statement_score": decision.statement_score,
+        "resubmissions": len(state.resubmissions),
+    }
     if holder is not None:
         signals.append(_holder_signal(holder))
-        facts = _holder_facts(holder)
+        facts.update(_holder_facts(holder))
         if holder.mismatched:
             status = ResultStatus.FAILED
             detail += (
@@ -245,17 +254,7 @@ def _result(
         evidence=evidence,
         provider=state.provider,
         detail=detail,
-        facts=facts
-        | {
-            "vendor_session_id": state.session_id,
-            "decision": decision.status.value,
-            "code": decision.code,
-            "reason_code": decision.reason_code,
-            "liveness_score": decision.liveness_score,
-            "face_match_score": decision.face_match_score,
-            "statement_score": decision.statement_score,
-            "resubmissions": len(state.resubmissions),
-        },
+        facts=facts,
     )
 
 
