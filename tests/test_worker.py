@@ -7,6 +7,7 @@ import logging
 from datetime import date
 from typing import Any
 
+import attrs
 import pytest
 
 from multiverify import Applicant, LoanApplication, Policy, Step, Verifier, Worker
@@ -15,7 +16,7 @@ from multiverify.exceptions import (
     ConfigurationError,
     StoreUnavailableError,
 )
-from multiverify.stores import MemoryStore
+from multiverify.stores import MemoryStore, PendingEffect
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 POLICY = Policy(
@@ -121,7 +122,21 @@ class LoadCounting(MemoryStore):
         return await super().load(session_id)
 
 
-class SlowFirstLoad(MemoryStore):
+class ClaimsWithoutSessions(MemoryStore):
+    """A store (written outside multiverify, say) whose claimed effects come without their sessions."""
+
+    async def claim_effects(
+        self, owner: str, /, *, at: Any, until: Any, limit: int = 100
+    ) -> list[PendingEffect]:
+        claimed = await super().claim_effects(owner, at=at, until=until, limit=limit)
+        return [attrs.evolve(pending, session=None) for pending in claimed]
+
+
+class BareLoadCounting(ClaimsWithoutSessions, LoadCounting):
+    """Counts loads, and claims effects without their sessions."""
+
+
+class SlowFirstLoad(ClaimsWithoutSessions):
     """A MemoryStore whose first load reads the session when called but answers only once let go."""
 
     def __init__(self) -> None:
@@ -165,11 +180,32 @@ class TestWorker:
             assert await store.pending_effects(sid) == []
             assert await worker.run_once() == 0
 
+    async def test_a_start_claimed_with_its_session_loads_nothing(
+        self, applicant: Applicant
+    ) -> None:
+        """A start claimed with its session runs from it; the save of its outcome starts from it too."""
+        store, clock = LoadCounting(), FakeClock()
+        sid = await orphaned(store, clock, applicant)
+        await clock.advance(9)
+        async with replica(store, clock) as verifier:
+            store.loads = 0
+            assert await Worker(verifier).run_once() == 2
+            await verifier.wait_idle()
+
+            assert store.loads == 0
+            assert await store.pending_effects(sid) == []
+            session, version = await store.load(sid)
+            assert version == 3  # the outcomes of both starts, saved without a conflict
+            assert {r.step_id: r.state.value for r in session.steps} == {
+                "bureau": "done",
+                "sms": "waiting",
+            }
+
     async def test_a_resumed_start_reads_its_session_once(
         self, applicant: Applicant
     ) -> None:
-        """A start found in the store loads its session once; the save of its outcome starts from it."""
-        store, clock = LoadCounting(), FakeClock()
+        """A start claimed without its session loads it once; the save of its outcome starts from it."""
+        store, clock = BareLoadCounting(), FakeClock()
         sid = await orphaned(store, clock, applicant)
         await clock.advance(9)
         async with replica(store, clock) as verifier:

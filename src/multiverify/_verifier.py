@@ -645,9 +645,24 @@ class Verifier:
             count += 1
         return count
 
-    def _resume_effect(self, session_id: str, effect: Effect) -> asyncio.Task[None]:
-        """Run a saved effect found in the store (not one this Verifier just saved)."""
-        task = self._spawn(self._run_effect(session_id, effect))
+    def _resume_effect(
+        self,
+        session_id: str,
+        effect: Effect,
+        session: tuple[Session, int] | None = None,
+    ) -> asyncio.Task[None]:
+        """Run a saved effect found in the store (not one this Verifier just saved).
+
+        ``session``: the session and its version as the store read them with
+        the effect, if it did; remembered, so that the effect need not load it.
+        """
+        if session is not None:
+            self._remember(*session)
+        task = self._spawn(
+            self._run_effect(
+                session_id, effect, None if session is None else session[0]
+            )
+        )
         if isinstance(effect, StartStep):
             # Tracked like a fresh start, so a timeout or a verdict cancels it.
             self._running[session_id, effect.step_id, effect.attempt] = task
@@ -1110,7 +1125,7 @@ class Verifier:
     async def _run_effect(
         self, session_id: str, effect: Effect, session: Session | None = None
     ) -> None:
-        """Run one effect; ``session`` is the state it was saved with, if at hand."""
+        """Run one effect; ``session`` is the state it was saved with (or claimed with), if at hand."""
         inflight = (session_id, effect.effect_id)
         self._inflight.add(inflight)
         if self._renewer is None and not self._closed:

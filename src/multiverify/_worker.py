@@ -212,7 +212,9 @@ class Worker:
                 if key in verifier._inflight:  # noqa: SLF001 - running here already
                     continue
                 log.info("resuming effect %s of session %s", key[1], pending.session_id)
-                task = verifier._resume_effect(pending.session_id, pending.effect)  # noqa: SLF001
+                task = verifier._resume_effect(  # noqa: SLF001
+                    pending.session_id, pending.effect, pending.session
+                )
                 self._resumed.add(task)
                 done += 1
         timers = await store.due_timers(now, limit=self._batch)

@@ -478,6 +478,25 @@ class TestEffectClaims:
             ("b", "w"),
         ]
 
+    async def test_claimed_effects_come_with_their_sessions(
+        self, store: SessionStore, make_session: MakeSession
+    ) -> None:
+        """Each claimed effect carries its session and version as the claim read them."""
+        first = make_session("s1")
+        await store.create(first, effects=[timer("a"), timer("b", "other")])
+        await store.save(first, expected_version=1)
+        await store.create(make_session("s2"), effects=[timer("c")])
+
+        taken = await store.claim_effects("w", at=T0, until=T0 + timedelta(seconds=30))
+
+        assert ids(taken) == [("s1", "a"), ("s1", "b"), ("s2", "c")]
+        assert [p.session for p in taken] == [
+            await store.load("s1"),
+            await store.load("s1"),
+            await store.load("s2"),
+        ]
+        assert [p.session[1] for p in taken if p.session] == [2, 2, 1]
+
     async def test_claims_are_taken_in_batches_without_overlap(
         self, store: SessionStore, make_session: MakeSession
     ) -> None:

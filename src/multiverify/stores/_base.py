@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, Self, runtime_checkable
 
 import attrs
 
 from .._audit import AuditEvent
-from .._serde import dumps
+from .._serde import dumps, session_from_json
 from .._session import Effect, Session
 from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
 
@@ -37,12 +37,21 @@ class PendingEffect:
         claimed_by: the owner whose claim it carries (the replica running
             it), or ``None`` if it was never claimed.
         claimed_until: when that claim lapses, unless renewed.
+        session: the session and its version as the store read them with
+            the claim (`SessionStore.claim_effects` gives it where the store
+            can read it in the same call, so the replica running the effect
+            need not load it); ``None`` otherwise. It may be older than the
+            stored session by the time the effect runs: its save is a
+            compare-and-set as always. Added in 0.1.
     """
 
     session_id: str
     effect: Effect
     claimed_by: str | None = None
     claimed_until: datetime | None = None
+    session: tuple[Session, int] | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
 
     def claimed(self, at: datetime) -> bool:
         """Whether a claim holds the effect at ``at``."""
@@ -365,7 +374,10 @@ class SessionStore(SharedState, WorkQueue, Protocol):
 
         An effect is free when it carries no claim or its claim lapsed at
         ``at``. The claim is taken atomically: replicas claiming at once get
-        different effects. Returns the effects claimed, as claimed now.
+        different effects. Returns the effects claimed, as claimed now, each
+        with its session (``PendingEffect.session``) where the store reads
+        it in the same call (the stores of multiverify do; a store that
+        leaves it ``None`` has the session loaded instead).
         """
         ...
 
@@ -528,6 +540,24 @@ class SerialisedWrites:
             [(effect.effect_id, dumps(effect)) for effect in effects],
             [event.to_json() for event in audit],
         )
+
+
+def with_sessions(
+    claimed: Sequence[PendingEffect], bodies: Mapping[str, tuple[str | bytes, int]]
+) -> list[PendingEffect]:
+    """Claimed effects with their sessions, from each session's JSON and version.
+
+    Each session is read once however many of its effects were claimed; an
+    effect whose session is not in ``bodies`` keeps ``session=None``.
+    """
+    sessions = {
+        session_id: (session_from_json(body), int(version))
+        for session_id, (body, version) in bodies.items()
+    }
+    return [
+        attrs.evolve(pending, session=sessions.get(pending.session_id))
+        for pending in claimed
+    ]
 
 
 def window_frees_at(

@@ -186,7 +186,12 @@ class MemoryStore:
                 continue
             key = (pending.session_id, pending.effect.effect_id)
             self._claims[key] = (owner, until)
-            claimed.append(self._pending(pending.session_id, pending.effect))
+            claimed.append(
+                attrs.evolve(
+                    self._pending(pending.session_id, pending.effect),
+                    session=self._sessions.get(pending.session_id),
+                )
+            )
         return claimed
 
     async def extend_effect_claims(

@@ -60,6 +60,7 @@ from ._base import (
     session_exists,
     session_missing,
     version_moved,
+    with_sessions,
 )
 
 if TYPE_CHECKING:
@@ -691,7 +692,15 @@ class PostgresStore(OpenableStore):
             until.isoformat(),
             max(limit, 0),
         )
-        return [_pending(row) for row in sorted(rows, key=lambda row: row["seq"])]
+        rows = sorted(rows, key=lambda row: row["seq"])
+        return with_sessions(
+            [_pending(row) for row in rows],
+            {
+                row["session_id"]: (row["session_body"], row["session_version"])
+                for row in rows
+                if row["session_body"] is not None
+            },
+        )
 
     @_outages
     async def extend_effect_claims(
@@ -1045,15 +1054,18 @@ class _Sql:
             "WHERE e.session_id = d.session_id AND e.effect_id = d.effect_id"
         )
         # The free effects first in save order are locked (a racing claimer
-        # skips them and takes the next ones), then claimed.
+        # skips them and takes the next ones), then claimed, and returned
+        # with their sessions (the replica running them need not load them).
         self.claim_effects = (
-            f"UPDATE {s}.effects AS e SET claimed_by = $1, claimed_until = $3, "
-            "claimed_until_text = $4 "
+            f"WITH claimed AS (UPDATE {s}.effects AS e SET claimed_by = $1, "
+            "claimed_until = $3, claimed_until_text = $4 "
             f"FROM (SELECT seq FROM {s}.effects "
             "WHERE claimed_until IS NULL OR claimed_until <= $2 "
             "ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED) AS free "
             "WHERE e.seq = free.seq RETURNING e.seq, e.session_id, e.body, "
-            "e.claimed_by, e.claimed_until_text"
+            "e.claimed_by, e.claimed_until_text) "
+            "SELECT c.*, s.body AS session_body, s.version AS session_version "
+            f"FROM claimed AS c LEFT JOIN {s}.sessions AS s USING (session_id)"
         )
         self.extend_effects = (
             f"WITH moved AS (UPDATE {s}.effects AS e SET claimed_until = $2, "

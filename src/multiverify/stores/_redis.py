@@ -61,6 +61,7 @@ from ._base import (
     session_exists,
     session_missing,
     version_moved,
+    with_sessions,
 )
 
 if TYPE_CHECKING:
@@ -1005,10 +1006,30 @@ class RedisStore(OpenableStore):
                     args=[_micros(at), till, owner, limit],
                 ),
             )
-        return [
+        claimed = [
             _pending(member, body, owner, till)
             for member, body in zip(flat[::2], flat[1::2], strict=True)
         ]
+        # The sessions, in one round trip (the script cannot name their keys
+        # before it knows which effects it claims).
+        ids = sorted({pending.session_id for pending in claimed})
+        if not ids:
+            return claimed
+        with self._errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for session_id in ids:
+                    _ = pipe.hmget(
+                        self._key("session", session_id), ["body", "version"]
+                    )
+                found: list[list[Any]] = await pipe.execute()
+        return with_sessions(
+            claimed,
+            {
+                session_id: (body, int(version))
+                for session_id, (body, version) in zip(ids, found, strict=True)
+                if body is not None and version is not None
+            },
+        )
 
     async def extend_effect_claims(
         self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime

@@ -54,6 +54,7 @@ from ._base import (
     session_exists,
     session_missing,
     version_moved,
+    with_sessions,
 )
 
 if TYPE_CHECKING:
@@ -772,8 +773,8 @@ class SqliteStore(OpenableStore):
     ) -> list[PendingEffect]:
         claim = (owner, _utc_key(until), until.isoformat())
 
-        def take(db: sqlite3.Connection) -> list[Any]:
-            return db.execute(
+        def take(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            rows = db.execute(
                 "UPDATE effects SET claimed_by = ?, claimed_until_utc = ?, "
                 "claimed_until = ? WHERE seq IN (SELECT seq FROM effects "
                 "WHERE claimed_until_utc IS NULL OR claimed_until_utc <= ? "
@@ -781,9 +782,19 @@ class SqliteStore(OpenableStore):
                 "RETURNING seq, session_id, body, claimed_by, claimed_until",
                 (*claim, _utc_key(at), max(limit, 0)),
             ).fetchall()
+            ids = sorted({row[1] for row in rows})
+            sessions = db.execute(
+                "SELECT session_id, body, version FROM sessions "  # noqa: S608 - placeholders only
+                f"WHERE session_id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+            return rows, sessions
 
-        rows = sorted(await self._run(take, write=True, inline=True))
-        return [_pending(row[1:]) for row in rows]
+        rows, sessions = await self._run(take, write=True, inline=True)
+        return with_sessions(
+            [_pending(row[1:]) for row in sorted(rows)],
+            {session_id: (body, version) for session_id, body, version in sessions},
+        )
 
     async def extend_effect_claims(
         self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
