@@ -35,8 +35,10 @@ from multiverify import (
     Verdict,
     _serde,
 )
+from multiverify import _serde as serde_module
 from multiverify._serde import (
     dumps,
+    effect_to_json,
     loads,
     session_from_json,
     session_to_json,
@@ -293,6 +295,34 @@ class TestSession:
         assert back == make_applicant()
         assert back.loan.amount == Decimal("50000.50")
         assert str(back.loan.amount) == "50000.50"
+
+
+class TestEffectJson:
+    """``effect_to_json`` writes what ``dumps`` writes, reusing a verdict's JSON."""
+
+    @pytest.mark.parametrize("effect", EFFECTS, ids=lambda e: type(e).__name__)
+    def test_is_dumps(self, effect: Effect) -> None:
+        """Every kind of effect, written again or not."""
+        assert effect_to_json(effect) == dumps(effect)
+        assert effect_to_json(effect) == dumps(effect)
+
+    def test_a_verdict_the_session_wrote_is_reused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The verdict's text from the session's JSON is the effect's, not written again."""
+        verdict = attrs.evolve(VERDICT, score=0.5)  # an object of its own
+        session = attrs.evolve(make_session(make_applicant()), verdict=verdict)
+        written = json.loads(session_to_json(session))["verdict"]
+        effect = RecordVerdict(effect_id="e-verdict", verdict=verdict)
+
+        def written_again(value: object) -> object:
+            raise AssertionError("the verdict was unstructured again")
+
+        monkeypatch.setattr(serde_module, "_VERDICT", written_again)
+        text = effect_to_json(effect)
+        monkeypatch.undo()
+        assert text == dumps(effect)
+        assert json.loads(text)["verdict"] == written
 
 
 class TestSessionJson:

@@ -14,7 +14,8 @@ import attrs
 import cattrs
 from cattrs.strategies import configure_tagged_union
 
-from ._session import Effect, Input, Session, StepRecord
+from ._results import Verdict
+from ._session import Effect, Input, RecordVerdict, Session, StepRecord
 
 __all__ = [
     "converter",
@@ -151,6 +152,23 @@ def session_to_json(session: Session) -> str:
             text = _ENCODE(hook(value))
         parts.append(key + text)
     return "{" + ",".join(parts) + "}"
+
+
+_VERDICT = converter.get_unstructure_hook(Verdict)
+
+
+def effect_to_json(effect: Effect) -> str:
+    """An effect as JSON text: exactly :func:`dumps`, a verdict's JSON reused.
+
+    A decision's ``RecordVerdict`` carries the verdict the session just
+    saved with it holds, so its text is the one the session's was.
+    """
+    if type(effect) is RecordVerdict:
+        return (
+            f'{{"effect_id":{_ENCODE(effect.effect_id)},"type":"RecordVerdict",'
+            f'"verdict":{_piece(effect.verdict, _VERDICT)}}}'
+        )
+    return dumps(effect)
 
 
 def session_from_json(text: str | bytes) -> Session:

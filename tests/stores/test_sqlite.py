@@ -619,3 +619,28 @@ class TestCallsRunAtOnce:
             await store._run(lambda _: None)
             await asyncio.sleep(0)
         assert "could not checkpoint the SQLite log: disk I/O error" in caplog.text
+
+    async def test_closing_before_the_first_call_ran_leaves_no_connection(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A store closed while its first call is still opening the file closes both connections it opens."""
+        opening = threading.Event()
+        connect = _sqlite._Worker._connect
+
+        def slow_connect(self: _sqlite._Worker) -> sqlite3.Connection:
+            opening.wait(5)
+            return connect(self)
+
+        monkeypatch.setattr(_sqlite._Worker, "_connect", slow_connect)
+        worker = _sqlite._Worker(
+            str(tmp_path / "early.db"), busy_timeout=1.0, clock=FixedClock(T0)
+        )
+        first = asyncio.ensure_future(worker.run(lambda _: None))
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(worker.close())
+        await asyncio.sleep(0.01)  # close has begun; the first call opens the file now
+        opening.set()
+        await first
+        await closing
+        assert worker._db is None
+        assert worker._inline_db is None

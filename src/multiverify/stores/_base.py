@@ -9,7 +9,7 @@ from typing import Protocol, Self, runtime_checkable
 import attrs
 
 from .._audit import AuditEvent
-from .._serde import dumps, session_from_json
+from .._serde import effect_to_json, session_from_json
 from .._session import Effect, Session
 from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
 
@@ -537,7 +537,7 @@ class SerialisedWrites:
         cls, effects: Sequence[Effect], audit: Sequence[AuditEvent]
     ) -> SerialisedWrites:
         return cls(
-            [(effect.effect_id, dumps(effect)) for effect in effects],
+            [(effect.effect_id, effect_to_json(effect)) for effect in effects],
             [event.to_json() for event in audit],
         )
 

@@ -308,11 +308,14 @@ class _Worker:
 
     async def close(self) -> None:
         """Close the connections and end the thread, once the calls queued so far ran."""
+        self._close_inline()
+        await self._submit(None, False)
+
+    def _close_inline(self) -> None:
         with self._inline_lock:
             db, self._inline_db = self._inline_db, None
-            if db is not None:
-                db.close()
-        await self._submit(None, False)
+        if db is not None:
+            db.close()
 
     def _run_inline(
         self, call: Callable[[sqlite3.Connection], T], write: bool
@@ -410,8 +413,11 @@ class _Worker:
                 self._ran(len(batch))
                 _post(done)
             if job is not None:  # the call to close
-                # Forget the connection before answering, so the caller never
-                # sees a closed store that still holds one.
+                # Forget the connections before answering, so the caller never
+                # sees a closed store that still holds one (the one for calls
+                # run at once, too, if the first calls opened it after
+                # ``close`` began).
+                self._close_inline()
                 db, self._db = self._db, None
                 try:
                     if db is not None:
