@@ -644,3 +644,13 @@ class TestCallsRunAtOnce:
         await closing
         assert worker._db is None
         assert worker._inline_db is None
+
+    @pytest.mark.parametrize("path", [":memory:", ""])
+    async def test_a_private_database_has_one_connection(
+        self, path: str, make_session: MakeSession
+    ) -> None:
+        """``:memory:`` (and a temporary file) belong to one connection: every call goes to the worker's."""
+        async with SqliteStore(path) as store:
+            await store.create(make_session("s1"))
+            assert await store.load("s1") == (make_session("s1"), 1)
+            assert await store._run(thread_of, inline=True) != threading.get_ident()

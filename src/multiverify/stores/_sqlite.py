@@ -252,6 +252,9 @@ _CHECKPOINT_EVERY = 200
 _BUSY = frozenset({"SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT", "SQLITE_LOCKED"})
 
 
+# Paths SQLite opens as a database of the connection's own.
+_PRIVATE = frozenset({":memory:", ""})
+
 # What a call to run at once gives back when it would have to wait.
 _QUEUE_IT = object()
 
@@ -462,7 +465,13 @@ class _Worker:
         return self._db
 
     def _connect_inline(self) -> sqlite3.Connection | None:
-        """The connection for calls run at once: it never waits for a lock, nor for the disk."""
+        """The connection for calls run at once: it never waits for a lock, nor for the disk.
+
+        ``None`` for a database private to its connection (``:memory:``, or
+        ``""``: a temporary file): a second connection would see another one.
+        """
+        if self._path in _PRIVATE:
+            return None
         try:
             db = sqlite3.connect(
                 self._path, timeout=0, isolation_level=None, check_same_thread=False
