@@ -28,7 +28,8 @@ POLICY = Policy(
         ),
         Rule(
             outcome="rejected",
-            when="'face_mismatch' in steps.video.signals",
+            when="'face_mismatch' in steps.video.signals"
+            " || 'document_holder_mismatch' in steps.video.signals",
             reason="identity.mismatch",
         ),
     ],
@@ -49,14 +50,15 @@ async def sign(persona: str) -> None:
             print(f"  link: {challenge.url} (until {challenge.expires_at:%H:%M} UTC)")
         if challenge.url is None:
             raise SystemExit("the video step gave no link")
-        await vendor.open(challenge.url)  # the applicant does the session
+        # The applicant does the session, showing their own ID document.
+        await vendor.open(challenge.url, holder=applicant)
         verdict = await verifier.wait(session.session_id)
         result = (await verifier.get(session.session_id)).step("video").result
         if result is None:
             raise SystemExit("the video step has no result")
         signals = ", ".join(result.signal_names) or "none"
         print(
-            f"{persona:>15}: {result.status.value:<12} signals: {signals:<28}"
+            f"{persona:>15}: {result.status.value:<12} signals: {signals:<58}"
             f" -> {verdict.outcome.value}"
         )
 

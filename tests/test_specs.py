@@ -79,3 +79,26 @@ class TestChannelSpec:
             channels={"kyc": ChannelSpec(name="kyc")},
         )
         assert policy.rules[0].when == "'x' in steps.kyc.signals"
+
+    def test_video_sign_declares_the_holder_signals(self) -> None:
+        """Rules on the document holder's signals and facts build; a misspelt signal is refused."""
+
+        def video_policy(*conditions: str) -> Policy:
+            return Policy(
+                name="p",
+                version="1",
+                steps=[Step(id="video", channel="video_sign")],
+                rules=[
+                    Rule(outcome="review", when=when, reason="video.holder")
+                    for when in conditions
+                ],
+            )
+
+        policy = video_policy(
+            "'document_holder_mismatch' in steps.video.signals",
+            "steps.video.facts.document_holder == 'unknown'",
+            "'document_holder_match' in steps.video.signals",
+        )
+        assert len(policy.rules) == 3
+        with pytest.raises(PolicyError, match="never emits signal 'holder_mismatch'"):
+            video_policy("'holder_mismatch' in steps.video.signals")

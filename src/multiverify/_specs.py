@@ -158,6 +158,9 @@ BUILTIN_CHANNELS: dict[str, ChannelSpec] = {
                 "resubmission_requested",
                 "abandoned",
                 "document_invalid",
+                "document_holder_match",
+                "document_holder_mismatch",
+                "document_holder_unknown",
             },
         ),
     )

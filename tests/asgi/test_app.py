@@ -181,7 +181,9 @@ def twilio_status(
     return f"/webhooks/twilio-sms?{query}", headers, urlencode(form).encode()
 
 
-def veriff_decision(session_id: str, status: str = "approved") -> bytes:
+def veriff_decision(
+    session_id: str, status: str = "approved", person: dict[str, str] | None = None
+) -> bytes:
     """A Veriff decision webhook's body for the session's video step."""
     return json.dumps(
         {
@@ -195,6 +197,7 @@ def veriff_decision(session_id: str, status: str = "approved") -> bytes:
                 "reason": None,
                 "reasonCode": None,
                 "decisionTime": "2026-01-05T01:05:00.000Z",
+                "person": person,
             },
         }
     ).encode()
@@ -536,6 +539,29 @@ class TestVeriff:
         trail = await stack.verifier.store.audit_events(session.session_id)
         assert trail[-1].kind == "event.late"
         assert trail[-1].data["status"] == "approved"
+
+    async def test_late_decision_keeps_no_holder_data(self, stack: Stack) -> None:
+        """A late approval's document holder reaches neither the session nor its trail."""
+        session = await stack.start()
+        await stack.clock.advance(11 * 60)
+        await stack.verifier.wait_idle()
+        person = {
+            "firstName": "MING",
+            "lastName": "SUN",
+            "idNumber": "650102198807014417",
+        }
+        body = veriff_decision(session.session_id, person=person)
+        response = await stack.http.post(
+            "/webhooks/veriff", headers=veriff_headers(body), content=body
+        )
+        assert response.status_code == 200
+        trail = await stack.verifier.store.audit_events(session.session_id)
+        assert trail[-1].kind == "event.late"
+        kept = repr(await stack.verifier.get(session.session_id)) + "".join(
+            event.body for event in trail
+        )
+        for value in person.values():
+            assert value not in kept
 
     async def test_forged_decision(self, stack: Stack) -> None:
         """A decision signed with another secret is refused with 403."""

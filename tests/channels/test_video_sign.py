@@ -48,7 +48,7 @@ from multiverify.exceptions import (
     SessionFinishedError,
     StepNotWaitingError,
 )
-from multiverify.providers import VideoDecision, VideoStatus
+from multiverify.providers import DocumentHolder, HolderKey, VideoDecision, VideoStatus
 from multiverify.stores import MemoryStore, SqliteStore
 from multiverify.testing import FakeClock, FakeVideoProvider, Scripted, ScriptedChannel
 
@@ -366,6 +366,24 @@ class TestConstruction:
 
 
 class TestDecisions:
+    async def test_holder_without_a_key_is_unknown(self, run: Run) -> None:
+        """A holder from a provider with no holder key cannot be compared: the approval passes, unknown."""
+        holder = DocumentHolder.read(
+            HolderKey("secret"), given_name="MING", family_name="SUN"
+        )
+        made = decision(run.vendor, holder=holder)
+        await run.verifier.handle_event(event(run.session, made))
+        await run.verifier.wait(run.session.session_id)
+        result = (await run.settle()).step("video").result
+        assert result is not None
+        assert result.status is ResultStatus.PASSED
+        assert result.signal_names == (
+            "liveness_passed",
+            "face_match",
+            "document_holder_unknown",
+        )
+        assert result.facts["document_holder"] == "unknown"
+
     async def test_webhook_approval(self, run: Run) -> None:
         """An approval passes with the checks as signals, the score and the evidence."""
         made = decision(run.vendor, media=("fake:media:1",), attempt_id="att-1")

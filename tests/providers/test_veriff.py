@@ -22,6 +22,8 @@ from multiverify.exceptions import (
     ProviderUnavailableError,
 )
 from multiverify.providers import (
+    DocumentHolder,
+    HolderKey,
     Veriff,
     VideoDecision,
     VideoSession,
@@ -281,9 +283,30 @@ class TestFetchDecision:
         assert decision.status is VideoStatus.APPROVED
         assert decision.liveness is True
         assert decision.face_match is True
-        assert "SARAH" not in json.dumps(decision.to_data())
+        data = json.dumps(decision.to_data())
+        for value in ("SARAH", "MORGAN", "X1", "MORGA753116SM9IJ"):
+            assert value not in data
         assert decision.media == (
             f"{BASE}/v1/sessions/aea9ba6d-1b47-47fc-a4fc-f72b6d3584a7/media",
+        )
+
+    async def test_decision_holder_digested(
+        self, veriff: tuple[Veriff, respx.Router]
+    ) -> None:
+        """A polled approval carries the document's holder as digests under the provider's key."""
+        provider, router = veriff
+        router.get(f"{BASE}/v1/sessions/{session().session_id}/decision").respond(
+            200, json={"status": "success", "verification": decision_body()}
+        )
+        decision = await provider.fetch_decision(session())
+        assert decision is not None
+        assert provider.holder_key.key_id == HolderKey(SECRET).key_id
+        assert decision.holder == DocumentHolder.read(
+            HolderKey(SECRET),
+            given_name="SARAH",
+            family_name="MORGAN",
+            national_id="X1",
+            document_number="MORGA753116SM9IJ",
         )
 
     @pytest.mark.parametrize("body", [{"status": "success"}, {"verification": [1]}])
@@ -452,6 +475,75 @@ class TestParseVeriffDecision:
         )
 
 
+class TestHolder:
+    def test_approval_keeps_digests(self) -> None:
+        """With a key, an approval's person and document become a DocumentHolder."""
+        key = HolderKey(SECRET)
+        body = decision_body(
+            person={
+                "firstName": "FANG",
+                "lastName": "WANG",
+                "fullName": "WANG FANG",
+                "idNumber": "11010119900307242X",
+                "dateOfBirth": "1990-03-07",
+                "nationality": "CN",
+            },
+            document={"number": "11010119900307242X", "type": "ID_CARD"},
+        )
+        decision = parse_veriff_decision(body, holder_key=key)
+        assert decision.holder == DocumentHolder.read(
+            key,
+            given_name="FANG",
+            family_name="WANG",
+            full_name="WANG FANG",
+            national_id="11010119900307242X",
+            document_number="11010119900307242X",
+            date_of_birth="1990-03-07",
+        )
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"person": None, "document": None},
+            {"person": "FANG", "document": []},
+            {"person": {"firstName": 7, "idNumber": None}},
+        ],
+    )
+    def test_nothing_read(self, change: dict[str, Any]) -> None:
+        """A person or document that is missing, null or not text gives a holder with nothing known."""
+        key = HolderKey(SECRET)
+        body = decision_body(**change)
+        if "document" not in change:
+            body["document"] = None
+        assert parse_veriff_decision(body, holder_key=key).holder == DocumentHolder(
+            key_id=key.key_id
+        )
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"status": "declined", "code": 9102, "reasonCode": 103},
+            {"status": "resubmission_requested", "code": 9103, "reasonCode": 202},
+            {"status": "review", "code": 9121},
+        ],
+    )
+    def test_only_approvals(self, change: dict[str, Any]) -> None:
+        """Declines, resubmissions and reviews keep no holder at all."""
+        decision = parse_veriff_decision(
+            decision_body(**change), holder_key=HolderKey(SECRET)
+        )
+        assert decision.holder is None
+
+    def test_without_a_key(self) -> None:
+        """Without a key (the function's default), nothing of the holder is kept."""
+        assert parse_veriff_decision(decision_body()).holder is None
+
+    def test_round_trip(self) -> None:
+        """The holder survives the decision's event data."""
+        decision = parse_veriff_decision(decision_body(), holder_key=HolderKey(SECRET))
+        assert VideoDecision.from_data(decision.to_data()) == decision
+
+
 class TestVideoDecisionData:
     @pytest.mark.parametrize(
         ("change", "field"),
@@ -464,6 +556,8 @@ class TestVideoDecisionData:
             ({"liveness": "yes"}, "liveness"),
             ({"face_match_score": "high"}, "face_match_score"),
             ({"face_match_score": True}, "face_match_score"),
+            ({"holder": "wang"}, "holder"),
+            ({"holder": {"words": []}}, "holder.key_id"),
         ],
     )
     def test_malformed(self, change: dict[str, Any], field: str) -> None:

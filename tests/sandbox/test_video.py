@@ -8,7 +8,7 @@ import attrs
 import httpx
 import pytest
 
-from multiverify import Outcome, Policy, ResultStatus, Rule, Step, Verifier
+from multiverify import Outcome, Policy, ResultStatus, Rule, Step, Verdict, Verifier
 from multiverify.channels import VideoSignChannel
 from multiverify.exceptions import (
     ConfigurationError,
@@ -18,6 +18,7 @@ from multiverify.exceptions import (
 from multiverify.providers import Veriff, VideoSession, veriff_signature
 from multiverify.sandbox import (
     PERSONAS,
+    Persona,
     SandboxVideoSignChannel,
     SandboxVideoVendor,
     channel_label,
@@ -40,6 +41,9 @@ VIDEO_ONLY = Policy(
 )
 
 
+APPROVED = ("liveness_passed", "face_match")
+
+
 async def play_video(persona_name: str) -> tuple[ResultStatus, tuple[str, ...], int]:
     """Play the honest applicant at the vendor as ``persona_name``; the video result."""
     persona = attrs.evolve(get_persona("honest"), video_persona=persona_name)
@@ -52,25 +56,51 @@ async def play_video(persona_name: str) -> tuple[ResultStatus, tuple[str, ...], 
     return result.status, result.signal_names, int(result.facts.get("resubmissions", 0))
 
 
+async def play_demo(persona: Persona) -> Verdict:
+    """The persona through the demo policy, the video step on the real channel at the vendor."""
+    async with SandboxVideoVendor(persona=persona.video_persona, speed=0) as vendor:
+        channels = [
+            vendor.channel() if c.spec.name == "video_sign" else c
+            for c in simulated_channels(persona, speed=0)
+        ]
+        async with Verifier(load_default_policy(), channels=channels) as verifier:
+            vendor.connect(verifier)
+            session = await play(verifier, persona, speed=0, poll=0.005, video=vendor)
+    assert session.verdict is not None
+    return session.verdict
+
+
 class TestVideoPersonas:
     def test_names(self) -> None:
-        """Five video personas ship."""
+        """Six video personas ship."""
         assert video_personas() == (
             "passes",
             "fails-liveness",
             "face-mismatch",
             "resubmission",
             "abandons",
+            "wrong-holder",
         )
 
     @pytest.mark.parametrize(
         ("name", "status", "signals", "resubmissions"),
         [
-            ("passes", ResultStatus.PASSED, ("liveness_passed", "face_match"), 0),
+            ("passes", ResultStatus.PASSED, (*APPROVED, "document_holder_match"), 0),
             ("fails-liveness", ResultStatus.FAILED, ("liveness_failed",), 0),
             ("face-mismatch", ResultStatus.FAILED, ("face_mismatch",), 0),
-            ("resubmission", ResultStatus.PASSED, ("liveness_passed", "face_match"), 1),
+            (
+                "resubmission",
+                ResultStatus.PASSED,
+                (*APPROVED, "document_holder_match"),
+                1,
+            ),
             ("abandons", ResultStatus.INCONCLUSIVE, ("abandoned",), 0),
+            (
+                "wrong-holder",
+                ResultStatus.FAILED,
+                (*APPROVED, "document_holder_mismatch"),
+                0,
+            ),
         ],
     )
     async def test_each_persona(
@@ -87,18 +117,15 @@ class TestVideoPersonas:
     async def test_demo_outcomes_hold(self, name: str) -> None:
         """With the real video channel on the vendor, every demo persona gets its outcome."""
         persona = get_persona(name)
-        async with SandboxVideoVendor(persona=persona.video_persona, speed=0) as vendor:
-            channels = [
-                vendor.channel() if c.spec.name == "video_sign" else c
-                for c in simulated_channels(persona, speed=0)
-            ]
-            async with Verifier(load_default_policy(), channels=channels) as verifier:
-                vendor.connect(verifier)
-                session = await play(
-                    verifier, persona, speed=0, poll=0.005, video=vendor
-                )
-        assert session.verdict is not None
-        assert session.verdict.outcome is persona.expected
+        verdict = await play_demo(persona)
+        assert verdict.outcome is persona.expected
+
+    async def test_demo_policy_rejects_a_wrong_holder(self) -> None:
+        """Someone else's ID document on video is an identity mismatch under the demo policy."""
+        persona = attrs.evolve(get_persona("no-answer"), video_persona="wrong-holder")
+        verdict = await play_demo(persona)
+        assert verdict.outcome is Outcome.REJECTED
+        assert [reason.code for reason in verdict.reasons] == ["identity.mismatch"]
 
     async def test_polling_finds_the_decision(self) -> None:
         """Unconnected, the vendor's decision is still found by the channel's polls."""
@@ -118,7 +145,11 @@ class TestVideoPersonas:
                 assert len(vendor.delivered) == 3  # started, submitted, decision
                 await clock.advance(10)
                 verdict = await verifier.wait(session.session_id)
+                result = (await verifier.get(session.session_id)).step("video").result
         assert verdict.outcome is Outcome.APPROVED
+        # opened without a holder: Veriff read no person, nothing to compare
+        assert result is not None
+        assert result.signal_names[-1] == "document_holder_unknown"
 
 
 class TestWireLevel:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,9 +27,17 @@ from multiverify import (
     StepState,
     Verifier,
 )
+from multiverify._serde import session_to_json
 from multiverify.channels import VideoSignChannel
 from multiverify.exceptions import WebhookFormatError, WebhookSignatureError
-from multiverify.providers import Veriff, VideoDecision, VideoStatus, veriff_signature
+from multiverify.providers import (
+    HolderKey,
+    Veriff,
+    VideoDecision,
+    VideoStatus,
+    veriff_signature,
+)
+from multiverify.stores import SessionStore, SqliteStore
 from multiverify.testing import FakeClock
 from multiverify.webhooks import VeriffWebhooks, WebhookRequest
 
@@ -253,8 +264,10 @@ def applicant() -> Applicant:
     )
 
 
-@pytest.fixture
-async def veriff_verifier() -> AsyncIterator[tuple[Verifier, respx.Router]]:
+@asynccontextmanager
+async def verifier_on_veriff(
+    store: SessionStore | None = None, clock: FakeClock | None = None
+) -> AsyncIterator[tuple[Verifier, respx.Router]]:
     """A Verifier whose video step runs on Veriff, over a respx router."""
     router = respx.Router(assert_all_called=True)
     router.post("https://stationapi.veriff.com/v1/sessions").respond(
@@ -290,8 +303,56 @@ async def veriff_verifier() -> AsyncIterator[tuple[Verifier, respx.Router]]:
         channel = VideoSignChannel(
             [Veriff(api_key="key-1", shared_secret=SECRET, client=client)]
         )
-        async with Verifier(policy, channels=[channel], clock=FakeClock()) as verifier:
+        async with Verifier(
+            policy,
+            channels=[channel],
+            clock=clock or FakeClock(),
+            **({} if store is None else {"store": store}),
+        ) as verifier:
             yield verifier, router
+
+
+@pytest.fixture
+async def veriff_verifier() -> AsyncIterator[tuple[Verifier, respx.Router]]:
+    """A Verifier whose video step runs on Veriff, over a respx router."""
+    async with verifier_on_veriff() as pair:
+        yield pair
+
+
+# The person on a document that is not the applicant's (Wang Fang, 1990-03-07).
+STRANGER = {
+    "firstName": "MING",
+    "lastName": "SUN",
+    "fullName": "SUN MING",
+    "idNumber": "650102198807014417",
+    "dateOfBirth": "1988-07-01",
+}
+STRANGER_DOCUMENT = {"number": "E98765432", "type": "PASSPORT", "country": "CN"}
+STRANGER_VALUES = ("MING", "SUN", "650102198807014417", "1988-07-01", "E98765432")
+OWN = {
+    "firstName": "FANG",
+    "lastName": "WANG",
+    "idNumber": "110101199003072420",
+    "dateOfBirth": "1990-03-07",
+}
+
+
+def files_in(directory: Path) -> list[str]:
+    """Every file's bytes under ``directory`` (the database and its journal), as text."""
+    return [str(path.read_bytes()) for path in directory.iterdir()]
+
+
+async def decide_by_webhook(
+    verifier: Verifier, handler: VeriffWebhooks, **verification: Any
+) -> Any:
+    """Start a session, deliver a signed decision webhook for it; the video step's result."""
+    session = await verifier.start(applicant())
+    await verifier.wait_idle()
+    body = decision_webhook(f"{session.session_id}:video:1", **verification)
+    for event in await handler.parse(delivery(body)):
+        await verifier.handle_event(event)
+    await verifier.wait(session.session_id)
+    return (await verifier.get(session.session_id)).step("video").result
 
 
 class TestEndToEnd:
@@ -339,3 +400,175 @@ class TestEndToEnd:
             await handler.parse(forged)
         stored = await verifier.get(session.session_id)
         assert stored.step("video").state is StepState.WAITING
+
+
+class TestDocumentHolder:
+    async def test_own_document_passes(
+        self,
+        handler: VeriffWebhooks,
+        veriff_verifier: tuple[Verifier, respx.Router],
+    ) -> None:
+        """An approval on the applicant's own document passes, with document_holder_match."""
+        verifier, _ = veriff_verifier
+        result = await decide_by_webhook(verifier, handler, person=OWN)
+        assert result.status is ResultStatus.PASSED
+        assert result.signal_names == (
+            "liveness_passed",
+            "face_match",
+            "document_holder_match",
+        )
+        assert result.signals[-1].detail == "name,national_id,date_of_birth"
+        assert result.facts["document_holder"] == "match"
+
+    @pytest.mark.parametrize(
+        ("person", "fields"),
+        [
+            ({**OWN, "firstName": "LEI", "lastName": "ZHAO"}, "name"),
+            ({**OWN, "idNumber": "440305199606306313"}, "national_id"),
+            ({**OWN, "dateOfBirth": "1996-06-30"}, "date_of_birth"),
+            (STRANGER, "name,national_id,date_of_birth"),
+        ],
+    )
+    async def test_someone_elses_document_fails(
+        self,
+        handler: VeriffWebhooks,
+        veriff_verifier: tuple[Verifier, respx.Router],
+        person: dict[str, str],
+        fields: str,
+    ) -> None:
+        """Veriff approves a face that matches its document, but the document is not the applicant's: failed."""
+        verifier, _ = veriff_verifier
+        result = await decide_by_webhook(verifier, handler, person=person)
+        assert result.status is ResultStatus.FAILED
+        assert result.signal_names == (
+            "liveness_passed",
+            "face_match",
+            "document_holder_mismatch",
+        )
+        assert result.signals[-1].detail == fields
+        assert result.facts["document_holder"] == "mismatch"
+        assert "the ID document's holder is not the applicant" in result.detail
+
+    @pytest.mark.parametrize(
+        "person",
+        [None, {"firstName": None, "lastName": None}, {"dateOfBirth": "1990-03-07"}],
+    )
+    async def test_nothing_to_compare_is_unknown(
+        self,
+        handler: VeriffWebhooks,
+        veriff_verifier: tuple[Verifier, respx.Router],
+        person: dict[str, str] | None,
+    ) -> None:
+        """Without the name or ID number, the approval passes as before, marked document_holder_unknown."""
+        verifier, _ = veriff_verifier
+        result = await decide_by_webhook(verifier, handler, person=person)
+        assert result.status is ResultStatus.PASSED
+        assert result.signal_names[-1] == "document_holder_unknown"
+        assert result.facts["document_holder"] == "unknown"
+        assert result.facts["document_holder_name"] == "not_checked"
+
+    async def test_declines_are_unaffected(
+        self,
+        handler: VeriffWebhooks,
+        veriff_verifier: tuple[Verifier, respx.Router],
+    ) -> None:
+        """A decline on a stranger's document is the decline it was, with no holder check."""
+        verifier, _ = veriff_verifier
+        result = await decide_by_webhook(
+            verifier,
+            handler,
+            status="declined",
+            code=9102,
+            reasonCode=103,
+            person=STRANGER,
+        )
+        assert result.status is ResultStatus.FAILED
+        assert result.signal_names == ("face_mismatch",)
+        assert "document_holder" not in result.facts
+
+    async def test_webhooks_of_another_integration_compare_nothing(
+        self, veriff_verifier: tuple[Verifier, respx.Router]
+    ) -> None:
+        """Digests made under another secret than the provider's are not compared: unknown."""
+        verifier, _ = veriff_verifier
+        other = VeriffWebhooks("other-secret")
+        session = await verifier.start(applicant())
+        await verifier.wait_idle()
+        body = decision_webhook(f"{session.session_id}:video:1", person=STRANGER)
+        for event in await other.parse(delivery(body, secret="other-secret")):
+            assert event.data["holder"]["key_id"] == HolderKey("other-secret").key_id
+            await verifier.handle_event(event)
+        await verifier.wait(session.session_id)
+        result = (await verifier.get(session.session_id)).step("video").result
+        assert result is not None
+        assert result.status is ResultStatus.PASSED
+        assert result.signal_names[-1] == "document_holder_unknown"
+
+    async def test_polled_decision_is_compared(self) -> None:
+        """With no webhook, the polled approval of a stranger's document fails the step too."""
+        clock = FakeClock()
+        async with verifier_on_veriff(clock=clock) as (verifier, router):
+            router.get(
+                f"https://stationapi.veriff.com/v1/sessions/{SESSION}/decision"
+            ).respond(
+                200,
+                json=decision_webhook(person=STRANGER, document=STRANGER_DOCUMENT),
+            )
+            session = await verifier.start(applicant())
+            await verifier.wait_idle()
+            await clock.advance(60)
+            verdict = await verifier.wait(session.session_id)
+            result = (await verifier.get(session.session_id)).step("video").result
+        assert verdict.outcome is Outcome.REJECTED
+        assert result is not None
+        assert result.status is ResultStatus.FAILED
+        assert result.signal_names[-1] == "document_holder_mismatch"
+
+    async def test_no_value_persisted_or_logged(
+        self,
+        tmp_path: Path,
+        handler: VeriffWebhooks,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The stranger's name, numbers and birth date reach no event, store file, audit entry, repr or log."""
+        caplog.set_level(logging.DEBUG)
+        clock = FakeClock()
+        store = SqliteStore(tmp_path / "sessions.db")
+        webhook = decision_webhook(person=STRANGER, document=STRANGER_DOCUMENT)
+        async with verifier_on_veriff(store=store, clock=clock) as (verifier, router):
+            router.get(
+                f"https://stationapi.veriff.com/v1/sessions/{SESSION}/decision"
+            ).respond(200, json=webhook)
+            by_hook = await verifier.start(applicant())
+            await verifier.wait_idle()
+            body = decision_webhook(
+                f"{by_hook.session_id}:video:1",
+                person=STRANGER,
+                document=STRANGER_DOCUMENT,
+            )
+            events = await handler.parse(delivery(body))
+            for event in events:
+                await verifier.handle_event(event)
+            await verifier.wait(by_hook.session_id)
+            by_poll = await verifier.start(applicant())
+            await verifier.wait_idle()
+            await clock.advance(60)  # its poll finds the decision
+            await verifier.wait(by_poll.session_id)
+            kept = [json.dumps(dict(event.data)) + repr(event) for event in events]
+            for session_id in (by_poll.session_id, by_hook.session_id):
+                session = await verifier.get(session_id)
+                result = session.step("video").result
+                assert result is not None
+                assert result.status is ResultStatus.FAILED
+                kept.append(session_to_json(session) + repr(session))
+                kept += [
+                    event.body + repr(event)
+                    for event in await store.audit_events(session_id)
+                ]
+        kept += files_in(tmp_path)
+        kept += [
+            record.getMessage() + repr(record.__dict__) for record in caplog.records
+        ]
+        text = "\n".join(kept)
+        for value in STRANGER_VALUES:
+            assert value not in text, value

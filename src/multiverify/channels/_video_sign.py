@@ -28,11 +28,15 @@ from ..exceptions import (
     ProviderResponseError,
 )
 from ..providers import (
+    HolderKey,
+    IdentityMatch,
+    MatchResult,
     VideoDecision,
     VideoSession,
     VideoSessionRequest,
     VideoSignProvider,
     VideoStatus,
+    compare_holder,
 )
 from ._base import (
     Finished,
@@ -135,6 +139,34 @@ def _signals(decision: VideoDecision) -> list[Signal]:
     return signals
 
 
+def _holder_outcome(holder: IdentityMatch) -> str:
+    """``mismatch`` (a field differs), ``match`` (the name or ID number matched, nothing differs) or ``unknown``."""
+    if holder.mismatched:
+        return "mismatch"
+    if MatchResult.MATCH in (holder.name, holder.national_id):
+        return "match"
+    return "unknown"
+
+
+def _holder_signal(holder: IdentityMatch) -> Signal:
+    outcome = _holder_outcome(holder)
+    fields = {
+        "mismatch": holder.mismatched,
+        "match": holder.matched,
+        "unknown": holder.checked,
+    }[outcome]
+    return Signal(name=f"document_holder_{outcome}", detail=",".join(fields))
+
+
+def _holder_facts(holder: IdentityMatch) -> dict[str, str]:
+    return {
+        "document_holder": _holder_outcome(holder),
+        "document_holder_name": holder.name.value,
+        "document_holder_national_id": holder.national_id.value,
+        "document_holder_date_of_birth": holder.date_of_birth.value,
+    }
+
+
 def _detail(decision: VideoDecision) -> str:
     text = f"{decision.provider} {decision.status.value.replace('_', ' ')}"
     if decision.reason_code or decision.reason:
@@ -158,9 +190,17 @@ def _statement_evidence(state: VideoSignState) -> Evidence:
 
 
 def _result(
-    state: VideoSignState, decision: VideoDecision, *, detail: str | None = None
+    state: VideoSignState,
+    decision: VideoDecision,
+    *,
+    detail: str | None = None,
+    holder: IdentityMatch | None = None,
 ) -> ChannelResult:
-    """The step's result for a vendor decision: total over every status."""
+    """The step's result for a vendor decision: total over every status.
+
+    ``holder`` is how the ID document's holder matched the applicant, for
+    an approval whose vendor reports the holder: a mismatch fails the step.
+    """
     evidence = [
         _session_evidence(state),
         Evidence(
@@ -185,23 +225,36 @@ def _result(
         if decision.face_match_score is not None
         else decision.decision_score
     )
+    status = _STATUS[decision.status]
+    signals = _signals(decision)
+    detail = detail or _detail(decision)
+    facts: dict[str, Any] = {
+        "vendor_session_id": state.session_id,
+        "decision": decision.status.value,
+        "code": decision.code,
+        "reason_code": decision.reason_code,
+        "liveness_score": decision.liveness_score,
+        "face_match_score": decision.face_match_score,
+        "statement_score": decision.statement_score,
+        "resubmissions": len(state.resubmissions),
+    }
+    if holder is not None:
+        signals.append(_holder_signal(holder))
+        facts.update(_holder_facts(holder))
+        if holder.mismatched:
+            status = ResultStatus.FAILED
+            detail += (
+                "; the ID document's holder is not the applicant "
+                f"({', '.join(holder.mismatched)} differ)"
+            )
     return ChannelResult(
-        status=_STATUS[decision.status],
-        signals=_signals(decision),
+        status=status,
+        signals=signals,
         score=score,
         evidence=evidence,
         provider=state.provider,
-        detail=detail or _detail(decision),
-        facts={
-            "vendor_session_id": state.session_id,
-            "decision": decision.status.value,
-            "code": decision.code,
-            "reason_code": decision.reason_code,
-            "liveness_score": decision.liveness_score,
-            "face_match_score": decision.face_match_score,
-            "statement_score": decision.statement_score,
-            "resubmissions": len(state.resubmissions),
-        },
+        detail=detail,
+        facts=facts,
     )
 
 
@@ -410,7 +463,8 @@ class VideoSignChannel:
                 state = attrs.evolve(state, stray=(*state.stray, stray))
             return self._waiting(context, state, now=now, poll=polled)
         if decision.status is not VideoStatus.RESUBMISSION_REQUESTED:
-            return Finished(result=_result(state, decision), state=state)
+            holder = self._holder(context, state, decision)
+            return Finished(result=_result(state, decision, holder=holder), state=state)
         key = decision.attempt_id or (
             decision.decided_at.isoformat() if decision.decided_at else "unnamed"
         )
@@ -427,6 +481,17 @@ class VideoSignChannel:
                 state=state,
             )
         return self._waiting(context, state, now=now, poll=polled)
+
+    def _holder(
+        self, context: StepContext, state: VideoSignState, decision: VideoDecision
+    ) -> IdentityMatch | None:
+        """How an approval's document holder matches the applicant; ``None`` when the vendor reports no holder."""
+        if decision.status is not VideoStatus.APPROVED or decision.holder is None:
+            return None
+        key = getattr(self._providers.get(state.provider), "holder_key", None)
+        if not isinstance(key, HolderKey):
+            return IdentityMatch()  # nothing to digest the applicant with: unknown
+        return compare_holder(decision.holder, context.applicant, key)
 
     async def _poll(
         self, context: StepContext, state: VideoSignState, *, now: datetime

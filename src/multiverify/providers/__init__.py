@@ -37,6 +37,11 @@ from ._bureau_presets import (
     BureauPreset,
     bureau_preset,
 )
+from ._holder import (
+    DocumentHolder,
+    HolderKey,
+    compare_holder,
+)
 from ._sms import (
     CheckOutcome,
     SmsMessage,
@@ -120,8 +125,10 @@ __all__ = [
     "CallStatus",
     "CheckOutcome",
     "Delinquencies",
+    "DocumentHolder",
     "FileStatus",
     "Gather",
+    "HolderKey",
     "HttpBureau",
     "IdentityMatch",
     "InquiryCount",
@@ -156,6 +163,7 @@ __all__ = [
     "acs3_authorization",
     "bureau_preset",
     "callback_url",
+    "compare_holder",
     "ncco",
     "parse_veriff_decision",
     "percent_encode",

@@ -32,6 +32,29 @@ the one this provider polls). Declines and resubmissions carry
 not appear to match document photo", 202 "Face not clearly visible").
 After nine resubmissions Veriff declines the tenth with code 539.
 
+The document's holder (https://devdocs.veriff.com/docs/decision-webhook,
+the same object from the decision endpoint): ``verification.person`` has
+``firstName``, ``lastName``, ``fullName``, ``idNumber`` (the national
+identification number) and ``dateOfBirth`` (``YYYY-MM-DD``), each ``null``
+when Veriff read none; ``verification.document`` has ``number``
+(``[a-zA-Z0-9]`` only), ``type`` (``PASSPORT``, ``ID_CARD``...), ``country``
+(ISO 3166 alpha-2) and ``validUntil``; either object may be ``null``. Veriff
+compares the face with the document's photo, not the document with the
+applicant: of an approval, the name, ID number, document number and birth
+date are kept only as keyed digests
+([`DocumentHolder`][multiverify.providers.DocumentHolder], under a key
+derived from the shared secret) for the channel to compare with the
+applicant; nothing else of the two objects is read.
+
+``POST /v1/sessions`` also takes ``verification.person`` (``firstName``,
+``lastName``, ``idNumber``, ``dateOfBirth``, ``gender``, ``email``,
+``phoneNumber``...: https://devdocs.veriff.com/apidocs/v1sessions). It is not
+sent: the identity verification this provider uses needs none of it, and
+Veriff's person data may be "extracted or input via initData"
+(https://devdocs.veriff.com/apidocs/v1sessionsidperson-1), so a decision's
+``person`` could echo the applicant's own data back instead of the
+document's, and the comparison would prove nothing.
+
 Idempotency: ``POST /v1/sessions`` takes no idempotency key and Veriff has
 no call that lists sessions by ``vendorData``, so a create whose answer was
 lost cannot be looked up: retrying it opens a second session. The channel
@@ -53,6 +76,7 @@ import httpx
 
 from .._http import error_for_response, exchange
 from ..exceptions import ProviderResponseError, ProviderUnavailableError
+from ._holder import DocumentHolder, HolderKey
 from ._video import (
     VideoDecision,
     VideoSession,
@@ -161,16 +185,42 @@ def _score(value: Any) -> float | None:
     return None
 
 
+def _given(data: Any, name: str) -> str | None:
+    if not isinstance(data, Mapping):
+        return None
+    value = data.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _holder(verification: Mapping[str, Any], key: HolderKey) -> DocumentHolder:
+    person = verification.get("person")
+    document = verification.get("document")
+    return DocumentHolder.read(
+        key,
+        given_name=_given(person, "firstName"),
+        family_name=_given(person, "lastName"),
+        full_name=_given(person, "fullName"),
+        national_id=_given(person, "idNumber"),
+        document_number=_given(document, "number"),
+        date_of_birth=_given(person, "dateOfBirth"),
+    )
+
+
 def parse_veriff_decision(
     verification: Mapping[str, Any],
     *,
     provider: str = "veriff",
     media_base: str = "https://stationapi.veriff.com",
+    holder_key: HolderKey | None = None,
 ) -> VideoDecision:
     """Turn a decision's ``verification`` object into a [`VideoDecision`][multiverify.providers.VideoDecision].
 
-    The person and document data in the object are left out. An approval's
-    stale ``reason`` (Veriff may repeat an earlier attempt's) is dropped.
+    The person and document data in the object are left out; with
+    ``holder_key``, an approval keeps the document holder's name, ID
+    number, document number and birth date as digests under it
+    (``holder``), for the channel to compare with the applicant. An
+    approval's stale ``reason`` (Veriff may repeat an earlier attempt's) is
+    dropped.
 
     Raises:
         ProviderResponseError: no session id, no usable status, or a
@@ -213,6 +263,9 @@ def parse_veriff_decision(
         decision_score=_score(verification.get("decisionScore")),
         media=(f"{media_base.rstrip('/')}/v1/sessions/{session_id}/media",),
         decided_at=_decided_at(verification.get("decisionTime"), provider),
+        holder=_holder(verification, holder_key)
+        if holder_key is not None and status is VideoStatus.APPROVED
+        else None,
     )
 
 
@@ -260,6 +313,7 @@ class Veriff:
         self._name = provider
         self._owns_client = client is None
         self._client = client if client is not None else httpx.AsyncClient(timeout=10.0)
+        self._holder_key = HolderKey(shared_secret)
 
     def __repr__(self) -> str:
         return f"<multiverify.providers.Veriff({self._name}, {self.base_url})>"
@@ -274,11 +328,18 @@ class Veriff:
         """Seven days: how long a Veriff session stays open."""
         return _SEVEN_DAYS
 
+    @property
+    def holder_key(self) -> HolderKey:
+        """The key of the document holder's digests (from the shared secret, as the webhooks' is)."""
+        return self._holder_key
+
     async def create_session(self, request: VideoSessionRequest, /) -> VideoSession:
         """Open a Veriff session whose ``vendorData`` is the attempt's reference.
 
-        No name or ID number is sent: Veriff reads them from the document
-        the applicant shows and matches the face against it.
+        No name, ID number or birth date is sent (``verification.person``
+        stays out): Veriff reads them from the document the applicant shows
+        and matches the face against it; the channel then compares that
+        document's holder with the applicant.
 
         Raises:
             ProviderError: mapped from the HTTP status and Veriff's code;
@@ -329,7 +390,10 @@ class Veriff:
         if verification.get("status") in PROGRESS_STATUSES:
             return None
         return parse_veriff_decision(
-            verification, provider=self._name, media_base=self.base_url
+            verification,
+            provider=self._name,
+            media_base=self.base_url,
+            holder_key=self._holder_key,
         )
 
     async def aclose(self) -> None:

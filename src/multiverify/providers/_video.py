@@ -4,7 +4,9 @@ A [`VideoSignProvider`][multiverify.providers.VideoSignProvider] opens a
 vendor session for one attempt and later reports its
 [`VideoDecision`][multiverify.providers.VideoDecision]. Decisions carry no
 personal data and no media: only the vendor's verdict, its codes, the scores
-it gave and references to the media, which stays with the vendor.
+it gave, references to the media, which stays with the vendor, and for a
+vendor that reads the applicant's ID document, its holder as keyed digests
+([`DocumentHolder`][multiverify.providers.DocumentHolder]).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 import attrs
 
 from ..exceptions import ProviderResponseError
+from ._holder import DocumentHolder
 
 __all__ = [
     "VideoDecision",
@@ -148,6 +151,11 @@ class VideoDecision:
         media: references to the session's media at the vendor (never the
             media itself).
         decided_at: when the vendor decided, if it says.
+        holder: who holds the ID document the vendor read, as keyed
+            digests, for an approval by a vendor that compares the face
+            with the document only (Veriff); ``None`` when the vendor does
+            not report it (Tencent FaceID checks the applicant's name and ID
+            number against the register itself).
     """
 
     provider: str
@@ -167,6 +175,7 @@ class VideoDecision:
     decision_score: float | None = None
     media: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     decided_at: datetime | None = None
+    holder: DocumentHolder | None = None
 
     def to_data(self) -> dict[str, Any]:
         """The decision as plain JSON values, for a [`ProviderEvent`][multiverify.channels.ProviderEvent]."""
@@ -190,6 +199,7 @@ class VideoDecision:
             "decided_at": None
             if self.decided_at is None
             else self.decided_at.isoformat(),
+            "holder": None if self.holder is None else self.holder.to_data(),
         }
 
     @classmethod
@@ -225,6 +235,13 @@ class VideoDecision:
                 provider=provider,
                 field="decided_at",
             ) from None
+        holder = data.get("holder")
+        if holder is not None and not isinstance(holder, Mapping):
+            raise ProviderResponseError(
+                message="decision field 'holder' is not an object",
+                provider=provider,
+                field="holder",
+            )
         return cls(
             provider=provider,
             session_id=_text(data, "session_id", required=True) or "",
@@ -243,6 +260,7 @@ class VideoDecision:
             decision_score=_float(data, "decision_score"),
             media=media,
             decided_at=decided_at,
+            holder=None if holder is None else DocumentHolder.from_data(holder),
         )
 
 

@@ -162,7 +162,11 @@ def _reply(
         url = record.challenge.url if record.challenge is not None else None
         if url is None:
             return None
-        return _later(verifier, persona.video_delay * speed, lambda: video.open(url))
+        return _later(
+            verifier,
+            persona.video_delay * speed,
+            lambda: video.open(url, holder=persona.applicant),
+        )
     if channel == "video_sign" and persona.completes_video:
         event = ProviderEvent(
             session_id=session_id,

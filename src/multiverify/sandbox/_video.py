@@ -9,7 +9,10 @@ run against it unchanged. When the applicant opens a session's link
 ([`open`][multiverify.sandbox.SandboxVideoVendor.open]) it plays one of the
 video personas and sends HMAC-signed event and decision webhooks to the
 verifier it is connected to, through the real
-[`VeriffWebhooks`][multiverify.webhooks.VeriffWebhooks] handler.
+[`VeriffWebhooks`][multiverify.webhooks.VeriffWebhooks] handler. An approval
+names the holder of the document shown (``verification.person``): the
+applicant given to ``open``, or, for the ``wrong-holder`` persona, somebody
+else (a fraudster showing their own ID and face under a victim's name).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..providers import Veriff, veriff_signature
 from ..webhooks import VeriffWebhooks, WebhookRequest
 
 if TYPE_CHECKING:
+    from .._applicant import Applicant
     from .._verifier import Verifier
 
 __all__ = [
@@ -54,6 +58,8 @@ class _Step:
     code: int = 0
     reason_code: int | None = None
     reason: str | None = None
+    other_holder: bool = False
+    """The document shown is somebody else's, not the applicant's."""
 
 
 def _decision(
@@ -97,13 +103,46 @@ _VIDEO_PERSONAS: Mapping[str, tuple[_Step, ...]] = {
         _decision(0.3, "approved", 9001),
     ),
     "abandons": (_STARTED, _decision(0.5, "abandoned", 9104)),
+    "wrong-holder": (
+        _STARTED,
+        _SUBMITTED,
+        _Step(delay=0.3, status="approved", code=9001, other_holder=True),
+    ),
 }
 # How the applicant behaves in the video session, by persona: what the vendor reports, in order.
 
 
+# Whose document the wrong-holder persona shows: a made-up person, never an applicant's.
+_OTHER_PERSON: Mapping[str, Any] = {
+    "firstName": "Ming",
+    "lastName": "Sun",
+    "fullName": "Sun Ming",
+    "idNumber": "650102198807014417",
+    "dateOfBirth": "1988-07-01",
+}
+
+
 def video_personas() -> tuple[str, ...]:
-    """The video personas: ``passes``, ``fails-liveness``, ``face-mismatch``, ``resubmission``, ``abandons``."""
+    """The video personas: ``passes``, ``fails-liveness``, ``face-mismatch``, ``resubmission``, ``abandons``, ``wrong-holder``."""
     return tuple(_VIDEO_PERSONAS)
+
+
+def _person(holder: Applicant) -> dict[str, Any]:
+    """``verification.person`` as Veriff reads it off ``holder``'s ID card (family name first)."""
+    family, _, given = holder.name.partition(" ")
+    return {
+        "firstName": given or None,
+        "lastName": family,
+        "fullName": holder.name,
+        "idNumber": holder.national_id,
+        "dateOfBirth": holder.date_of_birth.isoformat(),
+    }
+
+
+def _document(person: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if person is None:
+        return None
+    return {"number": person["idNumber"], "type": "ID_CARD", "country": "CN"}
 
 
 class SandboxVideoSignChannel(VideoSignChannel):
@@ -119,6 +158,7 @@ class _Session:
     vendor_data: str
     attempts: int = 0
     decision: dict[str, Any] | None = None
+    holder: dict[str, Any] | None = None
 
 
 def _answer(status: int, body: Mapping[str, Any]) -> httpx.Response:
@@ -206,8 +246,14 @@ class SandboxVideoVendor(httpx.AsyncBaseTransport):
         """Send webhooks to ``verifier`` (as an app's webhook route would)."""
         self._verifier = verifier
 
-    async def open(self, url: str) -> None:
+    async def open(self, url: str, *, holder: Applicant | None = None) -> None:
         """The applicant opens a session's link: the persona's session plays out in the background.
+
+        Args:
+            url: the session's link.
+            holder: whose ID document the applicant shows (normally the
+                applicant); an approval reports this person as the
+                document's holder. ``None``: Veriff reads no person data.
 
         Raises:
             ConfigurationError: no session has this link.
@@ -217,6 +263,7 @@ class SandboxVideoVendor(httpx.AsyncBaseTransport):
             raise ConfigurationError(
                 message=f"the sandbox vendor has no session at {url}"
             )
+        session.holder = None if holder is None else _person(holder)
         task = asyncio.ensure_future(self._play(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -332,6 +379,7 @@ class SandboxVideoVendor(httpx.AsyncBaseTransport):
                     }
                 )
                 continue
+            person = dict(_OTHER_PERSON) if step.other_holder else session.holder
             session.decision = {
                 "id": session.session_id,
                 "attemptId": self._attempt(session),
@@ -341,6 +389,8 @@ class SandboxVideoVendor(httpx.AsyncBaseTransport):
                 "reasonCode": step.reason_code,
                 "reason": step.reason,
                 "decisionTime": self._clock.now().isoformat(),
+                "person": person,
+                "document": _document(person),
             }
             await self._send({"status": "success", "verification": session.decision})
 

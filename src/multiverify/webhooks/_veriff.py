@@ -29,6 +29,7 @@ from ..exceptions import (
     WebhookFormatError,
     WebhookSignatureError,
 )
+from ..providers._holder import HolderKey
 from ..providers._veriff import parse_veriff_decision, veriff_signature
 from ._base import WebhookRequest, WebhookResponse
 
@@ -60,7 +61,11 @@ class VeriffWebhooks:
     one signed but malformed with
     [`WebhookFormatError`][multiverify.exceptions.WebhookFormatError].
     Deliveries for sessions this SDK did not open (no ``vendorData`` of
-    ours) give no events.
+    ours) give no events. Of an approval's ``person`` and ``document``, the
+    event keeps only keyed digests of the holder's name, ID number, document
+    number and birth date (the key derived from ``shared_secret``, as the
+    [`Veriff`][multiverify.providers.Veriff] provider's is), which the
+    channel compares with the applicant.
 
     Args:
         shared_secret: the integration's shared secret key.
@@ -86,6 +91,7 @@ class VeriffWebhooks:
         self._api_key = api_key
         self._provider = provider
         self._media_base = media_base
+        self._holder_key = HolderKey(shared_secret)
 
     def __repr__(self) -> str:
         return f"<multiverify.webhooks.VeriffWebhooks({self._provider})>"
@@ -163,7 +169,10 @@ class VeriffWebhooks:
             return []
         try:
             decision = parse_veriff_decision(
-                verification, provider=self._provider, media_base=self._media_base
+                verification,
+                provider=self._provider,
+                media_base=self._media_base,
+                holder_key=self._holder_key,
             )
         except ProviderResponseError as exc:
             raise WebhookFormatError(message=str(exc), vendor=self.vendor) from None
