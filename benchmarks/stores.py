@@ -16,7 +16,10 @@ Figures:
    serially (one session at a time, one upsert at a time), and concurrently
    (``CONCURRENCY`` sessions in flight, against the raw driver with as many
    upserts in flight on a pool of the store's size; SQLite's driver has no
-   concurrency, so its raw figure stays serial).
+   concurrency, so its raw figure stays serial). Both sides first run a
+   tenth as many sessions (or their upserts) untimed, on the same
+   connections: the figure is the steady rate, not the first statements'
+   preparation and the first sessions' compilation.
 2. Worker scaling: N sessions left with their first effect pending (their
    replica died), resumed by one ``multiverify worker`` process, then by two,
    on PostgreSQL. Goal: two workers >= 1.6x one (on two cores). The clock
@@ -157,14 +160,20 @@ async def reachable(label: str, store: SessionStore) -> bool:
     return True
 
 
-async def verifier_rate(store: SessionStore, sessions: int, concurrency: int) -> float:
-    """Transitions per second of the Verifier on ``store``, ``concurrency`` sessions at once."""
+async def verifier_rate(
+    store: SessionStore, sessions: int, concurrency: int, *, warmup: int = 0
+) -> float:
+    """Transitions per second of the Verifier on ``store``, ``concurrency`` sessions at once.
+
+    ``warmup`` sessions run first, untimed, on the same Verifier.
+    """
     verifier = build(store)
 
     async def session(_: int) -> None:
         started = await verifier.start(APPLICANT)
         await verifier.wait(started.session_id)
 
+    await in_flight(warmup, concurrency, session)
     began = time.perf_counter()
     await in_flight(sessions, concurrency, session)
     elapsed = time.perf_counter() - began
@@ -172,26 +181,40 @@ async def verifier_rate(store: SessionStore, sessions: int, concurrency: int) ->
     return sessions * TRANSITIONS_PER_SESSION / elapsed
 
 
-async def raw_rate(kind: str, target: str, sessions: int, concurrency: int) -> float:
-    """Transitions per second of one single-row upsert each, with the raw driver."""
+async def raw_rate(
+    kind: str, target: str, sessions: int, concurrency: int, *, warmup: int = 0
+) -> float:
+    """Transitions per second of one single-row upsert each, with the raw driver.
+
+    The upserts of ``warmup`` sessions run first, untimed, on the same
+    connections; opening them is not timed either.
+    """
     count = sessions * TRANSITIONS_PER_SESSION
+    warm = warmup * TRANSITIONS_PER_SESSION
     body = "x" * 2000  # about a session's JSON
-    began = time.perf_counter()
     if kind == "sqlite":
         db = sqlite3.connect(target)
         # The SqliteStore's own settings, so both write the same way.
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("CREATE TABLE IF NOT EXISTS raw (id TEXT PRIMARY KEY, body TEXT)")
-        for i in range(count):
-            with db:
-                db.execute(
-                    "INSERT INTO raw VALUES (?, ?) ON CONFLICT (id) DO UPDATE "
-                    "SET body = excluded.body",
-                    (f"s{i // 2}", body),
-                )
+
+        def sqlite_upserts(first: int, last: int) -> None:
+            for i in range(first, last):
+                with db:
+                    db.execute(
+                        "INSERT INTO raw VALUES (?, ?) ON CONFLICT (id) DO UPDATE "
+                        "SET body = excluded.body",
+                        (f"s{i // 2}", body),
+                    )
+
+        sqlite_upserts(0, warm)
+        began = time.perf_counter()
+        sqlite_upserts(warm, warm + count)
+        elapsed = time.perf_counter() - began
         db.close()
-    elif kind == "postgres":
+        return count / elapsed
+    if kind == "postgres":
         import asyncpg
 
         async def keep_session(_: object) -> None:
@@ -215,29 +238,31 @@ async def raw_rate(kind: str, target: str, sessions: int, concurrency: int) -> f
         async def pg_upsert(i: int) -> None:
             await pool.execute(upsert, f"s{i // 2}", body)
 
+        await in_flight(warm, concurrency, lambda i: pg_upsert(i + count))
         began = time.perf_counter()
         await in_flight(count, concurrency, pg_upsert)
         elapsed = time.perf_counter() - began
         await pool.execute(f"DROP TABLE {table}")
         await pool.close()
         return count / elapsed
-    else:
-        import redis.asyncio
+    import redis.asyncio
 
-        client = redis.asyncio.Redis.from_url(REDIS)
-        prefix = f"raw:{uuid4().hex[:8]}"
+    client = redis.asyncio.Redis.from_url(REDIS)
+    prefix = f"raw:{uuid4().hex[:8]}"
 
-        async def redis_set(i: int) -> None:
-            await client.set(f"{prefix}:s{i // 2}", body)
+    async def redis_set(i: int) -> None:
+        await client.set(f"{prefix}:s{i // 2}", body)
 
-        await in_flight(count, concurrency, redis_set)
-        elapsed = time.perf_counter() - began
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-        return count / elapsed
-    return count / (time.perf_counter() - began)
+    await client.ping()  # connected before the clock starts
+    await in_flight(warm, concurrency, lambda i: redis_set(i + count))
+    began = time.perf_counter()
+    await in_flight(count, concurrency, redis_set)
+    elapsed = time.perf_counter() - began
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+    return count / elapsed
 
 
 async def drop(kind: str, url: str) -> None:
@@ -271,9 +296,12 @@ async def transitions(sessions: int, concurrency: int) -> None:
             store = store_from_url(url)
             if not await reachable(kind, store):
                 continue
+            warmup = max(sessions // 10, 1)
             try:
-                ours = await verifier_rate(store, sessions, concurrency)
-                raw = await raw_rate(kind, raw_target, sessions, concurrency)
+                ours = await verifier_rate(store, sessions, concurrency, warmup=warmup)
+                raw = await raw_rate(
+                    kind, raw_target, sessions, concurrency, warmup=warmup
+                )
             finally:
                 await store.aclose()
                 await drop(kind, scratch)
@@ -658,17 +686,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     figures = set(args.figure or range(1, 5))
-    sessions = 30 if args.quick else 300
+    sessions = 30 if args.quick else 1000
     if 1 in figures:
         asyncio.run(transitions(sessions, 1))
-        asyncio.run(transitions(sessions if args.quick else 1000, CONCURRENCY))
+        asyncio.run(transitions(sessions, CONCURRENCY))
     if 3 in figures:
         asyncio.run(
             waiting(8 if args.quick else WAITERS, 0.3 if args.quick else TYPING)
         )
     if 4 in figures:
         for concurrency in (1, CONCURRENCY):
-            count = sessions if concurrency == 1 or args.quick else 1000
+            count = sessions
             rounds = 1 if args.quick else ROUNDS
             asyncio.run(notification_cost(count, concurrency, rounds))
             asyncio.run(raw_notify_cost(count, concurrency, rounds))
