@@ -500,6 +500,28 @@ class TestCallsRunAtOnce:
             assert await store.save(make_session("s1"), expected_version=1) == 2
             assert await store.load("s1") == (make_session("s1"), 2)
 
+    async def test_calls_of_many_tasks_in_one_turn_go_to_the_worker(
+        self, tmp_path: Path
+    ) -> None:
+        """One task a turn of the loop runs its calls at once; others calling in that turn queue (and batch)."""
+        here = threading.get_ident()
+        async with SqliteStore(tmp_path / "turns.db") as store:
+            await store.open()
+            await asyncio.sleep(0)  # a turn of its own
+            one_task = [
+                await store._run(thread_of, inline=True),
+                await store._run(thread_of, write=True, inline=True),
+            ]
+            assert one_task == [here, here]
+            await asyncio.sleep(0)
+            first, second, third = await asyncio.gather(
+                *(store._run(thread_of, inline=True) for _ in range(3))
+            )
+            assert first == here
+            assert second == third != here
+            await asyncio.sleep(0)
+            assert await store._run(thread_of, inline=True) == here
+
     async def test_queued_calls_keep_their_order(self, tmp_path: Path) -> None:
         """While the worker has calls queued, a short call queues behind them."""
         async with SqliteStore(tmp_path / "order.db") as store:

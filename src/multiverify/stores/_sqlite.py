@@ -277,7 +277,10 @@ class _Worker:
     A call marked ``inline`` skips the thread when nothing is queued: it runs
     on the caller's thread, on the second connection, unless the write lock
     is taken (another process writing), when it is queued like any other.
-    Queued calls stay in order with it: none is queued when it runs.
+    Queued calls stay in order with it: none is queued when it runs. Only
+    one task a turn of the event loop runs its calls so: the calls other
+    tasks make in that turn queue, so that under load the worker batches
+    them while the loop goes on.
     """
 
     def __init__(self, path: str, *, busy_timeout: float, clock: Clock) -> None:
@@ -292,6 +295,7 @@ class _Worker:
         self._inline_db: sqlite3.Connection | None = None
         self._inline_lock = threading.Lock()
         self._inline_commits = 0
+        self._turn_task: asyncio.Task[Any] | None = None
         # Calls queued and not yet run to their end, under ``_count_lock``.
         self._queued = 0
         self._count_lock = threading.Lock()
@@ -304,10 +308,22 @@ class _Worker:
         inline: bool = False,
     ) -> T:
         if inline and self._inline_db is not None and not self._queued:
-            value = self._run_inline(call, write)
-            if value is not _QUEUE_IT:
-                return cast("T", value)
+            # One task a turn of the loop runs its calls at once: when other
+            # tasks call in the same turn (many sessions at work), theirs
+            # queue for the worker, which writes them in one transaction
+            # while the loop goes on.
+            task = asyncio.current_task()
+            if self._turn_task is None or self._turn_task is task:
+                value = self._run_inline(call, write)
+                if value is not _QUEUE_IT:
+                    if self._turn_task is None:
+                        self._turn_task = task
+                        asyncio.get_running_loop().call_soon(self._next_turn)
+                    return cast("T", value)
         return await self._submit(call, write)
+
+    def _next_turn(self) -> None:
+        self._turn_task = None
 
     async def close(self) -> None:
         """Close the connections and end the thread, once the calls queued so far ran."""
