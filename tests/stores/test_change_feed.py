@@ -163,6 +163,27 @@ async def test_postgres_hears_others_only_with_a_dsn_and_notifications() -> None
     assert not PostgresStore(POSTGRES_URL, notifications=False).notifies_every_writer
 
 
+async def test_postgres_without_asyncpgs_notification_hook_polls(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An asyncpg whose connections have no notification hook leaves waiters polling, and says so."""
+
+    class Connection:
+        """A connection class without ``_process_notification``."""
+
+    class OtherAsyncpg:
+        """An asyncpg module of another make."""
+
+        __version__ = "99.0"
+
+    OtherAsyncpg.Connection = Connection  # type: ignore[attr-defined]
+    other = OtherAsyncpg
+    store = PostgresStore(POSTGRES_URL)
+    monkeypatch.setattr(store, "_asyncpg", other)
+    assert not store.notifies_every_writer
+    assert "passes no notifications to its connection class" in caplog.text
+
+
 async def test_every_session_gets_a_channel_postgres_accepts(
     make_session: Callable[[str], Session],
 ) -> None:

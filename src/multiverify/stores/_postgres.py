@@ -237,8 +237,17 @@ def _listener_class(asyncpg: Any) -> Any:
     ``add_listener``, which sends its own ``LISTEN`` (a round trip per
     channel, one at a time); the listener sends the ``LISTEN`` and
     ``UNLISTEN`` of many sessions in one query instead, so its connection
-    passes every notification to ``on_notification`` itself.
+    passes every notification to ``on_notification`` itself, through
+    asyncpg's own hook for them. ``None`` when this asyncpg has no such
+    hook: the store then hears no other replica, and its waiters poll.
     """
+    if not callable(getattr(asyncpg.Connection, "_process_notification", None)):
+        log.warning(
+            "this asyncpg (%s) passes no notifications to its connection class: "
+            "waiters poll for other replicas' changes",
+            getattr(asyncpg, "__version__", "unknown version"),
+        )
+        return None
 
     class Listener(asyncpg.Connection):  # type: ignore[misc]
         on_notification: Callable[[str], None] | None = None
@@ -539,7 +548,11 @@ class PostgresStore(OpenableStore):
     @property
     def notifies_every_writer(self) -> bool:
         """Whether this store listens for every replica's changes (notifications on, and a dsn to listen with)."""
-        return self._notifying and bool(self._dsn)
+        return (
+            self._notifying
+            and bool(self._dsn)
+            and _listener_class(self._asyncpg) is not None
+        )
 
     def subscribe(
         self, session_id: str, on_change: Callable[[], None], /
