@@ -53,7 +53,10 @@ POLICY = Policy(
     version="1",
     steps=[
         Step(id="pull", channel="http_pull"),
-        Step(id="sms", channel="sms_code", after=["pull"], timeout=10),
+        # Long enough for a start resumed after its replica was killed (the
+        # 3 s lease, then a worker that may be slow on a loaded machine) to
+        # send its SMS before the step times out.
+        Step(id="sms", channel="sms_code", after=["pull"], timeout=20),
     ],
     channels={"http_pull": PULL_SPEC},
     rules=[
