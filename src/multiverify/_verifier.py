@@ -127,7 +127,7 @@ def _finished(session: Session) -> Session | None:
 
 
 class _Watch:
-    """Who waits for a session's changes, and the newest one this Verifier saved."""
+    """Who waits for a session's changes, and the newest version of it this Verifier saved or loaded."""
 
     __slots__ = (
         "count",
@@ -154,6 +154,11 @@ class _Watch:
         self.echoes = 0
         self.unsubscribe: Callable[[], None] | None = None
 
+    def saw(self, session: Session, version: int) -> None:
+        """Note a version of the session a waiter loaded, if newer than the newest known here."""
+        if version > self.version:
+            self.session, self.version = session, version
+
     def wake(self) -> None:
         """Wake every waiter."""
         futures, self.futures = self.futures, []
@@ -177,6 +182,20 @@ class _Watch:
         """
         self.echoes = 0
         self.notices += 1
+        self.wake()
+
+    def confirmed(self, version: int) -> None:
+        """The store listens for the session now, stored at ``version``.
+
+        Notifications sent before may have gone unheard (this Verifier's
+        own saves' among them, so no echo is awaited any more); only a
+        version newer than the newest known here calls for loading it again.
+        The waiters look again either way: one may know an older version
+        than the watch does.
+        """
+        self.echoes = 0
+        if version > self.version:
+            self.notices += 1
         self.wake()
 
 
@@ -966,6 +985,7 @@ class Verifier:
                 session, version = await self._store.load(session_id)
             else:
                 session, version = known
+            watch.saw(session, version)
             loop = asyncio.get_running_loop()
             steady = self._feed is not None and self._feed.notifies_every_writer
             pause = self._first_pause(steady=steady and not recheck)
@@ -1000,6 +1020,7 @@ class Verifier:
                         )
                 else:
                     session, version = polled
+                    watch.saw(session, version)
                     pause = self._first_pause(steady=steady)
         finally:
             watch.count -= 1

@@ -40,6 +40,7 @@ from multiverify.stores import (
     _redis,
     store_from_url,
 )
+from multiverify.stores._base import Subscribers
 from multiverify.stores._postgres import _channel, _listener_class
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
@@ -287,12 +288,14 @@ class Loads:
     def __init__(self, store: SessionStore) -> None:
         self._store = store
         self.returned = asyncio.Event()
+        self.count = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     async def load(self, session_id: str, /) -> tuple[Session, int]:
         found = await self._store.load(session_id)
+        self.count += 1
         self.returned.set()
         return found
 
@@ -356,7 +359,9 @@ async def replicas(shared_url: str) -> AsyncIterator[Replicas]:
 
 # The last query of a PostgreSQL listener's connection: it listens for some
 # sessions, and for others no more.
-LISTENING = "^(UN)?LISTEN "
+# The last query of a listener's connection: its LISTEN and UNLISTEN, or the
+# versions it reads once it listens.
+LISTENING = "^(UN)?LISTEN |^SELECT session_id, version FROM "
 
 
 async def listeners(replicas: Replicas) -> int:
@@ -805,13 +810,13 @@ def noted_listenings(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> li
     """From now on, note every session the store's listener begins to listen for."""
     listened: list[str] = []
     changes = store._changes  # type: ignore[attr-defined]
-    missed = changes.missed
+    confirmed = changes.confirmed
 
-    def noted(session_ids: Any) -> None:
-        listened.extend(session_ids)
-        missed(session_ids)
+    def noted(versions: Any) -> None:
+        listened.extend(versions)
+        confirmed(versions)
 
-    monkeypatch.setattr(changes, "missed", noted)
+    monkeypatch.setattr(changes, "confirmed", noted)
     return listened
 
 
@@ -916,6 +921,67 @@ async def test_a_change_saved_before_the_listener_listens_is_not_missed(
     assert not waiter.done()
     held.set()
     assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
+async def test_a_confirmed_listening_loads_only_a_session_that_moved(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the listening for a waited-for session is confirmed, at the version the waiter knows, it loads nothing; the next change still wakes it."""
+    one = replicas.verifier(0, watch_poll=HOUR)
+    replicas.verifier(1, watch_poll=HOUR)
+    sid = await replicas.waiting()
+    listened = noted_listenings(replicas.stores[0], monkeypatch)
+    waiter = asyncio.ensure_future(one.wait(sid))
+    await replicas.loads.next()  # subscribed, it saw the session waiting
+    loaded = replicas.loads.count
+    deadline = asyncio.get_running_loop().time() + GUARD
+    while sid not in listened:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.005)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert replicas.loads.count == loaded  # the version had not moved
+    assert not waiter.done()
+    decided = await replicas.decide(sid)
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
+def test_confirmations_reach_each_kind_of_subscriber() -> None:
+    """A subscriber with ``confirmed`` gets the version; one with ``missed`` (or when the version is unknown) that; a plain callback a call."""
+    changes = Subscribers()
+    told: list[tuple[str, object]] = []
+
+    class Confirming:
+        def __call__(self) -> None:
+            told.append(("changed", None))
+
+        def missed(self) -> None:
+            told.append(("missed", None))
+
+        def confirmed(self, version: int) -> None:
+            told.append(("confirmed", version))
+
+    class Missing:
+        def __call__(self) -> None:
+            told.append(("changed", None))
+
+        def missed(self) -> None:
+            told.append(("missed only", None))
+
+    async def subscribe() -> None:
+        changes.add("a", Confirming())
+        changes.add("a", Missing())
+        changes.add("a", lambda: told.append(("plain", None)))
+        changes.add("b", Confirming())
+
+    asyncio.run(subscribe())
+    changes.confirmed({"a": 3, "b": None, "nobody": 1})
+    assert told == [
+        ("confirmed", 3),
+        ("missed only", None),
+        ("plain", None),
+        ("missed", None),
+    ]
 
 
 async def test_a_waiter_finds_by_polling_a_verdict_an_earlier_build_saved(

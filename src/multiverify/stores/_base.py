@@ -445,10 +445,13 @@ class ChangeFeed(Protocol):
     meanwhile; one that listens on a channel per session (PostgreSQL,
     Redis) tells a session's subscribers once the server confirms that it
     listens for the session, since a change committed between `subscribe`
-    and then was notified to nobody here. Either calls
+    and then was notified to nobody here. A reconnect calls
     ``on_change.missed()`` where the callback has that method (the
     Verifier's does: it then expects no notification of its own saves any
-    more), ``on_change()`` otherwise.
+    more), ``on_change()`` otherwise; a confirmation reads the session's
+    stored version first and calls ``on_change.confirmed(version)`` where
+    the callback has it (the Verifier then loads the session only if it
+    moved), as a reconnect does otherwise.
 
     `MemoryStore`, `SqliteStore`, `PostgresStore` and `RedisStore` have it.
 
@@ -698,3 +701,20 @@ class Subscribers:
         for session_id in session_ids:
             for on_change in list(self._by_session.get(session_id, {}).values()):
                 getattr(on_change, "missed", on_change)()
+
+    def confirmed(self, versions: Mapping[str, int | None]) -> None:
+        """Tell the subscribers of these sessions that they are listened for now, and at which version each is stored.
+
+        Read after the listening began, the version covers every change a
+        notification may have missed: a callback with a ``confirmed`` method
+        gets it (the Verifier loads the session again only if it moved),
+        one with ``missed`` only that, any other is called. ``None``: the
+        version is not known (the session is missing), as for `missed`.
+        """
+        for session_id, version in versions.items():
+            for on_change in list(self._by_session.get(session_id, {}).values()):
+                confirm = getattr(on_change, "confirmed", None)
+                if confirm is not None and version is not None:
+                    confirm(version)
+                else:
+                    getattr(on_change, "missed", on_change)()

@@ -657,7 +657,15 @@ class PostgresStore(OpenableStore):
                 + _listens("UNLISTEN", (_channel(schema, sid) for sid in ended))
             )
             listening = (listening | started) - ended
-            self._changes.missed(started)  # what changed before it listened
+            if started:
+                # Read once it listens: every change a notification could
+                # have missed shows in the version.
+                try:
+                    rows = await conn.fetch(self._sql.versions, list(started))
+                except self._asyncpg.PostgresError:
+                    rows = []  # no tables yet (made on the store's first use)
+                versions = {row["session_id"]: row["version"] for row in rows}
+                self._changes.confirmed({sid: versions.get(sid) for sid in started})
 
     def _notified(self, session_id: str) -> tuple[str, ...]:
         """The parameter naming the session's channel, for a create or save that notifies."""
@@ -1099,6 +1107,10 @@ class _Sql:
             f"{writes(6)}{schedules(12)} SELECT count(*) FROM s{notifies(15)}"
         )
         self.load = f"SELECT body, version FROM {s}.sessions WHERE session_id = $1"
+        self.versions = (
+            f"SELECT session_id, version FROM {s}.sessions "
+            "WHERE session_id = ANY($1::text[])"
+        )
         # $6: the effects completed, $7: the timer fired (or null), $17: the
         # timers cancelled; a timer scheduled again ($14) is moved, not removed.
         self.save = (

@@ -895,11 +895,18 @@ class RedisStore(OpenableStore):
         """Stay subscribed to the sessions' channels for as long as the store is open."""
         pause = _RESUBSCRIBE_FIRST
 
+        confirming: set[asyncio.Task[None]] = set()
+
         def confirmed(channel: str) -> None:
             nonlocal pause
             pause = _RESUBSCRIBE_FIRST
-            # What changed before the subscription took effect.
-            self._changes.missed([channel.removeprefix(self._channels)])
+            # What changed before the subscription took effect shows in the
+            # version, read now that it has.
+            task = asyncio.ensure_future(
+                self._confirm(channel.removeprefix(self._channels))
+            )
+            confirming.add(task)
+            task.add_done_callback(confirming.discard)
 
         while True:
             pubsub = self._client.pubsub()
@@ -928,6 +935,9 @@ class RedisStore(OpenableStore):
                 if reader is not None:
                     reader.cancel()
                     await asyncio.gather(reader, return_exceptions=True)
+                for task in list(confirming):
+                    task.cancel()
+                await asyncio.gather(*confirming, return_exceptions=True)
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             await self._clock.sleep(pause)
             pause = min(pause * 2, _RESUBSCRIBE_MAX)
@@ -955,6 +965,16 @@ class RedisStore(OpenableStore):
                 moved.cancel()
             if reader.done():
                 return reader.result()  # its error: it reads until one
+
+    async def _confirm(self, session_id: str) -> None:
+        """Tell the session's subscribers it is listened for, and its stored version (unknown if unreadable)."""
+        try:
+            version = await self._client.hget(
+                self._key("session", session_id), "version"
+            )
+        except Exception:  # noqa: BLE001 - told then as after a reconnect: they load it
+            version = None
+        self._changes.confirmed({session_id: None if version is None else int(version)})
 
     async def _read(self, pubsub: Any, confirmed: Callable[[str], None]) -> None:
         """Hand every message to the sessions' subscribers, and every subscription's confirmation to ``confirmed``."""
