@@ -28,7 +28,7 @@ from conftest import (
 from test_replica_races import applicant
 
 from multiverify import Policy, Session, Step, Verifier
-from multiverify.exceptions import ConcurrentUpdateError
+from multiverify.exceptions import ConcurrentUpdateError, StoreUnavailableError
 from multiverify.stores import (
     ChangeFeed,
     MemoryStore,
@@ -627,6 +627,31 @@ async def test_a_redis_listener_refused_its_channel_tries_again(
         finally:
             await store.aclose()
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_redis_confirmation_without_the_version_tells_the_subscribers_anyway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the session's version cannot be read once the subscription is confirmed, its subscribers are told as after a reconnect."""
+    prefix = f"mvt{uuid4().hex[:8]}"
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    try:
+        try:
+            await store.schema_version()
+        except StoreUnavailableError as exc:
+            service_missing("redis", str(exc))
+
+        async def unreadable(*args: Any) -> Any:
+            raise redis.exceptions.ConnectionError("gone for a moment")
+
+        monkeypatch.setattr(store._client, "hget", unreadable)
+        heard = Heard()
+        store.subscribe("s1", heard)
+        await heard.next()
+        assert heard.count == 1
+    finally:
+        await store.aclose()
+        await delete_redis_prefix(prefix)
 
 
 class DeafFeed:
