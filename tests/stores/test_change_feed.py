@@ -27,7 +27,7 @@ from conftest import (
 )
 from test_replica_races import applicant
 
-from multiverify import Policy, Session, Step, Verifier
+from multiverify import Policy, Session, Step, Verdict, Verifier
 from multiverify.exceptions import ConcurrentUpdateError, StoreUnavailableError
 from multiverify.stores import (
     ChangeFeed,
@@ -336,6 +336,18 @@ class Replicas:
         await two.challenge(started.session_id, "sms")
         return started.session_id
 
+    async def waited_for(self) -> tuple[Verifier, str, asyncio.Future[Verdict]]:
+        """The first replica, never polling, waits for a session the second started; returned once it saw the session waiting.
+
+        The second replica, never polling either, is ready to decide it.
+        """
+        one = self.verifier(0, watch_poll=HOUR)
+        self.verifier(1, watch_poll=HOUR)
+        sid = await self.waiting()
+        waiter = asyncio.ensure_future(one.wait(sid))
+        await self.loads.next()
+        return one, sid, waiter
+
     async def decide(self, sid: str) -> Session:
         """The second replica takes the code."""
         return await self.verifiers[1].submit(sid, "sms", {"code": "1"})
@@ -389,7 +401,7 @@ async def listeners(replicas: Replicas) -> int:
 
 
 async def cut_listener(replicas: Replicas) -> None:
-    """Kill the first replica's listening connection on the server."""
+    """Kill the first replica's listening connection on the server; return once its listener pauses."""
     if replicas.url.startswith("postgresql"):
         conn = await _pg_connect()
         try:
@@ -413,17 +425,15 @@ async def cut_listener(replicas: Replicas) -> None:
         finally:
             await client.aclose()
     assert len(killed) == 1
+    while not replicas.clock.sleeping_tasks():  # noqa: ASYNC110 - the listener saw the loss
+        await asyncio.sleep(0)
 
 
 async def test_a_waiter_wakes_when_another_replica_decides(
     replicas: Replicas,
 ) -> None:
     """``wait`` on replica 1, which never polls, returns once replica 2 saves the verdict."""
-    one = replicas.verifier(0, watch_poll=HOUR)
-    replicas.verifier(1, watch_poll=HOUR)
-    sid = await replicas.waiting()
-    waiter = asyncio.ensure_future(one.wait(sid))
-    await replicas.loads.next()  # it saw the session waiting, and waits
+    _, sid, waiter = await replicas.waited_for()
     assert not waiter.done()
     decided = await replicas.decide(sid)
     assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
@@ -443,8 +453,6 @@ async def test_a_lost_listener_falls_back_to_polling_and_listens_again(
     assert await listeners(replicas) == 1
 
     await cut_listener(replicas)
-    while not replicas.clock.sleeping_tasks():  # noqa: ASYNC110 - the listener saw the loss
-        await asyncio.sleep(0)
     assert await listeners(replicas) == 0
     sid = await replicas.waiting()
     waiter = asyncio.ensure_future(polling.wait(sid))
@@ -468,17 +476,11 @@ async def test_a_waiter_wakes_when_listening_again_after_its_own_save_went_unhea
     replicas: Replicas,
 ) -> None:
     """A change of replica 1's own and one of replica 2's, both saved while its listener was cut: listening again wakes its waiter (the lost notice of its own save hides nothing)."""
-    one = replicas.verifier(0, watch_poll=HOUR)
-    replicas.verifier(1, watch_poll=HOUR)
-    sid = await replicas.waiting()
-    waiter = asyncio.ensure_future(one.wait(sid))
-    await replicas.loads.next()  # it saw the session waiting, and waits
+    one, sid, waiter = await replicas.waited_for()
     while await listeners(replicas) != 1:  # noqa: ASYNC110 - the listener is up
         await asyncio.sleep(0)
 
     await cut_listener(replicas)
-    while not replicas.clock.sleeping_tasks():  # noqa: ASYNC110 - the listener saw the loss
-        await asyncio.sleep(0)
     await one.submit(sid, "sms", {"code": "2"})  # a wrong code, saved here
     decided = await replicas.decide(sid)
     assert not waiter.done()
@@ -523,11 +525,7 @@ async def test_two_schemas_or_prefixes_do_not_cross_talk(shared_url: str) -> Non
 
 async def test_aclose_leaves_no_task_running(replicas: Replicas) -> None:
     """Closing the stores stops their listeners: no task is left."""
-    one = replicas.verifier(0, watch_poll=HOUR)
-    replicas.verifier(1, watch_poll=HOUR)
-    sid = await replicas.waiting()
-    waiter = asyncio.ensure_future(one.wait(sid))
-    await replicas.loads.next()
+    _, sid, waiter = await replicas.waited_for()
     decided = await replicas.decide(sid)
     assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
     await replicas.aclose()
@@ -902,8 +900,6 @@ async def test_a_listener_cut_listens_again_for_every_session_waited_for(
     await one.next()
     await two.next()
     await cut_listener(replicas)
-    while not replicas.clock.sleeping_tasks():  # noqa: ASYNC110 - the listener saw the loss
-        await asyncio.sleep(0)
     await other.create(make_session("one"))  # while nobody listens: unheard
     await replicas.clock.advance(60)  # the pause before listening again
     await one.next()  # told: it may have missed changes
@@ -952,12 +948,8 @@ async def test_a_confirmed_listening_loads_only_a_session_that_moved(
     replicas: Replicas, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once the listening for a waited-for session is confirmed, at the version the waiter knows, it loads nothing; the next change still wakes it."""
-    one = replicas.verifier(0, watch_poll=HOUR)
-    replicas.verifier(1, watch_poll=HOUR)
-    sid = await replicas.waiting()
     listened = noted_listenings(replicas.stores[0], monkeypatch)
-    waiter = asyncio.ensure_future(one.wait(sid))
-    await replicas.loads.next()  # subscribed, it saw the session waiting
+    _, sid, waiter = await replicas.waited_for()
     loaded = replicas.loads.count
     deadline = asyncio.get_running_loop().time() + GUARD
     while sid not in listened:
