@@ -175,7 +175,7 @@ class _Watch:
         self.wake()
 
     def missed(self) -> None:
-        """The store's listener connected again: any notification may have been lost.
+        """The store's listener listens again, at a version it could not read: any notification may have been lost.
 
         The echoes still awaited among them: counted, they would hide the
         next notifications, of other replicas' changes.

@@ -440,18 +440,16 @@ class ChangeFeed(Protocol):
     says only that the session changed (PostgreSQL and Redis send its id and
     nothing else): it may come twice, or for a change already seen, and it
     is lost while a listener is disconnected, so a waiter goes on polling,
-    at a longer pause, and never depends on one. A listener that connects
-    again tells every subscriber, since changes may have gone unnoticed
-    meanwhile; one that listens on a channel per session (PostgreSQL,
-    Redis) tells a session's subscribers once the server confirms that it
-    listens for the session, since a change committed between `subscribe`
-    and then was notified to nobody here. A reconnect calls
-    ``on_change.missed()`` where the callback has that method (the
-    Verifier's does: it then expects no notification of its own saves any
-    more), ``on_change()`` otherwise; a confirmation reads the session's
-    stored version first and calls ``on_change.confirmed(version)`` where
-    the callback has it (the Verifier then loads the session only if it
-    moved), as a reconnect does otherwise.
+    at a longer pause, and never depends on one. A listener on a channel
+    per session (PostgreSQL, Redis) tells a session's subscribers each time
+    the server confirms that it listens for the session, first or again
+    after connecting again, since a change committed before then was
+    notified to nobody here: it reads the session's stored version and
+    calls ``on_change.confirmed(version)`` where the callback has that
+    method (the Verifier then loads the session only if it moved), else
+    ``on_change.missed()`` where it has that one (changes may have gone
+    unheard; the Verifier's then expects no notification of its own saves
+    any more), else ``on_change()``.
 
     `MemoryStore`, `SqliteStore`, `PostgresStore` and `RedisStore` have it.
 
@@ -690,26 +688,18 @@ class Subscribers:
             for on_change in list(callbacks.values()):
                 on_change()
 
-    def missed(self, session_ids: Iterable[str]) -> None:
-        """Tell the subscribers of these sessions that changes may have gone unheard.
-
-        A listener connected again, or has only now begun to listen for the
-        sessions. A callback with a ``missed`` method has that called
-        instead: it learns that notifications may have been lost, its own
-        saves' among them (a Verifier then stops waiting for those).
-        """
-        for session_id in session_ids:
-            for on_change in list(self._by_session.get(session_id, {}).values()):
-                getattr(on_change, "missed", on_change)()
-
     def confirmed(self, versions: Mapping[str, int | None]) -> None:
         """Tell the subscribers of these sessions that they are listened for now, and at which version each is stored.
 
-        Read after the listening began, the version covers every change a
-        notification may have missed: a callback with a ``confirmed`` method
-        gets it (the Verifier loads the session again only if it moved),
-        one with ``missed`` only that, any other is called. ``None``: the
-        version is not known (the session is missing), as for `missed`.
+        The listener began to listen for them (first, or again after
+        connecting again), so notifications sent before may have gone
+        unheard; read after the listening began, the version covers every
+        change they told of. A callback with a ``confirmed`` method gets it
+        (the Verifier loads the session again only if it moved); when the
+        version is not known (``None``: the session is missing, or could
+        not be read), or the callback has no such method, one with a
+        ``missed`` method has that called (changes may have gone unheard),
+        any other is called.
         """
         for session_id, version in versions.items():
             for on_change in list(self._by_session.get(session_id, {}).values()):
