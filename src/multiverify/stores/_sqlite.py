@@ -495,7 +495,6 @@ class _Worker:
         except sqlite3.Error:  # pragma: no cover - the worker's own just opened
             return None  # every call is queued then
         try:
-            db.execute("PRAGMA busy_timeout = 0")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA wal_autocheckpoint = 0")  # the worker does it
         except sqlite3.Error:
@@ -505,14 +504,14 @@ class _Worker:
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; every write below
-        # opens its own with BEGIN IMMEDIATE.
+        # opens its own with BEGIN IMMEDIATE. ``timeout`` is SQLite's
+        # busy_timeout.
         db = sqlite3.connect(
             self._path,
             timeout=self._busy_timeout,
             isolation_level=None,
         )
         try:
-            db.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             _migrate(db, self._clock.now().isoformat())
