@@ -662,7 +662,7 @@ class PostgresStore(OpenableStore):
                 # have missed shows in the version.
                 try:
                     rows = await conn.fetch(self._sql.versions, list(started))
-                except self._asyncpg.PostgresError:
+                except self._asyncpg.UndefinedTableError:
                     rows = []  # no tables yet (made on the store's first use)
                 versions = {row["session_id"]: row["version"] for row in rows}
                 self._changes.confirmed({sid: versions.get(sid) for sid in started})
