@@ -154,10 +154,12 @@ class _Watch:
         self.echoes = 0
         self.unsubscribe: Callable[[], None] | None = None
 
-    def saw(self, session: Session, version: int) -> None:
-        """Note a version of the session a waiter loaded, if newer than the newest known here."""
-        if version > self.version:
-            self.session, self.version = session, version
+    def saw(self, session: Session, version: int) -> bool:
+        """Note a version of the session saved or loaded here; return whether it is newer than the newest known."""
+        if version <= self.version:
+            return False
+        self.session, self.version = session, version
+        return True
 
     def wake(self) -> None:
         """Wake every waiter."""
@@ -919,8 +921,7 @@ class Verifier:
     ) -> None:
         """Outside the session lock: wake watchers, call hooks, drop the lock."""
         watch = self._watches.get(session.session_id)
-        if watch is not None and version > watch.version:
-            watch.session, watch.version = session, version
+        if watch is not None and watch.saw(session, version):
             watch.wake()
         for verdict in verdicts:
             await self._call_hooks(session, verdict)
