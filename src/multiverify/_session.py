@@ -1039,13 +1039,11 @@ class _Run:
 
     def all_settled(self, step_ids: Iterable[str]) -> bool:
         # A loop over the records, not all() over a generator of settled():
-        # it runs for every pending step in every round of advance.
+        # it runs for every pending step in every round of advance. The
+        # policy's validation makes every dependency one of its steps.
         records = self._records
         for step_id in step_ids:
-            record = records.get(step_id)
-            if record is None:
-                record = self.record(step_id)
-            if record.state not in _SETTLED:
+            if records[step_id].state not in _SETTLED:
                 return False
         return True
 
