@@ -103,6 +103,49 @@ class TestTwilioVoice:
             "Status": ["completed"]
         }
 
+    async def test_find_includes_queued_calls(self) -> None:
+        """A call still queued has no start_time, so StartTime> misses it: Status=queued finds it."""
+        from datetime import UTC, datetime
+
+        router = respx.Router()
+        dialled = router.get(CALLS, params={"StartTime>": "2026-01-05"}).respond(
+            200,
+            json={
+                "calls": [
+                    {
+                        "sid": "CA1",
+                        "status": "completed",
+                        "date_created": "Mon, 05 Jan 2026 01:00:00 +0000",
+                    }
+                ]
+            },
+        )
+        queued = router.get(CALLS, params={"Status": "queued"}).respond(
+            200,
+            json={
+                "calls": [
+                    {
+                        "sid": "CA2",
+                        "status": "queued",
+                        "start_time": None,
+                        "date_created": "Mon, 05 Jan 2026 02:00:00 +0000",
+                    },
+                    {
+                        "sid": "CA0",
+                        "status": "queued",
+                        "date_created": "Sun, 04 Jan 2026 23:00:00 +0000",
+                    },
+                ]
+            },
+        )
+        found = await _voice(router).find_calls(
+            to="+8613800138000", since=datetime(2026, 1, 5, tzinfo=UTC)
+        )
+        assert [c.call_id for c in found] == ["CA2", "CA1"]
+        assert found[0].status is CallStatus.QUEUED
+        for route in (dialled, queued):
+            assert route.calls.last.request.url.params["To"] == "+8613800138000"
+
 
 class TestTwiml:
     def test_gather_and_say(self) -> None:

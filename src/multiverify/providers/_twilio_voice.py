@@ -15,7 +15,7 @@ Wire format from the official spec ``twilio/twilio-oai``
   in-progress, completed, busy, failed, no-answer, canceled;
   ``answered_by``, ``date_created`` as RFC 2822, ``duration``).
 - ``GET .../Calls/{Sid}.json`` fetches one; ``GET .../Calls.json`` lists
-  (filters ``To``, ``StartTime>=``, answering ``{"calls": [...]}``).
+  (filters ``To``, ``StartTime>``, ``Status``, answering ``{"calls": [...]}``).
 - ``POST .../Calls/{Sid}.json`` with ``Status`` (``call_enum_update_status``:
   canceled, completed) ends a call; with ``Twiml`` it replaces a live
   call's instructions.
@@ -227,23 +227,34 @@ class TwilioVoice:
         return self._info(await self._account.request("GET", self._calls(call_id)))
 
     async def find_calls(self, *, to: str, since: datetime) -> list[CallInfo]:
-        """Calls to ``to`` created since ``since`` (Twilio filters by day; the rest here)."""
-        data = await self._account.request(
-            "GET",
-            self._calls(),
-            params={
-                "To": to,
-                "StartTime>": since.astimezone(UTC).date().isoformat(),
-                "PageSize": "50",
-            },
+        """Calls to ``to`` created since ``since`` (Twilio filters by day; the rest here).
+
+        ``StartTime>`` only matches calls that were dialled: a call's
+        ``start_time`` is "Empty if the call has not yet been dialed"
+        (``twilio_api_v2010.json``, ``api.v2010.account.call``), so a call
+        still ``queued``, which is what a create whose answer was lost has
+        just made, is listed with ``Status=queued`` as well.
+        """
+        listings = (
+            {"StartTime>": since.astimezone(UTC).date().isoformat()},
+            {"Status": "queued"},
         )
-        calls = data.get("calls")
-        if not isinstance(calls, list):
-            return []
-        found = [self._info(item) for item in calls if isinstance(item, dict)]
-        found = [c for c in found if c.created_at is None or c.created_at >= since]
+        found: dict[str, CallInfo] = {}
+        for params in listings:
+            data = await self._account.request(
+                "GET", self._calls(), params={"To": to, **params, "PageSize": "50"}
+            )
+            calls = data.get("calls")
+            for item in calls if isinstance(calls, list) else []:
+                if isinstance(item, dict):
+                    info = self._info(item)
+                    found.setdefault(info.call_id, info)
         return sorted(
-            found,
+            (
+                c
+                for c in found.values()
+                if c.created_at is None or c.created_at >= since
+            ),
             key=lambda c: c.created_at or datetime.min.replace(tzinfo=UTC),
             reverse=True,
         )
