@@ -135,6 +135,7 @@ class TestTwilioVoice:
                         "status": "queued",
                         "date_created": "Sun, 04 Jan 2026 23:00:00 +0000",
                     },
+                    "not a call",
                 ]
             },
         )
