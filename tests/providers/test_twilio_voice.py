@@ -107,34 +107,22 @@ class TestTwilioVoice:
         """A call still queued has no start_time, so StartTime> misses it: Status=queued finds it."""
         from datetime import UTC, datetime
 
+        def call(sid: str, status: str, created: str) -> dict[str, str]:
+            return {"sid": sid, "status": status, "date_created": created}
+
         router = respx.Router()
         dialled = router.get(CALLS, params={"StartTime>": "2026-01-05"}).respond(
             200,
             json={
-                "calls": [
-                    {
-                        "sid": "CA1",
-                        "status": "completed",
-                        "date_created": "Mon, 05 Jan 2026 01:00:00 +0000",
-                    }
-                ]
+                "calls": [call("CA1", "completed", "Mon, 05 Jan 2026 01:00:00 +0000")]
             },
         )
         queued = router.get(CALLS, params={"Status": "queued"}).respond(
             200,
             json={
                 "calls": [
-                    {
-                        "sid": "CA2",
-                        "status": "queued",
-                        "start_time": None,
-                        "date_created": "Mon, 05 Jan 2026 02:00:00 +0000",
-                    },
-                    {
-                        "sid": "CA0",
-                        "status": "queued",
-                        "date_created": "Sun, 04 Jan 2026 23:00:00 +0000",
-                    },
+                    call("CA2", "queued", "Mon, 05 Jan 2026 02:00:00 +0000"),
+                    call("CA0", "queued", "Sun, 04 Jan 2026 23:00:00 +0000"),
                     "not a call",
                 ]
             },
