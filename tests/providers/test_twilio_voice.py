@@ -103,6 +103,35 @@ class TestTwilioVoice:
             "Status": ["completed"]
         }
 
+    async def test_hang_up_a_call_that_just_ended(self) -> None:
+        """A goodbye to a call that ended after the lookup (21220) is no error; others still are."""
+        router = respx.Router()
+        router.get(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "in-progress"}
+        )
+        router.post(CALLS.replace(".json", "/CA9.json")).mock(
+            side_effect=[
+                httpx.Response(
+                    400,
+                    json={
+                        "code": 21220,
+                        "message": "Invalid call state",
+                        "status": 400,
+                    },
+                ),
+                httpx.Response(
+                    400, json={"code": 21201, "message": "No to", "status": 400}
+                ),
+            ]
+        )
+        voice = _voice(router)
+        goodbye = VoiceInstruction(turn=4, language="en", say=["Bye"], hangup=True)
+
+        await voice.hang_up("CA9", goodbye=goodbye)
+        with pytest.raises(ProviderRejectedError) as caught:
+            await voice.hang_up("CA9", goodbye=goodbye)
+        assert caught.value.code == "21201"
+
     async def test_find_includes_queued_calls(self) -> None:
         """A call still queued has no start_time, so StartTime> misses it: Status=queued finds it."""
         from datetime import UTC, datetime

@@ -38,7 +38,7 @@ from xml.etree import ElementTree as ET
 
 import attrs
 
-from ..exceptions import ProviderUnavailableError
+from ..exceptions import ProviderRejectedError, ProviderUnavailableError
 from ._twilio import TwilioAccount
 from ._voice import (
     AnsweredBy,
@@ -63,6 +63,9 @@ _STATUS = {
     "no-answer": CallStatus.NO_ANSWER,
     "canceled": CallStatus.CANCELED,
 }
+#: The call is no longer in progress, so its TwiML cannot be replaced
+#: (https://www.twilio.com/docs/api/errors/21220): it ended on its own.
+_NOT_IN_PROGRESS = "21220"
 #: Say/Gather languages Twilio expects for our locales.
 _LANGUAGES = {"en": "en-US", "zh": "zh-CN"}
 
@@ -267,6 +270,8 @@ class TwilioVoice:
         With ``goodbye`` a live call's TwiML is replaced (``Twiml``) by the
         goodbye and ``<Hangup/>`` instead
         (https://www.twilio.com/docs/voice/tutorials/how-to-modify-calls-in-progress).
+        A call that ended between the lookup and the update (error 21220)
+        is left alone.
         """
         info = await self.get_call(call_id)
         if info.status.final:
@@ -277,4 +282,8 @@ class TwilioVoice:
             form = {
                 "Twiml": twiml(attrs.evolve(goodbye, gather=None), action=None).decode()
             }
-        await self._account.request("POST", self._calls(call_id), form=form)
+        try:
+            await self._account.request("POST", self._calls(call_id), form=form)
+        except ProviderRejectedError as exc:
+            if exc.code != _NOT_IN_PROGRESS:
+                raise
