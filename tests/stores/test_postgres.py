@@ -315,6 +315,24 @@ class TestMigrations:
         finally:
             await store.aclose()
 
+    async def test_a_refused_schema_leaves_no_connection_open(
+        self, schema: str
+    ) -> None:
+        """``async with`` on a schema it refuses closes the pool it opened for the check."""
+        async with PostgresStore(POSTGRES_URL, schema=schema):
+            pass
+        await query(
+            f'INSERT INTO "{schema}".schema_version VALUES ($1, now())',
+            _postgres.SCHEMA_VERSION + 1,
+        )
+        store = PostgresStore(POSTGRES_URL, schema=schema, min_size=2, max_size=2)
+
+        with pytest.raises(ConfigurationError, match="newer"):
+            async with store:
+                pass  # pragma: no cover - refused on entry
+
+        assert store._pool is None
+
 
 class TestPool:
     async def test_given_pool_is_left_open(

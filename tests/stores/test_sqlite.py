@@ -233,6 +233,25 @@ class TestSqliteStore:
             await store.session_ids()
         await store.aclose()
 
+    async def test_a_refused_file_leaves_no_thread_running(
+        self, tmp_path: Path
+    ) -> None:
+        """``async with`` on a file it refuses stops the thread it started for the check."""
+        path = tmp_path / "newer.db"
+        async with SqliteStore(path):
+            pass
+        db = sqlite3.connect(path)
+        with db:
+            db.execute("INSERT INTO schema_version VALUES (99, 'later')")
+        db.close()
+        before = threading.active_count()
+
+        with pytest.raises(ConfigurationError, match="schema version 99"):
+            async with SqliteStore(path):
+                pass  # pragma: no cover - refused on entry
+
+        assert threading.active_count() == before
+
     @pytest.mark.parametrize(
         "content",
         [b"name,amount\n1,2\n", b"SQLite format 3\x00" + b"\x10" * 200],
