@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import attrs
@@ -50,6 +51,24 @@ async def schema() -> AsyncIterator[str]:
         yield name
     finally:
         await drop_postgres_schema(name)
+
+
+@pytest.fixture
+async def role() -> AsyncIterator[str]:
+    """A login role of its own on the test server, with no privileges; dropped afterwards."""
+    name = f"mv_role_{uuid4().hex[:12]}"
+    await query(f'CREATE ROLE "{name}" LOGIN')
+    try:
+        yield name
+    finally:
+        await query(f'DROP OWNED BY "{name}"')
+        await query(f'DROP ROLE "{name}"')
+
+
+def as_role(role: str) -> str:
+    """The test server's URL, logging in as ``role`` (trust authentication)."""
+    parts = urlsplit(POSTGRES_URL)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
 
 
 @pytest.fixture
@@ -332,6 +351,38 @@ class TestMigrations:
                 pass  # pragma: no cover - refused on entry
 
         assert store._pool is None
+
+    async def test_a_role_that_only_reads_and_writes_uses_a_migrated_schema(
+        self, schema: str, role: str, make_session: MakeSession
+    ) -> None:
+        """A schema migrated ahead by another role serves an app role granted only its tables."""
+        async with PostgresStore(POSTGRES_URL, schema=schema):
+            pass  # migrated, as ``multiverify store migrate`` does
+        for grant in (
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            (
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES "
+                f'IN SCHEMA "{schema}" TO "{role}"'
+            ),
+            f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
+        ):
+            await query(grant)
+
+        async with PostgresStore(as_role(role), schema=schema) as store:
+            await store.create(make_session("s1"), effects=[timer("e1")])
+            assert await store.save(make_session("s1"), expected_version=1) == 2
+            assert await store.schema_version() == _postgres.SCHEMA_VERSION
+
+    async def test_a_role_that_cannot_create_the_schema_is_told_what_it_needs(
+        self, schema: str, role: str
+    ) -> None:
+        """Migrating without the right to create the schema is a ConfigurationError saying how to migrate."""
+        store = PostgresStore(as_role(role), schema=schema)
+        try:
+            with pytest.raises(ConfigurationError, match="store migrate"):
+                await store.open()
+        finally:
+            await store.aclose()
 
 
 class TestPool:

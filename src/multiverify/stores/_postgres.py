@@ -511,7 +511,37 @@ class PostgresStore(OpenableStore):
             ) from None
 
     async def _migrate(self, pool: Any, *, upto: int = SCHEMA_VERSION) -> None:
-        """Apply the migrations the schema lacks, up to version ``upto``."""
+        """Apply the migrations the schema lacks, up to version ``upto``.
+
+        A schema already up to date (migrated ahead of a deployment, or by
+        another replica) is only read, without a lock or a ``CREATE``: a
+        role allowed to read and write the tables, and nothing more, can
+        use it.
+        """
+        sql = self._sql
+        try:
+            async with pool.acquire() as conn:
+                if await conn.fetchval(
+                    "SELECT to_regclass($1)", f"{sql.schema}.schema_version"
+                ):
+                    current = await conn.fetchval(
+                        "SELECT COALESCE(MAX(version), 0) "
+                        f"FROM {sql.schema}.schema_version"
+                    )
+                    if upto <= current <= SCHEMA_VERSION:
+                        return
+            await self._apply_migrations(pool, upto)
+        except self._asyncpg.InsufficientPrivilegeError as exc:
+            raise ConfigurationError(
+                message=f"the PostgreSQL role cannot bring schema {self._schema!r} "
+                f"to version {upto} ({exc}): run `multiverify store migrate` as a "
+                "role that may create it and its tables, then grant this one "
+                "USAGE on the schema and SELECT, INSERT, UPDATE, DELETE on its "
+                "tables (and USAGE on its sequences)"
+            ) from exc
+
+    async def _apply_migrations(self, pool: Any, upto: int) -> None:
+        """Lock the schema against other migrators and apply what it lacks, up to ``upto``."""
         sql = self._sql
         async with pool.acquire() as conn, conn.transaction():
             # One migrator at a time per schema, whatever the replica.
