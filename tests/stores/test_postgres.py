@@ -569,6 +569,78 @@ class TestOutage:
             assert "ConnectionDoesNotExistError" in str(info.value)
             assert await store.session_ids() == []
 
+    async def test_a_read_only_server_is_store_unavailable(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """A standby after a failover (read-only) refuses the save as a store unavailable, writing nothing."""
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            await store.create(make_session("s1"))
+        standby = f"{POSTGRES_URL}?default_transaction_read_only=on"
+
+        async with PostgresStore(standby, schema=schema) as store:
+            with pytest.raises(StoreUnavailableError, match="ReadOnly") as info:
+                await store.save(make_session("s1"), expected_version=1)
+            assert info.value.store == "postgres"
+            assert (await store.load("s1"))[1] == 1
+
+    async def test_a_server_out_of_connections_is_store_unavailable(
+        self, schema: str, role: str
+    ) -> None:
+        """A pool that cannot open one more connection (the server's or the role's limit) fails the call as a store unavailable."""
+        async with PostgresStore(POSTGRES_URL, schema=schema):
+            pass
+        for grant in (
+            f'ALTER ROLE "{role}" CONNECTION LIMIT 1',
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+        ):
+            await query(grant)
+
+        async with PostgresStore(
+            as_role(role), schema=schema, min_size=1, max_size=2
+        ) as store:
+            both = await asyncio.gather(
+                store.session_ids(), store.session_ids(), return_exceptions=True
+            )
+            assert both[0] == []
+            assert isinstance(both[1], StoreUnavailableError)
+            assert "TooManyConnectionsError" in str(both[1])
+
+    async def test_a_save_meeting_another_under_repeatable_read_is_a_conflict(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """On a server whose default isolation is REPEATABLE READ, a save that meets a concurrent one is a ConcurrentUpdateError."""
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            await store.create(make_session("s1"))
+        strict = f"{POSTGRES_URL}?default_transaction_isolation=repeatable%20read"
+        other = await asyncpg.connect(POSTGRES_URL)
+        watcher = await asyncpg.connect(POSTGRES_URL)
+        try:
+            async with PostgresStore(strict, schema=schema) as store:
+                await store.load("s1")  # opened, and a connection in the pool
+                writing = other.transaction()
+                await writing.start()
+                await other.execute(
+                    f'UPDATE "{schema}".sessions SET version = 2 '
+                    "WHERE session_id = 's1'"
+                )
+                saving = asyncio.ensure_future(
+                    store.save(make_session("s1"), expected_version=1)
+                )
+                while not await watcher.fetchval(  # noqa: ASYNC110 - the server's state
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                    f'%"{schema}".sessions%',
+                ):
+                    await asyncio.sleep(0.01)  # until the save waits for the row
+                await writing.commit()
+
+                with pytest.raises(ConcurrentUpdateError, match="version 2, not 1"):
+                    await saving
+        finally:
+            await other.close()
+            await watcher.close()
+
     async def test_other_errors_pass_through(self, schema: str) -> None:
         """Only a lost connection is translated; a bug stays what it is."""
 

@@ -45,6 +45,7 @@ from .._clock import Clock, SystemClock
 from .._serde import loads, session_to_json, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
+    ConcurrentUpdateError,
     ConfigurationError,
     StoreUnavailableError,
 )
@@ -335,6 +336,12 @@ def _outages(
                 f"{_redact(self._dsn)!r}: {type(exc).__name__}: {exc}",
                 store="postgres",
             ) from exc
+        except self._unable as exc:
+            raise StoreUnavailableError(
+                message=f"PostgreSQL at {_redact(self._dsn)!r} cannot serve the "
+                f"call now: {type(exc).__name__}: {exc}",
+                store="postgres",
+            ) from exc
 
     call.__name__ = method.__name__
     call.__qualname__ = method.__qualname__
@@ -393,6 +400,23 @@ class PostgresStore(OpenableStore):
             TimeoutError,
             self._asyncpg.PostgresConnectionError,
             self._asyncpg.CannotConnectNowError,
+        )
+        # A save that met another at once under REPEATABLE READ or
+        # SERIALIZABLE (a server's default isolation), or in a deadlock:
+        # the server rolled it back, nothing was written.
+        self._conflicts: tuple[type[BaseException], ...] = (
+            self._asyncpg.SerializationError,
+            self._asyncpg.DeadlockDetectedError,
+        )
+        # What a server that answers but cannot serve now says: a standby
+        # after a failover (read-only), out of connections, memory or disk,
+        # shutting down, or a statement past its statement_timeout. The
+        # statement was rolled back, so nothing was written.
+        self._unable: tuple[type[BaseException], ...] = (
+            *self._conflicts,
+            self._asyncpg.ReadOnlySQLTransactionError,
+            self._asyncpg.InsufficientResourcesError,
+            self._asyncpg.OperatorInterventionError,
         )
         if not dsn and pool is None:
             raise ConfigurationError(message="PostgresStore needs a dsn or a pool")
@@ -759,25 +783,38 @@ class PostgresStore(OpenableStore):
         now = _utc(self._clock.now())
         session_id = session.session_id
         pool = await self._ready()
-        version = await pool.fetchval(
-            self._sql.save,
-            session.status.value,
-            body,
-            now,
-            session_id,
-            expected_version,
-            list(completed),
-            fired_timer,
-            *_written(rows, claim),
-            *_scheduled(timers),
-            list(cancelled_timers),
-            *self._notified(session_id),
-        )
+        try:
+            version = await pool.fetchval(
+                self._sql.save,
+                session.status.value,
+                body,
+                now,
+                session_id,
+                expected_version,
+                list(completed),
+                fired_timer,
+                *_written(rows, claim),
+                *_scheduled(timers),
+                list(cancelled_timers),
+                *self._notified(session_id),
+            )
+        except self._conflicts as exc:
+            conflict: BaseException | None = exc
+            version = None
+        else:
+            conflict = None
         if version is None:
             current = await pool.fetchval(self._sql.version, session_id)
             if current is None:
                 raise session_missing(session_id)
-            raise version_moved(session_id, current, expected_version)
+            if conflict is not None and current == expected_version:
+                raise ConcurrentUpdateError(
+                    message=f"session {session_id} met another writer at once "
+                    f"({type(conflict).__name__}); nothing was written",
+                    session_id=session_id,
+                    expected_version=expected_version,
+                ) from conflict
+            raise version_moved(session_id, current, expected_version) from conflict
         return int(version)
 
     @_outages
