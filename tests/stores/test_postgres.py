@@ -90,6 +90,12 @@ async def query(sql: str, *args: object) -> list[tuple[object, ...]]:
         await conn.close()
 
 
+async def created(schema: str, session: Session) -> None:
+    """Store ``session`` in the schema (migrated first), through a store of its own."""
+    async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+        await store.create(session)
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on."""
     with socket.socket() as sock:
@@ -573,8 +579,7 @@ class TestOutage:
         self, schema: str, make_session: MakeSession
     ) -> None:
         """A standby after a failover (read-only) refuses the save as a store unavailable, writing nothing."""
-        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
-            await store.create(make_session("s1"))
+        await created(schema, make_session("s1"))
         standby = f"{POSTGRES_URL}?default_transaction_read_only=on"
 
         async with PostgresStore(standby, schema=schema) as store:
@@ -610,8 +615,7 @@ class TestOutage:
         self, schema: str, make_session: MakeSession
     ) -> None:
         """On a server whose default isolation is REPEATABLE READ, a save that meets a concurrent one is a ConcurrentUpdateError."""
-        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
-            await store.create(make_session("s1"))
+        await created(schema, make_session("s1"))
         strict = f"{POSTGRES_URL}?default_transaction_isolation=repeatable%20read"
         other = await asyncpg.connect(POSTGRES_URL)
         watcher = await asyncpg.connect(POSTGRES_URL)

@@ -50,6 +50,17 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
         db.close()
 
 
+async def newer_file(path: Path) -> Path:
+    """A store file as a newer multiverify (schema version 99) left it."""
+    async with SqliteStore(path):
+        pass
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("INSERT INTO schema_version VALUES (99, 'later')")
+    db.close()
+    return path
+
+
 @attrs.define
 class FixedClock:
     """A clock that always tells the same time."""
@@ -218,13 +229,7 @@ class TestSqliteStore:
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file from a newer multiverify raises ConfigurationError instead of being used."""
-        path = tmp_path / "newer.db"
-        async with SqliteStore(path):
-            pass
-        db = sqlite3.connect(path)
-        with db:
-            db.execute("INSERT INTO schema_version VALUES (99, 'later')")
-        db.close()
+        path = await newer_file(tmp_path / "newer.db")
         store = SqliteStore(path)
 
         with pytest.raises(ConfigurationError, match="schema version 99"):
@@ -237,20 +242,17 @@ class TestSqliteStore:
         self, tmp_path: Path
     ) -> None:
         """``async with`` on a file it refuses stops the thread it started for the check."""
-        path = tmp_path / "newer.db"
-        async with SqliteStore(path):
-            pass
-        db = sqlite3.connect(path)
-        with db:
-            db.execute("INSERT INTO schema_version VALUES (99, 'later')")
-        db.close()
-        before = threading.active_count()
+        path = await newer_file(tmp_path / "newer.db")
+        before = set(threading.enumerate())
 
         with pytest.raises(ConfigurationError, match="schema version 99"):
             async with SqliteStore(path):
                 pass  # pragma: no cover - refused on entry
 
-        assert threading.active_count() == before
+        started = set(threading.enumerate()) - before
+        for thread in started:
+            thread.join(timeout=5)  # ends at once, unless left waiting for calls
+        assert not [thread for thread in started if thread.is_alive()]
 
     @pytest.mark.parametrize(
         "content",

@@ -325,21 +325,20 @@ R = TypeVar("R")
 def _outages(
     method: Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]]:
-    """Turn a connection lost mid-call into a StoreUnavailableError."""
+    """Turn a connection lost mid-call, or a server that cannot serve now, into a StoreUnavailableError."""
 
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(self, *args, **kwargs)
-        except self._lost as exc:
+        except (*self._lost, *self._unable) as exc:
+            what = (
+                "lost the connection to"
+                if isinstance(exc, self._lost)
+                else "cannot be served now by"
+            )
             raise StoreUnavailableError(
-                message=f"lost the connection to PostgreSQL at "
-                f"{_redact(self._dsn)!r}: {type(exc).__name__}: {exc}",
-                store="postgres",
-            ) from exc
-        except self._unable as exc:
-            raise StoreUnavailableError(
-                message=f"PostgreSQL at {_redact(self._dsn)!r} cannot serve the "
-                f"call now: {type(exc).__name__}: {exc}",
+                message=f"{what} PostgreSQL at {_redact(self._dsn)!r}: "
+                f"{type(exc).__name__}: {exc}",
                 store="postgres",
             ) from exc
 
