@@ -18,6 +18,7 @@ from multiverify.exceptions import (
 )
 from multiverify.stores import MemoryStore, PendingEffect
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
+from stores.severable import Severable
 
 POLICY = Policy(
     name="p",
@@ -76,24 +77,6 @@ async def orphaned(store: MemoryStore, clock: FakeClock, applicant: Applicant) -
     started = await dying.start(applicant)
     await dying.aclose()  # before the spawned effects got to run
     return started.session_id
-
-
-class Severable:
-    """A replica's view of the shared store, which can be cut: the replica died."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-        self.dead = False
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._store, name)
-        if not self.dead:
-            return found
-
-        async def down(*args: Any, **kwargs: Any) -> Any:
-            raise StoreUnavailableError(message="the replica is gone", store="memory")
-
-        return down
 
 
 class Crash(BaseException):

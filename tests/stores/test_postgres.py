@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import attrs
@@ -53,6 +54,24 @@ async def schema() -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def role() -> AsyncIterator[str]:
+    """A login role of its own on the test server, with no privileges; dropped afterwards."""
+    name = f"mv_role_{uuid4().hex[:12]}"
+    await query(f'CREATE ROLE "{name}" LOGIN')
+    try:
+        yield name
+    finally:
+        await query(f'DROP OWNED BY "{name}"')
+        await query(f'DROP ROLE "{name}"')
+
+
+def as_role(role: str) -> str:
+    """The test server's URL, logging in as ``role`` (trust authentication)."""
+    parts = urlsplit(POSTGRES_URL)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+
+
+@pytest.fixture
 async def replicas(schema: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
     """Two stores on one schema, as two replicas of an app would have."""
     async with (
@@ -69,6 +88,12 @@ async def query(sql: str, *args: object) -> list[tuple[object, ...]]:
         return [tuple(row) for row in await conn.fetch(sql, *args)]
     finally:
         await conn.close()
+
+
+async def created(schema: str, session: Session) -> None:
+    """Store ``session`` in the schema (migrated first), through a store of its own."""
+    async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+        await store.create(session)
 
 
 def closed_port() -> int:
@@ -315,6 +340,56 @@ class TestMigrations:
         finally:
             await store.aclose()
 
+    async def test_a_refused_schema_leaves_no_connection_open(
+        self, schema: str
+    ) -> None:
+        """``async with`` on a schema it refuses closes the pool it opened for the check."""
+        async with PostgresStore(POSTGRES_URL, schema=schema):
+            pass
+        await query(
+            f'INSERT INTO "{schema}".schema_version VALUES ($1, now())',
+            _postgres.SCHEMA_VERSION + 1,
+        )
+        store = PostgresStore(POSTGRES_URL, schema=schema, min_size=2, max_size=2)
+
+        with pytest.raises(ConfigurationError, match="newer"):
+            async with store:
+                pass  # pragma: no cover - refused on entry
+
+        assert store._pool is None
+
+    async def test_a_role_that_only_reads_and_writes_uses_a_migrated_schema(
+        self, schema: str, role: str, make_session: MakeSession
+    ) -> None:
+        """A schema migrated ahead by another role serves an app role granted only its tables."""
+        async with PostgresStore(POSTGRES_URL, schema=schema):
+            pass  # migrated, as ``multiverify store migrate`` does
+        for grant in (
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            (
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES "
+                f'IN SCHEMA "{schema}" TO "{role}"'
+            ),
+            f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
+        ):
+            await query(grant)
+
+        async with PostgresStore(as_role(role), schema=schema) as store:
+            await store.create(make_session("s1"), effects=[timer("e1")])
+            assert await store.save(make_session("s1"), expected_version=1) == 2
+            assert await store.schema_version() == _postgres.SCHEMA_VERSION
+
+    async def test_a_role_that_cannot_create_the_schema_is_told_what_it_needs(
+        self, schema: str, role: str
+    ) -> None:
+        """Migrating without the right to create the schema is a ConfigurationError saying how to migrate."""
+        store = PostgresStore(as_role(role), schema=schema)
+        try:
+            with pytest.raises(ConfigurationError, match="store migrate"):
+                await store.open()
+        finally:
+            await store.aclose()
+
 
 class TestPool:
     async def test_given_pool_is_left_open(
@@ -499,6 +574,76 @@ class TestOutage:
             assert info.value.store == "postgres"
             assert "ConnectionDoesNotExistError" in str(info.value)
             assert await store.session_ids() == []
+
+    async def test_a_read_only_server_is_store_unavailable(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """A standby after a failover (read-only) refuses the save as a store unavailable, writing nothing."""
+        await created(schema, make_session("s1"))
+        standby = f"{POSTGRES_URL}?default_transaction_read_only=on"
+
+        async with PostgresStore(standby, schema=schema) as store:
+            with pytest.raises(StoreUnavailableError, match="ReadOnly") as info:
+                await store.save(make_session("s1"), expected_version=1)
+            assert info.value.store == "postgres"
+            assert (await store.load("s1"))[1] == 1
+
+    async def test_a_server_out_of_connections_is_store_unavailable(
+        self, schema: str, role: str
+    ) -> None:
+        """A pool that cannot open one more connection (the server's or the role's limit) fails the call as a store unavailable."""
+        async with PostgresStore(POSTGRES_URL, schema=schema):
+            pass
+        for grant in (
+            f'ALTER ROLE "{role}" CONNECTION LIMIT 1',
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+        ):
+            await query(grant)
+
+        async with PostgresStore(
+            as_role(role), schema=schema, min_size=1, max_size=2
+        ) as store:
+            both = await asyncio.gather(
+                store.session_ids(), store.session_ids(), return_exceptions=True
+            )
+            assert both[0] == []
+            assert isinstance(both[1], StoreUnavailableError)
+            assert "TooManyConnectionsError" in str(both[1])
+
+    async def test_a_save_meeting_another_under_repeatable_read_is_a_conflict(
+        self, schema: str, make_session: MakeSession
+    ) -> None:
+        """On a server whose default isolation is REPEATABLE READ, a save that meets a concurrent one is a ConcurrentUpdateError."""
+        await created(schema, make_session("s1"))
+        strict = f"{POSTGRES_URL}?default_transaction_isolation=repeatable%20read"
+        other = await asyncpg.connect(POSTGRES_URL)
+        watcher = await asyncpg.connect(POSTGRES_URL)
+        try:
+            async with PostgresStore(strict, schema=schema) as store:
+                await store.load("s1")  # opened, and a connection in the pool
+                writing = other.transaction()
+                await writing.start()
+                await other.execute(
+                    f'UPDATE "{schema}".sessions SET version = 2 '
+                    "WHERE session_id = 's1'"
+                )
+                saving = asyncio.ensure_future(
+                    store.save(make_session("s1"), expected_version=1)
+                )
+                while not await watcher.fetchval(  # noqa: ASYNC110 - the server's state
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                    f'%"{schema}".sessions%',
+                ):
+                    await asyncio.sleep(0.01)  # until the save waits for the row
+                await writing.commit()
+
+                with pytest.raises(ConcurrentUpdateError, match="version 2, not 1"):
+                    await saving
+        finally:
+            await other.close()
+            await watcher.close()
 
     async def test_other_errors_pass_through(self, schema: str) -> None:
         """Only a lost connection is translated; a bug stays what it is."""

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import date
-from typing import Any
 
 import pytest
+from severable import Severable
 
 from multiverify import Applicant, LoanApplication, Policy, Step, Verifier, Worker
 from multiverify.channels import ProviderEvent
 from multiverify.exceptions import (
     ConcurrentUpdateError,
     SessionFinishedError,
-    StoreUnavailableError,
 )
-from multiverify.stores import SessionStore, store_from_url
+from multiverify.stores import store_from_url
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 POLICY = Policy(
@@ -141,24 +140,6 @@ async def test_a_wait_on_one_replica_sees_the_other_decide(
     decided = await one.submit(sid, "sms", {"code": "1"})
     verdict = await asyncio.wait_for(waiter, timeout=10)
     assert verdict == decided.verdict
-
-
-class Severable:
-    """A replica's connections to the shared store, which can be cut: the replica died."""
-
-    def __init__(self, store: SessionStore) -> None:
-        self._store = store
-        self.dead = False
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._store, name)
-        if not self.dead:
-            return found
-
-        async def down(*args: Any, **kwargs: Any) -> Any:
-            raise StoreUnavailableError(message="the replica is gone", store="test")
-
-        return down
 
 
 async def test_a_slow_effect_is_resumed_elsewhere_only_once_its_replica_dies(

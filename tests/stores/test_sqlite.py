@@ -12,11 +12,17 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
+from multiverify import Applicant, Policy, Step, Verifier
 from multiverify._audit import AuditTrail
 from multiverify._serde import dumps
 from multiverify._session import ScheduleTimer, Session
-from multiverify.exceptions import ConcurrentUpdateError, ConfigurationError
+from multiverify.exceptions import (
+    ConcurrentUpdateError,
+    ConfigurationError,
+    StoreUnavailableError,
+)
 from multiverify.stores import DueTimer, SqliteStore, _sqlite
+from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,6 +30,10 @@ if TYPE_CHECKING:
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 MakeSession = Callable[[str], Session]
+
+SMS_POLICY = Policy(
+    name="p", version="1", steps=[Step(id="sms", channel="sms_code", timeout="30s")]
+)
 
 
 def timer(effect_id: str) -> ScheduleTimer:
@@ -38,6 +48,17 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
         return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+async def newer_file(path: Path) -> Path:
+    """A store file as a newer multiverify (schema version 99) left it."""
+    async with SqliteStore(path):
+        pass
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("INSERT INTO schema_version VALUES (99, 'later')")
+    db.close()
+    return path
 
 
 @attrs.define
@@ -208,13 +229,7 @@ class TestSqliteStore:
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file from a newer multiverify raises ConfigurationError instead of being used."""
-        path = tmp_path / "newer.db"
-        async with SqliteStore(path):
-            pass
-        db = sqlite3.connect(path)
-        with db:
-            db.execute("INSERT INTO schema_version VALUES (99, 'later')")
-        db.close()
+        path = await newer_file(tmp_path / "newer.db")
         store = SqliteStore(path)
 
         with pytest.raises(ConfigurationError, match="schema version 99"):
@@ -222,6 +237,22 @@ class TestSqliteStore:
         with pytest.raises(ConfigurationError):
             await store.session_ids()
         await store.aclose()
+
+    async def test_a_refused_file_leaves_no_thread_running(
+        self, tmp_path: Path
+    ) -> None:
+        """``async with`` on a file it refuses stops the thread it started for the check."""
+        path = await newer_file(tmp_path / "newer.db")
+        before = set(threading.enumerate())
+
+        with pytest.raises(ConfigurationError, match="schema version 99"):
+            async with SqliteStore(path):
+                pass  # pragma: no cover - refused on entry
+
+        started = set(threading.enumerate()) - before
+        for thread in started:
+            thread.join(timeout=5)  # ends at once, unless left waiting for calls
+        assert not [thread for thread in started if thread.is_alive()]
 
     @pytest.mark.parametrize(
         "content",
@@ -276,7 +307,7 @@ class TestSqliteStore:
     async def test_locked_file_fails_and_writes_nothing(
         self, tmp_path: Path, make_session: MakeSession
     ) -> None:
-        """When another connection holds the write lock past busy_timeout, a save fails whole."""
+        """When another connection holds the write lock past busy_timeout, a save fails whole, as a store unavailable."""
         path = tmp_path / "locked.db"
         session = make_session("s1")
         async with SqliteStore(path, busy_timeout=0) as store:
@@ -284,7 +315,7 @@ class TestSqliteStore:
             other = sqlite3.connect(path, isolation_level=None)
             try:
                 other.execute("BEGIN IMMEDIATE")
-                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                with pytest.raises(StoreUnavailableError, match="locked"):
                     await store.save(session, expected_version=1, effects=[timer("e1")])
                 other.execute("ROLLBACK")
             finally:
@@ -293,6 +324,40 @@ class TestSqliteStore:
             assert await store.load("s1") == (session, 1)
             assert await store.pending_effects() == []
             assert await store.save(session, expected_version=1) == 2
+
+    async def test_a_timer_due_while_the_file_is_locked_fires_later(
+        self, tmp_path: Path, applicant: Applicant
+    ) -> None:
+        """A timer that comes due while another process holds the write lock is tried again, and fires once the lock is free."""
+        path = tmp_path / "locked.db"
+        clock = FakeClock()
+        waits = ScriptedChannel(
+            "sms_code", [Scripted.waits(Scripted.passes(), expect={"code": "1"})]
+        )
+        async with (
+            SqliteStore(path, busy_timeout=0) as store,
+            Verifier(
+                SMS_POLICY, channels=[waits], store=store, clock=clock, lease=9
+            ) as verifier,
+        ):
+            sid = (await verifier.start(applicant)).session_id
+            await verifier.wait_idle()
+            other = sqlite3.connect(path, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                await clock.advance(30)  # the step's timeout, while locked
+                await verifier.wait_idle()
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+            assert (await verifier.get(sid)).verdict is None
+
+            await clock.advance(3)  # a third of the lease: the timer's retry
+            await verifier.wait_idle()
+
+            session = await verifier.get(sid)
+            assert session.verdict is not None
+            assert await store.timers(sid) == []
 
     async def test_reopens_after_close(
         self, tmp_path: Path, make_session: MakeSession

@@ -479,7 +479,7 @@ class ChangeFeed(Protocol):
 
 
 class OpenableStore:
-    """Base for stores that connect: ``async with`` opens, and closes on exit.
+    """Base for stores that connect: ``async with`` opens, and closes on exit (or when opening fails).
 
     Subclasses implement ``open`` (connect, migrate; idempotent) and
     ``aclose`` (release connections; idempotent).
@@ -494,7 +494,13 @@ class OpenableStore:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
-        await self.open()
+        try:
+            await self.open()
+        except BaseException:
+            # Refused or cut short: what the attempt opened (a pool, a
+            # thread) is released, as no ``__aexit__`` follows.
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -45,6 +45,7 @@ from .._clock import Clock, SystemClock
 from .._serde import loads, session_to_json, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
+    ConcurrentUpdateError,
     ConfigurationError,
     StoreUnavailableError,
 )
@@ -324,15 +325,20 @@ R = TypeVar("R")
 def _outages(
     method: Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]]:
-    """Turn a connection lost mid-call into a StoreUnavailableError."""
+    """Turn a connection lost mid-call, or a server that cannot serve now, into a StoreUnavailableError."""
 
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(self, *args, **kwargs)
-        except self._lost as exc:
+        except (*self._lost, *self._unable) as exc:
+            what = (
+                "lost the connection to"
+                if isinstance(exc, self._lost)
+                else "cannot be served now by"
+            )
             raise StoreUnavailableError(
-                message=f"lost the connection to PostgreSQL at "
-                f"{_redact(self._dsn)!r}: {type(exc).__name__}: {exc}",
+                message=f"{what} PostgreSQL at {_redact(self._dsn)!r}: "
+                f"{type(exc).__name__}: {exc}",
                 store="postgres",
             ) from exc
 
@@ -393,6 +399,23 @@ class PostgresStore(OpenableStore):
             TimeoutError,
             self._asyncpg.PostgresConnectionError,
             self._asyncpg.CannotConnectNowError,
+        )
+        # A save that met another at once under REPEATABLE READ or
+        # SERIALIZABLE (a server's default isolation), or in a deadlock:
+        # the server rolled it back, nothing was written.
+        self._conflicts: tuple[type[BaseException], ...] = (
+            self._asyncpg.SerializationError,
+            self._asyncpg.DeadlockDetectedError,
+        )
+        # What a server that answers but cannot serve now says: a standby
+        # after a failover (read-only), out of connections, memory or disk,
+        # shutting down, or a statement past its statement_timeout. The
+        # statement was rolled back, so nothing was written.
+        self._unable: tuple[type[BaseException], ...] = (
+            *self._conflicts,
+            self._asyncpg.ReadOnlySQLTransactionError,
+            self._asyncpg.InsufficientResourcesError,
+            self._asyncpg.OperatorInterventionError,
         )
         if not dsn and pool is None:
             raise ConfigurationError(message="PostgresStore needs a dsn or a pool")
@@ -511,7 +534,37 @@ class PostgresStore(OpenableStore):
             ) from None
 
     async def _migrate(self, pool: Any, *, upto: int = SCHEMA_VERSION) -> None:
-        """Apply the migrations the schema lacks, up to version ``upto``."""
+        """Apply the migrations the schema lacks, up to version ``upto``.
+
+        A schema already up to date (migrated ahead of a deployment, or by
+        another replica) is only read, without a lock or a ``CREATE``: a
+        role allowed to read and write the tables, and nothing more, can
+        use it.
+        """
+        sql = self._sql
+        try:
+            async with pool.acquire() as conn:
+                if await conn.fetchval(
+                    "SELECT to_regclass($1)", f"{sql.schema}.schema_version"
+                ):
+                    current = await conn.fetchval(
+                        "SELECT COALESCE(MAX(version), 0) "
+                        f"FROM {sql.schema}.schema_version"
+                    )
+                    if upto <= current <= SCHEMA_VERSION:
+                        return
+            await self._apply_migrations(pool, upto)
+        except self._asyncpg.InsufficientPrivilegeError as exc:
+            raise ConfigurationError(
+                message=f"the PostgreSQL role cannot bring schema {self._schema!r} "
+                f"to version {upto} ({exc}): run `multiverify store migrate` as a "
+                "role that may create it and its tables, then grant this one "
+                "USAGE on the schema and SELECT, INSERT, UPDATE, DELETE on its "
+                "tables (and USAGE on its sequences)"
+            ) from exc
+
+    async def _apply_migrations(self, pool: Any, upto: int) -> None:
+        """Lock the schema against other migrators and apply what it lacks, up to ``upto``."""
         sql = self._sql
         async with pool.acquire() as conn, conn.transaction():
             # One migrator at a time per schema, whatever the replica.
@@ -729,25 +782,38 @@ class PostgresStore(OpenableStore):
         now = _utc(self._clock.now())
         session_id = session.session_id
         pool = await self._ready()
-        version = await pool.fetchval(
-            self._sql.save,
-            session.status.value,
-            body,
-            now,
-            session_id,
-            expected_version,
-            list(completed),
-            fired_timer,
-            *_written(rows, claim),
-            *_scheduled(timers),
-            list(cancelled_timers),
-            *self._notified(session_id),
-        )
+        try:
+            version = await pool.fetchval(
+                self._sql.save,
+                session.status.value,
+                body,
+                now,
+                session_id,
+                expected_version,
+                list(completed),
+                fired_timer,
+                *_written(rows, claim),
+                *_scheduled(timers),
+                list(cancelled_timers),
+                *self._notified(session_id),
+            )
+        except self._conflicts as exc:
+            conflict: BaseException | None = exc
+            version = None
+        else:
+            conflict = None
         if version is None:
             current = await pool.fetchval(self._sql.version, session_id)
             if current is None:
                 raise session_missing(session_id)
-            raise version_moved(session_id, current, expected_version)
+            if conflict is not None and current == expected_version:
+                raise ConcurrentUpdateError(
+                    message=f"session {session_id} met another writer at once "
+                    f"({type(conflict).__name__}); nothing was written",
+                    session_id=session_id,
+                    expected_version=expected_version,
+                ) from conflict
+            raise version_moved(session_id, current, expected_version) from conflict
         return int(version)
 
     @_outages

@@ -40,6 +40,7 @@ from .._session import Effect, Session
 from ..exceptions import (
     ConfigurationError,
     MultiverifyError,
+    StoreUnavailableError,
 )
 from ._base import (
     DueTimer,
@@ -405,7 +406,18 @@ class _Worker:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._enqueue(_Job(call, write, loop, future))
-        return await future
+        try:
+            return await future
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            # Another connection (another process) kept the lock past
+            # busy_timeout: nothing was written, and a later try may pass.
+            raise StoreUnavailableError(
+                message=f"{self._path} stayed locked by another connection "
+                f"for longer than busy_timeout ({self._busy_timeout:g}s): {exc}",
+                store="sqlite",
+            ) from exc
 
     # -- on the worker thread --------------------------------------------------
 
@@ -588,7 +600,8 @@ class SqliteStore(OpenableStore):
     Args:
         path: the database file; created, with its tables, if missing.
         busy_timeout: how long a write waits for another connection's write
-            lock before failing, in seconds.
+            lock before failing (with ``StoreUnavailableError``, having
+            written nothing), in seconds.
         clock: stamps ``updated_at`` and similar bookkeeping columns.
 
     It is a [`ChangeFeed`][multiverify.stores.ChangeFeed] of the saves made
@@ -624,6 +637,8 @@ class SqliteStore(OpenableStore):
         Raises:
             ConfigurationError: the file was written by a newer multiverify,
                 or is not a SQLite database (or is damaged).
+            StoreUnavailableError: another connection kept the file locked
+                for longer than ``busy_timeout``.
             sqlite3.Error: the file cannot be opened (a missing directory, no
                 permission).
         """
