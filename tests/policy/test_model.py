@@ -265,7 +265,9 @@ class TestValidation:
         """A policy needs a step."""
         assert problems(steps=[]) == [("steps", "a policy needs at least one step")]
 
-    @pytest.mark.parametrize("step_id", ["Bureau", "1st", "", "a-b", "a" * 64])
+    @pytest.mark.parametrize(
+        "step_id", ["Bureau", "1st", "", "a-b", "a" * 64, "sms\n", "sms\nx"]
+    )
     def test_bad_id(self, step_id: str) -> None:
         """Ids are short lowercase identifiers."""
         assert problems(steps=[Step(id=step_id, channel="sms_code")]) == [
@@ -599,7 +601,9 @@ class TestTimingAndTypes:
             ("steps[0].providers[2]", "duplicate provider 'a'")
         ]
 
-    @pytest.mark.parametrize("reason", ["Fraud alert!", "bureau fraud", "Bureau.Fraud"])
+    @pytest.mark.parametrize(
+        "reason", ["Fraud alert!", "bureau fraud", "Bureau.Fraud", "bureau.fraud\n"]
+    )
     def test_reason_must_be_a_code(self, reason: str) -> None:
         """A rule's reason is a stable machine code; text goes in ``message``."""
         found = problems(rules=[rule("steps.bureau.status == 'failed'", reason=reason)])

@@ -30,7 +30,7 @@ __all__ = [
     "Step",
 ]
 
-_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_ID = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 #: Values ``steps.<id>.status`` takes in conditions.
 STEP_STATUSES = frozenset(
@@ -661,7 +661,7 @@ class _Validator:
 
     def check_ids_and_channels(self) -> None:
         for index, step in enumerate(self.policy.steps):
-            if not _ID.match(step.id):
+            if not _ID.fullmatch(step.id):
                 self.problem(
                     f"steps[{index}].id",
                     f"{step.id!r} is not a valid step id (lowercase letters, digits, _)",
@@ -706,7 +706,7 @@ class _Validator:
         self.problems.extend(review_problems(review, self.ids))
         for index, step in enumerate(review.evidence):
             path = f"review.evidence[{index}]"
-            if not _ID.match(step.id):
+            if not _ID.fullmatch(step.id):
                 self.problem(
                     f"{path}.id",
                     f"{step.id!r} is not a valid step id (lowercase letters, digits, _)",

@@ -25,7 +25,7 @@ __all__ = ["REVIEW_QUEUE", "ReviewSettings"]
 REVIEW_QUEUE = "review"
 """The work queue review cases wait in, whatever their policy."""
 
-_REASON = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+_REASON = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 
 
 def _optional_seconds(value: object) -> float | None:
@@ -100,7 +100,7 @@ class ReviewSettings:
 
 def reason_code_ok(code: str) -> bool:
     """Whether ``code`` is a well-formed reason code (``docs_verified``)."""
-    return _REASON.match(code) is not None
+    return _REASON.fullmatch(code) is not None
 
 
 def review_dict(settings: ReviewSettings, step_dict: Any) -> dict[str, Any]:
