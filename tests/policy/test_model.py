@@ -653,6 +653,31 @@ class TestTimingAndTypes:
         """A condition that yields a number never holds: refused."""
         assert problems(**overrides) == [(path, "must yield a boolean, got float")]
 
+    @pytest.mark.parametrize(
+        ("when", "message"),
+        [
+            ("'yes'", "cannot be evaluated: expected a boolean, got str"),
+            ("null", "cannot be evaluated: expected a boolean, got NoneType"),
+            ("1 / 0 == 1", "cannot be evaluated: ZeroDivisionError"),
+        ],
+    )
+    def test_constant_step_condition_must_evaluate(
+        self, when: str, message: str
+    ) -> None:
+        """A step condition failing for every applicant would skip it: refused."""
+        steps = [
+            Step(id="bureau", channel="credit_bureau"),
+            Step(id="call", channel="phone_call", when=when),
+        ]
+        [(path, found)] = problems(steps=steps)
+        assert path == "steps[1].when"
+        assert found.startswith(message)
+
+    @pytest.mark.parametrize("when", ["true", "false", "1 < 2"])
+    def test_constant_boolean_step_condition_is_accepted(self, when: str) -> None:
+        """A step switched on or off by a constant condition validates."""
+        make(steps=[Step(id="bureau", channel="credit_bureau", when=when)])
+
     @pytest.mark.parametrize("score", ["'high'", "steps.bureau.status"])
     def test_score_must_be_a_number(self, score: str) -> None:
         """A score expression yielding text is refused, constant or not."""

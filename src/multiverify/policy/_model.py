@@ -633,7 +633,12 @@ class _Validator:
             )
         for index, step in enumerate(policy.steps):
             if step.when is not None:
-                self.check_condition(f"steps[{index}].when", step.when)
+                path = f"steps[{index}].when"
+                condition = self.check_condition(path, step.when)
+                if condition is not None and condition.constant:
+                    # The runtime skips a step whose condition fails: one that
+                    # fails for every applicant would skip it silently.
+                    self.check_evaluates(path, condition)
         self.check_rules()
         if policy.score is not None:
             self.check_condition("score", policy.score, number=True)
@@ -865,6 +870,13 @@ class _Validator:
                 always_before = index
             self.check_literals(path, condition)
             seen.setdefault(normal, index)
+
+    def check_evaluates(self, path: str, condition: Condition) -> None:
+        """Report a constant condition that yields no boolean or cannot be evaluated."""
+        try:
+            condition.evaluate({})
+        except ConditionError as exc:
+            self.problem(path, f"cannot be evaluated: {exc}")
 
     def check_constant(self, path: str, condition: Condition) -> bool:
         """Whether a constant rule always holds; report it when it never does."""
