@@ -281,8 +281,10 @@ class TestParsePolicy:
         "text",
         [
             "? [a, b]\n: 1\nname: loan\n",
-            "name: loan\nversion: '1'\nsteps:\n"
-            "  - {id: a, channel: sms_code, options: {[1, 2]: 3}}\n",
+            (
+                "name: loan\nversion: '1'\nsteps:\n"
+                "  - {id: a, channel: sms_code, options: {[1, 2]: 3}}\n"
+            ),
         ],
     )
     def test_yaml_unhashable_key(self, text: str) -> None:

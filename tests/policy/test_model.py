@@ -776,6 +776,61 @@ class TestBuiltInPython:
                 "not a duration: 'half an hour' (write it like '30s', '5m' or '1h30m')",
             ),
             (lambda: make(score=0.5), "score", "expected a string, got float"),
+            (
+                lambda: Step(id="sms", channel="sms_code", providers="twilio"),
+                "providers",
+                "expected a list, got str",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", after="bureau"),
+                "after",
+                "expected a list, got str",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", after=None),  # type: ignore[arg-type]
+                "after",
+                "expected a list, got NoneType",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", retry={"attempts": 2}),  # type: ignore[arg-type]
+                "retry",
+                "expected a RetrySettings, got dict",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", fallback="b"),  # type: ignore[arg-type]
+                "fallback",
+                "expected a Fallback, got str",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", optional="no"),  # type: ignore[arg-type]
+                "optional",
+                "expected true or false, got str",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", options=[("a", 1)]),  # type: ignore[arg-type]
+                "options",
+                "expected a table, got list",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", options={1: "x"}),  # type: ignore[dict-item]
+                "options",
+                "keys must be strings, got 1",
+            ),
+            (lambda: make(steps=None), "steps", "expected a list, got NoneType"),
+            (
+                lambda: make(steps=[{"id": "a", "channel": "sms_code"}]),
+                "steps[0]",
+                "expected a Step, got dict",
+            ),
+            (lambda: make(rules=["true"]), "rules[0]", "expected a Rule, got str"),
+            (lambda: make(scripts=["x"]), "scripts", "expected a table, got list"),
+            (
+                lambda: make(scripts={"intro": "hello"}),
+                "scripts.intro",
+                "expected a table, got str",
+            ),
+            (lambda: make(review={}), "review", "expected a ReviewSettings, got dict"),
+            (lambda: make(channels=["fax"]), "channels", "expected a table, got list"),
         ],
     )
     def test_bad_values_are_located(

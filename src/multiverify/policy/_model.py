@@ -18,7 +18,14 @@ from .._results import Outcome, PolicyRef, ResultStatus
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
 from ..exceptions import PolicyError, PolicyProblem
 from ._cel import ROOTS, Condition, ConditionError, compile_condition
-from ._review import ReviewSettings, reason_code_ok, review_dict, review_problems
+from ._review import (
+    ReviewSettings,
+    reason_code_ok,
+    review_dict,
+    review_problems,
+    sequence_at,
+)
+from ._review import invalid as _invalid
 
 __all__ = [
     "STEP_FIELDS",
@@ -90,28 +97,70 @@ _PROBE_STEP = {
 _TYPE_ERROR = "No such overload"
 
 
-def _strings(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(values)
-
-
-def _steps(values: Iterable[Step]) -> tuple[Step, ...]:
-    return tuple(values)
-
-
-def _rules(values: Iterable[Rule]) -> tuple[Rule, ...]:
-    return tuple(values)
-
-
 # A policy built in Python reports a bad value as the file loader does: a
 # PolicyError whose problem names the field (``retry.attempts``), never a bare
 # ValueError or TypeError from deep inside a converter.
 
 
-def _invalid(path: str, message: str) -> PolicyError:
-    return PolicyError(
-        message=f"{path}: {message}",
-        problems=(PolicyProblem(path=path, message=message),),
-    )
+def _providers(values: Iterable[str]) -> tuple[str, ...]:
+    return sequence_at("providers", values)
+
+
+def _after(values: Iterable[str]) -> tuple[str, ...]:
+    return sequence_at("after", values)
+
+
+def _steps(values: Iterable[Step]) -> tuple[Step, ...]:
+    return sequence_at("steps", values)
+
+
+def _rules(values: Iterable[Rule]) -> tuple[Rule, ...]:
+    return sequence_at("rules", values)
+
+
+def _each_at(path: str, kind: type) -> Any:
+    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
+        for index, value in enumerate(values):
+            if not isinstance(value, kind):
+                raise _invalid(
+                    f"{path}[{index}]",
+                    f"expected a {kind.__name__}, got {type(value).__name__}",
+                )
+
+    return check
+
+
+def _instance_at(path: str, kind: type, *, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, kind) and not (optional and value is None):
+            raise _invalid(
+                path, f"expected a {kind.__name__}, got {type(value).__name__}"
+            )
+
+    return check
+
+
+def _boolean_at(path: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise _invalid(path, f"expected true or false, got {type(value).__name__}")
+
+    return check
+
+
+def _table_at(path: str, *, of_tables: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, Mapping):
+            raise _invalid(path, f"expected a table, got {type(value).__name__}")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _invalid(path, f"keys must be strings, got {key!r}")
+            if of_tables and not isinstance(item, Mapping):
+                raise _invalid(
+                    f"{path}.{key}", f"expected a table, got {type(item).__name__}"
+                )
+
+    return check
 
 
 def _one_of(value: Any, kind: type[enum.StrEnum], what: str) -> Any:
@@ -283,20 +332,26 @@ class Step:
     id: str = attrs.field(validator=_text_at("id"))
     channel: str = attrs.field(validator=_text_at("channel"))
     timeout: float | None = attrs.field(default=None, converter=_step_timeout)
-    retry: RetrySettings = attrs.Factory(RetrySettings)
+    retry: RetrySettings = attrs.field(
+        factory=RetrySettings, validator=_instance_at("retry", RetrySettings)
+    )
     providers: tuple[str, ...] = attrs.field(
-        default=(), converter=_strings, validator=_texts_at("providers")
+        default=(), converter=_providers, validator=_texts_at("providers")
     )
     after: tuple[str, ...] = attrs.field(
-        default=(), converter=_strings, validator=_texts_at("after")
+        default=(), converter=_after, validator=_texts_at("after")
     )
     when: str | None = attrs.field(
         default=None, validator=_text_at("when", optional=True)
     )
-    fallback: Fallback | None = None
-    optional: bool = False
+    fallback: Fallback | None = attrs.field(
+        default=None, validator=_instance_at("fallback", Fallback, optional=True)
+    )
+    optional: bool = attrs.field(default=False, validator=_boolean_at("optional"))
     # A dict cannot be hashed; eq still compares it.
-    options: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    options: Mapping[str, Any] = attrs.field(
+        factory=dict, hash=False, validator=_table_at("options")
+    )
     price: float | None = None
 
 
@@ -449,8 +504,12 @@ class Policy:
 
     name: str = attrs.field(validator=_text_at("name"))
     version: str = attrs.field(validator=_text_at("version"))
-    steps: tuple[Step, ...] = attrs.field(converter=_steps)
-    rules: tuple[Rule, ...] = attrs.field(default=(), converter=_rules)
+    steps: tuple[Step, ...] = attrs.field(
+        converter=_steps, validator=_each_at("steps", Step)
+    )
+    rules: tuple[Rule, ...] = attrs.field(
+        default=(), converter=_rules, validator=_each_at("rules", Rule)
+    )
     default: Outcome = attrs.field(default=Outcome.REVIEW, converter=_default_outcome)
     deadline: float | None = attrs.field(default=None, converter=_deadline)
     on_deadline: Outcome = attrs.field(
@@ -459,10 +518,14 @@ class Policy:
     score: str | None = attrs.field(
         default=None, validator=_text_at("score", optional=True)
     )
-    scripts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
-    review: ReviewSettings | None = None
+    scripts: Mapping[str, Mapping[str, Any]] = attrs.field(
+        factory=dict, hash=False, validator=_table_at("scripts", of_tables=True)
+    )
+    review: ReviewSettings | None = attrs.field(
+        default=None, validator=_instance_at("review", ReviewSettings, optional=True)
+    )
     channels: Mapping[str, ChannelSpec] = attrs.field(
-        factory=dict, eq=False, repr=False, hash=False
+        factory=dict, eq=False, repr=False, hash=False, validator=_table_at("channels")
     )
     source: str | None = attrs.field(default=None, eq=False, repr=False)
     _conditions: dict[str, Condition] = attrs.field(
