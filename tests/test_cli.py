@@ -215,6 +215,14 @@ class TestDemoScreen:
         assert "Reason all.confirmed" in out  # the explanation
         assert "audit export" not in out  # only with --db
 
+    def test_db_in_a_missing_directory(self, cli: click.Group, tmp_path: Path) -> None:
+        """A --db in no directory is a usage error, not an sqlite3 traceback."""
+        db = tmp_path / "nowhere" / "demo.db"
+        result = invoke(cli, "demo", "--json", "--db", str(db))
+        assert result.exit_code == 2
+        assert f"no directory {db.parent} to keep the session in" in result.stderr
+        assert not db.parent.exists()
+
     def test_db_keeps_the_session(self, cli: click.Group, tmp_path: Path) -> None:
         """With --db the session stays in the file and the export command is shown."""
         db = tmp_path / "demo.db"
@@ -451,6 +459,14 @@ class TestAuditCommands:
         result = invoke(cli, "audit", "verify", str(trail), "--db", str(other))
         assert result.exit_code == 1
         assert f"{other} has no session " in result.stderr
+
+    def test_not_utf8(self, cli: click.Group, tmp_path: Path) -> None:
+        """A file that is not UTF-8 text is one line and exit 1, not a traceback."""
+        trail = tmp_path / "trail.jsonl"
+        trail.write_bytes(b"\xff\xfe{}\n")
+        result = invoke(cli, "audit", "verify", str(trail))
+        assert result.exit_code == 1
+        assert result.stderr == f"{trail}: not UTF-8 text: invalid start byte\n"
 
     def test_empty_file(self, cli: click.Group, tmp_path: Path) -> None:
         """An empty file verifies nothing: exit 1."""

@@ -272,6 +272,10 @@ def _demo(
         )
     except PolicyError as exc:
         _fail_policy(exc, str(policy_file))
+    if db is not None and not db.parent.is_dir():
+        raise click.BadParameter(
+            f"no directory {db.parent} to keep the session in", param_hint="'--db'"
+        )
     with tempfile.TemporaryDirectory(
         prefix="multiverify-demo-", ignore_cleanup_errors=True
     ) as scratch:
@@ -477,6 +481,9 @@ def create_cli() -> click.Group:
             count = AuditTrail.verify(events, heads=heads)
         except AuditIntegrityError as exc:
             click.echo(f"{file.name}: event {exc.index}: {exc.message}", err=True)
+            raise SystemExit(1) from None
+        except UnicodeDecodeError as exc:  # read lazily, line by line
+            click.echo(f"{file.name}: not UTF-8 text: {exc.reason}", err=True)
             raise SystemExit(1) from None
         if not count:
             click.echo(f"{file.name}: no audit events", err=True)
