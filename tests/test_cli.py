@@ -215,6 +215,25 @@ class TestDemoScreen:
         assert "Reason all.confirmed" in out  # the explanation
         assert "audit export" not in out  # only with --db
 
+    @pytest.mark.parametrize("keep", [False, True])
+    def test_a_case_left_to_a_reviewer(
+        self, cli: click.Group, tmp_path: Path, keep: bool
+    ) -> None:
+        """With a [review] table the demo ends at the queued case and says so."""
+        policy = tmp_path / "reviewed.toml"
+        policy.write_text(DEFAULT_POLICY_PATH.read_text() + '\n[review]\nsla = "1h"\n')
+        db = tmp_path / "demo.db"
+        extra = ("--db", str(db)) if keep else ()
+        result = invoke(
+            cli, "demo", "--persona", "hesitant", "--policy", str(policy), *extra
+        )
+        assert result.exit_code == 0, result.output
+        out = " ".join(result.stdout.split())
+        assert "REVIEW" in out
+        assert "The case waits in the review queue for a person's decision" in out
+        hint = f"multiverify review list --store {db}" if keep else "keep it with --db"
+        assert hint in out
+
     def test_db_in_a_missing_directory(self, cli: click.Group, tmp_path: Path) -> None:
         """A --db in no directory is a usage error, not an sqlite3 traceback."""
         db = tmp_path / "nowhere" / "demo.db"

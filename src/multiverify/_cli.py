@@ -18,7 +18,7 @@ from typing import IO, Any, NoReturn
 
 from ._audit import AuditEvent, AuditTrail
 from ._results import Outcome, ResultStatus, Verdict
-from ._session import Session, StepState
+from ._session import Session, SessionStatus, StepState
 from ._specs import BUILTIN_CHANNELS, ChannelSpec
 from ._verifier import Verifier
 from .channels import Channel
@@ -292,6 +292,18 @@ def _demo(
         console.line()
         if session.verdict is not None:
             console.print(_verdict_panel(session.verdict))
+        if session.status is SessionStatus.REVIEW:
+            console.print(
+                Text(
+                    "The case waits in the review queue for a person's decision"
+                    + (
+                        f": multiverify review list --store {db}"
+                        if db is not None
+                        else " (keep it with --db to decide it)"
+                    ),
+                    style="dim",
+                )
+            )
         if db is not None:
             console.print(
                 Text(
