@@ -20,10 +20,12 @@ from ..exceptions import PolicyError, PolicyProblem
 from ._cel import ROOTS, Condition, ConditionError, compile_condition
 from ._review import (
     ReviewSettings,
+    each_at,
     reason_code_ok,
     review_dict,
     review_problems,
     sequence_at,
+    texts_at,
 )
 from ._review import invalid as _invalid
 
@@ -116,18 +118,6 @@ def _steps(values: Iterable[Step]) -> tuple[Step, ...]:
 
 def _rules(values: Iterable[Rule]) -> tuple[Rule, ...]:
     return sequence_at("rules", values)
-
-
-def _each_at(path: str, kind: type) -> Any:
-    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
-        for index, value in enumerate(values):
-            if not isinstance(value, kind):
-                raise _invalid(
-                    f"{path}[{index}]",
-                    f"expected a {kind.__name__}, got {type(value).__name__}",
-                )
-
-    return check
 
 
 def _instance_at(path: str, kind: type, *, optional: bool = False) -> Any:
@@ -252,17 +242,6 @@ def _text_at(path: str, *, optional: bool = False) -> Any:
     return check
 
 
-def _texts_at(path: str) -> Any:
-    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
-        for index, value in enumerate(values):
-            if not isinstance(value, str):
-                raise _invalid(
-                    f"{path}[{index}]", f"expected a string, got {type(value).__name__}"
-                )
-
-    return check
-
-
 def _attempts(_inst: object, _attr: object, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(
@@ -336,10 +315,10 @@ class Step:
         factory=RetrySettings, validator=_instance_at("retry", RetrySettings)
     )
     providers: tuple[str, ...] = attrs.field(
-        default=(), converter=_providers, validator=_texts_at("providers")
+        default=(), converter=_providers, validator=texts_at("providers")
     )
     after: tuple[str, ...] = attrs.field(
-        default=(), converter=_after, validator=_texts_at("after")
+        default=(), converter=_after, validator=texts_at("after")
     )
     when: str | None = attrs.field(
         default=None, validator=_text_at("when", optional=True)
@@ -505,10 +484,10 @@ class Policy:
     name: str = attrs.field(validator=_text_at("name"))
     version: str = attrs.field(validator=_text_at("version"))
     steps: tuple[Step, ...] = attrs.field(
-        converter=_steps, validator=_each_at("steps", Step)
+        converter=_steps, validator=each_at("steps", Step)
     )
     rules: tuple[Rule, ...] = attrs.field(
-        default=(), converter=_rules, validator=_each_at("rules", Rule)
+        default=(), converter=_rules, validator=each_at("rules", Rule)
     )
     default: Outcome = attrs.field(default=Outcome.REVIEW, converter=_default_outcome)
     deadline: float | None = attrs.field(default=None, converter=_deadline)

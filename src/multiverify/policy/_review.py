@@ -98,26 +98,30 @@ def _integer_at(path: str) -> Any:
     return check
 
 
-def _codes_at(path: str) -> Any:
+def texts_at(path: str) -> Any:
+    """A validator: every item of a tuple is a string, or the first other is located."""
+    return each_at(path, str, "a string")
+
+
+def each_at(path: str, kind: type, what: str | None = None) -> Any:
+    """A validator: every item of a tuple is a ``kind``, or the first other is located."""
+    expected = what or f"a {kind.__name__}"
+
     def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
         for index, value in enumerate(values):
-            if not isinstance(value, str):
+            if not isinstance(value, kind):
                 raise invalid(
-                    f"{path}[{index}]", f"expected a string, got {type(value).__name__}"
+                    f"{path}[{index}]",
+                    f"expected {expected}, got {type(value).__name__}",
                 )
 
     return check
 
 
-def _evidence(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
+def _evidence(inst: object, attr: object, values: tuple[object, ...]) -> None:
     from ._model import Step  # noqa: PLC0415 - the model imports this module
 
-    for index, value in enumerate(values):
-        if not isinstance(value, Step):
-            raise invalid(
-                f"review.evidence[{index}]",
-                f"expected a Step, got {type(value).__name__}",
-            )
+    each_at("review.evidence", Step)(inst, attr, values)
 
 
 @attrs.frozen(kw_only=True)
@@ -158,12 +162,12 @@ class ReviewSettings:
     approve_reasons: tuple[str, ...] = attrs.field(
         default=(),
         converter=_approve_reasons,
-        validator=_codes_at("review.approve_reasons"),
+        validator=texts_at("review.approve_reasons"),
     )
     reject_reasons: tuple[str, ...] = attrs.field(
         default=(),
         converter=_reject_reasons,
-        validator=_codes_at("review.reject_reasons"),
+        validator=texts_at("review.reject_reasons"),
     )
     evidence: tuple[Step, ...] = attrs.field(
         default=(), converter=_steps, validator=_evidence
