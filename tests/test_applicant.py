@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from multiverify import (
     Address,
     Applicant,
+    Consent,
     Contact,
     LoanApplication,
     RepaymentSchedule,
@@ -102,6 +103,13 @@ class TestNormalizePhone:
         with pytest.raises(InvalidInputError) as info:
             normalize_phone(8613800138000)  # type: ignore[arg-type]
         assert info.value.field == "phone"
+
+    def test_region_that_is_not_text_is_rejected(self) -> None:
+        """A region given as a calling code is an ``InvalidInputError``, not an AttributeError."""
+        with pytest.raises(InvalidInputError) as info:
+            normalize_phone("13800138000", region=86)  # type: ignore[arg-type]
+        assert info.value.field == "phone"
+        assert "the region must be text" in str(info.value)
 
     def test_error_names_the_given_field(self) -> None:
         """The ``field`` argument is the name reported in the error and message."""
@@ -335,6 +343,20 @@ class TestAddress:
         """Address lines given as a list are stored as a tuple."""
         address = Address(lines=["1 Main St", "Apt 2"], city="Beijing")
         assert address.lines == ("1 Main St", "Apt 2")
+
+    def test_one_line_as_text_is_rejected(self) -> None:
+        """A string is not taken for one line per character."""
+        with pytest.raises(InvalidInputError) as info:
+            Address(lines="12 Dongsi North Street", city="Beijing")  # type: ignore[arg-type]
+        assert info.value.field == "address.lines"
+        assert str(info.value) == "address.lines: expected a list, got str"
+
+    def test_lines_must_be_text(self) -> None:
+        """A line that is not text is named, before redact would trip on it."""
+        with pytest.raises(InvalidInputError) as info:
+            Address(lines=["12 Dongsi", 5], city="Beijing")  # type: ignore[list-item]
+        assert info.value.field == "address.lines"
+        assert str(info.value).startswith("address.lines[1]: ")
 
     def test_repr_hides_personal_fields(self) -> None:
         """Lines, city and postal code stay out of the repr; region and country show."""
@@ -660,6 +682,32 @@ class TestFieldTypes:
         """Each wrongly typed or negative loan field is named."""
         with pytest.raises(InvalidInputError) as info:
             make_loan(**{field: bad})
+        assert info.value.field == field
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [("contacts", None), ("contacts", 3), ("consents", None), ("consents", 1)],
+    )
+    def test_collections_that_are_not_lists(self, field: str, bad: object) -> None:
+        """Contacts and consents that are no list are named, not a TypeError."""
+        with pytest.raises(InvalidInputError) as info:
+            make_applicant(**{field: bad})
+        assert info.value.field == field
+        assert str(info.value).startswith(f"{field}: expected a list")
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [
+            ("consents.purposes", 5),
+            ("consents.purposes", ["kyc", 5]),
+            ("consents.granted_at", "2026-01-01T00:00:00Z"),
+            ("consents.expires_at", date(2027, 1, 1)),
+        ],
+    )
+    def test_consent_fields(self, field: str, bad: object) -> None:
+        """A consent's purposes are text and its times datetimes, or the field is named."""
+        with pytest.raises(InvalidInputError) as info:
+            Consent(reference="c-1", **{field.removeprefix("consents."): bad})  # type: ignore[arg-type]
         assert info.value.field == field
 
     def test_a_zero_rate_is_allowed(self) -> None:

@@ -215,6 +215,33 @@ class TestDemoScreen:
         assert "Reason all.confirmed" in out  # the explanation
         assert "audit export" not in out  # only with --db
 
+    @pytest.mark.parametrize("keep", [False, True])
+    def test_a_case_left_to_a_reviewer(
+        self, cli: click.Group, tmp_path: Path, keep: bool
+    ) -> None:
+        """With a [review] table the demo ends at the queued case and says so."""
+        policy = tmp_path / "reviewed.toml"
+        policy.write_text(DEFAULT_POLICY_PATH.read_text() + '\n[review]\nsla = "1h"\n')
+        db = tmp_path / "demo.db"
+        extra = ("--db", str(db)) if keep else ()
+        result = invoke(
+            cli, "demo", "--persona", "hesitant", "--policy", str(policy), *extra
+        )
+        assert result.exit_code == 0, result.output
+        out = " ".join(result.stdout.split())
+        assert "REVIEW" in out
+        assert "The case waits in the review queue for a person's decision" in out
+        hint = f"multiverify review list --store {db}" if keep else "keep it with --db"
+        assert hint in out
+
+    def test_db_in_a_missing_directory(self, cli: click.Group, tmp_path: Path) -> None:
+        """A --db in no directory is a usage error, not an sqlite3 traceback."""
+        db = tmp_path / "nowhere" / "demo.db"
+        result = invoke(cli, "demo", "--json", "--db", str(db))
+        assert result.exit_code == 2
+        assert f"no directory {db.parent} to keep the session in" in result.stderr
+        assert not db.parent.exists()
+
     def test_db_keeps_the_session(self, cli: click.Group, tmp_path: Path) -> None:
         """With --db the session stays in the file and the export command is shown."""
         db = tmp_path / "demo.db"
@@ -451,6 +478,14 @@ class TestAuditCommands:
         result = invoke(cli, "audit", "verify", str(trail), "--db", str(other))
         assert result.exit_code == 1
         assert f"{other} has no session " in result.stderr
+
+    def test_not_utf8(self, cli: click.Group, tmp_path: Path) -> None:
+        """A file that is not UTF-8 text is one line and exit 1, not a traceback."""
+        trail = tmp_path / "trail.jsonl"
+        trail.write_bytes(b"\xff\xfe{}\n")
+        result = invoke(cli, "audit", "verify", str(trail))
+        assert result.exit_code == 1
+        assert result.stderr == f"{trail}: not UTF-8 text: invalid start byte\n"
 
     def test_empty_file(self, cli: click.Group, tmp_path: Path) -> None:
         """An empty file verifies nothing: exit 1."""

@@ -331,6 +331,22 @@ class TestStores:
         assert isinstance(open_store(f"sqlite://{db}"), SqliteStore)
         assert isinstance(open_store(str(db)), SqliteStore)
 
+    def test_a_relative_sqlite_url(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``sqlite:verify.db`` names a file in the working directory, as for the worker."""
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "verify.db").touch()
+        store = open_store("sqlite:verify.db")
+        assert isinstance(store, SqliteStore)
+        assert isinstance(open_store("SQLite:verify.db"), SqliteStore)
+
+    def test_a_directory_is_no_sqlite_store(self, tmp_path: Path) -> None:
+        """A path or an empty sqlite URL naming a directory is a usage error."""
+        for target in (str(tmp_path), f"sqlite://{tmp_path}", "sqlite://"):
+            with pytest.raises(click.BadParameter, match="no SQLite store at"):
+                open_store(target)
+
     def test_schema_and_prefix_defaults_yield_to_the_url(self) -> None:
         """The environment's schema or prefix applies unless the URL names one."""
         pg = open_store("postgresql://u@h/db", schema="lender")

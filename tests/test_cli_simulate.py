@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -178,6 +179,30 @@ class TestSimulateCommand:
         )
         assert result.exit_code == 2
         assert "does not exist" in result.stderr
+
+    def test_html_in_a_missing_directory(
+        self, cli: click.Group, tmp_path: Path
+    ) -> None:
+        """An --html path in no directory is a usage error before any replay."""
+        page = tmp_path / "nowhere" / "report.html"
+        result = invoke(cli, *demo_args("--json", "--html", str(page)))
+        assert result.exit_code == 2
+        assert f"no directory {page.parent} to write the report in" in result.stderr
+        assert "Traceback" not in result.output
+
+    def test_html_that_cannot_be_written(
+        self, cli: click.Group, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A report the system refuses to write is one line and exit 1."""
+
+        def refuse(self: Path, *args: object, **kwargs: object) -> int:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "write_text", refuse)
+        page = tmp_path / "report.html"
+        result = invoke(cli, *demo_args("--json", "--html", str(page)))
+        assert result.exit_code == 1
+        assert result.stderr == f"error: cannot write {page}: Permission denied\n"
 
 
 class TestHtml:

@@ -67,6 +67,24 @@ class TestParseDuration:
         with pytest.raises(ValueError, match="must be finite"):
             parse_duration(value)
 
+    @pytest.mark.parametrize("value", [10**400, -(10**400)])
+    def test_an_int_beyond_any_float_is_rejected(self, value: int) -> None:
+        """An integer too large for a float is refused, not an OverflowError."""
+        with pytest.raises(ValueError, match="must be finite"):
+            parse_duration(value)
+
+    @pytest.mark.parametrize(
+        "value", ["36501d", 36500 * 86400 + 1, timedelta(days=36501), "999999999d"]
+    )
+    def test_longer_than_a_hundred_years_is_rejected(self, value: object) -> None:
+        """A duration no datetime can be moved by is refused when it is read."""
+        with pytest.raises(ValueError, match=r"at most 36500d \(100 years\)"):
+            parse_duration(value)
+
+    def test_a_hundred_years_is_accepted(self) -> None:
+        """The longest duration is exactly 36500 days."""
+        assert parse_duration("36500d") == 36500 * 86400.0
+
     @pytest.mark.parametrize(
         "text",
         [
@@ -125,7 +143,7 @@ class TestFormatDuration:
         with pytest.raises(ValueError, match="finite and not negative"):
             format_duration(bad)
 
-    @given(st.integers(min_value=0, max_value=10**13))
+    @given(st.integers(min_value=0, max_value=36500 * 86400 * 1000))
     def test_round_trip_for_whole_milliseconds(self, millis: int) -> None:
         """Parsing the formatted text gives back exactly the same seconds."""
         seconds = millis / 1000

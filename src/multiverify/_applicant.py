@@ -44,6 +44,12 @@ def normalize_phone(
     Raises:
         InvalidInputError: the number cannot be parsed or is not a valid number.
     """
+    if region is not None and not isinstance(region, str):
+        raise InvalidInputError(
+            message=f"{field}: the region must be text such as 'CN', "
+            f"got {type(region).__name__}",
+            field=field,
+        )
     try:
         parsed = phonenumbers.parse(number, region.upper() if region else None)
     except (phonenumbers.NumberParseException, TypeError) as exc:
@@ -139,12 +145,23 @@ def normalize_ip(value: object) -> str | None:
         ) from None
 
 
-def _lines(values: Iterable[str]) -> tuple[str, ...]:
+def _sequence(field: str, values: object) -> tuple[Any, ...]:
+    # A string is iterable too, but an address of one line is not one line
+    # per character.
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidInputError(
+            message=f"{field}: expected a list, got {type(values).__name__}",
+            field=field,
+        )
     return tuple(values)
+
+
+def _lines(values: Iterable[str]) -> tuple[str, ...]:
+    return _sequence("address.lines", values)
 
 
 def _contacts(values: Iterable[Contact]) -> tuple[Contact, ...]:
-    return tuple(values)
+    return _sequence("contacts", values)
 
 
 def _non_negative(field: str) -> Any:
@@ -315,7 +332,10 @@ class Address:
     """A postal address. Every field is personal."""
 
     lines: tuple[str, ...] = attrs.field(
-        converter=_lines, repr=False, metadata={"personal": True}
+        converter=_lines,
+        validator=_each("address.lines", str),
+        repr=False,
+        metadata={"personal": True},
     )
     city: str = attrs.field(
         validator=_text("address.city"), repr=False, metadata={"personal": True}
@@ -350,7 +370,7 @@ class Contact:
 def _purposes(values: Iterable[str]) -> tuple[str, ...]:
     if isinstance(values, str):
         return (values,)
-    return tuple(values)
+    return _sequence("consents.purposes", values)
 
 
 @attrs.frozen(kw_only=True)
@@ -377,9 +397,17 @@ class Consent:
     scope: str = attrs.field(
         default="credit_bureau", validator=_non_empty("consents.scope")
     )
-    purposes: tuple[str, ...] = attrs.field(default=(), converter=_purposes)
-    granted_at: datetime | None = None
-    expires_at: datetime | None = None
+    purposes: tuple[str, ...] = attrs.field(
+        default=(), converter=_purposes, validator=_each("consents.purposes", str)
+    )
+    granted_at: datetime | None = attrs.field(
+        default=None,
+        validator=_instance("consents.granted_at", datetime, optional=True),
+    )
+    expires_at: datetime | None = attrs.field(
+        default=None,
+        validator=_instance("consents.expires_at", datetime, optional=True),
+    )
 
     def __attrs_post_init__(self) -> None:
         for name in ("granted_at", "expires_at"):
@@ -401,7 +429,7 @@ class Consent:
 
 
 def _consents(values: Iterable[Consent]) -> tuple[Consent, ...]:
-    return tuple(values)
+    return _sequence("consents", values)
 
 
 @attrs.frozen(kw_only=True)

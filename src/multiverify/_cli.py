@@ -18,7 +18,7 @@ from typing import IO, Any, NoReturn
 
 from ._audit import AuditEvent, AuditTrail
 from ._results import Outcome, ResultStatus, Verdict
-from ._session import Session, StepState
+from ._session import Session, SessionStatus, StepState
 from ._specs import BUILTIN_CHANNELS, ChannelSpec
 from ._verifier import Verifier
 from .channels import Channel
@@ -272,6 +272,10 @@ def _demo(
         )
     except PolicyError as exc:
         _fail_policy(exc, str(policy_file))
+    if db is not None and not db.parent.is_dir():
+        raise click.BadParameter(
+            f"no directory {db.parent} to keep the session in", param_hint="'--db'"
+        )
     with tempfile.TemporaryDirectory(
         prefix="multiverify-demo-", ignore_cleanup_errors=True
     ) as scratch:
@@ -288,6 +292,18 @@ def _demo(
         console.line()
         if session.verdict is not None:
             console.print(_verdict_panel(session.verdict))
+        if session.status is SessionStatus.REVIEW:
+            console.print(
+                Text(
+                    "The case waits in the review queue for a person's decision"
+                    + (
+                        f": multiverify review list --store {db}"
+                        if db is not None
+                        else " (keep it with --db to decide it)"
+                    ),
+                    style="dim",
+                )
+            )
         if db is not None:
             console.print(
                 Text(
@@ -477,6 +493,9 @@ def create_cli() -> click.Group:
             count = AuditTrail.verify(events, heads=heads)
         except AuditIntegrityError as exc:
             click.echo(f"{file.name}: event {exc.index}: {exc.message}", err=True)
+            raise SystemExit(1) from None
+        except UnicodeDecodeError as exc:  # read lazily, line by line
+            click.echo(f"{file.name}: not UTF-8 text: {exc.reason}", err=True)
             raise SystemExit(1) from None
         if not count:
             click.echo(f"{file.name}: no audit events", err=True)

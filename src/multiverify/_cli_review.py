@@ -51,16 +51,19 @@ def open_store(
         click.BadParameter: the URL names no store, or the SQLite file does
             not exist.
     """
-    scheme, sep, rest = target.partition("://")
-    if not sep or scheme.lower() == "sqlite":
-        path = Path(rest if sep else target)
-        if not path.exists():
-            raise click.BadParameter(f"no SQLite store at {path}", param_hint="--store")
-        return SqliteStore(path)
-    try:
-        return store_from_url(target, schema=schema, prefix=prefix)
-    except ConfigurationError as exc:
-        raise click.BadParameter(str(exc), param_hint="--store") from exc
+    scheme, colon, rest = target.partition(":")
+    if colon and scheme.lower() == "sqlite":
+        path = Path(rest.removeprefix("//"))  # sqlite:///abs/path, sqlite:rel.db
+    elif "://" in target:
+        try:
+            return store_from_url(target, schema=schema, prefix=prefix)
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--store") from exc
+    else:
+        path = Path(target)
+    if not path.is_file():
+        raise click.BadParameter(f"no SQLite store at {path}", param_hint="--store")
+    return SqliteStore(path)
 
 
 def case_json(case: ReviewCase, *, now: datetime) -> dict[str, Any]:

@@ -340,6 +340,12 @@ def simulate_command() -> click.Command:
         the vendor cost per session, the manual-review load and any missing
         evidence.
         """
+        if html_file is not None and not html_file.parent.is_dir():
+            # Found before the replay, which may take minutes.
+            raise click.BadParameter(
+                f"no directory {html_file.parent} to write the report in",
+                param_hint="'--html'",
+            )
         policy = _load(policy_file)
         assert policy is not None  # noqa: S101 - the option is required
         baseline = _load(baseline_file)
@@ -376,7 +382,11 @@ def simulate_command() -> click.Command:
             click.echo(f"error: {exc.message}", err=True)
             raise SystemExit(1) from None
         if html_file is not None:
-            html_file.write_text(render_html(report), encoding="utf-8")
+            try:
+                html_file.write_text(render_html(report), encoding="utf-8")
+            except OSError as exc:
+                click.echo(f"error: cannot write {html_file}: {exc.strerror}", err=True)
+                raise SystemExit(1) from None
         if as_json:
             click.echo(json.dumps(report.to_json(), indent=2))
             return

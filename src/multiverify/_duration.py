@@ -19,6 +19,10 @@ _UNIT = {
     "h": Decimal(3600),
     "d": Decimal(86400),
 }
+# The longest duration accepted. Every duration ends up added to a datetime
+# (a deadline, a timer, a lease), which cannot pass the year 9999: a longer
+# one would validate, then fail when the session starts.
+_MAX_SECONDS = 36500 * 86400.0
 
 
 def parse_duration(value: object) -> float:
@@ -27,14 +31,18 @@ def parse_duration(value: object) -> float:
     Strings chain parts: ``"1h30m"``, ``"500ms"``, ``"2.5s"``.
 
     Raises:
-        ValueError: the value is not a duration, is negative or is not finite.
+        ValueError: the value is not a duration, is negative, is not finite
+            or is longer than 100 years.
     """
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")  # noqa: TRY004 - one error type for callers
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         parts = _PART.findall(text)
@@ -49,6 +57,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"a duration must be finite: {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration must not be negative: {value!r}")
+    if seconds > _MAX_SECONDS:
+        raise ValueError(f"a duration must be at most 36500d (100 years): {value!r}")
     return seconds
 
 

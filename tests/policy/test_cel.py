@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 import multiverify
-from multiverify.policy._cel import ConditionError, compile_condition
+from multiverify import ChannelSpec, Outcome, Policy, Rule, Step, Verifier
+from multiverify.policy._cel import ConditionError, compile_condition, make_context
+from multiverify.sandbox import get_persona
+from multiverify.testing import Scripted, ScriptedChannel
 
 
 class TestCompileCondition:
@@ -104,6 +109,36 @@ class TestEvaluate:
         """An evaluation failure becomes a ConditionError."""
         with pytest.raises(ConditionError, match="ZeroDivisionError"):
             compile_condition("1 / 0").evaluate_number({})
+
+
+class TestMakeContext:
+    @pytest.mark.parametrize("value", [date(2026, 1, 1), {1, 2}, object()])
+    def test_a_value_cel_cannot_hold_is_a_condition_error(self, value: object) -> None:
+        """A fact CEL has no type for fails like an evaluation, not as a ValueError."""
+        with pytest.raises(ConditionError, match=r"ValueError: .*convert"):
+            make_context({"steps": {"a": {"facts": {"when": value}}}})
+
+    async def test_a_session_with_such_a_fact_is_still_decided(self) -> None:
+        """A channel reporting a date among its facts leaves the rule unmatched, no hang."""
+        policy = Policy(
+            name="p",
+            version="1",
+            steps=[Step(id="a", channel="x")],
+            rules=[
+                Rule(outcome="approved", when="steps.a.facts.band == 'A'", reason="ok")
+            ],
+            channels={"x": ChannelSpec(name="x")},
+        )
+        facts = {"band": "A", "reported_on": date(2026, 1, 1)}
+        channel = ScriptedChannel("x", [Scripted.ends("passed", facts=facts)])
+        async with Verifier(policy, channels=[channel]) as verifier:
+            verdict = await asyncio.wait_for(
+                verifier.run(get_persona("honest").applicant), timeout=30
+            )
+        assert verdict.outcome is Outcome.REVIEW
+        [trace] = verdict.rules
+        assert trace.matched is False
+        assert "convert" in trace.error
 
 
 _ENGINE_ALONE = """

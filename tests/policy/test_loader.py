@@ -277,6 +277,24 @@ class TestParsePolicy:
             "YAML syntax error: boom",
         )
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "? [a, b]\n: 1\nname: loan\n",
+            (
+                "name: loan\nversion: '1'\nsteps:\n"
+                "  - {id: a, channel: sms_code, options: {[1, 2]: 3}}\n"
+            ),
+        ],
+    )
+    def test_yaml_unhashable_key(self, text: str) -> None:
+        """A list used as a YAML key is a located syntax error, not a TypeError."""
+        with pytest.raises(PolicyError) as info:
+            parse_policy(text, format="yaml", source="p.yaml")
+        [problem] = info.value.problems
+        assert problem.path.startswith("line ")
+        assert "unhashable key" in problem.message
+
     def test_yaml_one_two_booleans(self) -> None:
         """``on`` stays a key and ``yes`` a string: YAML 1.2 booleans only."""
         text = (
@@ -442,6 +460,23 @@ class TestPolicyFromDict:
     ) -> None:
         """Each top-level setting is checked and located."""
         assert structural(minimal(**overrides), "p.json") == [(path, message)]
+
+    @pytest.mark.parametrize(
+        ("document", "path"),
+        [
+            (minimal(deadline=10**400), "deadline"),
+            (minimal(deadline="999999999d"), "deadline"),
+            (step(timeout="9999999999d"), "steps[0].timeout"),
+            (step(retry={"wait_max": 10**20}), "steps[0].retry.wait_max"),
+        ],
+    )
+    def test_durations_too_long_for_a_datetime(
+        self, document: dict[str, Any], path: str
+    ) -> None:
+        """A duration no clock can be moved by is located, not an OverflowError."""
+        problems = structural(document)
+        assert [where for where, _ in problems] == [path]
+        assert "must be" in problems[0][1]
 
     def test_dates_get_a_hint(self) -> None:
         """An unquoted date is a date; the message says to quote it."""

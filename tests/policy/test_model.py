@@ -265,7 +265,9 @@ class TestValidation:
         """A policy needs a step."""
         assert problems(steps=[]) == [("steps", "a policy needs at least one step")]
 
-    @pytest.mark.parametrize("step_id", ["Bureau", "1st", "", "a-b", "a" * 64])
+    @pytest.mark.parametrize(
+        "step_id", ["Bureau", "1st", "", "a-b", "a" * 64, "sms\n", "sms\nx"]
+    )
     def test_bad_id(self, step_id: str) -> None:
         """Ids are short lowercase identifiers."""
         assert problems(steps=[Step(id=step_id, channel="sms_code")]) == [
@@ -599,7 +601,9 @@ class TestTimingAndTypes:
             ("steps[0].providers[2]", "duplicate provider 'a'")
         ]
 
-    @pytest.mark.parametrize("reason", ["Fraud alert!", "bureau fraud", "Bureau.Fraud"])
+    @pytest.mark.parametrize(
+        "reason", ["Fraud alert!", "bureau fraud", "Bureau.Fraud", "bureau.fraud\n"]
+    )
     def test_reason_must_be_a_code(self, reason: str) -> None:
         """A rule's reason is a stable machine code; text goes in ``message``."""
         found = problems(rules=[rule("steps.bureau.status == 'failed'", reason=reason)])
@@ -648,6 +652,31 @@ class TestTimingAndTypes:
     ) -> None:
         """A condition that yields a number never holds: refused."""
         assert problems(**overrides) == [(path, "must yield a boolean, got float")]
+
+    @pytest.mark.parametrize(
+        ("when", "message"),
+        [
+            ("'yes'", "cannot be evaluated: expected a boolean, got str"),
+            ("null", "cannot be evaluated: expected a boolean, got NoneType"),
+            ("1 / 0 == 1", "cannot be evaluated: ZeroDivisionError"),
+        ],
+    )
+    def test_constant_step_condition_must_evaluate(
+        self, when: str, message: str
+    ) -> None:
+        """A step condition failing for every applicant would skip it: refused."""
+        steps = [
+            Step(id="bureau", channel="credit_bureau"),
+            Step(id="call", channel="phone_call", when=when),
+        ]
+        [(path, found)] = problems(steps=steps)
+        assert path == "steps[1].when"
+        assert found.startswith(message)
+
+    @pytest.mark.parametrize("when", ["true", "false", "1 < 2"])
+    def test_constant_boolean_step_condition_is_accepted(self, when: str) -> None:
+        """A step switched on or off by a constant condition validates."""
+        make(steps=[Step(id="bureau", channel="credit_bureau", when=when)])
 
     @pytest.mark.parametrize("score", ["'high'", "steps.bureau.status"])
     def test_score_must_be_a_number(self, score: str) -> None:
@@ -747,6 +776,61 @@ class TestBuiltInPython:
                 "not a duration: 'half an hour' (write it like '30s', '5m' or '1h30m')",
             ),
             (lambda: make(score=0.5), "score", "expected a string, got float"),
+            (
+                lambda: Step(id="sms", channel="sms_code", providers="twilio"),
+                "providers",
+                "expected a list, got str",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", after="bureau"),
+                "after",
+                "expected a list, got str",
+            ),
+            (
+                lambda: Step(id="call", channel="phone_call", after=None),  # type: ignore[arg-type]
+                "after",
+                "expected a list, got NoneType",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", retry={"attempts": 2}),  # type: ignore[arg-type]
+                "retry",
+                "expected a RetrySettings, got dict",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", fallback="b"),  # type: ignore[arg-type]
+                "fallback",
+                "expected a Fallback, got str",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", optional="no"),  # type: ignore[arg-type]
+                "optional",
+                "expected true or false, got str",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", options=[("a", 1)]),  # type: ignore[arg-type]
+                "options",
+                "expected a table, got list",
+            ),
+            (
+                lambda: Step(id="a", channel="sms_code", options={1: "x"}),  # type: ignore[dict-item]
+                "options",
+                "keys must be strings, got 1",
+            ),
+            (lambda: make(steps=None), "steps", "expected a list, got NoneType"),
+            (
+                lambda: make(steps=[{"id": "a", "channel": "sms_code"}]),
+                "steps[0]",
+                "expected a Step, got dict",
+            ),
+            (lambda: make(rules=["true"]), "rules[0]", "expected a Rule, got str"),
+            (lambda: make(scripts=["x"]), "scripts", "expected a table, got list"),
+            (
+                lambda: make(scripts={"intro": "hello"}),
+                "scripts.intro",
+                "expected a table, got str",
+            ),
+            (lambda: make(review={}), "review", "expected a ReviewSettings, got dict"),
+            (lambda: make(channels=["fax"]), "channels", "expected a table, got list"),
         ],
     )
     def test_bad_values_are_located(

@@ -209,6 +209,56 @@ reason = "video.ok"
             )
         assert caught.value.problems[0].path == "review.fallback"
 
+    @pytest.mark.parametrize(
+        ("settings", "path", "message"),
+        [
+            (
+                {"sla": "soon"},
+                "review.sla",
+                "not a duration: 'soon' (write it like '30s', '5m' or '1h30m')",
+            ),
+            ({"lease": -1}, "review.lease", "a duration must not be negative: -1"),
+            (
+                {"fallback_after": [1]},
+                "review.fallback_after",
+                "not a duration: [1]",
+            ),
+            (
+                {"fallback": "reject"},
+                "review.fallback",
+                "'reject' is not an outcome (one of approved, expired, rejected, review)",
+            ),
+            ({"priority": "high"}, "review.priority", "expected an integer, got str"),
+            (
+                {"escalate_by": 1.5},
+                "review.escalate_by",
+                "expected an integer, got float",
+            ),
+            (
+                {"approve_reasons": "ok"},
+                "review.approve_reasons",
+                "expected a list, got str",
+            ),
+            (
+                {"reject_reasons": ["fraud", 7]},
+                "review.reject_reasons[1]",
+                "expected a string, got int",
+            ),
+            (
+                {"evidence": [{"id": "video", "channel": "video_sign"}]},
+                "review.evidence[0]",
+                "expected a Step, got dict",
+            ),
+        ],
+    )
+    def test_bad_values_built_in_python_are_located(
+        self, settings: dict[str, object], path: str, message: str
+    ) -> None:
+        """A bad value passed to ReviewSettings is a located PolicyError."""
+        with pytest.raises(PolicyError) as caught:
+            ReviewSettings(**settings)  # type: ignore[arg-type]
+        assert [(p.path, p.message) for p in caught.value.problems] == [(path, message)]
+
 
 class TestExplained:
     def test_policy_explain_describes_the_table(self) -> None:

@@ -9,10 +9,18 @@ import attrs
 import pytest
 
 import multiverify.sandbox
-from multiverify import Outcome, ResultStatus, Session, StepState, Verdict, Verifier
+from multiverify import (
+    Outcome,
+    ResultStatus,
+    Session,
+    SessionStatus,
+    StepState,
+    Verdict,
+    Verifier,
+)
 from multiverify.channels import PhoneCallChannel, ProviderEvent
 from multiverify.exceptions import ConfigurationError
-from multiverify.policy import Policy, Step, load_policy
+from multiverify.policy import Policy, Step, load_policy, policy_from_dict
 from multiverify.sandbox import (
     DEFAULT_POLICY_PATH,
     PERSONAS,
@@ -255,6 +263,25 @@ class TestPlay:
         verdict = _verdict(await _play(get_persona("hesitant")))
         assert verdict.outcome is Outcome.REVIEW
         assert [r.code for r in verdict.reasons] == ["call.risk_signals"]
+
+    async def test_a_case_left_to_a_reviewer_ends_the_play(self) -> None:
+        """Under a policy with a [review] table, play returns the queued session."""
+        persona = get_persona("hesitant")
+        policy = policy_from_dict(
+            load_default_policy().to_dict() | {"review": {"sla": "1h"}}
+        )
+        channels = [
+            sandbox_phone_channel(persona, speed=0)
+            if c.spec.name == "phone_call"
+            else c
+            for c in simulated_channels(persona, speed=0)
+        ]
+        async with Verifier(policy, channels=channels) as verifier:
+            session = await asyncio.wait_for(
+                play(verifier, persona, speed=0, poll=0.005), timeout=30
+            )
+        assert session.status is SessionStatus.REVIEW
+        assert _verdict(session).outcome is Outcome.REVIEW
 
     async def test_every_persona_reaches_its_expected_outcome(self) -> None:
         """Each persona's ``expected`` is what the default policy decides."""

@@ -132,7 +132,10 @@ def _prepared(context: Mapping[str, Any] | cel.Context) -> dict[str, Any] | cel.
 
 def make_context(variables: Mapping[str, Any]) -> cel.Context:
     """Convert variables once, for several conditions evaluated over them."""
-    context: cel.Context = _ENGINE.Context(dict(variables))
+    try:
+        context: cel.Context = _ENGINE.Context(dict(variables))
+    except Exception as exc:  # noqa: BLE001 - the binding raises several builtin types
+        raise ConditionError(f"{type(exc).__name__}: {exc}") from None
     return context
 
 

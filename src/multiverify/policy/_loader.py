@@ -297,10 +297,12 @@ class _YamlLoader(yaml.SafeLoader):
     def construct_mapping(
         self, node: yaml.MappingNode, deep: bool = False
     ) -> dict[Any, Any]:
-        keys: set[object] = set()
+        keys: set[str] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in keys:
+            if not isinstance(key, str):
+                continue  # the parent refuses an unhashable key with its mark
+            if key in keys:
                 raise yaml.constructor.ConstructorError(
                     "while reading a mapping",
                     node.start_mark,

@@ -18,7 +18,16 @@ from .._results import Outcome, PolicyRef, ResultStatus
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
 from ..exceptions import PolicyError, PolicyProblem
 from ._cel import ROOTS, Condition, ConditionError, compile_condition
-from ._review import ReviewSettings, reason_code_ok, review_dict, review_problems
+from ._review import (
+    ReviewSettings,
+    each_at,
+    reason_code_ok,
+    review_dict,
+    review_problems,
+    sequence_at,
+    texts_at,
+)
+from ._review import invalid as _invalid
 
 __all__ = [
     "STEP_FIELDS",
@@ -30,7 +39,7 @@ __all__ = [
     "Step",
 ]
 
-_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_ID = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 #: Values ``steps.<id>.status`` takes in conditions.
 STEP_STATUSES = frozenset(
@@ -90,28 +99,58 @@ _PROBE_STEP = {
 _TYPE_ERROR = "No such overload"
 
 
-def _strings(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(values)
-
-
-def _steps(values: Iterable[Step]) -> tuple[Step, ...]:
-    return tuple(values)
-
-
-def _rules(values: Iterable[Rule]) -> tuple[Rule, ...]:
-    return tuple(values)
-
-
 # A policy built in Python reports a bad value as the file loader does: a
 # PolicyError whose problem names the field (``retry.attempts``), never a bare
 # ValueError or TypeError from deep inside a converter.
 
 
-def _invalid(path: str, message: str) -> PolicyError:
-    return PolicyError(
-        message=f"{path}: {message}",
-        problems=(PolicyProblem(path=path, message=message),),
-    )
+def _providers(values: Iterable[str]) -> tuple[str, ...]:
+    return sequence_at("providers", values)
+
+
+def _after(values: Iterable[str]) -> tuple[str, ...]:
+    return sequence_at("after", values)
+
+
+def _steps(values: Iterable[Step]) -> tuple[Step, ...]:
+    return sequence_at("steps", values)
+
+
+def _rules(values: Iterable[Rule]) -> tuple[Rule, ...]:
+    return sequence_at("rules", values)
+
+
+def _instance_at(path: str, kind: type, *, optional: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, kind) and not (optional and value is None):
+            raise _invalid(
+                path, f"expected a {kind.__name__}, got {type(value).__name__}"
+            )
+
+    return check
+
+
+def _boolean_at(path: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise _invalid(path, f"expected true or false, got {type(value).__name__}")
+
+    return check
+
+
+def _table_at(path: str, *, of_tables: bool = False) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, Mapping):
+            raise _invalid(path, f"expected a table, got {type(value).__name__}")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _invalid(path, f"keys must be strings, got {key!r}")
+            if of_tables and not isinstance(item, Mapping):
+                raise _invalid(
+                    f"{path}.{key}", f"expected a table, got {type(item).__name__}"
+                )
+
+    return check
 
 
 def _one_of(value: Any, kind: type[enum.StrEnum], what: str) -> Any:
@@ -203,17 +242,6 @@ def _text_at(path: str, *, optional: bool = False) -> Any:
     return check
 
 
-def _texts_at(path: str) -> Any:
-    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
-        for index, value in enumerate(values):
-            if not isinstance(value, str):
-                raise _invalid(
-                    f"{path}[{index}]", f"expected a string, got {type(value).__name__}"
-                )
-
-    return check
-
-
 def _attempts(_inst: object, _attr: object, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(
@@ -283,20 +311,26 @@ class Step:
     id: str = attrs.field(validator=_text_at("id"))
     channel: str = attrs.field(validator=_text_at("channel"))
     timeout: float | None = attrs.field(default=None, converter=_step_timeout)
-    retry: RetrySettings = attrs.Factory(RetrySettings)
+    retry: RetrySettings = attrs.field(
+        factory=RetrySettings, validator=_instance_at("retry", RetrySettings)
+    )
     providers: tuple[str, ...] = attrs.field(
-        default=(), converter=_strings, validator=_texts_at("providers")
+        default=(), converter=_providers, validator=texts_at("providers")
     )
     after: tuple[str, ...] = attrs.field(
-        default=(), converter=_strings, validator=_texts_at("after")
+        default=(), converter=_after, validator=texts_at("after")
     )
     when: str | None = attrs.field(
         default=None, validator=_text_at("when", optional=True)
     )
-    fallback: Fallback | None = None
-    optional: bool = False
+    fallback: Fallback | None = attrs.field(
+        default=None, validator=_instance_at("fallback", Fallback, optional=True)
+    )
+    optional: bool = attrs.field(default=False, validator=_boolean_at("optional"))
     # A dict cannot be hashed; eq still compares it.
-    options: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    options: Mapping[str, Any] = attrs.field(
+        factory=dict, hash=False, validator=_table_at("options")
+    )
     price: float | None = None
 
 
@@ -449,8 +483,12 @@ class Policy:
 
     name: str = attrs.field(validator=_text_at("name"))
     version: str = attrs.field(validator=_text_at("version"))
-    steps: tuple[Step, ...] = attrs.field(converter=_steps)
-    rules: tuple[Rule, ...] = attrs.field(default=(), converter=_rules)
+    steps: tuple[Step, ...] = attrs.field(
+        converter=_steps, validator=each_at("steps", Step)
+    )
+    rules: tuple[Rule, ...] = attrs.field(
+        default=(), converter=_rules, validator=each_at("rules", Rule)
+    )
     default: Outcome = attrs.field(default=Outcome.REVIEW, converter=_default_outcome)
     deadline: float | None = attrs.field(default=None, converter=_deadline)
     on_deadline: Outcome = attrs.field(
@@ -459,10 +497,14 @@ class Policy:
     score: str | None = attrs.field(
         default=None, validator=_text_at("score", optional=True)
     )
-    scripts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
-    review: ReviewSettings | None = None
+    scripts: Mapping[str, Mapping[str, Any]] = attrs.field(
+        factory=dict, hash=False, validator=_table_at("scripts", of_tables=True)
+    )
+    review: ReviewSettings | None = attrs.field(
+        default=None, validator=_instance_at("review", ReviewSettings, optional=True)
+    )
     channels: Mapping[str, ChannelSpec] = attrs.field(
-        factory=dict, eq=False, repr=False, hash=False
+        factory=dict, eq=False, repr=False, hash=False, validator=_table_at("channels")
     )
     source: str | None = attrs.field(default=None, eq=False, repr=False)
     _conditions: dict[str, Condition] = attrs.field(
@@ -633,7 +675,12 @@ class _Validator:
             )
         for index, step in enumerate(policy.steps):
             if step.when is not None:
-                self.check_condition(f"steps[{index}].when", step.when)
+                path = f"steps[{index}].when"
+                condition = self.check_condition(path, step.when)
+                if condition is not None and condition.constant:
+                    # The runtime skips a step whose condition fails: one that
+                    # fails for every applicant would skip it silently.
+                    self.check_evaluates(path, condition)
         self.check_rules()
         if policy.score is not None:
             self.check_condition("score", policy.score, number=True)
@@ -661,7 +708,7 @@ class _Validator:
 
     def check_ids_and_channels(self) -> None:
         for index, step in enumerate(self.policy.steps):
-            if not _ID.match(step.id):
+            if not _ID.fullmatch(step.id):
                 self.problem(
                     f"steps[{index}].id",
                     f"{step.id!r} is not a valid step id (lowercase letters, digits, _)",
@@ -706,7 +753,7 @@ class _Validator:
         self.problems.extend(review_problems(review, self.ids))
         for index, step in enumerate(review.evidence):
             path = f"review.evidence[{index}]"
-            if not _ID.match(step.id):
+            if not _ID.fullmatch(step.id):
                 self.problem(
                     f"{path}.id",
                     f"{step.id!r} is not a valid step id (lowercase letters, digits, _)",
@@ -865,6 +912,13 @@ class _Validator:
                 always_before = index
             self.check_literals(path, condition)
             seen.setdefault(normal, index)
+
+    def check_evaluates(self, path: str, condition: Condition) -> None:
+        """Report a constant condition that yields no boolean or cannot be evaluated."""
+        try:
+            condition.evaluate({})
+        except ConditionError as exc:
+            self.problem(path, f"cannot be evaluated: {exc}")
 
     def check_constant(self, path: str, condition: Condition) -> bool:
         """Whether a constant rule always holds; report it when it never does."""

@@ -15,7 +15,7 @@ import attrs
 
 from .._duration import format_duration, parse_duration
 from .._results import Outcome
-from ..exceptions import PolicyProblem
+from ..exceptions import PolicyError, PolicyProblem
 
 if TYPE_CHECKING:
     from ._model import Step
@@ -25,27 +25,103 @@ __all__ = ["REVIEW_QUEUE", "ReviewSettings"]
 REVIEW_QUEUE = "review"
 """The work queue review cases wait in, whatever their policy."""
 
-_REASON = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+_REASON = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 
 
-def _optional_seconds(value: object) -> float | None:
-    return None if value is None else parse_duration(value)
+def invalid(path: str, message: str) -> PolicyError:
+    """The error of one bad value of a policy built in Python, located at ``path``."""
+    return PolicyError(
+        message=f"{path}: {message}",
+        problems=(PolicyProblem(path=path, message=message),),
+    )
 
 
-def _seconds(value: object) -> float:
-    return parse_duration(value)
+def _seconds_at(path: str, value: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise invalid(path, str(exc)) from None
 
 
-def _codes(values: Iterable[str]) -> tuple[str, ...]:
+def sequence_at(path: str, values: object) -> tuple[Any, ...]:
+    """``values`` as a tuple; a string or a non-iterable is a located error.
+
+    A string is iterable too, but ``providers="twilio"`` is not six providers.
+    """
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise invalid(path, f"expected a list, got {type(values).__name__}")
     return tuple(values)
+
+
+# Named converters, one per field, as the attrs plugin for mypy needs them.
+
+
+def _sla(value: object) -> float | None:
+    return None if value is None else _seconds_at("review.sla", value)
+
+
+def _fallback_after(value: object) -> float | None:
+    return None if value is None else _seconds_at("review.fallback_after", value)
+
+
+def _lease(value: object) -> float:
+    return _seconds_at("review.lease", value)
+
+
+def _approve_reasons(values: Iterable[str]) -> tuple[str, ...]:
+    return sequence_at("review.approve_reasons", values)
+
+
+def _reject_reasons(values: Iterable[str]) -> tuple[str, ...]:
+    return sequence_at("review.reject_reasons", values)
 
 
 def _steps(values: Iterable[Step]) -> tuple[Step, ...]:
-    return tuple(values)
+    return sequence_at("review.evidence", values)
 
 
 def _outcome(value: str) -> Outcome:
-    return Outcome(value)
+    try:
+        return Outcome(value)
+    except ValueError:
+        names = ", ".join(sorted(member.value for member in Outcome))
+        raise invalid(
+            "review.fallback", f"{value!r} is not an outcome (one of {names})"
+        ) from None
+
+
+def _integer_at(path: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(path, f"expected an integer, got {type(value).__name__}")
+
+    return check
+
+
+def texts_at(path: str) -> Any:
+    """A validator: every item of a tuple is a string, or the first other is located."""
+    return each_at(path, str, "a string")
+
+
+def each_at(path: str, kind: type, what: str | None = None) -> Any:
+    """A validator: every item of a tuple is a ``kind``, or the first other is located."""
+    expected = what or f"a {kind.__name__}"
+
+    def check(_inst: object, _attr: object, values: tuple[object, ...]) -> None:
+        for index, value in enumerate(values):
+            if not isinstance(value, kind):
+                raise invalid(
+                    f"{path}[{index}]",
+                    f"expected {expected}, got {type(value).__name__}",
+                )
+
+    return check
+
+
+def _evidence(inst: object, attr: object, values: tuple[object, ...]) -> None:
+    from ._model import Step  # noqa: PLC0415 - the model imports this module
+
+    each_at("review.evidence", Step)(inst, attr, values)
 
 
 @attrs.frozen(kw_only=True)
@@ -75,17 +151,27 @@ class ReviewSettings:
             ``channel``, ``timeout``, ``retry``, ``providers`` and ``options``.
     """
 
-    priority: int = 0
-    sla: float | None = attrs.field(default=None, converter=_optional_seconds)
-    escalate_by: int = 10
-    fallback_after: float | None = attrs.field(
-        default=None, converter=_optional_seconds
+    priority: int = attrs.field(default=0, validator=_integer_at("review.priority"))
+    sla: float | None = attrs.field(default=None, converter=_sla)
+    escalate_by: int = attrs.field(
+        default=10, validator=_integer_at("review.escalate_by")
     )
+    fallback_after: float | None = attrs.field(default=None, converter=_fallback_after)
     fallback: Outcome = attrs.field(default=Outcome.REJECTED, converter=_outcome)
-    lease: float = attrs.field(default=900.0, converter=_seconds)
-    approve_reasons: tuple[str, ...] = attrs.field(default=(), converter=_codes)
-    reject_reasons: tuple[str, ...] = attrs.field(default=(), converter=_codes)
-    evidence: tuple[Step, ...] = attrs.field(default=(), converter=_steps)
+    lease: float = attrs.field(default=900.0, converter=_lease)
+    approve_reasons: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_approve_reasons,
+        validator=texts_at("review.approve_reasons"),
+    )
+    reject_reasons: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_reject_reasons,
+        validator=texts_at("review.reject_reasons"),
+    )
+    evidence: tuple[Step, ...] = attrs.field(
+        default=(), converter=_steps, validator=_evidence
+    )
 
     def reasons_for(self, outcome: Outcome) -> tuple[str, ...]:
         """The reason codes allowed with a decision (empty: any well-formed code)."""
@@ -100,7 +186,7 @@ class ReviewSettings:
 
 def reason_code_ok(code: str) -> bool:
     """Whether ``code`` is a well-formed reason code (``docs_verified``)."""
-    return _REASON.match(code) is not None
+    return _REASON.fullmatch(code) is not None
 
 
 def review_dict(settings: ReviewSettings, step_dict: Any) -> dict[str, Any]:

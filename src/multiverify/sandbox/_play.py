@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from .._session import Session, StepState
+from .._session import Session, SessionStatus, StepState
 from ..channels import ProviderEvent
 from ..exceptions import SessionError
 from ._channels import sandbox_code, sandbox_vendor
@@ -63,7 +63,10 @@ async def play(
         sms: the sandbox SMS vendor whose inbox the persona reads.
 
     Returns:
-        The finished session (with its verdict, unless it was cancelled).
+        The finished session (with its verdict, unless it was cancelled), or
+        the session waiting in the review queue (status ``review``, with its
+        automatic verdict) when its policy leaves a verdict of ``review`` to
+        people.
     """
     vendors = []
     # Only an embedded Verifier runs channels in this process; on Temporal the
@@ -87,7 +90,7 @@ async def play(
             if on_progress is not None and session != seen:
                 await on_progress(session)
             seen = session
-            if session.finished:
+            if session.finished or _left_to_a_reviewer(session):
                 break
             policy = verifier.policy(session.policy.hash)
             for record in session.steps:
@@ -117,6 +120,21 @@ async def play(
         for vendor in vendors:  # its calls end with the session
             await vendor.aclose()
     return session
+
+
+def _left_to_a_reviewer(session: Session) -> bool:
+    """Whether the session waits for a person's decision, not for the applicant.
+
+    Under a policy with a ``[review]`` table a verdict of ``review`` waits in
+    the review queue, which no persona works: waiting for it would never end.
+    An evidence step a reviewer asked for is still the applicant's to answer.
+    """
+    return session.status is SessionStatus.REVIEW and not any(
+        record.state in _ACTIVE for record in session.steps
+    )
+
+
+_ACTIVE = frozenset({StepState.PENDING, StepState.RUNNING, StepState.WAITING})
 
 
 async def _finished(verifier: Verifier, session_id: str) -> None:
