@@ -303,6 +303,20 @@ class TestTwilioStatus:
         )
         assert response.status_code == 413
 
+    async def test_content_length_of_non_ascii_digits(self, stack: Stack) -> None:
+        """A Content-Length of digits int() refuses is no crash: the body is read as sent."""
+        session = await stack.start()
+        path, headers, body = twilio_status(session.session_id)
+        response = await stack.http.post(
+            path,
+            content=body,
+            headers=[
+                *((k.encode(), v.encode()) for k, v in headers.items()),
+                (b"content-length", b"\xb2"),
+            ],
+        )
+        assert response.status_code == 204
+
     async def test_only_post(self, stack: Stack) -> None:
         """A GET on a webhook route is not allowed."""
         assert (await stack.http.get("/webhooks/twilio-sms")).status_code == 405
@@ -642,6 +656,18 @@ class TestSubmit:
     @pytest.mark.parametrize("body", [b"{", b"[1]", b"\xff"])
     async def test_not_a_json_object(self, stack: Stack, body: bytes) -> None:
         """A body that is not a JSON object is a 400."""
+        session = await stack.start()
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/sms/submit", content=body
+        )
+        assert response.status_code == 400
+        assert response.json() == {"error": "invalid_json"}
+
+    @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000])
+    async def test_nesting_too_deep_for_the_decoder(
+        self, stack: Stack, body: bytes
+    ) -> None:
+        """JSON nested deeper than the decoder can follow is a 400, not a crash."""
         session = await stack.start()
         response = await stack.http.post(
             f"/sessions/{session.session_id}/steps/sms/submit", content=body

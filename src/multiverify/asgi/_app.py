@@ -244,7 +244,13 @@ class _TooLargeError(Exception):
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refusing one longer than ``limit`` bytes as it streams."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isdigit alone takes digits int() refuses, such as a superscript two.
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > limit
+    ):
         raise _TooLargeError
     chunks: list[bytes] = []
     size = 0
@@ -441,7 +447,8 @@ class _App:
             payload = json.loads(body)
         except _TooLargeError:
             return _error(413, "too_large")
-        except (ClientDisconnect, UnicodeDecodeError, ValueError):
+        except (ClientDisconnect, UnicodeDecodeError, ValueError, RecursionError):
+            # RecursionError: nesting deeper than the JSON decoder can follow.
             return _error(400, "invalid_json")
         if not isinstance(payload, dict):
             return _error(400, "invalid_json")
