@@ -85,6 +85,9 @@ class TestRuleBasedAnalyzer:
             ("对，是我申请的", "zh-CN", "yes", True),
             ("没有", "zh-CN", "no", True),
             ("不是我申请的", "zh-CN", "yes", False),
+            ("没错", "zh-CN", "yes", True),  # "not wrong": an affirmation
+            ("没错，是我本人", "zh-CN", "yes", True),
+            ("没错，不是我申请的", "zh-CN", "yes", False),
             ("yes, that's right", "en", "yes", True),
             ("no, I never applied", "en", "yes", False),
             ("nope", "en", "no", True),
