@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import attrs
 import httpx
 import pytest
 import respx
@@ -277,6 +278,24 @@ class TestSpokenAnswers:
         )
         confidences = [a.confidence for a in outcome.state.answers]
         assert confidences[2:] == [pytest.approx(0.92), pytest.approx(0.92)]
+
+    async def test_purpose_typed_with_punctuation(self) -> None:
+        """A purpose typed with punctuation ("Laptop, for design work.") still matches the words said."""
+        call = _Call()
+        loan = attrs.evolve(HONEST.loan, purpose="Laptop, for design work.")
+        call.context = attrs.evolve(
+            call.context, applicant=attrs.evolve(HONEST, loan=loan)
+        )
+        await call.start()
+        await call.say(digits="1990")
+        assert call.state is not None
+        assert call.state.instruction is not None
+        assert call.state.instruction.gather is not None
+        assert "laptop" in call.state.instruction.gather.hints
+        await call.say(speech="a laptop")
+        outcome = await call.say(speech="no, nobody")
+        assert isinstance(outcome, Finished)
+        assert outcome.result.status is ResultStatus.PASSED
 
     async def test_risk_heard_in_speech(self) -> None:
         """Fillers, a slow answer and a third party in the transcript become signals; the call is inconclusive."""
