@@ -330,13 +330,15 @@ class TestCallBackTimes:
     async def test_a_malformed_time_is_refused(self) -> None:
         """A submission whose call_back_at is not a date-time is refused, naming the field."""
         verifier, desk, _, session_id = await _desk()
-        (task,) = await desk.tasks()
+        task = await desk.claim("a")
+        assert task is not None
         with pytest.raises(InvalidInputError) as caught:
             await verifier.submit(
                 session_id,
                 "call",
                 {
                     "task": task.task_id,
+                    "agent": "a",
                     "disposition": "call_back_later",
                     "call_back_at": "tomorrow",
                 },
@@ -362,4 +364,48 @@ class TestCallBackTimes:
         with pytest.raises(InvalidInputError) as caught:
             await verifier.submit(session_id, "call", payload)
         assert caught.value.field == field
+        await verifier.aclose()
+
+
+class TestClaims:
+    async def test_an_outcome_without_an_agents_claim_is_refused(self) -> None:
+        """An outcome submitted straight to the step (as an applicant could) is refused while no agent holds the task."""
+        verifier, desk, _, session_id = await _desk()
+        (task,) = await desk.tasks()
+        for payload in (
+            {"disposition": "confirmed", "answers": RIGHT},
+            {"task": task.task_id, "disposition": "confirmed", "answers": RIGHT},
+            {
+                "task": task.task_id,
+                "agent": "a",
+                "disposition": "confirmed",
+                "answers": RIGHT,
+            },
+        ):
+            with pytest.raises(InvalidInputError) as caught:
+                await verifier.submit(session_id, "call", payload)
+            assert caught.value.field == "task"
+        session = await verifier.get(session_id)
+        assert session.step("call").result is None
+        assert [t.task_id for t in await desk.tasks()] == [task.task_id]
+        await verifier.aclose()
+
+    async def test_only_the_agent_holding_a_live_claim(self) -> None:
+        """Another agent's name, or a lapsed lease, cannot report the call; the claimant's live one can."""
+        verifier, desk, clock, session_id = await _desk()
+        task = await desk.claim("a", lease=60)
+        assert task is not None
+        payload = {"task": task.task_id, "disposition": "confirmed", "answers": RIGHT}
+        with pytest.raises(InvalidInputError):
+            await verifier.submit(session_id, "call", {**payload, "agent": "b"})
+        await clock.advance(61)
+        with pytest.raises(InvalidInputError):
+            await verifier.submit(session_id, "call", {**payload, "agent": "a"})
+        assert await desk.extend(task.task_id, "a", lease=60)
+        assert await desk.submit(
+            task.task_id, "a", AgentOutcome(disposition="confirmed", answers=RIGHT)
+        )
+        result = (await verifier.get(session_id)).step("call").result
+        assert result is not None
+        assert result.status is ResultStatus.PASSED
         await verifier.aclose()

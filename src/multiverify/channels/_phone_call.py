@@ -1062,6 +1062,33 @@ class PhoneCallChannel:
             challenge=self._challenge(context, "a call-centre agent will call you"),
         )
 
+    async def _check_claim(
+        self, context: StepContext, current: CallAttempt, payload: Mapping[str, Any]
+    ) -> None:
+        """Refuse an outcome unless an agent holds the task's claim now.
+
+        The step takes submissions, and so does whatever route hands the
+        applicant's own input to a session: without this an applicant could
+        report their own confirmation call as answered.
+        """
+        provider = self._provider(current.provider)
+        assert isinstance(provider, AgentDeskProvider)  # noqa: S101 - agent mode
+        agent = payload.get("agent")
+        items = await provider.queue.queue_items(provider.queue_name)
+        item = next((i for i in items if i.item_id == current.call_id), None)
+        if (
+            payload.get("task") != current.call_id
+            or not isinstance(agent, str)
+            or item is None
+            or item.claimed_by != agent
+            or not item.claimed(context.clock.now())
+        ):
+            raise InvalidInputError(
+                message="an agent outcome needs the step's current task, claimed "
+                "by the agent who reports it",
+                field="task",
+            )
+
     async def _agent_outcome(  # noqa: PLR0915 - one validation pass, then the dispositions
         self,
         context: StepContext,
@@ -1104,6 +1131,7 @@ class PhoneCallChannel:
                 message=f"no prompt {unknown[0]!r} in script {script.name!r}",
                 field=f"answers.{unknown[0]}",
             )
+        await self._check_claim(context, current, payload)
         flagged = [AGENT_FLAGS[f] for f in flags]
         state = attrs.evolve(
             _replace_current(state, status=CallStatus.COMPLETED),
