@@ -303,6 +303,19 @@ class TestOutcomes:
         assert await desk.claim("a") is not None
         await verifier.aclose()
 
+    async def test_a_task_left_past_the_windows_close_waits(self) -> None:
+        """A task available at 09:00 but still queued at 21:30 local cannot be claimed until 08:00 next day."""
+        verifier, desk, clock, _ = await _desk()
+        (task,) = await desk.tasks()
+        await clock.advance(12.5 * 3600)  # 21:30 in Shanghai
+        assert await desk.claim("a") is None
+        assert await desk.claim("a", task_id=task.task_id) is None
+        await clock.advance(10.5 * 3600)  # 08:00 the next morning
+        claimed = await desk.claim("a")
+        assert claimed is not None
+        assert claimed.task_id == task.task_id
+        await verifier.aclose()
+
     async def test_submit_after_the_session_ended(self) -> None:
         """An outcome for a cancelled session is not applied; the task is cleared."""
         verifier, desk, _, session_id = await _desk()

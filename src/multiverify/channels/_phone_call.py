@@ -40,7 +40,7 @@ from .._call_script import (
 from .._masking import mask_id, mask_name, mask_phone
 from .._results import Challenge, ChannelResult, Evidence, ResultStatus, Signal
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
-from ..compliance import calling_zones
+from ..compliance import CallingWindow, calling_zones
 from ..exceptions import (
     ConfigurationError,
     InvalidInputError,
@@ -1352,6 +1352,16 @@ def _script_result(
     )
 
 
+def window_data(window: CallingWindow) -> dict[str, Any]:
+    """A calling window as JSON, for an agent task."""
+    return {
+        "start": f"{window.start:%H:%M}",
+        "end": None if window.end is None else f"{window.end:%H:%M}",
+        "weekdays": sorted(window.weekdays),
+        "blocked_dates": sorted(day.isoformat() for day in window.blocked_dates),
+    }
+
+
 def agent_task_body(  # noqa: PLR0917 - internal
     context: StepContext,
     options: PhoneCallOptions,
@@ -1381,6 +1391,10 @@ def agent_task_body(  # noqa: PLR0917 - internal
                 "timezone": state.zones[0] if state.zones else applicant.timezone,
             },
             "calling_window": options.calling_window.describe(),
+            # What the desk checks when an agent claims the task: the call
+            # is made then, however long after it became available.
+            "window": window_data(options.calling_window),
+            "zones": list(state.zones),
             "call_from": local.isoformat(),
             "script": [
                 {
