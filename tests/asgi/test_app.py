@@ -658,7 +658,9 @@ class TestSubmit:
         """A body that is not a JSON object is a 400."""
         session = await stack.start()
         response = await stack.http.post(
-            f"/sessions/{session.session_id}/steps/sms/submit", content=body
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            content=body,
+            headers={"content-type": "application/json"},
         )
         assert response.status_code == 400
         assert response.json() == {"error": "invalid_json"}
@@ -670,15 +672,61 @@ class TestSubmit:
         """JSON nested deeper than the decoder can follow is a 400, not a crash."""
         session = await stack.start()
         response = await stack.http.post(
-            f"/sessions/{session.session_id}/steps/sms/submit", content=body
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            content=body,
+            headers={"content-type": "application/json"},
         )
         assert response.status_code == 400
         assert response.json() == {"error": "invalid_json"}
 
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            None,
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ],
+    )
+    async def test_only_json_is_taken(
+        self, stack: Stack, content_type: str | None
+    ) -> None:
+        """A body that is not sent as JSON (as a cross-site form sends it) is a 415, and nothing is counted."""
+        session = await stack.start()
+        url = f"/sessions/{session.session_id}/steps/sms/submit"
+        headers = {} if content_type is None else {"content-type": content_type}
+        response = await stack.http.post(
+            url, content=b'{"code": "000000"}', headers=headers
+        )
+        assert response.status_code == 415
+        assert response.json() == {"error": "unsupported_media_type"}
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("sms").state is StepState.WAITING
+
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.x+json",
+        ],
+    )
+    async def test_json_media_types(self, stack: Stack, content_type: str) -> None:
+        """Any JSON media type, with parameters and in any case, is taken."""
+        session = await stack.start()
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            content=b'{"code": "123456"}',
+            headers={"content-type": content_type},
+        )
+        assert response.status_code == 200
+
     async def test_too_large(self, stack: Stack) -> None:
         """A body over the limit is a 413."""
         response = await stack.http.post(
-            "/sessions/s/steps/sms/submit", content=b"1" * ((1 << 20) + 1)
+            "/sessions/s/steps/sms/submit",
+            content=b"1" * ((1 << 20) + 1),
+            headers={"content-type": "application/json"},
         )
         assert response.status_code == 413
 

@@ -262,6 +262,16 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON: ``application/json`` or ``application/*+json``."""
+    if content_type is None:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def _answer(response: WebhookResponse) -> Response:
     if response.status == 204:  # noqa: PLR2004 - no content, no content type
         return Response(status_code=204)
@@ -442,6 +452,10 @@ class _App:
         step_id = request.path_params["step_id"]
         if self.authorize is not None and not await self.authorize(request, session_id):
             return _error(403, "forbidden")
+        if not _is_json(request.headers.get("content-type")):
+            # A browser sends a cross-site form (text/plain, form data)
+            # without asking first, cookies and all; JSON it must ask for.
+            return _error(415, "unsupported_media_type")
         try:
             body = await _body(request, self.max_body)
             payload = json.loads(body)
@@ -498,9 +512,11 @@ def create_app(
       conflict or outage, or a callback for a step still starting, gets
       ``503`` with ``Retry-After``, so the vendor delivers it again.
     - ``POST {submit_path}``: the applicant's input as a JSON object, such
-      as ``{"code": "123456"}`` or ``{"action": "resend"}``. Answers the
+      as ``{"code": "123456"}`` or ``{"action": "resend"}``, sent as
+      ``application/json``. Answers the
       step's state, result and challenge (no personal data), or an error
-      ``{"error": code}``: ``404`` no such session or step, ``409`` the
+      ``{"error": code}``: ``415`` another content type (so a cross-site
+      form cannot post it), ``404`` no such session or step, ``409`` the
       session finished or the step does not wait, ``422`` invalid input
       (with ``field``), ``429`` an abuse limit (with ``quota``), ``503`` the
       store is down. The caller's address is passed on as ``client_ip`` for
