@@ -508,6 +508,25 @@ class TestPublicUrl:
         garbage = self.scope(client=("not-an-ip", 1))
         assert client_address(garbage, trust_forwarded=False) is None
 
+    @pytest.mark.parametrize(
+        ("entry", "address"),
+        [
+            (b"203.0.113.7:5555", "203.0.113.7"),
+            (b"[2001:db8::1]:443", "2001:db8::1"),
+            (b"[2001:db8::1]", "2001:db8::1"),
+            (b"203.0.113.7:x:y", None),
+        ],
+    )
+    def test_forwarded_address_with_a_port(
+        self, entry: bytes, address: str | None
+    ) -> None:
+        """A proxy that appends the client's port to X-Forwarded-For still gives the client's address (the per-IP limits count it)."""
+        scope = self.scope(
+            client=("10.0.0.2", 4444),
+            headers=[(b"x-forwarded-for", b"6.6.6.6, " + entry)],
+        )
+        assert client_address(scope, trust_forwarded=True) == address
+
     def test_no_host_header(self) -> None:
         """Without a Host header the server's address is used (default ports left out)."""
         assert (

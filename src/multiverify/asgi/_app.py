@@ -215,7 +215,8 @@ def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | 
     address it saw); entries before it are whatever the client sent, so an
     applicant cannot dodge the abuse limits by sending the header. ``None``
     when neither holds an IP address. The code-submission route passes it to
-    the SMS abuse limits as ``client_ip``.
+    the SMS abuse limits as ``client_ip``. A port some proxies add to the
+    entry (``203.0.113.7:5555``, ``[2001:db8::1]:443``) is left out.
     """
     candidate: str | None = None
     if trust_forwarded:
@@ -227,9 +228,18 @@ def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | 
     if candidate is None:
         return None
     try:
-        return str(ipaddress.ip_address(candidate))
+        return str(ipaddress.ip_address(_without_port(candidate)))
     except ValueError:
         return None
+
+
+def _without_port(address: str) -> str:
+    """An address as some proxies forward it, ``203.0.113.7:5555`` or ``[2001:db8::1]:443``, without the port."""
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    if address.count(":") == 1:  # IPv4 and a port; an IPv6 address has more colons
+        return address.split(":", 1)[0]
+    return address
 
 
 def _error(status: int, code: str, **fields: Any) -> JSONResponse:
