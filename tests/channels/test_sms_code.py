@@ -722,6 +722,10 @@ class TestMessages:
         assert harness.fake.sent[0].text == f"Acme {harness.fake.code}"
         with pytest.raises(ConfigurationError, match="code"):
             SmsTemplate("no code here")
+        for hidden in ("your code: {{code}}", "your code: {code:.2}"):
+            # An escaped field is literal text; a precision cuts the code short.
+            with pytest.raises(ConfigurationError, match="does not contain"):
+                SmsTemplate(hidden)
         with pytest.raises(ConfigurationError, match="only"):
             SmsTemplate("{code} {name}")
         with pytest.raises(ConfigurationError, match="template"):
