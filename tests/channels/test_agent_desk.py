@@ -267,9 +267,9 @@ class TestOutcomes:
     async def test_notes_stay_out_of_the_audit_trail(self) -> None:
         """An agent's notes are kept with the step's state, never in the audit trail."""
         verifier, _, session = await _worked(
-            disposition="confirmed", answers=RIGHT, notes="mentions a debt of 9999"
+            disposition="confirmed", answers=RIGHT, notes="mentions a gambling debt"
         )
-        assert session.step("call").channel_state["notes"] == "mentions a debt of 9999"
+        assert session.step("call").channel_state["notes"] == "mentions a gambling debt"
         trail = json.dumps(
             [
                 attrs.asdict(e)
@@ -277,7 +277,7 @@ class TestOutcomes:
             ],
             default=str,
         )
-        assert "9999" not in trail
+        assert "gambling" not in trail  # a word no id or digest can spell
         result = session.step("call").result
         assert result is not None
         assert any(e.kind == "agent_notes" for e in result.evidence)

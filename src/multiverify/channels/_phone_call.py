@@ -565,7 +565,7 @@ class PhoneCallChannel:
                 state = attrs.evolve(
                     state, failed_providers=_add(state.failed_providers, vendor)
                 )
-                detail = f"{detail}; {vendor}: {exc}"
+                detail = f"{detail}; {vendor}: {context.applicant.redact(str(exc))}"
         return Finished(
             result=self._result(
                 context, state, ResultStatus.ERROR, state.signals, detail=detail
@@ -645,7 +645,11 @@ class PhoneCallChannel:
                 return await self._dial(context, options, state, number, vendor)
             except ProviderError as exc:
                 return await self._redial_elsewhere(
-                    context, options, state, vendor, f"{vendor}: {exc}"
+                    context,
+                    options,
+                    state,
+                    vendor,
+                    f"{vendor}: {context.applicant.redact(str(exc))}",
                 )
         current = state.current
         if (
