@@ -1037,6 +1037,16 @@ class _Run:
     def settled(self, step_id: str) -> bool:
         return self.record(step_id).state in _SETTLED
 
+    def all_settled(self, step_ids: Iterable[str]) -> bool:
+        # A loop over the records, not all() over a generator of settled():
+        # it runs for every pending step in every round of advance. The
+        # policy's validation makes every dependency one of its steps.
+        records = self._records
+        for step_id in step_ids:
+            if records[step_id].state not in _SETTLED:
+                return False
+        return True
+
     def current(self, step_id: str, attempt: int) -> StepRecord | None:
         record = self.record(step_id)
         if record.state in _ACTIVE and record.attempt == attempt:
@@ -1520,7 +1530,7 @@ class _Run:
                     self.put(_with_state(record, StepState.SKIPPED))
                     moved = skipped = True
                 continue
-            if not all(self.settled(d) for d in step.after):
+            if step.after and not self.all_settled(step.after):
                 continue
             if step.when is not None and not self.holds(step.when):
                 self.put(_with_state(record, StepState.SKIPPED))
