@@ -288,14 +288,12 @@ class TestSpokenAnswers:
         )
         await call.start()
         await call.say(digits="1990")
-        assert call.state is not None
-        assert call.state.instruction is not None
-        assert call.state.instruction.gather is not None
-        assert "laptop" in call.state.instruction.gather.hints
+        hints = call.state.instruction.gather.hints  # type: ignore[union-attr]
+        assert {"laptop", "design"} <= set(hints)
+        assert not any(hint.endswith((",", ".")) for hint in hints)
         await call.say(speech="a laptop")
-        outcome = await call.say(speech="no, nobody")
-        assert isinstance(outcome, Finished)
-        assert outcome.result.status is ResultStatus.PASSED
+        purpose = call.state.answers[-1]  # type: ignore[union-attr]
+        assert (purpose.prompt_id, purpose.matched) == ("purpose", True)
 
     async def test_risk_heard_in_speech(self) -> None:
         """Fillers, a slow answer and a third party in the transcript become signals; the call is inconclusive."""
