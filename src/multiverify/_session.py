@@ -1042,7 +1042,7 @@ class _Run:
         # it runs for every pending step in every round of advance. The
         # policy's validation makes every dependency one of its steps.
         records = self._records
-        for step_id in step_ids:
+        for step_id in step_ids:  # noqa: SIM110 - a loop, as said above
             if records[step_id].state not in _SETTLED:
                 return False
         return True

@@ -16,6 +16,7 @@ from multiverify.exceptions import (
     ProviderNumberRejectedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
+    ProviderResponseError,
     ProviderUnavailableError,
 )
 from multiverify.providers import (
@@ -214,6 +215,21 @@ class TestTwilioVerify:
             "Locale": "en",
             "DeviceIp": "203.0.113.7",
         }
+
+    @pytest.mark.parametrize("body", [{}, {"sid": None}, {"sid": ""}])
+    async def test_start_without_sid(
+        self, twilio: tuple[TwilioAccount, respx.Router], body: dict[str, object]
+    ) -> None:
+        """A success answer naming no verification is a typed, uncertain error."""
+        account, router = twilio
+        router.post(f"{VERIFY}/Verifications").respond(201, json=body)
+
+        with pytest.raises(ProviderResponseError) as info:
+            await TwilioVerify(account, service_sid="VA1").start(REQUEST)
+
+        assert info.value.field == "sid"
+        assert info.value.uncertain
+        assert not info.value.retryable
 
     async def test_start_errors(
         self, twilio: tuple[TwilioAccount, respx.Router]

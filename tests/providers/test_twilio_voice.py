@@ -103,6 +103,67 @@ class TestTwilioVoice:
             "Status": ["completed"]
         }
 
+    async def test_hang_up_a_call_that_just_ended(self) -> None:
+        """A goodbye to a call that ended after the lookup (21220) is no error; others still are."""
+        router = respx.Router()
+        router.get(CALLS.replace(".json", "/CA9.json")).respond(
+            200, json={"sid": "CA9", "status": "in-progress"}
+        )
+        router.post(CALLS.replace(".json", "/CA9.json")).mock(
+            side_effect=[
+                httpx.Response(
+                    400,
+                    json={
+                        "code": 21220,
+                        "message": "Invalid call state",
+                        "status": 400,
+                    },
+                ),
+                httpx.Response(
+                    400, json={"code": 21201, "message": "No to", "status": 400}
+                ),
+            ]
+        )
+        voice = _voice(router)
+        goodbye = VoiceInstruction(turn=4, language="en", say=["Bye"], hangup=True)
+
+        await voice.hang_up("CA9", goodbye=goodbye)
+        with pytest.raises(ProviderRejectedError) as caught:
+            await voice.hang_up("CA9", goodbye=goodbye)
+        assert caught.value.code == "21201"
+
+    async def test_find_includes_queued_calls(self) -> None:
+        """A call still queued has no start_time, so StartTime> misses it: Status=queued finds it."""
+        from datetime import UTC, datetime
+
+        def call(sid: str, status: str, created: str) -> dict[str, str]:
+            return {"sid": sid, "status": status, "date_created": created}
+
+        router = respx.Router()
+        dialled = router.get(CALLS, params={"StartTime>": "2026-01-05"}).respond(
+            200,
+            json={
+                "calls": [call("CA1", "completed", "Mon, 05 Jan 2026 01:00:00 +0000")]
+            },
+        )
+        queued = router.get(CALLS, params={"Status": "queued"}).respond(
+            200,
+            json={
+                "calls": [
+                    call("CA2", "queued", "Mon, 05 Jan 2026 02:00:00 +0000"),
+                    call("CA0", "queued", "Sun, 04 Jan 2026 23:00:00 +0000"),
+                    "not a call",
+                ]
+            },
+        )
+        found = await _voice(router).find_calls(
+            to="+8613800138000", since=datetime(2026, 1, 5, tzinfo=UTC)
+        )
+        assert [c.call_id for c in found] == ["CA2", "CA1"]
+        assert found[0].status is CallStatus.QUEUED
+        for route in (dialled, queued):
+            assert route.calls.last.request.url.params["To"] == "+8613800138000"
+
 
 class TestTwiml:
     def test_gather_and_say(self) -> None:

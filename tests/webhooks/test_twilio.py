@@ -216,6 +216,39 @@ class TestTwilioSignature:
         with pytest.raises(WebhookSignatureError, match="does not match"):
             TwilioSignature(TOKEN).verify(form_request(URL, DOCS_PARAMS, forged))
 
+    def test_non_ascii_signature_is_refused(self) -> None:
+        """A signature header with non-ASCII characters is a forgery, not a crash."""
+        with pytest.raises(WebhookSignatureError, match="does not match"):
+            TwilioSignature(TOKEN).verify(form_request(URL, DOCS_PARAMS, "0/KCTR6é="))
+
+    def test_non_ascii_body_hash_is_refused(self) -> None:
+        """A signed URL whose bodySHA256 is not hex is refused, not a crash."""
+        url = f"{URL}&bodySHA256=%C3%A9"
+        req = WebhookRequest(
+            method="POST",
+            url=url,
+            headers={"X-Twilio-Signature": twilio_signature(TOKEN, url)},
+            body=BODY,
+            received_at=T0,
+        )
+
+        with pytest.raises(WebhookSignatureError, match="bodySHA256"):
+            TwilioSignature(TOKEN).verify(req)
+
+    @pytest.mark.parametrize(
+        "url", ["https://mycompany.com:abc/myapp.php", "https://mycompany.com:99999/x"]
+    )
+    def test_invalid_port_is_refused(self, url: str) -> None:
+        """A URL with a port no one could call (a forged Host) is refused, not a crash."""
+        signature = twilio_signature(TOKEN, url, SDK_PARAMS)
+
+        with pytest.raises(WebhookSignatureError):
+            TwilioSignature(TOKEN).verify(
+                form_request(url, SDK_PARAMS, signature + "x")
+            )
+        # Signed over exactly that URL it still verifies: only the variants are skipped.
+        assert TwilioSignature(TOKEN).verify(form_request(url, SDK_PARAMS, signature))
+
     def test_tampered_parameter(self) -> None:
         """Changing one parameter after signing breaks the signature."""
         tampered = [(k, "9999" if k == "Digits" else v) for k, v in DOCS_PARAMS]

@@ -166,6 +166,24 @@ class TestSignature:
         with pytest.raises(WebhookSignatureError, match="another integration"):
             await handler.parse(delivery(decision_webhook(), api_key="live-key"))
 
+    async def test_non_ascii_signature(self, handler: VeriffWebhooks) -> None:
+        """A signature header with non-ASCII characters is refused, not a crash."""
+        request = delivery(decision_webhook())
+        forged = WebhookRequest(
+            method="POST",
+            url=request.url,
+            headers={**request.headers, "X-HMAC-SIGNATURE": "0dcab7é"},
+            body=request.body,
+            received_at=T0,
+        )
+        with pytest.raises(WebhookSignatureError, match="does not match"):
+            await handler.parse(forged)
+
+    async def test_non_ascii_api_key(self, handler: VeriffWebhooks) -> None:
+        """An X-AUTH-CLIENT with non-ASCII characters is another integration's."""
+        with pytest.raises(WebhookSignatureError, match="another integration"):
+            await handler.parse(delivery(decision_webhook(), api_key="kéy-1"))
+
     async def test_api_key_optional(self) -> None:
         """Without an API key configured, X-AUTH-CLIENT is not checked."""
         events = await VeriffWebhooks(SECRET).parse(

@@ -395,6 +395,20 @@ class TestVonageVoiceWebhook:
         assert event.data["confidence"] == pytest.approx(0.9405097)
         assert event.data["digits"] == ""
 
+    @pytest.mark.parametrize("confidence", [None, {"value": 0.9}, [0.9]])
+    async def test_speech_input_without_numeric_confidence(
+        self, confidence: object
+    ) -> None:
+        """A result whose confidence is null or not a number keeps its text, confidence None."""
+        body = {
+            "speech": {"results": [{"confidence": confidence, "text": "Sales"}]},
+            "uuid": UUID,
+            "timestamp": "2020-01-01T14:00:00.000Z",
+        }
+        (event,) = await vonage().parse(vonage_request(signed("gather", turn=1), body))
+        assert event.data["speech"] == "Sales"
+        assert event.data["confidence"] is None
+
     async def test_record_webhook(self) -> None:
         """A record action's webhook names no call leg: its recording_url is the reference."""
         body = {
@@ -430,6 +444,12 @@ class TestVonageVoiceWebhook:
     async def test_unsigned_url(self) -> None:
         """A validly signed body sent to a URL we did not sign is refused."""
         url = callback_url(HOOK, ROUTE, "status")
+        with pytest.raises(WebhookSignatureError, match="sig"):
+            await vonage().parse(vonage_request(url, {"uuid": UUID, "status": "busy"}))
+
+    async def test_non_ascii_url_signature(self) -> None:
+        """A sig with non-ASCII characters is refused, not a crash."""
+        url = callback_url(HOOK, ROUTE, "status") + "&sig=%C3%A9"
         with pytest.raises(WebhookSignatureError, match="sig"):
             await vonage().parse(vonage_request(url, {"uuid": UUID, "status": "busy"}))
 

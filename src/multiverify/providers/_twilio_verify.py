@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import httpx
 
-from ..exceptions import ProviderRejectedError
+from ..exceptions import ProviderRejectedError, ProviderResponseError
 from ._sms import CheckOutcome, VerifyCheck, VerifyRequest, VerifyStarted
 from ._twilio import TwilioAccount
 from ._twilio_messaging import number_rejected
@@ -68,6 +68,8 @@ class TwilioVerify:
         Raises:
             ProviderNumberRejectedError: Twilio refused the number (a
                 landline, an invalid number).
+            ProviderResponseError: a success answer without the
+                verification's ``sid``.
             ProviderError: any other failure.
         """
         form = {"To": request.to, "Channel": "sms", "Locale": request.locale}
@@ -79,7 +81,16 @@ class TwilioVerify:
             )
         except ProviderRejectedError as exc:
             raise number_rejected(exc) from exc
-        return VerifyStarted(provider=self._name, verification_id=str(data["sid"]))
+        sid = data.get("sid")
+        if not isinstance(sid, str) or not sid:
+            # Twilio took the request (2xx) and may have sent the code.
+            raise ProviderResponseError(
+                message=f"{self._name} answered a start without a verification sid",
+                provider=self._name,
+                field="sid",
+                uncertain=True,
+            )
+        return VerifyStarted(provider=self._name, verification_id=sid)
 
     async def check(
         self, verification_id: str, code: str, /, *, to: str

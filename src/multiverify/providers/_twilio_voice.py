@@ -15,7 +15,7 @@ Wire format from the official spec ``twilio/twilio-oai``
   in-progress, completed, busy, failed, no-answer, canceled;
   ``answered_by``, ``date_created`` as RFC 2822, ``duration``).
 - ``GET .../Calls/{Sid}.json`` fetches one; ``GET .../Calls.json`` lists
-  (filters ``To``, ``StartTime>=``, answering ``{"calls": [...]}``).
+  (filters ``To``, ``StartTime>``, ``Status``, answering ``{"calls": [...]}``).
 - ``POST .../Calls/{Sid}.json`` with ``Status`` (``call_enum_update_status``:
   canceled, completed) ends a call; with ``Twiml`` it replaces a live
   call's instructions.
@@ -38,7 +38,7 @@ from xml.etree import ElementTree as ET
 
 import attrs
 
-from ..exceptions import ProviderUnavailableError
+from ..exceptions import ProviderRejectedError, ProviderUnavailableError
 from ._twilio import TwilioAccount
 from ._voice import (
     AnsweredBy,
@@ -63,6 +63,9 @@ _STATUS = {
     "no-answer": CallStatus.NO_ANSWER,
     "canceled": CallStatus.CANCELED,
 }
+#: The call is no longer in progress, so its TwiML cannot be replaced
+#: (https://www.twilio.com/docs/api/errors/21220): it ended on its own.
+_NOT_IN_PROGRESS = "21220"
 #: Say/Gather languages Twilio expects for our locales.
 _LANGUAGES = {"en": "en-US", "zh": "zh-CN"}
 
@@ -227,23 +230,34 @@ class TwilioVoice:
         return self._info(await self._account.request("GET", self._calls(call_id)))
 
     async def find_calls(self, *, to: str, since: datetime) -> list[CallInfo]:
-        """Calls to ``to`` created since ``since`` (Twilio filters by day; the rest here)."""
-        data = await self._account.request(
-            "GET",
-            self._calls(),
-            params={
-                "To": to,
-                "StartTime>": since.astimezone(UTC).date().isoformat(),
-                "PageSize": "50",
-            },
+        """Calls to ``to`` created since ``since`` (Twilio filters by day; the rest here).
+
+        ``StartTime>`` only matches calls that were dialled: a call's
+        ``start_time`` is "Empty if the call has not yet been dialed"
+        (``twilio_api_v2010.json``, ``api.v2010.account.call``), so a call
+        still ``queued``, which is what a create whose answer was lost has
+        just made, is listed with ``Status=queued`` as well.
+        """
+        listings = (
+            {"StartTime>": since.astimezone(UTC).date().isoformat()},
+            {"Status": "queued"},
         )
-        calls = data.get("calls")
-        if not isinstance(calls, list):
-            return []
-        found = [self._info(item) for item in calls if isinstance(item, dict)]
-        found = [c for c in found if c.created_at is None or c.created_at >= since]
+        found: dict[str, CallInfo] = {}
+        for params in listings:
+            data = await self._account.request(
+                "GET", self._calls(), params={"To": to, **params, "PageSize": "50"}
+            )
+            calls = data.get("calls")
+            for item in calls if isinstance(calls, list) else []:
+                if isinstance(item, dict):
+                    info = self._info(item)
+                    found.setdefault(info.call_id, info)
         return sorted(
-            found,
+            (
+                c
+                for c in found.values()
+                if c.created_at is None or c.created_at >= since
+            ),
             key=lambda c: c.created_at or datetime.min.replace(tzinfo=UTC),
             reverse=True,
         )
@@ -256,6 +270,8 @@ class TwilioVoice:
         With ``goodbye`` a live call's TwiML is replaced (``Twiml``) by the
         goodbye and ``<Hangup/>`` instead
         (https://www.twilio.com/docs/voice/tutorials/how-to-modify-calls-in-progress).
+        A call that ended between the lookup and the update (error 21220)
+        is left alone.
         """
         info = await self.get_call(call_id)
         if info.status.final:
@@ -266,4 +282,8 @@ class TwilioVoice:
             form = {
                 "Twiml": twiml(attrs.evolve(goodbye, gather=None), action=None).decode()
             }
-        await self._account.request("POST", self._calls(call_id), form=form)
+        try:
+            await self._account.request("POST", self._calls(call_id), form=form)
+        except ProviderRejectedError as exc:
+            if exc.code != _NOT_IN_PROGRESS:
+                raise

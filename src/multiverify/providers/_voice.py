@@ -147,8 +147,10 @@ def verified_query(url: str, key: str, *, vendor: str) -> dict[str, str]:
     pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
     signed = [(name, value) for name, value in pairs if name != "sig"]
     given = [value for name, value in pairs if name == "sig"]
+    # Compared as bytes: a query may hold any character, and compare_digest
+    # refuses non-ASCII strings.
     if len(given) != 1 or not hmac.compare_digest(
-        given[0], _route_signature(key, signed)
+        given[0].encode(), _route_signature(key, signed).encode()
     ):
         raise WebhookSignatureError(
             message=f"{vendor} callback URL is not one we issued (bad sig)",

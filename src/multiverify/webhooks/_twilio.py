@@ -62,13 +62,17 @@ def twilio_signature(
 def _port_variants(url: str) -> list[str]:
     """The URL as given, with its default port added, and with its port removed."""
     parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a port Twilio could have called: the URL as given only
+        return [url]
     host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
     userinfo = parts.netloc.rpartition("@")[0]
     prefix = f"{userinfo}@" if userinfo else ""
     variants = [url]
-    if parts.port is None:
+    if port is None:
         default = _DEFAULT_PORTS.get(parts.scheme)
         if default is not None:
             variants.append(
@@ -119,9 +123,13 @@ class TwilioSignature:
         params: list[tuple[str, str]] = []
         if body_hash is None and request.method.upper() == "POST":
             params = request.form(_VENDOR)
+        # Compared as bytes: a header may hold any character, and
+        # compare_digest refuses non-ASCII strings.
+        given = signature.encode()
         if not any(
             hmac.compare_digest(
-                twilio_signature(key, url, params, algorithm=algorithm), signature
+                twilio_signature(key, url, params, algorithm=algorithm).encode(),
+                given,
             )
             for url in _port_variants(request.url)
         ):
@@ -130,7 +138,7 @@ class TwilioSignature:
             )
         if body_hash is not None:
             actual = hashlib.sha256(request.body).hexdigest()
-            if not hmac.compare_digest(actual, body_hash.lower()):
+            if not hmac.compare_digest(actual.encode(), body_hash.lower().encode()):
                 raise WebhookSignatureError(
                     message="callback body does not match its bodySHA256",
                     vendor=_VENDOR,

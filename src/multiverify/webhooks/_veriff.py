@@ -117,7 +117,11 @@ class VeriffWebhooks:
                 message="webhook has no X-HMAC-SIGNATURE header", vendor=self.vendor
             )
         expected = veriff_signature(self._secret, request.body)
-        if not hmac.compare_digest(expected, signature.strip().lower()):
+        # Compared as bytes: a header may hold any character, and
+        # compare_digest refuses non-ASCII strings.
+        if not hmac.compare_digest(
+            expected.encode(), signature.strip().lower().encode()
+        ):
             raise WebhookSignatureError(
                 message="X-HMAC-SIGNATURE does not match the body", vendor=self.vendor
             )
@@ -125,7 +129,7 @@ class VeriffWebhooks:
         if (
             self._api_key is not None
             and client is not None
-            and not hmac.compare_digest(client.strip(), self._api_key)
+            and not hmac.compare_digest(client.strip().encode(), self._api_key.encode())
         ):
             raise WebhookSignatureError(
                 message="webhook is for another integration (X-AUTH-CLIENT differs)",

@@ -326,7 +326,7 @@ class VonageVoiceWebhook:
                 data["speech"] = str(results[0].get("text", ""))
                 try:
                     data["confidence"] = float(results[0].get("confidence", ""))
-                except ValueError:
+                except (TypeError, ValueError):  # null or not a number: unknown
                     data["confidence"] = None
             key += f":{data['turn']}"
         elif event == "resume":
