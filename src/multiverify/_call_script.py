@@ -511,6 +511,9 @@ def expected_digits(source: str, applicant: Applicant) -> str:
     return values[source].upper()
 
 
+_PUNCTUATION = string.punctuation + "，。、；：？！“”‘’（）《》…"
+
+
 def speech_keywords(
     prompt: Prompt, applicant: Applicant, locale: str
 ) -> tuple[str, ...]:
@@ -518,9 +521,12 @@ def speech_keywords(
     words = list(prompt.expect.keywords.get(locale, ()))
     words += prompt.expect.keywords.get(locale.split("-", 1)[0], ())
     if prompt.expect.source == "purpose":
-        purpose = applicant.loan.purpose
+        # Typed punctuation ("Laptop, for work.") is never spoken: a keyword
+        # that kept it would match no transcript.
+        purpose = applicant.loan.purpose.strip(_PUNCTUATION)
         words.append(purpose)
-        words += [w for w in purpose.split() if len(w) > 3]  # noqa: PLR2004 - skip small words
+        parts = (w.strip(_PUNCTUATION) for w in purpose.split())
+        words += [w for w in parts if len(w) > 3]  # noqa: PLR2004 - skip small words
     return tuple(dict.fromkeys(w.strip().lower() for w in words if w.strip()))
 
 

@@ -303,6 +303,20 @@ class TestTwilioStatus:
         )
         assert response.status_code == 413
 
+    async def test_content_length_of_non_ascii_digits(self, stack: Stack) -> None:
+        """A Content-Length of digits int() refuses is no crash: the body is read as sent."""
+        session = await stack.start()
+        path, headers, body = twilio_status(session.session_id)
+        response = await stack.http.post(
+            path,
+            content=body,
+            headers=[
+                *((k.encode(), v.encode()) for k, v in headers.items()),
+                (b"content-length", b"\xb2"),
+            ],
+        )
+        assert response.status_code == 204
+
     async def test_only_post(self, stack: Stack) -> None:
         """A GET on a webhook route is not allowed."""
         assert (await stack.http.get("/webhooks/twilio-sms")).status_code == 405
@@ -494,6 +508,25 @@ class TestPublicUrl:
         garbage = self.scope(client=("not-an-ip", 1))
         assert client_address(garbage, trust_forwarded=False) is None
 
+    @pytest.mark.parametrize(
+        ("entry", "address"),
+        [
+            (b"203.0.113.7:5555", "203.0.113.7"),
+            (b"[2001:db8::1]:443", "2001:db8::1"),
+            (b"[2001:db8::1]", "2001:db8::1"),
+            (b"203.0.113.7:x:y", None),
+        ],
+    )
+    def test_forwarded_address_with_a_port(
+        self, entry: bytes, address: str | None
+    ) -> None:
+        """A proxy that appends the client's port to X-Forwarded-For still gives the client's address (the per-IP limits count it)."""
+        scope = self.scope(
+            client=("10.0.0.2", 4444),
+            headers=[(b"x-forwarded-for", b"6.6.6.6, " + entry)],
+        )
+        assert client_address(scope, trust_forwarded=True) == address
+
     def test_no_host_header(self) -> None:
         """Without a Host header the server's address is used (default ports left out)."""
         assert (
@@ -644,15 +677,75 @@ class TestSubmit:
         """A body that is not a JSON object is a 400."""
         session = await stack.start()
         response = await stack.http.post(
-            f"/sessions/{session.session_id}/steps/sms/submit", content=body
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            content=body,
+            headers={"content-type": "application/json"},
         )
         assert response.status_code == 400
         assert response.json() == {"error": "invalid_json"}
 
+    @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000])
+    async def test_nesting_too_deep_for_the_decoder(
+        self, stack: Stack, body: bytes
+    ) -> None:
+        """JSON nested deeper than the decoder can follow is a 400, not a crash."""
+        session = await stack.start()
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert response.json() == {"error": "invalid_json"}
+
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            None,
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ],
+    )
+    async def test_only_json_is_taken(
+        self, stack: Stack, content_type: str | None
+    ) -> None:
+        """A body that is not sent as JSON (as a cross-site form sends it) is a 415, and nothing is counted."""
+        session = await stack.start()
+        url = f"/sessions/{session.session_id}/steps/sms/submit"
+        headers = {} if content_type is None else {"content-type": content_type}
+        response = await stack.http.post(
+            url, content=b'{"code": "000000"}', headers=headers
+        )
+        assert response.status_code == 415
+        assert response.json() == {"error": "unsupported_media_type"}
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("sms").state is StepState.WAITING
+
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.x+json",
+        ],
+    )
+    async def test_json_media_types(self, stack: Stack, content_type: str) -> None:
+        """Any JSON media type, with parameters and in any case, is taken."""
+        session = await stack.start()
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            content=b'{"code": "123456"}',
+            headers={"content-type": content_type},
+        )
+        assert response.status_code == 200
+
     async def test_too_large(self, stack: Stack) -> None:
         """A body over the limit is a 413."""
         response = await stack.http.post(
-            "/sessions/s/steps/sms/submit", content=b"1" * ((1 << 20) + 1)
+            "/sessions/s/steps/sms/submit",
+            content=b"1" * ((1 << 20) + 1),
+            headers={"content-type": "application/json"},
         )
         assert response.status_code == 413
 

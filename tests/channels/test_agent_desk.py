@@ -267,9 +267,9 @@ class TestOutcomes:
     async def test_notes_stay_out_of_the_audit_trail(self) -> None:
         """An agent's notes are kept with the step's state, never in the audit trail."""
         verifier, _, session = await _worked(
-            disposition="confirmed", answers=RIGHT, notes="mentions a debt of 9999"
+            disposition="confirmed", answers=RIGHT, notes="mentions a gambling debt"
         )
-        assert session.step("call").channel_state["notes"] == "mentions a debt of 9999"
+        assert session.step("call").channel_state["notes"] == "mentions a gambling debt"
         trail = json.dumps(
             [
                 attrs.asdict(e)
@@ -277,7 +277,7 @@ class TestOutcomes:
             ],
             default=str,
         )
-        assert "9999" not in trail
+        assert "gambling" not in trail  # a word no id or digest can spell
         result = session.step("call").result
         assert result is not None
         assert any(e.kind == "agent_notes" for e in result.evidence)
@@ -301,6 +301,19 @@ class TestOutcomes:
         assert await desk.claim("a") is None
         await clock.advance(9 * 3600)
         assert await desk.claim("a") is not None
+        await verifier.aclose()
+
+    async def test_a_task_left_past_the_windows_close_waits(self) -> None:
+        """A task available at 09:00 but still queued at 21:30 local cannot be claimed until 08:00 next day."""
+        verifier, desk, clock, _ = await _desk()
+        (task,) = await desk.tasks()
+        await clock.advance(12.5 * 3600)  # 21:30 in Shanghai
+        assert await desk.claim("a") is None
+        assert await desk.claim("a", task_id=task.task_id) is None
+        await clock.advance(10.5 * 3600)  # 08:00 the next morning
+        claimed = await desk.claim("a")
+        assert claimed is not None
+        assert claimed.task_id == task.task_id
         await verifier.aclose()
 
     async def test_submit_after_the_session_ended(self) -> None:
@@ -330,13 +343,15 @@ class TestCallBackTimes:
     async def test_a_malformed_time_is_refused(self) -> None:
         """A submission whose call_back_at is not a date-time is refused, naming the field."""
         verifier, desk, _, session_id = await _desk()
-        (task,) = await desk.tasks()
+        task = await desk.claim("a")
+        assert task is not None
         with pytest.raises(InvalidInputError) as caught:
             await verifier.submit(
                 session_id,
                 "call",
                 {
                     "task": task.task_id,
+                    "agent": "a",
                     "disposition": "call_back_later",
                     "call_back_at": "tomorrow",
                 },
@@ -362,4 +377,48 @@ class TestCallBackTimes:
         with pytest.raises(InvalidInputError) as caught:
             await verifier.submit(session_id, "call", payload)
         assert caught.value.field == field
+        await verifier.aclose()
+
+
+class TestClaims:
+    async def test_an_outcome_without_an_agents_claim_is_refused(self) -> None:
+        """An outcome submitted straight to the step (as an applicant could) is refused while no agent holds the task."""
+        verifier, desk, _, session_id = await _desk()
+        (task,) = await desk.tasks()
+        for payload in (
+            {"disposition": "confirmed", "answers": RIGHT},
+            {"task": task.task_id, "disposition": "confirmed", "answers": RIGHT},
+            {
+                "task": task.task_id,
+                "agent": "a",
+                "disposition": "confirmed",
+                "answers": RIGHT,
+            },
+        ):
+            with pytest.raises(InvalidInputError) as caught:
+                await verifier.submit(session_id, "call", payload)
+            assert caught.value.field == "task"
+        session = await verifier.get(session_id)
+        assert session.step("call").result is None
+        assert [t.task_id for t in await desk.tasks()] == [task.task_id]
+        await verifier.aclose()
+
+    async def test_only_the_agent_holding_a_live_claim(self) -> None:
+        """Another agent's name, or a lapsed lease, cannot report the call; the claimant's live one can."""
+        verifier, desk, clock, session_id = await _desk()
+        task = await desk.claim("a", lease=60)
+        assert task is not None
+        payload = {"task": task.task_id, "disposition": "confirmed", "answers": RIGHT}
+        with pytest.raises(InvalidInputError):
+            await verifier.submit(session_id, "call", {**payload, "agent": "b"})
+        await clock.advance(61)
+        with pytest.raises(InvalidInputError):
+            await verifier.submit(session_id, "call", {**payload, "agent": "a"})
+        assert await desk.extend(task.task_id, "a", lease=60)
+        assert await desk.submit(
+            task.task_id, "a", AgentOutcome(disposition="confirmed", answers=RIGHT)
+        )
+        result = (await verifier.get(session_id)).step("call").result
+        assert result is not None
+        assert result.status is ResultStatus.PASSED
         await verifier.aclose()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import attrs
 import httpx
 import pytest
 import respx
@@ -85,6 +86,9 @@ class TestRuleBasedAnalyzer:
             ("对，是我申请的", "zh-CN", "yes", True),
             ("没有", "zh-CN", "no", True),
             ("不是我申请的", "zh-CN", "yes", False),
+            ("没错", "zh-CN", "yes", True),  # "not wrong": an affirmation
+            ("没错，是我本人", "zh-CN", "yes", True),
+            ("没错，不是我申请的", "zh-CN", "yes", False),
             ("yes, that's right", "en", "yes", True),
             ("no, I never applied", "en", "yes", False),
             ("nope", "en", "no", True),
@@ -274,6 +278,22 @@ class TestSpokenAnswers:
         )
         confidences = [a.confidence for a in outcome.state.answers]
         assert confidences[2:] == [pytest.approx(0.92), pytest.approx(0.92)]
+
+    async def test_purpose_typed_with_punctuation(self) -> None:
+        """A purpose typed with punctuation ("Laptop, for design work.") still matches the words said."""
+        call = _Call()
+        loan = attrs.evolve(HONEST.loan, purpose="Laptop, for design work.")
+        call.context = attrs.evolve(
+            call.context, applicant=attrs.evolve(HONEST, loan=loan)
+        )
+        await call.start()
+        await call.say(digits="1990")
+        hints = call.state.instruction.gather.hints  # type: ignore[union-attr]
+        assert {"laptop", "design"} <= set(hints)
+        assert not any(hint.endswith((",", ".")) for hint in hints)
+        await call.say(speech="a laptop")
+        purpose = call.state.answers[-1]  # type: ignore[union-attr]
+        assert (purpose.prompt_id, purpose.matched) == ("purpose", True)
 
     async def test_risk_heard_in_speech(self) -> None:
         """Fillers, a slow answer and a third party in the transcript become signals; the call is inconclusive."""

@@ -205,7 +205,7 @@ def lock_key(bureau: CreditBureauChannel, who: Applicant | None = None) -> str:
         applicant=who or applicant(),
         clock=FakeClock(T0),
     )
-    return f"{bureau._report_key(context, 'loan_approval')}:lock"
+    return f"{bureau._report_key(context, 'loan_approval', 'fake-bureau')}:lock"
 
 
 def bureau_step(session: Session) -> Any:
@@ -449,6 +449,27 @@ class TestReuse:
         assert len(second.requests) == 2
         await store.aclose()
 
+    async def test_another_phone_is_another_pull(self) -> None:
+        """A report whose phone matched one number is never reused for a session with another number."""
+        store = MemoryStore()
+        clock = FakeClock(T0)
+        fake = FakeBureauProvider()
+        await run(channel(fake), store=store, clock=clock)
+        other = attrs.evolve(applicant(), phone="+8613900139000")
+        session = await run(channel(fake), other, store=store, clock=clock)
+        assert len(fake.requests) == 2
+        assert bureau_step(session).result.facts["reused"] is False
+
+    async def test_another_bureau_is_another_pull(self) -> None:
+        """A report from one bureau is never reused as another bureau's."""
+        store = MemoryStore()
+        clock = FakeClock(T0)
+        first, second = FakeBureauProvider("one"), FakeBureauProvider("two")
+        await run(channel(first), store=store, clock=clock)
+        session = await run(channel(second), store=store, clock=clock)
+        assert (len(first.requests), len(second.requests)) == (1, 1)
+        assert bureau_step(session).result.provider == "two"
+
     async def test_the_store_never_holds_the_identity(self) -> None:
         """The cached report's key and value carry no name, ID number or birth date."""
         store = MemoryStore()
@@ -576,7 +597,7 @@ class TestReuse:
             clock=clock,
             shared=store,
         )
-        key = bureau._report_key(base, "loan_approval")
+        key = bureau._report_key(base, "loan_approval", "fake-bureau")
         await store.put_value(f"{key}:lock", "other:bureau:1", at=T0, ttl=60)
 
         async def advance() -> None:
@@ -609,7 +630,7 @@ class TestReuse:
             clock=FakeClock(T0),
             shared=store,
         )
-        key = bureau._report_key(context, "loan_approval")
+        key = bureau._report_key(context, "loan_approval", "fake-bureau")
         await store.put_value(key, '{"provider": "x"}', at=T0, ttl=60)
         outcome = await bureau.start(context)
         assert outcome.result.facts["reused"] is False

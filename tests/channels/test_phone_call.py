@@ -387,10 +387,11 @@ class TestFailover:
         router = respx.Router()
         router.post(CALLS).respond(201, json={"sid": "CA1", "status": "queued"})
         vonage_router = respx.Router()
-        vonage_router.post("https://api.nexmo.com/v1/calls").respond(
-            403, json={"title": "Forbidden"}
-        )
         h = harness("twilio")
+        vonage_router.post("https://api.nexmo.com/v1/calls").respond(
+            403,
+            json={"title": "Forbidden", "detail": f"cannot call {h.applicant.phone}"},
+        )
         channel = PhoneCallChannel(
             [
                 _twilio_behind(router),
@@ -432,6 +433,8 @@ class TestFailover:
         assert outcome.result.status is ResultStatus.ERROR
         assert "vonage" in outcome.result.detail
         assert "Forbidden" in outcome.result.detail
+        # The vendor's words quoted the number: the detail keeps it masked.
+        assert h.applicant.phone[1:] not in outcome.result.detail
 
 
 class TestPlacement:

@@ -722,6 +722,10 @@ class TestMessages:
         assert harness.fake.sent[0].text == f"Acme {harness.fake.code}"
         with pytest.raises(ConfigurationError, match="code"):
             SmsTemplate("no code here")
+        for hidden in ("your code: {{code}}", "your code: {code:.2}"):
+            # An escaped field is literal text; a precision cuts the code short.
+            with pytest.raises(ConfigurationError, match="does not contain"):
+                SmsTemplate(hidden)
         with pytest.raises(ConfigurationError, match="only"):
             SmsTemplate("{code} {name}")
         with pytest.raises(ConfigurationError, match="template"):
@@ -845,6 +849,25 @@ class TestFailover:
         assert signals(outcome) == ("undelivered",)
         assert isinstance(outcome, Finished)
         assert "failover failed" in outcome.result.detail
+
+    async def test_a_failover_error_quoting_the_number_is_masked(self) -> None:
+        """A vendor error that quotes the number reaches the result's detail masked."""
+        second = FakeSms(
+            "beta",
+            [
+                ProviderUnavailableError(
+                    message=f"The 'To' number {PHONE} is unreachable", provider="beta"
+                )
+            ],
+        )
+        harness = Harness([FakeSms("alpha"), second])
+        await harness.start()
+        outcome = await harness.send(
+            receipt({"message_id": "alpha-1", "status": "undelivered"})
+        )
+        assert isinstance(outcome, Finished)
+        assert PHONE[1:] not in outcome.result.detail
+        assert "+86*******8000" in outcome.result.detail
 
     async def test_other_receipts(self) -> None:
         """A delivered receipt is noted; receipts of older messages and other states change nothing."""

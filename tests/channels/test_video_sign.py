@@ -514,6 +514,20 @@ class TestDecisions:
         verdict = await run.verifier.wait(run.session.session_id)
         assert verdict.outcome is Outcome.REJECTED
 
+    async def test_a_poll_error_quoting_the_applicant_is_masked(self, run: Run) -> None:
+        """A vendor error that quotes the applicant's ID number reaches the result masked."""
+        national_id = run.session.applicant.national_id
+        run.vendor.fail(
+            ProviderRejectedError(
+                message=f"no session for {national_id}", provider="fake-video"
+            )
+        )
+        session = await run.advance(60)
+        result = session.step("video").result
+        assert result is not None
+        assert national_id not in result.detail
+        assert national_id[-4:] in result.detail
+
     async def test_malformed_event_ends_the_step(self, run: Run) -> None:
         """A decision event that does not parse ends the step as ``error``."""
         bad = ProviderEvent(

@@ -261,6 +261,8 @@ class TestCallingZones:
         ("zone", "phone", "field"),
         [
             ("Mars/Olympus", "+8613800138000", "timezone"),
+            ("America", "+8613800138000", "timezone"),  # a folder of the zone data
+            ("A" * 300, "+8613800138000", "timezone"),  # too long for a file name
             (None, "not-a-number", "phone"),
             (None, "+80012345678", "phone"),
         ],

@@ -215,7 +215,8 @@ def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | 
     address it saw); entries before it are whatever the client sent, so an
     applicant cannot dodge the abuse limits by sending the header. ``None``
     when neither holds an IP address. The code-submission route passes it to
-    the SMS abuse limits as ``client_ip``.
+    the SMS abuse limits as ``client_ip``. A port some proxies add to the
+    entry (``203.0.113.7:5555``, ``[2001:db8::1]:443``) is left out.
     """
     candidate: str | None = None
     if trust_forwarded:
@@ -227,9 +228,18 @@ def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | 
     if candidate is None:
         return None
     try:
-        return str(ipaddress.ip_address(candidate))
+        return str(ipaddress.ip_address(_without_port(candidate)))
     except ValueError:
         return None
+
+
+def _without_port(address: str) -> str:
+    """An address as some proxies forward it, ``203.0.113.7:5555`` or ``[2001:db8::1]:443``, without the port."""
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    if address.count(":") == 1:  # IPv4 and a port; an IPv6 address has more colons
+        return address.split(":", 1)[0]
+    return address
 
 
 def _error(status: int, code: str, **fields: Any) -> JSONResponse:
@@ -244,7 +254,13 @@ class _TooLargeError(Exception):
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refusing one longer than ``limit`` bytes as it streams."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isdigit alone takes digits int() refuses, such as a superscript two.
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > limit
+    ):
         raise _TooLargeError
     chunks: list[bytes] = []
     size = 0
@@ -254,6 +270,16 @@ async def _body(request: Request, limit: int) -> bytes:
             raise _TooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON: ``application/json`` or ``application/*+json``."""
+    if content_type is None:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _answer(response: WebhookResponse) -> Response:
@@ -436,12 +462,17 @@ class _App:
         step_id = request.path_params["step_id"]
         if self.authorize is not None and not await self.authorize(request, session_id):
             return _error(403, "forbidden")
+        if not _is_json(request.headers.get("content-type")):
+            # A browser sends a cross-site form (text/plain, form data)
+            # without asking first, cookies and all; JSON it must ask for.
+            return _error(415, "unsupported_media_type")
         try:
             body = await _body(request, self.max_body)
             payload = json.loads(body)
         except _TooLargeError:
             return _error(413, "too_large")
-        except (ClientDisconnect, UnicodeDecodeError, ValueError):
+        except (ClientDisconnect, UnicodeDecodeError, ValueError, RecursionError):
+            # RecursionError: nesting deeper than the JSON decoder can follow.
             return _error(400, "invalid_json")
         if not isinstance(payload, dict):
             return _error(400, "invalid_json")
@@ -491,9 +522,11 @@ def create_app(
       conflict or outage, or a callback for a step still starting, gets
       ``503`` with ``Retry-After``, so the vendor delivers it again.
     - ``POST {submit_path}``: the applicant's input as a JSON object, such
-      as ``{"code": "123456"}`` or ``{"action": "resend"}``. Answers the
+      as ``{"code": "123456"}`` or ``{"action": "resend"}``, sent as
+      ``application/json``. Answers the
       step's state, result and challenge (no personal data), or an error
-      ``{"error": code}``: ``404`` no such session or step, ``409`` the
+      ``{"error": code}``: ``415`` another content type (so a cross-site
+      form cannot post it), ``404`` no such session or step, ``409`` the
       session finished or the step does not wait, ``422`` invalid input
       (with ``field``), ``429`` an abuse limit (with ``quota``), ``503`` the
       store is down. The caller's address is passed on as ``client_ip`` for

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
 import attrs
 
+from ..compliance import CallingWindow
 from ..exceptions import InvalidInputError, SessionError
 from ._phone_call import AGENT_DISPOSITIONS, AGENT_FLAGS
 
@@ -181,15 +183,29 @@ class AgentDesk:
         lease: float | timedelta = 600.0,
         task_id: str | None = None,
     ) -> AgentTask | None:
-        """Claim the next free task (or the given one) for ``lease`` seconds; ``None`` if none is free."""
-        item = await self._queue.claim(
-            self._name,
-            owner=agent,
-            at=self._clock.now(),
-            lease=_seconds(lease),
-            item_id=task_id,
-        )
-        return None if item is None else AgentTask.from_item(item)
+        """Claim the next free task (or the given one) for ``lease`` seconds; ``None`` if none is free.
+
+        A task is free once it is available, unclaimed, and the applicant's
+        calling window is open now: the agent calls when they claim it, so
+        a task left in the queue past the window's close waits for the next
+        opening.
+        """
+        now = self._clock.now()
+        for found in await self._queue.queue_items(self._name):
+            if task_id not in (None, found.item_id) or not _callable(found.body, now):
+                continue
+            # The queue's claim checks availability and other claims itself,
+            # atomically: another agent may take a task between the two calls.
+            item = await self._queue.claim(
+                self._name,
+                owner=agent,
+                at=now,
+                lease=_seconds(lease),
+                item_id=found.item_id,
+            )
+            if item is not None:
+                return AgentTask.from_item(item)
+        return None
 
     async def extend(
         self, task_id: str, agent: str, *, lease: float | timedelta = 600.0
@@ -238,3 +254,17 @@ class AgentDesk:
 
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _callable(body: str, at: datetime) -> bool:
+    """Whether the task's calling window allows a call at ``at`` in every one of its zones."""
+    data = json.loads(body)
+    window = data["window"]
+    end = window["end"]
+    calling = CallingWindow(
+        start=time.fromisoformat(window["start"]),
+        end=None if end is None else time.fromisoformat(end),
+        weekdays=window["weekdays"],
+        blocked_dates=[date.fromisoformat(day) for day in window["blocked_dates"]],
+    )
+    return calling.allows(at, [ZoneInfo(zone) for zone in data["zones"]])

@@ -165,7 +165,13 @@ class RuleBasedAnalyzer:
             signals.append("hesitant")
         if not text:
             return Analysis(matched=None, confidence=0.0, detail="no speech")
-        negated = any(_contains(text, word, language) for word in _NEGATIONS[language])
+        # An affirmation spelled with a negation (没错, "not wrong": right) is
+        # no negation: it is taken out before one is looked for.
+        plain = text
+        for word in _AFFIRMATIONS[language]:
+            if any(n in word for n in _NEGATIONS[language]):
+                plain = plain.replace(word, " ")
+        negated = any(_contains(plain, word, language) for word in _NEGATIONS[language])
         base = (
             answer.recognizer_confidence
             if answer.recognizer_confidence is not None

@@ -6,7 +6,8 @@ the channel's default) and a consent record on the applicant
 ([`Consent`][multiverify.Consent] of scope ``credit_bureau``, in force and
 covering that purpose). Otherwise [`PullNotPermittedError`][multiverify.exceptions.PullNotPermittedError].
 
-A report is pulled once per applicant and purpose within ``reuse_ttl``,
+A report is pulled once per applicant (the identity the bureau checks:
+name, national ID, birth date, phone), purpose and bureau within ``reuse_ttl``,
 across sessions and replicas: it is kept in the store's shared state under
 a keyed digest of the applicant's identity (never the identity itself), and
 a short lock makes a second session that asks at the same moment wait for
@@ -213,8 +214,8 @@ class CreditBureauChannel:
             bytes), so the store never holds an identity in clear.
         purpose: the permissible purpose when the step names none, such as
             ``credit_transaction``; ``None`` requires each step to name one.
-        reuse_ttl: how long a report is reused for the same applicant and
-            purpose, in seconds.
+        reuse_ttl: how long a report is reused for the same applicant
+            (phone included), purpose and bureau, in seconds.
         inquiry_limits: the most inquiries allowed per window in days before
             ``many_recent_inquiries``.
         delinquent_after: how late (30, 60 or 90 days) a payment must be to
@@ -347,7 +348,7 @@ class CreditBureauChannel:
         settings = self._settings(context.options)
         provider = self._provider(context.provider)
         shared = context.shared
-        key = self._report_key(context, purpose)
+        key = self._report_key(context, purpose, provider.name)
         if shared is None or settings.reuse_ttl <= 0:
             report = await provider.pull(self._request(context, purpose, consent))
             return self._finished(report, purpose, consent, settings, reused=False)
@@ -440,15 +441,23 @@ class CreditBureauChannel:
             consent=consent.reference,
         )
 
-    def _report_key(self, context: StepContext, purpose: str) -> str:
-        """A keyed digest of who the report is about and why: the store never sees the identity."""
+    def _report_key(self, context: StepContext, purpose: str, provider: str) -> str:
+        """A keyed digest of who the report is about, why and from whom: the store never sees the identity.
+
+        It covers every element the bureau's identity check compares (the
+        phone too): a report whose phone matched one session's number must
+        not vouch for another number. And it names the bureau, since two
+        bureaus' reports on one person differ.
+        """
         applicant = context.applicant
         who = "\x1f".join(
             (
                 applicant.national_id.strip().upper(),
                 applicant.name.strip().casefold(),
                 applicant.date_of_birth.isoformat(),
+                applicant.phone.strip(),
                 purpose,
+                provider,
             )
         )
         digest = hmac.new(self._key, who.encode(), hashlib.sha256).hexdigest()[:40]

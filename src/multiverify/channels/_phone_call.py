@@ -40,7 +40,7 @@ from .._call_script import (
 from .._masking import mask_id, mask_name, mask_phone
 from .._results import Challenge, ChannelResult, Evidence, ResultStatus, Signal
 from .._specs import BUILTIN_CHANNELS, ChannelSpec
-from ..compliance import calling_zones
+from ..compliance import CallingWindow, calling_zones
 from ..exceptions import (
     ConfigurationError,
     InvalidInputError,
@@ -565,7 +565,7 @@ class PhoneCallChannel:
                 state = attrs.evolve(
                     state, failed_providers=_add(state.failed_providers, vendor)
                 )
-                detail = f"{detail}; {vendor}: {exc}"
+                detail = f"{detail}; {vendor}: {context.applicant.redact(str(exc))}"
         return Finished(
             result=self._result(
                 context, state, ResultStatus.ERROR, state.signals, detail=detail
@@ -645,7 +645,11 @@ class PhoneCallChannel:
                 return await self._dial(context, options, state, number, vendor)
             except ProviderError as exc:
                 return await self._redial_elsewhere(
-                    context, options, state, vendor, f"{vendor}: {exc}"
+                    context,
+                    options,
+                    state,
+                    vendor,
+                    f"{vendor}: {context.applicant.redact(str(exc))}",
                 )
         current = state.current
         if (
@@ -1062,6 +1066,33 @@ class PhoneCallChannel:
             challenge=self._challenge(context, "a call-centre agent will call you"),
         )
 
+    async def _check_claim(
+        self, context: StepContext, current: CallAttempt, payload: Mapping[str, Any]
+    ) -> None:
+        """Refuse an outcome unless an agent holds the task's claim now.
+
+        The step takes submissions, and so does whatever route hands the
+        applicant's own input to a session: without this an applicant could
+        report their own confirmation call as answered.
+        """
+        provider = self._provider(current.provider)
+        assert isinstance(provider, AgentDeskProvider)  # noqa: S101 - agent mode
+        agent = payload.get("agent")
+        items = await provider.queue.queue_items(provider.queue_name)
+        item = next((i for i in items if i.item_id == current.call_id), None)
+        if (
+            payload.get("task") != current.call_id
+            or not isinstance(agent, str)
+            or item is None
+            or item.claimed_by != agent
+            or not item.claimed(context.clock.now())
+        ):
+            raise InvalidInputError(
+                message="an agent outcome needs the step's current task, claimed "
+                "by the agent who reports it",
+                field="task",
+            )
+
     async def _agent_outcome(  # noqa: PLR0915 - one validation pass, then the dispositions
         self,
         context: StepContext,
@@ -1104,6 +1135,7 @@ class PhoneCallChannel:
                 message=f"no prompt {unknown[0]!r} in script {script.name!r}",
                 field=f"answers.{unknown[0]}",
             )
+        await self._check_claim(context, current, payload)
         flagged = [AGENT_FLAGS[f] for f in flags]
         state = attrs.evolve(
             _replace_current(state, status=CallStatus.COMPLETED),
@@ -1324,6 +1356,16 @@ def _script_result(
     )
 
 
+def window_data(window: CallingWindow) -> dict[str, Any]:
+    """A calling window as JSON, for an agent task."""
+    return {
+        "start": f"{window.start:%H:%M}",
+        "end": None if window.end is None else f"{window.end:%H:%M}",
+        "weekdays": sorted(window.weekdays),
+        "blocked_dates": sorted(day.isoformat() for day in window.blocked_dates),
+    }
+
+
 def agent_task_body(  # noqa: PLR0917 - internal
     context: StepContext,
     options: PhoneCallOptions,
@@ -1353,6 +1395,10 @@ def agent_task_body(  # noqa: PLR0917 - internal
                 "timezone": state.zones[0] if state.zones else applicant.timezone,
             },
             "calling_window": options.calling_window.describe(),
+            # What the desk checks when an agent claims the task: the call
+            # is made then, however long after it became available.
+            "window": window_data(options.calling_window),
+            "zones": list(state.zones),
             "call_from": local.isoformat(),
             "script": [
                 {

@@ -840,7 +840,8 @@ class SmsCodeChannel:
                 context,
                 ResultStatus.FAILED,
                 ["undelivered"],
-                detail=f"{detail}; failover failed: {exc}",
+                # A vendor's words may quote the number: masked.
+                detail=context.applicant.redact(f"{detail}; failover failed: {exc}"),
                 provider=state.provider,
                 state=state,
             )

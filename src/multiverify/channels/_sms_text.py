@@ -98,16 +98,20 @@ class SmsTemplate:
     text: str
 
     def __attrs_post_init__(self) -> None:
+        sentinel = "\x00code\x00"
         try:
-            self.text.format(brand="", code="", minutes="")
+            rendered = self.text.format(brand="", code=sentinel, minutes="")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigurationError(
                 message=f"SMS template {self.text!r} may use only {{brand}}, "
                 f"{{code}} and {{minutes}}: {exc!r}"
             ) from None
-        if "{code}" not in self.text:
+        # Rendered, not searched: "{{code}}" is the literal text, and a
+        # format spec such as "{code:.2}" would cut the code short.
+        if sentinel not in rendered:
             raise ConfigurationError(
-                message=f"SMS template {self.text!r} does not contain {{code}}"
+                message=f"SMS template {self.text!r} does not contain {{code}} "
+                "(or escapes it, or cuts it short with a format spec)"
             )
 
     def render(self, *, brand: str, code: str, minutes: int) -> str:

@@ -419,7 +419,10 @@ class VideoSignChannel:
                 try:
                     decision = VideoDecision.from_data(data)
                 except ProviderResponseError as exc:
-                    return self._error(state, f"malformed decision event: {exc}")
+                    return self._error(
+                        state,
+                        context.applicant.redact(f"malformed decision event: {exc}"),
+                    )
                 return self._decide(context, state, decision, now=now)
             case ProviderEvent(kind="progress", data=data):
                 action = data.get("action")
@@ -506,7 +509,9 @@ class VideoSignChannel:
             decision = await provider.fetch_decision(state.session)
         except ProviderError as exc:
             if not exc.retryable:
-                return self._error(state, f"{type(exc).__name__}: {exc}")
+                return self._error(
+                    state, context.applicant.redact(f"{type(exc).__name__}: {exc}")
+                )
             state = attrs.evolve(state, poll_errors=state.poll_errors + 1)
             return self._waiting(context, state, now=now, poll=True)
         if decision is None:
@@ -523,7 +528,9 @@ class VideoSignChannel:
             try:
                 decision = await provider.fetch_decision(state.session)
             except ProviderError as exc:
-                looked = f"; the last look at the vendor failed: {exc}"
+                looked = context.applicant.redact(
+                    f"; the last look at the vendor failed: {exc}"
+                )
         if decision is not None and decision.session_id == state.session_id:
             return self._decide(context, state, decision, now=now, final=True)
         signals = []

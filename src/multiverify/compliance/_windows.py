@@ -323,7 +323,9 @@ def calling_zones(timezone: str | None, phone: str) -> tuple[ZoneInfo, ...]:
     if timezone:
         try:
             return (ZoneInfo(timezone),)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            # OSError: a name the zone data holds as a folder ("America")
+            # or one too long for a file name.
             raise InvalidInputError(
                 message=f"timezone: unknown IANA time zone {timezone!r}",
                 field="timezone",
