@@ -776,6 +776,25 @@ class CountingStore(MemoryStore):
         await super().complete_effects(effects)
 
 
+class _Outage(MemoryStore):
+    """A memory store whose saves fail while ``down``; ``forgets`` whether it gives keys back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.forgets = True
+
+    async def save(self, session: Session, **kwargs: Any) -> int:
+        if self.down:
+            raise StoreUnavailableError(message="store down", store="memory")
+        return await super().save(session, **kwargs)
+
+    async def forget_event(self, session_id: str, dedupe_key: str, /) -> None:
+        if not self.forgets:
+            raise StoreUnavailableError(message="store down", store="memory")
+        await super().forget_event(session_id, dedupe_key)
+
+
 class TestWaitAndGet:
     async def test_wait_blocks_until_the_verdict(
         self, clock: FakeClock, applicant: Applicant
@@ -1423,6 +1442,49 @@ class TestHandleEvent:
             assert await verifier.store.load(sid) == before
             assert await verifier.store.audit_events(sid) == events_before
         assert len(call.messages) == 1
+
+    @pytest.mark.parametrize("forgets", [True, False])
+    async def test_a_delivery_that_fails_to_save_is_not_spent(
+        self,
+        clock: FakeClock,
+        applicant: Applicant,
+        forgets: bool,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A delivery the store could not save gives its key back, so the redelivery applies.
+
+        When the key cannot be given back either, the delivery's own error
+        still reaches the caller and the lost key is logged.
+        """
+        call = ScriptedChannel("phone_call", [Scripted.waits(Scripted.passes())])
+        policy = Policy(
+            name="p", version="1", steps=[Step(id="call", channel="phone_call")]
+        )
+        store = _Outage()
+        async with Verifier(
+            policy, channels=[call], clock=clock, store=store
+        ) as verifier:
+            sid = (await verifier.start(applicant)).session_id
+            await verifier.wait_idle()
+            event = ProviderEvent(
+                session_id=sid, step_id="call", kind="completed", dedupe_key="d1"
+            )
+            store.down, store.forgets = True, forgets
+            with (
+                caplog.at_level(logging.WARNING, logger="multiverify"),
+                pytest.raises(StoreUnavailableError),
+            ):
+                await verifier.handle_event(event)
+            store.down = False
+            redelivered = await verifier.handle_event(event)
+            if forgets:
+                assert redelivered is not None
+                assert redelivered.status is SessionStatus.DECIDED
+                assert "could not be given back" not in caplog.text
+            else:
+                assert redelivered is None
+                assert "d1 of session" in caplog.text
+        assert len(call.messages) == (2 if forgets else 1)
 
     async def test_wrong_attempt_is_refused(
         self, clock: FakeClock, applicant: Applicant

@@ -495,8 +495,10 @@ class Verifier:
 
         A delivery seen before (same ``dedupe_key``) is ignored and ``None``
         returned. Errors are those of [`submit`][multiverify.Verifier.submit],
-        except that a version conflict is retried here: the ``dedupe_key``
-        is already spent, so a redelivery could not bring the event back.
+        except that a version conflict is retried here. A delivery that
+        fails without being applied (the store unavailable, the session
+        still changing after the retries, the channel's refusal) gives its
+        ``dedupe_key`` back, so the vendor's redelivery is applied.
 
         A callback that comes after its step or its session ended (a video
         decision after the link expired, a call status after the verdict)
@@ -531,6 +533,26 @@ class Verifier:
         except (SessionFinishedError, StepNotWaitingError) as exc:
             await self._record_late(event, exc)
             raise
+        except Exception:
+            # Nothing was saved (a store outage, a session that kept
+            # changing, the channel's refusal): the key is given back, so
+            # the vendor's redelivery is applied instead of dropped.
+            if event.dedupe_key is not None:
+                await self._forget(event)
+            raise
+
+    async def _forget(self, event: ProviderEvent) -> None:
+        """Give back a delivery's dedupe key (best effort: the store may be down)."""
+        assert event.dedupe_key is not None  # noqa: S101 - checked by the caller
+        try:
+            await self._store.forget_event(event.session_id, event.dedupe_key)
+        except MultiverifyError:
+            log.warning(
+                "delivery %s of session %s failed and its key could not be given "
+                "back: a redelivery will be ignored",
+                event.dedupe_key,
+                event.session_id,
+            )
 
     async def _record_late(self, event: ProviderEvent, error: Exception) -> None:
         """Note a callback that came too late in its session's audit trail."""

@@ -795,6 +795,15 @@ class TestRecordEventOnce:
         assert await store.record_event_once("s2", "evt-1") is True
         assert await store.record_event_once("s1", "evt-2") is True
 
+    async def test_a_forgotten_delivery_counts_again(self, store: SessionStore) -> None:
+        """Only the forgotten key of that session is new again; an unknown one is no error."""
+        assert await store.record_event_once("s1", "evt-1") is True
+        assert await store.record_event_once("s2", "evt-1") is True
+        await store.forget_event("s1", "evt-1")
+        await store.forget_event("s1", "never-seen")
+        assert await store.record_event_once("s1", "evt-1") is True
+        assert await store.record_event_once("s2", "evt-1") is False
+
 
 class TestAudit:
     async def test_one_session_in_order(

@@ -415,6 +415,13 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         """Remember a delivery; return ``False`` if it was seen before."""
         ...
 
+    async def forget_event(self, session_id: str, dedupe_key: str, /) -> None:
+        """Forget a delivery that could not be applied, so its redelivery counts.
+
+        Forgetting a key never remembered does nothing.
+        """
+        ...
+
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
         """The audit trail: one session's, in order, or every session's."""
         ...

@@ -250,6 +250,9 @@ class MemoryStore:
         self._seen.add(key)
         return True
 
+    async def forget_event(self, session_id: str, dedupe_key: str, /) -> None:
+        self._seen.discard((session_id, dedupe_key))
+
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
         if session_id is not None:
             return [_event(row) for row in self._audit.get(session_id, [])]

@@ -921,6 +921,11 @@ class PostgresStore(OpenableStore):
         return inserted is not None
 
     @_outages
+    async def forget_event(self, session_id: str, dedupe_key: str, /) -> None:
+        pool = await self._ready()
+        await pool.execute(self._sql.forget_seen, session_id, dedupe_key)
+
+    @_outages
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
         pool = await self._ready()
         if session_id is None:
@@ -1246,6 +1251,9 @@ class _Sql:
         self.seen = (
             f"INSERT INTO {s}.events_seen (session_id, dedupe_key, seen_at) "
             "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1"
+        )
+        self.forget_seen = (
+            f"DELETE FROM {s}.events_seen WHERE session_id = $1 AND dedupe_key = $2"
         )
         # Session by session, oldest session first, each in chain order.
         self.audit_all = (

@@ -1192,6 +1192,10 @@ class RedisStore(OpenableStore):
             added = await self._client.sadd(self._key("seen", session_id), dedupe_key)
         return bool(added)
 
+    async def forget_event(self, session_id: str, dedupe_key: str, /) -> None:
+        with self._errors():
+            await self._client.srem(self._key("seen", session_id), dedupe_key)
+
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
         ids = [session_id] if session_id is not None else await self.session_ids()
         if not ids:

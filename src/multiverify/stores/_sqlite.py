@@ -945,6 +945,16 @@ class SqliteStore(OpenableStore):
         )
         return inserted == 1
 
+    async def forget_event(self, session_id: str, dedupe_key: str, /) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "DELETE FROM events_seen WHERE session_id = ? AND dedupe_key = ?",
+                (session_id, dedupe_key),
+            ),
+            write=True,
+            inline=True,
+        )
+
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
         if session_id is None:
             # Session by session, oldest session first, each in chain order.
