@@ -1240,6 +1240,43 @@ class TestClaimRenewal:
             await nothing_left_asleep(verifier, clock)
             assert (await verifier.get(second.session_id)).verdict is not None
 
+    async def test_a_failed_renewal_does_not_end_the_renewals(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A renewal that fails with a store's bug is logged, and the next one still goes."""
+        renewals: list[list[tuple[str, str]]] = []
+
+        class Store(MemoryStore):
+            async def extend_effect_claims(
+                self,
+                owner: str,
+                effects: Sequence[tuple[str, str]],
+                /,
+                *,
+                until: datetime,
+            ) -> int:
+                renewals.append(list(effects))
+                if len(renewals) == 1:
+                    raise KeyError("a bug in the store")
+                return await super().extend_effect_claims(owner, effects, until=until)
+
+        slow = bureau(Scripted.passes(delay=25))
+        policy = Policy(
+            name="p", version="1", steps=[Step(id="bureau", channel="credit_bureau")]
+        )
+        async with Verifier(
+            policy, channels=[slow], store=Store(), clock=clock
+        ) as verifier:
+            with caplog.at_level(logging.ERROR, logger="multiverify"):
+                session = await verifier.start(applicant)
+                await verifier.wait_idle()
+                await settle(verifier, clock, 25)
+            assert len(renewals) == 2  # at 10 s (failed) and 20 s
+            assert "could not renew the claims of 1 effects" in caplog.text
+            assert (await verifier.get(session.session_id)).verdict is not None
+            await settle(verifier, clock, 10)
+            await nothing_left_asleep(verifier, clock)
+
 
 class TestEarlyDecision:
     async def test_reject_cancels_other_active_steps(

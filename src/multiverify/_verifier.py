@@ -1278,6 +1278,13 @@ class Verifier:
                 )
             except StoreUnavailableError:
                 continue  # the next renewal may get through before expiry
+            except Exception:
+                # A store's own bug: logged, and the renewals go on, or every
+                # claim running here would lapse and its effect run again
+                # elsewhere.
+                log.exception(
+                    "could not renew the claims of %d effects", len(self._inflight)
+                )
 
     async def _give_back(self, effects: Sequence[tuple[str, str]]) -> None:
         """Release this Verifier's claims on ``effects`` (best effort: else they lapse)."""
