@@ -133,6 +133,7 @@ class _Watch:
         "count",
         "echoes",
         "futures",
+        "heard",
         "notices",
         "session",
         "unsubscribe",
@@ -152,6 +153,9 @@ class _Watch:
         # poll finds that change and forgets the count.
         self.notices = 0
         self.echoes = 0
+        # The newest version the store's listener read once it listened: a
+        # waiter that knows an older one loads the session again.
+        self.heard = 0
         self.unsubscribe: Callable[[], None] | None = None
 
     def saw(self, session: Session, version: int) -> bool:
@@ -191,14 +195,20 @@ class _Watch:
 
         Notifications sent before may have gone unheard (this Verifier's
         own saves' among them, so no echo is awaited any more); only a
-        version newer than the newest known here calls for loading it again.
-        The waiters look again either way: one may know an older version
-        than the watch does.
+        version newer than the one a waiter knows calls for loading it
+        again. That is judged by each waiter against what it knows, not
+        here: a waiter's first load may still be on its way, and read that
+        version already. The waiters look again either way: one may know an
+        older version than the watch does.
         """
         self.echoes = 0
-        if version > self.version:
-            self.notices += 1
+        self.heard = max(self.heard, version)
         self.wake()
+
+
+def _covers(version: int, heard: int, newest_heard: int) -> bool:
+    """Whether a waiter at ``version`` that last looked when ``heard`` was heard need not load for ``newest_heard``."""
+    return newest_heard == heard or newest_heard <= version
 
 
 class Verifier:
@@ -1003,7 +1013,7 @@ class Verifier:
                 watch.unsubscribe = self._feed.subscribe(session_id, watch)
         watch.count += 1
         try:
-            seen = watch.notices
+            seen, heard = watch.notices, watch.heard
             if known is None:
                 session, version = await self._store.load(session_id)
             else:
@@ -1020,7 +1030,7 @@ class Verifier:
                 if found is not None:
                     return found
                 woken = True  # by a notification, unless the pause ends first
-                if watch.notices == seen:
+                if watch.notices == seen and _covers(version, heard, watch.heard):
                     # A cancelled wait leaves its future cancelled in the
                     # list, which the next wake clears and the last watcher
                     # drops.
@@ -1028,11 +1038,15 @@ class Verifier:
                     watch.futures.append(future)
                     woken = await self._woken(future, pause)
                     watch.futures = [f for f in watch.futures if not f.done()]
-                    if woken and watch.notices == seen:
+                    if (
+                        woken
+                        and watch.notices == seen
+                        and _covers(version, heard, watch.heard)
+                    ):
                         continue  # a save here: the loop reads it
                 if not woken:
                     watch.echoes = 0  # the look below makes up for a lost one
-                seen = watch.notices
+                seen, heard = watch.notices, watch.heard
                 polled = await self._reload(session_id, version)
                 if polled is None:
                     if pause is not None:

@@ -963,6 +963,41 @@ async def test_a_confirmed_listening_loads_only_a_session_that_moved(
     assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
 
 
+async def test_a_confirmation_that_beats_the_first_load_loads_nothing_more(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listening confirmed while the waiter's first load is on its way, at the version that load returns: no second load."""
+    listened = noted_listenings(replicas.stores[0], monkeypatch)
+    one = replicas.verifier(0, watch_poll=HOUR)
+    replicas.verifier(1, watch_poll=HOUR)
+    sid = await replicas.waiting()
+    gate = asyncio.Event()
+    load = replicas.loads.load
+
+    async def held(session_id: str, /) -> tuple[Session, int]:
+        await gate.wait()
+        return await load(session_id)
+
+    monkeypatch.setattr(replicas.loads, "load", held)
+    loaded = replicas.loads.count
+    waiter = asyncio.ensure_future(one.wait(sid))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GUARD
+    while sid not in listened:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.005)
+    gate.set()  # the first load returns only now, after the confirmation
+    while replicas.loads.count == loaded:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.005)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert replicas.loads.count == loaded + 1
+    assert not waiter.done()
+    decided = await replicas.decide(sid)
+    assert await asyncio.wait_for(waiter, GUARD) == decided.verdict
+
+
 def test_confirmations_reach_each_kind_of_subscriber() -> None:
     """A subscriber with ``confirmed`` gets the version; one with ``missed`` (or when the version is unknown) that; a plain callback a call."""
     changes = Subscribers()
