@@ -1195,31 +1195,36 @@ class TestFallback:
         assert video.starts == []
 
 
+class _Renewals(MemoryStore):
+    """A memory store noting each renewal of claims; the first ``failing`` ones fail with a store's bug."""
+
+    def __init__(self, failing: int = 0) -> None:
+        super().__init__()
+        self.renewals: list[list[tuple[str, str]]] = []
+        self.failing = failing
+
+    async def extend_effect_claims(
+        self, owner: str, effects: Sequence[tuple[str, str]], /, *, until: datetime
+    ) -> int:
+        self.renewals.append(list(effects))
+        if len(self.renewals) <= self.failing:
+            raise KeyError("a bug in the store")
+        return await super().extend_effect_claims(owner, effects, until=until)
+
+
 class TestClaimRenewal:
     async def test_one_renewal_serves_effects_that_come_and_go(
         self, clock: FakeClock, applicant: Applicant
     ) -> None:
         """Claims are renewed every third of the lease while effects run; the renewal ends when none does."""
-        renewals: list[list[tuple[str, str]]] = []
-
-        class Store(MemoryStore):
-            async def extend_effect_claims(
-                self,
-                owner: str,
-                effects: Sequence[tuple[str, str]],
-                /,
-                *,
-                until: datetime,
-            ) -> int:
-                renewals.append(list(effects))
-                return await super().extend_effect_claims(owner, effects, until=until)
-
+        store = _Renewals()
+        renewals = store.renewals
         slow = bureau(Scripted.passes(delay=25), Scripted.passes(delay=25))
         policy = Policy(
             name="p", version="1", steps=[Step(id="bureau", channel="credit_bureau")]
         )
         async with Verifier(
-            policy, channels=[slow], store=Store(), clock=clock
+            policy, channels=[slow], store=store, clock=clock
         ) as verifier:
             first = await verifier.start(applicant)
             await verifier.wait_idle()
@@ -1244,28 +1249,14 @@ class TestClaimRenewal:
         self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A renewal that fails with a store's bug is logged, and the next one still goes."""
-        renewals: list[list[tuple[str, str]]] = []
-
-        class Store(MemoryStore):
-            async def extend_effect_claims(
-                self,
-                owner: str,
-                effects: Sequence[tuple[str, str]],
-                /,
-                *,
-                until: datetime,
-            ) -> int:
-                renewals.append(list(effects))
-                if len(renewals) == 1:
-                    raise KeyError("a bug in the store")
-                return await super().extend_effect_claims(owner, effects, until=until)
-
+        store = _Renewals(failing=1)
+        renewals = store.renewals
         slow = bureau(Scripted.passes(delay=25))
         policy = Policy(
             name="p", version="1", steps=[Step(id="bureau", channel="credit_bureau")]
         )
         async with Verifier(
-            policy, channels=[slow], store=Store(), clock=clock
+            policy, channels=[slow], store=store, clock=clock
         ) as verifier:
             with caplog.at_level(logging.ERROR, logger="multiverify"):
                 session = await verifier.start(applicant)
