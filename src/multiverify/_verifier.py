@@ -205,10 +205,11 @@ class _Watch:
         self.heard = max(self.heard, version)
         self.wake()
 
-
-def _covers(version: int, heard: int, newest_heard: int) -> bool:
-    """Whether a waiter at ``version`` that last looked when ``heard`` was heard need not load for ``newest_heard``."""
-    return newest_heard == heard or newest_heard <= version
+    def quiet(self, notices: int, heard: int, version: int) -> bool:
+        """Whether a waiter at ``version``, which last looked at ``notices`` and ``heard``, has nothing to load."""
+        return self.notices == notices and (
+            self.heard == heard or self.heard <= version
+        )
 
 
 class Verifier:
@@ -548,20 +549,19 @@ class Verifier:
             # changing, the channel's refusal): the key is given back, so
             # the vendor's redelivery is applied instead of dropped.
             if event.dedupe_key is not None:
-                await self._forget(event)
+                await self._forget(event.session_id, event.dedupe_key)
             raise
 
-    async def _forget(self, event: ProviderEvent) -> None:
+    async def _forget(self, session_id: str, dedupe_key: str) -> None:
         """Give back a delivery's dedupe key (best effort: the store may be down)."""
-        assert event.dedupe_key is not None  # noqa: S101 - checked by the caller
         try:
-            await self._store.forget_event(event.session_id, event.dedupe_key)
+            await self._store.forget_event(session_id, dedupe_key)
         except MultiverifyError:
             log.warning(
                 "delivery %s of session %s failed and its key could not be given "
                 "back: a redelivery will be ignored",
-                event.dedupe_key,
-                event.session_id,
+                dedupe_key,
+                session_id,
             )
 
     async def _record_late(self, event: ProviderEvent, error: Exception) -> None:
@@ -1030,7 +1030,7 @@ class Verifier:
                 if found is not None:
                     return found
                 woken = True  # by a notification, unless the pause ends first
-                if watch.notices == seen and _covers(version, heard, watch.heard):
+                if watch.quiet(seen, heard, version):
                     # A cancelled wait leaves its future cancelled in the
                     # list, which the next wake clears and the last watcher
                     # drops.
@@ -1038,11 +1038,7 @@ class Verifier:
                     watch.futures.append(future)
                     woken = await self._woken(future, pause)
                     watch.futures = [f for f in watch.futures if not f.done()]
-                    if (
-                        woken
-                        and watch.notices == seen
-                        and _covers(version, heard, watch.heard)
-                    ):
+                    if woken and watch.quiet(seen, heard, version):
                         continue  # a save here: the loop reads it
                 if not woken:
                     watch.echoes = 0  # the look below makes up for a lost one
