@@ -860,14 +860,14 @@ class SqliteStore(OpenableStore):
 
         return await self._run(extend, write=True, inline=True)
 
+    async def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """One writing statement, run at once when nothing is queued."""
+        await self._run(lambda db: db.execute(sql, args), write=True, inline=True)
+
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "DELETE FROM effects WHERE session_id = ? AND effect_id = ?",
-                (session_id, effect_id),
-            ),
-            write=True,
-            inline=True,
+        await self._write(
+            "DELETE FROM effects WHERE session_id = ? AND effect_id = ?",
+            (session_id, effect_id),
         )
 
     async def complete_effects(self, effects: Sequence[tuple[str, str]], /) -> None:
@@ -892,13 +892,9 @@ class SqliteStore(OpenableStore):
         )
 
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "DELETE FROM timers WHERE session_id = ? AND timer_id = ?",
-                (session_id, timer_id),
-            ),
-            write=True,
-            inline=True,
+        await self._write(
+            "DELETE FROM timers WHERE session_id = ? AND timer_id = ?",
+            (session_id, timer_id),
         )
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
@@ -946,13 +942,9 @@ class SqliteStore(OpenableStore):
         return inserted == 1
 
     async def forget_event(self, session_id: str, dedupe_key: str, /) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "DELETE FROM events_seen WHERE session_id = ? AND dedupe_key = ?",
-                (session_id, dedupe_key),
-            ),
-            write=True,
-            inline=True,
+        await self._write(
+            "DELETE FROM events_seen WHERE session_id = ? AND dedupe_key = ?",
+            (session_id, dedupe_key),
         )
 
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
