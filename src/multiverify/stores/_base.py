@@ -181,6 +181,19 @@ class SharedState(Protocol):
         """
         ...
 
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        """Store ``value`` until ``at + ttl`` seconds, only if ``key`` holds ``expected`` live at ``at``.
+
+        A compare-and-set in one atomic call: ``False``, and nothing
+        stored, when the key is missing, its value expired, or it holds
+        another value (renew a lease only while you still hold it).
+
+        Added in 0.1.
+        """
+        ...
+
     async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
         """Delete ``key``; with ``value``, only if it holds that value (release a lock you own).
 

@@ -307,6 +307,14 @@ class MemoryStore:
         self._values[key] = (value, at + timedelta(seconds=ttl))
         return True
 
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        if await self.get_value(key, at=at) != expected:
+            return False
+        self._values[key] = (value, at + timedelta(seconds=ttl))
+        return True
+
     async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
         found = self._values.get(key)
         if found is None or (value is not None and found[0] != value):

@@ -1004,6 +1004,21 @@ class PostgresStore(OpenableStore):
         return stored is not None
 
     @_outages
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        pool = await self._ready()
+        stored = await pool.fetchval(
+            self._sql.value_replace,
+            key,
+            value,
+            _utc(at + timedelta(seconds=ttl)),
+            expected,
+            _utc(at),
+        )
+        return stored is not None
+
+    @_outages
     async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
         pool = await self._ready()
         deleted = await pool.fetchval(self._sql.value_delete, key, value)
@@ -1290,6 +1305,11 @@ class _Sql:
             "VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
             "SET value = excluded.value, expires_at = excluded.expires_at "
             "WHERE NOT $4::boolean OR v.expires_at <= $5 RETURNING 1"
+        )
+        # One statement: the row is locked while its value is compared.
+        self.value_replace = (
+            f"UPDATE {s}.shared_values SET value = $2, expires_at = $3 "
+            "WHERE key = $1 AND value = $4 AND expires_at > $5 RETURNING 1"
         )
         self.value_delete = (
             f"DELETE FROM {s}.shared_values WHERE key = $1 "

@@ -338,11 +338,17 @@ return {0, string.format('%.17g', used), entries}
 """
 
 # KEYS: 1 the value (hash: value, expires). ARGV: 1 value, 2 expires,
-# 3 '1' if only if absent, 4 at, 5 keep (ms). Returns 1 if stored, else 0.
+# 3 the condition ('0' none, '1' only if absent, '2' only if it holds
+# ARGV[6] live), 4 at, 5 keep (ms), 6 the value expected. Returns 1 if
+# stored, else 0.
 _PUT_VALUE = """
-if ARGV[3] == '1' then
-  local expires = redis.call('HGET', KEYS[1], 'expires')
-  if expires and tonumber(expires) > tonumber(ARGV[4]) then
+if ARGV[3] ~= '0' then
+  local found = redis.call('HMGET', KEYS[1], 'value', 'expires')
+  local live = found[2] and tonumber(found[2]) > tonumber(ARGV[4])
+  if ARGV[3] == '1' and live then
+    return 0
+  end
+  if ARGV[3] == '2' and not (live and found[1] == ARGV[6]) then
     return 0
   end
 end
@@ -1271,15 +1277,35 @@ class RedisStore(OpenableStore):
         ttl: float,
         only_if_absent: bool = False,
     ) -> bool:
+        return await self._store_value(
+            key, value, "1" if only_if_absent else "0", at=at, ttl=ttl
+        )
+
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        return await self._store_value(key, value, "2", expected, at=at, ttl=ttl)
+
+    async def _store_value(
+        self,
+        key: str,
+        value: str,
+        condition: str,
+        expected: str = "",
+        *,
+        at: datetime,
+        ttl: float,
+    ) -> bool:
         with self._errors():
             stored = await self._put_value(
                 keys=[self._key("value", key)],
                 args=[
                     value,
                     _micros(at + timedelta(seconds=ttl)),
-                    "1" if only_if_absent else "0",
+                    condition,
                     _micros(at),
                     _keep(ttl),
+                    expected,
                 ],
             )
         return bool(stored)

@@ -860,9 +860,12 @@ class SqliteStore(OpenableStore):
 
         return await self._run(extend, write=True, inline=True)
 
-    async def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        """One writing statement, run at once when nothing is queued."""
-        await self._run(lambda db: db.execute(sql, args), write=True, inline=True)
+    async def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One writing statement, run at once when nothing is queued; the rows it changed."""
+        changed: int = await self._run(
+            lambda db: db.execute(sql, args).rowcount, write=True, inline=True
+        )
+        return changed
 
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         await self._write(
@@ -1048,6 +1051,16 @@ class SqliteStore(OpenableStore):
             lambda db: db.execute(query, args).rowcount,
             write=True,
             inline=True,
+        )
+        return changed == 1
+
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        changed = await self._write(
+            "UPDATE shared_values SET value = ?, expires_utc = ? "
+            "WHERE key = ? AND value = ? AND expires_utc > ?",
+            (value, _utc_key(at + timedelta(seconds=ttl)), key, expected, _utc_key(at)),
         )
         return changed == 1
 
