@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import attrs
@@ -141,6 +141,20 @@ class SlowFirstLoad(ClaimsWithoutSessions):
         except ConcurrentUpdateError:
             self.conflicts += 1
             raise
+
+
+class DamagedSessions(MemoryStore):
+    """A MemoryStore whose sessions in ``damaged`` fail to load, every time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.damaged: set[str] = set()
+
+    async def load(self, session_id: str, /) -> tuple[Any, int]:
+        if session_id in self.damaged:
+            msg = f"session {session_id} cannot be read"
+            raise ValueError(msg)
+        return await super().load(session_id)
 
 
 class TestWorker:
@@ -389,6 +403,70 @@ class TestWorker:
             assert await store.timers(sid) == []
             assert await store.get_value(f"lease:session:{sid}", at=clock.now()) is None
 
+    async def test_a_timer_that_keeps_failing_backs_off(
+        self, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A due timer whose firing keeps failing is moved later by a growing delay and logged with its session; timers due after it fire."""
+        store, clock = DamagedSessions(), FakeClock()
+        first = replica(store, clock)
+        bad = (await first.start(applicant)).session_id
+        await clock.advance(1)
+        other = attrs.evolve(applicant, applicant_id="a2")
+        good = (await first.start(other)).session_id
+        await first.wait_idle()
+        await first.aclose()
+        store.damaged.add(bad)
+        await clock.advance(31)
+        async with replica(store, clock) as verifier:
+            worker = Worker(verifier, batch=1, poll_interval=1, max_timer_backoff=4)
+            with caplog.at_level(logging.ERROR, "multiverify"):
+                assert await worker.run_once() == 0
+            assert f"of session {bad} failed" in caplog.text
+            [moved] = await store.timers(bad)
+            assert moved.due_at == clock.now() + timedelta(seconds=1)
+
+            assert await worker.run_once() == 1  # the next timer in line
+            await verifier.wait_idle()
+            assert await store.timers(good) == []
+            delays = []
+            for _ in range(4):
+                await clock.advance((moved.due_at - clock.now()).total_seconds())
+                assert await worker.run_once() == 0
+                [moved] = await store.timers(bad)
+                delays.append((moved.due_at - clock.now()).total_seconds())
+            assert delays == [2, 4, 4, 4]  # doubling, up to max_timer_backoff
+
+            store.damaged.clear()
+            await clock.advance(4)
+            assert await worker.run_once() == 1
+            await verifier.wait_idle()
+            assert await store.timers(bad) == []
+
+    async def test_a_failing_timer_moved_meanwhile_is_left_alone(
+        self, applicant: Applicant
+    ) -> None:
+        """A timer that failed but was moved by a save meanwhile keeps its new time."""
+        store, clock = DamagedSessions(), FakeClock()
+        first = replica(store, clock)
+        sid = (await first.start(applicant)).session_id
+        await first.wait_idle()
+        await first.aclose()
+        store.damaged.add(sid)
+        await clock.advance(31)
+        [timer] = await store.timers(sid)
+        later = clock.now() + timedelta(hours=1)
+        load = store.load
+
+        async def load_then_move(session_id: str, /) -> tuple[Any, int]:
+            await store.schedule_timer(sid, timer.timer_id, later)
+            return await load(session_id)
+
+        store.load = load_then_move  # type: ignore[method-assign]
+        async with replica(store, clock) as verifier:
+            assert await Worker(verifier).run_once() == 0
+
+        assert await store.timers(sid) == [attrs.evolve(timer, due_at=later)]
+
     async def test_runs_as_a_task_until_stopped(self, applicant: Applicant) -> None:
         """``async with`` runs the loop; it polls on the clock and stops cleanly."""
         store, clock = MemoryStore(), FakeClock()
@@ -440,7 +518,13 @@ class TestWorker:
 
     @pytest.mark.parametrize(
         "options",
-        [{"poll_interval": 0}, {"batch": 0}, {"concurrency": 0}, {"max_backoff": 0}],
+        [
+            {"poll_interval": 0},
+            {"batch": 0},
+            {"concurrency": 0},
+            {"max_backoff": 0},
+            {"max_timer_backoff": 0},
+        ],
     )
     def test_bad_settings(self, options: dict[str, Any]) -> None:
         """Intervals and counts must be positive."""

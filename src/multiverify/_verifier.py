@@ -1458,6 +1458,14 @@ class Verifier:
         a while, unless the timer is fired meanwhile.
         """
         try:
+            return await self._try_fire(session_id, timer_id)
+        except MultiverifyError:
+            log.exception("timer %s of session %s failed", timer_id, session_id)
+            return False
+
+    async def _try_fire(self, session_id: str, timer_id: str) -> bool:
+        """`_fire`, except that a firing that fails raises (the worker backs the timer off)."""
+        try:
             async with self._leases.holding(session_id) as held:
                 if not held:
                     self._arm_retry(session_id, timer_id)
@@ -1481,9 +1489,6 @@ class Verifier:
                 "timer %s of session %s: store unavailable", timer_id, session_id
             )
             self._arm_retry(session_id, timer_id)
-            return False
-        except MultiverifyError:
-            log.exception("timer %s of session %s failed", timer_id, session_id)
             return False
         return True
 
