@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from multiverify._lease import SessionLeases
 from multiverify.stores import MemoryStore
@@ -25,28 +26,13 @@ class Interleaved(MemoryStore):
         if step is not None:
             await step()
 
-    async def put_value(
-        self,
-        key: str,
-        value: str,
-        /,
-        *,
-        at: datetime,
-        ttl: float,
-        only_if_absent: bool = False,
-    ) -> bool:
+    async def put_value(self, *args: Any, **kwargs: Any) -> bool:
         await self._interleave()
-        return await super().put_value(
-            key, value, at=at, ttl=ttl, only_if_absent=only_if_absent
-        )
+        return await super().put_value(*args, **kwargs)
 
-    async def replace_value(
-        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
-    ) -> bool:
+    async def replace_value(self, *args: Any, **kwargs: Any) -> bool:
         await self._interleave()
-        return await super().replace_value(
-            key, value, expected=expected, at=at, ttl=ttl
-        )
+        return await super().replace_value(*args, **kwargs)
 
 
 class TestSessionLeases:

@@ -79,6 +79,22 @@ async def orphaned(store: MemoryStore, clock: FakeClock, applicant: Applicant) -
     return started.session_id
 
 
+async def timed_out(
+    store: MemoryStore, clock: FakeClock, *applicants: Applicant
+) -> list[str]:
+    """Sessions whose SMS timeout is due, their replica gone (a second apart, in order)."""
+    first = replica(store, clock)
+    started = []
+    for n, each in enumerate(applicants):
+        if n:
+            await clock.advance(1)
+        started.append((await first.start(each)).session_id)
+    await first.wait_idle()
+    await first.aclose()
+    await clock.advance(31)
+    return started
+
+
 class Crash(BaseException):
     """The process died (nothing in the SDK catches a BaseException)."""
 
@@ -346,15 +362,11 @@ class TestWorker:
     async def test_fires_a_due_timer_once(self, applicant: Applicant) -> None:
         """A due timer of a dead replica's session fires on the worker, once."""
         store, clock = MemoryStore(), FakeClock()
-        first = replica(store, clock)
-        started = await first.start(applicant)
-        await first.wait_idle()
-        await first.aclose()
-        await clock.advance(31)
+        [sid] = await timed_out(store, clock, applicant)
         async with replica(store, clock) as verifier:
             worker = Worker(verifier)
             assert await worker.run_once() == 1
-            session = await verifier.get(started.session_id)
+            session = await verifier.get(sid)
             assert session.step("sms").result is not None
             assert session.step("sms").result.status.value == "timeout"
             assert await worker.run_once() == 0
@@ -364,11 +376,7 @@ class TestWorker:
     ) -> None:
         """The save recording a timer's firing removes the timer: a crash right after it leaves nothing to fire again."""
         store, clock = DiesAfterFiring(), FakeClock()
-        first = replica(store, clock)
-        sid = (await first.start(applicant)).session_id
-        await first.wait_idle()
-        await first.aclose()
-        await clock.advance(31)
+        [sid] = await timed_out(store, clock, applicant)
         store.dying = True
         dying = replica(store, clock)
         with pytest.raises(Crash):
@@ -386,11 +394,7 @@ class TestWorker:
     ) -> None:
         """Another replica's live lease on a session keeps the worker off its timers until it lapses."""
         store, clock = MemoryStore(), FakeClock()
-        first = replica(store, clock)
-        sid = (await first.start(applicant)).session_id
-        await first.wait_idle()
-        await first.aclose()
-        await clock.advance(31)
+        [sid] = await timed_out(store, clock, applicant)
         await store.put_value(f"lease:session:{sid}", "someone", at=clock.now(), ttl=20)
         async with replica(store, clock) as verifier:
             worker = Worker(verifier)
@@ -408,15 +412,9 @@ class TestWorker:
     ) -> None:
         """A due timer whose firing keeps failing is moved later by a growing delay and logged with its session; timers due after it fire."""
         store, clock = DamagedSessions(), FakeClock()
-        first = replica(store, clock)
-        bad = (await first.start(applicant)).session_id
-        await clock.advance(1)
         other = attrs.evolve(applicant, applicant_id="a2")
-        good = (await first.start(other)).session_id
-        await first.wait_idle()
-        await first.aclose()
+        bad, good = await timed_out(store, clock, applicant, other)
         store.damaged.add(bad)
-        await clock.advance(31)
         async with replica(store, clock) as verifier:
             worker = Worker(verifier, batch=1, poll_interval=1, max_timer_backoff=4)
             with caplog.at_level(logging.ERROR, "multiverify"):
@@ -447,12 +445,8 @@ class TestWorker:
     ) -> None:
         """A timer that failed but was moved by a save meanwhile keeps its new time."""
         store, clock = DamagedSessions(), FakeClock()
-        first = replica(store, clock)
-        sid = (await first.start(applicant)).session_id
-        await first.wait_idle()
-        await first.aclose()
+        [sid] = await timed_out(store, clock, applicant)
         store.damaged.add(sid)
-        await clock.advance(31)
         [timer] = await store.timers(sid)
         later = clock.now() + timedelta(hours=1)
         load = store.load

@@ -992,29 +992,32 @@ class PostgresStore(OpenableStore):
         ttl: float,
         only_if_absent: bool = False,
     ) -> bool:
-        pool = await self._ready()
-        stored = await pool.fetchval(
-            self._sql.value_put,
-            key,
-            value,
-            _utc(at + timedelta(seconds=ttl)),
-            only_if_absent,
-            _utc(at),
+        return await self._store_value(
+            self._sql.value_put, key, value, only_if_absent, at=at, ttl=ttl
         )
-        return stored is not None
 
     @_outages
     async def replace_value(
         self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
     ) -> bool:
+        return await self._store_value(
+            self._sql.value_replace, key, value, expected, at=at, ttl=ttl
+        )
+
+    async def _store_value(
+        self,
+        sql: str,
+        key: str,
+        value: str,
+        condition: bool | str,
+        *,
+        at: datetime,
+        ttl: float,
+    ) -> bool:
+        """Run a value's put (``$4`` the condition), whether it stored the value."""
         pool = await self._ready()
         stored = await pool.fetchval(
-            self._sql.value_replace,
-            key,
-            value,
-            _utc(at + timedelta(seconds=ttl)),
-            expected,
-            _utc(at),
+            sql, key, value, _utc(at + timedelta(seconds=ttl)), condition, _utc(at)
         )
         return stored is not None
 
