@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from multiverify._lease import SessionLeases
 from multiverify.stores import MemoryStore
 from multiverify.testing import FakeClock
+from stores.interleaved import Interleaved
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 KEY = SessionLeases.key("s1")
-
-
-class Interleaved(MemoryStore):
-    """A store where something else happens just before the next write of a value."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.before_write: Callable[[], Awaitable[object]] | None = None
-
-    async def _interleave(self) -> None:
-        step, self.before_write = self.before_write, None
-        if step is not None:
-            await step()
-
-    async def put_value(self, *args: Any, **kwargs: Any) -> bool:
-        await self._interleave()
-        return await super().put_value(*args, **kwargs)
-
-    async def replace_value(self, *args: Any, **kwargs: Any) -> bool:
-        await self._interleave()
-        return await super().replace_value(*args, **kwargs)
 
 
 class TestSessionLeases:
@@ -51,15 +29,16 @@ class TestSessionLeases:
 
     async def test_renew_never_overwrites_a_lease_taken_meanwhile(self) -> None:
         """A lease another replica took between the renewal's check and its write stays theirs."""
-        store = Interleaved()
-        mine = SessionLeases(store, FakeClock(T0), owner="a", ttl=30)
+        store = MemoryStore()
+        view = Interleaved(store, "put_value", "replace_value")
+        mine = SessionLeases(view, FakeClock(T0), owner="a", ttl=30)
         # The other replica's clock is past the end of this one's lease (a
         # stalled process, or skew), so it sees the lease lapsed.
         theirs = SessionLeases(
             store, FakeClock(T0 + timedelta(seconds=31)), owner="b", ttl=30
         )
         assert await mine.acquire("s1")
-        store.before_write = lambda: theirs.acquire("s1")
+        view.before = lambda: theirs.acquire("s1")
 
         assert not await mine.renew("s1")
 

@@ -18,6 +18,7 @@ from multiverify.exceptions import (
 )
 from multiverify.stores import MemoryStore, PendingEffect
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
+from stores.interleaved import Interleaved
 from stores.severable import Severable
 
 POLICY = Policy(
@@ -443,20 +444,15 @@ class TestWorker:
     async def test_a_failing_timer_moved_meanwhile_is_left_alone(
         self, applicant: Applicant
     ) -> None:
-        """A timer that failed but was moved by a save meanwhile keeps its new time."""
+        """A timer that failed, then was moved by a save just before the worker moves it, keeps the save's time."""
         store, clock = DamagedSessions(), FakeClock()
         [sid] = await timed_out(store, clock, applicant)
         store.damaged.add(sid)
         [timer] = await store.timers(sid)
         later = clock.now() + timedelta(hours=1)
-        load = store.load
-
-        async def load_then_move(session_id: str, /) -> tuple[Any, int]:
-            await store.schedule_timer(sid, timer.timer_id, later)
-            return await load(session_id)
-
-        store.load = load_then_move  # type: ignore[method-assign]
-        async with replica(store, clock) as verifier:
+        view = Interleaved(store, "schedule_timer", "move_timer")
+        view.before = lambda: store.schedule_timer(sid, timer.timer_id, later)
+        async with replica(view, clock) as verifier:
             assert await Worker(verifier).run_once() == 0
 
         assert await store.timers(sid) == [attrs.evolve(timer, due_at=later)]

@@ -269,13 +269,11 @@ class Worker:
     async def _postpone(self, timer: DueTimer, delay: float) -> None:
         """Move a timer whose firing failed ``delay`` seconds later, so those due after it fire.
 
-        Only the timer as it was claimed: one moved, cancelled or fired
-        since (by a save of its session) is left as it is now.
+        Only the timer as it was read, in one compare-and-set: one moved,
+        cancelled or fired since (by a save of its session) is left as it is.
         """
-        store = self._verifier.store
-        stored = await store.timers(timer.session_id)
-        if timer not in stored:
-            del self._timer_failures[timer.session_id, timer.timer_id]
-            return
         due_at = self._verifier.clock.now() + timedelta(seconds=delay)
-        await store.schedule_timer(timer.session_id, timer.timer_id, due_at)
+        if not await self._verifier.store.move_timer(
+            timer.session_id, timer.timer_id, due_at, expected=timer.due_at
+        ):
+            del self._timer_failures[timer.session_id, timer.timer_id]

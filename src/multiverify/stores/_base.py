@@ -416,6 +416,19 @@ class SessionStore(SharedState, WorkQueue, Protocol):
         """Remove a timer if it exists."""
         ...
 
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        """Move a timer to ``due_at`` only if it is due at ``expected``; return whether it moved.
+
+        A compare-and-set in one atomic call (the instants are compared): a
+        timer moved, cancelled or fired since it was read is left as it is.
+        It keeps its place among timers due at the same instant.
+
+        Added in 0.1.
+        """
+        ...
+
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         """Timers due at or before ``now``, earliest first."""
         ...

@@ -898,6 +898,21 @@ class PostgresStore(OpenableStore):
         await pool.execute(self._sql.cancel, session_id, timer_id)
 
     @_outages
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        pool = await self._ready()
+        moved = await pool.fetchval(
+            self._sql.move,
+            session_id,
+            timer_id,
+            _utc(due_at),
+            due_at.isoformat(),
+            _utc(expected),
+        )
+        return moved is not None
+
+    @_outages
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         pool = await self._ready()
         rows = await pool.fetch(self._sql.due, _utc(now), max(limit, 0))
@@ -1254,6 +1269,10 @@ class _Sql:
             "SET due_at = excluded.due_at, due_text = excluded.due_text"
         )
         self.cancel = f"DELETE FROM {s}.timers WHERE session_id = $1 AND timer_id = $2"
+        self.move = (
+            f"UPDATE {s}.timers SET due_at = $3, due_text = $4 "
+            "WHERE session_id = $1 AND timer_id = $2 AND due_at = $5 RETURNING 1"
+        )
         self.due = (
             f"SELECT session_id, timer_id, due_text FROM {s}.timers "
             "WHERE due_at <= $1 ORDER BY due_at, seq LIMIT $2"

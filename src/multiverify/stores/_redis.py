@@ -348,6 +348,20 @@ _SCHEDULE = _WRITE + "schedule(ARGV[1], ARGV[2], ARGV[3])\n"
 # ARGV: 1 index field.
 _CANCEL = _WRITE + "unschedule(ARGV[1])\n"
 
+# ARGV: those of _SCHEDULE, then 4 the score the timer must have. Returns 1
+# if it moved, else 0.
+_MOVE = (
+    _WRITE
+    + """
+local old = redis.call('HGET', KEYS[12], ARGV[1])
+if not old or tonumber(redis.call('ZSCORE', KEYS[11], old)) ~= tonumber(ARGV[4]) then
+  return 0
+end
+schedule(ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
 # -- shared state ---------------------------------------------------------------
 #
 # Times go into scripts as integer microseconds since the epoch (exact in a
@@ -760,6 +774,7 @@ class RedisStore(OpenableStore):
         self._pending: AsyncScript = client.register_script(_PENDING)
         self._schedule: AsyncScript = client.register_script(_SCHEDULE)
         self._cancel: AsyncScript = client.register_script(_CANCEL)
+        self._move: AsyncScript = client.register_script(_MOVE)
         self._complete: AsyncScript = client.register_script(_COMPLETE)
         self._complete_many: AsyncScript = client.register_script(_COMPLETE_MANY)
         self._migrate: AsyncScript = client.register_script(_MIGRATE)
@@ -1228,6 +1243,19 @@ class RedisStore(OpenableStore):
             await self._cancel(
                 keys=self._write_keys(session_id), args=[_json(session_id, timer_id)]
             )
+
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        with self._errors():
+            moved = await self._move(
+                keys=self._write_keys(session_id),
+                args=[
+                    *_timer_args(session_id, timer_id, due_at),
+                    repr(_score(expected)),
+                ],
+            )
+        return bool(moved)
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         if limit <= 0:

@@ -900,6 +900,22 @@ class SqliteStore(OpenableStore):
             (session_id, timer_id),
         )
 
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        moved = await self._write(
+            "UPDATE timers SET due_utc = ?, due_at = ? "
+            "WHERE session_id = ? AND timer_id = ? AND due_utc = ?",
+            (
+                _utc_key(due_at),
+                due_at.isoformat(),
+                session_id,
+                timer_id,
+                _utc_key(expected),
+            ),
+        )
+        return moved == 1
+
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         rows = await self._run(
             lambda db: db.execute(
