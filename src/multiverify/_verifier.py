@@ -678,10 +678,21 @@ class Verifier:
         return await self._apply(session_id, event, check=check)
 
     async def fire_due_timers(self) -> int:
-        """Fire every stored timer that is due now; return how many fired."""
+        """Fire every stored timer that is due now; return how many fired.
+
+        A timer whose firing fails is logged and left due, to be tried at the
+        next call; the timers after it still fire. (The
+        [`Worker`][multiverify.Worker] also moves such a timer later, so
+        that it cannot hold up the others for good.)
+        """
         fired = 0
         for timer in await self._store.due_timers(self._clock.now()):
-            fired += await self._fire(timer.session_id, timer.timer_id)
+            try:
+                fired += await self._fire(timer.session_id, timer.timer_id)
+            except Exception:
+                log.exception(
+                    "timer %s of session %s failed", timer.timer_id, timer.session_id
+                )
         return fired
 
     async def resume(self) -> int:
