@@ -200,6 +200,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         $$
         """,
     ),
+    # 5: shared values found by expiry, for the sweep of lapsed ones. The
+    # build holds off writes to the table while it runs; on a large table,
+    # create the index beforehand with CREATE INDEX CONCURRENTLY under this
+    # name, and the migration keeps it.
+    (
+        "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
+        "ON {s}.shared_values (expires_at)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -976,6 +984,15 @@ class PostgresStore(OpenableStore):
         )
 
     @_outages
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        sql = self._sql
+        pool = await self._ready()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql.lock, f"{self._schema}:quota:{key}")
+            deleted = await conn.fetchval(sql.quota_refund, key, _utc(at), amount)
+        return deleted is not None
+
+    @_outages
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         pool = await self._ready()
         value: str | None = await pool.fetchval(self._sql.value_get, key, _utc(at))
@@ -1008,6 +1025,17 @@ class PostgresStore(OpenableStore):
         pool = await self._ready()
         deleted = await pool.fetchval(self._sql.value_delete, key, value)
         return deleted is not None
+
+    @_outages
+    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
+        pool = await self._ready()
+        removed = 0
+        while True:
+            # A batch a statement, so writers wait for one batch at most.
+            deleted: int = await pool.fetchval(self._sql.value_sweep, _utc(at), batch)
+            removed += deleted
+            if deleted < batch:
+                return removed
 
     # --- WorkQueue ------------------------------------------------------------
 
@@ -1281,6 +1309,11 @@ class _Sql:
             f"SELECT at_text, amount FROM {s}.quota_entries WHERE key = $1 "
             "ORDER BY at, seq"
         )
+        self.quota_refund = (
+            f"DELETE FROM {s}.quota_entries WHERE seq = (SELECT seq FROM "
+            f"{s}.quota_entries WHERE key = $1 AND at = $2 AND amount = $3 "
+            "ORDER BY seq DESC LIMIT 1) RETURNING 1"
+        )
         self.value_get = (
             f"SELECT value FROM {s}.shared_values WHERE key = $1 AND expires_at > $2"
         )
@@ -1290,6 +1323,13 @@ class _Sql:
             "VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
             "SET value = excluded.value, expires_at = excluded.expires_at "
             "WHERE NOT $4::boolean OR v.expires_at <= $5 RETURNING 1"
+        )
+        # Lapsed values a sweeper elsewhere holds are left to it.
+        self.value_sweep = (
+            f"WITH gone AS (DELETE FROM {s}.shared_values WHERE key IN "
+            f"(SELECT key FROM {s}.shared_values WHERE expires_at <= $1 "
+            "LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1) "
+            "SELECT count(*)::int FROM gone"
         )
         self.value_delete = (
             f"DELETE FROM {s}.shared_values WHERE key = $1 "

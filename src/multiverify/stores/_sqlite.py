@@ -171,6 +171,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE effects ADD COLUMN claimed_until TEXT",
         "CREATE INDEX effects_by_claim ON effects (claimed_until_utc, seq)",
     ),
+    # 4: shared values found by expiry, for the sweep of lapsed ones.
+    (
+        "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
+        "ON shared_values (expires_utc)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -1015,6 +1020,20 @@ class SqliteStore(OpenableStore):
 
         return await self._run(consume, write=True, inline=True)
 
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        args = (key, _utc_key(at), amount)
+        deleted: int = await self._run(
+            lambda db: db.execute(
+                "DELETE FROM quota_entries WHERE seq = (SELECT seq FROM "
+                "quota_entries WHERE key = ? AND at_utc = ? AND amount = ? "
+                "ORDER BY seq DESC LIMIT 1)",
+                args,
+            ).rowcount,
+            write=True,
+            inline=True,
+        )
+        return deleted == 1
+
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         row = await self._run(
             lambda db: db.execute(
@@ -1063,6 +1082,23 @@ class SqliteStore(OpenableStore):
             inline=True,
         )
         return deleted == 1
+
+    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
+        args = (_utc_key(at), batch)
+        removed = 0
+        while True:
+            # A batch a transaction, so writers wait for one batch at most.
+            deleted: int = await self._run(
+                lambda db: db.execute(
+                    "DELETE FROM shared_values WHERE key IN (SELECT key FROM "
+                    "shared_values WHERE expires_utc <= ? LIMIT ?)",
+                    args,
+                ).rowcount,
+                write=True,
+            )
+            removed += deleted
+            if deleted < batch:
+                return removed
 
     # --- WorkQueue ------------------------------------------------------------
 
