@@ -12,6 +12,8 @@ from ._duration import parse_duration
 from .exceptions import ConfigurationError, StoreUnavailableError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ._verifier import Verifier
 
 __all__ = ["Worker"]
@@ -30,7 +32,10 @@ class Worker:
     fires the due timers, each under its session's lease. So an effect that
     takes long (a slow SMS vendor) is never resumed while its replica still
     runs it. Effects carry their idempotency key, so the channels take up
-    what an earlier run began.
+    what an earlier run began. Every ``sweep_interval`` it also deletes the
+    store's lapsed shared values
+    ([`sweep_values`][multiverify.stores.SharedState.sweep_values]: the SMS
+    send ledger, expired locks and cached reports), beside the rounds.
 
     Use it as a task inside the app::
 
@@ -50,6 +55,8 @@ class Worker:
             not be reached (the pause doubles from ``poll_interval``).
         stop_grace: seconds [`stop`][multiverify.Worker.stop] lets resumed
             effects finish before it cancels them and gives their claims back.
+        sweep_interval: seconds between sweeps of lapsed shared values, by
+            the Verifier's clock; the first round sweeps. Added in 0.1.
 
     Raises:
         ConfigurationError: an interval or count is not positive.
@@ -65,22 +72,34 @@ class Worker:
         concurrency: int = 8,
         max_backoff: float | timedelta = 30.0,
         stop_grace: float | timedelta = 10.0,
+        sweep_interval: float | timedelta = 600.0,
     ) -> None:
         self._verifier = verifier
         self._poll = parse_duration(poll_interval)
         self._grace = timedelta(seconds=parse_duration(effect_grace))
         self._max_backoff = parse_duration(max_backoff)
         self._stop_grace = parse_duration(stop_grace)
-        if self._poll <= 0 or self._max_backoff <= 0 or batch < 1 or concurrency < 1:
+        self._sweep_every = timedelta(seconds=parse_duration(sweep_interval))
+        if (
+            self._poll <= 0
+            or self._max_backoff <= 0
+            or batch < 1
+            or concurrency < 1
+            or self._sweep_every <= timedelta(0)
+        ):
             raise ConfigurationError(
-                message="poll_interval, max_backoff, batch and concurrency must be "
-                f"positive: {poll_interval!r}, {max_backoff!r}, {batch!r}, {concurrency!r}"
+                message="poll_interval, max_backoff, batch, concurrency and "
+                "sweep_interval must be positive: "
+                f"{poll_interval!r}, {max_backoff!r}, {batch!r}, {concurrency!r}, "
+                f"{sweep_interval!r}"
             )
         self._batch = batch
         self._limit = concurrency
         self._concurrency = asyncio.Semaphore(concurrency)
         self._resumed: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
+        self._sweep_due: datetime | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -122,11 +141,12 @@ class Worker:
         at once. Timers being fired are cancelled at once (their leases are
         given back; a timer not fired stays due).
         """
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._sweep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sweep = None
         resumed = {each for each in self._resumed if not each.done()}
         if resumed:
             _, late = await asyncio.wait(resumed, timeout=self._stop_grace)
@@ -223,7 +243,26 @@ class Worker:
                 *(self._fire(timer.session_id, timer.timer_id) for timer in timers)
             )
             done += sum(fired)
+        if self._sweep_due is None or now >= self._sweep_due:
+            self._sweep_due = now + self._sweep_every
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.ensure_future(self._sweep_values(now))
         return done
+
+    async def _sweep_values(self, at: datetime) -> None:
+        """Delete the store's lapsed shared values, beside the rounds (a backlog takes a while)."""
+        try:
+            removed = await self._verifier.store.sweep_values(at=at)
+        except Exception:
+            log.warning(
+                "worker %s: could not sweep lapsed shared values; trying again in %gs",
+                self.owner,
+                self._sweep_every.total_seconds(),
+                exc_info=True,
+            )
+            return
+        if removed:
+            log.info("worker %s: swept %d lapsed shared values", self.owner, removed)
 
     async def _fire(self, session_id: str, timer_id: str) -> bool:
         async with self._concurrency:

@@ -205,8 +205,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # create the index beforehand with CREATE INDEX CONCURRENTLY under this
     # name, and the migration keeps it.
     (
-        "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
-        "ON {s}.shared_values (expires_at)",
+        (
+            "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
+            "ON {s}.shared_values (expires_at)"
+        ),
     ),
 )
 

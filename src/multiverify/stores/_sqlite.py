@@ -173,8 +173,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: shared values found by expiry, for the sweep of lapsed ones.
     (
-        "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
-        "ON shared_values (expires_utc)",
+        (
+            "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
+            "ON shared_values (expires_utc)"
+        ),
     ),
 )
 
@@ -1023,12 +1025,14 @@ class SqliteStore(OpenableStore):
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
         args = (key, _utc_key(at), amount)
         deleted: int = await self._run(
-            lambda db: db.execute(
-                "DELETE FROM quota_entries WHERE seq = (SELECT seq FROM "
-                "quota_entries WHERE key = ? AND at_utc = ? AND amount = ? "
-                "ORDER BY seq DESC LIMIT 1)",
-                args,
-            ).rowcount,
+            lambda db: (
+                db.execute(
+                    "DELETE FROM quota_entries WHERE seq = (SELECT seq FROM "
+                    "quota_entries WHERE key = ? AND at_utc = ? AND amount = ? "
+                    "ORDER BY seq DESC LIMIT 1)",
+                    args,
+                ).rowcount
+            ),
             write=True,
             inline=True,
         )
@@ -1089,11 +1093,13 @@ class SqliteStore(OpenableStore):
         while True:
             # A batch a transaction, so writers wait for one batch at most.
             deleted: int = await self._run(
-                lambda db: db.execute(
-                    "DELETE FROM shared_values WHERE key IN (SELECT key FROM "
-                    "shared_values WHERE expires_utc <= ? LIMIT ?)",
-                    args,
-                ).rowcount,
+                lambda db: (
+                    db.execute(
+                        "DELETE FROM shared_values WHERE key IN (SELECT key FROM "
+                        "shared_values WHERE expires_utc <= ? LIMIT ?)",
+                        args,
+                    ).rowcount
+                ),
                 write=True,
             )
             removed += deleted
