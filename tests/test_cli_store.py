@@ -97,7 +97,7 @@ class TestPurge:
         assert "of 0 sessions" in again.stdout
 
     def test_removes_lapsed_shared_values(self, tmp_path: Path) -> None:
-        """A purge also deletes the lapsed shared values (a dry run leaves them)."""
+        """A purge also deletes lapsed shared state (a dry run leaves it)."""
         db = tmp_path / "s.db"
         asyncio.run(decided_long_ago(db))
         asyncio.run(shared_values(db))
@@ -109,19 +109,19 @@ class TestPurge:
             ["store", "purge", "--older-than", "30d", "--store", str(db), "--dry-run"],
         )
         assert trial.exit_code == 0, trial.output
-        assert "shared value" not in trial.stdout
+        assert "shared-state" not in trial.stdout
         assert value_keys(db) == ["cached", "ledger:1", "ledger:2"]
 
         done = runner.invoke(
             cli, ["store", "purge", "--older-than", "30d", "--store", str(db)]
         )
         assert done.exit_code == 0, done.output
-        assert done.stdout.splitlines()[-1] == "removed 2 lapsed shared values"
+        assert done.stdout.splitlines()[-1] == "removed 2 lapsed shared-state entries"
         assert value_keys(db) == ["cached"]
         again = runner.invoke(
             cli, ["store", "purge", "--older-than", "30d", "--store", str(db)]
         )
-        assert again.stdout.splitlines()[-1] == "removed 0 lapsed shared values"
+        assert again.stdout.splitlines()[-1] == "removed 0 lapsed shared-state entries"
 
     def test_bad_duration_or_store(self, tmp_path: Path) -> None:
         """A period that is not a duration, or a store URL of no known kind, is a usage error."""

@@ -155,14 +155,14 @@ class Sweeps(MemoryStore):
         self.hang = hang
         self.hung: asyncio.Future[None] | None = None
 
-    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
         if self.fail:
             self.fail -= 1
             raise StoreUnavailableError(message="down", store="memory")
         if self.hang:
             self.hung = asyncio.get_running_loop().create_future()
             await self.hung
-        removed = await super().sweep_values(at=at, batch=batch)
+        removed = await super().sweep_expired(at=at, batch=batch)
         self.sweeps.append((at, removed))
         return removed
 
@@ -475,7 +475,7 @@ class TestWorker:
             await worker.stop()
 
         assert store.sweeps == [(T0, 0), (T0 + timedelta(seconds=600), 1)]
-        assert await store.sweep_values(at=clock.now()) == 0
+        assert await store.sweep_expired(at=clock.now()) == 0
 
     async def test_a_failed_sweep_is_logged_and_tried_next_interval(
         self, caplog: pytest.LogCaptureFixture
@@ -491,7 +491,7 @@ class TestWorker:
             await worker.run_once()
             await asyncio.sleep(0)
 
-        assert "could not sweep lapsed shared values" in caplog.text
+        assert "could not sweep lapsed shared state" in caplog.text
         assert [at for at, _ in store.sweeps] == [T0 + timedelta(seconds=60)]
 
     async def test_stop_ends_a_sweep_in_progress(self) -> None:

@@ -22,13 +22,13 @@ __all__ = ["register", "store_group"]
 async def _purge(
     target: str, older_than: str, *, dry_run: bool
 ) -> tuple[PurgeReport, int | None]:
-    """Purge personal data, then (unless a dry run) sweep lapsed shared values."""
+    """Purge personal data, then (unless a dry run) sweep lapsed shared state."""
     now = datetime.now(UTC)
     async with _opened(target) as store:
         report = await purge_personal_data(
             store, older_than=older_than, now=now, dry_run=dry_run
         )
-        swept = None if dry_run else await store.sweep_values(at=now)
+        swept = None if dry_run else await store.sweep_expired(at=now)
     return report, swept
 
 
@@ -68,8 +68,9 @@ def purge(older_than: str, spec: str, dry_run: bool) -> None:
 
     The verdicts, their reasons and the hash-chained audit trail stay, so an
     exported trail still passes `multiverify audit verify`. The store's
-    lapsed shared values (SMS send ledger entries, expired locks and cached
-    reports) are deleted too, except in a dry run.
+    lapsed shared state (SMS send ledger entries, quota entries past their
+    window, expired locks and cached reports) is deleted too, except in a
+    dry run.
     """
     try:
         report, swept = asyncio.run(_purge(spec, older_than, dry_run=dry_run))
@@ -86,7 +87,8 @@ def purge(older_than: str, spec: str, dry_run: bool) -> None:
             f"{len(report.skipped)} changed while being purged; run it again", err=True
         )
     if swept is not None:
-        click.echo(f"removed {swept} lapsed shared value{'' if swept == 1 else 's'}")
+        noun = "entry" if swept == 1 else "entries"
+        click.echo(f"removed {swept} lapsed shared-state {noun}")
 
 
 def register(cli: click.Group) -> None:

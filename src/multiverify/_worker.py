@@ -33,9 +33,10 @@ class Worker:
     takes long (a slow SMS vendor) is never resumed while its replica still
     runs it. Effects carry their idempotency key, so the channels take up
     what an earlier run began. Every ``sweep_interval`` it also deletes the
-    store's lapsed shared values
-    ([`sweep_values`][multiverify.stores.SharedState.sweep_values]: the SMS
-    send ledger, expired locks and cached reports), beside the rounds.
+    store's lapsed shared state
+    ([`sweep_expired`][multiverify.stores.SharedState.sweep_expired]: SMS
+    send ledger entries, quota entries past their window, expired locks and
+    cached reports), beside the rounds.
 
     Use it as a task inside the app::
 
@@ -55,7 +56,7 @@ class Worker:
             not be reached (the pause doubles from ``poll_interval``).
         stop_grace: seconds [`stop`][multiverify.Worker.stop] lets resumed
             effects finish before it cancels them and gives their claims back.
-        sweep_interval: seconds between sweeps of lapsed shared values, by
+        sweep_interval: seconds between sweeps of lapsed shared state, by
             the Verifier's clock; the first round sweeps. Added in 0.1.
 
     Raises:
@@ -246,23 +247,25 @@ class Worker:
         if self._sweep_due is None or now >= self._sweep_due:
             self._sweep_due = now + self._sweep_every
             if self._sweep is None or self._sweep.done():
-                self._sweep = asyncio.ensure_future(self._sweep_values(now))
+                self._sweep = asyncio.ensure_future(self._sweep_expired(now))
         return done
 
-    async def _sweep_values(self, at: datetime) -> None:
-        """Delete the store's lapsed shared values, beside the rounds (a backlog takes a while)."""
+    async def _sweep_expired(self, at: datetime) -> None:
+        """Delete the store's lapsed shared state, beside the rounds (a backlog takes a while)."""
         try:
-            removed = await self._verifier.store.sweep_values(at=at)
+            removed = await self._verifier.store.sweep_expired(at=at)
         except Exception:
             log.warning(
-                "worker %s: could not sweep lapsed shared values; trying again in %gs",
+                "worker %s: could not sweep lapsed shared state; trying again in %gs",
                 self.owner,
                 self._sweep_every.total_seconds(),
                 exc_info=True,
             )
             return
         if removed:
-            log.info("worker %s: swept %d lapsed shared values", self.owner, removed)
+            log.info(
+                "worker %s: swept %d lapsed shared-state entries", self.owner, removed
+            )
 
     async def _fire(self, session_id: str, timer_id: str) -> bool:
         async with self._concurrency:

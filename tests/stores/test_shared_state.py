@@ -195,32 +195,47 @@ class TestSweep:
         await shared.put_value("renewed", "c", at=at(0), ttl=10)
         await shared.put_value("renewed", "d", at=at(5), ttl=100)
 
-        assert await shared.sweep_values(at=at(50)) == self.removes(shared, 1)
+        assert await shared.sweep_expired(at=at(50)) == self.removes(shared, 1)
 
         assert await shared.get_value("live", at=at(50)) == "b"
         assert await shared.get_value("renewed", at=at(50)) == "d"
-        assert await shared.sweep_values(at=at(50)) == 0
+        assert await shared.sweep_expired(at=at(50)) == 0
 
     async def test_a_value_lapses_at_its_expiry(self, shared: SharedState) -> None:
         """A value stored until ``at(10)`` stays in a sweep at ``at(9)`` and goes in one at ``at(10)``."""
         await shared.put_value("k", "v", at=at(0), ttl=10)
 
-        assert await shared.sweep_values(at=at(9)) == 0
+        assert await shared.sweep_expired(at=at(9)) == 0
         assert await shared.get_value("k", at=at(9)) == "v"
-        assert await shared.sweep_values(at=at(10)) == self.removes(shared, 1)
+        assert await shared.sweep_expired(at=at(10)) == self.removes(shared, 1)
 
     async def test_sweeps_in_batches(self, shared: SharedState) -> None:
         """Every lapsed value goes, however small the batch."""
         for n in range(5):
             await shared.put_value(f"k{n}", "v", at=at(n), ttl=1)
 
-        assert await shared.sweep_values(at=at(60), batch=2) == self.removes(shared, 5)
-        assert await shared.sweep_values(at=at(60), batch=2) == 0
+        assert await shared.sweep_expired(at=at(60), batch=2) == self.removes(shared, 5)
+        assert await shared.sweep_expired(at=at(60), batch=2) == 0
+
+    async def test_removes_quota_entries_that_left_their_window(
+        self, shared: SharedState
+    ) -> None:
+        """Entries of a window nobody consumes from again go once they left it; a live window stays."""
+        await shared.consume("phone:a", at=at(0), window=10, limit=5)
+        await shared.consume("phone:a", at=at(5), window=10, limit=5)
+        await shared.consume("phone:b", at=at(0), window=100, limit=1)
+
+        assert await shared.sweep_expired(at=at(20)) == self.removes(shared, 2)
+
+        assert not (
+            await shared.consume("phone:b", at=at(21), window=100, limit=1)
+        ).allowed
+        assert (await shared.consume("phone:a", at=at(21), window=10, limit=1)).allowed
 
     async def test_a_sweep_leaves_a_lock_free(self, shared: SharedState) -> None:
         """A swept lock can be taken again."""
         await shared.put_value("lock", "a", at=at(0), ttl=30, only_if_absent=True)
-        await shared.sweep_values(at=at(30))
+        await shared.sweep_expired(at=at(30))
 
         assert await shared.put_value(
             "lock", "b", at=at(31), ttl=30, only_if_absent=True
@@ -234,7 +249,7 @@ class TestMemoryGrowth:
         for n in range(5000):
             await store.put_value(f"send:{n}", "{}", at=at(n), ttl=10)
 
-        assert await store.sweep_values(at=at(5000)) <= MEMORY_SLACK
+        assert await store.sweep_expired(at=at(5000)) <= MEMORY_SLACK
         assert await store.get_value("send:4999", at=at(5000)) == "{}"
 
     async def test_windows_of_keys_never_seen_again_do_not_pile_up(self) -> None:

@@ -230,7 +230,7 @@ class TestSqliteStore:
     async def test_a_file_at_version_3_gets_the_expiry_index(
         self, tmp_path: Path
     ) -> None:
-        """Migration 4 indexes shared values by expiry, which the sweep reads."""
+        """Migration 4 indexes shared values and quota entries by expiry, which the sweep reads."""
         path = tmp_path / "v3.db"
         db = sqlite3.connect(path, isolation_level=None)
         try:
@@ -240,12 +240,17 @@ class TestSqliteStore:
 
         async with SqliteStore(path, clock=FixedClock(T0)) as store:
             await store.put_value("k", "v", at=T0, ttl=10)
-            plan = query(
-                path,
-                "EXPLAIN QUERY PLAN SELECT key FROM shared_values "
-                "WHERE expires_utc <= '2030'",
-            )
-        assert "shared_values_by_expiry" in str(plan)
+            await store.consume("k", at=T0, window=10, limit=1)
+            plans = [
+                query(
+                    path,
+                    f"EXPLAIN QUERY PLAN SELECT * FROM {table} "  # noqa: S608 - a test
+                    "WHERE expires_utc <= '2030'",
+                )
+                for table in ("shared_values", "quota_entries")
+            ]
+        assert "shared_values_by_expiry" in str(plans[0])
+        assert "quota_entries_by_expiry" in str(plans[1])
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file from a newer multiverify raises ConfigurationError instead of being used."""

@@ -197,15 +197,16 @@ class SharedState(Protocol):
         """
         ...
 
-    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
-        """Delete the values lapsed at ``at``; return how many went.
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        """Delete the shared state lapsed at ``at``; return how many entries went.
 
-        A lapsed value already reads as missing; the sweep frees its room.
-        Stores that hold rows delete them ``batch`` at a time, each batch
-        on its own, so a large backlog never holds a lock for long; a store
-        whose keys expire on their own (Redis) removes nothing and returns
-        0. The worker runs it periodically, and ``multiverify store purge``
-        once. Added in 0.1.
+        That is every value past its TTL, and every quota entry older than
+        the window it was taken with. Lapsed state already reads as missing
+        (or outside its window); the sweep frees its room. Stores that hold
+        rows delete them ``batch`` at a time, each batch on its own, so a
+        large backlog never holds a lock for long; a store whose keys expire
+        on their own (Redis) removes nothing and returns 0. The worker runs
+        it periodically, and ``multiverify store purge`` once. Added in 0.1.
         """
         ...
 

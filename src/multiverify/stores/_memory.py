@@ -286,7 +286,7 @@ class MemoryStore:
         amount: float = 1.0,
     ) -> Quota:
         if key not in self._windows and len(self._windows) >= self._room["windows"]:
-            self._drop_windows(at)
+            _ = self._drop_windows(at)
         entries = self._windows.setdefault(key, deque())
         start = at - timedelta(seconds=window)
         end = at + timedelta(seconds=window)
@@ -326,7 +326,7 @@ class MemoryStore:
         if only_if_absent and await self.get_value(key, at=at) is not None:
             return False
         if key not in self._values and len(self._values) >= self._room["values"]:
-            await self.sweep_values(at=at)
+            await self.sweep_expired(at=at)
         self._values[key] = (value, at + timedelta(seconds=ttl))
         return True
 
@@ -337,21 +337,23 @@ class MemoryStore:
         del self._values[key]
         return True
 
-    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
         del batch  # one pass over a dictionary holds nothing up
         lapsed = [key for key, (_, expires) in self._values.items() if expires <= at]
         for key in lapsed:
             del self._values[key]
         self._room["values"] = max(_ROOM, 2 * len(self._values))
-        return len(lapsed)
+        return len(lapsed) + self._drop_windows(at)
 
-    def _drop_windows(self, at: datetime) -> None:
-        """Forget the quota windows that hold nothing any more at ``at``."""
+    def _drop_windows(self, at: datetime) -> int:
+        """Forget the quota windows that hold nothing any more at ``at``; count their entries."""
         ended = [key for key, end in self._window_ends.items() if end <= at]
+        entries = 0
         for key in ended:
             del self._window_ends[key]
-            del self._windows[key]
+            entries += len(self._windows.pop(key))
         self._room["windows"] = max(_ROOM, 2 * len(self._windows))
+        return entries
 
     # -- work queues -------------------------------------------------------------
 

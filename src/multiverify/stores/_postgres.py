@@ -200,14 +200,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         $$
         """,
     ),
-    # 5: shared values found by expiry, for the sweep of lapsed ones. The
-    # build holds off writes to the table while it runs; on a large table,
-    # create the index beforehand with CREATE INDEX CONCURRENTLY under this
-    # name, and the migration keeps it.
+    # 5: lapsed shared state found by expiry, for the sweep: values, and the
+    # quota entries that left their window (a quota entry is kept for the
+    # window it was taken with; those taken before have no expiry and leave
+    # as before, when their key is consumed from again). An index build holds
+    # off writes to its table while it runs; on a large table, create the
+    # index beforehand with CREATE INDEX CONCURRENTLY under the same name
+    # (and the column first), and the migration keeps it.
     (
         (
             "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
             "ON {s}.shared_values (expires_at)"
+        ),
+        "ALTER TABLE {s}.quota_entries ADD COLUMN IF NOT EXISTS expires_at TIMESTAMPTZ",
+        (
+            "CREATE INDEX IF NOT EXISTS quota_entries_by_expiry "
+            "ON {s}.quota_entries (expires_at)"
         ),
     ),
 )
@@ -974,7 +982,14 @@ class PostgresStore(OpenableStore):
                 sql.quota_used, key, now - timedelta(seconds=window)
             )
             if used + amount <= limit:
-                await conn.execute(sql.quota_add, key, now, at.isoformat(), amount)
+                await conn.execute(
+                    sql.quota_add,
+                    key,
+                    now,
+                    at.isoformat(),
+                    amount,
+                    now + timedelta(seconds=window),
+                )
                 return Quota(allowed=True, used=used + amount, limit=limit)
             rows = await conn.fetch(sql.quota_entries, key)
         return refused_quota(
@@ -1029,15 +1044,17 @@ class PostgresStore(OpenableStore):
         return deleted is not None
 
     @_outages
-    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
         pool = await self._ready()
         removed = 0
-        while True:
-            # A batch a statement, so writers wait for one batch at most.
-            deleted: int = await pool.fetchval(self._sql.value_sweep, _utc(at), batch)
-            removed += deleted
-            if deleted < batch:
-                return removed
+        for query in self._sql.sweeps:
+            while True:
+                # A batch a statement, so writers wait for one batch at most.
+                deleted: int = await pool.fetchval(query, _utc(at), batch)
+                removed += deleted
+                if deleted < batch:
+                    break
+        return removed
 
     # --- WorkQueue ------------------------------------------------------------
 
@@ -1304,8 +1321,8 @@ class _Sql:
             "WHERE key = $1 AND at > $2"
         )
         self.quota_add = (
-            f"INSERT INTO {s}.quota_entries (key, at, at_text, amount) "
-            "VALUES ($1, $2, $3, $4)"
+            f"INSERT INTO {s}.quota_entries (key, at, at_text, amount, expires_at) "
+            "VALUES ($1, $2, $3, $4, $5)"
         )
         self.quota_entries = (
             f"SELECT at_text, amount FROM {s}.quota_entries WHERE key = $1 "
@@ -1326,12 +1343,13 @@ class _Sql:
             "SET value = excluded.value, expires_at = excluded.expires_at "
             "WHERE NOT $4::boolean OR v.expires_at <= $5 RETURNING 1"
         )
-        # Lapsed values a sweeper elsewhere holds are left to it.
-        self.value_sweep = (
-            f"WITH gone AS (DELETE FROM {s}.shared_values WHERE key IN "
-            f"(SELECT key FROM {s}.shared_values WHERE expires_at <= $1 "
+        # Lapsed rows a sweeper elsewhere holds are left to it.
+        self.sweeps = tuple(
+            f"WITH gone AS (DELETE FROM {s}.{table} WHERE {key} IN "
+            f"(SELECT {key} FROM {s}.{table} WHERE expires_at <= $1 "
             "LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1) "
             "SELECT count(*)::int FROM gone"
+            for table, key in (("shared_values", "key"), ("quota_entries", "seq"))
         )
         self.value_delete = (
             f"DELETE FROM {s}.shared_values WHERE key = $1 "

@@ -1314,8 +1314,8 @@ class RedisStore(OpenableStore):
             )
         return bool(deleted)
 
-    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
-        del at, batch  # every value key carries its own expiry: Redis drops it
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        del at, batch  # each value and quota window key expires: Redis drops it
         return 0
 
     # --- WorkQueue ------------------------------------------------------------

@@ -171,11 +171,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE effects ADD COLUMN claimed_until TEXT",
         "CREATE INDEX effects_by_claim ON effects (claimed_until_utc, seq)",
     ),
-    # 4: shared values found by expiry, for the sweep of lapsed ones.
+    # 4: lapsed shared state found by expiry, for the sweep: values, and the
+    # quota entries that left their window (a quota entry is kept for the
+    # window it was taken with; those taken before have no expiry and leave
+    # as before, when their key is consumed from again).
     (
         (
             "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
             "ON shared_values (expires_utc)"
+        ),
+        "ALTER TABLE quota_entries ADD COLUMN expires_utc TEXT",
+        (
+            "CREATE INDEX IF NOT EXISTS quota_entries_by_expiry "
+            "ON quota_entries (expires_utc)"
         ),
     ),
 )
@@ -990,6 +998,7 @@ class SqliteStore(OpenableStore):
     ) -> Quota:
         now_key = _utc_key(at)
         start_key = _utc_key(at - timedelta(seconds=window))
+        end_key = _utc_key(at + timedelta(seconds=window))
 
         def consume(db: sqlite3.Connection) -> Quota:
             db.execute(
@@ -1002,9 +1011,9 @@ class SqliteStore(OpenableStore):
             ).fetchone()
             if used + amount <= limit:
                 db.execute(
-                    "INSERT INTO quota_entries (key, at_utc, at, amount) "
-                    "VALUES (?, ?, ?, ?)",
-                    (key, now_key, at.isoformat(), amount),
+                    "INSERT INTO quota_entries (key, at_utc, at, amount, "
+                    "expires_utc) VALUES (?, ?, ?, ?, ?)",
+                    (key, now_key, at.isoformat(), amount, end_key),
                 )
                 return Quota(allowed=True, used=used + amount, limit=limit)
             entries = db.execute(
@@ -1087,24 +1096,26 @@ class SqliteStore(OpenableStore):
         )
         return deleted == 1
 
-    async def sweep_values(self, /, *, at: datetime, batch: int = 1000) -> int:
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
         args = (_utc_key(at), batch)
         removed = 0
-        while True:
-            # A batch a transaction, so writers wait for one batch at most.
-            deleted: int = await self._run(
-                lambda db: (
-                    db.execute(
-                        "DELETE FROM shared_values WHERE key IN (SELECT key FROM "
-                        "shared_values WHERE expires_utc <= ? LIMIT ?)",
-                        args,
-                    ).rowcount
-                ),
-                write=True,
+        for table, key in (("shared_values", "key"), ("quota_entries", "seq")):
+            query = (
+                f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} "  # noqa: S608 - names above
+                "WHERE expires_utc <= ? LIMIT ?)"
             )
-            removed += deleted
-            if deleted < batch:
-                return removed
+
+            def sweep(db: sqlite3.Connection, query: str = query) -> int:
+                deleted: int = db.execute(query, args).rowcount
+                return deleted
+
+            while True:
+                # A batch a transaction, so writers wait for one batch at most.
+                deleted = await self._run(sweep, write=True)
+                removed += deleted
+                if deleted < batch:
+                    break
+        return removed
 
     # --- WorkQueue ------------------------------------------------------------
 
