@@ -24,6 +24,11 @@ uncertain one is looked up at the vendor by that reference, and if the vendor
 cannot confirm it, a fresh code is sent under the next reference, so the code
 that may have gone out never works.
 
+A send counts against the abuse limits and spend caps once it may have gone
+out: one refused by a later limit, or failed for sure by every vendor, gives
+back what it took (but a number the vendor refused keeps its send limits);
+an uncertain one stays counted.
+
 A code is drawn from an HMAC of the server secret over its send's reference
 and vendor, so the same send always carries the same text: a vendor that
 lists what it sent (Twilio) can confirm an uncertain send by its text, and
