@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
+import attrs
 import pytest
 
-from multiverify import Applicant, LoanApplication
+from multiverify import Applicant
 from multiverify.channels import (
     Finished,
     RateLimit,
@@ -63,13 +63,27 @@ class Vendor:
         return None
 
 
+#: One send per number an hour, and one send's price a day.
+ONE_SEND = SmsLimits(
+    per_phone=(RateLimit(limit=1, window=3600),),
+    per_applicant=(),
+    prices={"alpha": 1.0},
+    daily_spend=1.0,
+)
+
+
 class Sends:
     """One SMS channel on a store, starting steps for applicants."""
 
     def __init__(
-        self, store: SessionStore, limits: SmsLimits, *vendors: Vendor
+        self,
+        store: SessionStore,
+        who: Applicant,
+        limits: SmsLimits,
+        *vendors: Vendor,
     ) -> None:
         self.store = store
+        self.who = who
         self.clock = FakeClock(T0)
         self.vendors = list(vendors) or [Vendor("alpha")]
         self.channel = SmsCodeChannel(
@@ -94,17 +108,8 @@ class Sends:
         client_ip: str | None = None,
     ) -> StepOutcome:
         """Start the SMS step of ``session_id``, whatever comes of it."""
-        who = Applicant(
-            applicant_id=applicant_id,
-            name="Wang Fang",
-            national_id="110101199003072420",
-            phone=phone,
-            date_of_birth=date(1990, 3, 7),
-            timezone="Asia/Shanghai",
-            client_ip=client_ip,
-            loan=LoanApplication(
-                amount=Decimal(8000), currency="CNY", term_months=12, purpose="x"
-            ),
+        who = attrs.evolve(
+            self.who, phone=phone, applicant_id=applicant_id, client_ip=client_ip
         )
         context = StepContext(
             session_id=session_id,
@@ -125,13 +130,25 @@ class Sends:
         return info.value.quota
 
 
+MakeSends = Callable[..., Sends]
+
+
+@pytest.fixture
+def sends_on(store: SessionStore, applicant: Applicant) -> MakeSends:
+    """Build an SMS channel on each store in turn, with limits and vendors."""
+
+    def make(limits: SmsLimits, *vendors: Vendor) -> Sends:
+        return Sends(store, applicant, limits, *vendors)
+
+    return make
+
+
 class TestLaterLimits:
     async def test_a_refusal_per_ip_leaves_the_phone_and_applicant_counts(
-        self, store: SessionStore
+        self, sends_on: MakeSends
     ) -> None:
         """A send refused per client IP counts against neither its number nor its applicant."""
-        sends = Sends(
-            store,
+        sends = sends_on(
             SmsLimits(
                 per_phone=(RateLimit(limit=2, window=3600),),
                 per_applicant=(RateLimit(limit=2, window=DAY),),
@@ -156,11 +173,10 @@ class TestLaterLimits:
         )
 
     async def test_a_refusal_by_the_daily_spend_gives_the_send_limits_back(
-        self, store: SessionStore
+        self, sends_on: MakeSends
     ) -> None:
         """A send over the daily spend leaves its number's count as it was; retried later, it counts once."""
-        sends = Sends(
-            store,
+        sends = sends_on(
             SmsLimits(
                 per_phone=(RateLimit(limit=1, window=7 * DAY),),
                 per_applicant=(),
@@ -178,11 +194,10 @@ class TestLaterLimits:
         assert len(sends.vendors[0].sent) == 2
 
     async def test_a_daily_spend_refusal_gives_back_the_session_spend(
-        self, store: SessionStore
+        self, sends_on: MakeSends
     ) -> None:
         """The spend caps too: the session's spend taken before the day's refusal comes back."""
-        sends = Sends(
-            store,
+        sends = sends_on(
             SmsLimits(
                 per_phone=(),
                 per_applicant=(),
@@ -201,17 +216,11 @@ class TestLaterLimits:
 
 class TestVendorFailures:
     async def test_a_definite_failure_gives_everything_back(
-        self, store: SessionStore
+        self, sends_on: MakeSends
     ) -> None:
         """A vendor that throttled the send sent nothing: its limits and spend come back, and a retry counts afresh."""
-        sends = Sends(
-            store,
-            SmsLimits(
-                per_phone=(RateLimit(limit=1, window=3600),),
-                per_applicant=(),
-                prices={"alpha": 1.0},
-                daily_spend=1.0,
-            ),
+        sends = sends_on(
+            ONE_SEND,
             Vendor(
                 "alpha", [ProviderRateLimitedError(message="slow", provider="alpha")]
             ),
@@ -225,17 +234,11 @@ class TestVendorFailures:
         assert await sends.refused("s3", phone=PHONES[1]) == "daily_spend"
 
     async def test_an_uncertain_failure_keeps_everything_counted(
-        self, store: SessionStore
+        self, sends_on: MakeSends
     ) -> None:
         """A send that may have gone out (a timeout after sending) keeps its limits and spend taken."""
-        sends = Sends(
-            store,
-            SmsLimits(
-                per_phone=(RateLimit(limit=1, window=3600),),
-                per_applicant=(),
-                prices={"alpha": 1.0},
-                daily_spend=1.0,
-            ),
+        sends = sends_on(
+            ONE_SEND,
             Vendor(
                 "alpha",
                 [
@@ -252,15 +255,14 @@ class TestVendorFailures:
         assert await sends.refused("s3", phone=PHONES[1]) == "daily_spend"
 
     async def test_failover_charges_only_the_vendor_that_sent(
-        self, store: SessionStore
+        self, sends_on: MakeSends
     ) -> None:
         """A vendor's refusal costs nothing: the next vendor's send fits a cap of one send."""
         refusing = Vendor(
             "alpha", [ProviderRejectedError(message="no", provider="alpha")]
         )
         sending = Vendor("beta")
-        sends = Sends(
-            store,
+        sends = sends_on(
             SmsLimits(prices={"alpha": 1.0, "beta": 1.0}, daily_spend=1.0),
             refusing,
             sending,
@@ -272,11 +274,10 @@ class TestVendorFailures:
         assert await sends.refused("s2", phone=PHONES[1]) == "daily_spend"
 
     async def test_a_refused_number_keeps_the_send_limits(
-        self, store: SessionStore
+        self, sends_on: MakeSends
     ) -> None:
         """A number the vendor refused still counts per IP (the answer says something about it), but costs nothing."""
-        sends = Sends(
-            store,
+        sends = sends_on(
             SmsLimits(
                 per_client_ip=(RateLimit(limit=1, window=3600),),
                 prices={"alpha": 1.0},
