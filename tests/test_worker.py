@@ -495,16 +495,21 @@ class TestWorker:
         assert [at for at, _ in store.sweeps] == [T0 + timedelta(seconds=60)]
 
     async def test_stop_ends_a_sweep_in_progress(self) -> None:
-        """Stopping the worker cancels a sweep still running; what it deleted stays deleted."""
+        """A sweep still running when the next is due is left alone; stopping the worker cancels it."""
         store, clock = Sweeps(hang=True), FakeClock()
         async with replica(store, clock) as verifier:
-            worker = Worker(verifier)
+            worker = Worker(verifier, sweep_interval=60)
             await worker.run_once()
+            await asyncio.sleep(0)
+            first = store.hung
+            await clock.advance(60)
+            await worker.run_once()  # the sweep still runs: no second one
             await asyncio.sleep(0)
             await worker.stop()
 
-        assert store.hung is not None
-        assert store.hung.cancelled()
+        assert first is not None
+        assert store.hung is first
+        assert first.cancelled()
 
     @pytest.mark.parametrize(
         "options",

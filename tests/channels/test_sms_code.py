@@ -233,6 +233,13 @@ class Racing(MemoryStore):
         )
 
 
+class KeepsValues(MemoryStore):
+    """A store whose every value another replica has just changed: a compared delete never matches."""
+
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        return False
+
+
 class NoRefunds(MemoryStore):
     """A store that cannot be reached for refunds."""
 
@@ -684,6 +691,20 @@ class TestLimits:
         await one.start(session_id="s2")
         with pytest.raises(QuotaExceededError) as info:
             await one.start(session_id="s3")
+        assert info.value.quota == "phone"
+
+    async def test_a_ledger_entry_changed_elsewhere_keeps_its_limits(self) -> None:
+        """A failed send whose ledger entry another replica changed leaves the entry and its count to it."""
+        limits = SmsLimits(per_phone=(RateLimit(limit=1, window=3600),))
+        failing = FakeSms(
+            "alpha", [ProviderRateLimitedError(message="slow", provider="alpha")]
+        )
+        harness = Harness([failing], limits=limits, shared=KeepsValues())
+        with pytest.raises(ProviderRateLimitedError):
+            await harness.start()
+
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2")
         assert info.value.quota == "phone"
 
     async def test_a_refund_the_store_refuses_is_logged(

@@ -299,3 +299,29 @@ class TestVendorFailures:
             == "client_ip"
         )
         await sends.start("s3", phone=PHONES[2], applicant_id="c")
+
+    async def test_after_an_uncertain_vendor_nothing_is_given_back(
+        self, sends_on: MakeSends
+    ) -> None:
+        """Once one vendor may have sent the code, a later refusal or failure keeps the send counted."""
+        uncertain = ProviderRejectedError(message="?", provider="alpha", uncertain=True)
+        over_cap = sends_on(
+            SmsLimits(
+                per_phone=(RateLimit(limit=1, window=3600),),
+                prices={"alpha": 1.0, "beta": 1.0},
+                daily_spend=1.0,
+            ),
+            Vendor("alpha", [uncertain]),
+            Vendor("beta"),
+        )
+        assert await over_cap.refused("s1") == "daily_spend"
+        assert await over_cap.refused("s2") == "phone"
+
+        failing = sends_on(
+            SmsLimits(per_phone=(RateLimit(limit=1, window=3600),)),
+            Vendor("alpha", [uncertain]),
+            Vendor("beta", [ProviderRejectedError(message="no", provider="beta")]),
+        )
+        with pytest.raises(ProviderRejectedError, match="no"):
+            await failing.start("s3", phone=PHONES[1])
+        assert await failing.refused("s4", phone=PHONES[1]) == "phone"
