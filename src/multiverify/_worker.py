@@ -80,19 +80,15 @@ class Worker:
         self._grace = timedelta(seconds=parse_duration(effect_grace))
         self._max_backoff = parse_duration(max_backoff)
         self._stop_grace = parse_duration(stop_grace)
-        self._sweep_every = timedelta(seconds=parse_duration(sweep_interval))
-        if (
-            self._poll <= 0
-            or self._max_backoff <= 0
-            or batch < 1
-            or concurrency < 1
-            or self._sweep_every <= timedelta(0)
-        ):
+        if self._poll <= 0 or self._max_backoff <= 0 or batch < 1 or concurrency < 1:
             raise ConfigurationError(
-                message="poll_interval, max_backoff, batch, concurrency and "
-                "sweep_interval must be positive: "
-                f"{poll_interval!r}, {max_backoff!r}, {batch!r}, {concurrency!r}, "
-                f"{sweep_interval!r}"
+                message="poll_interval, max_backoff, batch and concurrency must be "
+                f"positive: {poll_interval!r}, {max_backoff!r}, {batch!r}, {concurrency!r}"
+            )
+        self._sweep_every = timedelta(seconds=parse_duration(sweep_interval))
+        if self._sweep_every <= timedelta(0):
+            raise ConfigurationError(
+                message=f"sweep_interval must be positive: {sweep_interval!r}"
             )
         self._batch = batch
         self._limit = concurrency
@@ -142,12 +138,16 @@ class Worker:
         at once. Timers being fired are cancelled at once (their leases are
         given back; a timer not fired stays due).
         """
-        for task in (self._task, self._sweep):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._sweep = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sweep, self._sweep = self._sweep, None
+        if sweep is not None:  # its batches so far stay deleted
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
         resumed = {each for each in self._resumed if not each.done()}
         if resumed:
             _, late = await asyncio.wait(resumed, timeout=self._stop_grace)
