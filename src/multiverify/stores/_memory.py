@@ -28,9 +28,10 @@ __all__ = ["MemoryStore"]
 
 _Row = tuple[str, int, datetime, str, str, str, str]
 
-# How many lapsed values (or emptied quota windows) the store may hold beyond
-# twice its live ones before a write drops them: a store nobody sweeps (a
-# channel's own fallback) stays about the size of what it still needs.
+# Once the store holds this many values (or quota windows), or twice what
+# was live at the last drop if that is more, the next new key drops what
+# lapsed: a store nobody sweeps (a channel's own fallback) stays about the
+# size of what it still needs.
 _ROOM = 1024
 
 
