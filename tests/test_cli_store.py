@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -47,6 +49,23 @@ async def applicant_of(db: Path, session_id: str) -> Applicant | None:
         return session.applicant
 
 
+async def shared_values(db: Path) -> None:
+    """Two ledger entries that lapsed in 2020, and a value kept for a century."""
+    async with SqliteStore(db) as store:
+        long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+        await store.put_value("ledger:1", "{}", at=long_ago, ttl=86400)
+        await store.put_value("ledger:2", "{}", at=long_ago, ttl=86400)
+        await store.put_value("cached", "{}", at=long_ago, ttl=100 * 365 * 86400)
+
+
+def value_keys(db: Path) -> list[str]:
+    """The keys of the shared values the file holds, lapsed or not."""
+    with closing(sqlite3.connect(db)) as conn:
+        return [
+            key for (key,) in conn.execute("SELECT key FROM shared_values ORDER BY key")
+        ]
+
+
 class TestPurge:
     def test_purges_and_says_so(self, tmp_path: Path) -> None:
         """A dry run counts; the real run purges; the trail still verifies."""
@@ -76,6 +95,33 @@ class TestPurge:
             cli, ["store", "purge", "--older-than", "30d", "--store", str(db)]
         )
         assert "of 0 sessions" in again.stdout
+
+    def test_removes_lapsed_shared_values(self, tmp_path: Path) -> None:
+        """A purge also deletes lapsed shared state (a dry run leaves it)."""
+        db = tmp_path / "s.db"
+        asyncio.run(decided_long_ago(db))
+        asyncio.run(shared_values(db))
+        runner = CliRunner()
+        cli = create_cli()
+
+        trial = runner.invoke(
+            cli,
+            ["store", "purge", "--older-than", "30d", "--store", str(db), "--dry-run"],
+        )
+        assert trial.exit_code == 0, trial.output
+        assert "shared-state" not in trial.stdout
+        assert value_keys(db) == ["cached", "ledger:1", "ledger:2"]
+
+        done = runner.invoke(
+            cli, ["store", "purge", "--older-than", "30d", "--store", str(db)]
+        )
+        assert done.exit_code == 0, done.output
+        assert done.stdout.splitlines()[-1] == "removed 2 lapsed shared-state entries"
+        assert value_keys(db) == ["cached"]
+        again = runner.invoke(
+            cli, ["store", "purge", "--older-than", "30d", "--store", str(db)]
+        )
+        assert again.stdout.splitlines()[-1] == "removed 0 lapsed shared-state entries"
 
     def test_bad_duration_or_store(self, tmp_path: Path) -> None:
         """A period that is not a duration, or a store URL of no known kind, is a usage error."""

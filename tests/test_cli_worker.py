@@ -107,7 +107,7 @@ class TestMigrate:
             create_cli(), ["store", "migrate", "--store", f"sqlite://{tmp_path}/m.db"]
         )
         assert result.exit_code == 0, result.output
-        assert result.output.endswith("schema at version 3\n")
+        assert result.output.endswith("schema at version 4\n")
 
     def test_a_store_without_a_schema(self) -> None:
         """A memory store has nothing to migrate: the command says so."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -20,6 +20,8 @@ from multiverify.stores import MemoryStore, PendingEffect
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 from stores.interleaved import Interleaved
 from stores.severable import Severable
+
+T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)  # where a FakeClock starts
 
 POLICY = Policy(
     name="p",
@@ -172,6 +174,28 @@ class DamagedSessions(MemoryStore):
             msg = f"session {session_id} cannot be read"
             raise ValueError(msg)
         return await super().load(session_id)
+
+
+class Sweeps(MemoryStore):
+    """Records each sweep (when, how many went); may fail the first ones, or hang."""
+
+    def __init__(self, *, fail: int = 0, hang: bool = False) -> None:
+        super().__init__()
+        self.sweeps: list[tuple[datetime, int]] = []
+        self.fail = fail
+        self.hang = hang
+        self.hung: asyncio.Future[None] | None = None
+
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailableError(message="down", store="memory")
+        if self.hang:
+            self.hung = asyncio.get_running_loop().create_future()
+            await self.hung
+        removed = await super().sweep_expired(at=at, batch=batch)
+        self.sweeps.append((at, removed))
+        return removed
 
 
 class TestWorker:
@@ -506,6 +530,55 @@ class TestWorker:
         assert "down; trying again in 1s" in caplog.text
         assert "a round failed" in caplog.text
 
+    async def test_sweeps_lapsed_shared_values_every_interval(self) -> None:
+        """The first round sweeps lapsed shared values, and a round once per sweep_interval after."""
+        store, clock = Sweeps(), FakeClock()
+        async with replica(store, clock) as verifier:
+            worker = Worker(verifier, sweep_interval=600)
+            await store.put_value("ledger:1", "{}", at=clock.now(), ttl=60)
+            for _ in range(3):
+                await worker.run_once()
+                await asyncio.sleep(0)  # the sweep runs beside the round
+                await clock.advance(300)
+            await worker.stop()
+
+        assert store.sweeps == [(T0, 0), (T0 + timedelta(seconds=600), 1)]
+        assert await store.sweep_expired(at=clock.now()) == 0
+
+    async def test_a_failed_sweep_is_logged_and_tried_next_interval(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A sweep that fails leaves the rounds alone; the next interval sweeps again."""
+        store, clock = Sweeps(fail=1), FakeClock()
+        caplog.set_level(logging.WARNING, logger="multiverify")
+        async with replica(store, clock) as verifier:
+            worker = Worker(verifier, sweep_interval=60)
+            await worker.run_once()
+            await asyncio.sleep(0)
+            await clock.advance(60)
+            await worker.run_once()
+            await asyncio.sleep(0)
+
+        assert "could not sweep lapsed shared state" in caplog.text
+        assert [at for at, _ in store.sweeps] == [T0 + timedelta(seconds=60)]
+
+    async def test_stop_ends_a_sweep_in_progress(self) -> None:
+        """A sweep still running when the next is due is left alone; stopping the worker cancels it."""
+        store, clock = Sweeps(hang=True), FakeClock()
+        async with replica(store, clock) as verifier:
+            worker = Worker(verifier, sweep_interval=60)
+            await worker.run_once()
+            await asyncio.sleep(0)
+            first = store.hung
+            await clock.advance(60)
+            await worker.run_once()  # the sweep still runs: no second one
+            await asyncio.sleep(0)
+            await worker.stop()
+
+        assert first is not None
+        assert store.hung is first
+        assert first.cancelled()
+
     @pytest.mark.parametrize(
         "options",
         [
@@ -514,6 +587,7 @@ class TestWorker:
             {"concurrency": 0},
             {"max_backoff": 0},
             {"max_timer_backoff": 0},
+            {"sweep_interval": 0},
         ],
     )
     def test_bad_settings(self, options: dict[str, Any]) -> None:

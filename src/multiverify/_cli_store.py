@@ -19,11 +19,17 @@ from .exceptions import MultiverifyError
 __all__ = ["register", "store_group"]
 
 
-async def _purge(target: str, older_than: str, *, dry_run: bool) -> PurgeReport:
+async def _purge(
+    target: str, older_than: str, *, dry_run: bool
+) -> tuple[PurgeReport, int | None]:
+    """Purge personal data, then (unless a dry run) sweep lapsed shared state."""
+    now = datetime.now(UTC)
     async with _opened(target) as store:
-        return await purge_personal_data(
-            store, older_than=older_than, now=datetime.now(UTC), dry_run=dry_run
+        report = await purge_personal_data(
+            store, older_than=older_than, now=now, dry_run=dry_run
         )
+        swept = None if dry_run else await store.sweep_expired(at=now)
+    return report, swept
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -61,10 +67,13 @@ def purge(older_than: str, spec: str, dry_run: bool) -> None:
     """Purge the personal data of sessions that finished more than --older-than ago.
 
     The verdicts, their reasons and the hash-chained audit trail stay, so an
-    exported trail still passes `multiverify audit verify`.
+    exported trail still passes `multiverify audit verify`. The store's
+    lapsed shared state (SMS send ledger entries, quota entries past their
+    window, expired locks and cached reports) is deleted too, except in a
+    dry run.
     """
     try:
-        report = asyncio.run(_purge(spec, older_than, dry_run=dry_run))
+        report, swept = asyncio.run(_purge(spec, older_than, dry_run=dry_run))
     except MultiverifyError as exc:
         raise click.ClickException(str(exc)) from None
     verb = "would purge" if report.dry_run else "purged"
@@ -77,6 +86,9 @@ def purge(older_than: str, spec: str, dry_run: bool) -> None:
         click.echo(
             f"{len(report.skipped)} changed while being purged; run it again", err=True
         )
+    if swept is not None:
+        noun = "entry" if swept == 1 else "entries"
+        click.echo(f"removed {swept} lapsed shared-state {noun}")
 
 
 def register(cli: click.Group) -> None:

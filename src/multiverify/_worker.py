@@ -12,6 +12,8 @@ from ._duration import parse_duration
 from .exceptions import ConfigurationError, StoreUnavailableError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ._verifier import Verifier
     from .stores import DueTimer
 
@@ -31,7 +33,11 @@ class Worker:
     fires the due timers, each under its session's lease. So an effect that
     takes long (a slow SMS vendor) is never resumed while its replica still
     runs it. Effects carry their idempotency key, so the channels take up
-    what an earlier run began.
+    what an earlier run began. Every ``sweep_interval`` it also deletes the
+    store's lapsed shared state
+    ([`sweep_expired`][multiverify.stores.SharedState.sweep_expired]: SMS
+    send ledger entries, quota entries past their window, expired locks and
+    cached reports), beside the rounds.
 
     Use it as a task inside the app::
 
@@ -56,6 +62,8 @@ class Worker:
             ``poll_interval`` with each failure in a row here), so that a
             timer that keeps failing does not hold up those due after it.
             Added in 0.1.
+        sweep_interval: seconds between sweeps of lapsed shared state, by
+            the Verifier's clock; the first round sweeps. Added in 0.1.
 
     Raises:
         ConfigurationError: an interval or count is not positive.
@@ -72,6 +80,7 @@ class Worker:
         max_backoff: float | timedelta = 30.0,
         stop_grace: float | timedelta = 10.0,
         max_timer_backoff: float | timedelta = 300.0,
+        sweep_interval: float | timedelta = 600.0,
     ) -> None:
         self._verifier = verifier
         self._poll = parse_duration(poll_interval)
@@ -89,6 +98,11 @@ class Worker:
                 f"concurrency must be positive: {poll_interval!r}, {max_backoff!r}, "
                 f"{max_timer_backoff!r}, {batch!r}, {concurrency!r}"
             )
+        self._sweep_every = timedelta(seconds=parse_duration(sweep_interval))
+        if self._sweep_every <= timedelta(0):
+            raise ConfigurationError(
+                message=f"sweep_interval must be positive: {sweep_interval!r}"
+            )
         self._batch = batch
         self._limit = concurrency
         self._concurrency = asyncio.Semaphore(concurrency)
@@ -96,6 +110,8 @@ class Worker:
         # Failures in a row of the due timers whose firing failed here.
         self._timer_failures: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
+        self._sweep_due: datetime | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -142,6 +158,11 @@ class Worker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        sweep, self._sweep = self._sweep, None
+        if sweep is not None:  # its batches so far stay deleted
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
         resumed = {each for each in self._resumed if not each.done()}
         if resumed:
             _, late = await asyncio.wait(resumed, timeout=self._stop_grace)
@@ -236,7 +257,28 @@ class Worker:
         if timers:
             fired = await asyncio.gather(*(self._fire(timer) for timer in timers))
             done += sum(fired)
+        if self._sweep_due is None or now >= self._sweep_due:
+            self._sweep_due = now + self._sweep_every
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.ensure_future(self._sweep_expired(now))
         return done
+
+    async def _sweep_expired(self, at: datetime) -> None:
+        """Delete the store's lapsed shared state, beside the rounds (a backlog takes a while)."""
+        try:
+            removed = await self._verifier.store.sweep_expired(at=at)
+        except Exception:
+            log.warning(
+                "worker %s: could not sweep lapsed shared state; trying again in %gs",
+                self.owner,
+                self._sweep_every.total_seconds(),
+                exc_info=True,
+            )
+            return
+        if removed:
+            log.info(
+                "worker %s: swept %d lapsed shared-state entries", self.owner, removed
+            )
 
     async def _fire(self, timer: DueTimer) -> bool:
         key = (timer.session_id, timer.timer_id)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -61,6 +61,7 @@ from multiverify.exceptions import (
     QuotaExceededError,
     SessionFinishedError,
     StepNotWaitingError,
+    StoreUnavailableError,
 )
 from multiverify.providers import (
     AliyunSms,
@@ -205,6 +206,45 @@ def applicant(
             amount=Decimal(8000), currency="CNY", term_months=12, purpose="laptop"
         ),
     )
+
+
+class Racing(MemoryStore):
+    """A store on which ``rival`` (another replica's start) runs just before the first ledger claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: Callable[[], Awaitable[object]] | None = None
+
+    async def put_value(
+        self,
+        key: str,
+        value: str,
+        /,
+        *,
+        at: datetime,
+        ttl: float,
+        only_if_absent: bool = False,
+    ) -> bool:
+        rival, self.rival = self.rival, None
+        if rival is not None and only_if_absent:
+            await rival()
+        return await super().put_value(
+            key, value, at=at, ttl=ttl, only_if_absent=only_if_absent
+        )
+
+
+class KeepsValues(MemoryStore):
+    """A store whose every value another replica has just changed: a compared delete never matches."""
+
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        return False
+
+
+class NoRefunds(MemoryStore):
+    """A store that cannot be reached for refunds."""
+
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        raise StoreUnavailableError(message="down", store="memory")
 
 
 class Harness:
@@ -636,6 +676,50 @@ class TestLimits:
             session_id="s5",
             who=applicant("+8613700137000", applicant_id="d", client_ip=None),
         )
+
+    async def test_a_replica_that_loses_the_claim_gives_its_count_back(self) -> None:
+        """Two replicas starting one send count it once: the one that lost the ledger claim refunds."""
+        store, clock = Racing(), FakeClock()
+        limits = SmsLimits(per_phone=(RateLimit(limit=2, window=3600),))
+        one = Harness(limits=limits, shared=store, clock=clock)
+        two = Harness(limits=limits, shared=store, clock=clock)
+        store.rival = two.start
+
+        assert isinstance(await one.start(), Waiting)  # takes up two's send
+
+        assert one.fake.calls + two.fake.calls == 1
+        await one.start(session_id="s2")
+        with pytest.raises(QuotaExceededError) as info:
+            await one.start(session_id="s3")
+        assert info.value.quota == "phone"
+
+    async def test_a_ledger_entry_changed_elsewhere_keeps_its_limits(self) -> None:
+        """A failed send whose ledger entry another replica changed leaves the entry and its count to it."""
+        limits = SmsLimits(per_phone=(RateLimit(limit=1, window=3600),))
+        failing = FakeSms(
+            "alpha", [ProviderRateLimitedError(message="slow", provider="alpha")]
+        )
+        harness = Harness([failing], limits=limits, shared=KeepsValues())
+        with pytest.raises(ProviderRateLimitedError):
+            await harness.start()
+
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2")
+        assert info.value.quota == "phone"
+
+    async def test_a_refund_the_store_refuses_is_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A refund that cannot reach the store leaves the entry to lapse, and the refusal stands."""
+        limits = SmsLimits(per_client_ip=(RateLimit(limit=1, window=3600),))
+        harness = Harness(limits=limits, shared=NoRefunds())
+        await harness.start()
+
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2", who=applicant("+8613900139000"))
+
+        assert info.value.quota == "client_ip"
+        assert "could not give back an SMS quota entry" in caplog.text
 
     async def test_keys_never_hold_personal_data(self) -> None:
         """The store's keys hold keyed digests, not the number, applicant id or IP."""

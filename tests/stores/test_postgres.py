@@ -255,6 +255,34 @@ class TestMigrations:
             f'SELECT version FROM "{schema}".schema_version ORDER BY version'
         )
         assert rows == [(v,) for v in range(1, _postgres.SCHEMA_VERSION + 1)]
+        indexes = await query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema
+        )
+        assert {("shared_values_by_expiry",), ("quota_entries_by_expiry",)} <= set(
+            indexes
+        )
+
+    async def test_an_expiry_index_made_beforehand_is_kept(self, schema: str) -> None:
+        """Migration 5 indexes shared values by expiry, keeping one created concurrently ahead."""
+        pool = await asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=2)
+        try:
+            store = PostgresStore(pool=pool, schema=schema)
+            await store._migrate(pool, upto=4)
+            await pool.execute(
+                "CREATE INDEX CONCURRENTLY shared_values_by_expiry "
+                f'ON "{schema}".shared_values (expires_at)'
+            )
+            await store.open()
+            await store.aclose()
+        finally:
+            await pool.close()
+
+        rows = await query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1 "
+            "AND tablename = 'shared_values' ORDER BY indexname",
+            schema,
+        )
+        assert rows == [("shared_values_by_expiry",), ("shared_values_pkey",)]
 
     async def test_session_bodies_are_compressed_with_lz4(self, schema: str) -> None:
         """A server that has LZ4 compresses session bodies with it (cheaper than pglz)."""

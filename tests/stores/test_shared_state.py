@@ -11,6 +11,7 @@ import pytest
 from conftest import POSTGRES_URL, REDIS_URL, STORES
 
 from multiverify.stores import (
+    MemoryStore,
     PostgresStore,
     QueueItem,
     RedisStore,
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+#: The most a memory store holds beyond its live entries before it drops lapsed ones.
+MEMORY_SLACK = 1024
 
 
 def at(seconds: float) -> datetime:
@@ -188,6 +191,117 @@ class TestValues:
 
         assert sorted(won) == [False, True]
         assert await shared.get_value("lease", at=at(2)) == ("b" if won[0] else "c")
+
+
+class TestRefund:
+    async def test_refund_gives_back_what_was_taken(self, shared: SharedState) -> None:
+        """A refund removes the entry a consume recorded at that moment: the room is back."""
+        await shared.consume("k", at=at(0), window=60, limit=2)
+        await shared.consume("k", at=at(1), window=60, limit=2)
+        assert not (await shared.consume("k", at=at(2), window=60, limit=2)).allowed
+
+        assert await shared.refund("k", at=at(1))
+
+        again = await shared.consume("k", at=at(3), window=60, limit=2)
+        assert again.allowed
+        assert again.used == 2
+
+    async def test_refund_takes_one_entry_of_that_amount(
+        self, shared: SharedState
+    ) -> None:
+        """Of two entries at one moment one goes; an amount or moment never taken refunds nothing."""
+        await shared.consume("spend", at=at(0), window=600, limit=100, amount=30)
+        await shared.consume("spend", at=at(0), window=600, limit=100, amount=30)
+
+        assert not await shared.refund("spend", at=at(0), amount=20)
+        assert not await shared.refund("spend", at=at(1), amount=30)
+        assert not await shared.refund("other", at=at(0), amount=30)
+        assert await shared.refund("spend", at=at(0), amount=30)
+
+        left = await shared.consume("spend", at=at(5), window=600, limit=100, amount=0)
+        assert left.used == 30
+
+
+class TestSweep:
+    @staticmethod
+    def removes(shared: SharedState, count: int) -> int:
+        """What a sweep reports: Redis expires its keys itself and removes nothing."""
+        return 0 if isinstance(shared, RedisStore) else count
+
+    async def test_removes_lapsed_values_only(self, shared: SharedState) -> None:
+        """A sweep deletes the values lapsed at ``at`` and leaves the live ones."""
+        await shared.put_value("gone", "a", at=at(0), ttl=10)
+        await shared.put_value("live", "b", at=at(0), ttl=100)
+        await shared.put_value("renewed", "c", at=at(0), ttl=10)
+        await shared.put_value("renewed", "d", at=at(5), ttl=100)
+
+        assert await shared.sweep_expired(at=at(50)) == self.removes(shared, 1)
+
+        assert await shared.get_value("live", at=at(50)) == "b"
+        assert await shared.get_value("renewed", at=at(50)) == "d"
+        assert await shared.sweep_expired(at=at(50)) == 0
+
+    async def test_a_value_lapses_at_its_expiry(self, shared: SharedState) -> None:
+        """A value stored until ``at(10)`` stays in a sweep at ``at(9)`` and goes in one at ``at(10)``."""
+        await shared.put_value("k", "v", at=at(0), ttl=10)
+
+        assert await shared.sweep_expired(at=at(9)) == 0
+        assert await shared.get_value("k", at=at(9)) == "v"
+        assert await shared.sweep_expired(at=at(10)) == self.removes(shared, 1)
+
+    async def test_sweeps_in_batches(self, shared: SharedState) -> None:
+        """Every lapsed value goes, however small the batch."""
+        for n in range(5):
+            await shared.put_value(f"k{n}", "v", at=at(n), ttl=1)
+
+        assert await shared.sweep_expired(at=at(60), batch=2) == self.removes(shared, 5)
+        assert await shared.sweep_expired(at=at(60), batch=2) == 0
+
+    async def test_removes_quota_entries_that_left_their_window(
+        self, shared: SharedState
+    ) -> None:
+        """Entries of a window nobody consumes from again go once they left it; a live window stays."""
+        await shared.consume("phone:a", at=at(0), window=10, limit=5)
+        await shared.consume("phone:a", at=at(5), window=10, limit=5)
+        await shared.consume("phone:b", at=at(0), window=100, limit=1)
+
+        assert await shared.sweep_expired(at=at(20)) == self.removes(shared, 2)
+
+        assert not (
+            await shared.consume("phone:b", at=at(21), window=100, limit=1)
+        ).allowed
+        assert (await shared.consume("phone:a", at=at(21), window=10, limit=1)).allowed
+
+    async def test_a_sweep_leaves_a_lock_free(self, shared: SharedState) -> None:
+        """A swept lock can be taken again."""
+        await shared.put_value("lock", "a", at=at(0), ttl=30, only_if_absent=True)
+        await shared.sweep_expired(at=at(30))
+
+        assert await shared.put_value(
+            "lock", "b", at=at(31), ttl=30, only_if_absent=True
+        )
+
+
+class TestMemoryGrowth:
+    async def test_lapsed_values_do_not_pile_up(self) -> None:
+        """Without any sweep, a memory store keeps about its live values, not every one it held."""
+        store = MemoryStore()
+        for n in range(5000):
+            await store.put_value(f"send:{n}", "{}", at=at(n), ttl=10)
+
+        assert await store.sweep_expired(at=at(5000)) <= MEMORY_SLACK
+        assert await store.get_value("send:4999", at=at(5000)) == "{}"
+
+    async def test_windows_of_keys_never_seen_again_do_not_pile_up(self) -> None:
+        """A quota window whose entries all left it goes, with no sweep called."""
+        store = MemoryStore()
+        for n in range(5000):
+            await store.consume(f"phone:{n}", at=at(n), window=10, limit=1)
+
+        assert len(store._windows) <= MEMORY_SLACK
+        assert not (
+            await store.consume("phone:4999", at=at(5000), window=10, limit=1)
+        ).allowed
 
 
 class TestWorkQueue:

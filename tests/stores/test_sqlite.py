@@ -227,6 +227,31 @@ class TestSqliteStore:
             assert await store.load("s1") == (session, 1)
             assert await store.put_value("k", "v", at=T0, ttl=10)
 
+    async def test_a_file_at_version_3_gets_the_expiry_index(
+        self, tmp_path: Path
+    ) -> None:
+        """Migration 4 indexes shared values and quota entries by expiry, which the sweep reads."""
+        path = tmp_path / "v3.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            _sqlite._migrate(db, T0.isoformat(), upto=3)
+        finally:
+            db.close()
+
+        async with SqliteStore(path, clock=FixedClock(T0)) as store:
+            await store.put_value("k", "v", at=T0, ttl=10)
+            await store.consume("k", at=T0, window=10, limit=1)
+            plans = [
+                query(
+                    path,
+                    f"EXPLAIN QUERY PLAN SELECT * FROM {table} "  # noqa: S608 - a test
+                    "WHERE expires_utc <= '2030'",
+                )
+                for table in ("shared_values", "quota_entries")
+            ]
+        assert "shared_values_by_expiry" in str(plans[0])
+        assert "quota_entries_by_expiry" in str(plans[1])
+
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file from a newer multiverify raises ConfigurationError instead of being used."""
         path = await newer_file(tmp_path / "newer.db")

@@ -24,6 +24,11 @@ uncertain one is looked up at the vendor by that reference, and if the vendor
 cannot confirm it, a fresh code is sent under the next reference, so the code
 that may have gone out never works.
 
+A send counts against the abuse limits and spend caps once it may have gone
+out: one refused by a later limit, or failed for sure by every vendor, gives
+back what it took (but a number the vendor refused keeps its send limits);
+an uncertain one stays counted.
+
 A code is drawn from an HMAC of the server secret over its send's reference
 and vendor, so the same send always carries the same text: a vendor that
 lists what it sent (Twilio) can confirm an uncertain send by its text, and
@@ -58,6 +63,7 @@ from ..exceptions import (
     ProviderError,
     ProviderNumberRejectedError,
     QuotaExceededError,
+    StoreUnavailableError,
 )
 from ..providers import (
     CheckOutcome,
@@ -448,6 +454,12 @@ class _Ledger:
     ) -> None:
         await self._shared.put_value(
             self._key(reference), json.dumps(dict(entry)), at=at, ttl=_LEDGER_TTL
+        )
+
+    async def forget(self, reference: str, entry: Mapping[str, Any]) -> bool:
+        """Delete the send's entry if it still holds ``entry``; whether it did."""
+        return await self._shared.delete_value(
+            self._key(reference), value=json.dumps(dict(entry))
         )
 
 
@@ -930,8 +942,13 @@ class SmsCodeChannel:
             except ProviderError:
                 log.warning("could not cancel %s's verification", state.provider)
 
-    async def _admit(self, plan: _Plan, shared: SharedState, at: datetime) -> None:
-        """Count the send against the abuse limits; raise if one is reached."""
+    async def _admit(
+        self, plan: _Plan, shared: SharedState, at: datetime
+    ) -> list[dict[str, Any]]:
+        """Count the send against the abuse limits; what it took, for a refund.
+
+        A limit that refuses gives back those taken before it, and raises.
+        """
         context = plan.context
         limits = self._limits
         checks: list[tuple[str, str, RateLimit]] = [
@@ -947,20 +964,22 @@ class SmsCodeChannel:
                 ("client_ip", self._hash("ip", plan.client_ip), rule)
                 for rule in limits.per_client_ip
             ]
+        taken: list[dict[str, Any]] = []
         for quota, digest, rule in checks:
-            taken = await shared.consume(
-                f"{self._prefix}{quota}:{digest}:{rule.window:g}",
-                at=at,
-                window=rule.window,
-                limit=rule.limit,
+            key = f"{self._prefix}{quota}:{digest}:{rule.window:g}"
+            answer = await shared.consume(
+                key, at=at, window=rule.window, limit=rule.limit
             )
-            if not taken.allowed:
+            if not answer.allowed:
+                await self._refund(shared, taken)
                 raise QuotaExceededError(
                     message=f"SMS limit per {quota.replace('_', ' ')} reached: "
                     f"{rule.limit} in {rule.window:g}s",
                     quota=quota,
-                    retry_at=taken.retry_at,
+                    retry_at=answer.retry_at,
                 )
+            taken.append({"key": key, "at": at.isoformat(), "amount": 1.0})
+        return taken
 
     async def _charge(
         self,
@@ -969,8 +988,11 @@ class SmsCodeChannel:
         provider: str,
         segments: int,
         at: datetime,
-    ) -> float:
-        """Count the send's cost against the spend caps; raise if one is reached."""
+    ) -> tuple[float, list[dict[str, Any]]]:
+        """Count the send's cost against the spend caps; the cost, and what it took.
+
+        A cap that refuses gives back the one taken before it, and raises.
+        """
         limits = self._limits
         cost = limits.prices.get(provider, 0.0) * segments
         caps = [
@@ -982,23 +1004,74 @@ class SmsCodeChannel:
             ),
             ("daily_spend", "day", limits.daily_spend, _DAY),
         ]
+        taken: list[dict[str, Any]] = []
         for quota, scope, cap, window in caps:
             if cap is None:
                 continue
-            taken = await shared.consume(
-                f"{self._prefix}spend:{scope}",
-                at=at,
-                window=window,
-                limit=cap,
-                amount=cost,
+            key = f"{self._prefix}spend:{scope}"
+            answer = await shared.consume(
+                key, at=at, window=window, limit=cap, amount=cost
             )
-            if not taken.allowed:
+            if not answer.allowed:
+                await self._refund(shared, taken)
                 raise QuotaExceededError(
                     message=f"SMS spend cap reached ({quota.replace('_', ' ')}: {cap:g})",
                     quota=quota,
-                    retry_at=taken.retry_at,
+                    retry_at=answer.retry_at,
                 )
-        return cost
+            taken.append(
+                {"key": key, "at": at.isoformat(), "amount": cost, "vendor": provider}
+            )
+        return cost, taken
+
+    async def _spend(
+        self,
+        plan: _Plan,
+        shared: SharedState,
+        entry: Mapping[str, Any],
+        *,
+        provider: str,
+        segments: int,
+        at: datetime,
+    ) -> dict[str, Any]:
+        """The ledger's charge fields for the send through ``provider``, charged once per vendor."""
+        charged: list[str] = list(entry.get("charged", []))
+        taken: list[dict[str, Any]] = list(entry.get("taken", []))
+        if provider in charged:
+            return {"charged": charged, "taken": taken, "cost": 0.0}
+        cost, spent = await self._charge(plan, shared, provider, segments, at)
+        return {"charged": [*charged, provider], "taken": taken + spent, "cost": cost}
+
+    async def _refund(
+        self, shared: SharedState, taken: Iterable[Mapping[str, Any]]
+    ) -> None:
+        """Give back quota entries taken for a send that never went out (best effort)."""
+        for each in taken:
+            try:
+                await shared.refund(
+                    str(each["key"]),
+                    at=datetime.fromisoformat(each["at"]),
+                    amount=float(each["amount"]),
+                )
+            except StoreUnavailableError:
+                log.warning(
+                    "could not give back an SMS quota entry; it lapses with its window"
+                )
+
+    async def _unsent(
+        self,
+        ledger: _Ledger,
+        shared: SharedState,
+        reference: str,
+        entry: Mapping[str, Any],
+    ) -> None:
+        """Nothing under ``reference`` went out: drop its ledger entry, then give back its limits.
+
+        A retry then starts afresh, counted and charged again. An entry
+        another replica changed meanwhile is left to it, with what it took.
+        """
+        if await ledger.forget(reference, entry):
+            await self._refund(shared, entry.get("taken", ()))
 
     async def _deliver(
         self, plan: _Plan, *, previous: SmsCodeState | None
@@ -1018,10 +1091,18 @@ class SmsCodeChannel:
             now = context.clock.now()
             entry = await ledger.get(reference, at=now)
             if entry is None:
-                await self._admit(plan, shared, now)
-                entry = {"status": "new", "at": now.isoformat(), "charged": []}
+                taken = await self._admit(plan, shared, now)
+                entry = {
+                    "status": "new",
+                    "at": now.isoformat(),
+                    "charged": [],
+                    "taken": taken,
+                }
                 if not await ledger.claim(reference, entry, at=now):
-                    continue  # another replica claimed it a moment ago: look again
+                    # Another replica claimed it a moment ago, counted by its
+                    # own limits: give ours back and look again.
+                    await self._refund(shared, taken)
+                    continue
             status = entry["status"]
             if status == "sent":
                 return self._rebuilt(plan, send, reference, entry, previous)
@@ -1115,6 +1196,9 @@ class SmsCodeChannel:
         template = self._templates[plan.locale]
         last: ProviderError | None = None
         retire = previous
+        # Whether nothing under this reference can have reached the applicant:
+        # then a refusal or a failure gives back the limits it took.
+        unsent = entry["status"] in {"new", "failed"}
         for name in plan.order:
             provider = self._providers[name]
             vendor_code = isinstance(provider, VerifyProvider)
@@ -1122,11 +1206,19 @@ class SmsCodeChannel:
             text = template.render(brand=self._brand, code=code, minutes=minutes)
             counted = sms_segments(text)
             now = context.clock.now()
-            charged: list[str] = list(entry.get("charged", []))
-            cost = 0.0
-            if name not in charged:
-                cost = await self._charge(plan, shared, name, counted.segments, now)
-                charged.append(name)
+            try:
+                spend = await self._spend(
+                    plan,
+                    shared,
+                    entry,
+                    provider=name,
+                    segments=counted.segments,
+                    at=now,
+                )
+            except QuotaExceededError:
+                if unsent:
+                    await self._unsent(ledger, shared, reference, entry)
+                raise
             expires = now + timedelta(seconds=settings.ttl)
             entry = {
                 **entry,
@@ -1138,8 +1230,7 @@ class SmsCodeChannel:
                 "expires_at": expires.isoformat(),
                 "segments": counted.segments,
                 "encoding": counted.encoding.value,
-                "charged": charged,
-                "cost": cost,
+                **spend,
             }
             await ledger.put(reference, entry, at=now)
             if retire is not None:
@@ -1148,38 +1239,22 @@ class SmsCodeChannel:
                 await self._retire(retire)
                 retire = None
             try:
-                if isinstance(provider, VerifyProvider):
-                    started = await provider.start(
-                        VerifyRequest(
-                            to=plan.number,
-                            brand=self._brand,
-                            locale=plan.locale,
-                            code_length=settings.code_length,
-                            ttl=settings.ttl,
-                            reference=reference,
-                            client_ip=plan.client_ip,
-                        )
-                    )
-                    entry["verification_id"] = started.verification_id
-                    vendor_segments = None
-                else:
-                    receipt = await provider.send(
-                        SmsMessage(
-                            to=plan.number,
-                            text=text,
-                            code=code,
-                            ttl_minutes=minutes,
-                            locale=plan.locale,
-                            reference=reference,
-                            status_callback=self._callback(context),
-                        )
-                    )
-                    entry["message_id"] = receipt.message_id
-                    vendor_segments = receipt.segments
+                answer, vendor_segments = await self._call(
+                    plan, provider, reference=reference, code=code, text=text
+                )
             except ProviderError as exc:
-                failed = "uncertain" if exc.uncertain else "failed"
-                await ledger.put(reference, {**entry, "status": failed}, at=now)
-                if exc.retryable or isinstance(exc, ProviderNumberRejectedError):
+                entry = await self._failed(
+                    ledger, shared, reference, entry, exc, at=now
+                )
+                unsent = unsent and not exc.uncertain
+                if isinstance(exc, ProviderNumberRejectedError):
+                    # The vendor's answer says something about the number:
+                    # the send limits stay taken, so that nobody probes
+                    # numbers through us beyond them.
+                    raise
+                if exc.retryable:
+                    if unsent:
+                        await self._unsent(ledger, shared, reference, entry)
                     raise
                 log.warning(
                     "%s refused SMS send %s (%s); trying the next vendor",
@@ -1189,13 +1264,80 @@ class SmsCodeChannel:
                 )
                 last = exc
                 continue
+            entry.update(answer)
             entry["status"] = "sent"
             entry["reason"] = plan.reason
             await ledger.put(reference, entry, at=now)
             await self._report(plan, send, entry, vendor_segments)
             return self._rebuilt(plan, send, reference, entry, previous)
         assert last is not None  # noqa: S101 - the order is never empty
+        if unsent:
+            await self._unsent(ledger, shared, reference, entry)
         raise last
+
+    async def _call(
+        self, plan: _Plan, provider: Provider, *, reference: str, code: str, text: str
+    ) -> tuple[dict[str, Any], int | None]:
+        """Hand the send to ``provider``: what the ledger keeps of its answer, and the segments it bills."""
+        settings = plan.settings
+        if isinstance(provider, VerifyProvider):
+            started = await provider.start(
+                VerifyRequest(
+                    to=plan.number,
+                    brand=self._brand,
+                    locale=plan.locale,
+                    code_length=settings.code_length,
+                    ttl=settings.ttl,
+                    reference=reference,
+                    client_ip=plan.client_ip,
+                )
+            )
+            return {"verification_id": started.verification_id}, None
+        receipt = await provider.send(
+            SmsMessage(
+                to=plan.number,
+                text=text,
+                code=code,
+                ttl_minutes=max(1, math.ceil(settings.ttl / 60)),
+                locale=plan.locale,
+                reference=reference,
+                status_callback=self._callback(plan.context),
+            )
+        )
+        return {"message_id": receipt.message_id}, receipt.segments
+
+    async def _failed(
+        self,
+        ledger: _Ledger,
+        shared: SharedState,
+        reference: str,
+        entry: Mapping[str, Any],
+        exc: ProviderError,
+        *,
+        at: datetime,
+    ) -> dict[str, Any]:
+        """Write a vendor's failure of the send to the ledger; the entry as written.
+
+        An uncertain send may have gone out: everything stays counted. A
+        definite failure sent nothing, so its vendor bills nothing: the
+        vendor's charge comes back once the ledger says so (a crash in
+        between keeps it counted rather than lost).
+        """
+        if exc.uncertain:
+            failed = {**entry, "status": "uncertain"}
+            await ledger.put(reference, failed, at=at)
+            return failed
+        name = entry["provider"]
+        taken = entry.get("taken", [])
+        failed = {
+            **entry,
+            "status": "failed",
+            "charged": [c for c in entry.get("charged", []) if c != name],
+            "taken": [t for t in taken if t.get("vendor") != name],
+        }
+        await ledger.put(reference, failed, at=at)
+        await self._refund(shared, [t for t in taken if t.get("vendor") == name])
+        return failed
 
     async def _report(
         self,

@@ -160,6 +160,15 @@ class SharedState(Protocol):
         """
         ...
 
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        """Give back ``amount`` that a `consume` of ``key`` took at ``at``.
+
+        Removes one entry of that amount recorded at that moment, so the
+        window has room for it again; returns whether there was one (a
+        window that already let it go has nothing to give back). Added in 0.1.
+        """
+        ...
+
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         """The value stored under ``key``, or ``None`` if there is none or it expired."""
         ...
@@ -198,6 +207,19 @@ class SharedState(Protocol):
         """Delete ``key``; with ``value``, only if it holds that value (release a lock you own).
 
         Returns whether something was deleted.
+        """
+        ...
+
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        """Delete the shared state lapsed at ``at``; return how many entries went.
+
+        That is every value past its TTL, and every quota entry older than
+        the window it was taken with. Lapsed state already reads as missing
+        (or outside its window); the sweep frees its room. Stores that hold
+        rows delete them ``batch`` at a time, each batch on its own, so a
+        large backlog never holds a lock for long; a store whose keys expire
+        on their own (Redis) removes nothing and returns 0. The worker runs
+        it periodically, and ``multiverify store purge`` once. Added in 0.1.
         """
         ...
 

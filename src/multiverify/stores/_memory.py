@@ -28,6 +28,12 @@ __all__ = ["MemoryStore"]
 
 _Row = tuple[str, int, datetime, str, str, str, str]
 
+# Once the store holds this many values (or quota windows), or twice what
+# was live at the last drop if that is more, the next new key drops what
+# lapsed: a store nobody sweeps (a channel's own fallback) stays about the
+# size of what it still needs.
+_ROOM = 1024
+
 
 def _event(row: _Row) -> AuditEvent:
     session_id, index, at, kind, body, prev, digest = row
@@ -59,7 +65,11 @@ class MemoryStore:
         # of strings and times, and a long-lived store holds many of them.
         self._audit: dict[str, list[_Row]] = {}
         self._windows: dict[str, deque[tuple[datetime, float]]] = {}
+        # When each window holds nothing it recorded any more (its last
+        # entry plus the widest window it was consumed with).
+        self._window_ends: dict[str, datetime] = {}
         self._values: dict[str, tuple[str, datetime]] = {}
+        self._room = {"values": _ROOM, "windows": _ROOM}
         self._queues: dict[str, dict[str, QueueItem]] = {}
         # Claims on pending effects: (session_id, effect_id) -> (owner, until).
         self._claims: dict[tuple[str, str], tuple[str, datetime]] = {}
@@ -285,8 +295,12 @@ class MemoryStore:
         limit: float,
         amount: float = 1.0,
     ) -> Quota:
+        if key not in self._windows and len(self._windows) >= self._room["windows"]:
+            _ = self._drop_windows(at)
         entries = self._windows.setdefault(key, deque())
         start = at - timedelta(seconds=window)
+        end = at + timedelta(seconds=window)
+        self._window_ends[key] = max(end, self._window_ends.get(key, end))
         while entries and entries[0][0] <= start:
             entries.popleft()
         used = sum(taken for _, taken in entries)
@@ -294,6 +308,14 @@ class MemoryStore:
             entries.append((at, amount))
             return Quota(allowed=True, used=used + amount, limit=limit)
         return refused_quota(used, entries, window=window, limit=limit, amount=amount)
+
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        entries = self._windows.get(key, deque())
+        for index in range(len(entries) - 1, -1, -1):
+            if entries[index] == (at, amount):
+                del entries[index]
+                return True
+        return False
 
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         found = self._values.get(key)
@@ -313,6 +335,8 @@ class MemoryStore:
     ) -> bool:
         if only_if_absent and await self.get_value(key, at=at) is not None:
             return False
+        if key not in self._values and len(self._values) >= self._room["values"]:
+            await self.sweep_expired(at=at)
         self._values[key] = (value, at + timedelta(seconds=ttl))
         return True
 
@@ -330,6 +354,24 @@ class MemoryStore:
             return False
         del self._values[key]
         return True
+
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        del batch  # one pass over a dictionary holds nothing up
+        lapsed = [key for key, (_, expires) in self._values.items() if expires <= at]
+        for key in lapsed:
+            del self._values[key]
+        self._room["values"] = max(_ROOM, 2 * len(self._values))
+        return len(lapsed) + self._drop_windows(at)
+
+    def _drop_windows(self, at: datetime) -> int:
+        """Forget the quota windows that hold nothing any more at ``at``; count their entries."""
+        ended = [key for key, end in self._window_ends.items() if end <= at]
+        entries = 0
+        for key in ended:
+            del self._window_ends[key]
+            entries += len(self._windows.pop(key))
+        self._room["windows"] = max(_ROOM, 2 * len(self._windows))
+        return entries
 
     # -- work queues -------------------------------------------------------------
 

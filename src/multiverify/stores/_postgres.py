@@ -200,6 +200,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         $$
         """,
     ),
+    # 5: lapsed shared state found by expiry, for the sweep: values, and the
+    # quota entries that left their window (a quota entry is kept for the
+    # window it was taken with; those taken before have no expiry and leave
+    # as before, when their key is consumed from again). An index build holds
+    # off writes to its table while it runs; on a large table, create the
+    # index beforehand with CREATE INDEX CONCURRENTLY under the same name
+    # (and the column first), and the migration keeps it.
+    (
+        (
+            "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
+            "ON {s}.shared_values (expires_at)"
+        ),
+        "ALTER TABLE {s}.quota_entries ADD COLUMN IF NOT EXISTS expires_at TIMESTAMPTZ",
+        (
+            "CREATE INDEX IF NOT EXISTS quota_entries_by_expiry "
+            "ON {s}.quota_entries (expires_at)"
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -979,7 +997,14 @@ class PostgresStore(OpenableStore):
                 sql.quota_used, key, now - timedelta(seconds=window)
             )
             if used + amount <= limit:
-                await conn.execute(sql.quota_add, key, now, at.isoformat(), amount)
+                await conn.execute(
+                    sql.quota_add,
+                    key,
+                    now,
+                    at.isoformat(),
+                    amount,
+                    now + timedelta(seconds=window),
+                )
                 return Quota(allowed=True, used=used + amount, limit=limit)
             rows = await conn.fetch(sql.quota_entries, key)
         return refused_quota(
@@ -989,6 +1014,15 @@ class PostgresStore(OpenableStore):
             limit=limit,
             amount=amount,
         )
+
+    @_outages
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        sql = self._sql
+        pool = await self._ready()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql.lock, f"{self._schema}:quota:{key}")
+            deleted = await conn.fetchval(sql.quota_refund, key, _utc(at), amount)
+        return deleted is not None
 
     @_outages
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
@@ -1041,6 +1075,19 @@ class PostgresStore(OpenableStore):
         pool = await self._ready()
         deleted = await pool.fetchval(self._sql.value_delete, key, value)
         return deleted is not None
+
+    @_outages
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        pool = await self._ready()
+        removed = 0
+        for query in self._sql.sweeps:
+            while True:
+                # A batch a statement, so writers wait for one batch at most.
+                deleted: int = await pool.fetchval(query, _utc(at), batch)
+                removed += deleted
+                if deleted < batch:
+                    break
+        return removed
 
     # --- WorkQueue ------------------------------------------------------------
 
@@ -1311,12 +1358,17 @@ class _Sql:
             "WHERE key = $1 AND at > $2"
         )
         self.quota_add = (
-            f"INSERT INTO {s}.quota_entries (key, at, at_text, amount) "
-            "VALUES ($1, $2, $3, $4)"
+            f"INSERT INTO {s}.quota_entries (key, at, at_text, amount, expires_at) "
+            "VALUES ($1, $2, $3, $4, $5)"
         )
         self.quota_entries = (
             f"SELECT at_text, amount FROM {s}.quota_entries WHERE key = $1 "
             "ORDER BY at, seq"
+        )
+        self.quota_refund = (
+            f"DELETE FROM {s}.quota_entries WHERE seq = (SELECT seq FROM "
+            f"{s}.quota_entries WHERE key = $1 AND at = $2 AND amount = $3 "
+            "ORDER BY seq DESC LIMIT 1) RETURNING 1"
         )
         self.value_get = (
             f"SELECT value FROM {s}.shared_values WHERE key = $1 AND expires_at > $2"
@@ -1332,6 +1384,14 @@ class _Sql:
         self.value_replace = (
             f"UPDATE {s}.shared_values SET value = $2, expires_at = $3 "
             "WHERE key = $1 AND value = $4 AND expires_at > $5 RETURNING 1"
+        )
+        # Lapsed rows a sweeper elsewhere holds are left to it.
+        self.sweeps = tuple(
+            f"WITH gone AS (DELETE FROM {s}.{table} WHERE {key} IN "
+            f"(SELECT {key} FROM {s}.{table} WHERE expires_at <= $1 "
+            "LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1) "
+            "SELECT count(*)::int FROM gone"
+            for table, key in (("shared_values", "key"), ("quota_entries", "seq"))
         )
         self.value_delete = (
             f"DELETE FROM {s}.shared_values WHERE key = $1 "

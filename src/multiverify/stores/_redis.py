@@ -389,6 +389,19 @@ end
 return {0, string.format('%.17g', used), entries}
 """
 
+# KEYS: 1 the window. ARGV: 1 at, 2 amount. Removes the latest entry of that
+# amount recorded at that moment; returns 1 if there was one, else 0.
+_REFUND = """
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
+for i = #entries, 1, -1 do
+  local taken = tonumber(string.match(entries[i], '^[^|]*|([^|]*)|'))
+  if taken == tonumber(ARGV[2]) then
+    return redis.call('ZREM', KEYS[1], entries[i])
+  end
+end
+return 0
+"""
+
 # KEYS: 1 the value (hash: value, expires). ARGV: 1 value, 2 expires,
 # 3 the condition ('0' none, '1' only if absent, '2' only if it holds
 # ARGV[6] live), 4 at, 5 keep (ms), 6 the value expected. Returns 1 if
@@ -782,6 +795,7 @@ class RedisStore(OpenableStore):
         self._claim_effects: AsyncScript = client.register_script(_CLAIM_EFFECTS)
         self._extend_effects: AsyncScript = client.register_script(_EXTEND_EFFECTS)
         self._consume: AsyncScript = client.register_script(_CONSUME)
+        self._refund: AsyncScript = client.register_script(_REFUND)
         self._put_value: AsyncScript = client.register_script(_PUT_VALUE)
         self._delete_value: AsyncScript = client.register_script(_DELETE_VALUE)
         self._enqueue: AsyncScript = client.register_script(_ENQUEUE)
@@ -1344,6 +1358,14 @@ class RedisStore(OpenableStore):
             entries.append((datetime.fromisoformat(when), float(taken)))
         return refused_quota(used, entries, window=window, limit=limit, amount=amount)
 
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        with self._errors():
+            removed = await self._refund(
+                keys=[self._key("quota", key)],
+                args=[_micros(at), repr(float(amount))],
+            )
+        return bool(removed)
+
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         with self._errors():
             value, expires = await self._client.hmget(
@@ -1403,6 +1425,10 @@ class RedisStore(OpenableStore):
                 args=[] if value is None else [value],
             )
         return bool(deleted)
+
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        del at, batch  # each value and quota window key expires: Redis drops it
+        return 0
 
     # --- WorkQueue ------------------------------------------------------------
 

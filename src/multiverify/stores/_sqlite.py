@@ -171,6 +171,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE effects ADD COLUMN claimed_until TEXT",
         "CREATE INDEX effects_by_claim ON effects (claimed_until_utc, seq)",
     ),
+    # 4: lapsed shared state found by expiry, for the sweep: values, and the
+    # quota entries that left their window (a quota entry is kept for the
+    # window it was taken with; those taken before have no expiry and leave
+    # as before, when their key is consumed from again).
+    (
+        (
+            "CREATE INDEX IF NOT EXISTS shared_values_by_expiry "
+            "ON shared_values (expires_utc)"
+        ),
+        "ALTER TABLE quota_entries ADD COLUMN expires_utc TEXT",
+        (
+            "CREATE INDEX IF NOT EXISTS quota_entries_by_expiry "
+            "ON quota_entries (expires_utc)"
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -1002,6 +1017,7 @@ class SqliteStore(OpenableStore):
     ) -> Quota:
         now_key = _utc_key(at)
         start_key = _utc_key(at - timedelta(seconds=window))
+        end_key = _utc_key(at + timedelta(seconds=window))
 
         def consume(db: sqlite3.Connection) -> Quota:
             db.execute(
@@ -1014,9 +1030,9 @@ class SqliteStore(OpenableStore):
             ).fetchone()
             if used + amount <= limit:
                 db.execute(
-                    "INSERT INTO quota_entries (key, at_utc, at, amount) "
-                    "VALUES (?, ?, ?, ?)",
-                    (key, now_key, at.isoformat(), amount),
+                    "INSERT INTO quota_entries (key, at_utc, at, amount, "
+                    "expires_utc) VALUES (?, ?, ?, ?, ?)",
+                    (key, now_key, at.isoformat(), amount, end_key),
                 )
                 return Quota(allowed=True, used=used + amount, limit=limit)
             entries = db.execute(
@@ -1033,6 +1049,22 @@ class SqliteStore(OpenableStore):
             )
 
         return await self._run(consume, write=True, inline=True)
+
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        args = (key, _utc_key(at), amount)
+        deleted: int = await self._run(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM quota_entries WHERE seq = (SELECT seq FROM "
+                    "quota_entries WHERE key = ? AND at_utc = ? AND amount = ? "
+                    "ORDER BY seq DESC LIMIT 1)",
+                    args,
+                ).rowcount
+            ),
+            write=True,
+            inline=True,
+        )
+        return deleted == 1
 
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         row = await self._run(
@@ -1092,6 +1124,27 @@ class SqliteStore(OpenableStore):
             inline=True,
         )
         return deleted == 1
+
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        args = (_utc_key(at), batch)
+        removed = 0
+        for table, key in (("shared_values", "key"), ("quota_entries", "seq")):
+            query = (
+                f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} "  # noqa: S608 - names above
+                "WHERE expires_utc <= ? LIMIT ?)"
+            )
+
+            def sweep(db: sqlite3.Connection, query: str = query) -> int:
+                deleted: int = db.execute(query, args).rowcount
+                return deleted
+
+            while True:
+                # A batch a transaction, so writers wait for one batch at most.
+                deleted = await self._run(sweep, write=True)
+                removed += deleted
+                if deleted < batch:
+                    break
+        return removed
 
     # --- WorkQueue ------------------------------------------------------------
 
