@@ -46,6 +46,12 @@ def cli() -> click.Group:
     return create_cli()
 
 
+UNREADABLE_POLICIES = [
+    (b'{"name": "caf\xe9"}', "not UTF-8 text: invalid continuation byte"),
+    (b"[" * 100_000, "JSON syntax error: nested too deeply"),
+]
+
+
 def invoke(cli: click.Group, *args: str) -> Result:
     """Run the command with zero demo delays."""
     return CliRunner().invoke(cli, list(args), env={"MULTIVERIFY_DEMO_SPEED": "0"})
@@ -152,6 +158,18 @@ class TestDemoJson:
         path.write_text(text)
         data = demo_json(cli, "honest", "--policy", str(path))
         assert data["policy"]["name"] == "my-policy"
+
+    @pytest.mark.parametrize(("body", "problem"), UNREADABLE_POLICIES)
+    def test_unreadable_policy_file(
+        self, cli: click.Group, tmp_path: Path, body: bytes, problem: str
+    ) -> None:
+        """A ``--policy`` that is not UTF-8, or nested too deeply, exits 1 naming it."""
+        path = tmp_path / "policy.json"
+        path.write_bytes(body)
+        result = invoke(cli, "demo", "--json", "--policy", str(path))
+        assert result.exit_code == 1
+        assert f"{path}: (document): {problem}\n" in result.stderr
+        assert result.stdout == ""
 
     def test_broken_policy_file(self, cli: click.Group, tmp_path: Path) -> None:
         """A broken ``--policy`` prints its problems and exits 1."""
@@ -287,6 +305,24 @@ class TestPolicyCommands:
         result = invoke(cli, "policy", "check", str(tmp_path / "none.toml"))
         assert result.exit_code == 2
         assert "does not exist" in result.stderr
+
+    def test_check_a_directory(self, cli: click.Group, tmp_path: Path) -> None:
+        """A directory is a usage error too."""
+        (tmp_path / "policy.toml").mkdir()
+        result = invoke(cli, "policy", "check", str(tmp_path / "policy.toml"))
+        assert result.exit_code == 2
+        assert "is a directory" in result.stderr
+
+    @pytest.mark.parametrize(("body", "problem"), UNREADABLE_POLICIES)
+    def test_check_unreadable_text(
+        self, cli: click.Group, tmp_path: Path, body: bytes, problem: str
+    ) -> None:
+        """Text that is not UTF-8, or nested too deeply, is one located line and exit 1."""
+        path = tmp_path / "policy.json"
+        path.write_bytes(body)
+        result = invoke(cli, "policy", "check", str(path))
+        assert result.exit_code == 1
+        assert result.stdout == f"{path}: (document): {problem}\n"
 
     def test_explain(self, cli: click.Group) -> None:
         """``policy explain`` prints the policy in words."""
