@@ -18,6 +18,9 @@ collector's and the event loop's share included. Figures:
   (``overhead.py``'s figure 1);
 - ``instant``: the same with channels that answer at once, no HTTP: the
   runtime alone;
+- ``pure``: the decisions alone (``overhead.py``'s figure 1a): each session's
+  recorded inputs fed to the pure core and the audit trail, with no event
+  loop, store or channel; what every runtime of this design spends;
 - ``sqlite``: figure 1 on a ``SqliteStore`` in a temporary file (callgrind
   runs one thread at a time, so fewer calls queue up to be batched than
   without it).
@@ -48,14 +51,16 @@ from overhead import (
     automatic_policy,
     in_batches,
     make_client,
+    record,
     run_baseline,
+    run_pure,
 )
 
 from multiverify import ChannelResult, Signal, Verifier
 from multiverify.channels import Finished, StepContext, StepOutcome
 from multiverify.stores import MemoryStore, SqliteStore
 
-MODES = ("baseline", "memory", "instant", "sqlite")
+MODES = ("baseline", "memory", "instant", "pure", "sqlite")
 BATCH = 100
 
 
@@ -81,6 +86,11 @@ async def child(mode: str, warm: int, n: int) -> None:
             await run_baseline(client, warm, BATCH)
             await run_baseline(client, n, BATCH)
             expect = 4 * (warm + n)
+        elif mode == "pure":
+            recorded = await record(client)
+            run_pure(recorded, warm)
+            run_pure(recorded, n)
+            expect = 4
         else:
             kind = InstantChannel if mode == "instant" else HttpChannel
             channels = [kind(name, client) for name in KINDS]
@@ -199,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = f"  {mode:<9} {per[mode] / 1e6:7.3f} M"
         if base and mode != "baseline":
             line += f"   {per[mode] / base:5.2f}x the baseline"
-            if mode != "instant":
+            if mode not in ("instant", "pure"):
                 line += f" (overhead {(per[mode] - base) / 1e6:.3f} M)"
         print(line)
     if any(value <= 0 for value in per.values()):

@@ -12,6 +12,11 @@ Figures:
    ``MemoryStore``, against a baseline doing the same 4 x N requests (and the
    same JSON parsing into a ``ChannelResult``) with bare ``asyncio.gather``.
    Goal: ratio <= 1.3 at N=5000.
+1a. The decisions of figure 1 alone: each session's recorded inputs (its
+   start and four results) fed to the pure core (``transition``) and the audit
+   trail, one after the other, with no event loop, store or channel. This is
+   the part of figure 1 that the design puts in every runtime, so figure 1's
+   ratio is at least 1 plus this one. No goal; reported.
 2. The same on a ``SqliteStore`` (a temporary file), against (1)'s baseline.
    No goal; reported.
 3. Memory per pending session: sessions whose steps wait for applicant input,
@@ -34,7 +39,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import httpx
@@ -42,6 +47,7 @@ import httpx
 import multiverify
 from multiverify import (
     Applicant,
+    AuditTrail,
     Challenge,
     ChannelResult,
     ChannelSpec,
@@ -53,6 +59,8 @@ from multiverify import (
     Step,
     Verifier,
 )
+from multiverify._serde import structure_input
+from multiverify._session import Input, new_session, transition
 from multiverify.channels import (
     Finished,
     StepContext,
@@ -60,12 +68,7 @@ from multiverify.channels import (
     StepOutcome,
     Waiting,
 )
-from multiverify.stores import MemoryStore
-
-try:  # being added concurrently; figure 2 is skipped without it
-    from multiverify.stores import SqliteStore
-except ImportError:  # pragma: no cover - depends on the tree
-    SqliteStore = None  # type: ignore[assignment,misc]
+from multiverify.stores import MemoryStore, SqliteStore
 
 RATIO_GOAL = 1.3
 BYTES_GOAL = 8 * 1024
@@ -342,6 +345,51 @@ async def run_verifier(
     return elapsed
 
 
+class Recorded:
+    """One session of figure 1 as its audit trail recorded it: replayed by ``pure``."""
+
+    def __init__(self, policy: Policy, inputs: Sequence[Input], at: datetime) -> None:
+        self.policy = policy
+        self.inputs = tuple(inputs)
+        self.at = at
+
+
+async def record(client: httpx.AsyncClient) -> Recorded:
+    """Run one session of figure 1 and keep the inputs its trail recorded."""
+    channels = [HttpChannel(kind, client) for kind in KINDS]
+    policy = automatic_policy(channels)
+    store = MemoryStore()
+    async with Verifier(policy, channels=channels, store=store) as verifier:
+        session = await verifier.start(APPLICANT)
+        await verifier.wait(session.session_id)
+        await verifier.wait_idle()
+    events = await store.audit_events(session.session_id)
+    inputs = [structure_input(e.data["input"]) for e in events if e.kind == "input"]
+    return Recorded(policy, inputs, events[0].at)
+
+
+def run_pure(recorded: Recorded, n: int) -> float:
+    """Figure 1a: ``n`` sessions decided by the core and the audit trail alone."""
+    policy, inputs, at = recorded.policy, recorded.inputs, recorded.at
+    approved = 0
+    started = time.perf_counter()
+    for i in range(n):
+        session = new_session(policy, APPLICANT, session_id=f"pure-{i}", at=at)
+        session, _ = AuditTrail.created(session, at=at)
+        for event in inputs:
+            result = transition(policy, session, event)
+            session, _ = AuditTrail.transition(
+                result.session, event, result.effects, at=at
+            )
+        approved += session.verdict is not None and (
+            session.verdict.outcome is Outcome.APPROVED
+        )
+    elapsed = time.perf_counter() - started
+    if approved != n:
+        raise RuntimeError(f"expected {n} approved verdicts, got {approved}")
+    return elapsed
+
+
 async def timed(
     run: Callable[[], Awaitable[float]], counter: Counter, expect: int
 ) -> float:
@@ -509,12 +557,15 @@ async def main(argv: Sequence[str] | None = None) -> int:
         warm_n = min(n, 200)
         await run_baseline(client, warm_n, batch)
         await run_verifier(client, warm_n, batch, MemoryStore)
+        recorded = await record(client)
+        run_pure(recorded, warm_n)
 
         # Rounds: the baseline, then the Verifier on each store, back to back,
         # so each ratio compares runs made under the same machine load.
         expect = 4 * n
         base_times: list[float] = []
         mem_times: list[float] = []
+        pure_times: list[float] = []
         sqlite_times: list[float] = []
         with tempfile.TemporaryDirectory(prefix="mv-bench-") as tmp:
             runs = iter(range(1_000_000))
@@ -522,7 +573,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
             def fresh_store() -> Any:
                 return SqliteStore(os.path.join(tmp, f"bench-{next(runs)}.db"))
 
-            with_sqlite = SqliteStore is not None and not args.skip_sqlite
+            with_sqlite = not args.skip_sqlite
             if with_sqlite:
                 await run_verifier(client, min(n, 50), batch, fresh_store)
             for round_ in range(args.repeat):
@@ -536,6 +587,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
                         expect,
                     )
                 )
+                gc.collect()
+                pure_times.append(run_pure(recorded, n))
                 if with_sqlite and round_ < sqlite_repeat:
                     sqlite_times.append(
                         await timed(
@@ -570,6 +623,15 @@ async def main(argv: Sequence[str] | None = None) -> int:
             f"goal <= {RATIO_GOAL}: {verdict(ratio <= RATIO_GOAL)}",
         )
     )
+    pure_ratio = median_ratio(pure_times, base_times)
+    rows.append(
+        (
+            "1a. the core + audit trail alone",
+            f"{min(pure_times):.3f} s  ({min(pure_times) / n * 1e6:.0f} us/session)",
+            f"ratio {pure_ratio:.2f} of the baseline",
+            f"no goal: figure 1 >= {1 + pure_ratio:.2f}",
+        )
+    )
     if sqlite is not None:
         sq = sqlite[0]
         sq_ratio = median_ratio(sqlite[1], base_times)
@@ -589,7 +651,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
             (
                 "2. Verifier + SqliteStore",
                 "skipped",
-                "SqliteStore unavailable or --skip-sqlite",
+                "--skip-sqlite",
                 "",
             )
         )
@@ -618,7 +680,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
     else:
         print()
     rounds = [t / b for t, b in zip(mem_times, base_times, strict=True)]
-    print(f"ratio per round: memory [{fmt_times(rounds)}]", end="")
+    pure_rounds = [t / b for t, b in zip(pure_times, base_times, strict=True)]
+    print(
+        f"ratio per round: memory [{fmt_times(rounds)}]  "
+        f"core + audit [{fmt_times(pure_rounds)}]",
+        end="",
+    )
     if sqlite is not None:
         rounds = [t / b for t, b in zip(sqlite[1], base_times, strict=False)]
         print(f"  sqlite [{fmt_times(rounds)}]")

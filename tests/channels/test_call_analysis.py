@@ -89,6 +89,12 @@ class TestRuleBasedAnalyzer:
             ("没错", "zh-CN", "yes", True),  # "not wrong": an affirmation
             ("没错，是我本人", "zh-CN", "yes", True),
             ("没错，不是我申请的", "zh-CN", "yes", False),
+            ("没问题", "zh-CN", "yes", True),  # "no problem": an affirmation
+            ("没问题，是我申请的", "zh-CN", "yes", True),
+            ("可以", "zh-CN", "yes", True),
+            ("当然", "zh-CN", "yes", True),
+            ("不可以", "zh-CN", "yes", False),
+            ("当然不是", "zh-CN", "yes", False),
             ("yes, that's right", "en", "yes", True),
             ("no, I never applied", "en", "yes", False),
             ("nope", "en", "no", True),

@@ -110,7 +110,7 @@ _NEGATIONS = {
     "en": ("no", "not", "never", "don't", "didn't", "nope"),
 }
 _AFFIRMATIONS = {
-    "zh": ("是", "对", "确认", "好的", "没错"),
+    "zh": ("是", "对", "确认", "好的", "没错", "没问题", "可以", "当然"),
     "en": ("yes", "yeah", "correct", "right", "confirm", "sure"),
 }
 _TOKEN = re.compile(r"[a-z']+")
@@ -165,8 +165,8 @@ class RuleBasedAnalyzer:
             signals.append("hesitant")
         if not text:
             return Analysis(matched=None, confidence=0.0, detail="no speech")
-        # An affirmation spelled with a negation (没错, "not wrong": right) is
-        # no negation: it is taken out before one is looked for.
+        # An affirmation spelled with a negation (没错 "not wrong", 没问题
+        # "no problem") is no negation: it is taken out before one is looked for.
         plain = text
         for word in _AFFIRMATIONS[language]:
             if any(n in word for n in _NEGATIONS[language]):
