@@ -46,12 +46,6 @@ def cli() -> click.Group:
     return create_cli()
 
 
-UNREADABLE_POLICIES = [
-    (b'{"name": "caf\xe9"}', "not UTF-8 text: invalid continuation byte"),
-    (b"[" * 100_000, "JSON syntax error: nested too deeply"),
-]
-
-
 def invoke(cli: click.Group, *args: str) -> Result:
     """Run the command with zero demo delays."""
     return CliRunner().invoke(cli, list(args), env={"MULTIVERIFY_DEMO_SPEED": "0"})
@@ -158,18 +152,6 @@ class TestDemoJson:
         path.write_text(text)
         data = demo_json(cli, "honest", "--policy", str(path))
         assert data["policy"]["name"] == "my-policy"
-
-    @pytest.mark.parametrize(("body", "problem"), UNREADABLE_POLICIES)
-    def test_unreadable_policy_file(
-        self, cli: click.Group, tmp_path: Path, body: bytes, problem: str
-    ) -> None:
-        """A ``--policy`` that is not UTF-8, or nested too deeply, exits 1 naming it."""
-        path = tmp_path / "policy.json"
-        path.write_bytes(body)
-        result = invoke(cli, "demo", "--json", "--policy", str(path))
-        assert result.exit_code == 1
-        assert f"{path}: (document): {problem}\n" in result.stderr
-        assert result.stdout == ""
 
     def test_broken_policy_file(self, cli: click.Group, tmp_path: Path) -> None:
         """A broken ``--policy`` prints its problems and exits 1."""
@@ -313,16 +295,32 @@ class TestPolicyCommands:
         assert result.exit_code == 2
         assert "is a directory" in result.stderr
 
-    @pytest.mark.parametrize(("body", "problem"), UNREADABLE_POLICIES)
-    def test_check_unreadable_text(
-        self, cli: click.Group, tmp_path: Path, body: bytes, problem: str
+    @pytest.mark.parametrize(
+        ("body", "problem"),
+        [
+            (b'{"name": "caf\xe9"}', "not UTF-8 text: invalid continuation byte"),
+            (b"[" * 100_000, "JSON syntax error: nested too deeply"),
+        ],
+    )
+    @pytest.mark.parametrize("command", [("policy", "check"), ("demo", "--policy")])
+    def test_unreadable_text(
+        self,
+        cli: click.Group,
+        tmp_path: Path,
+        body: bytes,
+        problem: str,
+        command: tuple[str, ...],
     ) -> None:
-        """Text that is not UTF-8, or nested too deeply, is one located line and exit 1."""
+        """Text that is not UTF-8, or nested too deeply, is a located line and exit 1.
+
+        ``policy check`` reports on stdout, the demo on stderr.
+        """
         path = tmp_path / "policy.json"
         path.write_bytes(body)
-        result = invoke(cli, "policy", "check", str(path))
+        result = invoke(cli, *command, str(path))
         assert result.exit_code == 1
-        assert result.stdout == f"{path}: (document): {problem}\n"
+        output = result.stdout if command[0] == "policy" else result.stderr
+        assert f"{path}: (document): {problem}\n" in output
 
     def test_explain(self, cli: click.Group) -> None:
         """``policy explain`` prints the policy in words."""

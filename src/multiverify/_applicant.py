@@ -59,7 +59,8 @@ def normalize_phone(
         field: the field name reported in the error.
 
     Raises:
-        InvalidInputError: the number cannot be parsed or is not a valid number.
+        InvalidInputError: the number cannot be parsed, is not a valid number,
+            or has an extension (which an SMS cannot reach).
     """
     if region is not None and not isinstance(region, str):
         raise InvalidInputError(
@@ -330,7 +331,13 @@ class RepaymentSchedule:
 
 @attrs.frozen(kw_only=True)
 class LoanApplication:
-    """What the applicant asked for. Amounts are `Decimal`."""
+    """What the applicant asked for. Amounts are `Decimal`.
+
+    Raises:
+        InvalidInputError: a field is invalid, ``field`` names it: an amount
+            that is not finite, not positive (fees and rate: negative) or of
+            10^15 or more, or a currency that is no ISO 4217 legal tender.
+    """
 
     amount: Decimal = attrs.field(converter=_amount, validator=_positive("amount"))
     currency: str = attrs.field(validator=_currency)
