@@ -2062,6 +2062,44 @@ class TestFireDueTimers:
         assert await shared.timers() == []
         await b.aclose()
 
+    async def test_a_timer_that_fails_leaves_the_others_firing(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A session that cannot be loaded is logged; the due timers after it still fire."""
+        policy = bureau_sms_policy(
+            steps=[
+                Step(id="bureau", channel="credit_bureau"),
+                Step(id="sms", channel="sms_code"),
+            ],
+            deadline="10m",
+        )
+
+        class Broken(MemoryStore):
+            broken: str | None = None
+
+            async def load(self, session_id: str, /) -> tuple[Session, int]:
+                if session_id == self.broken:
+                    raise RuntimeError("a row this release cannot read")
+                return await super().load(session_id)
+
+        shared = Broken()
+        channels = [bureau(), sms_code()]
+        a = Verifier(policy, channels=channels, store=shared, clock=clock)
+        first = await a.start(applicant)
+        second = await a.start(applicant)
+        await a.wait_idle()
+        await a.aclose()
+        shared.broken = first.session_id
+        b = Verifier(policy, channels=channels, store=shared, clock=clock)
+        await clock.advance(600)
+
+        assert await b.fire_due_timers() == 1
+
+        await b.wait_idle()
+        assert (await b.get(second.session_id)).finished
+        assert f"session {first.session_id} failed" in caplog.text
+        await b.aclose()
+
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def restart_store(

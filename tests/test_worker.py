@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import attrs
@@ -18,6 +18,7 @@ from multiverify.exceptions import (
 )
 from multiverify.stores import MemoryStore, PendingEffect
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
+from stores.interleaved import Interleaved
 from stores.severable import Severable
 
 POLICY = Policy(
@@ -77,6 +78,22 @@ async def orphaned(store: MemoryStore, clock: FakeClock, applicant: Applicant) -
     started = await dying.start(applicant)
     await dying.aclose()  # before the spawned effects got to run
     return started.session_id
+
+
+async def timed_out(
+    store: MemoryStore, clock: FakeClock, *applicants: Applicant
+) -> list[str]:
+    """Sessions whose SMS timeout is due, their replica gone (a second apart, in order)."""
+    first = replica(store, clock)
+    started = []
+    for n, each in enumerate(applicants):
+        if n:
+            await clock.advance(1)
+        started.append((await first.start(each)).session_id)
+    await first.wait_idle()
+    await first.aclose()
+    await clock.advance(31)
+    return started
 
 
 class Crash(BaseException):
@@ -141,6 +158,20 @@ class SlowFirstLoad(ClaimsWithoutSessions):
         except ConcurrentUpdateError:
             self.conflicts += 1
             raise
+
+
+class DamagedSessions(MemoryStore):
+    """A MemoryStore whose sessions in ``damaged`` fail to load, every time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.damaged: set[str] = set()
+
+    async def load(self, session_id: str, /) -> tuple[Any, int]:
+        if session_id in self.damaged:
+            msg = f"session {session_id} cannot be read"
+            raise ValueError(msg)
+        return await super().load(session_id)
 
 
 class TestWorker:
@@ -332,15 +363,11 @@ class TestWorker:
     async def test_fires_a_due_timer_once(self, applicant: Applicant) -> None:
         """A due timer of a dead replica's session fires on the worker, once."""
         store, clock = MemoryStore(), FakeClock()
-        first = replica(store, clock)
-        started = await first.start(applicant)
-        await first.wait_idle()
-        await first.aclose()
-        await clock.advance(31)
+        [sid] = await timed_out(store, clock, applicant)
         async with replica(store, clock) as verifier:
             worker = Worker(verifier)
             assert await worker.run_once() == 1
-            session = await verifier.get(started.session_id)
+            session = await verifier.get(sid)
             assert session.step("sms").result is not None
             assert session.step("sms").result.status.value == "timeout"
             assert await worker.run_once() == 0
@@ -350,11 +377,7 @@ class TestWorker:
     ) -> None:
         """The save recording a timer's firing removes the timer: a crash right after it leaves nothing to fire again."""
         store, clock = DiesAfterFiring(), FakeClock()
-        first = replica(store, clock)
-        sid = (await first.start(applicant)).session_id
-        await first.wait_idle()
-        await first.aclose()
-        await clock.advance(31)
+        [sid] = await timed_out(store, clock, applicant)
         store.dying = True
         dying = replica(store, clock)
         with pytest.raises(Crash):
@@ -372,11 +395,7 @@ class TestWorker:
     ) -> None:
         """Another replica's live lease on a session keeps the worker off its timers until it lapses."""
         store, clock = MemoryStore(), FakeClock()
-        first = replica(store, clock)
-        sid = (await first.start(applicant)).session_id
-        await first.wait_idle()
-        await first.aclose()
-        await clock.advance(31)
+        [sid] = await timed_out(store, clock, applicant)
         await store.put_value(f"lease:session:{sid}", "someone", at=clock.now(), ttl=20)
         async with replica(store, clock) as verifier:
             worker = Worker(verifier)
@@ -388,6 +407,55 @@ class TestWorker:
             assert (await verifier.get(sid)).step("sms").result is not None
             assert await store.timers(sid) == []
             assert await store.get_value(f"lease:session:{sid}", at=clock.now()) is None
+
+    async def test_a_timer_that_keeps_failing_backs_off(
+        self, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A due timer whose firing keeps failing is moved later by a growing delay and logged with its session; timers due after it fire."""
+        store, clock = DamagedSessions(), FakeClock()
+        other = attrs.evolve(applicant, applicant_id="a2")
+        bad, good = await timed_out(store, clock, applicant, other)
+        store.damaged.add(bad)
+        async with replica(store, clock) as verifier:
+            worker = Worker(verifier, batch=1, poll_interval=1, max_timer_backoff=4)
+            with caplog.at_level(logging.ERROR, "multiverify"):
+                assert await worker.run_once() == 0
+            assert f"of session {bad} failed" in caplog.text
+            [moved] = await store.timers(bad)
+            assert moved.due_at == clock.now() + timedelta(seconds=1)
+
+            assert await worker.run_once() == 1  # the next timer in line
+            await verifier.wait_idle()
+            assert await store.timers(good) == []
+            delays = []
+            for _ in range(4):
+                await clock.advance((moved.due_at - clock.now()).total_seconds())
+                assert await worker.run_once() == 0
+                [moved] = await store.timers(bad)
+                delays.append((moved.due_at - clock.now()).total_seconds())
+            assert delays == [2, 4, 4, 4]  # doubling, up to max_timer_backoff
+
+            store.damaged.clear()
+            await clock.advance(4)
+            assert await worker.run_once() == 1
+            await verifier.wait_idle()
+            assert await store.timers(bad) == []
+
+    async def test_a_failing_timer_moved_meanwhile_is_left_alone(
+        self, applicant: Applicant
+    ) -> None:
+        """A timer that failed, then was moved by a save just before the worker moves it, keeps the save's time."""
+        store, clock = DamagedSessions(), FakeClock()
+        [sid] = await timed_out(store, clock, applicant)
+        store.damaged.add(sid)
+        [timer] = await store.timers(sid)
+        later = clock.now() + timedelta(hours=1)
+        view = Interleaved(store, "schedule_timer", "move_timer")
+        view.before = lambda: store.schedule_timer(sid, timer.timer_id, later)
+        async with replica(view, clock) as verifier:
+            assert await Worker(verifier).run_once() == 0
+
+        assert await store.timers(sid) == [attrs.evolve(timer, due_at=later)]
 
     async def test_runs_as_a_task_until_stopped(self, applicant: Applicant) -> None:
         """``async with`` runs the loop; it polls on the clock and stops cleanly."""
@@ -440,7 +508,13 @@ class TestWorker:
 
     @pytest.mark.parametrize(
         "options",
-        [{"poll_interval": 0}, {"batch": 0}, {"concurrency": 0}, {"max_backoff": 0}],
+        [
+            {"poll_interval": 0},
+            {"batch": 0},
+            {"concurrency": 0},
+            {"max_backoff": 0},
+            {"max_timer_backoff": 0},
+        ],
     )
     def test_bad_settings(self, options: dict[str, Any]) -> None:
         """Intervals and counts must be positive."""

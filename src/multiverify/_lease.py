@@ -60,12 +60,18 @@ class SessionLeases:
         )
 
     async def renew(self, session_id: str) -> bool:
-        """Push the lease's expiry back, if this owner still holds it."""
-        key = self.key(session_id)
-        now = self._clock.now()
-        if await self._shared.get_value(key, at=now) != self.owner:
-            return False
-        return await self._shared.put_value(key, self.owner, at=now, ttl=self.ttl)
+        """Push the lease's expiry back, if this owner still holds it.
+
+        One compare-and-set: a lease that lapsed and was taken by another
+        replica stays theirs.
+        """
+        return await self._shared.replace_value(
+            self.key(session_id),
+            self.owner,
+            expected=self.owner,
+            at=self._clock.now(),
+            ttl=self.ttl,
+        )
 
     async def release(self, session_id: str) -> None:
         """Give the lease back, if this owner holds it."""

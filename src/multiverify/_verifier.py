@@ -678,10 +678,21 @@ class Verifier:
         return await self._apply(session_id, event, check=check)
 
     async def fire_due_timers(self) -> int:
-        """Fire every stored timer that is due now; return how many fired."""
+        """Fire every stored timer that is due now; return how many fired.
+
+        A timer whose firing fails is logged and left due, to be tried at the
+        next call; the timers after it still fire. (The
+        [`Worker`][multiverify.Worker] also moves such a timer later, so
+        that it cannot hold up the others for good.)
+        """
         fired = 0
         for timer in await self._store.due_timers(self._clock.now()):
-            fired += await self._fire(timer.session_id, timer.timer_id)
+            try:
+                fired += await self._fire(timer.session_id, timer.timer_id)
+            except Exception:
+                log.exception(
+                    "timer %s of session %s failed", timer.timer_id, timer.session_id
+                )
         return fired
 
     async def resume(self) -> int:
@@ -1458,6 +1469,14 @@ class Verifier:
         a while, unless the timer is fired meanwhile.
         """
         try:
+            return await self._try_fire(session_id, timer_id)
+        except MultiverifyError:
+            log.exception("timer %s of session %s failed", timer_id, session_id)
+            return False
+
+    async def _try_fire(self, session_id: str, timer_id: str) -> bool:
+        """`_fire`, except that a firing that fails raises (the worker backs the timer off)."""
+        try:
             async with self._leases.holding(session_id) as held:
                 if not held:
                     self._arm_retry(session_id, timer_id)
@@ -1481,9 +1500,6 @@ class Verifier:
                 "timer %s of session %s: store unavailable", timer_id, session_id
             )
             self._arm_retry(session_id, timer_id)
-            return False
-        except MultiverifyError:
-            log.exception("timer %s of session %s failed", timer_id, session_id)
             return False
         return True
 

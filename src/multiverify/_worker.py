@@ -13,6 +13,7 @@ from .exceptions import ConfigurationError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from ._verifier import Verifier
+    from .stores import DueTimer
 
 __all__ = ["Worker"]
 
@@ -50,6 +51,11 @@ class Worker:
             not be reached (the pause doubles from ``poll_interval``).
         stop_grace: seconds [`stop`][multiverify.Worker.stop] lets resumed
             effects finish before it cancels them and gives their claims back.
+        max_timer_backoff: the longest delay, in seconds, by which a due
+            timer whose firing failed is moved later (the delay doubles from
+            ``poll_interval`` with each failure in a row here), so that a
+            timer that keeps failing does not hold up those due after it.
+            Added in 0.1.
 
     Raises:
         ConfigurationError: an interval or count is not positive.
@@ -65,21 +71,30 @@ class Worker:
         concurrency: int = 8,
         max_backoff: float | timedelta = 30.0,
         stop_grace: float | timedelta = 10.0,
+        max_timer_backoff: float | timedelta = 300.0,
     ) -> None:
         self._verifier = verifier
         self._poll = parse_duration(poll_interval)
         self._grace = timedelta(seconds=parse_duration(effect_grace))
         self._max_backoff = parse_duration(max_backoff)
         self._stop_grace = parse_duration(stop_grace)
-        if self._poll <= 0 or self._max_backoff <= 0 or batch < 1 or concurrency < 1:
+        self._max_timer_backoff = parse_duration(max_timer_backoff)
+        if (
+            min(self._poll, self._max_backoff, self._max_timer_backoff) <= 0
+            or batch < 1
+            or concurrency < 1
+        ):
             raise ConfigurationError(
-                message="poll_interval, max_backoff, batch and concurrency must be "
-                f"positive: {poll_interval!r}, {max_backoff!r}, {batch!r}, {concurrency!r}"
+                message="poll_interval, max_backoff, max_timer_backoff, batch and "
+                f"concurrency must be positive: {poll_interval!r}, {max_backoff!r}, "
+                f"{max_timer_backoff!r}, {batch!r}, {concurrency!r}"
             )
         self._batch = batch
         self._limit = concurrency
         self._concurrency = asyncio.Semaphore(concurrency)
         self._resumed: set[asyncio.Task[None]] = set()
+        # Failures in a row of the due timers whose firing failed here.
+        self._timer_failures: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -219,12 +234,46 @@ class Worker:
                 done += 1
         timers = await store.due_timers(now, limit=self._batch)
         if timers:
-            fired = await asyncio.gather(
-                *(self._fire(timer.session_id, timer.timer_id) for timer in timers)
-            )
+            fired = await asyncio.gather(*(self._fire(timer) for timer in timers))
             done += sum(fired)
         return done
 
-    async def _fire(self, session_id: str, timer_id: str) -> bool:
+    async def _fire(self, timer: DueTimer) -> bool:
+        key = (timer.session_id, timer.timer_id)
         async with self._concurrency:
-            return await self._verifier._fire(session_id, timer_id)  # noqa: SLF001
+            try:
+                fired = await self._verifier._try_fire(*key)  # noqa: SLF001
+            except Exception:  # whatever the cause, the timer waits
+                failures = self._timer_failures[key] = (
+                    self._timer_failures.get(key, 0) + 1
+                )
+                # Doubling from poll_interval; the exponent is bounded so
+                # the float cannot overflow.
+                delay = min(
+                    self._poll * 2.0 ** min(failures - 1, 64), self._max_timer_backoff
+                )
+                log.exception(
+                    "worker %s: timer %s of session %s failed (%d in a row); "
+                    "moved %gs later",
+                    self.owner,
+                    timer.timer_id,
+                    timer.session_id,
+                    failures,
+                    delay,
+                )
+                await self._postpone(timer, delay)
+                return False
+        self._timer_failures.pop(key, None)
+        return fired
+
+    async def _postpone(self, timer: DueTimer, delay: float) -> None:
+        """Move a timer whose firing failed ``delay`` seconds later, so those due after it fire.
+
+        Only the timer as it was read, in one compare-and-set: one moved,
+        cancelled or fired since (by a save of its session) is left as it is.
+        """
+        due_at = self._verifier.clock.now() + timedelta(seconds=delay)
+        if not await self._verifier.store.move_timer(
+            timer.session_id, timer.timer_id, due_at, expected=timer.due_at
+        ):
+            del self._timer_failures[timer.session_id, timer.timer_id]

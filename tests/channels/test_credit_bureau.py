@@ -60,6 +60,7 @@ from multiverify.providers import (
 )
 from multiverify.stores import MemoryStore, SessionStore, SqliteStore
 from multiverify.testing import FakeBureauProvider, FakeClock, Scripted, ScriptedChannel
+from stores.interleaved import Interleaved
 
 T0 = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -548,6 +549,39 @@ class TestReuse:
             "ProviderUnavailableError: another pull of this report is still in flight"
         )
 
+    async def test_a_renewal_never_takes_back_a_lock_another_replica_took(
+        self,
+    ) -> None:
+        """A lock taken over between the renewal's check and its write stays the new holder's."""
+        slow = SlowBureau()
+        store = MemoryStore()
+        view = Interleaved(store, "put_value", "replace_value")
+        clock = FakeClock(T0)
+        bureau = channel(slow, wait=3, poll=1)
+        lock = lock_key(bureau)
+        async with Verifier(policy(), channels=[bureau], store=view, clock=clock) as v:
+            one = await v.start(applicant())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            holder = await store.get_value(lock, at=clock.now())
+            assert holder is not None
+
+            async def taken_over() -> None:
+                # Another replica, whose clock is past the lock's end, takes it.
+                later = clock.now() + timedelta(seconds=10)
+                assert await store.put_value(
+                    lock, "other", at=later, ttl=30, only_if_absent=True
+                )
+
+            view.before = taken_over
+            await clock.advance(1)  # the renewal, a third of the lock's 3 s
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert await store.get_value(lock, at=clock.now()) == "other"
+            slow.release.set()
+            await v.wait(one.session_id)
+        assert await store.get_value(lock, at=clock.now()) == "other"
+
     async def test_a_lock_renewal_that_fails_does_not_stop_the_pull(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -558,10 +592,21 @@ class TestReuse:
         class Flaky(MemoryStore):
             failing = False
 
-            async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+            async def replace_value(
+                self,
+                key: str,
+                value: str,
+                /,
+                *,
+                expected: str,
+                at: datetime,
+                ttl: float,
+            ) -> bool:
                 if self.failing and key.endswith(":lock"):
                     raise StoreUnavailableError(message="down", store="memory")
-                return await super().get_value(key, at=at)
+                return await super().replace_value(
+                    key, value, expected=expected, at=at, ttl=ttl
+                )
 
         store = Flaky()
         clock = FakeClock(T0)

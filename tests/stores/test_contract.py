@@ -704,6 +704,39 @@ class TestTimers:
             )
         ]
 
+    async def test_move_compares_the_due_time(self, store: SessionStore) -> None:
+        """``move_timer`` moves a timer only while it is due when expected (as an instant)."""
+        later = T0 + timedelta(minutes=5)
+        shanghai = ZoneInfo("Asia/Shanghai")
+        await store.schedule_timer("s1", "deadline", T0)
+
+        assert not await store.move_timer(
+            "s1", "deadline", later, expected=T0 - timedelta(seconds=1)
+        )
+        assert await store.move_timer(
+            "s1", "deadline", later, expected=T0.astimezone(shanghai)
+        )
+        assert await store.timers("s1") == [
+            DueTimer(session_id="s1", timer_id="deadline", due_at=later)
+        ]
+        assert not await store.move_timer(
+            "s1", "deadline", T0, expected=T0
+        )  # moved since
+        await store.cancel_timer("s1", "deadline")
+        assert not await store.move_timer("s1", "deadline", T0, expected=later)
+        assert await store.timers() == []
+
+    async def test_move_keeps_the_place_among_ties(self, store: SessionStore) -> None:
+        """A moved timer keeps its scheduling order among timers due at the same instant."""
+        later = T0 + timedelta(minutes=5)
+        await store.schedule_timer("s1", "a", T0)
+        await store.schedule_timer("s1", "b", later)
+
+        assert await store.move_timer("s1", "a", later, expected=T0)
+
+        assert [t.timer_id for t in await store.due_timers(later)] == ["a", "b"]
+        assert [t.timer_id for t in await store.timers("s1")] == ["a", "b"]
+
     async def test_cancel(self, store: SessionStore) -> None:
         """Cancelling removes the timer; cancelling an unknown one does nothing."""
         await store.schedule_timer("s1", "deadline", T0)

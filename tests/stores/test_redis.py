@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
@@ -190,6 +191,7 @@ class TestReplicas:
                 "sessions",
                 "timer-index",
                 "timers",
+                "timers:s1",
             ]
         ]
 
@@ -204,6 +206,45 @@ class TestPool:
                 *(store.create(make_session(f"s{n}")) for n in range(20))
             )
             assert len(await store.session_ids()) == 20
+
+
+class ReadRecording(redis_asyncio.Redis):  # type: ignore[misc]
+    """A Redis client that records the keys its sorted-set range reads name."""
+
+    ranged: list[str]
+
+    async def zrange(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.ranged.append(name)
+        return await super().zrange(name, *args, **kwargs)
+
+
+class TestTimers:
+    async def test_one_sessions_timers_read_only_that_session(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """``timers(session_id)`` reads the session's own index, not every timer."""
+        client = ReadRecording.from_url(REDIS_URL)
+        client.ranged = []
+        try:
+            store = RedisStore(client=client, prefix=prefix)
+            for n in range(3):
+                await store.create(
+                    make_session(f"s{n}"),
+                    timers=[("deadline", T0), ("remind", T0 - timedelta(seconds=n))],
+                )
+            await store.cancel_timer("s1", "remind")
+            client.ranged.clear()
+
+            assert await store.timers("s1") == [
+                DueTimer(session_id="s1", timer_id="deadline", due_at=T0)
+            ]
+            assert [t.timer_id for t in await store.timers("s2")] == [
+                "remind",
+                "deadline",
+            ]
+            assert client.ranged == [f"{prefix}:timers:s1", f"{prefix}:timers:s2"]
+        finally:
+            await client.aclose()
 
 
 class TestLayout:
@@ -221,9 +262,67 @@ class TestLayout:
             await client.aclose()
 
         async with RedisStore(REDIS_URL, prefix=prefix) as store:
-            assert await store.schema_version() == 2
+            assert await store.schema_version() == 3
             claimed = await store.claim_effects("w", at=T0, until=T0)
             assert [p.effect for p in claimed] == [timer("e1")]
+
+    async def test_layout_2_gets_an_index_of_each_sessions_timers(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A prefix written before the per-session timer index gets one on open, in due order."""
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            for n in range(3):
+                await store.create(
+                    make_session(f"s{n}"),
+                    timers=[("deadline", T0), ("remind", T0 - timedelta(seconds=n))],
+                )
+            before = await store.timers()
+        client = redis_asyncio.Redis.from_url(REDIS_URL)
+        try:  # back to layout 2: one sorted set of every timer
+            await client.delete(*(f"{prefix}:timers:s{n}" for n in range(3)))
+            await client.set(f"{prefix}:schema", "2")
+        finally:
+            await client.aclose()
+
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            assert await store.schema_version() == 3
+            assert await store.timers() == before
+            for n in range(3):
+                assert await store.timers(f"s{n}") == [
+                    t for t in before if t.session_id == f"s{n}"
+                ]
+            await store.cancel_timer("s2", "remind")
+            assert [t.timer_id for t in await store.timers("s2")] == ["deadline"]
+
+    async def test_a_timer_written_during_the_migration_is_indexed(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A timer of a session not read before the migration ran is indexed too."""
+        async with RedisStore(REDIS_URL, prefix=prefix) as store:
+            await store.create(make_session("s1"), timers=[("deadline", T0)])
+            await store.create(make_session("s2"), timers=[("deadline", T0)])
+        client = redis_asyncio.Redis.from_url(REDIS_URL)
+        try:
+            await client.delete(f"{prefix}:timers:s1", f"{prefix}:timers:s2")
+            await client.set(f"{prefix}:schema", "2")
+        finally:
+            await client.aclose()
+        store = RedisStore(REDIS_URL, prefix=prefix)
+        ranged = store._client.zrange
+        first = True
+
+        async def hide_s2(name: str, *args: Any, **kwargs: Any) -> Any:
+            nonlocal first
+            found = await ranged(name, *args, **kwargs)
+            if first:  # the first read misses s2 (written by an old replica after it)
+                first = False
+                return [m for m in found if b'"s2"' not in m]
+            return found
+
+        store._client.zrange = hide_s2
+        async with store:
+            assert await store.schema_version() == 3
+            assert [t.session_id for t in await store.timers("s2")] == ["s2"]
 
 
 class TestClient:

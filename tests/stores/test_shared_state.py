@@ -149,6 +149,46 @@ class TestValues:
         assert await shared.delete_value("k")
         assert await shared.get_value("k", at=at(1)) is None
 
+    async def test_replace_value_compares(self, shared: SharedState) -> None:
+        """replace_value stores only over the live value it expects, with a new expiry."""
+        await shared.put_value("lease", "a", at=at(0), ttl=30)
+
+        assert not await shared.replace_value(
+            "lease", "b", expected="x", at=at(1), ttl=30
+        )
+        assert await shared.get_value("lease", at=at(1)) == "a"
+        assert await shared.replace_value("lease", "a", expected="a", at=at(20), ttl=30)
+        assert await shared.get_value("lease", at=at(49)) == "a"
+        assert await shared.get_value("lease", at=at(50)) is None
+
+    async def test_replace_value_needs_a_live_value(self, shared: SharedState) -> None:
+        """replace_value stores nothing under a missing key or over an expired value."""
+        assert not await shared.replace_value(
+            "lease", "a", expected="a", at=at(0), ttl=30
+        )
+        assert await shared.get_value("lease", at=at(0)) is None
+        await shared.put_value("lease", "a", at=at(0), ttl=10)
+
+        assert not await shared.replace_value(
+            "lease", "a", expected="a", at=at(10), ttl=30
+        )
+        assert await shared.get_value("lease", at=at(11)) is None
+        assert await shared.put_value(
+            "lease", "b", at=at(11), ttl=30, only_if_absent=True
+        )
+
+    async def test_replace_value_one_winner(self, shared: SharedState) -> None:
+        """Of two replacements expecting the same value at once, exactly one is stored."""
+        await shared.put_value("lease", "a", at=at(0), ttl=30)
+
+        won = await asyncio.gather(
+            shared.replace_value("lease", "b", expected="a", at=at(1), ttl=30),
+            shared.replace_value("lease", "c", expected="a", at=at(1), ttl=30),
+        )
+
+        assert sorted(won) == [False, True]
+        assert await shared.get_value("lease", at=at(2)) == ("b" if won[0] else "c")
+
 
 class TestWorkQueue:
     async def test_enqueue_is_idempotent(self, shared: WorkQueue) -> None:

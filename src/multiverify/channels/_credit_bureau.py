@@ -485,9 +485,12 @@ class CreditBureauChannel:
             await context.clock.sleep(self._lock_ttl / 3)
             at = context.clock.now()
             try:
-                if await context.shared.get_value(lock, at=at) != owner:
+                # One compare-and-set: a lock that lapsed and was taken over
+                # meanwhile stays its new holder's.
+                if not await context.shared.replace_value(
+                    lock, owner, expected=owner, at=at, ttl=self._lock_ttl
+                ):
                     return
-                await context.shared.put_value(lock, owner, at=at, ttl=self._lock_ttl)
             except StoreUnavailableError:
                 # The pull goes on; the lock may lapse, as it would with its holder.
                 log.warning(

@@ -181,6 +181,19 @@ class SharedState(Protocol):
         """
         ...
 
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        """Store ``value`` until ``at + ttl`` seconds, only if ``key`` holds ``expected`` live at ``at``.
+
+        A compare-and-set in one atomic call: ``False``, and nothing
+        stored, when the key is missing, its value expired, or it holds
+        another value (renew a lease only while you still hold it).
+
+        Added in 0.1.
+        """
+        ...
+
     async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
         """Delete ``key``; with ``value``, only if it holds that value (release a lock you own).
 
@@ -401,6 +414,19 @@ class SessionStore(SharedState, WorkQueue, Protocol):
 
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
         """Remove a timer if it exists."""
+        ...
+
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        """Move a timer to ``due_at`` only if it is due at ``expected``; return whether it moved.
+
+        A compare-and-set in one atomic call (the instants are compared): a
+        timer moved, cancelled or fired since it was read is left as it is.
+        It keeps its place among timers due at the same instant.
+
+        Added in 0.1.
+        """
         ...
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:

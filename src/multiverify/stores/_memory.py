@@ -225,6 +225,15 @@ class MemoryStore:
     async def cancel_timer(self, session_id: str, timer_id: str, /) -> None:
         self._timers.pop((session_id, timer_id), None)
 
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        key = (session_id, timer_id)
+        if self._timers.get(key) != expected:
+            return False
+        self._timers[key] = due_at
+        return True
+
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         due = [
             DueTimer(session_id=sid, timer_id=tid, due_at=at)
@@ -303,6 +312,14 @@ class MemoryStore:
         only_if_absent: bool = False,
     ) -> bool:
         if only_if_absent and await self.get_value(key, at=at) is not None:
+            return False
+        self._values[key] = (value, at + timedelta(seconds=ttl))
+        return True
+
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        if await self.get_value(key, at=at) != expected:
             return False
         self._values[key] = (value, at + timedelta(seconds=ttl))
         return True

@@ -898,6 +898,21 @@ class PostgresStore(OpenableStore):
         await pool.execute(self._sql.cancel, session_id, timer_id)
 
     @_outages
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        pool = await self._ready()
+        moved = await pool.fetchval(
+            self._sql.move,
+            session_id,
+            timer_id,
+            _utc(due_at),
+            due_at.isoformat(),
+            _utc(expected),
+        )
+        return moved is not None
+
+    @_outages
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         pool = await self._ready()
         rows = await pool.fetch(self._sql.due, _utc(now), max(limit, 0))
@@ -992,14 +1007,32 @@ class PostgresStore(OpenableStore):
         ttl: float,
         only_if_absent: bool = False,
     ) -> bool:
+        return await self._store_value(
+            self._sql.value_put, key, value, only_if_absent, at=at, ttl=ttl
+        )
+
+    @_outages
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        return await self._store_value(
+            self._sql.value_replace, key, value, expected, at=at, ttl=ttl
+        )
+
+    async def _store_value(
+        self,
+        sql: str,
+        key: str,
+        value: str,
+        condition: bool | str,
+        *,
+        at: datetime,
+        ttl: float,
+    ) -> bool:
+        """Run a value's put (``$4`` the condition), whether it stored the value."""
         pool = await self._ready()
         stored = await pool.fetchval(
-            self._sql.value_put,
-            key,
-            value,
-            _utc(at + timedelta(seconds=ttl)),
-            only_if_absent,
-            _utc(at),
+            sql, key, value, _utc(at + timedelta(seconds=ttl)), condition, _utc(at)
         )
         return stored is not None
 
@@ -1236,6 +1269,10 @@ class _Sql:
             "SET due_at = excluded.due_at, due_text = excluded.due_text"
         )
         self.cancel = f"DELETE FROM {s}.timers WHERE session_id = $1 AND timer_id = $2"
+        self.move = (
+            f"UPDATE {s}.timers SET due_at = $3, due_text = $4 "
+            "WHERE session_id = $1 AND timer_id = $2 AND due_at = $5 RETURNING 1"
+        )
         self.due = (
             f"SELECT session_id, timer_id, due_text FROM {s}.timers "
             "WHERE due_at <= $1 ORDER BY due_at, seq LIMIT $2"
@@ -1290,6 +1327,11 @@ class _Sql:
             "VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
             "SET value = excluded.value, expires_at = excluded.expires_at "
             "WHERE NOT $4::boolean OR v.expires_at <= $5 RETURNING 1"
+        )
+        # One statement: the row is locked while its value is compared.
+        self.value_replace = (
+            f"UPDATE {s}.shared_values SET value = $2, expires_at = $3 "
+            "WHERE key = $1 AND value = $4 AND expires_at > $5 RETURNING 1"
         )
         self.value_delete = (
             f"DELETE FROM {s}.shared_values WHERE key = $1 "

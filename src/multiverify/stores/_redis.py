@@ -16,7 +16,8 @@ JSON text ``["sid", "effect_id"]``):
   prefix keeps timers due at the same instant in scheduling order, and the
   ISO ``due_at`` keeps the caller's time zone); ``timer-index`` (hash):
   JSON ``[sid, timer_id]`` -> that member, so a timer can be moved or
-  cancelled; ``seq:timers`` numbers new timers;
+  cancelled; ``timers:{sid}`` (zset): the same members and scores, for one
+  session; ``seq:timers`` numbers new timers;
 - ``seen:{sid}`` (set): the dedupe keys already recorded for a session;
 - ``schema`` (string): the version of this key layout, written by the first
   store that opens the prefix; a newer one than this multiverify knows is
@@ -77,7 +78,7 @@ __all__ = ["RedisStore"]
 
 # The version of the key layout below; a change to it that old code cannot
 # read bumps it (and brings a migration, ``_MIGRATE``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Layout 2 adds claims on pending effects: every outbox ``member`` is in
 # ``claims`` (zset), scored by when its claim lapses in epoch microseconds
@@ -99,10 +100,43 @@ end
 return version
 """
 
+# Layout 3 adds ``timers:{sid}``, each session's timers, so that one
+# session's are read without every timer. Migrating from layout 2 copies
+# each member of ``timers`` into its session's set; the caller names those
+# sets, since a script names every key it touches. KEYS: 1 schema,
+# 2 timers, then ``timers:{sid}`` of each session in ARGV. ARGV: 1 the
+# layout migrated to, then the session ids. Returns the ids of the sessions
+# with timers the caller did not name (written since it read them; nothing
+# is marked migrated then, and the copy already made is harmless to redo).
+_MIGRATE_TIMERS = """
+if tonumber(redis.call('GET', KEYS[1])) ~= tonumber(ARGV[1]) - 1 then
+  return {}
+end
+local sets = {}
+for i = 2, #ARGV do
+  sets[ARGV[i]] = KEYS[i + 1]
+end
+local members = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+local missing = {}
+for i = 1, #members, 2 do
+  local sid = cjson.decode(string.sub(members[i], 22))[1]
+  if sets[sid] then
+    redis.call('ZADD', sets[sid], members[i + 1], members[i])
+  else
+    missing[#missing + 1] = sid
+  end
+end
+if #missing == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return missing
+"""
+
 # Writes what a create or save writes besides the session; shared by both.
 # KEYS: 1 session, 2 sessions, 3 outbox, 4 outbox:{sid}, 5 effects,
 #       6 seq:outbox, 7 audit:{sid}, 8 seq:sessions, 9 claims,
-#       10 claim-owner, 11 timers, 12 timer-index, 13 seq:timers
+#       10 claim-owner, 11 timers, 12 timer-index, 13 seq:timers,
+#       14 timers:{sid}
 # ARGV from ``first``: the claim's owner ('' for none) and end (µs), the
 # count of members completed, those members, the timer-index field of the
 # timer fired ('' for none), the count of timers cancelled, their fields,
@@ -113,6 +147,7 @@ local function unschedule(field)
   local old = redis.call('HGET', KEYS[12], field)
   if old then
     redis.call('ZREM', KEYS[11], old)
+    redis.call('ZREM', KEYS[14], old)
     redis.call('HDEL', KEYS[12], field)
   end
 end
@@ -121,12 +156,14 @@ local function schedule(field, score, timer)
   local seq
   if old then
     redis.call('ZREM', KEYS[11], old)
+    redis.call('ZREM', KEYS[14], old)
     seq = string.sub(old, 1, 20)
   else
     seq = string.format('%020d', redis.call('INCR', KEYS[13]))
   end
   local member = seq .. '|' .. timer
   redis.call('ZADD', KEYS[11], score, member)
+  redis.call('ZADD', KEYS[14], score, member)
   redis.call('HSET', KEYS[12], field, member)
 end
 local function complete(member)
@@ -301,7 +338,8 @@ end
 """
 
 # The same timer writes on their own. KEYS: those of _WRITE (the session's),
-# of which only 11 timers, 12 timer-index and 13 seq:timers are touched;
+# of which only 11 timers, 12 timer-index, 13 seq:timers and 14
+# timers:{sid} are touched;
 # every key is a real one under the prefix, which an ACL may require.
 # ARGV: 1 index field, 2 score, 3 JSON [sid, timer_id, due_at].
 # A moved timer keeps its sequence number (its place among ties).
@@ -309,6 +347,20 @@ _SCHEDULE = _WRITE + "schedule(ARGV[1], ARGV[2], ARGV[3])\n"
 
 # ARGV: 1 index field.
 _CANCEL = _WRITE + "unschedule(ARGV[1])\n"
+
+# ARGV: those of _SCHEDULE, then 4 the score the timer must have. Returns 1
+# if it moved, else 0.
+_MOVE = (
+    _WRITE
+    + """
+local old = redis.call('HGET', KEYS[12], ARGV[1])
+if not old or tonumber(redis.call('ZSCORE', KEYS[11], old)) ~= tonumber(ARGV[4]) then
+  return 0
+end
+schedule(ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
 
 # -- shared state ---------------------------------------------------------------
 #
@@ -338,11 +390,17 @@ return {0, string.format('%.17g', used), entries}
 """
 
 # KEYS: 1 the value (hash: value, expires). ARGV: 1 value, 2 expires,
-# 3 '1' if only if absent, 4 at, 5 keep (ms). Returns 1 if stored, else 0.
+# 3 the condition ('0' none, '1' only if absent, '2' only if it holds
+# ARGV[6] live), 4 at, 5 keep (ms), 6 the value expected. Returns 1 if
+# stored, else 0.
 _PUT_VALUE = """
-if ARGV[3] == '1' then
-  local expires = redis.call('HGET', KEYS[1], 'expires')
-  if expires and tonumber(expires) > tonumber(ARGV[4]) then
+if ARGV[3] ~= '0' then
+  local found = redis.call('HMGET', KEYS[1], 'value', 'expires')
+  local live = found[2] and tonumber(found[2]) > tonumber(ARGV[4])
+  if ARGV[3] == '1' and live then
+    return 0
+  end
+  if ARGV[3] == '2' and not (live and found[1] == ARGV[6]) then
     return 0
   end
 end
@@ -716,9 +774,11 @@ class RedisStore(OpenableStore):
         self._pending: AsyncScript = client.register_script(_PENDING)
         self._schedule: AsyncScript = client.register_script(_SCHEDULE)
         self._cancel: AsyncScript = client.register_script(_CANCEL)
+        self._move: AsyncScript = client.register_script(_MOVE)
         self._complete: AsyncScript = client.register_script(_COMPLETE)
         self._complete_many: AsyncScript = client.register_script(_COMPLETE_MANY)
         self._migrate: AsyncScript = client.register_script(_MIGRATE)
+        self._migrate_timers: AsyncScript = client.register_script(_MIGRATE_TIMERS)
         self._claim_effects: AsyncScript = client.register_script(_CLAIM_EFFECTS)
         self._extend_effects: AsyncScript = client.register_script(_EXTEND_EFFECTS)
         self._consume: AsyncScript = client.register_script(_CONSUME)
@@ -757,7 +817,10 @@ class RedisStore(OpenableStore):
                 keys=[self._key("schema"), self._key("outbox"), self._key("claims")],
                 args=[SCHEMA_VERSION],
             )
-        version = int(cast("int", stored))
+            version = int(cast("int", stored))
+            if version == SCHEMA_VERSION - 1:
+                await self._index_timers()
+                version = SCHEMA_VERSION
         if version > SCHEMA_VERSION:
             raise ConfigurationError(
                 message=f"Redis prefix {self._prefix!r} holds key layout version "
@@ -765,6 +828,22 @@ class RedisStore(OpenableStore):
                 f"({SCHEMA_VERSION}); upgrade multiverify"
             )
         return version
+
+    async def _index_timers(self) -> None:
+        """Migrate layout 2 to 3: copy every timer into its session's sorted set."""
+        sessions = {timer.session_id for timer in await self.timers()}
+        while True:
+            missing = await self._migrate_timers(
+                keys=[
+                    self._key("schema"),
+                    self._key("timers"),
+                    *(self._key("timers", sid) for sid in sessions),
+                ],
+                args=[SCHEMA_VERSION, *sessions],
+            )
+            if not missing:
+                return
+            sessions.update(_text(sid) for sid in missing)
 
     async def aclose(self) -> None:
         """Close the connections of a client this store made (idempotent).
@@ -822,6 +901,7 @@ class RedisStore(OpenableStore):
             self._key("timers"),
             self._key("timer-index"),
             self._key("seq", "timers"),
+            self._key("timers", session_id),
         ]
 
     def _write_args(
@@ -1164,6 +1244,19 @@ class RedisStore(OpenableStore):
                 keys=self._write_keys(session_id), args=[_json(session_id, timer_id)]
             )
 
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        with self._errors():
+            moved = await self._move(
+                keys=self._write_keys(session_id),
+                args=[
+                    *_timer_args(session_id, timer_id, due_at),
+                    repr(_score(expected)),
+                ],
+            )
+        return bool(moved)
+
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         if limit <= 0:
             return []
@@ -1177,15 +1270,14 @@ class RedisStore(OpenableStore):
         return [_timer(member) for member in members]
 
     async def timers(self, session_id: str | None = None, /) -> list[DueTimer]:
+        key = (
+            self._key("timers")
+            if session_id is None
+            else self._key("timers", session_id)
+        )
         with self._errors():
-            members = cast(
-                "list[bytes | str]",
-                await self._client.zrange(self._key("timers"), 0, -1),
-            )
-        found = [_timer(member) for member in members]
-        if session_id is None:
-            return found
-        return [timer for timer in found if timer.session_id == session_id]
+            members = cast("list[bytes | str]", await self._client.zrange(key, 0, -1))
+        return [_timer(member) for member in members]
 
     async def record_event_once(self, session_id: str, dedupe_key: str, /) -> bool:
         with self._errors():
@@ -1271,15 +1363,35 @@ class RedisStore(OpenableStore):
         ttl: float,
         only_if_absent: bool = False,
     ) -> bool:
+        return await self._store_value(
+            key, value, "1" if only_if_absent else "0", at=at, ttl=ttl
+        )
+
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        return await self._store_value(key, value, "2", expected, at=at, ttl=ttl)
+
+    async def _store_value(
+        self,
+        key: str,
+        value: str,
+        condition: str,
+        expected: str = "",
+        *,
+        at: datetime,
+        ttl: float,
+    ) -> bool:
         with self._errors():
             stored = await self._put_value(
                 keys=[self._key("value", key)],
                 args=[
                     value,
                     _micros(at + timedelta(seconds=ttl)),
-                    "1" if only_if_absent else "0",
+                    condition,
                     _micros(at),
                     _keep(ttl),
+                    expected,
                 ],
             )
         return bool(stored)

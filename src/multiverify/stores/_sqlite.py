@@ -896,9 +896,12 @@ class SqliteStore(OpenableStore):
 
         return await self._run(extend, write=True, inline=True)
 
-    async def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        """One writing statement, run at once when nothing is queued."""
-        await self._run(lambda db: db.execute(sql, args), write=True, inline=True)
+    async def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One writing statement, run at once when nothing is queued; the rows it changed."""
+        changed: int = await self._run(
+            lambda db: db.execute(sql, args).rowcount, write=True, inline=True
+        )
+        return changed
 
     async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
         await self._write(
@@ -932,6 +935,22 @@ class SqliteStore(OpenableStore):
             "DELETE FROM timers WHERE session_id = ? AND timer_id = ?",
             (session_id, timer_id),
         )
+
+    async def move_timer(
+        self, session_id: str, timer_id: str, due_at: datetime, /, *, expected: datetime
+    ) -> bool:
+        moved = await self._write(
+            "UPDATE timers SET due_utc = ?, due_at = ? "
+            "WHERE session_id = ? AND timer_id = ? AND due_utc = ?",
+            (
+                _utc_key(due_at),
+                due_at.isoformat(),
+                session_id,
+                timer_id,
+                _utc_key(expected),
+            ),
+        )
+        return moved == 1
 
     async def due_timers(self, now: datetime, /, *, limit: int = 100) -> list[DueTimer]:
         rows = await self._run(
@@ -1084,6 +1103,16 @@ class SqliteStore(OpenableStore):
             lambda db: db.execute(query, args).rowcount,
             write=True,
             inline=True,
+        )
+        return changed == 1
+
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        changed = await self._write(
+            "UPDATE shared_values SET value = ?, expires_utc = ? "
+            "WHERE key = ? AND value = ? AND expires_utc > ?",
+            (value, _utc_key(at + timedelta(seconds=ttl)), key, expected, _utc_key(at)),
         )
         return changed == 1
 
