@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -111,6 +112,22 @@ class TestNormalizePhone:
         assert info.value.field == "phone"
         assert "the region must be text" in str(info.value)
 
+    @pytest.mark.parametrize(
+        "typed",
+        [
+            "+1 202 555 0143 ext. 12",
+            "+1 202-555-0143 x12",
+            "+12025550143;ext=12",
+            "+86 138 0013 8000 #123",
+        ],
+    )
+    def test_extension_is_rejected(self, typed: str) -> None:
+        """A number with an extension is refused, not silently cut to the main line."""
+        with pytest.raises(InvalidInputError) as info:
+            normalize_phone(typed)
+        assert info.value.field == "phone"
+        assert "extension" in str(info.value)
+
     def test_error_names_the_given_field(self) -> None:
         """The ``field`` argument is the name reported in the error and message."""
         with pytest.raises(InvalidInputError) as info:
@@ -187,6 +204,29 @@ class TestLoanApplication:
         assert info.value.field == "amount"
         assert "must be finite" in str(info.value)
 
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [
+            ("amount", Decimal("1e400")),
+            ("amount", "1e15"),
+            pytest.param("amount", 10**400, id="amount-int"),
+            ("fees", Decimal("1e400")),
+            ("annual_rate", Decimal("1e400")),
+        ],
+    )
+    def test_absurd_amount_is_rejected(self, field: str, bad: object) -> None:
+        """An amount of a quadrillion or more is refused: its facts would be infinite."""
+        with pytest.raises(InvalidInputError) as info:
+            make_loan(**{field: bad})
+        assert info.value.field == field
+        assert "must be less than 10^15" in str(info.value)
+
+    def test_largest_amount_is_accepted(self) -> None:
+        """An amount just under a quadrillion is kept, and its facts are finite."""
+        loan = make_loan(amount="999999999999999.99")
+        assert loan.amount == Decimal("999999999999999.99")
+        assert math.isfinite(loan.facts()["amount"])
+
     @pytest.mark.parametrize("bad", [0, "0", "-1", Decimal("-0.01")])
     def test_amount_must_be_positive(self, bad: object) -> None:
         """A zero or negative amount is rejected naming ``amount``."""
@@ -211,10 +251,18 @@ class TestLoanApplication:
         assert info.value.field == "term_months"
         assert "whole number" in str(info.value)
 
-    @pytest.mark.parametrize("currency", ["CNY", "USD", "EUR"])
+    @pytest.mark.parametrize("currency", ["CNY", "USD", "EUR", "VND", "XOF", "BGN"])
     def test_iso_currency_is_accepted(self, currency: str) -> None:
-        """Three upper-case letters are a currency."""
+        """An ISO 4217 code of a currency in use, or once in use (BGN), is accepted."""
         assert make_loan(currency=currency).currency == currency
+
+    @pytest.mark.parametrize("bad", ["XYZ", "ABC", "RMB", "XXX", "XTS", "XAU", "CNH"])
+    def test_unknown_currency_code_is_rejected(self, bad: str) -> None:
+        """Three letters that are no ISO 4217 legal tender are rejected naming ``currency``."""
+        with pytest.raises(InvalidInputError) as info:
+            make_loan(currency=bad)
+        assert info.value.field == "currency"
+        assert f"{bad!r} is not an ISO 4217 currency" in str(info.value)
 
     @pytest.mark.parametrize("bad", ["cny", "CN", "CNYY", "C1Y", "", "CNY\n", " CNY"])
     def test_invalid_currency_names_the_field(self, bad: str) -> None:
@@ -433,7 +481,21 @@ class TestApplicant:
         assert make_applicant(timezone=zone).timezone == zone
 
     @pytest.mark.parametrize(
-        "bad", ["Mars/Olympus", "asia/shanghai", "", "/etc/passwd", "../x", None]
+        "bad",
+        [
+            "Mars/Olympus",
+            "asia/shanghai",
+            "",
+            "/etc/passwd",
+            "../x",
+            "../etc",
+            None,
+            "America",
+            "America/",
+            "Asia/Shang\x00hai",
+            "Asia/" + "x" * 5000,
+            "zone.tab",
+        ],
     )
     def test_unknown_timezone_names_the_field(self, bad: object) -> None:
         """Unknown, malformed or non-text zones are rejected naming ``timezone``."""

@@ -288,6 +288,40 @@ class TestPolicyCommands:
         assert result.exit_code == 2
         assert "does not exist" in result.stderr
 
+    def test_check_a_directory(self, cli: click.Group, tmp_path: Path) -> None:
+        """A directory is a usage error too."""
+        (tmp_path / "policy.toml").mkdir()
+        result = invoke(cli, "policy", "check", str(tmp_path / "policy.toml"))
+        assert result.exit_code == 2
+        assert "is a directory" in result.stderr
+
+    @pytest.mark.parametrize(
+        ("body", "problem"),
+        [
+            (b'{"name": "caf\xe9"}', "not UTF-8 text: invalid continuation byte"),
+            (b"[" * 100_000, "JSON syntax error: nested too deeply"),
+        ],
+    )
+    @pytest.mark.parametrize("command", [("policy", "check"), ("demo", "--policy")])
+    def test_unreadable_text(
+        self,
+        cli: click.Group,
+        tmp_path: Path,
+        body: bytes,
+        problem: str,
+        command: tuple[str, ...],
+    ) -> None:
+        """Text that is not UTF-8, or nested too deeply, is a located line and exit 1.
+
+        ``policy check`` reports on stdout, the demo on stderr.
+        """
+        path = tmp_path / "policy.json"
+        path.write_bytes(body)
+        result = invoke(cli, *command, str(path))
+        assert result.exit_code == 1
+        output = result.stdout if command[0] == "policy" else result.stderr
+        assert f"{path}: (document): {problem}\n" in output
+
     def test_explain(self, cli: click.Group) -> None:
         """``policy explain`` prints the policy in words."""
         result = invoke(cli, "policy", "explain", str(DEFAULT_POLICY_PATH))

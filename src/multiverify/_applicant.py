@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 import phonenumbers
+from babel.core import get_global
 
 from ._masking import mask_id, mask_name, mask_phone
 from .exceptions import InvalidInputError
@@ -28,6 +29,22 @@ __all__ = [
 ]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# The ISO 4217 codes of currencies that are or were legal tender somewhere:
+# the CLDR currency data Babel ships (supplementalData.xml <currencyData>,
+# https://cldr.unicode.org/, which follows the ISO 4217 maintenance agency's
+# lists one and three), kept current by upgrading Babel. A retired code (BGN,
+# 2026) stays accepted so that sessions saved with it still load; codes that
+# were never tender are refused: funds (USN), metals (XAU), testing (XTS), no
+# currency (XXX) and made-up ones (RMB for CNY).
+_CURRENCIES = frozenset(
+    code
+    for entries in get_global("territory_currencies").values()
+    for code, _start, _end, tender in entries
+    if tender
+)
+# Amounts, fees and rates this large are refused: no loan comes near, and the
+# float a policy reads of one past 1e308 is infinite.
+_AMOUNT_DIGITS = 15
 _PERSONAL = "Personal field: masked in repr, logs and the audit trail."
 
 
@@ -42,7 +59,8 @@ def normalize_phone(
         field: the field name reported in the error.
 
     Raises:
-        InvalidInputError: the number cannot be parsed or is not a valid number.
+        InvalidInputError: the number cannot be parsed, is not a valid number,
+            or has an extension (which an SMS cannot reach).
     """
     if region is not None and not isinstance(region, str):
         raise InvalidInputError(
@@ -56,6 +74,12 @@ def normalize_phone(
         raise InvalidInputError(
             message=f"{field}: not a phone number ({exc})", field=field
         ) from exc
+    if parsed.extension:
+        raise InvalidInputError(
+            message=f"{field}: has an extension, which an SMS or an automated "
+            "call cannot reach; give a direct number",
+            field=field,
+        )
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInputError(
             message=f"{field}: not a valid phone number for its region", field=field
@@ -106,6 +130,13 @@ def _decimal(value: object, field: str) -> Decimal:
         ) from exc
     if not result.is_finite():
         raise InvalidInputError(message=f"{field}: must be finite", field=field)
+    # adjusted() is the power of ten of the leading digit, read without the
+    # arithmetic that would overflow the context for 1e999999999.
+    if result and result.adjusted() >= _AMOUNT_DIGITS:
+        raise InvalidInputError(
+            message=f"{field}: must be less than 10^{_AMOUNT_DIGITS} in magnitude",
+            field=field,
+        )
     return result
 
 
@@ -263,12 +294,21 @@ def _currency(_inst: object, _attr: object, value: Any) -> None:
             message=f"currency: expected an ISO 4217 code such as CNY, got {value!r}",
             field="currency",
         )
+    if value not in _CURRENCIES:
+        raise InvalidInputError(
+            message=f"currency: {value!r} is not an ISO 4217 currency code "
+            "(such as CNY or USD)",
+            field="currency",
+        )
 
 
 def _timezone(_inst: object, _attr: object, value: str) -> None:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+    # OSError: a name that is a directory of the database (America), too
+    # long for a file name, or unreadable; ValueError: a malformed name or a
+    # file that is no zone (zone.tab).
+    except (ZoneInfoNotFoundError, OSError, ValueError, TypeError) as exc:
         raise InvalidInputError(
             message=f"timezone: unknown IANA time zone {value!r}", field="timezone"
         ) from exc
@@ -291,7 +331,13 @@ class RepaymentSchedule:
 
 @attrs.frozen(kw_only=True)
 class LoanApplication:
-    """What the applicant asked for. Amounts are `Decimal`."""
+    """What the applicant asked for. Amounts are `Decimal`.
+
+    Raises:
+        InvalidInputError: a field is invalid, ``field`` names it: an amount
+            that is not finite, not positive (fees and rate: negative) or of
+            10^15 or more, or a currency that is no ISO 4217 legal tender.
+    """
 
     amount: Decimal = attrs.field(converter=_amount, validator=_positive("amount"))
     currency: str = attrs.field(validator=_currency)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from multiverify.backtest import (
     Plan,
     RecordedSession,
     RecordedStep,
+    load_labels,
+    load_sessions,
     parse_labels,
     parse_sessions,
     replay,
@@ -621,6 +624,39 @@ class TestBrokenInput:
         assert info.value.line == 3
         assert info.value.source == str(path)
         assert info.value.message.startswith(f"{path}: line 3: not JSON: ")
+
+    @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+    @pytest.mark.parametrize(
+        "read",
+        [
+            pytest.param(
+                lambda path: simulate_file(policies()[0], path), id="simulate"
+            ),
+            pytest.param(load_sessions, id="sessions"),
+            pytest.param(load_labels, id="labels"),
+        ],
+    )
+    def test_a_file_that_is_not_utf8_names_its_line_and_byte(
+        self, tmp_path: Path, read: Callable[[Path], object], bom: bytes
+    ) -> None:
+        """A byte that is not UTF-8 is a DatasetError with its line and byte."""
+        path = tmp_path / "latin1.txt"
+        path.write_bytes(bom + LINES[0].encode() + b'\n{"session_id": "caf\xe9"}\n')
+        with pytest.raises(DatasetError) as info:
+            read(path)
+        assert (info.value.source, info.value.line) == (str(path), 2)
+        assert info.value.message == (
+            f"{path}: line 2: not UTF-8 text: invalid continuation byte at byte 20"
+        )
+
+    def test_json_nested_too_deeply_names_its_line(self, tmp_path: Path) -> None:
+        """A line nested deeper than the JSON decoder can follow is a located error."""
+        path = tmp_path / "deep.jsonl"
+        path.write_text(LINES[0] + "\n" + "[" * 100_000 + "\n")
+        with pytest.raises(DatasetError) as info:
+            load_sessions(path)
+        assert info.value.line == 2
+        assert info.value.message == f"{path}: line 2: not JSON: nested too deeply"
 
     def test_bad_line_in_a_worker_names_its_line(self, tmp_path: Path) -> None:
         """The first bad line is reported from worker processes too."""

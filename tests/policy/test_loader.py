@@ -139,10 +139,24 @@ class TestLoadPolicy:
         assert (problem.path, problem.source) == ("(document)", str(path))
         assert problem.message == "not UTF-8 text: invalid start byte"
 
-    def test_missing_file(self, tmp_path: Path) -> None:
-        """A file that cannot be read raises the OS error."""
-        with pytest.raises(FileNotFoundError):
-            load_policy(tmp_path / "missing.toml")
+    @pytest.mark.parametrize(
+        ("name", "message"),
+        [
+            ("missing.toml", "cannot read it: No such file or directory"),
+            ("folder.toml", "cannot read it: Is a directory"),
+        ],
+    )
+    def test_unreadable_file(self, tmp_path: Path, name: str, message: str) -> None:
+        """A file that is missing or a directory is a located problem, its cause kept."""
+        (tmp_path / "folder.toml").mkdir()
+        path = tmp_path / name
+        with pytest.raises(PolicyError) as info:
+            load_policy(path)
+        (problem,) = info.value.problems
+        assert (problem.path, problem.source) == ("(document)", str(path))
+        assert problem.message == message
+        assert info.value.message == f"cannot load policy from {path}"
+        assert isinstance(info.value.__cause__, OSError)
 
     def test_semantic_problems_name_the_file(self, tmp_path: Path) -> None:
         """Problems found by the policy itself carry the file name too."""
@@ -267,6 +281,24 @@ class TestParsePolicy:
         assert info.value.message == f"policy p does not parse as {file_format.upper()}"
         assert [(p.path, p.message, p.source) for p in info.value.problems] == [
             (path, message, "p")
+        ]
+
+    @pytest.mark.parametrize(
+        ("file_format", "text"),
+        [
+            ("json", "[" * 100_000),
+            ("json", '{"a": ' * 100_000),
+            ("toml", "a = " + "[" * 100_000),
+            ("yaml", "[" * 100_000),
+        ],
+    )
+    def test_nesting_too_deep_to_read(self, file_format: str, text: str) -> None:
+        """A document nested deeper than its parser can follow is a located problem."""
+        with pytest.raises(PolicyError) as info:
+            parse_policy(text, format=file_format, source="p")  # type: ignore[arg-type]
+        assert info.value.message == f"policy p does not parse as {file_format.upper()}"
+        assert [(p.path, p.message) for p in info.value.problems] == [
+            ("(document)", f"{file_format.upper()} syntax error: nested too deeply")
         ]
 
     def test_yaml_error_without_mark(self) -> None:

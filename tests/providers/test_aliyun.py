@@ -322,13 +322,14 @@ class TestAliyunSms:
         assert info.value.request_id == "R9"
         assert info.value.uncertain is uncertain
 
+    @pytest.mark.parametrize("body", ["<html>", "[" * 100_000])
     async def test_answer_that_is_not_json(
-        self, aliyun: tuple[AliyunSms, respx.Router]
+        self, aliyun: tuple[AliyunSms, respx.Router], body: str
     ) -> None:
-        """A 502 page instead of JSON is unavailable and uncertain."""
+        """A 502 page, or JSON nested too deeply to read, is unavailable and uncertain."""
         provider, router = aliyun
         router.post(url__startswith=HOST).mock(
-            return_value=httpx.Response(502, text="<html>")
+            return_value=httpx.Response(502, text=body)
         )
         with pytest.raises(ProviderUnavailableError) as info:
             await provider.send(MESSAGE)

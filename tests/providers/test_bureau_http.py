@@ -195,6 +195,7 @@ class TestOAuth2:
             httpx.Response(200, json={"access_token": ""}),
             httpx.Response(200, json=["tok"]),
             httpx.Response(200, text="<html>"),
+            httpx.Response(200, text="[" * 100_000),
         ],
     )
     async def test_malformed_token(
@@ -347,6 +348,7 @@ class TestPull:
         "answer",
         [
             httpx.Response(200, text="<html>gateway</html>"),
+            httpx.Response(200, text="[" * 100_000),
             httpx.Response(200, json=[1, 2]),
         ],
     )

@@ -128,6 +128,7 @@ class TestVonageVerify:
             (problem(409, "Conflict"), ProviderUnavailableError),
             (httpx.Response(500, text="oops"), ProviderUnavailableError),
             (httpx.Response(202, json={}), ProviderUnavailableError),
+            (httpx.Response(202, text="[" * 100_000), ProviderUnavailableError),
         ],
     )
     async def test_start_errors(

@@ -204,6 +204,7 @@ class TestTencentCloudApi:
         "response",
         [
             httpx.Response(200, text="<html>gateway</html>"),
+            httpx.Response(200, text="[" * 100_000),
             httpx.Response(200, json={"NoResponse": {}}),
             httpx.Response(200, json={"Response": ["not", "an", "object"]}),
         ],

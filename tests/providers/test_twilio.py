@@ -174,7 +174,12 @@ class TestTwilioAccount:
         assert info.value.code is None
 
     @pytest.mark.parametrize(
-        "response", [httpx.Response(200, text="ok"), httpx.Response(200, json=[1])]
+        "response",
+        [
+            httpx.Response(200, text="ok"),
+            httpx.Response(200, text="[" * 100_000),
+            httpx.Response(200, json=[1]),
+        ],
     )
     async def test_success_that_is_not_an_object(
         self, twilio: tuple[TwilioAccount, respx.Router], response: httpx.Response

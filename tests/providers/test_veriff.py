@@ -231,10 +231,13 @@ class TestCreateSession:
         assert info.value.field == field
         assert info.value.retryable is False
 
-    async def test_body_not_json(self, veriff: tuple[Veriff, respx.Router]) -> None:
+    @pytest.mark.parametrize("body", ["<html>", "[" * 100_000])
+    async def test_body_not_json(
+        self, veriff: tuple[Veriff, respx.Router], body: str
+    ) -> None:
         """A 200 that is not a JSON object is a retryable ProviderUnavailableError."""
         provider, router = veriff
-        router.post(f"{BASE}/v1/sessions").respond(200, text="<html>")
+        router.post(f"{BASE}/v1/sessions").respond(200, text=body)
         with pytest.raises(ProviderUnavailableError, match="not a JSON object"):
             await provider.create_session(request())
 

@@ -224,11 +224,12 @@ class TestErrors:
         assert caught.value.uncertain
         assert "HTTP 502" in str(caught.value)
 
+    @pytest.mark.parametrize("body", ['["x"]', "[" * 100_000])
     async def test_body_not_an_object(
-        self, voice: VonageVoice, router: respx.Router
+        self, voice: VonageVoice, router: respx.Router, body: str
     ) -> None:
-        """A success whose body is not a JSON object is refused."""
-        router.get(f"{CALLS}/{UUID}").respond(200, json=["x"])
+        """A success whose body is not a JSON object (or nests too deeply) is refused."""
+        router.get(f"{CALLS}/{UUID}").respond(200, text=body)
 
         with pytest.raises(ProviderUnavailableError, match="not a JSON object"):
             await voice.get_call(UUID)

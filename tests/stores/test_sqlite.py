@@ -299,6 +299,60 @@ class TestSqliteStore:
         await store.aclose()
         assert path.read_bytes() == content
 
+    @pytest.mark.parametrize(
+        ("name", "reason"),
+        [
+            ("missing/sessions.db", "no directory {parent}"),
+            ("folder", "it is a directory"),
+            ("file.txt/sessions.db", "no directory {parent}"),
+            ("x" * 300 + ".db", "it cannot be created or opened there"),
+        ],
+        ids=["missing-directory", "a-directory", "under-a-file", "name-too-long"],
+    )
+    async def test_a_path_that_cannot_be_opened_is_a_configuration_error(
+        self, tmp_path: Path, name: str, reason: str
+    ) -> None:
+        """A path SQLite cannot open raises ConfigurationError naming it and why."""
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "file.txt").write_text("")
+        path = tmp_path / name
+        store = SqliteStore(path)
+        with pytest.raises(ConfigurationError) as info:
+            await store.open()
+        assert info.value.message.startswith(
+            f"cannot open {path} as a SQLite database: "
+            + reason.format(parent=path.parent)
+        )
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        await store.aclose()
+
+    async def test_a_file_it_may_not_write_is_a_configuration_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file opened read-only (no write permission) fails its migration: named too."""
+
+        def read_only(*_args: object, **_kwargs: object) -> None:
+            exc = sqlite3.OperationalError("attempt to write a readonly database")
+            exc.sqlite_errorname = "SQLITE_READONLY"
+            raise exc
+
+        monkeypatch.setattr(_sqlite, "_migrate", read_only)
+        path = tmp_path / "sessions.db"
+        store = SqliteStore(path)
+        with pytest.raises(ConfigurationError) as info:
+            await store.open()
+        assert info.value.message == (
+            f"cannot open {path} as a SQLite database: it cannot be created or "
+            "opened there (permissions, a read-only file system, a name too "
+            "long) (attempt to write a readonly database)"
+        )
+        await store.aclose()
+
+    def test_a_path_with_a_nul_byte_is_a_configuration_error(self) -> None:
+        """A NUL byte in the path is refused when the store is built."""
+        with pytest.raises(ConfigurationError, match="NUL byte"):
+            SqliteStore("sessions\0.db")
+
     async def test_timestamps_come_from_the_clock(
         self, tmp_path: Path, make_session: MakeSession
     ) -> None:

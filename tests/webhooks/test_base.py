@@ -78,6 +78,15 @@ class TestWebhookRequest:
 
         assert info.value.vendor == "veriff"
 
+    @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000])
+    def test_deeply_nested_json_is_a_format_error(self, body: bytes) -> None:
+        """JSON nested deeper than the decoder can follow is a WebhookFormatError."""
+        with pytest.raises(WebhookFormatError) as info:
+            request(body).json("veriff")
+
+        assert info.value.vendor == "veriff"
+        assert "nested too deeply" in str(info.value)
+
     def test_body_is_not_in_repr(self) -> None:
         """The raw body (personal data) stays out of the repr."""
         assert "secret-code" not in repr(request(b"code=secret-code"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,24 @@ class TestVonageSignature:
         """A token that is not a JWT is refused."""
         with pytest.raises(WebhookSignatureError, match="does not verify"):
             checker.verify(request(authorization="Bearer not.a.jwt"))
+
+    def test_deeply_nested_token_header(self, checker: VonageSignature) -> None:
+        """A token whose header is JSON nested too deeply to read is refused."""
+        header = base64.urlsafe_b64encode(b"[" * 100_000).rstrip(b"=").decode()
+        with pytest.raises(WebhookSignatureError, match="does not verify"):
+            checker.verify(request(authorization=f"Bearer {header}.e30.c2ln"))
+
+    def test_recursion_in_an_older_pyjwt_is_refused(
+        self, checker: VonageSignature, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """PyJWT before 2.14 lets the decoder's RecursionError through: refused too."""
+
+        def decode(*_args: object, **_kwargs: object) -> dict[str, Any]:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        monkeypatch.setattr(jwt, "decode", decode)
+        with pytest.raises(WebhookSignatureError, match="nested too deeply"):
+            checker.verify(request(authorization=f"Bearer {token()}"))
 
     def test_other_algorithm_refused(self, checker: VonageSignature) -> None:
         """A token with alg none is refused: only HS256 is accepted."""

@@ -17,7 +17,9 @@ Two JSON Lines formats are read, told apart by their first record:
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -344,6 +346,31 @@ def parse_line(text: str, number: int, source: str) -> object:
     except ValueError as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         _fail(source, number, "", f"not JSON: {reason}")
+    except RecursionError:
+        _fail(source, number, "", "not JSON: nested too deeply")
+
+
+def read_text(source: str, *, newline: str | None = None) -> io.StringIO:
+    """A UTF-8 file's text (without a leading BOM), to read line by line.
+
+    ``newline`` works as for `open`: ``None`` turns every line ending into
+    ``\\n``, ``""`` (for CSV) keeps them.
+
+    Raises:
+        DatasetError: a byte that is not UTF-8, with its line and its byte
+            in the line (from 1).
+        OSError: the file cannot be read.
+    """
+    data = Path(source).read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = start + exc.start
+        line = data.count(b"\n", 0, at) + 1
+        byte = at - data.rfind(b"\n", 0, at)
+        _fail(source, line, "", f"not UTF-8 text: {exc.reason} at byte {byte}")
+    return io.StringIO(text, newline=newline)
 
 
 # --- the audit-export format ------------------------------------------------------
@@ -654,12 +681,12 @@ def load_sessions(path: str | os.PathLike[str]) -> list[RecordedSession]:
     """Read recorded sessions from a JSON Lines file (see [`parse_sessions`][multiverify.backtest.parse_sessions]).
 
     Raises:
-        DatasetError: the file is not an audit export or a dataset.
+        DatasetError: the file is not UTF-8 text, or not an audit export or a
+            dataset.
         OSError: the file cannot be read.
     """
     source = os.fspath(path)
-    with Path(source).open(encoding="utf-8-sig") as file:
-        return parse_sessions(file, source=source)
+    return parse_sessions(read_text(source), source=source)
 
 
 # --- labels -----------------------------------------------------------------------
@@ -726,9 +753,8 @@ def load_labels(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read outcome labels from a CSV file (see [`parse_labels`][multiverify.backtest.parse_labels]).
 
     Raises:
-        DatasetError: a row cannot be read.
+        DatasetError: the file is not UTF-8 text, or a row cannot be read.
         OSError: the file cannot be read.
     """
     source = os.fspath(path)
-    with Path(source).open(encoding="utf-8-sig", newline="") as file:
-        return parse_labels(file, source=source)
+    return parse_labels(read_text(source, newline=""), source=source)

@@ -9,7 +9,6 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -23,6 +22,7 @@ from ._records import (
     detect,
     numbered,
     parse_line,
+    read_text,
 )
 from ._replay import Plan, SimulatedSession, replay
 from ._report import COLUMNS, Row, SimulationReport, Tally, VerdictChange
@@ -295,13 +295,13 @@ def simulate_file(
         The report.
 
     Raises:
-        DatasetError: a line is not a record of the file's format (the first
-            such line), or a session id appears twice.
+        DatasetError: the file is not UTF-8 text, a line is not a record of
+            the file's format (the first such line), or a session id appears
+            twice.
         OSError: the file cannot be read.
     """
     source = os.fspath(path)
-    with Path(source).open(encoding="utf-8-sig") as file:
-        lines = list(numbered(file))
+    lines = list(numbered(read_text(source)))
     comparer = _Comparer(policy, baseline)
     collector = _Collector(
         comparer, source=source, labels=labels, review_minutes=review_minutes

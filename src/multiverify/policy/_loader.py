@@ -119,33 +119,33 @@ def load_policy(
         The validated policy, its ``source`` set to ``path``.
 
     Raises:
-        PolicyError: the file is not a valid policy; each problem carries the
-            file name as its ``source``.
-        OSError: the file cannot be read.
+        PolicyError: the file cannot be read (missing, a directory, not
+            permitted, not UTF-8) or is not a valid policy; each problem
+            carries the file name as its ``source``.
     """
     source = os.fspath(path)
     file_format = _SUFFIXES.get(Path(source).suffix.lower())
     if file_format is None:
-        problem = PolicyProblem(
-            path=_DOCUMENT,
-            message=f"unknown file type {Path(source).suffix!r} "
+        raise _unloadable(
+            source,
+            f"unknown file type {Path(source).suffix!r} "
             "(use .toml, .yaml, .yml or .json)",
-            source=source,
         )
-        raise PolicyError(
-            message=f"cannot load policy from {source}", problems=(problem,)
-        )
-    data = Path(source).read_bytes()
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:  # missing, a directory, not permitted
+        raise _unloadable(source, f"cannot read it: {exc.strerror or exc}") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        problem = PolicyProblem(
-            path=_DOCUMENT, message=f"not UTF-8 text: {exc.reason}", source=source
-        )
-        raise PolicyError(
-            message=f"cannot load policy from {source}", problems=(problem,)
-        ) from None
+        raise _unloadable(source, f"not UTF-8 text: {exc.reason}") from None
     return parse_policy(text, format=file_format, source=source, channels=channels)
+
+
+def _unloadable(source: str, message: str) -> PolicyError:
+    """The error for a policy file that cannot be read as a document at all."""
+    problem = PolicyProblem(path=_DOCUMENT, message=message, source=source)
+    return PolicyError(message=f"cannot load policy from {source}", problems=(problem,))
 
 
 def parse_policy(
@@ -179,7 +179,8 @@ def parse_policy(
         raise ValueError(f"unknown policy format {format!r} (use toml, yaml or json)")
     try:
         data = parsers[format](text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError) as exc:
+    # RecursionError: nesting deeper than the parser can follow.
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
         problem = _syntax_problem(exc, format, source)
         raise PolicyError(
             message=f"policy {_describe(source)} does not parse as {format.upper()}",
@@ -256,7 +257,9 @@ def _syntax_problem(
     message = str(exc)
     line: int | None = None
     column: int | None = None
-    if isinstance(exc, json.JSONDecodeError):
+    if isinstance(exc, RecursionError):
+        message = "nested too deeply"
+    elif isinstance(exc, json.JSONDecodeError):
         message, line, column = exc.msg, exc.lineno, exc.colno
     elif isinstance(exc, yaml.MarkedYAMLError):
         message = f"{exc.problem} ({exc.context})" if exc.context else str(exc.problem)

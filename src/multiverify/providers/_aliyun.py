@@ -346,7 +346,7 @@ class AliyunSms:
         )
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             raise ProviderUnavailableError(

@@ -237,7 +237,7 @@ class HttpBureau:
             raise error_for_response(self._name, response)
         try:
             answer = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ProviderResponseError(
                 message=f"{self._name} answered with a body that is not JSON",
                 provider=self._name,
@@ -313,7 +313,7 @@ class HttpBureau:
             raise error
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         token = data.get("access_token") if isinstance(data, Mapping) else None
         if not isinstance(token, str) or not token:

@@ -197,7 +197,7 @@ class TencentCloudApi:
         try:
             envelope = response.json()
             answer = envelope["Response"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ProviderUnavailableError(
                 message=f"{self.provider} answered {action} with no Response object",
                 provider=self.provider,

@@ -107,7 +107,7 @@ class TwilioAccount:
         response = await exchange(self._client, self.provider, request)
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not response.is_success:
             raise _error(self.provider, response, data)

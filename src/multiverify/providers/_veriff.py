@@ -272,7 +272,7 @@ def parse_veriff_decision(
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -95,7 +95,7 @@ class VonageVerify:
         response = await exchange(self._client, self._name, request)
         try:
             data = response.json() if response.content else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             data = {}
         return response, data if isinstance(data, dict) else {}
 

@@ -223,7 +223,7 @@ class VonageVoice:
         response = await exchange(self._client, self._name, request)
         try:
             data = response.json() if response.content else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not response.is_success:
             message = None

@@ -31,6 +31,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._audit import AuditEvent
@@ -533,31 +534,63 @@ class _Worker:
         # isolation_level=None: no implicit transactions; every write below
         # opens its own with BEGIN IMMEDIATE. ``timeout`` is SQLite's
         # busy_timeout.
-        db = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout,
-            isolation_level=None,
-        )
+        try:
+            db = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+            )
+        except sqlite3.OperationalError as exc:  # only ever "unable to open"
+            raise self._unopenable(exc) from exc
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             _migrate(db, self._clock.now().isoformat())
         except sqlite3.DatabaseError as exc:
             db.close()
-            if exc.sqlite_errorname in _NOT_A_STORE:
+            name = exc.sqlite_errorname or ""
+            if name in _NOT_A_STORE:
                 raise ConfigurationError(
                     message=f"{self._path} is not a SQLite database, or is damaged "
                     f"({exc})"
                 ) from exc
+            if name.startswith(_CANNOT_OPEN):
+                raise self._unopenable(exc) from exc
             raise
         except BaseException:
             db.close()
             raise
         return db
 
+    def _unopenable(self, exc: sqlite3.Error) -> ConfigurationError:
+        """The error for a path SQLite cannot open, or write, as a database."""
+        path = Path(self._path)
+        if _is_dir(path):
+            reason = "it is a directory"
+        elif not _is_dir(path.parent):
+            reason = f"no directory {path.parent}"
+        else:
+            reason = (
+                "it cannot be created or opened there (permissions, a read-only "
+                "file system, a name too long)"
+            )
+        return ConfigurationError(
+            message=f"cannot open {self._path} as a SQLite database: {reason} ({exc})"
+        )
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long to look at
+        return False
+
 
 # What SQLite answers for a file that holds something else, or garbage.
 _NOT_A_STORE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+# What it answers, with or without an extended code, for a file it may not
+# open or write (no permission, a read-only file or file system).
+_CANNOT_OPEN = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_READONLY")
 
 
 def _alone(db: sqlite3.Connection, job: _Job) -> tuple[_Job, bool, Any]:
@@ -632,6 +665,10 @@ class SqliteStore(OpenableStore):
         clock: Clock | None = None,
     ) -> None:
         self._path = os.fspath(path)
+        if "\0" in self._path:
+            raise ConfigurationError(
+                message=f"SQLite database path {self._path!r} holds a NUL byte"
+            )
         if isinstance(busy_timeout, timedelta):
             busy_timeout = busy_timeout.total_seconds()
         if busy_timeout < 0:
@@ -651,11 +688,10 @@ class SqliteStore(OpenableStore):
 
         Raises:
             ConfigurationError: the file was written by a newer multiverify,
-                or is not a SQLite database (or is damaged).
+                is not a SQLite database (or is damaged), or cannot be opened
+                (a missing directory, a directory, no permission).
             StoreUnavailableError: another connection kept the file locked
                 for longer than ``busy_timeout``.
-            sqlite3.Error: the file cannot be opened (a missing directory, no
-                permission).
         """
         await self._run(lambda _: None)
 

@@ -70,13 +70,19 @@ class WebhookRequest:
         """The body as a JSON object.
 
         Raises:
-            WebhookFormatError: the body is not a JSON object.
+            WebhookFormatError: the body is not a JSON object, or is nested
+                deeper than the decoder can follow.
         """
         try:
             data = json.loads(self.body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise WebhookFormatError(
                 message=f"{vendor} callback body is not JSON: {exc}", vendor=vendor
+            ) from None
+        except RecursionError:
+            raise WebhookFormatError(
+                message=f"{vendor} callback body is JSON nested too deeply to read",
+                vendor=vendor,
             ) from None
         if not isinstance(data, dict):
             raise WebhookFormatError(

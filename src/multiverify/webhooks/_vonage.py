@@ -84,6 +84,12 @@ class VonageSignature:
             raise WebhookSignatureError(
                 message=f"callback token does not verify: {exc}", vendor=_VENDOR
             ) from None
+        except RecursionError:
+            # PyJWT before 2.14 lets the JSON decoder's RecursionError through.
+            raise WebhookSignatureError(
+                message="callback token holds JSON nested too deeply to read",
+                vendor=_VENDOR,
+            ) from None
         expected = claims.get("payload_hash")
         if not isinstance(expected, str):
             raise WebhookSignatureError(
