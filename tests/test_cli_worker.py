@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from multiverify import Policy, Step, Verifier
+from multiverify import _cli_worker as cli_worker
 from multiverify._cli import create_cli
 from multiverify._cli_worker import load_factory, run_worker
 from multiverify.exceptions import ConfigurationError
@@ -165,3 +167,39 @@ class TestWorkerCommand:
         )
         assert result.exit_code == 1
         assert "returned str, not a Verifier" in result.output
+
+    def test_the_command_passes_its_settings_to_the_worker(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each option reaches the Worker it builds, defaults included."""
+        seen: dict[str, Any] = {}
+
+        async def run(
+            store_url: str, app: str, options: dict[str, Any], **_: Any
+        ) -> None:
+            seen.update(options)
+
+        monkeypatch.setattr(cli_worker, "run_worker", run)
+        result = CliRunner().invoke(
+            create_cli(),
+            [
+                "worker",
+                "--store",
+                f"sqlite://{tmp_path}/w.db",
+                "--app",
+                "test_cli_worker:factory",
+                "--max-timer-backoff",
+                "60",
+                "--sweep-interval",
+                "120",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert seen == {
+            "poll_interval": 1.0,
+            "effect_grace": 0.0,
+            "stop_grace": 10.0,
+            "concurrency": 8,
+            "max_timer_backoff": 60.0,
+            "sweep_interval": 120.0,
+        }

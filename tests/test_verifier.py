@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -70,6 +72,7 @@ from multiverify.exceptions import (
 )
 from multiverify.stores import MemoryStore, SessionStore, SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
+from stores.sweeps import Sweeps
 
 CODE = {"code": "123456"}
 
@@ -3017,3 +3020,97 @@ class TestSessionCache:
             verdicts = await asyncio.gather(*waits)
             assert [v.outcome for v in verdicts] == [Outcome.APPROVED] * 2
             assert verifier._watches == {}
+
+
+class TestSweep:
+    """The Verifier deletes its store's lapsed shared state as it starts sessions."""
+
+    async def test_the_first_start_sweeps_and_one_an_interval_later(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """Starts sweep at most once per ``sweep_interval``, by the Verifier's clock."""
+        store = Sweeps()
+        start = clock.now()
+        await store.put_value("ledger:1", "{}", at=start, ttl=60)
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+            sweep_interval=600,
+        ) as verifier:
+            for _ in range(3):
+                await verifier.start(applicant)
+                for _ in range(3):
+                    await asyncio.sleep(0)  # the sweep runs beside the start
+                await clock.advance(300)
+
+        assert store.sweeps == [(start, 0), (start + timedelta(seconds=600), 1)]
+
+    async def test_a_lapsed_value_is_gone_from_sqlite(
+        self, clock: FakeClock, applicant: Applicant, tmp_path: Path
+    ) -> None:
+        """On the embedded default, with no worker, a start deletes the rows that lapsed."""
+        path = tmp_path / "mv.db"
+
+        def rows() -> int:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                (count,) = db.execute("SELECT count(*) FROM shared_values").fetchone()
+            return int(count)
+
+        async with SqliteStore(path) as store:
+            await store.put_value("ledger:1", "{}", at=clock.now(), ttl=60)
+            await clock.advance(61)
+            assert rows() == 1
+            async with Verifier(
+                bureau_sms_policy(),
+                channels=[bureau(), sms_code()],
+                store=store,
+                clock=clock,
+            ) as verifier:
+                await verifier.start(applicant)
+                await verifier.wait_idle()
+                for _ in range(100):  # the sweep commits on the store's thread
+                    if not rows():
+                        break
+                    await asyncio.sleep(0.01)
+                assert rows() == 0
+
+    async def test_none_never_sweeps(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """``sweep_interval=None`` leaves the sweep to a worker or ``store purge``."""
+        store = Sweeps()
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+            sweep_interval=None,
+        ) as verifier:
+            await verifier.start(applicant)
+            await verifier.wait_idle()
+        assert store.sweeps == []
+
+    async def test_a_failed_sweep_is_logged_and_the_start_goes_on(
+        self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A store that cannot sweep is logged; the session starts all the same."""
+        store = Sweeps(fail=1)
+        async with Verifier(
+            bureau_sms_policy(),
+            channels=[bureau(), sms_code()],
+            store=store,
+            clock=clock,
+        ) as verifier:
+            session = await verifier.start(applicant)
+            await verifier.wait_idle()
+            assert (await verifier.get(session.session_id)).session_id
+        assert (
+            "could not sweep lapsed shared state; trying again in 600s" in caplog.text
+        )
+
+    def test_sweep_interval_must_be_positive(self) -> None:
+        """A sweep interval of zero is a configuration error, named."""
+        with pytest.raises(ConfigurationError, match="sweep_interval"):
+            Verifier(bureau_sms_policy(), sweep_interval=0)

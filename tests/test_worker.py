@@ -20,6 +20,7 @@ from multiverify.stores import MemoryStore, PendingEffect
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 from stores.interleaved import Interleaved
 from stores.severable import Severable
+from stores.sweeps import Sweeps
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)  # where a FakeClock starts
 
@@ -174,28 +175,6 @@ class DamagedSessions(MemoryStore):
             msg = f"session {session_id} cannot be read"
             raise ValueError(msg)
         return await super().load(session_id)
-
-
-class Sweeps(MemoryStore):
-    """Records each sweep (when, how many went); may fail the first ones, or hang."""
-
-    def __init__(self, *, fail: int = 0, hang: bool = False) -> None:
-        super().__init__()
-        self.sweeps: list[tuple[datetime, int]] = []
-        self.fail = fail
-        self.hang = hang
-        self.hung: asyncio.Future[None] | None = None
-
-    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
-        if self.fail:
-            self.fail -= 1
-            raise StoreUnavailableError(message="down", store="memory")
-        if self.hang:
-            self.hung = asyncio.get_running_loop().create_future()
-            await self.hung
-        removed = await super().sweep_expired(at=at, batch=batch)
-        self.sweeps.append((at, removed))
-        return removed
 
 
 class TestWorker:

@@ -196,6 +196,22 @@ def register(cli: click.Group) -> None:
         help="Effects resumed at once (and timers fired at once).",
     )
     @click.option(
+        "--max-timer-backoff",
+        type=click.FloatRange(min=0, min_open=True),
+        default=300.0,
+        show_default=True,
+        help="Longest delay, in seconds, by which a due timer whose firing "
+        "failed is moved later (it doubles from --poll-interval).",
+    )
+    @click.option(
+        "--sweep-interval",
+        type=click.FloatRange(min=0, min_open=True),
+        default=600.0,
+        show_default=True,
+        help="Seconds between sweeps of the store's lapsed shared state "
+        "(SMS ledger, quota windows, cached reports).",
+    )
+    @click.option(
         "--log-level",
         type=click.Choice(["debug", "info", "warning", "error"]),
         default="info",
@@ -209,6 +225,8 @@ def register(cli: click.Group) -> None:
         effect_grace: float,
         stop_grace: float,
         concurrency: int,
+        max_timer_backoff: float,
+        sweep_interval: float,
         log_level: str,
     ) -> None:
         """Fire due timers and resume unfinished effects until SIGTERM.
@@ -227,6 +245,8 @@ def register(cli: click.Group) -> None:
             "effect_grace": effect_grace,
             "stop_grace": stop_grace,
             "concurrency": concurrency,
+            "max_timer_backoff": max_timer_backoff,
+            "sweep_interval": sweep_interval,
         }
         _guarded(
             run_worker(

@@ -60,6 +60,7 @@ from ._session import (
     transition,
     waiting_challenge,
 )
+from ._sweep import Sweeper
 from .channels import (
     Channel,
     ChannelRegistry,
@@ -256,9 +257,18 @@ class Verifier:
             pause starts at a fiftieth of it and doubles while nothing
             changes. ``None`` never polls: it sees this Verifier's own
             changes and the store's notifications.
+        sweep_interval: how often, in seconds on the clock, the Verifier
+            deletes the store's lapsed shared state (the SMS send ledger,
+            quota windows, cached bureau reports; see
+            [`sweep_expired`][multiverify.stores.SharedState.sweep_expired])
+            as it starts sessions: its first start sweeps, and a start an
+            interval later sweeps again, beside the start. ``None`` leaves it
+            to a [`Worker`][multiverify.Worker] or `multiverify store purge`.
+            Added in 0.1.
 
     Raises:
-        ConfigurationError: a policy names a channel that is not wired.
+        ConfigurationError: a policy names a channel that is not wired, or
+            ``sweep_interval`` is not positive.
     """
 
     def __init__(
@@ -274,6 +284,7 @@ class Verifier:
         early_event_wait: float | timedelta = 30.0,
         lease: float | timedelta = 30.0,
         watch_poll: float | timedelta | None = 1.0,
+        sweep_interval: float | timedelta | None = 600.0,
     ) -> None:
         self._runs_steps = channels is not None
         self._registry = (
@@ -308,6 +319,18 @@ class Verifier:
         self._leases = SessionLeases(
             self._store, self._clock, owner=new_owner(), ttl=parse_duration(lease)
         )
+        self._sweeper: Sweeper | None = None
+        if sweep_interval is not None:
+            every = parse_duration(sweep_interval)
+            if every <= 0:
+                raise ConfigurationError(
+                    message=f"sweep_interval must be positive: {sweep_interval!r}"
+                )
+            self._sweeper = Sweeper(
+                self._store,
+                timedelta(seconds=every),
+                who=f"verifier {self._leases.owner}",
+            )
         # Effects this Verifier is running now, by (session_id, effect_id):
         # their claims in the store are renewed together every third of the
         # lease by one task, which ends when it wakes to find none.
@@ -389,6 +412,8 @@ class Verifier:
             )
         chosen = self.policy(policy)
         now = self._clock.now()
+        if self._sweeper is not None:
+            self._sweeper.due(now)
         session = new_session(
             chosen, applicant, session_id=session_id or self._new_id(), at=now
         )
@@ -773,6 +798,8 @@ class Verifier:
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
+        if self._sweeper is not None:
+            await self._sweeper.stop()
         for watch in self._watches.values():
             for future in watch.futures:
                 future.cancel()

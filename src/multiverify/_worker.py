@@ -9,11 +9,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Self
 
 from ._duration import parse_duration
+from ._sweep import Sweeper
 from .exceptions import ConfigurationError, StoreUnavailableError
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from ._verifier import Verifier
     from .stores import DueTimer
 
@@ -98,8 +97,8 @@ class Worker:
                 f"concurrency must be positive: {poll_interval!r}, {max_backoff!r}, "
                 f"{max_timer_backoff!r}, {batch!r}, {concurrency!r}"
             )
-        self._sweep_every = timedelta(seconds=parse_duration(sweep_interval))
-        if self._sweep_every <= timedelta(0):
+        sweep_every = timedelta(seconds=parse_duration(sweep_interval))
+        if sweep_every <= timedelta(0):
             raise ConfigurationError(
                 message=f"sweep_interval must be positive: {sweep_interval!r}"
             )
@@ -110,8 +109,11 @@ class Worker:
         # Failures in a row of the due timers whose firing failed here.
         self._timer_failures: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._sweep: asyncio.Task[None] | None = None
-        self._sweep_due: datetime | None = None
+        self._sweeper = Sweeper(
+            verifier.store,
+            sweep_every,
+            who=f"worker {verifier._leases.owner}",  # noqa: SLF001
+        )
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -158,11 +160,7 @@ class Worker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        sweep, self._sweep = self._sweep, None
-        if sweep is not None:  # its batches so far stay deleted
-            sweep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep
+        await self._sweeper.stop()
         resumed = {each for each in self._resumed if not each.done()}
         if resumed:
             _, late = await asyncio.wait(resumed, timeout=self._stop_grace)
@@ -257,28 +255,8 @@ class Worker:
         if timers:
             fired = await asyncio.gather(*(self._fire(timer) for timer in timers))
             done += sum(fired)
-        if self._sweep_due is None or now >= self._sweep_due:
-            self._sweep_due = now + self._sweep_every
-            if self._sweep is None or self._sweep.done():
-                self._sweep = asyncio.ensure_future(self._sweep_expired(now))
+        self._sweeper.due(now)
         return done
-
-    async def _sweep_expired(self, at: datetime) -> None:
-        """Delete the store's lapsed shared state, beside the rounds (a backlog takes a while)."""
-        try:
-            removed = await self._verifier.store.sweep_expired(at=at)
-        except Exception:
-            log.warning(
-                "worker %s: could not sweep lapsed shared state; trying again in %gs",
-                self.owner,
-                self._sweep_every.total_seconds(),
-                exc_info=True,
-            )
-            return
-        if removed:
-            log.info(
-                "worker %s: swept %d lapsed shared-state entries", self.owner, removed
-            )
 
     async def _fire(self, timer: DueTimer) -> bool:
         key = (timer.session_id, timer.timer_id)
