@@ -3022,6 +3022,17 @@ class TestSessionCache:
             assert verifier._watches == {}
 
 
+def sweeping(store: SessionStore, clock: FakeClock, **settings: Any) -> Verifier:
+    """A Verifier of the SMS policy on ``store``, with these settings."""
+    return Verifier(
+        bureau_sms_policy(),
+        channels=[bureau(), sms_code()],
+        store=store,
+        clock=clock,
+        **settings,
+    )
+
+
 class TestSweep:
     """The Verifier deletes its store's lapsed shared state as it starts sessions."""
 
@@ -3032,13 +3043,7 @@ class TestSweep:
         store = Sweeps()
         start = clock.now()
         await store.put_value("ledger:1", "{}", at=start, ttl=60)
-        async with Verifier(
-            bureau_sms_policy(),
-            channels=[bureau(), sms_code()],
-            store=store,
-            clock=clock,
-            sweep_interval=600,
-        ) as verifier:
+        async with sweeping(store, clock, sweep_interval=600) as verifier:
             for _ in range(3):
                 await verifier.start(applicant)
                 for _ in range(3):
@@ -3062,12 +3067,7 @@ class TestSweep:
             await store.put_value("ledger:1", "{}", at=clock.now(), ttl=60)
             await clock.advance(61)
             assert rows() == 1
-            async with Verifier(
-                bureau_sms_policy(),
-                channels=[bureau(), sms_code()],
-                store=store,
-                clock=clock,
-            ) as verifier:
+            async with sweeping(store, clock) as verifier:
                 await verifier.start(applicant)
                 await verifier.wait_idle()
                 for _ in range(100):  # the sweep commits on the store's thread
@@ -3081,13 +3081,7 @@ class TestSweep:
     ) -> None:
         """``sweep_interval=None`` leaves the sweep to a worker or ``store purge``."""
         store = Sweeps()
-        async with Verifier(
-            bureau_sms_policy(),
-            channels=[bureau(), sms_code()],
-            store=store,
-            clock=clock,
-            sweep_interval=None,
-        ) as verifier:
+        async with sweeping(store, clock, sweep_interval=None) as verifier:
             await verifier.start(applicant)
             await verifier.wait_idle()
         assert store.sweeps == []
@@ -3097,15 +3091,11 @@ class TestSweep:
     ) -> None:
         """A store that cannot sweep is logged; the session starts all the same."""
         store = Sweeps(fail=1)
-        async with Verifier(
-            bureau_sms_policy(),
-            channels=[bureau(), sms_code()],
-            store=store,
-            clock=clock,
-        ) as verifier:
+        async with sweeping(store, clock) as verifier:
             session = await verifier.start(applicant)
             await verifier.wait_idle()
-            assert (await verifier.get(session.session_id)).session_id
+            loaded = await verifier.get(session.session_id)
+            assert [c.step_id for c in loaded.challenges] == ["sms"]
         assert (
             "could not sweep lapsed shared state; trying again in 600s" in caplog.text
         )
