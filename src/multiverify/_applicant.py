@@ -302,16 +302,25 @@ def _currency(_inst: object, _attr: object, value: Any) -> None:
         )
 
 
-def _timezone(_inst: object, _attr: object, value: str) -> None:
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone of this name.
+
+    Raises:
+        InvalidInputError: no such zone (``field="timezone"``).
+    """
     try:
-        ZoneInfo(value)
+        return ZoneInfo(name)
     # OSError: a name that is a directory of the database (America), too
     # long for a file name, or unreadable; ValueError: a malformed name or a
     # file that is no zone (zone.tab).
     except (ZoneInfoNotFoundError, OSError, ValueError, TypeError) as exc:
         raise InvalidInputError(
-            message=f"timezone: unknown IANA time zone {value!r}", field="timezone"
+            message=f"timezone: unknown IANA time zone {name!r}", field="timezone"
         ) from exc
+
+
+def _timezone(_inst: object, _attr: object, value: str) -> None:
+    time_zone(value)
 
 
 @attrs.frozen(kw_only=True)

@@ -817,6 +817,10 @@ async def test_the_listener_stops_listening_when_the_last_subscriber_leaves(
     leave_first = wire.feed().subscribe("s1", first)
     leave_second = wire.feed().subscribe("s1", second)
     await wire.start_marker()
+    # Each is told once the session is listened for: that comes after the
+    # listener reads the session's version, which may end after the marker's.
+    await first.next()
+    await second.next()
     leave_first()
     assert await wire.reaches("s1")
     assert (first.count, second.count) == (1, 2)

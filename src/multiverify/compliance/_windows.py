@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import attrs
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
+from .._applicant import time_zone
 from .._duration import format_duration, parse_duration
 from ..exceptions import InvalidInputError
 
@@ -321,15 +322,7 @@ def calling_zones(timezone: str | None, phone: str) -> tuple[ZoneInfo, ...]:
         InvalidInputError: the zone is unknown, or the number's region has none.
     """
     if timezone:
-        try:
-            return (ZoneInfo(timezone),)
-        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-            # OSError: a name the zone data holds as a folder ("America")
-            # or one too long for a file name.
-            raise InvalidInputError(
-                message=f"timezone: unknown IANA time zone {timezone!r}",
-                field="timezone",
-            ) from exc
+        return (time_zone(timezone),)
     try:
         number = phonenumbers.parse(phone)
     except phonenumbers.NumberParseException as exc:
