@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -82,6 +82,7 @@ from multiverify.webhooks import (
     WebhookRequest,
     twilio_signature,
 )
+from stores.interleaved import Interleaved
 
 SECRET = "a-server-secret-of-32-bytes-long"
 PHONE = "+8613800138000"
@@ -206,31 +207,6 @@ def applicant(
             amount=Decimal(8000), currency="CNY", term_months=12, purpose="laptop"
         ),
     )
-
-
-class Racing(MemoryStore):
-    """A store on which ``rival`` (another replica's start) runs just before the first ledger claim."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rival: Callable[[], Awaitable[object]] | None = None
-
-    async def put_value(
-        self,
-        key: str,
-        value: str,
-        /,
-        *,
-        at: datetime,
-        ttl: float,
-        only_if_absent: bool = False,
-    ) -> bool:
-        rival, self.rival = self.rival, None
-        if rival is not None and only_if_absent:
-            await rival()
-        return await super().put_value(
-            key, value, at=at, ttl=ttl, only_if_absent=only_if_absent
-        )
 
 
 class KeepsValues(MemoryStore):
@@ -679,11 +655,12 @@ class TestLimits:
 
     async def test_a_replica_that_loses_the_claim_gives_its_count_back(self) -> None:
         """Two replicas starting one send count it once: the one that lost the ledger claim refunds."""
-        store, clock = Racing(), FakeClock()
+        store, clock = MemoryStore(), FakeClock()
+        view = Interleaved(store, "put_value")  # two starts before one's claim
         limits = SmsLimits(per_phone=(RateLimit(limit=2, window=3600),))
-        one = Harness(limits=limits, shared=store, clock=clock)
+        one = Harness(limits=limits, shared=view, clock=clock)
         two = Harness(limits=limits, shared=store, clock=clock)
-        store.rival = two.start
+        view.before = two.start
 
         assert isinstance(await one.start(), Waiting)  # takes up two's send
 
