@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import attrs
 import pytest
 
+from channels.fake_sms import FakeSms
 from multiverify import Applicant
 from multiverify.channels import (
     Finished,
@@ -19,48 +20,18 @@ from multiverify.channels import (
     Waiting,
 )
 from multiverify.exceptions import (
-    ProviderError,
     ProviderNumberRejectedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
     ProviderUnavailableError,
     QuotaExceededError,
 )
-from multiverify.providers import SmsMessage, SmsReceipt
 from multiverify.stores import SessionStore
 from multiverify.testing import FakeClock
 
 T0 = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 DAY = 86400
 PHONES = ("+8613800138000", "+8613900139000", "+8613700137000", "+8613600136000")
-
-
-class Vendor:
-    """An SmsProvider that raises ``errors`` in turn, then sends."""
-
-    def __init__(self, name: str, errors: Sequence[ProviderError] = ()) -> None:
-        self._name = name
-        self.errors = list(errors)
-        self.sent: list[SmsMessage] = []
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def send(self, message: SmsMessage, /) -> SmsReceipt:
-        if self.errors:
-            raise self.errors.pop(0)
-        self.sent.append(message)
-        return SmsReceipt(provider=self._name, message_id=f"m{len(self.sent)}")
-
-    async def find(
-        self, message: SmsMessage, /, *, sent_after: datetime
-    ) -> SmsReceipt | None:
-        del message, sent_after
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 #: One send per number an hour, and one send's price a day.
@@ -80,12 +51,12 @@ class Sends:
         store: SessionStore,
         who: Applicant,
         limits: SmsLimits,
-        *vendors: Vendor,
+        *vendors: FakeSms,
     ) -> None:
         self.store = store
         self.who = who
         self.clock = FakeClock(T0)
-        self.vendors = list(vendors) or [Vendor("alpha")]
+        self.vendors = list(vendors) or [FakeSms("alpha")]
         self.channel = SmsCodeChannel(
             self.vendors,
             secret="a-server-secret-of-32-bytes-long",
@@ -137,7 +108,7 @@ MakeSends = Callable[..., Sends]
 def sends_on(store: SessionStore, applicant: Applicant) -> MakeSends:
     """Build an SMS channel on each store in turn, with limits and vendors."""
 
-    def make(limits: SmsLimits, *vendors: Vendor) -> Sends:
+    def make(limits: SmsLimits, *vendors: FakeSms) -> Sends:
         return Sends(store, applicant, limits, *vendors)
 
     return make
@@ -221,7 +192,7 @@ class TestVendorFailures:
         """A vendor that throttled the send sent nothing: its limits and spend come back, and a retry counts afresh."""
         sends = sends_on(
             ONE_SEND,
-            Vendor(
+            FakeSms(
                 "alpha", [ProviderRateLimitedError(message="slow", provider="alpha")]
             ),
         )
@@ -239,7 +210,7 @@ class TestVendorFailures:
         """A send that may have gone out (a timeout after sending) keeps its limits and spend taken."""
         sends = sends_on(
             ONE_SEND,
-            Vendor(
+            FakeSms(
                 "alpha",
                 [
                     ProviderUnavailableError(
@@ -258,10 +229,10 @@ class TestVendorFailures:
         self, sends_on: MakeSends
     ) -> None:
         """A vendor's refusal costs nothing: the next vendor's send fits a cap of one send."""
-        refusing = Vendor(
+        refusing = FakeSms(
             "alpha", [ProviderRejectedError(message="no", provider="alpha")]
         )
-        sending = Vendor("beta")
+        sending = FakeSms("beta")
         sends = sends_on(
             SmsLimits(prices={"alpha": 1.0, "beta": 1.0}, daily_spend=1.0),
             refusing,
@@ -283,7 +254,7 @@ class TestVendorFailures:
                 prices={"alpha": 1.0},
                 daily_spend=1.0,
             ),
-            Vendor(
+            FakeSms(
                 "alpha",
                 [ProviderNumberRejectedError(message="landline", provider="alpha")],
             ),
@@ -311,16 +282,16 @@ class TestVendorFailures:
                 prices={"alpha": 1.0, "beta": 1.0},
                 daily_spend=1.0,
             ),
-            Vendor("alpha", [uncertain]),
-            Vendor("beta"),
+            FakeSms("alpha", [uncertain]),
+            FakeSms("beta"),
         )
         assert await over_cap.refused("s1") == "daily_spend"
         assert await over_cap.refused("s2") == "phone"
 
         failing = sends_on(
             SmsLimits(per_phone=(RateLimit(limit=1, window=3600),)),
-            Vendor("alpha", [uncertain]),
-            Vendor("beta", [ProviderRejectedError(message="no", provider="beta")]),
+            FakeSms("alpha", [uncertain]),
+            FakeSms("beta", [ProviderRejectedError(message="no", provider="beta")]),
         )
         with pytest.raises(ProviderRejectedError, match="no"):
             await failing.start("s3", phone=PHONES[1])
