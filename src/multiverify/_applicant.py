@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -29,19 +30,26 @@ __all__ = [
 ]
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
 # The ISO 4217 codes of currencies that are or were legal tender somewhere:
 # the CLDR currency data Babel ships (supplementalData.xml <currencyData>,
 # https://cldr.unicode.org/, which follows the ISO 4217 maintenance agency's
 # lists one and three), kept current by upgrading Babel. A retired code (BGN,
 # 2026) stays accepted so that sessions saved with it still load; codes that
 # were never tender are refused: funds (USN), metals (XAU), testing (XTS), no
-# currency (XXX) and made-up ones (RMB for CNY).
-_CURRENCIES = frozenset(
-    code
-    for entries in get_global("territory_currencies").values()
-    for code, _start, _end, tender in entries
-    if tender
-)
+# currency (XXX) and made-up ones (RMB for CNY). Read on first use, not at
+# import: Babel loads its data file then.
+@functools.cache
+def _currencies() -> frozenset[str]:
+    return frozenset(
+        code
+        for entries in get_global("territory_currencies").values()
+        for code, _start, _end, tender in entries
+        if tender
+    )
+
+
 # Amounts, fees and rates this large are refused: no loan comes near, and the
 # float a policy reads of one past 1e308 is infinite.
 _AMOUNT_DIGITS = 15
@@ -294,7 +302,7 @@ def _currency(_inst: object, _attr: object, value: Any) -> None:
             message=f"currency: expected an ISO 4217 code such as CNY, got {value!r}",
             field="currency",
         )
-    if value not in _CURRENCIES:
+    if value not in _currencies():
         raise InvalidInputError(
             message=f"currency: {value!r} is not an ISO 4217 currency code "
             "(such as CNY or USD)",
