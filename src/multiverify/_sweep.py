@@ -7,6 +7,8 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 
+from ._duration import parse_duration
+from .exceptions import ConfigurationError
 from .stores import SharedState
 
 log = logging.getLogger("multiverify")
@@ -24,13 +26,24 @@ class Sweeper:
 
     Args:
         shared: the store to sweep.
-        every: the interval, by the clock of whoever calls `due`.
+        every: the interval (the runtime's ``sweep_interval``), in seconds
+            or as a duration, by the clock of whoever calls `due`.
         who: how the logs name the runtime that sweeps.
+
+    Raises:
+        ConfigurationError: the interval is not positive.
     """
 
-    def __init__(self, shared: SharedState, every: timedelta, *, who: str) -> None:
+    def __init__(
+        self, shared: SharedState, every: float | timedelta, *, who: str
+    ) -> None:
+        seconds = parse_duration(every)
+        if seconds <= 0:
+            raise ConfigurationError(
+                message=f"sweep_interval must be positive: {every!r}"
+            )
         self._shared = shared
-        self._every = every
+        self._every = timedelta(seconds=seconds)
         self._who = who
         self._next: datetime | None = None
         self._task: asyncio.Task[None] | None = None

@@ -319,18 +319,13 @@ class Verifier:
         self._leases = SessionLeases(
             self._store, self._clock, owner=new_owner(), ttl=parse_duration(lease)
         )
-        self._sweeper: Sweeper | None = None
-        if sweep_interval is not None:
-            every = parse_duration(sweep_interval)
-            if every <= 0:
-                raise ConfigurationError(
-                    message=f"sweep_interval must be positive: {sweep_interval!r}"
-                )
-            self._sweeper = Sweeper(
-                self._store,
-                timedelta(seconds=every),
-                who=f"verifier {self._leases.owner}",
+        self._sweeper = (
+            None
+            if sweep_interval is None
+            else Sweeper(
+                self._store, sweep_interval, who=f"verifier {self._leases.owner}"
             )
+        )
         # Effects this Verifier is running now, by (session_id, effect_id):
         # their claims in the store are renewed together every third of the
         # lease by one task, which ends when it wakes to find none.

@@ -97,11 +97,6 @@ class Worker:
                 f"concurrency must be positive: {poll_interval!r}, {max_backoff!r}, "
                 f"{max_timer_backoff!r}, {batch!r}, {concurrency!r}"
             )
-        sweep_every = timedelta(seconds=parse_duration(sweep_interval))
-        if sweep_every <= timedelta(0):
-            raise ConfigurationError(
-                message=f"sweep_interval must be positive: {sweep_interval!r}"
-            )
         self._batch = batch
         self._limit = concurrency
         self._concurrency = asyncio.Semaphore(concurrency)
@@ -111,7 +106,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._sweeper = Sweeper(
             verifier.store,
-            sweep_every,
+            sweep_interval,
             who=f"worker {verifier._leases.owner}",  # noqa: SLF001
         )
 
