@@ -707,12 +707,7 @@ class Verifier:
         """
         fired = 0
         for timer in await self._store.due_timers(self._clock.now()):
-            try:
-                fired += await self._fire(timer.session_id, timer.timer_id)
-            except Exception:
-                log.exception(
-                    "timer %s of session %s failed", timer.timer_id, timer.session_id
-                )
+            fired += await self._fire(timer.session_id, timer.timer_id)
         return fired
 
     async def resume(self) -> int:
@@ -1492,7 +1487,7 @@ class Verifier:
         """
         try:
             return await self._try_fire(session_id, timer_id)
-        except MultiverifyError:
+        except Exception:  # whatever the cause, the timer stays due
             log.exception("timer %s of session %s failed", timer_id, session_id)
             return False
 
