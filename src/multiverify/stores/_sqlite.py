@@ -1087,18 +1087,11 @@ class SqliteStore(OpenableStore):
         return await self._run(consume, write=True, inline=True)
 
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
-        args = (key, _utc_key(at), amount)
-        deleted: int = await self._run(
-            lambda db: (
-                db.execute(
-                    "DELETE FROM quota_entries WHERE seq = (SELECT seq FROM "
-                    "quota_entries WHERE key = ? AND at_utc = ? AND amount = ? "
-                    "ORDER BY seq DESC LIMIT 1)",
-                    args,
-                ).rowcount
-            ),
-            write=True,
-            inline=True,
+        deleted = await self._write(
+            "DELETE FROM quota_entries WHERE seq = (SELECT seq FROM "
+            "quota_entries WHERE key = ? AND at_utc = ? AND amount = ? "
+            "ORDER BY seq DESC LIMIT 1)",
+            (key, _utc_key(at), amount),
         )
         return deleted == 1
 
