@@ -23,7 +23,7 @@ from multiverify.exceptions import (
     SessionNotFoundError,
     StoreUnavailableError,
 )
-from multiverify.stores import DueTimer, RedisStore
+from multiverify.stores import DueTimer, RedisStore, _redis
 
 redis_asyncio = pytest.importorskip("redis.asyncio")
 redis_exceptions = pytest.importorskip("redis.exceptions")
@@ -558,3 +558,128 @@ class TestSharedState:
 
             assert await store.get_value("k", at=T0 + timedelta(seconds=9)) == "v"
             assert await store.get_value("k", at=T0 + timedelta(seconds=10)) is None
+
+
+class TestScripts:
+    async def test_a_server_that_lost_its_scripts_runs_them_again(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """After SCRIPT FLUSH (as after a restart) every write still goes, once EVAL, then EVALSHA again."""
+        admin = redis_asyncio.Redis.from_url(REDIS_URL)
+        try:
+            async with RedisStore(REDIS_URL, prefix=prefix) as store:
+                await store.create(make_session("s1"))
+                await admin.script_flush()
+
+                assert await store.save(make_session("s1"), expected_version=1) == 2
+                assert await store.save(make_session("s1"), expected_version=2) == 3
+                with pytest.raises(ConcurrentUpdateError):
+                    await store.save(make_session("s1"), expected_version=2)
+                assert (await store.load("s1"))[1] == 3
+        finally:
+            await admin.aclose()
+
+    async def test_a_client_with_one_connection_runs_scripts_through_it(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A given single-connection client: the store's scripts go on its one connection, SCRIPT FLUSH included."""
+        name = f"mvtest-{uuid4().hex[:12]}"
+        client = redis_asyncio.Redis.from_url(
+            REDIS_URL, single_connection_client=True, client_name=name
+        )
+        admin = redis_asyncio.Redis.from_url(REDIS_URL)
+        try:
+            store = RedisStore(client=client, prefix=prefix, notifications=False)
+            await store.create(make_session("s1"))
+            await client.script_flush()
+
+            assert await store.save(make_session("s1"), expected_version=1) == 2
+            assert (await store.load("s1"))[1] == 2
+            with pytest.raises(SessionNotFoundError):
+                await store.save(make_session("s2"), expected_version=1)
+            connections = [c for c in await admin.client_list() if c["name"] == name]
+            assert len(connections) == 1
+        finally:
+            await client.aclose()
+            await admin.aclose()
+
+    async def test_the_clients_retry_policy_holds(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """A connection error while a script is sent: the connection is closed, and sent again as the client's Retry says."""
+        retry = pytest.importorskip("redis.asyncio.retry")
+        backoff = pytest.importorskip("redis.backoff")
+        client = redis_asyncio.Redis.from_url(
+            REDIS_URL, retry=retry.Retry(backoff.NoBackoff(), 1)
+        )
+        sent: list[object] = []
+        try:
+            store = RedisStore(client=client, prefix=prefix)
+            await store.create(make_session("s1"))
+            conn = await client.connection_pool.get_connection()
+            await client.connection_pool.release(conn)  # the one the store takes
+            send = conn.send_packed_command
+
+            async def lost_once(command: Any, check_health: bool = True) -> None:
+                if b"EVALSHA" in b"".join(command):  # not the reconnection's own
+                    sent.append(command)
+                    if len(sent) == 1:
+                        raise redis_exceptions.ConnectionError("lost")
+                await send(command, check_health)
+
+            conn.send_packed_command = lost_once
+
+            assert await store.save(make_session("s1"), expected_version=1) == 2
+            assert len(sent) == 2
+            conn.send_packed_command = send
+        finally:
+            await client.aclose()
+
+    async def test_a_connection_error_without_retries_is_a_store_unavailable_error(
+        self, prefix: str, make_session: MakeSession
+    ) -> None:
+        """No retries: the first connection error ends the call, as StoreUnavailableError."""
+        retry = pytest.importorskip("redis.asyncio.retry")
+        backoff = pytest.importorskip("redis.backoff")
+        client = redis_asyncio.Redis.from_url(
+            REDIS_URL, retry=retry.Retry(backoff.NoBackoff(), 0)
+        )
+        try:
+            store = RedisStore(client=client, prefix=prefix)
+            await store.create(make_session("s1"))
+            conn = await client.connection_pool.get_connection()
+            await client.connection_pool.release(conn)
+
+            async def lost(command: Any, check_health: bool = True) -> None:
+                raise redis_exceptions.ConnectionError("lost")
+
+            conn.send_packed_command = lost
+            with pytest.raises(StoreUnavailableError, match="lost"):
+                await store.save(make_session("s1"), expected_version=1)
+            del conn.send_packed_command
+            assert (await store.load("s1"))[1] == 1
+        finally:
+            await client.aclose()
+
+    def test_arguments_are_text_bytes_or_integers(self) -> None:
+        """What the scripts take is packed as redis-py packs it; anything else is refused."""
+        header, body = _redis._packed(["k"], ["é", b"\x00", -3], "utf-8", "strict")
+
+        assert header == b"*7\r\n"  # EVALSHA, its SHA, the key count, 1 key, 3 args
+        assert body == (
+            b"$1\r\n1\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n$1\r\n\x00\r\n$2\r\n-3\r\n"
+        )
+        with pytest.raises(TypeError, match="float"):
+            _redis._packed([], [1.5], "utf-8", "strict")  # type: ignore[list-item]
+
+    def test_pools_of_old_redis_py_are_named_the_command(self) -> None:
+        """Before redis-py 5.3 a pool's ``get_connection`` takes a command name; since, nothing."""
+
+        class OldPool:
+            async def get_connection(
+                self, command_name: str, *keys: Any, **options: Any
+            ) -> None:
+                del command_name, keys, options  # pragma: no cover - never called
+
+        assert _redis._checkout_args(OldPool()) == ("EVALSHA",)
+        assert _redis._checkout_args(redis_asyncio.ConnectionPool()) == ()

@@ -37,11 +37,14 @@ server (or a primary), not a Redis Cluster.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import inspect
 import json
 import logging
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._audit import AuditEvent
@@ -69,10 +72,10 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
 
     import redis.asyncio
-    from redis.commands.core import AsyncScript
+    from redis.asyncio.connection import AbstractConnection
 
 __all__ = ["RedisStore"]
 
@@ -640,7 +643,12 @@ def _pending(
 
 
 def _json(*parts: str) -> str:
-    return json.dumps(list(parts), separators=(",", ":"))
+    return _compact(parts)
+
+
+# json.dumps(..., separators=(",", ":")) without a new encoder each call: a
+# tuple is written as a list, so the text is the same.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _text(value: bytes | str) -> str:
@@ -681,6 +689,69 @@ def _stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+# What a script call's keys and arguments may be.
+_Arg = str | bytes | int
+# A script bound to its store: ``await run(keys=[...], args=[...])``.
+_Run: TypeAlias = "Callable[..., Awaitable[Any]]"
+
+
+class _Script:
+    """A Lua script, sent as EVALSHA, or as EVAL when the server lacks it.
+
+    The first two bulk strings of each command are packed once, in RESP
+    (https://redis.io/docs/latest/develop/reference/protocol-spec/): a
+    bulk string is ``$``, its length, CRLF, the bytes and CRLF.
+    """
+
+    __slots__ = ("eval", "evalsha", "sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        body = source.encode()
+        # Redis names a script by the SHA-1 of its text (SCRIPT LOAD).
+        self.sha = hashlib.sha1(body).hexdigest()  # noqa: S324
+        self.evalsha = _bulk(b"EVALSHA") + _bulk(self.sha.encode())
+        self.eval = _bulk(b"EVAL") + _bulk(body)
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _packed(
+    keys: Sequence[_Arg], args: Sequence[_Arg], encoding: str, errors: str
+) -> tuple[bytes, bytes]:
+    """The array header and the bulk strings after a script's name: the key count, keys, arguments.
+
+    Text is encoded as the client encodes it; an int is written in decimal,
+    as redis-py writes it.
+    """
+    out = [b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
+    for arg in (*keys, *args):
+        kind = type(arg)
+        if kind is str:
+            data = cast("str", arg).encode(encoding, errors)
+        elif kind is int:
+            data = b"%d" % cast("int", arg)
+        elif kind is bytes:
+            data = cast("bytes", arg)
+        else:
+            raise TypeError(f"a script argument must be str, bytes or int, not {kind}")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"*%d\r\n" % (len(out) + 2), b"".join(out)
+
+
+def _checkout_args(pool: Any) -> tuple[str, ...]:
+    """What ``pool.get_connection`` takes: a command name before redis-py 5.3, nothing since."""
+    try:
+        param = inspect.signature(pool.get_connection).parameters.get("command_name")
+    except (TypeError, ValueError):  # pragma: no cover - a pool without a signature
+        return ()
+    if param is not None and param.default is inspect.Parameter.empty:
+        return ("EVALSHA",)
+    return ()
 
 
 def _redact(url: str) -> str:
@@ -782,29 +853,107 @@ class RedisStore(OpenableStore):
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
         )
-        self._create: AsyncScript = client.register_script(_CREATE)
-        self._save: AsyncScript = client.register_script(_SAVE)
-        self._pending: AsyncScript = client.register_script(_PENDING)
-        self._schedule: AsyncScript = client.register_script(_SCHEDULE)
-        self._cancel: AsyncScript = client.register_script(_CANCEL)
-        self._move: AsyncScript = client.register_script(_MOVE)
-        self._complete: AsyncScript = client.register_script(_COMPLETE)
-        self._complete_many: AsyncScript = client.register_script(_COMPLETE_MANY)
-        self._migrate: AsyncScript = client.register_script(_MIGRATE)
-        self._migrate_timers: AsyncScript = client.register_script(_MIGRATE_TIMERS)
-        self._claim_effects: AsyncScript = client.register_script(_CLAIM_EFFECTS)
-        self._extend_effects: AsyncScript = client.register_script(_EXTEND_EFFECTS)
-        self._consume: AsyncScript = client.register_script(_CONSUME)
-        self._refund: AsyncScript = client.register_script(_REFUND)
-        self._put_value: AsyncScript = client.register_script(_PUT_VALUE)
-        self._delete_value: AsyncScript = client.register_script(_DELETE_VALUE)
-        self._enqueue: AsyncScript = client.register_script(_ENQUEUE)
-        self._claim: AsyncScript = client.register_script(_CLAIM)
-        self._extend: AsyncScript = client.register_script(_EXTEND)
-        self._release: AsyncScript = client.register_script(_RELEASE)
-        self._update_item: AsyncScript = client.register_script(_UPDATE_ITEM)
-        self._complete_item: AsyncScript = client.register_script(_COMPLETE_ITEM)
-        self._queue_items: AsyncScript = client.register_script(_QUEUE_ITEMS)
+        pool = client.connection_pool
+        encoder = pool.get_encoder()  # type: ignore[no-untyped-call]
+        self._encoding: tuple[str, str] = (encoder.encoding, encoder.encoding_errors)
+        self._checkout = _checkout_args(pool)
+        self._no_script: type[Exception] = redis.exceptions.NoScriptError
+        self._bind_scripts()
+        # Those of a write (see _WRITE); the session's own go in on each call.
+        self._write_keys_template = [
+            "",
+            self._key("sessions"),
+            self._key("outbox"),
+            "",
+            self._key("effects"),
+            self._key("seq", "outbox"),
+            "",
+            self._key("seq", "sessions"),
+            self._key("claims"),
+            self._key("claim-owner"),
+            self._key("timers"),
+            self._key("timer-index"),
+            self._key("seq", "timers"),
+            "",
+        ]
+
+    def _bind_scripts(self) -> None:
+        self._create: _Run = self._script(_CREATE)
+        self._save: _Run = self._script(_SAVE)
+        self._pending: _Run = self._script(_PENDING)
+        self._schedule: _Run = self._script(_SCHEDULE)
+        self._cancel: _Run = self._script(_CANCEL)
+        self._move: _Run = self._script(_MOVE)
+        self._complete: _Run = self._script(_COMPLETE)
+        self._complete_many: _Run = self._script(_COMPLETE_MANY)
+        self._migrate: _Run = self._script(_MIGRATE)
+        self._migrate_timers: _Run = self._script(_MIGRATE_TIMERS)
+        self._claim_effects: _Run = self._script(_CLAIM_EFFECTS)
+        self._extend_effects: _Run = self._script(_EXTEND_EFFECTS)
+        self._consume: _Run = self._script(_CONSUME)
+        self._refund: _Run = self._script(_REFUND)
+        self._put_value: _Run = self._script(_PUT_VALUE)
+        self._delete_value: _Run = self._script(_DELETE_VALUE)
+        self._enqueue: _Run = self._script(_ENQUEUE)
+        self._claim: _Run = self._script(_CLAIM)
+        self._extend: _Run = self._script(_EXTEND)
+        self._release: _Run = self._script(_RELEASE)
+        self._update_item: _Run = self._script(_UPDATE_ITEM)
+        self._complete_item: _Run = self._script(_COMPLETE_ITEM)
+        self._queue_items: _Run = self._script(_QUEUE_ITEMS)
+
+    def _script(self, source: str) -> _Run:
+        return functools.partial(self._run, _Script(source))
+
+    async def _run(
+        self, script: _Script, keys: Sequence[_Arg], args: Sequence[_Arg] = ()
+    ) -> Any:
+        """Run ``script`` on a connection of the pool, as redis-py's own scripts run.
+
+        The command is packed here (the script's name once, the rest as
+        plain bytes) and sent on a connection taken from the pool, under the
+        connection's retry policy: what redis-py's ``execute_command`` does
+        for EVALSHA, without its per-command work. A client with a single
+        connection of its own runs it through redis-py.
+        """
+        client = self._client
+        if client.single_connection_client:
+            return await self._run_on_client(script, keys, args)
+        head, body = _packed(keys, args, *self._encoding)
+        pool = client.connection_pool
+        conn = await pool.get_connection(*self._checkout)  # type: ignore[no-untyped-call]
+        try:
+            return await conn.retry.call_with_retry(
+                lambda: self._send(conn, script, head, body),
+                lambda _: conn.disconnect(),
+            )
+        finally:
+            await pool.release(conn)
+
+    async def _send(
+        self, conn: AbstractConnection, script: _Script, head: bytes, body: bytes
+    ) -> Any:
+        await conn.send_packed_command((head, script.evalsha, body))
+        try:
+            return await conn.read_response()
+        except self._no_script:
+            # The server lost its scripts (restarted, or SCRIPT FLUSH): EVAL
+            # runs this one, and the server keeps it for the next EVALSHA.
+            await conn.send_packed_command((head, script.eval, body))
+            return await conn.read_response()
+
+    async def _run_on_client(
+        self, script: _Script, keys: Sequence[_Arg], args: Sequence[_Arg]
+    ) -> Any:
+        client = self._client
+        try:
+            return await client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except self._no_script:
+            return await client.execute_command(  # type: ignore[no-untyped-call]
+                "EVAL", script.source, len(keys), *keys, *args
+            )
 
     def __repr__(self) -> str:
         where = f"url={self._url!r}" if self._url is not None else "client=<given>"
@@ -901,22 +1050,12 @@ class RedisStore(OpenableStore):
         return ":".join((self._prefix, *parts))
 
     def _write_keys(self, session_id: str) -> list[str]:
-        return [
-            self._key("session", session_id),
-            self._key("sessions"),
-            self._key("outbox"),
-            self._key("outbox", session_id),
-            self._key("effects"),
-            self._key("seq", "outbox"),
-            self._key("audit", session_id),
-            self._key("seq", "sessions"),
-            self._key("claims"),
-            self._key("claim-owner"),
-            self._key("timers"),
-            self._key("timer-index"),
-            self._key("seq", "timers"),
-            self._key("timers", session_id),
-        ]
+        keys = self._write_keys_template.copy()
+        keys[0] = self._key("session", session_id)
+        keys[3] = self._key("outbox", session_id)
+        keys[6] = self._key("audit", session_id)
+        keys[13] = self._key("timers", session_id)
+        return keys
 
     def _write_args(
         self,
