@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
-from .._serde import dumps, loads, session_to_json, structure_effect
+from .._serde import effect_to_json, loads, session_to_json, structure_effect
 from .._session import Effect, Session
 from ..exceptions import (
     ConfigurationError,
@@ -1091,7 +1091,7 @@ class RedisStore(OpenableStore):
             args += _timer_args(sid, timer_id, due_at)
         args.append(len(effects))
         for effect in effects:
-            args += [_json(sid, effect.effect_id), dumps(effect)]
+            args += [_json(sid, effect.effect_id), effect_to_json(effect)]
         args += [event.to_json() for event in audit]
         return args
 
