@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
@@ -560,6 +561,27 @@ class TestSharedState:
             assert await store.get_value("k", at=T0 + timedelta(seconds=10)) is None
 
 
+@contextlib.asynccontextmanager
+async def session_on_retrying_client(
+    prefix: str, make_session: MakeSession, retries: int
+) -> AsyncIterator[tuple[RedisStore, Any]]:
+    """A store on a client that retries ``retries`` times, session s1 created, and the connection its next call takes."""
+    retry = pytest.importorskip("redis.asyncio.retry")
+    backoff = pytest.importorskip("redis.backoff")
+    client = redis_asyncio.Redis.from_url(
+        REDIS_URL, retry=retry.Retry(backoff.NoBackoff(), retries)
+    )
+    try:
+        store = RedisStore(client=client, prefix=prefix)
+        await store.create(make_session("s1"))
+        pool = client.connection_pool
+        conn = await pool.get_connection(*_redis._checkout_args(pool))
+        await pool.release(conn)  # the one the store takes next
+        yield store, conn
+    finally:
+        await client.aclose()
+
+
 class TestScripts:
     async def test_a_server_that_lost_its_scripts_runs_them_again(
         self, prefix: str, make_session: MakeSession
@@ -607,17 +629,11 @@ class TestScripts:
         self, prefix: str, make_session: MakeSession
     ) -> None:
         """A connection error while a script is sent: the connection is closed, and sent again as the client's Retry says."""
-        retry = pytest.importorskip("redis.asyncio.retry")
-        backoff = pytest.importorskip("redis.backoff")
-        client = redis_asyncio.Redis.from_url(
-            REDIS_URL, retry=retry.Retry(backoff.NoBackoff(), 1)
-        )
         sent: list[object] = []
-        try:
-            store = RedisStore(client=client, prefix=prefix)
-            await store.create(make_session("s1"))
-            conn = await client.connection_pool.get_connection()
-            await client.connection_pool.release(conn)  # the one the store takes
+        async with session_on_retrying_client(prefix, make_session, 1) as (
+            store,
+            conn,
+        ):
             send = conn.send_packed_command
 
             async def lost_once(command: Any, check_health: bool = True) -> None:
@@ -631,24 +647,15 @@ class TestScripts:
 
             assert await store.save(make_session("s1"), expected_version=1) == 2
             assert len(sent) == 2
-            conn.send_packed_command = send
-        finally:
-            await client.aclose()
 
     async def test_a_connection_error_without_retries_is_a_store_unavailable_error(
         self, prefix: str, make_session: MakeSession
     ) -> None:
         """No retries: the first connection error ends the call, as StoreUnavailableError."""
-        retry = pytest.importorskip("redis.asyncio.retry")
-        backoff = pytest.importorskip("redis.backoff")
-        client = redis_asyncio.Redis.from_url(
-            REDIS_URL, retry=retry.Retry(backoff.NoBackoff(), 0)
-        )
-        try:
-            store = RedisStore(client=client, prefix=prefix)
-            await store.create(make_session("s1"))
-            conn = await client.connection_pool.get_connection()
-            await client.connection_pool.release(conn)
+        async with session_on_retrying_client(prefix, make_session, 0) as (
+            store,
+            conn,
+        ):
 
             async def lost(command: Any, check_health: bool = True) -> None:
                 raise redis_exceptions.ConnectionError("lost")
@@ -658,8 +665,6 @@ class TestScripts:
                 await store.save(make_session("s1"), expected_version=1)
             del conn.send_packed_command
             assert (await store.load("s1"))[1] == 1
-        finally:
-            await client.aclose()
 
     def test_arguments_are_text_bytes_or_integers(self) -> None:
         """What the scripts take is packed as redis-py packs it; anything else is refused."""
@@ -681,5 +686,11 @@ class TestScripts:
             ) -> None:
                 del command_name, keys, options  # pragma: no cover - never called
 
+        class NewPool:
+            async def get_connection(
+                self, command_name: str | None = None, *keys: Any, **options: Any
+            ) -> None:
+                del command_name, keys, options  # pragma: no cover - never called
+
         assert _redis._checkout_args(OldPool()) == ("EVALSHA",)
-        assert _redis._checkout_args(redis_asyncio.ConnectionPool()) == ()
+        assert _redis._checkout_args(NewPool()) == ()
