@@ -787,7 +787,11 @@ class RedisStore(OpenableStore):
         prefix: the start of every key this store writes; stores with the
             same prefix share their sessions.
         client: a ``redis.asyncio.Redis`` to use instead of one made from
-            ``url``; it is left open by ``aclose``.
+            ``url``; it is left open by ``aclose``. The store's scripts go
+            on connections of its pool, under their retry policy, but not
+            through the client's ``execute_command`` (redis-py's
+            per-command hooks and metrics do not see them), except on a
+            client with a single connection.
         clock: stamps ``created_at`` and ``updated_at`` of sessions.
         max_connections: connections the store's pool opens at most; a call
             finding them all busy waits for one (up to ``pool_timeout``
