@@ -1765,6 +1765,73 @@ class TestCancel:
 
 
 class TestOnVerdict:
+    async def test_a_replica_stopped_during_a_hook_leaves_the_verdict_to_announce_again(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """The announcement leaves the outbox once its hooks returned: stopped in one, it is announced again."""
+        store = MemoryStore()
+        entered = asyncio.Event()
+
+        async def stuck(session: Session, verdict: Verdict) -> None:
+            entered.set()
+            await asyncio.Event().wait()  # the replica stops here
+
+        first = Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=clock, on_verdict=[stuck]
+        )
+        started = await first.start(applicant)
+        await entered.wait()
+        await first.aclose()
+
+        [pending] = await store.pending_effects()
+        assert isinstance(pending.effect, RecordVerdict)
+        assert pending.claimed_until is not None
+        assert pending.claimed_until <= clock.now()  # given back: no lease to wait out
+
+        announced: list[tuple[str, Outcome]] = []
+
+        async def record(session: Session, verdict: Verdict) -> None:
+            announced.append((session.session_id, verdict.outcome))
+
+        async with Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=clock, on_verdict=[record]
+        ) as second:
+            assert await second.resume() == 1
+            await second.wait_idle()
+        assert announced == [(started.session_id, Outcome.REVIEW)]
+        assert await store.pending_effects() == []
+
+    async def test_a_long_hook_keeps_the_claim_on_its_announcement(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """While a hook runs past the claim's lease, the claim is renewed, so no worker announces the verdict meanwhile."""
+        store = MemoryStore()
+        entered = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow(session: Session, verdict: Verdict) -> None:
+            entered.set()
+            await release.wait()
+
+        async with Verifier(
+            ONE_STEP,
+            channels=[bureau()],
+            store=store,
+            clock=clock,
+            on_verdict=[slow],
+            lease="30s",
+        ) as verifier:
+            await verifier.start(applicant)
+            await entered.wait()
+            for _ in range(4):
+                await clock.advance(15)
+            [pending] = await store.pending_effects()
+            assert pending.claimed_until is not None
+            assert pending.claimed_until > clock.now()
+            release.set()
+            await verifier.wait_idle()
+            assert await store.pending_effects() == []
+
     async def test_hooks_run_once_and_a_failing_one_is_contained(
         self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
     ) -> None:
