@@ -370,6 +370,34 @@ class TestVerifier:
 
 
 class TestStart:
+    @pytest.mark.parametrize(
+        ("currency", "today", "refused"),
+        [
+            ("BGL", datetime(2026, 1, 1, tzinfo=UTC), True),  # retired in 1999
+            ("BGN", datetime(2026, 3, 1, tzinfo=UTC), True),  # the euro since 2026
+            ("BGN", datetime(2026, 1, 15, tzinfo=UTC), False),  # both in January
+            ("EUR", datetime(2026, 3, 1, tzinfo=UTC), False),
+        ],
+    )
+    async def test_a_loan_in_a_currency_no_longer_in_use_is_refused(
+        self, applicant: Applicant, currency: str, today: datetime, *, refused: bool
+    ) -> None:
+        """A new session's loan is in a currency that is legal tender on the day it starts; stored sessions still load."""
+        loan = attrs.evolve(applicant.loan, currency=currency)
+        retired = attrs.evolve(applicant, loan=loan)
+        store = MemoryStore()
+        async with Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=FakeClock(today)
+        ) as verifier:
+            if not refused:
+                session = await verifier.start(retired)
+                assert session.applicant == retired
+                return
+            with pytest.raises(InvalidInputError, match=f"{currency}.* no longer") as e:
+                await verifier.start(retired)
+        assert e.value.field == "loan.currency"
+        assert await store.session_ids() == []
+
     async def test_start_returns_saved_session_and_steps_run_in_background(
         self, clock: FakeClock, applicant: Applicant
     ) -> None:

@@ -14,12 +14,12 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
 
 import attrs
 
-from ._applicant import Applicant
+from ._applicant import Applicant, refuse_retired_currency
 from ._audit import AuditTrail
 from ._clock import Clock, SystemClock
 from ._duration import parse_duration
@@ -411,6 +411,7 @@ class Verifier:
         Raises:
             ConfigurationError: unknown policy.
             ConcurrentUpdateError: ``session_id`` is taken.
+            InvalidInputError: the loan's currency is no longer legal tender.
         """
         if not self._runs_steps:
             raise ConfigurationError(
@@ -419,6 +420,7 @@ class Verifier:
             )
         chosen = self.policy(policy)
         now = self._clock.now()
+        refuse_retired_currency(applicant, on=now.astimezone(UTC).date())
         if self._sweeper is not None:
             self._sweeper.due(now)
         session = new_session(
