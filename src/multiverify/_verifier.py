@@ -246,7 +246,8 @@ class Verifier:
             which calls them again. Make them idempotent (by session id);
             one that raises is logged and not called again.
         on_review: hooks called when a review case is queued, comes back
-            with the evidence a reviewer asked for, or escalates past its SLA.
+            with the evidence a reviewer asked for, or escalates past its
+            SLA; at least once, like ``on_verdict``.
         new_id: makes session ids.
         early_event_wait: how long, in seconds on the clock, a vendor event
             that arrives while its step is still starting (the vendor called
@@ -1181,9 +1182,10 @@ class Verifier:
                     event = await run_queue_effect(
                         self._store, session, effect, now=self._clock.now()
                     )
-                    self._completed(sid, effect.effect_id)
-                    if event is not None:
-                        verdicts.append(_Announcement(event))
+                    if event is None:
+                        self._completed(sid, effect.effect_id)
+                    else:  # done once its hooks returned (``_announce``)
+                        verdicts.append(_Announcement(event, effect.effect_id))
                 case _:
                     key = (sid, effect.step_id, effect.attempt)
                     if isinstance(effect, CancelStep):
@@ -1199,18 +1201,20 @@ class Verifier:
         return verdicts
 
     async def _announce(self, session: Session, announcement: _Announcement) -> None:
-        """Call the hooks; then the verdict's announcement leaves the outbox.
+        """Call the hooks; then the effect that announces leaves the outbox.
 
         Until then it stays pending, under this Verifier's claim (renewed
         while the hooks run): a replica that dies in a hook leaves it to a
-        worker, which calls the hooks again. Stopped in one, this Verifier
-        gives the claim back, so the next replica need not wait it out.
+        worker, which runs the effect and calls the hooks again. Stopped in
+        one, this Verifier gives the claim back, so the next replica need
+        not wait it out.
         """
         if announcement.effect_id is None:
             await self._call_hooks(session, announcement.event)
             return
         running = (session.session_id, announcement.effect_id)
-        if self._hooks:
+        verdict = isinstance(announcement.event, Verdict)
+        if self._hooks if verdict else self._review_hooks:
             self._inflight.add(running)
             if self._renewer is None and not self._closed:
                 self._renewer = asyncio.ensure_future(self._renew_claims())
