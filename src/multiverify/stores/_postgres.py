@@ -57,12 +57,17 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Quotas,
+    QuotaTake,
     SerialisedWrites,
     Subscribers,
+    fit_takes,
     refused_quota,
+    refused_take,
     session_exists,
     session_missing,
     version_moved,
+    widest_windows,
     with_sessions,
 )
 
@@ -1016,6 +1021,53 @@ class PostgresStore(OpenableStore):
         )
 
     @_outages
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        takes = list(takes)
+        if not takes:
+            return Quotas()
+        sql = self._sql
+        now = _utc(at)
+        widest = widest_windows(takes)
+        pool = await self._ready()
+        async with pool.acquire() as conn, conn.transaction():
+            # The lock of every key, as `consume` takes one, in the order of
+            # their ids: two calls sharing keys cannot hold one each while
+            # waiting for the other's. They go with the transaction.
+            await conn.execute(
+                sql.lock_all, [f"{self._schema}:quota:{key}" for key in widest]
+            )
+            held = await conn.fetch(
+                sql.quota_used_all,
+                list(widest),
+                [now - timedelta(seconds=window) for window in widest.values()],
+                [take.key for take in takes],
+                [now - timedelta(seconds=take.window) for take in takes],
+            )
+            quotas, refused = fit_takes(takes, [row["used"] for row in held])
+            if refused is not None:
+                rows = await conn.fetch(sql.quota_entries, takes[refused].key)
+                return refused_take(
+                    takes,
+                    refused,
+                    [
+                        (datetime.fromisoformat(row["at_text"]), row["amount"])
+                        for row in rows
+                    ],
+                    at=at,
+                )
+            await conn.execute(
+                sql.quota_add_all,
+                [take.key for take in takes],
+                now,
+                at.isoformat(),
+                [take.amount for take in takes],
+                [now + timedelta(seconds=take.window) for take in takes],
+            )
+        return Quotas(quotas=quotas)
+
+    @_outages
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
         sql = self._sql
         pool = await self._ready()
@@ -1360,6 +1412,33 @@ class _Sql:
         self.quota_add = (
             f"INSERT INTO {s}.quota_entries (key, at, at_text, amount, expires_at) "
             "VALUES ($1, $2, $3, $4, $5)"
+        )
+        # Each lock id once, smallest first (the subquery's order is the
+        # order the locks are taken in).
+        self.lock_all = (
+            "SELECT pg_advisory_xact_lock(id) FROM (SELECT DISTINCT "
+            "hashtextextended(name, 0) AS id FROM unnest($1::text[]) AS name "
+            "ORDER BY id) AS ids"
+        )
+        # $1, $2: each key with the start of its widest window, whose older
+        # entries go; $3, $4: each take's key and window start, in order: the
+        # sum of the entries inside its window.
+        self.quota_used_all = (
+            f"WITH gone AS (DELETE FROM {s}.quota_entries AS q USING "
+            "unnest($1::text[], $2::timestamptz[]) AS w(key, since) "
+            "WHERE q.key = w.key AND q.at <= w.since) "
+            "SELECT (SELECT COALESCE(SUM(q.amount), 0.0)::float8 FROM "
+            f"{s}.quota_entries AS q WHERE q.key = t.key AND q.at > t.since) "
+            "AS used FROM unnest($3::text[], $4::timestamptz[]) "
+            "WITH ORDINALITY AS t(key, since, n) ORDER BY t.n"
+        )
+        # One entry per take, at one moment; the sequence numbers follow
+        # the takes' order.
+        self.quota_add_all = (
+            f"INSERT INTO {s}.quota_entries (key, at, at_text, amount, expires_at) "
+            "SELECT t.key, $2::timestamptz, $3::text, t.amount, t.expires_at FROM "
+            "unnest($1::text[], $4::float8[], $5::timestamptz[]) "
+            "WITH ORDINALITY AS t(key, amount, expires_at, n) ORDER BY t.n"
         )
         self.quota_entries = (
             f"SELECT at_text, amount FROM {s}.quota_entries WHERE key = $1 "
