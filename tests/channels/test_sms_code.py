@@ -74,7 +74,7 @@ from multiverify.providers import (
     VerifyRequest,
     VerifyStarted,
 )
-from multiverify.stores import MemoryStore
+from multiverify.stores import MemoryStore, Quota, Quotas, QuotaTake
 from multiverify.testing import FakeClock
 from multiverify.webhooks import (
     TwilioMessageStatus,
@@ -83,6 +83,7 @@ from multiverify.webhooks import (
     twilio_signature,
 )
 from stores.interleaved import Interleaved
+from stores.one_by_one import OneByOne
 
 SECRET = "a-server-secret-of-32-bytes-long"
 PHONE = "+8613800138000"
@@ -163,11 +164,47 @@ class KeepsValues(MemoryStore):
         return False
 
 
-class NoRefunds(MemoryStore):
-    """A store that cannot be reached for refunds."""
+class NoRefunds(OneByOne):
+    """A store without atomic takes that cannot be reached for refunds."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryStore())
 
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
         raise StoreUnavailableError(message="down", store="memory")
+
+
+class Counting(MemoryStore):
+    """A memory store that records the names of its quota calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def consume(
+        self,
+        key: str,
+        /,
+        *,
+        at: datetime,
+        window: float,
+        limit: float,
+        amount: float = 1.0,
+    ) -> Quota:
+        self.calls.append("consume")
+        return await super().consume(
+            key, at=at, window=window, limit=limit, amount=amount
+        )
+
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        self.calls.append("consume_all")
+        return await super().consume_all(takes, at=at)
+
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        self.calls.append("refund")
+        return await super().refund(key, at=at, amount=amount)
 
 
 class Harness:
@@ -644,6 +681,72 @@ class TestLimits:
 
         assert info.value.quota == "client_ip"
         assert "could not give back an SMS quota entry" in caplog.text
+
+    async def test_a_send_takes_its_limits_and_spend_in_one_atomic_call(self) -> None:
+        """Every limit and the first vendor's spend caps go in one call; a refusal then gives nothing back, as nothing was taken."""
+        limits = SmsLimits(
+            per_phone=(
+                RateLimit(limit=5, window=3600),
+                RateLimit(limit=9, window="1d"),
+            ),
+            per_client_ip=(RateLimit(limit=1, window=3600),),
+            prices={"alpha": 0.04},
+            session_spend=1,
+            daily_spend=1,
+        )
+        store = Counting()
+        harness = Harness(limits=limits, shared=store)
+        await harness.start()
+
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2", who=applicant("+8613900139000"))
+
+        assert info.value.quota == "client_ip"
+        assert info.value.retry_at == harness.clock.now() + timedelta(hours=1)
+        assert store.calls == ["consume_all", "consume_all"]
+        # The first send's alone: 2 per phone, 1 applicant, 1 IP, 2 spend.
+        assert sum(map(len, store._windows.values())) == 6
+        assert [sent.cost for sent in harness.sent] == [0.04]
+
+    async def test_a_spend_cap_refusal_takes_no_send_limit(self) -> None:
+        """A send over the daily spend never counted against its number: nothing to give back."""
+        limits = SmsLimits(
+            per_phone=(RateLimit(limit=1, window=3600),),
+            prices={"alpha": 1.0},
+            daily_spend=1.0,
+        )
+        store = Counting()
+        harness = Harness(limits=limits, shared=store)
+        await harness.start()
+
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2", who=applicant("+8613900139000"))
+
+        assert info.value.quota == "daily_spend"
+        assert "refund" not in store.calls
+        phones = [n for key, n in store._windows.items() if ":phone:" in key]
+        assert sorted(map(len, phones)) == [0, 1]  # the first number's send alone
+
+    async def test_a_store_without_atomic_takes_counts_one_limit_at_a_time(
+        self,
+    ) -> None:
+        """A SharedState written before consume_all: each limit is consumed in turn, and a refusal gives back those before it."""
+        limits = SmsLimits(
+            per_phone=(RateLimit(limit=1, window=3600),),
+            per_client_ip=(RateLimit(limit=1, window=3600),),
+        )
+        store = OneByOne(MemoryStore())
+        harness = Harness(limits=limits, shared=store)  # type: ignore[arg-type]
+        await harness.start()
+        assert store.calls == ["consume"] * 3  # phone, applicant, IP
+
+        other = applicant("+8613900139000", applicant_id="b")
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2", who=other)
+
+        assert info.value.quota == "client_ip"
+        assert store.calls[3:] == ["consume"] * 3 + ["refund"] * 2
+        await harness.start(session_id="s3", who=attrs.evolve(other, client_ip=None))
 
     async def test_keys_never_hold_personal_data(self) -> None:
         """The store's keys hold keyed digests, not the number, applicant id or IP."""
@@ -1165,6 +1268,32 @@ class TestVendorCode:
         assert signals(await harness.submit({"code": vendor.code})) == (
             "code_verified",
         )
+
+    async def test_a_start_again_reports_the_cost_charged_once(self) -> None:
+        """The send started again after an uncertain start is reported with what it was charged, and charged once."""
+
+        class Flaky(FakeVerify):
+            failed = False
+
+            async def start(self, request: VerifyRequest, /) -> VerifyStarted:
+                if not self.failed:
+                    self.failed = True
+                    raise ProviderUnavailableError(
+                        message="timeout", provider=self.name, uncertain=True
+                    )
+                return await super().start(request)
+
+        limits = SmsLimits(prices={"vendor": 0.05}, daily_spend=0.05)
+        harness = Harness([Flaky()], limits=limits)
+        with pytest.raises(ProviderUnavailableError):
+            await harness.start()
+
+        assert isinstance(await harness.start(), Waiting)
+
+        assert [sent.cost for sent in harness.sent] == [0.05]
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2", who=applicant("+8613900139000"))
+        assert info.value.quota == "daily_spend"
 
     async def test_expiry_and_cancel_cancel_the_verification(self) -> None:
         """The expiry timer and a cancelled step cancel the vendor's verification."""
