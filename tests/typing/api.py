@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from multiverify import (
     Applicant,
@@ -32,7 +32,17 @@ from multiverify.exceptions import (
     StepNotWaitingError,
 )
 from multiverify.policy import load_policy
-from multiverify.stores import ChangeFeed, PostgresStore, SqliteStore
+from multiverify.stores import (
+    AtomicQuotas,
+    ChangeFeed,
+    MemoryStore,
+    PostgresStore,
+    Quota,
+    Quotas,
+    QuotaTake,
+    SharedState,
+    SqliteStore,
+)
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 
@@ -415,3 +425,88 @@ async def change_feed_app() -> None:
     unsubscribe()
     await store.aclose()
     await behind_a_pooler.aclose()
+
+
+class OwnSharedState:
+    """A SharedState an app wrote before ``consume_all`` existed: it still is one."""
+
+    def __init__(self) -> None:
+        self._store = MemoryStore()
+
+    async def consume(
+        self,
+        key: str,
+        /,
+        *,
+        at: datetime,
+        window: float,
+        limit: float,
+        amount: float = 1.0,
+    ) -> Quota:
+        return await self._store.consume(
+            key, at=at, window=window, limit=limit, amount=amount
+        )
+
+    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
+        return await self._store.refund(key, at=at, amount=amount)
+
+    async def get_value(self, key: str, /, *, at: datetime) -> str | None:
+        return await self._store.get_value(key, at=at)
+
+    async def put_value(
+        self,
+        key: str,
+        value: str,
+        /,
+        *,
+        at: datetime,
+        ttl: float,
+        only_if_absent: bool = False,
+    ) -> bool:
+        return await self._store.put_value(
+            key, value, at=at, ttl=ttl, only_if_absent=only_if_absent
+        )
+
+    async def replace_value(
+        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
+    ) -> bool:
+        return await self._store.replace_value(
+            key, value, expected=expected, at=at, ttl=ttl
+        )
+
+    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
+        return await self._store.delete_value(key, value=value)
+
+    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
+        return await self._store.sweep_expired(at=at, batch=batch)
+
+
+async def atomic_quotas_app() -> None:
+    """Several quotas taken at once, and a SharedState of the app's own without that."""
+    from multiverify.channels import SmsCodeChannel
+    from multiverify.providers import TwilioAccount, TwilioMessaging
+
+    store = SqliteStore("verify.db")
+    quotas: AtomicQuotas = store
+    answer: Quotas = await quotas.consume_all(
+        [
+            QuotaTake(key="sends:phone", window=3600, limit=5),
+            QuotaTake(key="spend:day", window=86400, limit=100, amount=0.4),
+        ],
+        at=datetime.now(UTC),
+    )
+    each: tuple[Quota, ...] = answer.quotas
+    if not answer.allowed and answer.refused and answer.refusal:
+        refused: str = answer.refused.key
+        retry_at: datetime | None = answer.refusal.retry_at
+        del refused, retry_at
+    del each
+    own: SharedState = OwnSharedState()
+    channel = SmsCodeChannel(
+        [TwilioMessaging(TwilioAccount(account_sid="AC1", auth_token="t"))],
+        secret="a-server-secret-of-32-bytes-long",
+        brand="Acme",
+        shared=own,
+    )
+    await channel.aclose()
+    await store.aclose()
