@@ -74,7 +74,7 @@ from multiverify.providers import (
     VerifyRequest,
     VerifyStarted,
 )
-from multiverify.stores import MemoryStore, Quota, Quotas, QuotaTake
+from multiverify.stores import MemoryStore
 from multiverify.testing import FakeClock
 from multiverify.webhooks import (
     TwilioMessageStatus,
@@ -83,7 +83,7 @@ from multiverify.webhooks import (
     twilio_signature,
 )
 from stores.interleaved import Interleaved
-from stores.one_by_one import OneByOne
+from stores.one_by_one import Atomic, OneByOne
 
 SECRET = "a-server-secret-of-32-bytes-long"
 PHONE = "+8613800138000"
@@ -174,39 +174,6 @@ class NoRefunds(OneByOne):
         raise StoreUnavailableError(message="down", store="memory")
 
 
-class Counting(MemoryStore):
-    """A memory store that records the names of its quota calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    async def consume(
-        self,
-        key: str,
-        /,
-        *,
-        at: datetime,
-        window: float,
-        limit: float,
-        amount: float = 1.0,
-    ) -> Quota:
-        self.calls.append("consume")
-        return await super().consume(
-            key, at=at, window=window, limit=limit, amount=amount
-        )
-
-    async def consume_all(
-        self, takes: Sequence[QuotaTake], /, *, at: datetime
-    ) -> Quotas:
-        self.calls.append("consume_all")
-        return await super().consume_all(takes, at=at)
-
-    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
-        self.calls.append("refund")
-        return await super().refund(key, at=at, amount=amount)
-
-
 class Harness:
     """One channel driven directly, with a fake clock and a shared store."""
 
@@ -279,6 +246,17 @@ class Harness:
         provider = self.providers[0]
         assert isinstance(provider, FakeSms)
         return provider
+
+
+async def second_send_refused(
+    shared: Any, limits: SmsLimits, who: Applicant | None = None
+) -> tuple[Harness, QuotaExceededError]:
+    """A send, then one to another number (or ``who``) that a limit refuses: the harness and the refusal."""
+    harness = Harness(limits=limits, shared=shared)
+    await harness.start()
+    with pytest.raises(QuotaExceededError) as info:
+        await harness.start(session_id="s2", who=who or applicant("+8613900139000"))
+    return harness, info.value
 
 
 def receipt(data: dict[str, Any]) -> ProviderEvent:
@@ -673,13 +651,9 @@ class TestLimits:
     ) -> None:
         """A refund that cannot reach the store leaves the entry to lapse, and the refusal stands."""
         limits = SmsLimits(per_client_ip=(RateLimit(limit=1, window=3600),))
-        harness = Harness(limits=limits, shared=NoRefunds())
-        await harness.start()
+        _, refused = await second_send_refused(NoRefunds(), limits)
 
-        with pytest.raises(QuotaExceededError) as info:
-            await harness.start(session_id="s2", who=applicant("+8613900139000"))
-
-        assert info.value.quota == "client_ip"
+        assert refused.quota == "client_ip"
         assert "could not give back an SMS quota entry" in caplog.text
 
     async def test_a_send_takes_its_limits_and_spend_in_one_atomic_call(self) -> None:
@@ -694,16 +668,13 @@ class TestLimits:
             session_spend=1,
             daily_spend=1,
         )
-        store = Counting()
-        harness = Harness(limits=limits, shared=store)
-        await harness.start()
+        store = MemoryStore()
+        view = Atomic(store)
+        harness, refused = await second_send_refused(view, limits)
 
-        with pytest.raises(QuotaExceededError) as info:
-            await harness.start(session_id="s2", who=applicant("+8613900139000"))
-
-        assert info.value.quota == "client_ip"
-        assert info.value.retry_at == harness.clock.now() + timedelta(hours=1)
-        assert store.calls == ["consume_all", "consume_all"]
+        assert refused.quota == "client_ip"
+        assert refused.retry_at == harness.clock.now() + timedelta(hours=1)
+        assert view.calls == ["consume_all", "consume_all"]
         # The first send's alone: 2 per phone, 1 applicant, 1 IP, 2 spend.
         assert sum(map(len, store._windows.values())) == 6
         assert [sent.cost for sent in harness.sent] == [0.04]
@@ -715,15 +686,12 @@ class TestLimits:
             prices={"alpha": 1.0},
             daily_spend=1.0,
         )
-        store = Counting()
-        harness = Harness(limits=limits, shared=store)
-        await harness.start()
+        store = MemoryStore()
+        view = Atomic(store)
+        _, refused = await second_send_refused(view, limits)
 
-        with pytest.raises(QuotaExceededError) as info:
-            await harness.start(session_id="s2", who=applicant("+8613900139000"))
-
-        assert info.value.quota == "daily_spend"
-        assert "refund" not in store.calls
+        assert refused.quota == "daily_spend"
+        assert "refund" not in view.calls
         phones = [n for key, n in store._windows.items() if ":phone:" in key]
         assert sorted(map(len, phones)) == [0, 1]  # the first number's send alone
 
@@ -735,17 +703,13 @@ class TestLimits:
             per_phone=(RateLimit(limit=1, window=3600),),
             per_client_ip=(RateLimit(limit=1, window=3600),),
         )
-        store = OneByOne(MemoryStore())
-        harness = Harness(limits=limits, shared=store)  # type: ignore[arg-type]
-        await harness.start()
-        assert store.calls == ["consume"] * 3  # phone, applicant, IP
-
+        view = OneByOne(MemoryStore())
         other = applicant("+8613900139000", applicant_id="b")
-        with pytest.raises(QuotaExceededError) as info:
-            await harness.start(session_id="s2", who=other)
+        harness, refused = await second_send_refused(view, limits, other)
 
-        assert info.value.quota == "client_ip"
-        assert store.calls[3:] == ["consume"] * 3 + ["refund"] * 2
+        assert refused.quota == "client_ip"
+        # phone, applicant and IP for each send; the second gives two back.
+        assert view.calls == ["consume"] * 6 + ["refund"] * 2
         await harness.start(session_id="s3", who=attrs.evolve(other, client_ip=None))
 
     async def test_keys_never_hold_personal_data(self) -> None:

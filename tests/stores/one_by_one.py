@@ -1,10 +1,11 @@
-"""A SharedState as written before `AtomicQuotas`: a store's quotas and values without ``consume_all``."""
+"""Views of a store's SharedState that record their quota calls: without ``consume_all`` (as written before `AtomicQuotas`), and with it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from multiverify.stores import Quota, SharedState
+from multiverify.stores import AtomicQuotas, Quota, Quotas, QuotaTake, SharedState
 
 
 class OneByOne:
@@ -62,3 +63,14 @@ class OneByOne:
 
     async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
         return await self.store.sweep_expired(at=at, batch=batch)
+
+
+class Atomic(OneByOne):
+    """The same view with ``consume_all`` as well, recorded too."""
+
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        self.calls.append("consume_all")
+        assert isinstance(self.store, AtomicQuotas)
+        return await self.store.consume_all(takes, at=at)

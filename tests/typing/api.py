@@ -35,7 +35,6 @@ from multiverify.policy import load_policy
 from multiverify.stores import (
     AtomicQuotas,
     ChangeFeed,
-    MemoryStore,
     PostgresStore,
     Quota,
     Quotas,
@@ -427,62 +426,8 @@ async def change_feed_app() -> None:
     await behind_a_pooler.aclose()
 
 
-class OwnSharedState:
-    """A SharedState an app wrote before ``consume_all`` existed: it still is one."""
-
-    def __init__(self) -> None:
-        self._store = MemoryStore()
-
-    async def consume(
-        self,
-        key: str,
-        /,
-        *,
-        at: datetime,
-        window: float,
-        limit: float,
-        amount: float = 1.0,
-    ) -> Quota:
-        return await self._store.consume(
-            key, at=at, window=window, limit=limit, amount=amount
-        )
-
-    async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
-        return await self._store.refund(key, at=at, amount=amount)
-
-    async def get_value(self, key: str, /, *, at: datetime) -> str | None:
-        return await self._store.get_value(key, at=at)
-
-    async def put_value(
-        self,
-        key: str,
-        value: str,
-        /,
-        *,
-        at: datetime,
-        ttl: float,
-        only_if_absent: bool = False,
-    ) -> bool:
-        return await self._store.put_value(
-            key, value, at=at, ttl=ttl, only_if_absent=only_if_absent
-        )
-
-    async def replace_value(
-        self, key: str, value: str, /, *, expected: str, at: datetime, ttl: float
-    ) -> bool:
-        return await self._store.replace_value(
-            key, value, expected=expected, at=at, ttl=ttl
-        )
-
-    async def delete_value(self, key: str, /, *, value: str | None = None) -> bool:
-        return await self._store.delete_value(key, value=value)
-
-    async def sweep_expired(self, /, *, at: datetime, batch: int = 1000) -> int:
-        return await self._store.sweep_expired(at=at, batch=batch)
-
-
 async def atomic_quotas_app() -> None:
-    """Several quotas taken at once, and a SharedState of the app's own without that."""
+    """Several quotas taken at once, by a store an SMS channel shares its limits through."""
     from multiverify.channels import SmsCodeChannel
     from multiverify.providers import TwilioAccount, TwilioMessaging
 
@@ -501,12 +446,12 @@ async def atomic_quotas_app() -> None:
         retry_at: datetime | None = answer.refusal.retry_at
         del refused, retry_at
     del each
-    own: SharedState = OwnSharedState()
+    shared: SharedState = store
     channel = SmsCodeChannel(
         [TwilioMessaging(TwilioAccount(account_sid="AC1", auth_token="t"))],
         secret="a-server-secret-of-32-bytes-long",
         brand="Acme",
-        shared=own,
+        shared=shared,
     )
     await channel.aclose()
     await store.aclose()
