@@ -50,6 +50,23 @@ Figures:
    ``pg_notify`` on a channel of its own that nobody listens on and
    without. No goal: the ratios are printed.
 
+Figure 1 also prints, for each store, the best ratio its figure could reach
+with this runtime: first the runtime's own time a transition is measured in
+the same run (the same sessions on the ``MemoryStore``, whose own work, a dict
+write and two list appends, counts against the runtime here), and what a
+durable store must add to it at the least: the transition's writes as JSON
+(the session, its outbox and its audit events, which the stores write; timed
+with the JSON cache of the session's parts cleared for every session, as
+every session has an applicant of its own) and one raw upsert. Serially a
+transition cannot take less than the three one after the other; with many
+in flight, round trips overlap but the event loop's work does not, so the
+rate cannot pass one over the runtime plus the JSON. The same bounds with
+the pure core and audit chain alone in place of the whole runtime (the
+decisions, nothing else: see ``overhead.py`` figure 1a) are printed as the
+design's ceiling. Serially, the third ceiling counts one raw upsert for
+every write the runtime makes a transition (creates, saves, and the calls
+that mark effects done, counted on the ``MemoryStore``) instead of one.
+
 A server that cannot be reached is reported as skipped. Missed goals print
 MISS; only a crash exits non-zero.
 """
@@ -70,14 +87,24 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import attrs
 
-from multiverify import Applicant, LoanApplication, Policy, Session, Step, Verifier
+from multiverify import (
+    Applicant,
+    LoanApplication,
+    Policy,
+    Session,
+    Step,
+    Verifier,
+)
+from multiverify._audit import AuditTrail
+from multiverify._serde import effect_to_json, session_to_json, structure_input
+from multiverify._session import new_session, transition
 from multiverify.exceptions import StoreUnavailableError
-from multiverify.stores import SessionStore, store_from_url
+from multiverify.stores import MemoryStore, SessionStore, store_from_url
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 # Commits are not flushed to disk before they return (a setting of these
@@ -92,6 +119,7 @@ POSTGRES = (
 )
 REDIS = os.environ.get("MULTIVERIFY_TEST_REDIS", "redis://127.0.0.1:6379/15")
 HERE = Path(__file__).parent
+T = TypeVar("T")
 
 POLICY = Policy(
     name="bench", version="1", steps=[Step(id="b", channel="credit_bureau")]
@@ -283,8 +311,138 @@ async def drop(kind: str, url: str) -> None:
         await client.aclose()
 
 
+class Recording(MemoryStore):
+    """A ``MemoryStore`` that keeps what each create and save was given, and counts its writes.
+
+    Writes are the calls a store with a server makes a round trip for:
+    creates, saves and calls that mark effects done (the ``MemoryStore``
+    marks them done by calling itself, which is not counted).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[Session, dict[str, Any]]] = []
+        self.completions = 0
+        self._inside = False
+
+    async def create(self, session: Session, **kwargs: Any) -> int:
+        self.writes.append((session, kwargs))
+        return await self._within(super().create(session, **kwargs))
+
+    async def save(self, session: Session, **kwargs: Any) -> int:
+        self.writes.append((session, kwargs))
+        return await self._within(super().save(session, **kwargs))
+
+    async def complete_effect(self, session_id: str, effect_id: str, /) -> None:
+        self.completions += not self._inside
+        await super().complete_effect(session_id, effect_id)
+
+    async def complete_effects(self, effects: Any, /) -> None:
+        self.completions += 1
+        await self._within(super().complete_effects(effects))
+
+    async def _within(self, call: Awaitable[T]) -> T:
+        self._inside = True
+        try:
+            return await call
+        finally:
+            self._inside = False
+
+
+@attrs.frozen
+class Floor:
+    """Seconds a transition takes at the least, by part, measured in this run."""
+
+    runtime: float  # the Verifier on the MemoryStore, at this concurrency
+    pure: float  # the core and the audit chain alone
+    json: float  # the transition's writes as JSON
+    writes: float  # the store calls that write, a transition
+
+    def ceilings(self, raw: float, concurrency: int) -> str:
+        """The best ratios to ``raw`` upserts a second that a store could reach."""
+        design = self._ceiling(self.pure, 1, raw, concurrency)
+        runtime = self._ceiling(self.runtime, 1, raw, concurrency)
+        text = f"ceiling: design {design:.2f}, runtime {runtime:.2f}"
+        if concurrency == 1:
+            writes = self._ceiling(self.runtime, self.writes, raw, concurrency)
+            text += f", its {self.writes:g} writes a transition {writes:.2f}"
+        return text
+
+    def _ceiling(
+        self, work: float, upserts: float, raw: float, concurrency: int
+    ) -> float:
+        if concurrency == 1:  # one after the other
+            return (1 / raw) / (work + self.json + upserts / raw)
+        return min(1.0, (1 / (work + self.json)) / raw)  # the loop's work alone
+
+
+async def floor(sessions: int, concurrency: int) -> Floor:
+    """The runtime's, the core's and the JSON's time a transition, for ``Floor``."""
+    runtime = 1 / await verifier_rate(
+        MemoryStore(), sessions, concurrency, warmup=max(sessions // 10, 1)
+    )
+    store = Recording()
+    async with build(store) as verifier:
+        session = await verifier.start(APPLICANT)
+        await verifier.wait(session.session_id)
+        await verifier.wait_idle()
+    events = await store.audit_events(session.session_id)
+    inputs = [structure_input(e.data["input"]) for e in events if e.kind == "input"]
+    writes = store.writes
+    if len(writes) != TRANSITIONS_PER_SESSION or len(inputs) != len(writes):
+        raise RuntimeError(
+            f"expected {TRANSITIONS_PER_SESSION} writes and as many inputs, "
+            f"got {len(writes)} and {len(inputs)}"
+        )
+    at = events[0].at
+    count = max(sessions, 200)
+
+    began = time.perf_counter()
+    for i in range(count):
+        pure = new_session(POLICY, APPLICANT, session_id=f"pure-{i}", at=at)
+        pure, _ = AuditTrail.created(pure, at=at)
+        for event in inputs:
+            result = transition(POLICY, pure, event)
+            pure, _ = AuditTrail.transition(
+                result.session, event, result.effects, at=at
+            )
+    pure_time = (time.perf_counter() - began) / count / TRANSITIONS_PER_SESSION
+
+    # Each session has an applicant of its own, whose JSON is new to the
+    # cache of the session's parts.
+    copies = []
+    for _ in range(count):
+        applicant = attrs.evolve(APPLICANT)
+        copies.append(
+            [(attrs.evolve(written, applicant=applicant), kw) for written, kw in writes]
+        )
+    began = time.perf_counter()
+    for one in copies:
+        for written, kwargs in one:
+            session_to_json(written)
+            for effect in kwargs.get("effects", ()):
+                effect_to_json(effect)
+            for event in kwargs.get("audit", ()):
+                event.to_json()
+    json_time = (time.perf_counter() - began) / count / TRANSITIONS_PER_SESSION
+    calls = len(writes) + store.completions
+    return Floor(
+        runtime=runtime,
+        pure=pure_time,
+        json=json_time,
+        writes=calls / TRANSITIONS_PER_SESSION,
+    )
+
+
 async def transitions(sessions: int, concurrency: int) -> None:
     """Figure 1, store by store, with ``concurrency`` sessions in flight."""
+    least = await floor(sessions, concurrency)
+    how = "serial" if concurrency == 1 else f"{concurrency} in flight"
+    print(
+        f"{'memory':9} {how:13} {1 / least.runtime:8.0f} transitions/s: the runtime "
+        f"{least.runtime * 1e6:.0f} us a transition (core and audit {least.pure * 1e6:.0f} "
+        f"us), its writes' JSON {least.json * 1e6:.0f} us"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         scratch = f"bench_{uuid4().hex[:8]}"
         targets = {
@@ -307,10 +465,10 @@ async def transitions(sessions: int, concurrency: int) -> None:
                 await drop(kind, scratch)
             ratio = ours / raw
             verdict = "ok" if ratio >= 0.5 else "MISS"
-            how = "serial" if concurrency == 1 else f"{concurrency} in flight"
             print(
                 f"{kind:9} {how:13} {ours:8.0f} transitions/s, raw upsert "
-                f"{raw:8.0f}/s, ratio {ratio:.2f} (goal >= 0.5: {verdict})"
+                f"{raw:8.0f}/s, ratio {ratio:.2f} (goal >= 0.5: {verdict}); "
+                f"{least.ceilings(raw, concurrency)}"
             )
 
 

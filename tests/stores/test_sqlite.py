@@ -763,8 +763,65 @@ class TestCallsRunAtOnce:
                 await store.create(make_session(f"s{number}"))
             size = path.stat().st_size  # the four sessions are in the log only
             await store.create(make_session("s4"))
-            await store._run(lambda _: None)  # queued behind the checkpoint
+            await store._worker.checkpointed()
             assert path.stat().st_size > size
+
+    async def test_writes_go_on_while_the_log_is_checkpointed(
+        self,
+        tmp_path: Path,
+        make_session: MakeSession,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A checkpoint waits for the disk on a thread of its own: writes run at once meanwhile, on the loop's connection."""
+        copying = threading.Event()
+        release = threading.Event()
+        checkpoint = _sqlite._checkpoint
+
+        def slow(db: sqlite3.Connection) -> None:
+            copying.set()
+            release.wait(5)
+            checkpoint(db)
+
+        monkeypatch.setattr(_sqlite, "_CHECKPOINT_EVERY", 2)
+        monkeypatch.setattr(_sqlite, "_checkpoint", slow)
+        async with SqliteStore(tmp_path / "busy.db") as store:
+            await store.create(make_session("s0"))
+            await store.create(make_session("s1"))  # starts the checkpoint
+            assert await asyncio.to_thread(copying.wait, 5)
+            inline = store._worker._inline_commits
+            await store.create(make_session("s2"))
+            assert store._worker._inline_commits == inline + 1  # not queued behind it
+            release.set()
+            await store._worker.checkpointed()
+            assert await store.session_ids() == ["s0", "s1", "s2"]
+
+    async def test_closing_waits_for_a_running_checkpoint(
+        self,
+        tmp_path: Path,
+        make_session: MakeSession,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """``aclose`` returns once the checkpoint's connection is closed too."""
+        copying = threading.Event()
+        release = threading.Event()
+        checkpoint = _sqlite._checkpoint
+
+        def slow(db: sqlite3.Connection) -> None:
+            copying.set()
+            release.wait(5)
+            checkpoint(db)
+
+        monkeypatch.setattr(_sqlite, "_CHECKPOINT_EVERY", 1)
+        monkeypatch.setattr(_sqlite, "_checkpoint", slow)
+        store = SqliteStore(tmp_path / "closing.db")
+        await store.create(make_session("s0"))  # opens the connections
+        await store.create(make_session("s1"))  # at once: starts the checkpoint
+        assert await asyncio.to_thread(copying.wait, 5)
+        closing = asyncio.ensure_future(store.aclose())
+        await asyncio.sleep(0.01)  # real time: the checkpoint runs on a thread
+        assert not closing.done()
+        release.set()
+        await closing
 
     async def test_a_failed_checkpoint_is_logged(
         self,
@@ -782,8 +839,7 @@ class TestCallsRunAtOnce:
         monkeypatch.setattr(_sqlite, "_checkpoint", fails)
         async with SqliteStore(tmp_path / "bad.db") as store:
             await store.create(make_session("s1"))
-            await store._run(lambda _: None)
-            await asyncio.sleep(0)
+            await store._worker.checkpointed()
         assert "could not checkpoint the SQLite log: disk I/O error" in caplog.text
 
     async def test_closing_before_the_first_call_ran_leaves_no_connection(

@@ -321,6 +321,7 @@ class _Worker:
         # Calls queued and not yet run to their end, under ``_count_lock``.
         self._queued = 0
         self._count_lock = threading.Lock()
+        self._checkpointer: threading.Thread | None = None
 
     async def run(
         self,
@@ -348,9 +349,10 @@ class _Worker:
         self._turn_task = None
 
     async def close(self) -> None:
-        """Close the connections and end the thread, once the calls queued so far ran."""
+        """Close the connections and end the threads, once the calls queued so far ran."""
         self._close_inline()
         await self._submit(None, False)
+        await self.checkpointed()
 
     def _close_inline(self) -> None:
         with self._inline_lock:
@@ -401,11 +403,37 @@ class _Worker:
             self._inline_lock.release()
 
     def _checkpoint_later(self) -> None:
-        """Have the worker thread copy the log back into the database; nobody waits for it."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        future.add_done_callback(_checkpointed)
-        self._enqueue(_Job(_checkpoint, False, loop, future))
+        """Copy the log back into the database on a thread of its own; nobody waits for it.
+
+        Neither connection waits meanwhile: a passive checkpoint takes no
+        lock writers need, so calls go on at once, or to the worker, while
+        it waits for the disk. One runs at a time; the commits made during
+        it are copied by the next.
+        """
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            return
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_now, name="multiverify-sqlite-log", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_now(self) -> None:
+        try:
+            db = sqlite3.connect(
+                self._path, timeout=self._busy_timeout, isolation_level=None
+            )
+            try:
+                _checkpoint(db)
+            finally:
+                db.close()
+        except Exception as exc:  # noqa: BLE001 - nobody waits for it: logged
+            log.warning("could not checkpoint the SQLite log: %s", exc)
+
+    async def checkpointed(self) -> None:
+        """Return once the checkpoint running now, if any, has ended."""
+        thread = self._checkpointer
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join)
 
     def _enqueue(self, job: _Job) -> None:
         with self._count_lock:
@@ -625,11 +653,6 @@ def _post(done: list[tuple[_Job, bool, Any]]) -> None:
 def _checkpoint(db: sqlite3.Connection) -> None:
     """Copy what the log holds back into the database, as far as readers allow."""
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
-
-def _checkpointed(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("could not checkpoint the SQLite log: %s", future.exception())
 
 
 def _settle(done: list[tuple[_Job, bool, Any]]) -> None:
