@@ -134,6 +134,20 @@ class FakeVerify:
         return self.codes[f"VE{len(self.requests)}"]
 
 
+class UncertainFirst(FakeVerify):
+    """A vendor whose first start times out after it may have sent the code."""
+
+    failed = False
+
+    async def start(self, request: VerifyRequest, /) -> VerifyStarted:
+        if not self.failed:
+            self.failed = True
+            raise ProviderUnavailableError(
+                message="timeout", provider=self.name, uncertain=True
+            )
+        return await super().start(request)
+
+
 def applicant(
     phone: str = PHONE,
     *,
@@ -1211,18 +1225,7 @@ class TestVendorCode:
     ) -> None:
         """A vendor's own code cannot be looked up: the start is repeated, and the vendor dedupes."""
 
-        class Flaky(FakeVerify):
-            failed = False
-
-            async def start(self, request: VerifyRequest, /) -> VerifyStarted:
-                if not self.failed:
-                    self.failed = True
-                    raise ProviderUnavailableError(
-                        message="timeout", provider=self.name, uncertain=True
-                    )
-                return await super().start(request)
-
-        vendor = Flaky()
+        vendor = UncertainFirst()
         harness = Harness([vendor])
         with pytest.raises(ProviderUnavailableError):
             await harness.start()
@@ -1236,19 +1239,8 @@ class TestVendorCode:
     async def test_a_start_again_reports_the_cost_charged_once(self) -> None:
         """The send started again after an uncertain start is reported with what it was charged, and charged once."""
 
-        class Flaky(FakeVerify):
-            failed = False
-
-            async def start(self, request: VerifyRequest, /) -> VerifyStarted:
-                if not self.failed:
-                    self.failed = True
-                    raise ProviderUnavailableError(
-                        message="timeout", provider=self.name, uncertain=True
-                    )
-                return await super().start(request)
-
         limits = SmsLimits(prices={"vendor": 0.05}, daily_spend=0.05)
-        harness = Harness([Flaky()], limits=limits)
+        harness = Harness([UncertainFirst()], limits=limits)
         with pytest.raises(ProviderUnavailableError):
             await harness.start()
 
