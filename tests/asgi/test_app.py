@@ -317,9 +317,71 @@ class TestTwilioStatus:
         )
         assert response.status_code == 204
 
-    async def test_only_post(self, stack: Stack) -> None:
-        """A GET on a webhook route is not allowed."""
-        assert (await stack.http.get("/webhooks/twilio-sms")).status_code == 405
+    @pytest.mark.parametrize(
+        ("content_type", "body"),
+        [
+            ("application/x-www-form-urlencoded", b"\xff\xfe"),
+            ("application/json", b'{"MessageSid": "SM1", "MessageStatus": "failed"}'),
+        ],
+    )
+    async def test_forged_receipt_that_is_no_form(
+        self, stack: Stack, content_type: str, body: bytes
+    ) -> None:
+        """A forged receipt whose body is not form data is refused as forged (403), not as signed but malformed."""
+        session = await stack.start()
+        path, headers, _ = twilio_status(session.session_id, key="not-the-token")
+        response = await stack.http.post(
+            path, headers={**headers, "content-type": content_type}, content=body
+        )
+        assert response.status_code == 403
+        assert response.json() == {"error": "forbidden"}
+        assert stack.rejections[-1].error == "WebhookSignatureError"
+
+
+class TestRoutes:
+    @pytest.mark.parametrize(
+        "path", ["/webhooks/twilio-sms", "/sessions/s1/steps/sms/submit"]
+    )
+    @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "OPTIONS"])
+    async def test_only_post(self, stack: Stack, path: str, method: str) -> None:
+        """Another method on a route is a 405 that names POST, in the app's error shape."""
+        response = await stack.http.request(method, path)
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.json() == {"error": "method_not_allowed"}
+
+    async def test_head(self, stack: Stack) -> None:
+        """HEAD is not allowed either, and gets no body."""
+        response = await stack.http.head("/webhooks/twilio-sms")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.content == b""
+
+    @pytest.mark.parametrize(
+        "path", ["/webhooks/nothing", "/", "/sessions/a%2Fb/steps/sms/submit"]
+    )
+    async def test_unknown_path(self, stack: Stack, path: str) -> None:
+        """A path no route takes is a 404 in the app's error shape."""
+        response = await stack.http.post(path, content=b"x")
+        assert response.status_code == 404
+        assert response.json() == {"error": "not_found"}
+
+    @pytest.mark.parametrize(
+        "path", ["/webhooks/twilio-sms/", "/sessions/{sid}/steps/sms/submit/"]
+    )
+    async def test_trailing_slash_is_no_redirect(self, stack: Stack, path: str) -> None:
+        """A trailing slash is a 404, never a redirect to the address the app sees behind the proxy (or to whatever Host the caller sent)."""
+        session = await stack.start()
+        response = await stack.http.post(
+            path.format(sid=session.session_id),
+            json={"code": "123456"},
+            headers={"host": "attacker.example"},
+        )
+        assert response.status_code == 404
+        assert "location" not in response.headers
+        assert response.json() == {"error": "not_found"}
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("sms").state is StepState.WAITING
 
 
 class TestTwilioDocumentedVectors:

@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
@@ -47,6 +48,7 @@ from ..webhooks import WebhookHandler, WebhookRequest, WebhookResponse
 
 try:
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -245,6 +247,17 @@ def _without_port(address: str) -> str:
 def _error(status: int, code: str, **fields: Any) -> JSONResponse:
     headers = {"retry-after": _RETRY_AFTER} if status == 503 else None  # noqa: PLR2004
     return JSONResponse({"error": code, **fields}, status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A routing refusal (no such route, another method) in the app's error shape."""
+    del request
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = HTTPStatus(status).phrase.lower().replace(" ", "_")
+    response = _error(status, code)
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)  # Allow, for a 405
+    return response
 
 
 class _TooLargeError(Exception):
@@ -586,4 +599,11 @@ def create_app(
         )
     if submit_path is not None:
         routes.append(Route(submit_path, app.submit, methods=["POST"], name="submit"))
-    return Starlette(routes=routes)
+    starlette = Starlette(
+        routes=routes, exception_handlers={HTTPException: _http_error}
+    )
+    # A redirect to the path with or without a trailing slash would point at
+    # the URL the app sees (behind a proxy, an internal one; or any Host the
+    # caller sent), and a vendor's signature covers the path it called.
+    starlette.router.redirect_slashes = False
+    return starlette
