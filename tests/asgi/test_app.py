@@ -38,6 +38,9 @@ from multiverify.exceptions import (
     ConfigurationError,
     InvalidInputError,
     MultiverifyError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
     QuotaExceededError,
     SessionNotFoundError,
     StepNotWaitingError,
@@ -871,13 +874,50 @@ class TestRuntimeErrors:
         [
             ConcurrentUpdateError(message="x", session_id="s1", expected_version=1),
             StoreUnavailableError(message="down", store="sqlite"),
+            ProviderUnavailableError(message="vendor down", provider="twilio"),
         ],
     )
     async def test_retry_later(self, error: Exception) -> None:
-        """A conflict or a store outage asks the vendor to deliver again (503, Retry-After)."""
+        """A conflict, a store outage or a vendor the channel could not reach asks the vendor to deliver again (503, Retry-After)."""
         response = await self.veriff(Unreachable(error))
         assert response.status_code == 503
+        assert response.json() == {"error": "retry"}
         assert response.headers["retry-after"] == "5"
+
+    async def test_retry_after_a_throttling_vendor(self) -> None:
+        """A vendor's throttling hint becomes the Retry-After, in whole seconds."""
+        error = ProviderRateLimitedError(
+            message="slow down", provider="twilio", retry_after=29.2
+        )
+        response = await self.veriff(Unreachable(error))
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "30"
+
+    async def test_vendor_refusal_is_internal(self) -> None:
+        """A vendor error not worth repeating is a bare 500."""
+        error = ProviderRejectedError(message="no", provider="twilio")
+        response = await self.veriff(Unreachable(error))
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal"}
+
+    async def test_untyped_error_is_a_typed_500(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An error the runtime did not type (a driver's own, Temporal's RPC errors) is logged and answered 500 in the app's error shape, on both routes."""
+        runtime = Unreachable(RuntimeError("connection reset by peer"))
+        with caplog.at_level(logging.ERROR, logger="multiverify.asgi"):
+            response = await self.veriff(runtime)
+            assert response.status_code == 500
+            assert response.json() == {"error": "internal"}
+            app = create_app(runtime)
+            async with transport(app) as http:
+                submitted = await http.post(
+                    "/sessions/s1/steps/sms/submit", json={"code": "1"}
+                )
+        assert submitted.status_code == 500
+        assert submitted.json() == {"error": "internal"}
+        assert "connection reset by peer" in caplog.text
+        assert "reset by peer" not in response.text + submitted.text
 
     async def test_other_errors_say_nothing(self) -> None:
         """An unexpected typed error is a bare 500."""
@@ -886,7 +926,7 @@ class TestRuntimeErrors:
         assert response.json() == {"error": "internal"}
 
     async def test_step_still_starting(self) -> None:
-        """An event refused while its step is still starting is a 503, so it comes back."""
+        """An event refused while its step is still starting (or has started since) is a 503, so it comes back; a late one is a success."""
         clock = FakeClock(T0)
         async with Verifier(policy(), channels=channels(), clock=clock) as verifier:
             started = await verifier.start(APPLICANT)
@@ -896,20 +936,92 @@ class TestRuntimeErrors:
                 StepNotWaitingError(message="x", session_id="s1", step_id="video")
             )
             record = started.step("video")
-            runtime.session = attrs.evolve(
-                started,
-                steps=[
-                    attrs.evolve(record, state=StepState.RUNNING)
-                    if r.step_id == "video"
-                    else r
-                    for r in started.steps
-                ],
-            )
+
+            def video(**changes: Any) -> Session:
+                return attrs.evolve(
+                    started,
+                    steps=[
+                        attrs.evolve(record, **changes) if r.step_id == "video" else r
+                        for r in started.steps
+                    ],
+                )
+
+            runtime.session = video(state=StepState.RUNNING)
             assert (await self.veriff(runtime)).status_code == 503
-            runtime.session = started  # waiting: the event was simply late
+            runtime.session = started  # waiting: started since the refusal
+            assert (await self.veriff(runtime)).status_code == 503
+            runtime.session = video(state=StepState.DONE)  # late
             assert (await self.veriff(runtime)).status_code == 200
-            runtime.session = None  # the session cannot be read
+            runtime.session = video(attempt=2)  # its attempt is over: late
             assert (await self.veriff(runtime)).status_code == 200
+            runtime.session = None  # the session is gone
+            assert (await self.veriff(runtime)).status_code == 200
+
+    async def test_step_starting_and_the_store_down(self) -> None:
+        """An event refused while its step starts, whose session cannot then be read for the store is down, is a 503, not a success that loses it."""
+
+        class Down(Unreachable):
+            async def get(self, session_id: str) -> Session:
+                raise StoreUnavailableError(message="down", store="sqlite")
+
+        runtime = Down(
+            StepNotWaitingError(message="x", session_id="s1", step_id="video")
+        )
+        response = await self.veriff(runtime)
+        assert response.status_code == 503
+        assert response.json() == {"error": "retry"}
+
+    async def test_step_started_just_after_the_refusal(self) -> None:
+        """An event refused while its step started, the start saved right after: a 503, and the vendor's redelivery is applied."""
+        clock = FakeClock(T0)
+        slow = [
+            ScriptedChannel("sms_code", [Scripted.waits(Scripted.passes())]),
+            ScriptedChannel("video_sign", [Scripted.waits(Scripted.passes(delay=60))]),
+        ]
+
+        class StartsMeanwhile:
+            """The Verifier, whose refused events see the step's start saved just after."""
+
+            def __init__(self, verifier: Verifier) -> None:
+                self.verifier = verifier
+                self.start = verifier.start
+                self.submit = verifier.submit
+                self.get = verifier.get
+
+            async def handle_event(self, event: ProviderEvent) -> Session | None:
+                try:
+                    return await self.verifier.handle_event(event)
+                except StepNotWaitingError:
+                    await clock.advance(60)
+                    await self.verifier.wait_idle()
+                    raise
+
+        async with Verifier(
+            policy(), channels=slow, clock=clock, early_event_wait=0
+        ) as verifier:
+            session = await verifier.start(APPLICANT)
+            for _ in range(50):
+                await asyncio.sleep(0)
+            started = await verifier.get(session.session_id)
+            assert started.step("video").state is StepState.RUNNING
+            app = create_app(
+                StartsMeanwhile(verifier), webhooks=[VeriffWebhooks(SECRET)]
+            )
+            body = veriff_decision(session.session_id)
+            async with transport(app) as http:
+                first = await http.post(
+                    "/webhooks/veriff", headers=veriff_headers(body), content=body
+                )
+                assert first.status_code == 503
+                assert (await verifier.get(session.session_id)).step(
+                    "video"
+                ).state is StepState.WAITING
+                again = await http.post(
+                    "/webhooks/veriff", headers=veriff_headers(body), content=body
+                )
+            assert again.status_code == 200
+            stored = await verifier.get(session.session_id)
+            assert stored.step("video").state is StepState.DONE
 
     @pytest.mark.parametrize(
         ("error", "status", "body"),
@@ -933,6 +1045,16 @@ class TestRuntimeErrors:
                 503,
                 {"error": "unavailable"},
             ),
+            (
+                ProviderUnavailableError(message="down", provider="twilio-verify"),
+                503,
+                {"error": "unavailable"},
+            ),
+            (
+                ProviderRejectedError(message="no", provider="twilio-verify"),
+                500,
+                {"error": "internal"},
+            ),
             (MultiverifyError(message="secret"), 500, {"error": "internal"}),
         ],
     )
@@ -945,6 +1067,8 @@ class TestRuntimeErrors:
             response = await http.post("/sessions/s1/steps/sms/submit", json={})
         assert response.status_code == status
         assert response.json() == body
+        if status == 503:
+            assert response.headers["retry-after"] == "5"
 
     def test_two_handlers_on_one_route(self) -> None:
         """Two handlers for one vendor route are a configuration error."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
@@ -34,6 +35,8 @@ from ..exceptions import (
     ConfigurationError,
     InvalidInputError,
     MultiverifyError,
+    ProviderError,
+    ProviderRateLimitedError,
     QuotaExceededError,
     SessionFinishedError,
     SessionNotFoundError,
@@ -244,9 +247,21 @@ def _without_port(address: str) -> str:
     return address
 
 
-def _error(status: int, code: str, **fields: Any) -> JSONResponse:
-    headers = {"retry-after": _RETRY_AFTER} if status == 503 else None  # noqa: PLR2004
+def _error(
+    status: int, code: str, *, retry_after: str = _RETRY_AFTER, **fields: Any
+) -> JSONResponse:
+    headers = {"retry-after": retry_after} if status == 503 else None  # noqa: PLR2004
     return JSONResponse({"error": code, **fields}, status_code=status, headers=headers)
+
+
+def _retry_after(exc: ProviderError) -> str:
+    """The seconds to wait before a retry: a throttling vendor's hint, else the default."""
+    if isinstance(exc, ProviderRateLimitedError) and exc.retry_after is not None:
+        try:
+            return str(max(1, math.ceil(exc.retry_after)))
+        except (OverflowError, ValueError):  # an infinite or NaN hint
+            pass
+    return _RETRY_AFTER
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -335,6 +350,12 @@ _SUBMIT_ERRORS: tuple[tuple[type[MultiverifyError], int, str], ...] = (
 
 
 def _submit_error(exc: MultiverifyError) -> JSONResponse | None:
+    if isinstance(exc, ProviderError):
+        # A vendor the channel could not reach (checking a vendor's own
+        # code): nothing changed, so the applicant may simply try again.
+        if exc.retryable:
+            return _error(503, "unavailable", retry_after=_retry_after(exc))
+        return None
     for kind, status, code in _SUBMIT_ERRORS:
         if isinstance(exc, kind):
             fields: dict[str, Any] = {}
@@ -442,7 +463,7 @@ class _App:
         try:
             return await self.runtime.handle_event(event)
         except StepNotWaitingError:
-            if await self.starting(event):
+            if await self.early(event):
                 # Refused before its delivery was counted: the vendor's
                 # retry will bring it back once the step has started.
                 return _error(503, "retry")
@@ -453,20 +474,36 @@ class _App:
         except (ConcurrentUpdateError, StoreUnavailableError) as exc:
             log.warning("vendor event %s not applied yet: %s", event.kind, exc)
             return _error(503, "retry")
-        except MultiverifyError:
+        except ProviderError as exc:
+            if exc.retryable:
+                log.warning("vendor event %s not applied yet: %s", event.kind, exc)
+                return _error(503, "retry", retry_after=_retry_after(exc))
+            log.exception("vendor event %s of %s failed", event.kind, event.session_id)
+            return _error(500, "internal")
+        except Exception:
+            # Untyped (a store driver's own error, Temporal's RPC errors):
+            # the runtime gave the delivery back, so a redelivery is applied.
             log.exception("vendor event %s of %s failed", event.kind, event.session_id)
             return _error(500, "internal")
 
-    async def starting(self, event: ProviderEvent) -> bool:
-        """Whether the event's step is still starting the attempt it is for."""
+    async def early(self, event: ProviderEvent) -> bool:
+        """Whether a refused event came before its step was ready for it, so a redelivery may apply.
+
+        The step is still starting the attempt the event is for, or has
+        started it since the refusal (the refused delivery was not counted,
+        so the redelivery is applied); when the session cannot be read now,
+        the vendor is asked to deliver again rather than told it arrived.
+        """
         try:
             session = await self.runtime.get(event.session_id)
             record = session.step(event.step_id)
+        except (StoreUnavailableError, ConcurrentUpdateError):
+            return True
         except MultiverifyError:
             return False
         return (
             not session.finished
-            and record.state is StepState.RUNNING
+            and record.state in (StepState.RUNNING, StepState.WAITING)
             and event.attempt in (None, record.attempt)
         )
 
@@ -497,8 +534,8 @@ class _App:
             payload["client_ip"] = client
         try:
             session = await self.runtime.submit(session_id, step_id, payload)
-        except MultiverifyError as exc:
-            refused = _submit_error(exc)
+        except Exception as exc:
+            refused = _submit_error(exc) if isinstance(exc, MultiverifyError) else None
             if refused is None:
                 log.exception("submission to %s of %s failed", step_id, session_id)
                 return _error(500, "internal")
@@ -532,8 +569,10 @@ def create_app(
       repeated delivery, a callback for a finished session or one after its
       step ended is answered as a success, so the vendor stops retrying;
       the runtime records the late ones in the audit trail. A store
-      conflict or outage, or a callback for a step still starting, gets
-      ``503`` with ``Retry-After``, so the vendor delivers it again.
+      conflict or outage, a vendor the channel could not reach, or a
+      callback for a step still starting (or started since it was
+      refused), gets ``503`` with ``Retry-After``, so the vendor delivers
+      it again.
     - ``POST {submit_path}``: the applicant's input as a JSON object, such
       as ``{"code": "123456"}`` or ``{"action": "resend"}``, sent as
       ``application/json``. Answers the
@@ -541,8 +580,9 @@ def create_app(
       ``{"error": code}``: ``415`` another content type (so a cross-site
       form cannot post it), ``404`` no such session or step, ``409`` the
       session finished or the step does not wait, ``422`` invalid input
-      (with ``field``), ``429`` an abuse limit (with ``quota``), ``503`` the
-      store is down. The caller's address is passed on as ``client_ip`` for
+      (with ``field``), ``429`` an abuse limit (with ``quota``), ``503``
+      (with ``Retry-After``) the store is down or the vendor checking the
+      code cannot be reached. The caller's address is passed on as ``client_ip`` for
       the abuse controls. Put the lending app's own authentication in front
       of it, or pass ``authorize``.
 
@@ -566,6 +606,11 @@ def create_app(
         on_rejected: hooks called with each refused callback.
         clock: the time source for ``received_at``.
         max_body: the largest body accepted, in bytes (``413`` beyond).
+
+    Any other path is ``404 {"error": "not_found"}`` (a trailing slash is
+    not redirected), another method ``405 {"error": "method_not_allowed"}``
+    with ``Allow: POST``, and an error the runtime did not type ``500
+    {"error": "internal"}`` (logged).
 
     Raises:
         ConfigurationError: two handlers share a route.
