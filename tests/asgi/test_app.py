@@ -561,6 +561,43 @@ class TestPublicUrl:
             public_url(scope, trust_forwarded=True) == "https://example.com/hooks/a%20b"
         )
 
+    @pytest.mark.parametrize(
+        ("forwarded", "url"),
+        [
+            (
+                [(b"x-forwarded-proto", b"HTTPS"), (b"x-forwarded-port", b"443")],
+                "https://example.com/hooks/a%20b",
+            ),
+            (
+                [(b"x-forwarded-prefix", b"verify")],
+                "http://example.com/verify/hooks/a%20b",
+            ),
+            (
+                [
+                    (b"x-forwarded-host", b"[2001:db8::1]"),
+                    (b"x-forwarded-port", b"8443"),
+                ],
+                "http://[2001:db8::1]:8443/hooks/a%20b",
+            ),
+            (
+                [
+                    (b"x-forwarded-host", b"[2001:db8::1]:8000"),
+                    (b"x-forwarded-port", b"80"),
+                ],
+                "http://[2001:db8::1]/hooks/a%20b",
+            ),
+        ],
+    )
+    def test_forwarded_as_proxies_write_them(
+        self, forwarded: list[tuple[bytes, bytes]], url: str
+    ) -> None:
+        """A scheme in capitals, a prefix without its leading slash and an IPv6 host with a forwarded port still give the URL the vendor called."""
+        scope = self.scope(
+            headers=[(b"x-forwarded-host", b"example.com"), *forwarded],
+            query_string=b"",
+        )
+        assert public_url(scope, trust_forwarded=True) == url
+
     def test_client_address(self) -> None:
         """The peer's address, or the proxy's X-Forwarded-For entry (the last) when trusted; garbage is no address."""
         scope = self.scope(

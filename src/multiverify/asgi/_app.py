@@ -187,19 +187,15 @@ def public_url(
     host = headers.get("host")
     prefix = ""
     if trust_forwarded:
-        scheme = _first(headers.get("x-forwarded-proto")) or scheme
+        # A scheme is case-insensitive (RFC 3986); vendors sign it lowercased.
+        scheme = (_first(headers.get("x-forwarded-proto")) or scheme).lower()
         host = _first(headers.get("x-forwarded-host")) or host
         port = _first(headers.get("x-forwarded-port"))
-        if (
-            host is not None
-            and port is not None
-            and port.isascii()
-            and port.isdigit()
-            and not host.endswith("]")
-        ):
-            name = host.rsplit(":", 1)[0] if ":" in host else host
+        if host is not None and port is not None and port.isascii() and port.isdigit():
+            name = _without_host_port(host)
             host = name if int(port) == _DEFAULT_PORTS.get(scheme) else f"{name}:{port}"
-        prefix = (_first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
+        prefix = (_first(headers.get("x-forwarded-prefix")) or "").strip("/")
+        prefix = f"/{prefix}" if prefix else ""
     if host is None:
         server = scope.get("server")
         if server is None:
@@ -211,6 +207,13 @@ def public_url(
             else f"{name}:{port_number}"
         )
     return f"{scheme}://{host}{prefix}{tail}"
+
+
+def _without_host_port(host: str) -> str:
+    """A ``Host`` value without its port: ``example.com``, ``[2001:db8::1]``."""
+    if host.startswith("["):  # an IPv6 literal: its colons are no port
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0]
 
 
 def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | None:
