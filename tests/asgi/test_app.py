@@ -32,7 +32,7 @@ from multiverify.asgi import (
     create_app,
     public_url,
 )
-from multiverify.channels import PhoneCallChannel, ProviderEvent
+from multiverify.channels import PhoneCallChannel, ProviderEvent, SmsCodeChannel
 from multiverify.exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
@@ -48,13 +48,17 @@ from multiverify.exceptions import (
 )
 from multiverify.policy import Step
 from multiverify.providers import (
+    CheckOutcome,
     TwilioAccount,
     TwilioVoice,
+    VerifyCheck,
+    VerifyRequest,
+    VerifyStarted,
     veriff_signature,
 )
 from multiverify.sandbox import VOICE_PERSONAS, SandboxVoice, get_persona
 from multiverify.sandbox._voice import TWILIO_ACCOUNT, TWILIO_TOKEN
-from multiverify.stores import SqliteStore
+from multiverify.stores import SessionStore, SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 from multiverify.webhooks import (
     TwilioMessageStatus,
@@ -774,6 +778,17 @@ class TestSubmit:
         assert response.status_code == 409
         assert response.json() == {"error": "step_not_waiting"}
 
+    async def test_session_finished(self, stack: Stack) -> None:
+        """A code for a cancelled (or decided) session is a 409 and changes nothing."""
+        session = await stack.start()
+        await stack.verifier.cancel(session.session_id)
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            json={"code": "123456"},
+        )
+        assert response.status_code == 409
+        assert response.json() == {"error": "session_finished"}
+
     @pytest.mark.parametrize("body", [b"{", b"[1]", b"\xff"])
     async def test_not_a_json_object(self, stack: Stack, body: bytes) -> None:
         """A body that is not a JSON object is a 400."""
@@ -865,6 +880,135 @@ class TestSubmit:
             response = await http.post("/sessions/s1/steps/sms/submit", json={})
             assert response.status_code == 403
         assert seen == ["s1"]
+
+
+class VendorCodes:
+    """A Verify vendor that makes its code ``444444`` and may be unreachable when checking it."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    @property
+    def name(self) -> str:
+        return "vendor"
+
+    async def start(self, request: VerifyRequest, /) -> VerifyStarted:
+        return VerifyStarted(provider="vendor", verification_id="VE1")
+
+    async def check(
+        self, verification_id: str, code: str, /, *, to: str
+    ) -> VerifyCheck:
+        if self.down:
+            raise ProviderUnavailableError(message="timed out", provider="vendor")
+        approved = code == "444444"
+        return VerifyCheck(outcome="approved" if approved else CheckOutcome.WRONG)
+
+    async def cancel(self, verification_id: str, /) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class TestSubmitToTheSmsChannel:
+    async def test_vendor_down_while_checking(self) -> None:
+        """A code the vendor cannot check now is a 503 with Retry-After and counts nothing; the same code passes once the vendor is back."""
+        vendor = VendorCodes()
+        sms = SmsCodeChannel([vendor], secret="s" * 32, brand="Acme")
+        only_sms = Policy(
+            name="sms",
+            version="1",
+            steps=[Step(id="sms", channel="sms_code", timeout="10m")],
+        )
+        clock = FakeClock(T0)
+        async with Verifier(only_sms, channels=[sms], clock=clock) as verifier:
+            session = await verifier.start(APPLICANT)
+            await verifier.wait_idle()
+            url = f"/sessions/{session.session_id}/steps/sms/submit"
+            async with transport(create_app(verifier)) as http:
+                vendor.down = True
+                refused = await http.post(url, json={"code": "４４４ ４４４"})  # noqa: RUF001
+                assert refused.status_code == 503
+                assert refused.json() == {"error": "unavailable"}
+                assert refused.headers["retry-after"] == "5"
+                stored = await verifier.get(session.session_id)
+                assert stored.step("sms").state is StepState.WAITING
+                assert stored.step("sms").channel_state["wrong"] == 0
+                vendor.down = False
+                passed = await http.post(url, json={"code": "444444"})
+            assert passed.status_code == 200
+            assert passed.json()["result"] == "passed"
+
+
+class Flaky:
+    """A store whose named calls fail as if its server were down."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self.down: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if name not in self.down:
+            return found
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailableError(message="down", store="test")
+
+        return down
+
+
+class TestStoreOutage:
+    @pytest.fixture
+    async def outage(self, tmp_path: Any) -> AsyncIterator[tuple[Stack, Flaky]]:
+        """The default app on a SQLite store that a test can take down call by call."""
+        clock = FakeClock(T0)
+        async with SqliteStore(tmp_path / "sessions.db") as real:
+            store = Flaky(real)
+            async with Verifier(
+                policy(), channels=channels(), store=store, clock=clock
+            ) as verifier:
+                app = create_app(
+                    verifier, webhooks=handlers(), public_base_url=PUBLIC, clock=clock
+                )
+                async with transport(app) as http:
+                    yield Stack(verifier, clock, http, []), store
+
+    async def test_webhook_while_saves_fail(self, outage: tuple[Stack, Flaky]) -> None:
+        """A decision that cannot be saved is a 503 with Retry-After; the vendor's redelivery is applied."""
+        stack, store = outage
+        session = await stack.start()
+        body = veriff_decision(session.session_id)
+        store.down = {"save"}
+        response = await stack.http.post(
+            "/webhooks/veriff", headers=veriff_headers(body), content=body
+        )
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        store.down = set()
+        again = await stack.http.post(
+            "/webhooks/veriff", headers=veriff_headers(body), content=body
+        )
+        assert again.status_code == 200
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("video").state is StepState.DONE
+
+    @pytest.mark.parametrize("call", ["load", "save"])
+    async def test_submission_while_the_store_is_down(
+        self, outage: tuple[Stack, Flaky], call: str
+    ) -> None:
+        """A code that cannot be read or saved is a 503 with Retry-After; sent again, it passes."""
+        stack, store = outage
+        session = await stack.start()
+        url = f"/sessions/{session.session_id}/steps/sms/submit"
+        store.down = {call}
+        response = await stack.http.post(url, json={"code": "123456"})
+        assert response.status_code == 503
+        assert response.json() == {"error": "unavailable"}
+        assert response.headers["retry-after"] == "5"
+        store.down = set()
+        again = await stack.http.post(url, json={"code": "123456"})
+        assert again.json()["result"] == "passed"
 
 
 class Unreachable:
