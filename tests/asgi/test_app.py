@@ -866,6 +866,24 @@ class TestSubmit:
         )
         assert response.status_code == 413
 
+    @pytest.mark.parametrize(
+        "body", [b"NaN", b'{"code": NaN}', b'{"code": -Infinity}', b'{"x": 1e999}']
+    )
+    async def test_json_without_numbers_json_has(
+        self, stack: Stack, body: bytes
+    ) -> None:
+        """``NaN``, ``Infinity`` and numbers too large for a float are not JSON (RFC 8259): a 400, and nothing reaches the channel."""
+        session = await stack.start()
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/video/submit",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert response.json() == {"error": "invalid_json"}
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("video").state is StepState.WAITING
+
     async def test_authorize(self) -> None:
         """``authorize`` refuses a submission before the runtime sees it."""
         seen: list[str] = []
@@ -1250,6 +1268,36 @@ class TestRuntimeErrors:
         assert response.json() == body
         if status == 503:
             assert response.headers["retry-after"] == "5"
+
+    async def test_body_limit_is_configurable_and_streamed(self) -> None:
+        """``max_body`` bounds both routes; a body sent without a length is refused as it streams, not read to its end."""
+        sent = 0
+
+        async def endless() -> AsyncIterator[bytes]:
+            nonlocal sent
+            while sent < 1 << 30:
+                sent += 1 << 16
+                yield b"{" * (1 << 16)
+
+        app = create_app(Unreachable(), webhooks=[VeriffWebhooks(SECRET)], max_body=100)
+        headers = {"content-type": "application/json"}
+        async with transport(app) as http:
+            for path in ("/webhooks/veriff", "/sessions/s1/steps/sms/submit"):
+                fits = await http.post(path, content=b"{}" + b" " * 98, headers=headers)
+                assert fits.status_code != 413
+                over = await http.post(path, content=b" " * 101, headers=headers)
+                assert over.status_code == 413
+                assert over.json() == {"error": "too_large"}
+                sent = 0
+                streamed = await http.post(path, content=endless(), headers=headers)
+                assert streamed.status_code == 413
+                assert sent <= 1 << 17
+
+    @pytest.mark.parametrize("limit", [0, -1, True, 1.5])
+    def test_body_limit_must_be_a_positive_whole_number(self, limit: Any) -> None:
+        """A limit that would refuse every body (or is no byte count) is a configuration error."""
+        with pytest.raises(ConfigurationError, match="max_body"):
+            create_app(Unreachable(), max_body=limit)
 
     def test_two_handlers_on_one_route(self) -> None:
         """Two handlers for one vendor route are a configuration error."""

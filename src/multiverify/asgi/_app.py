@@ -303,6 +303,19 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _not_json(constant: str) -> Any:
+    """``json.loads``'s hook for ``NaN`` and ``Infinity``, which JSON (RFC 8259) does not have."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refusing one too large for a float (``1e999``)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large a number")
+    return value
+
+
 def _is_json(content_type: str | None) -> bool:
     """Whether a Content-Type names JSON: ``application/json`` or ``application/*+json``."""
     if content_type is None:
@@ -521,7 +534,7 @@ class _App:
             return _error(415, "unsupported_media_type")
         try:
             body = await _body(request, self.max_body)
-            payload = json.loads(body)
+            payload = json.loads(body, parse_constant=_not_json, parse_float=_finite)
         except _TooLargeError:
             return _error(413, "too_large")
         except (ClientDisconnect, UnicodeDecodeError, ValueError, RecursionError):
@@ -616,8 +629,13 @@ def create_app(
     {"error": "internal"}`` (logged).
 
     Raises:
-        ConfigurationError: two handlers share a route.
+        ConfigurationError: two handlers share a route, or ``max_body`` is
+            not a whole number of bytes above zero.
     """
+    if type(max_body) is not int or max_body < 1:  # a bool is no byte count
+        raise ConfigurationError(
+            message=f"max_body must be a number of bytes above zero, not {max_body!r}"
+        )
     app = _App(
         runtime,
         base_url=public_base_url,
