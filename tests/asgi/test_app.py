@@ -1124,6 +1124,34 @@ class TestRuntimeErrors:
         assert response.status_code == 500
         assert response.json() == {"error": "internal"}
 
+    async def test_failing_handler_or_authorize_is_a_typed_500(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A webhook handler (the protocol is the app's to implement) or an ``authorize`` that crashes is logged and answered 500 in the app's error shape."""
+
+        class Broken:
+            vendor = "broken"
+
+            async def parse(self, request: Any, /) -> list[ProviderEvent]:
+                raise KeyError("MessageSid")
+
+            def respond(self, request: Any, sessions: Any, /) -> WebhookResponse:
+                raise AssertionError  # pragma: no cover - parse fails first
+
+        async def authorize(request: Any, session_id: str) -> bool:
+            raise RuntimeError("session service down")
+
+        app = create_app(Unreachable(), webhooks=[Broken()], authorize=authorize)
+        with caplog.at_level(logging.ERROR, logger="multiverify.asgi"):
+            async with transport(app) as http:
+                hooked = await http.post("/webhooks/broken", content=b"x")
+                submitted = await http.post("/sessions/s1/steps/sms/submit", json={})
+        for response in (hooked, submitted):
+            assert response.status_code == 500
+            assert response.json() == {"error": "internal"}
+        assert "MessageSid" in caplog.text
+        assert "session service down" in caplog.text
+
     async def test_step_still_starting(self) -> None:
         """An event refused while its step is still starting (or has started since) is a 503, so it comes back; a late one is a success."""
         clock = FakeClock(T0)

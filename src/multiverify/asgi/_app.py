@@ -385,6 +385,26 @@ def _submit_error(exc: MultiverifyError) -> JSONResponse | None:
     return None
 
 
+_Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(endpoint: _Endpoint, route: str) -> _Endpoint:
+    """``endpoint``, answering a typed ``500`` (and logging) for what it did not foresee.
+
+    A handler or an ``authorize`` of the lending app's own may raise
+    anything; the caller gets the app's error shape, never a traceback page.
+    """
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception:
+            log.exception("request to %s failed", route)
+            return _error(500, "internal")
+
+    return guarded
+
+
 class _App:
     """The routes' shared settings and the two endpoints."""
 
@@ -439,9 +459,7 @@ class _App:
             except Exception:
                 log.exception("on_rejected hook failed")
 
-    def webhook(
-        self, handler: WebhookHandler
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def webhook(self, handler: WebhookHandler) -> _Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
                 body = await _body(request, self.max_body)
@@ -661,10 +679,22 @@ def create_app(
             )
         seen.add(path)
         routes.append(
-            Route(path, app.webhook(handler), methods=["POST"], name=f"webhook:{path}")
+            Route(
+                path,
+                _guarded(app.webhook(handler), path),
+                methods=["POST"],
+                name=f"webhook:{path}",
+            )
         )
     if submit_path is not None:
-        routes.append(Route(submit_path, app.submit, methods=["POST"], name="submit"))
+        routes.append(
+            Route(
+                submit_path,
+                _guarded(app.submit, submit_path),
+                methods=["POST"],
+                name="submit",
+            )
+        )
     starlette = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error}
     )
