@@ -125,12 +125,12 @@ class TwilioSignature:
         if body_hash is None and request.method.upper() == "POST":
             try:
                 params = request.form(_VENDOR)
-            except WebhookFormatError:
+            except WebhookFormatError as exc:
                 # Twilio signs a form body's parameters, or a JSON body through
                 # bodySHA256: a body that is neither cannot be Twilio's.
                 raise WebhookSignatureError(
-                    message="callback body is not form data and its URL has no "
-                    "bodySHA256, so no signature can cover it",
+                    message="callback URL has no bodySHA256 and its body is not "
+                    f"form data, so no signature can cover it: {exc}",
                     vendor=_VENDOR,
                 ) from None
         # Compared as bytes: a header may hold any character, and
