@@ -814,6 +814,17 @@ class TestSubmit:
         stored = await stack.verifier.get(session.session_id)
         assert stored.step("sms").state is StepState.WAITING
 
+    async def test_numbers_are_taken(self, stack: Stack) -> None:
+        """Numbers JSON has, fractions and exponents included, reach the channel."""
+        session = await stack.start()
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/video/submit",
+            content=b'{"score": 0.5, "scale": 1e3, "count": 2}',
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 200
+        assert response.json()["result"] == "passed"
+
     @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000])
     async def test_nesting_too_deep_for_the_decoder(
         self, stack: Stack, body: bytes
@@ -1078,14 +1089,19 @@ class TestRuntimeErrors:
         assert response.json() == {"error": "retry"}
         assert response.headers["retry-after"] == "5"
 
-    async def test_retry_after_a_throttling_vendor(self) -> None:
-        """A vendor's throttling hint becomes the Retry-After, in whole seconds."""
+    @pytest.mark.parametrize(
+        ("hint", "seconds"), [(29.2, "30"), (0.1, "1"), (float("inf"), "5")]
+    )
+    async def test_retry_after_a_throttling_vendor(
+        self, hint: float, seconds: str
+    ) -> None:
+        """A vendor's throttling hint becomes the Retry-After, in whole seconds (at least one; the default for a hint that is no number of seconds)."""
         error = ProviderRateLimitedError(
-            message="slow down", provider="twilio", retry_after=29.2
+            message="slow down", provider="twilio", retry_after=hint
         )
         response = await self.veriff(Unreachable(error))
         assert response.status_code == 503
-        assert response.headers["retry-after"] == "30"
+        assert response.headers["retry-after"] == seconds
 
     async def test_vendor_refusal_is_internal(self) -> None:
         """A vendor error not worth repeating is a bare 500."""
