@@ -370,6 +370,34 @@ class TestVerifier:
 
 
 class TestStart:
+    @pytest.mark.parametrize(
+        ("currency", "today", "refused"),
+        [
+            ("BGL", datetime(2026, 1, 1, tzinfo=UTC), True),  # retired in 1999
+            ("BGN", datetime(2026, 3, 1, tzinfo=UTC), True),  # the euro since 2026
+            ("BGN", datetime(2026, 1, 15, tzinfo=UTC), False),  # both in January
+            ("EUR", datetime(2026, 3, 1, tzinfo=UTC), False),
+        ],
+    )
+    async def test_a_loan_in_a_currency_no_longer_in_use_is_refused(
+        self, applicant: Applicant, currency: str, today: datetime, *, refused: bool
+    ) -> None:
+        """A new session's loan is in a currency that is legal tender on the day it starts; stored sessions still load."""
+        loan = attrs.evolve(applicant.loan, currency=currency)
+        retired = attrs.evolve(applicant, loan=loan)
+        store = MemoryStore()
+        async with Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=FakeClock(today)
+        ) as verifier:
+            if not refused:
+                session = await verifier.start(retired)
+                assert session.applicant == retired
+                return
+            with pytest.raises(InvalidInputError, match=f"{currency}.* no longer") as e:
+                await verifier.start(retired)
+        assert e.value.field == "loan.currency"
+        assert await store.session_ids() == []
+
     async def test_start_returns_saved_session_and_steps_run_in_background(
         self, clock: FakeClock, applicant: Applicant
     ) -> None:
@@ -1765,6 +1793,73 @@ class TestCancel:
 
 
 class TestOnVerdict:
+    async def test_a_replica_stopped_during_a_hook_leaves_the_verdict_to_announce_again(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """The announcement leaves the outbox once its hooks returned: stopped in one, it is announced again."""
+        store = MemoryStore()
+        entered = asyncio.Event()
+
+        async def stuck(session: Session, verdict: Verdict) -> None:
+            entered.set()
+            await asyncio.Event().wait()  # the replica stops here
+
+        first = Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=clock, on_verdict=[stuck]
+        )
+        started = await first.start(applicant)
+        await entered.wait()
+        await first.aclose()
+
+        [pending] = await store.pending_effects()
+        assert isinstance(pending.effect, RecordVerdict)
+        assert pending.claimed_until is not None
+        assert pending.claimed_until <= clock.now()  # given back: no lease to wait out
+
+        announced: list[tuple[str, Outcome]] = []
+
+        async def record(session: Session, verdict: Verdict) -> None:
+            announced.append((session.session_id, verdict.outcome))
+
+        async with Verifier(
+            ONE_STEP, channels=[bureau()], store=store, clock=clock, on_verdict=[record]
+        ) as second:
+            assert await second.resume() == 1
+            await second.wait_idle()
+        assert announced == [(started.session_id, Outcome.REVIEW)]
+        assert await store.pending_effects() == []
+
+    async def test_a_long_hook_keeps_the_claim_on_its_announcement(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """While a hook runs past the claim's lease, the claim is renewed, so no worker announces the verdict meanwhile."""
+        store = MemoryStore()
+        entered = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow(session: Session, verdict: Verdict) -> None:
+            entered.set()
+            await release.wait()
+
+        async with Verifier(
+            ONE_STEP,
+            channels=[bureau()],
+            store=store,
+            clock=clock,
+            on_verdict=[slow],
+            lease="30s",
+        ) as verifier:
+            await verifier.start(applicant)
+            await entered.wait()
+            for _ in range(4):
+                await clock.advance(15)
+            [pending] = await store.pending_effects()
+            assert pending.claimed_until is not None
+            assert pending.claimed_until > clock.now()
+            release.set()
+            await verifier.wait_idle()
+            assert await store.pending_effects() == []
+
     async def test_hooks_run_once_and_a_failing_one_is_contained(
         self, clock: FakeClock, applicant: Applicant, caplog: pytest.LogCaptureFixture
     ) -> None:

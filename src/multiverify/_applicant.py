@@ -42,12 +42,47 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # import: Babel loads its data file then.
 @functools.cache
 def _currencies() -> frozenset[str]:
-    return frozenset(
-        code
-        for entries in get_global("territory_currencies").values()
-        for code, _start, _end, tender in entries
-        if tender
-    )
+    return frozenset(_tender_until())
+
+
+@functools.cache
+def _tender_until() -> dict[str, date | None]:
+    """Per code that was ever legal tender, the last day it was (``None``: it still is)."""
+    until: dict[str, date | None] = {}
+    for entries in get_global("territory_currencies").values():
+        for code, _start, end, tender in entries:
+            if not tender:
+                continue
+            last = None if end is None else date(*end)
+            if code not in until:
+                until[code] = last
+            else:
+                known = until[code]
+                until[code] = (
+                    None if known is None or last is None else max(known, last)
+                )
+    return until
+
+
+def refuse_retired_currency(applicant: Applicant, *, on: date) -> None:
+    """Refuse a new session's loan in a currency that is legal tender nowhere ``on`` that day.
+
+    ``Applicant`` accepts retired codes (BGN since the euro came to
+    Bulgaria), so that sessions saved with one still load; a new
+    application in one is a mistake, refused where sessions start.
+
+    Raises:
+        InvalidInputError: ``field`` is ``loan.currency``.
+    """
+    code = applicant.loan.currency
+    last = _tender_until().get(code)
+    if last is not None and last < on:
+        raise InvalidInputError(
+            message=f"loan.currency: {code!r} is no longer legal tender anywhere "
+            f"(its last day was {last.isoformat()}); a new loan needs a currency "
+            f"in use on {on.isoformat()}",
+            field="loan.currency",
+        )
 
 
 # Amounts, fees and rates this large are refused: no loan comes near, and the

@@ -14,12 +14,12 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
 
 import attrs
 
-from ._applicant import Applicant
+from ._applicant import Applicant, refuse_retired_currency
 from ._audit import AuditTrail
 from ._clock import Clock, SystemClock
 from ._duration import parse_duration
@@ -127,6 +127,14 @@ def _finished(session: Session) -> Session | None:
     return session if session.finished else None
 
 
+@attrs.frozen
+class _Announcement:
+    """A verdict or review event to announce, and the outbox effect that announces it, if any."""
+
+    event: Verdict | ReviewEvent
+    effect_id: str | None = None
+
+
 class _Watch:
     """Who waits for a session's changes, and the newest version of it this Verifier saved or loaded."""
 
@@ -232,9 +240,14 @@ class Verifier:
             shared store for many replicas. A store passed in stays open
             when the Verifier closes.
         clock: the time source; tests pass a FakeClock.
-        on_verdict: hooks called once per decided session.
+        on_verdict: hooks called once a session is decided, at least once:
+            the verdict's announcement leaves the outbox only after they
+            returned, so a replica that dies in one leaves it to a worker,
+            which calls them again. Make them idempotent (by session id);
+            one that raises is logged and not called again.
         on_review: hooks called when a review case is queued, comes back
-            with the evidence a reviewer asked for, or escalates past its SLA.
+            with the evidence a reviewer asked for, or escalates past its
+            SLA; at least once, like ``on_verdict``.
         new_id: makes session ids.
         early_event_wait: how long, in seconds on the clock, a vendor event
             that arrives while its step is still starting (the vendor called
@@ -399,6 +412,7 @@ class Verifier:
         Raises:
             ConfigurationError: unknown policy.
             ConcurrentUpdateError: ``session_id`` is taken.
+            InvalidInputError: the loan's currency is no longer legal tender.
         """
         if not self._runs_steps:
             raise ConfigurationError(
@@ -407,6 +421,7 @@ class Verifier:
             )
         chosen = self.policy(policy)
         now = self._clock.now()
+        refuse_retired_currency(applicant, on=now.astimezone(UTC).date())
         if self._sweeper is not None:
             self._sweeper.due(now)
         session = new_session(
@@ -977,14 +992,14 @@ class Verifier:
         return saved
 
     async def _after(
-        self, session: Session, version: int, verdicts: Sequence[Verdict | ReviewEvent]
+        self, session: Session, version: int, verdicts: Sequence[_Announcement]
     ) -> None:
         """Outside the session lock: wake watchers, call hooks, drop the lock."""
         watch = self._watches.get(session.session_id)
         if watch is not None and watch.saw(session, version):
             watch.wake()
         for verdict in verdicts:
-            await self._call_hooks(session, verdict)
+            await self._announce(session, verdict)
         if session.finished:
             lock = self._locks.get(session.session_id)
             if lock is not None and not lock.locked():
@@ -1132,7 +1147,7 @@ class Verifier:
 
     async def _dispatch(
         self, session: Session, effects: Sequence[Effect], *, outbox: bool = False
-    ) -> list[Verdict | ReviewEvent]:
+    ) -> list[_Announcement]:
         """Carry out saved effects: timers and queue work inline, channel work as tasks.
 
         Timer effects were written to the store's timers by the save that
@@ -1144,7 +1159,7 @@ class Verifier:
         Returns the verdicts and review events to announce once the session
         lock is released.
         """
-        verdicts: list[Verdict | ReviewEvent] = []
+        verdicts: list[_Announcement] = []
         sid = session.session_id
         for effect in effects:
             match effect:
@@ -1161,15 +1176,16 @@ class Verifier:
                     if task is not None and task is not asyncio.current_task():
                         task.cancel()
                 case RecordVerdict():
-                    self._completed(sid, effect.effect_id)
-                    verdicts.append(effect.verdict)
+                    # Done once its hooks returned (``_after``).
+                    verdicts.append(_Announcement(effect.verdict, effect.effect_id))
                 case QueueReview() | DequeueReview() | EscalateReview():
                     event = await run_queue_effect(
                         self._store, session, effect, now=self._clock.now()
                     )
-                    self._completed(sid, effect.effect_id)
-                    if event is not None:
-                        verdicts.append(event)
+                    if event is None:
+                        self._completed(sid, effect.effect_id)
+                    else:  # done once its hooks returned (``_announce``)
+                        verdicts.append(_Announcement(event, effect.effect_id))
                 case _:
                     key = (sid, effect.step_id, effect.attempt)
                     if isinstance(effect, CancelStep):
@@ -1183,6 +1199,34 @@ class Verifier:
                     if isinstance(effect, StartStep):
                         self._running[key] = task
         return verdicts
+
+    async def _announce(self, session: Session, announcement: _Announcement) -> None:
+        """Call the hooks; then the effect that announces leaves the outbox.
+
+        Until then it stays pending, under this Verifier's claim (renewed
+        while the hooks run): a replica that dies in a hook leaves it to a
+        worker, which runs the effect and calls the hooks again. Stopped in
+        one, this Verifier gives the claim back, so the next replica need
+        not wait it out.
+        """
+        if announcement.effect_id is None:
+            await self._call_hooks(session, announcement.event)
+            return
+        running = (session.session_id, announcement.effect_id)
+        verdict = isinstance(announcement.event, Verdict)
+        if self._hooks if verdict else self._review_hooks:
+            self._inflight.add(running)
+            if self._renewer is None and not self._closed:
+                self._renewer = asyncio.ensure_future(self._renew_claims())
+            try:
+                await self._call_hooks(session, announcement.event)
+            except asyncio.CancelledError:
+                if self._closed:
+                    await self._give_back([running])
+                raise
+            finally:
+                self._inflight.discard(running)
+        self._completed(*running)
 
     async def _call_hooks(
         self, session: Session, announcement: Verdict | ReviewEvent

@@ -713,3 +713,34 @@ async def test_a_failing_review_hook_is_logged(
     ]
     assert "on_review hook failed" in caplog.text
     await verifier.aclose()
+
+
+async def test_a_replica_stopped_in_a_review_hook_leaves_the_case_to_announce_again(
+    store: SessionStore, clock: FakeClock
+) -> None:
+    """A queued case is announced at least once: stopped in its hook, the next replica announces it again."""
+    entered = asyncio.Event()
+
+    async def stuck(session: Session, event: ReviewEvent) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # the replica stops here
+
+    first = Verifier(
+        POLICY, channels=channels(), store=store, clock=clock, on_review=[stuck]
+    )
+    session = await first.start(applicant())
+    await entered.wait()
+    await first.aclose()
+    [pending] = await store.pending_effects(session.session_id)
+    assert type(pending.effect).__name__ == "QueueReview"
+
+    second = Replica(store, clock)
+    try:
+        await second.verifier.resume()
+        await second.verifier.wait_idle()
+        assert [event.kind for event in second.events] == ["queued"]
+        assert await store.pending_effects(session.session_id) == []
+        queued = await ReviewQueue(second.verifier).pending()
+        assert [case.session_id for case in queued] == [session.session_id]
+    finally:
+        await second.verifier.aclose()

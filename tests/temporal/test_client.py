@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,7 @@ from multiverify.channels import ProviderEvent, StepContext, StepMessage, StepOu
 from multiverify.exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    InvalidInputError,
     PullNotPermittedError,
     SessionFinishedError,
     SessionNotFoundError,
@@ -109,12 +111,29 @@ class TestTemporalVerifier:
         assert session.step("bureau").state is StepState.RUNNING
         assert session.step("call").state is StepState.PENDING
 
+    async def test_a_loan_in_a_retired_currency_starts_no_workflow(
+        self, client: Client
+    ) -> None:
+        """As on the embedded Verifier, a new loan in a currency out of use is refused before Temporal is asked."""
+        loan = attrs.evolve(HONEST.applicant.loan, currency="BGL")
+        verifier = TemporalVerifier(client, load_default_policy())
+        with pytest.raises(InvalidInputError, match="no longer legal tender"):
+            await verifier.start(attrs.evolve(HONEST.applicant, loan=loan))
+
     async def test_a_session_id_starts_once(self, verifier: TemporalVerifier) -> None:
-        """Starting a taken session id is a ConcurrentUpdateError."""
-        sid = new_id()
-        await verifier.start(HONEST.applicant, session_id=sid)
-        with pytest.raises(ConcurrentUpdateError):
+        """Starting a taken session id is a ConcurrentUpdateError, and leaves no unretrieved error behind."""
+        loop = asyncio.get_running_loop()
+        unhandled: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: unhandled.append(context))
+        try:
+            sid = new_id()
             await verifier.start(HONEST.applicant, session_id=sid)
+            with pytest.raises(ConcurrentUpdateError):
+                await verifier.start(HONEST.applicant, session_id=sid)
+            gc.collect()
+        finally:
+            loop.set_exception_handler(None)
+        assert unhandled == []
 
     async def test_code_and_webhook_decide_the_session(
         self, verifier: TemporalVerifier, store: MemoryStore

@@ -650,8 +650,6 @@ def _checkpoint(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
-
-
 def _settle(done: list[tuple[_Job, bool, Any]]) -> None:
     for job, ok, value in done:
         if job.future.done():  # the awaiting task was cancelled

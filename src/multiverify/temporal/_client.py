@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, Self, TypeVar, cast
 
 from temporalio.client import (
@@ -20,7 +21,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._applicant import Applicant
+from .._applicant import Applicant, refuse_retired_currency
 from .._audit import AuditEvent
 from .._clock import Clock, SystemClock
 from .._duration import parse_duration
@@ -171,8 +172,10 @@ class TemporalVerifier:
         Raises:
             ConfigurationError: unknown policy.
             ConcurrentUpdateError: ``session_id`` is taken (now or ever).
+            InvalidInputError: the loan's currency is no longer legal tender.
         """
         chosen = self.policy(policy)
+        refuse_retired_currency(applicant, on=self._clock.now().astimezone(UTC).date())
         session_id = session_id or self._new_id()
         args = SessionArgs(
             session_id=session_id,
@@ -195,6 +198,10 @@ class TemporalVerifier:
                 VerificationWorkflow.snapshot, start_workflow_operation=operation
             )
         except WorkflowAlreadyStartedError:
+            # The start operation holds the same error for its handle: taken
+            # here, so it is not reported as never retrieved.
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await operation.workflow_handle()
             raise ConcurrentUpdateError(
                 message=f"session {session_id} already exists",
                 session_id=session_id,
