@@ -409,6 +409,14 @@ class TestLifecycle:
         """Full-width, Arabic-Indic and Devanagari digits and any whitespace become 123456."""
         assert normalize_code(typed) == "123456"
 
+    def test_a_typed_value_far_longer_than_any_code_is_refused_unread(self) -> None:
+        """A megabyte typed as a code is refused at once, not normalised character by character."""
+        with pytest.raises(InvalidInputError, match="too long") as refused:
+            normalize_code("1" * 1_000_000)
+        assert refused.value.field == "code"
+        spaced = " 1 2 3 4 5 6 7 8 9 0 " * 3  # a long code with spaces still reads
+        assert normalize_code(spaced) == "123456789012345678901234567890"
+
     async def test_normalised_code_passes(self) -> None:
         """A right code typed in full-width digits with spaces passes."""
         harness = Harness()

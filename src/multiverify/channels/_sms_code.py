@@ -437,14 +437,28 @@ def _locale(value: str) -> str:
     return "zh-CN" if value.lower().replace("_", "-").startswith("zh") else "en"
 
 
+# The most characters a typed code may have, spaces and separators included
+# (codes are 4 to 10 characters).
+_MAX_TYPED_CODE = 64
+
+
 def normalize_code(value: object) -> str:
     """A typed code with whitespace removed and every Unicode decimal digit made ASCII.
 
     Raises:
-        InvalidInputError: the code is not text.
+        InvalidInputError: the code is not text, or longer than any code
+            typed with spaces could be (64 characters).
     """
     if not isinstance(value, str):
         raise InvalidInputError(message="code: expected text", field="code")
+    if len(value) > _MAX_TYPED_CODE:
+        # Refused before NFKC and the digit table: both take time per
+        # character, and an applicant may send anything to their session.
+        raise InvalidInputError(
+            message=f"code: too long ({len(value)} characters; a code is at most "
+            f"{_MAX_TYPED_CODE} with its spaces)",
+            field="code",
+        )
     out = []
     for char in unicodedata.normalize("NFKC", value):
         if char.isspace():

@@ -47,6 +47,7 @@ from .._session import Effect, Session
 from ..exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    InvalidInputError,
     StoreUnavailableError,
 )
 from ._base import (
@@ -336,6 +337,10 @@ def _redact(dsn: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+# PostgreSQL's text cannot hold it; no stored id or key has one.
+_NUL = "\x00"
+
+
 def _utc(at: datetime) -> datetime:
     """``at`` as an aware time (naive times are read as UTC)."""
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
@@ -353,6 +358,13 @@ def _outages(
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(self, *args, **kwargs)
+        except self._asyncpg.CharacterNotInRepertoireError as exc:
+            # PostgreSQL text holds no NUL: such a key or id could never have
+            # been written, and is refused as the input it came from.
+            raise InvalidInputError(
+                message=f"PostgreSQL cannot hold this text (a NUL character?): {exc}",
+                field="text",
+            ) from exc
         except (*self._lost, *self._unable) as exc:
             what = (
                 "lost the connection to"
@@ -780,6 +792,8 @@ class PostgresStore(OpenableStore):
 
     @_outages
     async def load(self, session_id: str, /) -> tuple[Session, int]:
+        if _NUL in session_id:  # no session has such an id
+            raise session_missing(session_id)
         pool = await self._ready()
         row = await pool.fetchrow(self._sql.load, session_id)
         if row is None:
@@ -843,6 +857,8 @@ class PostgresStore(OpenableStore):
     async def pending_effects(
         self, session_id: str | None = None, /
     ) -> list[PendingEffect]:
+        if session_id is not None and _NUL in session_id:
+            return []  # no session has such an id
         pool = await self._ready()
         if session_id is None:
             rows = await pool.fetch(self._sql.pending_all)
@@ -943,6 +959,8 @@ class PostgresStore(OpenableStore):
 
     @_outages
     async def timers(self, session_id: str | None = None, /) -> list[DueTimer]:
+        if session_id is not None and _NUL in session_id:
+            return []  # no session has such an id
         pool = await self._ready()
         if session_id is None:
             rows = await pool.fetch(self._sql.timers_all)
@@ -965,6 +983,8 @@ class PostgresStore(OpenableStore):
 
     @_outages
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
+        if session_id is not None and _NUL in session_id:
+            return []  # no session has such an id
         pool = await self._ready()
         if session_id is None:
             rows = await pool.fetch(self._sql.audit_all)
