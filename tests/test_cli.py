@@ -282,11 +282,17 @@ class TestPolicyCommands:
         assert result.exit_code == 1
         assert result.stdout.startswith(f"{path}: ")
 
-    def test_check_missing_file(self, cli: click.Group, tmp_path: Path) -> None:
-        """A missing file is a usage error."""
-        result = invoke(cli, "policy", "check", str(tmp_path / "none.toml"))
-        assert result.exit_code == 2
-        assert "does not exist" in result.stderr
+    @pytest.mark.parametrize("command", ["check", "explain"])
+    def test_a_missing_file_is_located(
+        self, cli: click.Group, tmp_path: Path, command: str
+    ) -> None:
+        """A missing file is a located line and exit 1, like a file that cannot be read."""
+        path = tmp_path / "none.toml"
+        result = invoke(cli, "policy", command, str(path))
+        assert result.exit_code == 1
+        assert result.stdout == (
+            f"{path}: (document): cannot read it: No such file or directory\n"
+        )
 
     def test_check_a_directory(self, cli: click.Group, tmp_path: Path) -> None:
         """A directory is a usage error too."""

@@ -444,10 +444,14 @@ def create_cli() -> click.Group:
         help="A channel your app registers, beyond the built-in ones (repeatable).",
     )
 
-    @policy.command()
-    @click.argument(
-        "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    # A missing file is the loader's to report, located like any file it
+    # cannot read (exit 1); a directory is a usage error.
+    policy_file = click.argument(
+        "file", type=click.Path(dir_okay=False, path_type=Path)
     )
+
+    @policy.command()
+    @policy_file
     @channel_option
     def check(file: Path, channels: tuple[str, ...]) -> None:
         """Validate FILE; print every problem with its location (exit 1 if any)."""
@@ -461,9 +465,7 @@ def create_cli() -> click.Group:
         )
 
     @policy.command()
-    @click.argument(
-        "file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-    )
+    @policy_file
     @channel_option
     def explain(file: Path, channels: tuple[str, ...]) -> None:
         """Describe the policy in FILE in plain words."""

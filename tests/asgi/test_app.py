@@ -32,12 +32,15 @@ from multiverify.asgi import (
     create_app,
     public_url,
 )
-from multiverify.channels import PhoneCallChannel, ProviderEvent
+from multiverify.channels import PhoneCallChannel, ProviderEvent, SmsCodeChannel
 from multiverify.exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
     InvalidInputError,
     MultiverifyError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
     QuotaExceededError,
     SessionNotFoundError,
     StepNotWaitingError,
@@ -45,13 +48,17 @@ from multiverify.exceptions import (
 )
 from multiverify.policy import Step
 from multiverify.providers import (
+    CheckOutcome,
     TwilioAccount,
     TwilioVoice,
+    VerifyCheck,
+    VerifyRequest,
+    VerifyStarted,
     veriff_signature,
 )
 from multiverify.sandbox import VOICE_PERSONAS, SandboxVoice, get_persona
 from multiverify.sandbox._voice import TWILIO_ACCOUNT, TWILIO_TOKEN
-from multiverify.stores import SqliteStore
+from multiverify.stores import SessionStore, SqliteStore
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 from multiverify.webhooks import (
     TwilioMessageStatus,
@@ -317,9 +324,71 @@ class TestTwilioStatus:
         )
         assert response.status_code == 204
 
-    async def test_only_post(self, stack: Stack) -> None:
-        """A GET on a webhook route is not allowed."""
-        assert (await stack.http.get("/webhooks/twilio-sms")).status_code == 405
+    @pytest.mark.parametrize(
+        ("content_type", "body"),
+        [
+            ("application/x-www-form-urlencoded", b"\xff\xfe"),
+            ("application/json", b'{"MessageSid": "SM1", "MessageStatus": "failed"}'),
+        ],
+    )
+    async def test_forged_receipt_that_is_no_form(
+        self, stack: Stack, content_type: str, body: bytes
+    ) -> None:
+        """A forged receipt whose body is not form data is refused as forged (403), not as signed but malformed."""
+        session = await stack.start()
+        path, headers, _ = twilio_status(session.session_id, key="not-the-token")
+        response = await stack.http.post(
+            path, headers={**headers, "content-type": content_type}, content=body
+        )
+        assert response.status_code == 403
+        assert response.json() == {"error": "forbidden"}
+        assert stack.rejections[-1].error == "WebhookSignatureError"
+
+
+class TestRoutes:
+    @pytest.mark.parametrize(
+        "path", ["/webhooks/twilio-sms", "/sessions/s1/steps/sms/submit"]
+    )
+    @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "OPTIONS"])
+    async def test_only_post(self, stack: Stack, path: str, method: str) -> None:
+        """Another method on a route is a 405 that names POST, in the app's error shape."""
+        response = await stack.http.request(method, path)
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.json() == {"error": "method_not_allowed"}
+
+    async def test_head(self, stack: Stack) -> None:
+        """HEAD is not allowed either, and gets no body."""
+        response = await stack.http.head("/webhooks/twilio-sms")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.content == b""
+
+    @pytest.mark.parametrize(
+        "path", ["/webhooks/nothing", "/", "/sessions/a%2Fb/steps/sms/submit"]
+    )
+    async def test_unknown_path(self, stack: Stack, path: str) -> None:
+        """A path no route takes is a 404 in the app's error shape."""
+        response = await stack.http.post(path, content=b"x")
+        assert response.status_code == 404
+        assert response.json() == {"error": "not_found"}
+
+    @pytest.mark.parametrize(
+        "path", ["/webhooks/twilio-sms/", "/sessions/{sid}/steps/sms/submit/"]
+    )
+    async def test_trailing_slash_is_no_redirect(self, stack: Stack, path: str) -> None:
+        """A trailing slash is a 404, never a redirect to the address the app sees behind the proxy (or to whatever Host the caller sent)."""
+        session = await stack.start()
+        response = await stack.http.post(
+            path.format(sid=session.session_id),
+            json={"code": "123456"},
+            headers={"host": "attacker.example"},
+        )
+        assert response.status_code == 404
+        assert "location" not in response.headers
+        assert response.json() == {"error": "not_found"}
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("sms").state is StepState.WAITING
 
 
 class TestTwilioDocumentedVectors:
@@ -495,6 +564,43 @@ class TestPublicUrl:
         assert (
             public_url(scope, trust_forwarded=True) == "https://example.com/hooks/a%20b"
         )
+
+    @pytest.mark.parametrize(
+        ("forwarded", "url"),
+        [
+            (
+                [(b"x-forwarded-proto", b"HTTPS"), (b"x-forwarded-port", b"443")],
+                "https://example.com/hooks/a%20b",
+            ),
+            (
+                [(b"x-forwarded-prefix", b"verify")],
+                "http://example.com/verify/hooks/a%20b",
+            ),
+            (
+                [
+                    (b"x-forwarded-host", b"[2001:db8::1]"),
+                    (b"x-forwarded-port", b"8443"),
+                ],
+                "http://[2001:db8::1]:8443/hooks/a%20b",
+            ),
+            (
+                [
+                    (b"x-forwarded-host", b"[2001:db8::1]:8000"),
+                    (b"x-forwarded-port", b"80"),
+                ],
+                "http://[2001:db8::1]/hooks/a%20b",
+            ),
+        ],
+    )
+    def test_forwarded_as_proxies_write_them(
+        self, forwarded: list[tuple[bytes, bytes]], url: str
+    ) -> None:
+        """A scheme in capitals, a prefix without its leading slash and an IPv6 host with a forwarded port still give the URL the vendor called."""
+        scope = self.scope(
+            headers=[(b"x-forwarded-host", b"example.com"), *forwarded],
+            query_string=b"",
+        )
+        assert public_url(scope, trust_forwarded=True) == url
 
     def test_client_address(self) -> None:
         """The peer's address, or the proxy's X-Forwarded-For entry (the last) when trusted; garbage is no address."""
@@ -672,9 +778,31 @@ class TestSubmit:
         assert response.status_code == 409
         assert response.json() == {"error": "step_not_waiting"}
 
-    @pytest.mark.parametrize("body", [b"{", b"[1]", b"\xff"])
+    async def test_session_finished(self, stack: Stack) -> None:
+        """A code for a cancelled (or decided) session is a 409 and changes nothing."""
+        session = await stack.start()
+        await stack.verifier.cancel(session.session_id)
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/sms/submit",
+            json={"code": "123456"},
+        )
+        assert response.status_code == 409
+        assert response.json() == {"error": "session_finished"}
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b"{",
+            b"[1]",
+            b"\xff",
+            # NaN, Infinity and numbers too large for a float are no JSON (RFC 8259).
+            b'{"code": NaN}',
+            b'{"code": -Infinity}',
+            b'{"code": 1e999}',
+        ],
+    )
     async def test_not_a_json_object(self, stack: Stack, body: bytes) -> None:
-        """A body that is not a JSON object is a 400."""
+        """A body that is not a JSON object is a 400, and nothing reaches the channel."""
         session = await stack.start()
         response = await stack.http.post(
             f"/sessions/{session.session_id}/steps/sms/submit",
@@ -683,6 +811,19 @@ class TestSubmit:
         )
         assert response.status_code == 400
         assert response.json() == {"error": "invalid_json"}
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("sms").state is StepState.WAITING
+
+    async def test_numbers_are_taken(self, stack: Stack) -> None:
+        """Numbers JSON has, fractions and exponents included, reach the channel."""
+        session = await stack.start()
+        response = await stack.http.post(
+            f"/sessions/{session.session_id}/steps/video/submit",
+            content=b'{"score": 0.5, "scale": 1e3, "count": 2}',
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 200
+        assert response.json()["result"] == "passed"
 
     @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"a":' * 100_000])
     async def test_nesting_too_deep_for_the_decoder(
@@ -765,6 +906,135 @@ class TestSubmit:
         assert seen == ["s1"]
 
 
+class VendorCodes:
+    """A Verify vendor that makes its code ``444444`` and may be unreachable when checking it."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    @property
+    def name(self) -> str:
+        return "vendor"
+
+    async def start(self, request: VerifyRequest, /) -> VerifyStarted:
+        return VerifyStarted(provider="vendor", verification_id="VE1")
+
+    async def check(
+        self, verification_id: str, code: str, /, *, to: str
+    ) -> VerifyCheck:
+        if self.down:
+            raise ProviderUnavailableError(message="timed out", provider="vendor")
+        approved = code == "444444"
+        return VerifyCheck(outcome="approved" if approved else CheckOutcome.WRONG)
+
+    async def cancel(self, verification_id: str, /) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class TestSubmitToTheSmsChannel:
+    async def test_vendor_down_while_checking(self) -> None:
+        """A code the vendor cannot check now is a 503 with Retry-After and counts nothing; the same code passes once the vendor is back."""
+        vendor = VendorCodes()
+        sms = SmsCodeChannel([vendor], secret="s" * 32, brand="Acme")
+        only_sms = Policy(
+            name="sms",
+            version="1",
+            steps=[Step(id="sms", channel="sms_code", timeout="10m")],
+        )
+        clock = FakeClock(T0)
+        async with Verifier(only_sms, channels=[sms], clock=clock) as verifier:
+            session = await verifier.start(APPLICANT)
+            await verifier.wait_idle()
+            url = f"/sessions/{session.session_id}/steps/sms/submit"
+            async with transport(create_app(verifier)) as http:
+                vendor.down = True
+                refused = await http.post(url, json={"code": "４４４ ４４４"})  # noqa: RUF001
+                assert refused.status_code == 503
+                assert refused.json() == {"error": "unavailable"}
+                assert refused.headers["retry-after"] == "5"
+                stored = await verifier.get(session.session_id)
+                assert stored.step("sms").state is StepState.WAITING
+                assert stored.step("sms").channel_state["wrong"] == 0
+                vendor.down = False
+                passed = await http.post(url, json={"code": "444444"})
+            assert passed.status_code == 200
+            assert passed.json()["result"] == "passed"
+
+
+class Flaky:
+    """A store whose named calls fail as if its server were down."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self.down: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if name not in self.down:
+            return found
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailableError(message="down", store="test")
+
+        return down
+
+
+class TestStoreOutage:
+    @pytest.fixture
+    async def outage(self, tmp_path: Any) -> AsyncIterator[tuple[Stack, Flaky]]:
+        """The default app on a SQLite store that a test can take down call by call."""
+        clock = FakeClock(T0)
+        async with SqliteStore(tmp_path / "sessions.db") as real:
+            store = Flaky(real)
+            async with Verifier(
+                policy(), channels=channels(), store=store, clock=clock
+            ) as verifier:
+                app = create_app(
+                    verifier, webhooks=handlers(), public_base_url=PUBLIC, clock=clock
+                )
+                async with transport(app) as http:
+                    yield Stack(verifier, clock, http, []), store
+
+    async def test_webhook_while_saves_fail(self, outage: tuple[Stack, Flaky]) -> None:
+        """A decision that cannot be saved is a 503 with Retry-After; the vendor's redelivery is applied."""
+        stack, store = outage
+        session = await stack.start()
+        body = veriff_decision(session.session_id)
+        store.down = {"save"}
+        response = await stack.http.post(
+            "/webhooks/veriff", headers=veriff_headers(body), content=body
+        )
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        store.down = set()
+        again = await stack.http.post(
+            "/webhooks/veriff", headers=veriff_headers(body), content=body
+        )
+        assert again.status_code == 200
+        stored = await stack.verifier.get(session.session_id)
+        assert stored.step("video").state is StepState.DONE
+
+    @pytest.mark.parametrize("call", ["load", "save"])
+    async def test_submission_while_the_store_is_down(
+        self, outage: tuple[Stack, Flaky], call: str
+    ) -> None:
+        """A code that cannot be read or saved is a 503 with Retry-After; sent again, it passes."""
+        stack, store = outage
+        session = await stack.start()
+        url = f"/sessions/{session.session_id}/steps/sms/submit"
+        store.down = {call}
+        response = await stack.http.post(url, json={"code": "123456"})
+        assert response.status_code == 503
+        assert response.json() == {"error": "unavailable"}
+        assert response.headers["retry-after"] == "5"
+        store.down = set()
+        again = await stack.http.post(url, json={"code": "123456"})
+        assert again.json()["result"] == "passed"
+
+
 class Unreachable:
     """A runtime whose every call raises what it was told to (``SessionNotFoundError`` by default)."""
 
@@ -809,13 +1079,55 @@ class TestRuntimeErrors:
         [
             ConcurrentUpdateError(message="x", session_id="s1", expected_version=1),
             StoreUnavailableError(message="down", store="sqlite"),
+            ProviderUnavailableError(message="vendor down", provider="twilio"),
         ],
     )
     async def test_retry_later(self, error: Exception) -> None:
-        """A conflict or a store outage asks the vendor to deliver again (503, Retry-After)."""
+        """A conflict, a store outage or a vendor the channel could not reach asks the vendor to deliver again (503, Retry-After)."""
         response = await self.veriff(Unreachable(error))
         assert response.status_code == 503
+        assert response.json() == {"error": "retry"}
         assert response.headers["retry-after"] == "5"
+
+    @pytest.mark.parametrize(
+        ("hint", "seconds"), [(29.2, "30"), (0.1, "1"), (float("inf"), "5")]
+    )
+    async def test_retry_after_a_throttling_vendor(
+        self, hint: float, seconds: str
+    ) -> None:
+        """A vendor's throttling hint becomes the Retry-After, in whole seconds (at least one; the default for a hint that is no number of seconds)."""
+        error = ProviderRateLimitedError(
+            message="slow down", provider="twilio", retry_after=hint
+        )
+        response = await self.veriff(Unreachable(error))
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == seconds
+
+    async def test_vendor_refusal_is_internal(self) -> None:
+        """A vendor error not worth repeating is a bare 500."""
+        error = ProviderRejectedError(message="no", provider="twilio")
+        response = await self.veriff(Unreachable(error))
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal"}
+
+    async def test_untyped_error_is_a_typed_500(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An error the runtime did not type (a driver's own, Temporal's RPC errors) is logged and answered 500 in the app's error shape, on both routes."""
+        runtime = Unreachable(RuntimeError("connection reset by peer"))
+        with caplog.at_level(logging.ERROR, logger="multiverify.asgi"):
+            response = await self.veriff(runtime)
+            assert response.status_code == 500
+            assert response.json() == {"error": "internal"}
+            app = create_app(runtime)
+            async with transport(app) as http:
+                submitted = await http.post(
+                    "/sessions/s1/steps/sms/submit", json={"code": "1"}
+                )
+        assert submitted.status_code == 500
+        assert submitted.json() == {"error": "internal"}
+        assert "connection reset by peer" in caplog.text
+        assert "reset by peer" not in response.text + submitted.text
 
     async def test_other_errors_say_nothing(self) -> None:
         """An unexpected typed error is a bare 500."""
@@ -823,8 +1135,36 @@ class TestRuntimeErrors:
         assert response.status_code == 500
         assert response.json() == {"error": "internal"}
 
+    async def test_failing_handler_or_authorize_is_a_typed_500(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A webhook handler (the protocol is the app's to implement) or an ``authorize`` that crashes is logged and answered 500 in the app's error shape."""
+
+        class Broken:
+            vendor = "broken"
+
+            async def parse(self, request: Any, /) -> list[ProviderEvent]:
+                raise KeyError("MessageSid")
+
+            def respond(self, request: Any, sessions: Any, /) -> WebhookResponse:
+                raise AssertionError  # pragma: no cover - parse fails first
+
+        async def authorize(request: Any, session_id: str) -> bool:
+            raise RuntimeError("session service down")
+
+        app = create_app(Unreachable(), webhooks=[Broken()], authorize=authorize)
+        with caplog.at_level(logging.ERROR, logger="multiverify.asgi"):
+            async with transport(app) as http:
+                hooked = await http.post("/webhooks/broken", content=b"x")
+                submitted = await http.post("/sessions/s1/steps/sms/submit", json={})
+        for response in (hooked, submitted):
+            assert response.status_code == 500
+            assert response.json() == {"error": "internal"}
+        assert "MessageSid" in caplog.text
+        assert "session service down" in caplog.text
+
     async def test_step_still_starting(self) -> None:
-        """An event refused while its step is still starting is a 503, so it comes back."""
+        """An event refused while its step is still starting (or has started since) is a 503, so it comes back; a late one is a success."""
         clock = FakeClock(T0)
         async with Verifier(policy(), channels=channels(), clock=clock) as verifier:
             started = await verifier.start(APPLICANT)
@@ -834,20 +1174,92 @@ class TestRuntimeErrors:
                 StepNotWaitingError(message="x", session_id="s1", step_id="video")
             )
             record = started.step("video")
-            runtime.session = attrs.evolve(
-                started,
-                steps=[
-                    attrs.evolve(record, state=StepState.RUNNING)
-                    if r.step_id == "video"
-                    else r
-                    for r in started.steps
-                ],
-            )
+
+            def video(**changes: Any) -> Session:
+                return attrs.evolve(
+                    started,
+                    steps=[
+                        attrs.evolve(record, **changes) if r.step_id == "video" else r
+                        for r in started.steps
+                    ],
+                )
+
+            runtime.session = video(state=StepState.RUNNING)
             assert (await self.veriff(runtime)).status_code == 503
-            runtime.session = started  # waiting: the event was simply late
+            runtime.session = started  # waiting: started since the refusal
+            assert (await self.veriff(runtime)).status_code == 503
+            runtime.session = video(state=StepState.DONE)  # late
             assert (await self.veriff(runtime)).status_code == 200
-            runtime.session = None  # the session cannot be read
+            runtime.session = video(attempt=2)  # its attempt is over: late
             assert (await self.veriff(runtime)).status_code == 200
+            runtime.session = None  # the session is gone
+            assert (await self.veriff(runtime)).status_code == 200
+
+    async def test_step_starting_and_the_store_down(self) -> None:
+        """An event refused while its step starts, whose session cannot then be read for the store is down, is a 503, not a success that loses it."""
+
+        class Down(Unreachable):
+            async def get(self, session_id: str) -> Session:
+                raise StoreUnavailableError(message="down", store="sqlite")
+
+        runtime = Down(
+            StepNotWaitingError(message="x", session_id="s1", step_id="video")
+        )
+        response = await self.veriff(runtime)
+        assert response.status_code == 503
+        assert response.json() == {"error": "retry"}
+
+    async def test_step_started_just_after_the_refusal(self) -> None:
+        """An event refused while its step started, the start saved right after: a 503, and the vendor's redelivery is applied."""
+        clock = FakeClock(T0)
+        slow = [
+            ScriptedChannel("sms_code", [Scripted.waits(Scripted.passes())]),
+            ScriptedChannel("video_sign", [Scripted.waits(Scripted.passes(delay=60))]),
+        ]
+
+        class StartsMeanwhile:
+            """The Verifier, whose refused events see the step's start saved just after."""
+
+            def __init__(self, verifier: Verifier) -> None:
+                self.verifier = verifier
+                self.start = verifier.start
+                self.submit = verifier.submit
+                self.get = verifier.get
+
+            async def handle_event(self, event: ProviderEvent) -> Session | None:
+                try:
+                    return await self.verifier.handle_event(event)
+                except StepNotWaitingError:
+                    await clock.advance(60)
+                    await self.verifier.wait_idle()
+                    raise
+
+        async with Verifier(
+            policy(), channels=slow, clock=clock, early_event_wait=0
+        ) as verifier:
+            session = await verifier.start(APPLICANT)
+            for _ in range(50):
+                await asyncio.sleep(0)
+            started = await verifier.get(session.session_id)
+            assert started.step("video").state is StepState.RUNNING
+            app = create_app(
+                StartsMeanwhile(verifier), webhooks=[VeriffWebhooks(SECRET)]
+            )
+            body = veriff_decision(session.session_id)
+            async with transport(app) as http:
+                first = await http.post(
+                    "/webhooks/veriff", headers=veriff_headers(body), content=body
+                )
+                assert first.status_code == 503
+                assert (await verifier.get(session.session_id)).step(
+                    "video"
+                ).state is StepState.WAITING
+                again = await http.post(
+                    "/webhooks/veriff", headers=veriff_headers(body), content=body
+                )
+            assert again.status_code == 200
+            stored = await verifier.get(session.session_id)
+            assert stored.step("video").state is StepState.DONE
 
     @pytest.mark.parametrize(
         ("error", "status", "body"),
@@ -871,6 +1283,16 @@ class TestRuntimeErrors:
                 503,
                 {"error": "unavailable"},
             ),
+            (
+                ProviderUnavailableError(message="down", provider="twilio-verify"),
+                503,
+                {"error": "unavailable"},
+            ),
+            (
+                ProviderRejectedError(message="no", provider="twilio-verify"),
+                500,
+                {"error": "internal"},
+            ),
             (MultiverifyError(message="secret"), 500, {"error": "internal"}),
         ],
     )
@@ -883,6 +1305,38 @@ class TestRuntimeErrors:
             response = await http.post("/sessions/s1/steps/sms/submit", json={})
         assert response.status_code == status
         assert response.json() == body
+        if status == 503:
+            assert response.headers["retry-after"] == "5"
+
+    async def test_body_limit_is_configurable_and_streamed(self) -> None:
+        """``max_body`` bounds both routes; a body sent without a length is refused as it streams, not read to its end."""
+        sent = 0
+
+        async def endless() -> AsyncIterator[bytes]:
+            nonlocal sent
+            while sent < 1 << 30:
+                sent += 1 << 16
+                yield b"{" * (1 << 16)
+
+        app = create_app(Unreachable(), webhooks=[VeriffWebhooks(SECRET)], max_body=100)
+        headers = {"content-type": "application/json"}
+        async with transport(app) as http:
+            for path in ("/webhooks/veriff", "/sessions/s1/steps/sms/submit"):
+                fits = await http.post(path, content=b"{}" + b" " * 98, headers=headers)
+                assert fits.status_code != 413
+                over = await http.post(path, content=b" " * 101, headers=headers)
+                assert over.status_code == 413
+                assert over.json() == {"error": "too_large"}
+                sent = 0
+                streamed = await http.post(path, content=endless(), headers=headers)
+                assert streamed.status_code == 413
+                assert sent <= 1 << 17
+
+    @pytest.mark.parametrize("limit", [0, -1, True, 1.5])
+    def test_body_limit_must_be_a_positive_whole_number(self, limit: Any) -> None:
+        """A limit that would refuse every body (or is no byte count) is a configuration error."""
+        with pytest.raises(ConfigurationError, match="max_body"):
+            create_app(Unreachable(), max_body=limit)
 
     def test_two_handlers_on_one_route(self) -> None:
         """Two handlers for one vendor route are a configuration error."""

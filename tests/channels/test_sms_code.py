@@ -83,6 +83,7 @@ from multiverify.webhooks import (
     twilio_signature,
 )
 from stores.interleaved import Interleaved
+from stores.one_by_one import Atomic, OneByOne
 
 SECRET = "a-server-secret-of-32-bytes-long"
 PHONE = "+8613800138000"
@@ -133,6 +134,20 @@ class FakeVerify:
         return self.codes[f"VE{len(self.requests)}"]
 
 
+class UncertainFirst(FakeVerify):
+    """A vendor whose first start times out after it may have sent the code."""
+
+    failed = False
+
+    async def start(self, request: VerifyRequest, /) -> VerifyStarted:
+        if not self.failed:
+            self.failed = True
+            raise ProviderUnavailableError(
+                message="timeout", provider=self.name, uncertain=True
+            )
+        return await super().start(request)
+
+
 def applicant(
     phone: str = PHONE,
     *,
@@ -163,8 +178,11 @@ class KeepsValues(MemoryStore):
         return False
 
 
-class NoRefunds(MemoryStore):
-    """A store that cannot be reached for refunds."""
+class NoRefunds(OneByOne):
+    """A store without atomic takes that cannot be reached for refunds."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryStore())
 
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
         raise StoreUnavailableError(message="down", store="memory")
@@ -242,6 +260,17 @@ class Harness:
         provider = self.providers[0]
         assert isinstance(provider, FakeSms)
         return provider
+
+
+async def second_send_refused(
+    shared: Any, limits: SmsLimits, who: Applicant | None = None
+) -> tuple[Harness, QuotaExceededError]:
+    """A send, then one to another number (or ``who``) that a limit refuses: the harness and the refusal."""
+    harness = Harness(limits=limits, shared=shared)
+    await harness.start()
+    with pytest.raises(QuotaExceededError) as info:
+        await harness.start(session_id="s2", who=who or applicant("+8613900139000"))
+    return harness, info.value
 
 
 def receipt(data: dict[str, Any]) -> ProviderEvent:
@@ -379,6 +408,14 @@ class TestLifecycle:
     def test_unicode_digits_and_whitespace_are_normalised(self, typed: str) -> None:
         """Full-width, Arabic-Indic and Devanagari digits and any whitespace become 123456."""
         assert normalize_code(typed) == "123456"
+
+    def test_a_typed_value_far_longer_than_any_code_is_refused_unread(self) -> None:
+        """A megabyte typed as a code is refused at once, not normalised character by character."""
+        with pytest.raises(InvalidInputError, match="too long") as refused:
+            normalize_code("1" * 1_000_000)
+        assert refused.value.field == "code"
+        spaced = " 1 2 3 4 5 6 7 8 9 0 " * 3  # a long code with spaces still reads
+        assert normalize_code(spaced) == "123456789012345678901234567890"
 
     async def test_normalised_code_passes(self) -> None:
         """A right code typed in full-width digits with spaces passes."""
@@ -636,14 +673,66 @@ class TestLimits:
     ) -> None:
         """A refund that cannot reach the store leaves the entry to lapse, and the refusal stands."""
         limits = SmsLimits(per_client_ip=(RateLimit(limit=1, window=3600),))
-        harness = Harness(limits=limits, shared=NoRefunds())
-        await harness.start()
+        _, refused = await second_send_refused(NoRefunds(), limits)
 
-        with pytest.raises(QuotaExceededError) as info:
-            await harness.start(session_id="s2", who=applicant("+8613900139000"))
-
-        assert info.value.quota == "client_ip"
+        assert refused.quota == "client_ip"
         assert "could not give back an SMS quota entry" in caplog.text
+
+    async def test_a_send_takes_its_limits_and_spend_in_one_atomic_call(self) -> None:
+        """Every limit and the first vendor's spend caps go in one call; a refusal then gives nothing back, as nothing was taken."""
+        limits = SmsLimits(
+            per_phone=(
+                RateLimit(limit=5, window=3600),
+                RateLimit(limit=9, window="1d"),
+            ),
+            per_client_ip=(RateLimit(limit=1, window=3600),),
+            prices={"alpha": 0.04},
+            session_spend=1,
+            daily_spend=1,
+        )
+        store = MemoryStore()
+        view = Atomic(store)
+        harness, refused = await second_send_refused(view, limits)
+
+        assert refused.quota == "client_ip"
+        assert refused.retry_at == harness.clock.now() + timedelta(hours=1)
+        assert view.calls == ["consume_all", "consume_all"]
+        # The first send's alone: 2 per phone, 1 applicant, 1 IP, 2 spend.
+        assert sum(map(len, store._windows.values())) == 6
+        assert [sent.cost for sent in harness.sent] == [0.04]
+
+    async def test_a_spend_cap_refusal_takes_no_send_limit(self) -> None:
+        """A send over the daily spend never counted against its number: nothing to give back."""
+        limits = SmsLimits(
+            per_phone=(RateLimit(limit=1, window=3600),),
+            prices={"alpha": 1.0},
+            daily_spend=1.0,
+        )
+        store = MemoryStore()
+        view = Atomic(store)
+        _, refused = await second_send_refused(view, limits)
+
+        assert refused.quota == "daily_spend"
+        assert "refund" not in view.calls
+        phones = [n for key, n in store._windows.items() if ":phone:" in key]
+        assert sorted(map(len, phones)) == [0, 1]  # the first number's send alone
+
+    async def test_a_store_without_atomic_takes_counts_one_limit_at_a_time(
+        self,
+    ) -> None:
+        """A SharedState written before consume_all: each limit is consumed in turn, and a refusal gives back those before it."""
+        limits = SmsLimits(
+            per_phone=(RateLimit(limit=1, window=3600),),
+            per_client_ip=(RateLimit(limit=1, window=3600),),
+        )
+        view = OneByOne(MemoryStore())
+        other = applicant("+8613900139000", applicant_id="b")
+        harness, refused = await second_send_refused(view, limits, other)
+
+        assert refused.quota == "client_ip"
+        # phone, applicant and IP for each send; the second gives two back.
+        assert view.calls == ["consume"] * 6 + ["refund"] * 2
+        await harness.start(session_id="s3", who=attrs.evolve(other, client_ip=None))
 
     async def test_keys_never_hold_personal_data(self) -> None:
         """The store's keys hold keyed digests, not the number, applicant id or IP."""
@@ -1144,18 +1233,7 @@ class TestVendorCode:
     ) -> None:
         """A vendor's own code cannot be looked up: the start is repeated, and the vendor dedupes."""
 
-        class Flaky(FakeVerify):
-            failed = False
-
-            async def start(self, request: VerifyRequest, /) -> VerifyStarted:
-                if not self.failed:
-                    self.failed = True
-                    raise ProviderUnavailableError(
-                        message="timeout", provider=self.name, uncertain=True
-                    )
-                return await super().start(request)
-
-        vendor = Flaky()
+        vendor = UncertainFirst()
         harness = Harness([vendor])
         with pytest.raises(ProviderUnavailableError):
             await harness.start()
@@ -1165,6 +1243,21 @@ class TestVendorCode:
         assert signals(await harness.submit({"code": vendor.code})) == (
             "code_verified",
         )
+
+    async def test_a_start_again_reports_the_cost_charged_once(self) -> None:
+        """The send started again after an uncertain start is reported with what it was charged, and charged once."""
+
+        limits = SmsLimits(prices={"vendor": 0.05}, daily_spend=0.05)
+        harness = Harness([UncertainFirst()], limits=limits)
+        with pytest.raises(ProviderUnavailableError):
+            await harness.start()
+
+        assert isinstance(await harness.start(), Waiting)
+
+        assert [sent.cost for sent in harness.sent] == [0.05]
+        with pytest.raises(QuotaExceededError) as info:
+            await harness.start(session_id="s2", who=applicant("+8613900139000"))
+        assert info.value.quota == "daily_spend"
 
     async def test_expiry_and_cancel_cancel_the_verification(self) -> None:
         """The expiry timer and a cancelled step cancel the vendor's verification."""

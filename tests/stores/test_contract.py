@@ -112,6 +112,18 @@ class TestLoad:
 
         assert info.value.session_id == "nope"
 
+    async def test_an_id_no_store_could_hold_is_missing(
+        self, store: SessionStore
+    ) -> None:
+        """An id with a NUL (from a URL such as ``/sessions/a%00b``) reads as a session that does not exist."""
+        odd = "a\x00b"
+        with pytest.raises(SessionNotFoundError) as info:
+            await store.load(odd)
+        assert info.value.session_id == odd
+        assert await store.pending_effects(odd) == []
+        assert await store.timers(odd) == []
+        assert await store.audit_events(odd) == []
+
     async def test_realistic_session_round_trips(
         self, store: SessionStore, make_session: MakeSession, policy: Policy
     ) -> None:

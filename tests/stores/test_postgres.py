@@ -22,6 +22,7 @@ from multiverify._session import ScheduleTimer, Session
 from multiverify.exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    InvalidInputError,
     StoreUnavailableError,
 )
 from multiverify.stores import DueTimer, PostgresStore, _postgres
@@ -490,6 +491,17 @@ class TestPool:
             )
             assert state == "idle"
             assert (await store.session_ids()) == []  # the table is not locked
+
+
+class TestText:
+    async def test_a_nul_in_a_key_is_a_typed_refusal(self, schema: str) -> None:
+        """Text PostgreSQL cannot hold (a NUL, from a vendor's payload or a URL) is an InvalidInputError, not asyncpg's own error."""
+        async with PostgresStore(POSTGRES_URL, schema=schema) as store:
+            with pytest.raises(InvalidInputError, match="cannot hold this text"):
+                await store.record_event_once("s1", "delivery\x00id")
+            with pytest.raises(InvalidInputError):
+                await store.get_value("quota\x00key", at=datetime.now(UTC))
+            assert await store.record_event_once("s1", "delivery-id")
 
 
 class TestConfiguration:

@@ -11,9 +11,12 @@ import pytest
 from conftest import POSTGRES_URL, REDIS_URL, STORES
 
 from multiverify.stores import (
+    AtomicQuotas,
     MemoryStore,
     PostgresStore,
     QueueItem,
+    Quota,
+    QuotaTake,
     RedisStore,
     SessionStore,
     SharedState,
@@ -220,6 +223,139 @@ class TestRefund:
 
         left = await shared.consume("spend", at=at(5), window=600, limit=100, amount=0)
         assert left.used == 30
+
+
+def take(
+    key: str, limit: float, *, window: float = 60, amount: float = 1.0
+) -> QuotaTake:
+    """One take of ``amount`` from ``key``'s window."""
+    return QuotaTake(key=key, window=window, limit=limit, amount=amount)
+
+
+async def held(
+    shared: SharedState, key: str, *, when: datetime, window: float = 60
+) -> float:
+    """What ``key``'s window holds at ``when`` (a consume of nothing records nothing that counts)."""
+    return (await shared.consume(key, at=when, window=window, limit=1e9, amount=0)).used
+
+
+def atomic(store: object) -> AtomicQuotas:
+    """``store``, which takes several quotas at once."""
+    assert isinstance(store, AtomicQuotas)
+    return store
+
+
+class TestConsumeAll:
+    async def test_every_store_has_it(self, shared: SharedState) -> None:
+        """Each store of multiverify takes several quotas atomically."""
+        assert isinstance(shared, AtomicQuotas)
+
+    async def test_all_allowed_records_all(self, shared: SessionStore) -> None:
+        """Takes that all fit are each recorded, with what each window holds after."""
+        await shared.consume("phone", at=at(0), window=60, limit=3)
+
+        answer = await atomic(shared).consume_all(
+            [take("phone", 3), take("applicant", 1), take("spend", 5, amount=2.5)],
+            at=at(1),
+        )
+
+        assert answer.allowed
+        assert answer.refused is None
+        assert answer.quotas == (
+            Quota(allowed=True, used=2, limit=3),
+            Quota(allowed=True, used=1, limit=1),
+            Quota(allowed=True, used=2.5, limit=5),
+        )
+        assert await held(shared, "phone", when=at(2)) == 2
+        assert await held(shared, "applicant", when=at(2)) == 1
+        assert await held(shared, "spend", when=at(2)) == 2.5
+
+    async def test_one_refused_records_none(self, shared: SessionStore) -> None:
+        """A take that does not fit leaves every window as it was, and is named with its retry_at."""
+        await shared.consume("ip", at=at(0), window=60, limit=2)
+        await shared.consume("ip", at=at(10), window=60, limit=2)
+
+        answer = await atomic(shared).consume_all(
+            [take("phone", 5), take("ip", 2), take("spend", 5, amount=9)], at=at(20)
+        )
+
+        assert not answer.allowed
+        assert answer.quotas == ()
+        assert answer.refused == take("ip", 2)
+        assert answer.refusal == Quota(allowed=False, used=2, limit=2, retry_at=at(60))
+        assert await held(shared, "phone", when=at(21)) == 0
+        assert await held(shared, "spend", when=at(21)) == 0
+        assert await held(shared, "ip", when=at(21)) == 2
+
+    async def test_the_first_refusal_in_order_is_named(
+        self, shared: SessionStore
+    ) -> None:
+        """Of two takes that do not fit, the answer names the first given; an amount over its limit on its own has no retry_at."""
+        answer = await atomic(shared).consume_all(
+            [take("a", 1), take("b", 1, amount=2), take("c", 0)], at=at(0)
+        )
+
+        assert answer.refused == take("b", 1, amount=2)
+        assert answer.refusal == Quota(allowed=False, used=0, limit=1)
+
+    async def test_takes_of_one_key_add_up(self, shared: SessionStore) -> None:
+        """Two takes of one key count together: within the limit both go, beyond it neither."""
+        allowed = await atomic(shared).consume_all(
+            [take("k", 3, amount=1), take("k", 3, amount=2)], at=at(0)
+        )
+        assert [quota.used for quota in allowed.quotas] == [1, 3]
+
+        refused = await atomic(shared).consume_all(
+            [take("j", 3, amount=2), take("j", 3, amount=2)], at=at(0)
+        )
+        assert refused.refusal == Quota(allowed=False, used=2, limit=3, retry_at=at(60))
+        assert await held(shared, "k", when=at(1)) == 3
+        assert await held(shared, "j", when=at(1)) == 0
+
+    async def test_each_take_counts_its_own_window(self, shared: SessionStore) -> None:
+        """A key taken with an hour's and a minute's window: entries older than the minute count only in the hour."""
+        await shared.consume("hour", at=at(0), window=3600, limit=2)
+        await shared.consume("minute", at=at(0), window=60, limit=1)
+
+        answer = await atomic(shared).consume_all(
+            [take("minute", 1), take("hour", 2, window=3600)], at=at(60)
+        )
+
+        assert [quota.used for quota in answer.quotas] == [1, 2]
+        refused = await atomic(shared).consume_all(
+            [take("minute", 5), take("hour", 2, window=3600)], at=at(61)
+        )
+        assert refused.refused == take("hour", 2, window=3600)
+        assert refused.refusal is not None
+        assert refused.refusal.retry_at == at(3600)
+        assert await held(shared, "minute", when=at(62)) == 1
+
+    async def test_nothing_to_take(self, shared: SessionStore) -> None:
+        """No takes: allowed, nothing recorded."""
+        answer = await atomic(shared).consume_all([], at=at(0))
+
+        assert answer.allowed
+        assert answer.quotas == ()
+
+    async def test_a_take_is_refunded_like_a_consume(
+        self, shared: SessionStore
+    ) -> None:
+        """What consume_all recorded, refund gives back, one entry per take."""
+        await atomic(shared).consume_all(
+            [take("k", 2), take("spend", 9, amount=4)], at=at(0)
+        )
+
+        assert await shared.refund("spend", at=at(0), amount=4)
+        assert await shared.refund("k", at=at(0))
+        assert not await shared.refund("k", at=at(0))
+        assert await held(shared, "spend", when=at(1)) == 0
+
+    async def test_entries_outside_the_window_go(self, shared: SessionStore) -> None:
+        """The window slides for consume_all as for consume."""
+        await atomic(shared).consume_all([take("k", 1)], at=at(0))
+        assert not (await atomic(shared).consume_all([take("k", 1)], at=at(59))).allowed
+
+        assert (await atomic(shared).consume_all([take("k", 1)], at=at(60))).allowed
 
 
 class TestSweep:
@@ -535,3 +671,68 @@ class TestRaces:
             [item] = await two.queue_items(queue)
             assert item.claimed_by == winners[0].claimed_by
             assert item.claims == 1
+
+
+async def opened(*stores: SessionStore) -> None:
+    """Open each store (migrating a new SQLite file) before they race: what is raced is the quota calls."""
+    for store in stores:
+        await store.get_value("warm-up", at=at(0))
+
+
+class TestConsumeAllAcrossReplicas:
+    async def test_racing_takes_never_exceed_a_limit(
+        self, replicas: tuple[SessionStore, SessionStore]
+    ) -> None:
+        """Forty takes of two keys, in both orders, from two replicas at once: exactly the limit goes, on both keys."""
+        one, two = replicas
+        await opened(one, two)
+        pair = [take("phone", 5), take("applicant", 7)]
+
+        answers = await asyncio.gather(
+            *(
+                atomic(one if n % 2 else two).consume_all(
+                    pair if n % 4 < 2 else pair[::-1], at=at(n / 100)
+                )
+                for n in range(40)
+            )
+        )
+
+        assert sum(answer.allowed for answer in answers) == 5
+        assert await held(one, "phone", when=at(1)) == 5
+        assert await held(one, "applicant", when=at(1)) == 5
+
+    async def test_a_refused_take_never_holds_a_limit_meanwhile(
+        self, replicas: tuple[SessionStore, SessionStore]
+    ) -> None:
+        """Takes refused by a later limit never keep another send from the number: the one that fits always goes."""
+        one, two = replicas
+        await opened(one, two)
+        for n in range(10):
+            phone = f"phone:{n}"
+            refused = [take(phone, 1), take("ip", 0)]  # the IP is over its limit
+            answers = await asyncio.gather(
+                *(atomic(one).consume_all(refused, at=at(n)) for _ in range(10)),
+                atomic(two).consume_all([take(phone, 1)], at=at(n)),
+                *(atomic(two).consume_all(refused, at=at(n)) for _ in range(10)),
+            )
+            assert [answer.allowed for answer in answers] == [False] * 10 + [True] + [
+                False
+            ] * 10
+
+    async def test_consume_and_consume_all_share_the_keys_locks(
+        self, replicas: tuple[SessionStore, SessionStore]
+    ) -> None:
+        """Single consumes racing batched takes of the same key admit exactly its limit between them."""
+        one, two = replicas
+        await opened(one, two)
+
+        answers = await asyncio.gather(
+            *(one.consume("k", at=at(0), window=60, limit=6) for _ in range(10)),
+            *(
+                atomic(two).consume_all([take("other", 99), take("k", 6)], at=at(0))
+                for _ in range(10)
+            ),
+        )
+
+        assert sum(answer.allowed for answer in answers) == 6
+        assert await held(one, "k", when=at(1)) == 6

@@ -26,8 +26,9 @@ from multiverify.exceptions import (
     ProviderUnavailableError,
     QuotaExceededError,
 )
-from multiverify.stores import SessionStore
+from multiverify.stores import SessionStore, SharedState
 from multiverify.testing import FakeClock
+from stores.one_by_one import OneByOne
 
 T0 = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 DAY = 86400
@@ -48,7 +49,7 @@ class Sends:
 
     def __init__(
         self,
-        store: SessionStore,
+        store: SharedState,
         who: Applicant,
         limits: SmsLimits,
         *vendors: FakeSms,
@@ -104,12 +105,19 @@ class Sends:
 MakeSends = Callable[..., Sends]
 
 
-@pytest.fixture
-def sends_on(store: SessionStore, applicant: Applicant) -> MakeSends:
-    """Build an SMS channel on each store in turn, with limits and vendors."""
+@pytest.fixture(params=["atomic", "one by one"])
+def sends_on(
+    request: pytest.FixtureRequest, store: SessionStore, applicant: Applicant
+) -> MakeSends:
+    """Build an SMS channel on each store in turn, with limits and vendors.
+
+    Each store twice: as it is, taking a send's limits in one atomic call,
+    and as a SharedState without that capability, one at a time.
+    """
+    shared = store if request.param == "atomic" else OneByOne(store)
 
     def make(limits: SmsLimits, *vendors: FakeSms) -> Sends:
-        return Sends(store, applicant, limits, *vendors)
+        return Sends(shared, applicant, limits, *vendors)
 
     return make
 

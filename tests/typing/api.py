@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from multiverify import (
     Applicant,
@@ -32,7 +32,16 @@ from multiverify.exceptions import (
     StepNotWaitingError,
 )
 from multiverify.policy import load_policy
-from multiverify.stores import ChangeFeed, PostgresStore, SqliteStore
+from multiverify.stores import (
+    AtomicQuotas,
+    ChangeFeed,
+    PostgresStore,
+    Quota,
+    Quotas,
+    QuotaTake,
+    SharedState,
+    SqliteStore,
+)
 from multiverify.testing import FakeClock, Scripted, ScriptedChannel
 
 
@@ -415,3 +424,34 @@ async def change_feed_app() -> None:
     unsubscribe()
     await store.aclose()
     await behind_a_pooler.aclose()
+
+
+async def atomic_quotas_app() -> None:
+    """Several quotas taken at once, by a store an SMS channel shares its limits through."""
+    from multiverify.channels import SmsCodeChannel
+    from multiverify.providers import TwilioAccount, TwilioMessaging
+
+    store = SqliteStore("verify.db")
+    quotas: AtomicQuotas = store
+    answer: Quotas = await quotas.consume_all(
+        [
+            QuotaTake(key="sends:phone", window=3600, limit=5),
+            QuotaTake(key="spend:day", window=86400, limit=100, amount=0.4),
+        ],
+        at=datetime.now(UTC),
+    )
+    each: tuple[Quota, ...] = answer.quotas
+    if not answer.allowed and answer.refused and answer.refusal:
+        refused: str = answer.refused.key
+        retry_at: datetime | None = answer.refusal.retry_at
+        del refused, retry_at
+    del each
+    shared: SharedState = store
+    channel = SmsCodeChannel(
+        [TwilioMessaging(TwilioAccount(account_sid="AC1", auth_token="t"))],
+        secret="a-server-secret-of-32-bytes-long",
+        brand="Acme",
+        shared=shared,
+    )
+    await channel.aclose()
+    await store.aclose()

@@ -216,6 +216,22 @@ class TestTwilioSignature:
         with pytest.raises(WebhookSignatureError, match="does not match"):
             TwilioSignature(TOKEN).verify(form_request(URL, DOCS_PARAMS, forged))
 
+    @pytest.mark.parametrize("body", [b"\xff\xfe", b'{"CallSid": "CA1"}', b"novalue"])
+    def test_body_that_is_no_form_is_refused_as_unsigned(self, body: bytes) -> None:
+        """A body no signature can cover (not form data, no bodySHA256) is refused as unverified, not as a signed but malformed callback."""
+        request = WebhookRequest(
+            method="POST",
+            url=URL,
+            headers={"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ="},
+            body=body,
+            received_at=T0,
+        )
+
+        with pytest.raises(WebhookSignatureError, match="not form data") as info:
+            TwilioSignature(TOKEN).verify(request)
+
+        assert info.value.vendor == "twilio"
+
     def test_non_ascii_signature_is_refused(self) -> None:
         """A signature header with non-ASCII characters is a forgery, not a crash."""
         with pytest.raises(WebhookSignatureError, match="does not match"):

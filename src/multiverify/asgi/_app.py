@@ -16,8 +16,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
@@ -33,6 +35,8 @@ from ..exceptions import (
     ConfigurationError,
     InvalidInputError,
     MultiverifyError,
+    ProviderError,
+    ProviderRateLimitedError,
     QuotaExceededError,
     SessionFinishedError,
     SessionNotFoundError,
@@ -47,6 +51,7 @@ from ..webhooks import WebhookHandler, WebhookRequest, WebhookResponse
 
 try:
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -182,19 +187,15 @@ def public_url(
     host = headers.get("host")
     prefix = ""
     if trust_forwarded:
-        scheme = _first(headers.get("x-forwarded-proto")) or scheme
+        # A scheme is case-insensitive (RFC 3986); vendors sign it lowercased.
+        scheme = (_first(headers.get("x-forwarded-proto")) or scheme).lower()
         host = _first(headers.get("x-forwarded-host")) or host
         port = _first(headers.get("x-forwarded-port"))
-        if (
-            host is not None
-            and port is not None
-            and port.isascii()
-            and port.isdigit()
-            and not host.endswith("]")
-        ):
-            name = host.rsplit(":", 1)[0] if ":" in host else host
+        if host is not None and port is not None and port.isascii() and port.isdigit():
+            name = _without_host_port(host)
             host = name if int(port) == _DEFAULT_PORTS.get(scheme) else f"{name}:{port}"
-        prefix = (_first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
+        prefix = (_first(headers.get("x-forwarded-prefix")) or "").strip("/")
+        prefix = f"/{prefix}" if prefix else ""
     if host is None:
         server = scope.get("server")
         if server is None:
@@ -206,6 +207,13 @@ def public_url(
             else f"{name}:{port_number}"
         )
     return f"{scheme}://{host}{prefix}{tail}"
+
+
+def _without_host_port(host: str) -> str:
+    """A ``Host`` value without its port: ``example.com``, ``[2001:db8::1]``."""
+    if host.startswith("["):  # an IPv6 literal: its colons are no port
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0]
 
 
 def client_address(scope: Mapping[str, Any], *, trust_forwarded: bool) -> str | None:
@@ -242,9 +250,32 @@ def _without_port(address: str) -> str:
     return address
 
 
-def _error(status: int, code: str, **fields: Any) -> JSONResponse:
-    headers = {"retry-after": _RETRY_AFTER} if status == 503 else None  # noqa: PLR2004
+def _error(
+    status: int, code: str, *, retry_after: str = _RETRY_AFTER, **fields: Any
+) -> JSONResponse:
+    headers = {"retry-after": retry_after} if status == 503 else None  # noqa: PLR2004
     return JSONResponse({"error": code, **fields}, status_code=status, headers=headers)
+
+
+def _retry_after(exc: ProviderError) -> str:
+    """The seconds to wait before a retry: a throttling vendor's hint, else the default."""
+    if isinstance(exc, ProviderRateLimitedError) and exc.retry_after is not None:
+        try:
+            return str(max(1, math.ceil(exc.retry_after)))
+        except (OverflowError, ValueError):  # an infinite or NaN hint
+            pass
+    return _RETRY_AFTER
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A routing refusal (no such route, another method) in the app's error shape."""
+    del request
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = HTTPStatus(status).phrase.lower().replace(" ", "_")
+    response = _error(status, code)
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)  # Allow, for a 405
+    return response
 
 
 class _TooLargeError(Exception):
@@ -270,6 +301,19 @@ async def _body(request: Request, limit: int) -> bytes:
             raise _TooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _not_json(constant: str) -> Any:
+    """``json.loads``'s hook for ``NaN`` and ``Infinity``, which JSON (RFC 8259) does not have."""
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refusing one too large for a float (``1e999``)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large a number")
+    return value
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -322,6 +366,12 @@ _SUBMIT_ERRORS: tuple[tuple[type[MultiverifyError], int, str], ...] = (
 
 
 def _submit_error(exc: MultiverifyError) -> JSONResponse | None:
+    if isinstance(exc, ProviderError):
+        # A vendor the channel could not reach (checking a vendor's own
+        # code): nothing changed, so the applicant may simply try again.
+        if exc.retryable:
+            return _error(503, "unavailable", retry_after=_retry_after(exc))
+        return None
     for kind, status, code in _SUBMIT_ERRORS:
         if isinstance(exc, kind):
             fields: dict[str, Any] = {}
@@ -333,6 +383,26 @@ def _submit_error(exc: MultiverifyError) -> JSONResponse | None:
                     fields["retry_at"] = exc.retry_at.isoformat()
             return _error(status, code, **fields)
     return None
+
+
+_Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(endpoint: _Endpoint, route: str) -> _Endpoint:
+    """``endpoint``, answering a typed ``500`` (and logging) for what it did not foresee.
+
+    A handler or an ``authorize`` of the lending app's own may raise
+    anything; the caller gets the app's error shape, never a traceback page.
+    """
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception:
+            log.exception("request to %s failed", route)
+            return _error(500, "internal")
+
+    return guarded
 
 
 class _App:
@@ -389,9 +459,7 @@ class _App:
             except Exception:
                 log.exception("on_rejected hook failed")
 
-    def webhook(
-        self, handler: WebhookHandler
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def webhook(self, handler: WebhookHandler) -> _Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
                 body = await _body(request, self.max_body)
@@ -429,7 +497,7 @@ class _App:
         try:
             return await self.runtime.handle_event(event)
         except StepNotWaitingError:
-            if await self.starting(event):
+            if await self.early(event):
                 # Refused before its delivery was counted: the vendor's
                 # retry will bring it back once the step has started.
                 return _error(503, "retry")
@@ -440,20 +508,36 @@ class _App:
         except (ConcurrentUpdateError, StoreUnavailableError) as exc:
             log.warning("vendor event %s not applied yet: %s", event.kind, exc)
             return _error(503, "retry")
-        except MultiverifyError:
+        except ProviderError as exc:
+            if exc.retryable:
+                log.warning("vendor event %s not applied yet: %s", event.kind, exc)
+                return _error(503, "retry", retry_after=_retry_after(exc))
+            log.exception("vendor event %s of %s failed", event.kind, event.session_id)
+            return _error(500, "internal")
+        except Exception:
+            # Untyped (a store driver's own error, Temporal's RPC errors):
+            # the runtime gave the delivery back, so a redelivery is applied.
             log.exception("vendor event %s of %s failed", event.kind, event.session_id)
             return _error(500, "internal")
 
-    async def starting(self, event: ProviderEvent) -> bool:
-        """Whether the event's step is still starting the attempt it is for."""
+    async def early(self, event: ProviderEvent) -> bool:
+        """Whether a refused event came before its step was ready for it, so a redelivery may apply.
+
+        The step is still starting the attempt the event is for, or has
+        started it since the refusal (the refused delivery was not counted,
+        so the redelivery is applied); when the session cannot be read now,
+        the vendor is asked to deliver again rather than told it arrived.
+        """
         try:
             session = await self.runtime.get(event.session_id)
             record = session.step(event.step_id)
+        except (StoreUnavailableError, ConcurrentUpdateError):
+            return True
         except MultiverifyError:
             return False
         return (
             not session.finished
-            and record.state is StepState.RUNNING
+            and record.state in (StepState.RUNNING, StepState.WAITING)
             and event.attempt in (None, record.attempt)
         )
 
@@ -468,7 +552,7 @@ class _App:
             return _error(415, "unsupported_media_type")
         try:
             body = await _body(request, self.max_body)
-            payload = json.loads(body)
+            payload = json.loads(body, parse_constant=_not_json, parse_float=_finite)
         except _TooLargeError:
             return _error(413, "too_large")
         except (ClientDisconnect, UnicodeDecodeError, ValueError, RecursionError):
@@ -484,8 +568,8 @@ class _App:
             payload["client_ip"] = client
         try:
             session = await self.runtime.submit(session_id, step_id, payload)
-        except MultiverifyError as exc:
-            refused = _submit_error(exc)
+        except Exception as exc:
+            refused = _submit_error(exc) if isinstance(exc, MultiverifyError) else None
             if refused is None:
                 log.exception("submission to %s of %s failed", step_id, session_id)
                 return _error(500, "internal")
@@ -519,8 +603,10 @@ def create_app(
       repeated delivery, a callback for a finished session or one after its
       step ended is answered as a success, so the vendor stops retrying;
       the runtime records the late ones in the audit trail. A store
-      conflict or outage, or a callback for a step still starting, gets
-      ``503`` with ``Retry-After``, so the vendor delivers it again.
+      conflict or outage, a vendor the channel could not reach, or a
+      callback for a step still starting (or started since it was
+      refused), gets ``503`` with ``Retry-After``, so the vendor delivers
+      it again.
     - ``POST {submit_path}``: the applicant's input as a JSON object, such
       as ``{"code": "123456"}`` or ``{"action": "resend"}``, sent as
       ``application/json``. Answers the
@@ -528,8 +614,9 @@ def create_app(
       ``{"error": code}``: ``415`` another content type (so a cross-site
       form cannot post it), ``404`` no such session or step, ``409`` the
       session finished or the step does not wait, ``422`` invalid input
-      (with ``field``), ``429`` an abuse limit (with ``quota``), ``503`` the
-      store is down. The caller's address is passed on as ``client_ip`` for
+      (with ``field``), ``429`` an abuse limit (with ``quota``), ``503``
+      (with ``Retry-After``) the store is down or the vendor checking the
+      code cannot be reached. The caller's address is passed on as ``client_ip`` for
       the abuse controls. Put the lending app's own authentication in front
       of it, or pass ``authorize``.
 
@@ -554,9 +641,19 @@ def create_app(
         clock: the time source for ``received_at``.
         max_body: the largest body accepted, in bytes (``413`` beyond).
 
+    Any other path is ``404 {"error": "not_found"}`` (a trailing slash is
+    not redirected), another method ``405 {"error": "method_not_allowed"}``
+    with ``Allow: POST``, and an error the runtime did not type ``500
+    {"error": "internal"}`` (logged).
+
     Raises:
-        ConfigurationError: two handlers share a route.
+        ConfigurationError: two handlers share a route, or ``max_body`` is
+            not a whole number of bytes above zero.
     """
+    if type(max_body) is not int or max_body < 1:  # a bool is no byte count
+        raise ConfigurationError(
+            message=f"max_body must be a number of bytes above zero, not {max_body!r}"
+        )
     app = _App(
         runtime,
         base_url=public_base_url,
@@ -582,8 +679,27 @@ def create_app(
             )
         seen.add(path)
         routes.append(
-            Route(path, app.webhook(handler), methods=["POST"], name=f"webhook:{path}")
+            Route(
+                path,
+                _guarded(app.webhook(handler), path),
+                methods=["POST"],
+                name=f"webhook:{path}",
+            )
         )
     if submit_path is not None:
-        routes.append(Route(submit_path, app.submit, methods=["POST"], name="submit"))
-    return Starlette(routes=routes)
+        routes.append(
+            Route(
+                submit_path,
+                _guarded(app.submit, submit_path),
+                methods=["POST"],
+                name="submit",
+            )
+        )
+    starlette = Starlette(
+        routes=routes, exception_handlers={HTTPException: _http_error}
+    )
+    # A redirect to the path with or without a trailing slash would point at
+    # the URL the app sees (behind a proxy, an internal one; or any Host the
+    # caller sent), and a vendor's signature covers the path it called.
+    starlette.router.redirect_slashes = False
+    return starlette

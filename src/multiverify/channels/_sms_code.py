@@ -25,9 +25,12 @@ cannot confirm it, a fresh code is sent under the next reference, so the code
 that may have gone out never works.
 
 A send counts against the abuse limits and spend caps once it may have gone
-out: one refused by a later limit, or failed for sure by every vendor, gives
-back what it took (but a number the vendor refused keeps its send limits);
-an uncertain one stays counted.
+out. Its limits and the first vendor's spend caps are taken together, every
+one or none, in one atomic call where the store can
+(``AtomicQuotas.consume_all``), so a refused send takes nothing; one failed
+for sure by every vendor gives back what it took (but a number the vendor
+refused keeps its send limits), and each vendor's definite failure its
+charge; an uncertain one stays counted.
 
 A code is drawn from an HMAC of the server secret over its send's reference
 and vendor, so the same send always carries the same text: a vendor that
@@ -72,7 +75,7 @@ from ..providers import (
     VerifyProvider,
     VerifyRequest,
 )
-from ..stores import MemoryStore, SharedState
+from ..stores import AtomicQuotas, MemoryStore, Quota, QuotaTake, SharedState
 from ._base import (
     Finished,
     ProviderEvent,
@@ -395,6 +398,36 @@ class _Plan:
         )
 
 
+@attrs.frozen(kw_only=True)
+class _Limit:
+    """One limit a send counts against: its take, and the quota a refusal names."""
+
+    quota: str
+    refusal: str
+    take: QuotaTake
+    # The vendor whose charge it is (a spend cap), given back with it.
+    vendor: str | None = None
+
+    def taken(self, at: datetime) -> dict[str, Any]:
+        """What the ledger keeps of the take, to give it back."""
+        entry: dict[str, Any] = {
+            "key": self.take.key,
+            "at": at.isoformat(),
+            "amount": self.take.amount,
+        }
+        if self.vendor is not None:
+            entry["vendor"] = self.vendor
+        return entry
+
+    def exceeded(self, refusal: Quota | None) -> QuotaExceededError:
+        """The error for the limit's refusal."""
+        return QuotaExceededError(
+            message=self.refusal,
+            quota=self.quota,
+            retry_at=None if refusal is None else refusal.retry_at,
+        )
+
+
 def _prompt(settings: SmsCodeSettings, sent: str) -> str:
     kind = "digit" if set(settings.alphabet) <= set(_DIGITS) else "character"
     return f"Enter the {settings.code_length}-{kind} code {sent}"
@@ -404,14 +437,28 @@ def _locale(value: str) -> str:
     return "zh-CN" if value.lower().replace("_", "-").startswith("zh") else "en"
 
 
+# The most characters a typed code may have, spaces and separators included
+# (codes are 4 to 10 characters).
+_MAX_TYPED_CODE = 64
+
+
 def normalize_code(value: object) -> str:
     """A typed code with whitespace removed and every Unicode decimal digit made ASCII.
 
     Raises:
-        InvalidInputError: the code is not text.
+        InvalidInputError: the code is not text, or longer than any code
+            typed with spaces could be (64 characters).
     """
     if not isinstance(value, str):
         raise InvalidInputError(message="code: expected text", field="code")
+    if len(value) > _MAX_TYPED_CODE:
+        # Refused before NFKC and the digit table: both take time per
+        # character, and an applicant may send anything to their session.
+        raise InvalidInputError(
+            message=f"code: too long ({len(value)} characters; a code is at most "
+            f"{_MAX_TYPED_CODE} with its spaces)",
+            field="code",
+        )
     out = []
     for char in unicodedata.normalize("NFKC", value):
         if char.isspace():
@@ -914,6 +961,15 @@ class SmsCodeChannel:
             block += 1
         return "".join(symbols[: settings.code_length])
 
+    def _message(self, plan: _Plan, reference: str, provider: str) -> tuple[str, str]:
+        """The code and the text of the send ``reference`` through ``provider``."""
+        settings = plan.settings
+        code = self._code(reference, provider, settings)
+        text = self._templates[plan.locale].render(
+            brand=self._brand, code=code, minutes=max(1, math.ceil(settings.ttl / 60))
+        )
+        return code, text
+
     def _digest(self, context: StepContext, send: int, code: str) -> str:
         bound = (
             f"{context.session_id}:{context.step_id}:{context.attempt}:{send}:{code}"
@@ -942,13 +998,8 @@ class SmsCodeChannel:
             except ProviderError:
                 log.warning("could not cancel %s's verification", state.provider)
 
-    async def _admit(
-        self, plan: _Plan, shared: SharedState, at: datetime
-    ) -> list[dict[str, Any]]:
-        """Count the send against the abuse limits; what it took, for a refund.
-
-        A limit that refuses gives back those taken before it, and raises.
-        """
+    def _send_limits(self, plan: _Plan) -> list[_Limit]:
+        """The abuse limits a send counts against: per number, applicant and client IP."""
         context = plan.context
         limits = self._limits
         checks: list[tuple[str, str, RateLimit]] = [
@@ -964,35 +1015,24 @@ class SmsCodeChannel:
                 ("client_ip", self._hash("ip", plan.client_ip), rule)
                 for rule in limits.per_client_ip
             ]
-        taken: list[dict[str, Any]] = []
-        for quota, digest, rule in checks:
-            key = f"{self._prefix}{quota}:{digest}:{rule.window:g}"
-            answer = await shared.consume(
-                key, at=at, window=rule.window, limit=rule.limit
+        return [
+            _Limit(
+                quota=quota,
+                refusal=f"SMS limit per {quota.replace('_', ' ')} reached: "
+                f"{rule.limit} in {rule.window:g}s",
+                take=QuotaTake(
+                    key=f"{self._prefix}{quota}:{digest}:{rule.window:g}",
+                    window=rule.window,
+                    limit=rule.limit,
+                ),
             )
-            if not answer.allowed:
-                await self._refund(shared, taken)
-                raise QuotaExceededError(
-                    message=f"SMS limit per {quota.replace('_', ' ')} reached: "
-                    f"{rule.limit} in {rule.window:g}s",
-                    quota=quota,
-                    retry_at=answer.retry_at,
-                )
-            taken.append({"key": key, "at": at.isoformat(), "amount": 1.0})
-        return taken
+            for quota, digest, rule in checks
+        ]
 
-    async def _charge(
-        self,
-        plan: _Plan,
-        shared: SharedState,
-        provider: str,
-        segments: int,
-        at: datetime,
-    ) -> tuple[float, list[dict[str, Any]]]:
-        """Count the send's cost against the spend caps; the cost, and what it took.
-
-        A cap that refuses gives back the one taken before it, and raises.
-        """
+    def _caps(
+        self, plan: _Plan, provider: str, segments: int
+    ) -> tuple[float, list[_Limit]]:
+        """What a send of ``segments`` through ``provider`` costs, and the spend caps it counts against."""
         limits = self._limits
         cost = limits.prices.get(provider, 0.0) * segments
         caps = [
@@ -1004,25 +1044,59 @@ class SmsCodeChannel:
             ),
             ("daily_spend", "day", limits.daily_spend, _DAY),
         ]
+        return cost, [
+            _Limit(
+                quota=quota,
+                refusal=f"SMS spend cap reached ({quota.replace('_', ' ')}: {cap:g})",
+                take=QuotaTake(
+                    key=f"{self._prefix}spend:{scope}",
+                    window=window,
+                    limit=cap,
+                    amount=cost,
+                ),
+                vendor=provider,
+            )
+            for quota, scope, cap, window in caps
+            if cap is not None
+        ]
+
+    async def _take(
+        self, shared: SharedState, limits: Sequence[_Limit], at: datetime
+    ) -> list[dict[str, Any]]:
+        """Count the send against ``limits``, every one or none; what it took, for a refund.
+
+        A store with the capability takes them in one atomic call
+        ([`AtomicQuotas`][multiverify.stores.AtomicQuotas]); on any other,
+        they are taken one at a time, and a limit that refuses gives back
+        those taken before it.
+
+        Raises:
+            QuotaExceededError: the first limit that refuses; nothing stays taken.
+        """
+        if not limits:
+            return []
+        if isinstance(shared, AtomicQuotas):
+            takes = [limit.take for limit in limits]
+            answer = await shared.consume_all(takes, at=at)
+            if answer.refused is not None:
+                refused = limits[takes.index(answer.refused)]
+                raise refused.exceeded(answer.refusal)
+            return [limit.taken(at) for limit in limits]
         taken: list[dict[str, Any]] = []
-        for quota, scope, cap, window in caps:
-            if cap is None:
-                continue
-            key = f"{self._prefix}spend:{scope}"
-            answer = await shared.consume(
-                key, at=at, window=window, limit=cap, amount=cost
+        for limit in limits:
+            take = limit.take
+            quota = await shared.consume(
+                take.key,
+                at=at,
+                window=take.window,
+                limit=take.limit,
+                amount=take.amount,
             )
-            if not answer.allowed:
+            if not quota.allowed:
                 await self._refund(shared, taken)
-                raise QuotaExceededError(
-                    message=f"SMS spend cap reached ({quota.replace('_', ' ')}: {cap:g})",
-                    quota=quota,
-                    retry_at=answer.retry_at,
-                )
-            taken.append(
-                {"key": key, "at": at.isoformat(), "amount": cost, "vendor": provider}
-            )
-        return cost, taken
+                raise limit.exceeded(quota)
+            taken.append(limit.taken(at))
+        return taken
 
     async def _spend(
         self,
@@ -1034,12 +1108,17 @@ class SmsCodeChannel:
         segments: int,
         at: datetime,
     ) -> dict[str, Any]:
-        """The ledger's charge fields for the send through ``provider``, charged once per vendor."""
+        """The ledger's charge fields for the send through ``provider``, charged once per vendor.
+
+        A vendor charged already (with the send's limits, or before an
+        uncertain failure) keeps the cost the entry holds.
+        """
         charged: list[str] = list(entry.get("charged", []))
         taken: list[dict[str, Any]] = list(entry.get("taken", []))
         if provider in charged:
-            return {"charged": charged, "taken": taken, "cost": 0.0}
-        cost, spent = await self._charge(plan, shared, provider, segments, at)
+            return {"charged": charged, "taken": taken}
+        cost, caps = self._caps(plan, provider, segments)
+        spent = await self._take(shared, caps, at)
         return {"charged": [*charged, provider], "taken": taken + spent, "cost": cost}
 
     async def _refund(
@@ -1091,12 +1170,18 @@ class SmsCodeChannel:
             now = context.clock.now()
             entry = await ledger.get(reference, at=now)
             if entry is None:
-                taken = await self._admit(plan, shared, now)
+                # The send's limits and the first vendor's spend caps, all
+                # taken or none.
+                first = plan.order[0]
+                _, text = self._message(plan, reference, first)
+                cost, caps = self._caps(plan, first, sms_segments(text).segments)
+                taken = await self._take(shared, [*self._send_limits(plan), *caps], now)
                 entry = {
                     "status": "new",
                     "at": now.isoformat(),
-                    "charged": [],
+                    "charged": [first],
                     "taken": taken,
+                    "cost": cost,
                 }
                 if not await ledger.claim(reference, entry, at=now):
                     # Another replica claimed it a moment ago, counted by its
@@ -1150,16 +1235,12 @@ class SmsCodeChannel:
         if not isinstance(provider, SmsProvider) or not entry.get("digest"):
             return None
         # The send's code and text again, as they went out (or not).
-        settings = plan.settings
-        minutes = max(1, math.ceil(settings.ttl / 60))
-        code = self._code(reference, name, settings)
+        code, text = self._message(plan, reference, name)
         probe = SmsMessage(
             to=plan.number,
-            text=self._templates[plan.locale].render(
-                brand=self._brand, code=code, minutes=minutes
-            ),
+            text=text,
             code=code,
-            ttl_minutes=minutes,
+            ttl_minutes=max(1, math.ceil(plan.settings.ttl / 60)),
             locale=plan.locale,
             reference=reference,
         )
@@ -1192,8 +1273,6 @@ class SmsCodeChannel:
         context = plan.context
         settings = plan.settings
         shared = self._state_store(context)
-        minutes = max(1, math.ceil(settings.ttl / 60))
-        template = self._templates[plan.locale]
         last: ProviderError | None = None
         retire = previous
         # Whether nothing under this reference can have reached the applicant:
@@ -1202,8 +1281,7 @@ class SmsCodeChannel:
         for name in plan.order:
             provider = self._providers[name]
             vendor_code = isinstance(provider, VerifyProvider)
-            code = self._code(reference, name, settings)
-            text = template.render(brand=self._brand, code=code, minutes=minutes)
+            code, text = self._message(plan, reference, name)
             counted = sms_segments(text)
             now = context.clock.now()
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import (
+    AtomicQuotas,
     ChangeFeed,
     DueTimer,
     EffectClaim,
@@ -10,6 +11,8 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Quotas,
+    QuotaTake,
     SessionStore,
     SharedState,
     WorkQueue,
@@ -21,6 +24,7 @@ from ._sqlite import SqliteStore
 from ._url import store_from_url
 
 __all__ = [
+    "AtomicQuotas",
     "ChangeFeed",
     "DueTimer",
     "EffectClaim",
@@ -30,6 +34,8 @@ __all__ = [
     "PostgresStore",
     "QueueItem",
     "Quota",
+    "QuotaTake",
+    "Quotas",
     "RedisStore",
     "SessionStore",
     "SharedState",

@@ -15,6 +15,7 @@ from .._session import Effect, Session
 from ..exceptions import ConcurrentUpdateError, SessionNotFoundError
 
 __all__ = [
+    "AtomicQuotas",
     "ChangeFeed",
     "DueTimer",
     "EffectClaim",
@@ -22,6 +23,8 @@ __all__ = [
     "PendingEffect",
     "QueueItem",
     "Quota",
+    "QuotaTake",
+    "Quotas",
     "SessionStore",
     "SharedState",
     "WorkQueue",
@@ -99,6 +102,52 @@ class Quota:
     used: float
     limit: float
     retry_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QuotaTake:
+    """One amount to take from a sliding window, as one of the takes of [`AtomicQuotas.consume_all`][multiverify.stores.AtomicQuotas.consume_all].
+
+    Attributes:
+        key: the window's key, as `SharedState.consume` takes it.
+        window: the window's length, in seconds.
+        limit: the most the window may hold.
+        amount: what this take adds to it.
+
+    Added in 0.1.
+    """
+
+    key: str
+    window: float
+    limit: float
+    amount: float = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class Quotas:
+    """The answer of [`AtomicQuotas.consume_all`][multiverify.stores.AtomicQuotas.consume_all]: every take recorded, or none.
+
+    Attributes:
+        quotas: when every take fit, each one's answer in the order given
+            (allowed, ``used`` including its amount); empty when one did not.
+        refused: the first take, in the order given, that did not fit (with
+            the takes before it counted); ``None`` when every take was
+            recorded.
+        refusal: that take's answer, as `SharedState.consume` would give
+            it: not allowed, what its window holds, its limit and
+            ``retry_at``.
+
+    Added in 0.1.
+    """
+
+    quotas: tuple[Quota, ...] = ()
+    refused: QuotaTake | None = None
+    refusal: Quota | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """Whether every take was recorded."""
+        return self.refused is None
 
 
 @attrs.frozen(kw_only=True)
@@ -220,6 +269,45 @@ class SharedState(Protocol):
         large backlog never holds a lock for long; a store whose keys expire
         on their own (Redis) removes nothing and returns 0. The worker runs
         it periodically, and ``multiverify store purge`` once. Added in 0.1.
+        """
+        ...
+
+
+@runtime_checkable
+class AtomicQuotas(Protocol):
+    """**Protocol**: an optional capability of [`SharedState`][multiverify.stores.SharedState]: take several quotas in one atomic step.
+
+    An SMS send counts against several windows at once (per number, per
+    applicant, per client IP, the spend caps): with this capability it
+    takes them all or none, so a send refused by one limit never holds the
+    others meanwhile, and a replica that dies in the middle leaves nothing
+    half taken. The [`SmsCodeChannel`][multiverify.channels.SmsCodeChannel]
+    uses it where the store has it; on a `SharedState` without it, it takes
+    the limits one at a time and gives back those taken before a refusal
+    ([`SharedState.refund`][multiverify.stores.SharedState.refund]).
+
+    `MemoryStore`, `SqliteStore`, `PostgresStore` and `RedisStore` have it.
+
+    Added in 0.1.
+    """
+
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        """Take every one of ``takes`` at ``at``, or none of them, in one atomic call.
+
+        The takes are checked in the order given, each as
+        `SharedState.consume` checks one against its window ``(at - window,
+        at]``, with the takes before it counted (two takes of one key add
+        up). If every take fits, each is recorded at ``at``, as `consume`
+        records one (and `SharedState.refund` gives it back); otherwise
+        nothing is recorded, and the answer names the first take that did
+        not fit, with its refusal (and ``retry_at``). An empty
+        ``takes`` is allowed and records nothing. Atomic across replicas,
+        and against `consume` and `refund` of the same keys: PostgreSQL
+        takes the keys' locks in one consistent order in one transaction,
+        SQLite takes the file's write lock for the call, Redis runs one
+        script over every key.
         """
         ...
 
@@ -664,6 +752,64 @@ def refused_quota(
         limit=limit,
         retry_at=window_frees_at(entries, window=window, limit=limit, amount=amount),
     )
+
+
+def fit_takes(
+    takes: Sequence[QuotaTake], held: Sequence[float]
+) -> tuple[tuple[Quota, ...], int | None]:
+    """Check ``takes`` in order, given what each one's window holds (``held``), with the earlier takes of its key counted.
+
+    Returns the answers of the takes that fit, and the index of the first
+    that does not (``None`` when every one fits).
+    """
+    batch: dict[str, float] = {}
+    quotas: list[Quota] = []
+    for index, (take, used) in enumerate(zip(takes, held, strict=True)):
+        # The batch's entries are at ``at``, inside any window of some length.
+        total = used + (batch.get(take.key, 0.0) if take.window > 0 else 0.0)
+        if total + take.amount > take.limit:
+            return tuple(quotas), index
+        batch[take.key] = batch.get(take.key, 0.0) + take.amount
+        quotas.append(Quota(allowed=True, used=total + take.amount, limit=take.limit))
+    return tuple(quotas), None
+
+
+def refused_take(
+    takes: Sequence[QuotaTake],
+    index: int,
+    entries: Iterable[tuple[datetime, float]],
+    *,
+    at: datetime,
+) -> Quotas:
+    """The answer to a ``consume_all`` whose take ``index`` does not fit.
+
+    ``entries`` are those its key holds (oldest first); the ones inside its
+    window count, and so do the earlier takes of its key, at ``at``.
+    """
+    take = takes[index]
+    start = at - timedelta(seconds=take.window)
+    inside = [entry for entry in entries if entry[0] > start]
+    if take.window > 0:
+        inside += [(at, t.amount) for t in takes[:index] if t.key == take.key]
+    inside.sort(key=lambda entry: entry[0])
+    return Quotas(
+        refused=take,
+        refusal=refused_quota(
+            sum(amount for _, amount in inside),
+            inside,
+            window=take.window,
+            limit=take.limit,
+            amount=take.amount,
+        ),
+    )
+
+
+def widest_windows(takes: Sequence[QuotaTake]) -> dict[str, float]:
+    """Each key of ``takes`` with the widest window it is taken with, in the order first seen."""
+    widest: dict[str, float] = {}
+    for take in takes:
+        widest[take.key] = max(take.window, widest.get(take.key, take.window))
+    return widest
 
 
 def queue_order(item: QueueItem) -> tuple[int, datetime, str]:

@@ -16,12 +16,17 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Quotas,
+    QuotaTake,
     Subscribers,
+    fit_takes,
     queue_order,
     refused_quota,
+    refused_take,
     session_exists,
     session_missing,
     version_moved,
+    widest_windows,
 )
 
 __all__ = ["MemoryStore"]
@@ -295,19 +300,35 @@ class MemoryStore:
         limit: float,
         amount: float = 1.0,
     ) -> Quota:
-        if key not in self._windows and len(self._windows) >= self._room["windows"]:
-            _ = self._drop_windows(at)
-        entries = self._windows.setdefault(key, deque())
-        start = at - timedelta(seconds=window)
-        end = at + timedelta(seconds=window)
-        self._window_ends[key] = max(end, self._window_ends.get(key, end))
-        while entries and entries[0][0] <= start:
-            entries.popleft()
+        entries = self._window(key, at=at, window=window)
         used = sum(taken for _, taken in entries)
         if used + amount <= limit:
             entries.append((at, amount))
             return Quota(allowed=True, used=used + amount, limit=limit)
         return refused_quota(used, entries, window=window, limit=limit, amount=amount)
+
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        takes = list(takes)
+        windows = {
+            key: self._window(key, at=at, window=window)
+            for key, window in widest_windows(takes).items()
+        }
+        held = [
+            sum(
+                taken
+                for when, taken in windows[take.key]
+                if when > at - timedelta(seconds=take.window)
+            )
+            for take in takes
+        ]
+        quotas, refused = fit_takes(takes, held)
+        if refused is not None:
+            return refused_take(takes, refused, windows[takes[refused].key], at=at)
+        for take in takes:
+            windows[take.key].append((at, take.amount))
+        return Quotas(quotas=quotas)
 
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
         entries = self._windows.get(key, deque())
@@ -316,6 +337,20 @@ class MemoryStore:
                 del entries[index]
                 return True
         return False
+
+    def _window(
+        self, key: str, *, at: datetime, window: float
+    ) -> deque[tuple[datetime, float]]:
+        """The entries of ``key``'s window of ``window`` seconds at ``at``, those older dropped."""
+        if key not in self._windows and len(self._windows) >= self._room["windows"]:
+            _ = self._drop_windows(at)
+        entries = self._windows.setdefault(key, deque())
+        start = at - timedelta(seconds=window)
+        end = at + timedelta(seconds=window)
+        self._window_ends[key] = max(end, self._window_ends.get(key, end))
+        while entries and entries[0][0] <= start:
+            entries.popleft()
+        return entries
 
     async def get_value(self, key: str, /, *, at: datetime) -> str | None:
         found = self._values.get(key)

@@ -47,6 +47,7 @@ from .._session import Effect, Session
 from ..exceptions import (
     ConcurrentUpdateError,
     ConfigurationError,
+    InvalidInputError,
     StoreUnavailableError,
 )
 from ._base import (
@@ -57,12 +58,17 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Quotas,
+    QuotaTake,
     SerialisedWrites,
     Subscribers,
+    fit_takes,
     refused_quota,
+    refused_take,
     session_exists,
     session_missing,
     version_moved,
+    widest_windows,
     with_sessions,
 )
 
@@ -331,6 +337,10 @@ def _redact(dsn: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+# PostgreSQL's text cannot hold it; no stored id or key has one.
+_NUL = "\x00"
+
+
 def _utc(at: datetime) -> datetime:
     """``at`` as an aware time (naive times are read as UTC)."""
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
@@ -348,6 +358,13 @@ def _outages(
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(self, *args, **kwargs)
+        except self._asyncpg.CharacterNotInRepertoireError as exc:
+            # PostgreSQL text holds no NUL: such a key or id could never have
+            # been written, and is refused as the input it came from.
+            raise InvalidInputError(
+                message=f"PostgreSQL cannot hold this text (a NUL character?): {exc}",
+                field="text",
+            ) from exc
         except (*self._lost, *self._unable) as exc:
             what = (
                 "lost the connection to"
@@ -775,6 +792,8 @@ class PostgresStore(OpenableStore):
 
     @_outages
     async def load(self, session_id: str, /) -> tuple[Session, int]:
+        if _NUL in session_id:  # no session has such an id
+            raise session_missing(session_id)
         pool = await self._ready()
         row = await pool.fetchrow(self._sql.load, session_id)
         if row is None:
@@ -838,6 +857,8 @@ class PostgresStore(OpenableStore):
     async def pending_effects(
         self, session_id: str | None = None, /
     ) -> list[PendingEffect]:
+        if session_id is not None and _NUL in session_id:
+            return []  # no session has such an id
         pool = await self._ready()
         if session_id is None:
             rows = await pool.fetch(self._sql.pending_all)
@@ -938,6 +959,8 @@ class PostgresStore(OpenableStore):
 
     @_outages
     async def timers(self, session_id: str | None = None, /) -> list[DueTimer]:
+        if session_id is not None and _NUL in session_id:
+            return []  # no session has such an id
         pool = await self._ready()
         if session_id is None:
             rows = await pool.fetch(self._sql.timers_all)
@@ -960,6 +983,8 @@ class PostgresStore(OpenableStore):
 
     @_outages
     async def audit_events(self, session_id: str | None = None, /) -> list[AuditEvent]:
+        if session_id is not None and _NUL in session_id:
+            return []  # no session has such an id
         pool = await self._ready()
         if session_id is None:
             rows = await pool.fetch(self._sql.audit_all)
@@ -1014,6 +1039,53 @@ class PostgresStore(OpenableStore):
             limit=limit,
             amount=amount,
         )
+
+    @_outages
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        takes = list(takes)
+        if not takes:
+            return Quotas()
+        sql = self._sql
+        now = _utc(at)
+        widest = widest_windows(takes)
+        pool = await self._ready()
+        async with pool.acquire() as conn, conn.transaction():
+            # The lock of every key, as `consume` takes one, in the order of
+            # their ids: two calls sharing keys cannot hold one each while
+            # waiting for the other's. They go with the transaction.
+            await conn.execute(
+                sql.lock_all, [f"{self._schema}:quota:{key}" for key in widest]
+            )
+            held = await conn.fetch(
+                sql.quota_used_all,
+                list(widest),
+                [now - timedelta(seconds=window) for window in widest.values()],
+                [take.key for take in takes],
+                [now - timedelta(seconds=take.window) for take in takes],
+            )
+            quotas, refused = fit_takes(takes, [row["used"] for row in held])
+            if refused is not None:
+                rows = await conn.fetch(sql.quota_entries, takes[refused].key)
+                return refused_take(
+                    takes,
+                    refused,
+                    [
+                        (datetime.fromisoformat(row["at_text"]), row["amount"])
+                        for row in rows
+                    ],
+                    at=at,
+                )
+            await conn.execute(
+                sql.quota_add_all,
+                [take.key for take in takes],
+                now,
+                at.isoformat(),
+                [take.amount for take in takes],
+                [now + timedelta(seconds=take.window) for take in takes],
+            )
+        return Quotas(quotas=quotas)
 
     @_outages
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
@@ -1360,6 +1432,33 @@ class _Sql:
         self.quota_add = (
             f"INSERT INTO {s}.quota_entries (key, at, at_text, amount, expires_at) "
             "VALUES ($1, $2, $3, $4, $5)"
+        )
+        # Each lock id once, smallest first (the subquery's order is the
+        # order the locks are taken in).
+        self.lock_all = (
+            "SELECT pg_advisory_xact_lock(id) FROM (SELECT DISTINCT "
+            "hashtextextended(name, 0) AS id FROM unnest($1::text[]) AS name "
+            "ORDER BY id) AS ids"
+        )
+        # $1, $2: each key with the start of its widest window, whose older
+        # entries go; $3, $4: each take's key and window start, in order: the
+        # sum of the entries inside its window.
+        self.quota_used_all = (
+            f"WITH gone AS (DELETE FROM {s}.quota_entries AS q USING "
+            "unnest($1::text[], $2::timestamptz[]) AS w(key, since) "
+            "WHERE q.key = w.key AND q.at <= w.since) "
+            "SELECT (SELECT COALESCE(SUM(q.amount), 0.0)::float8 FROM "
+            f"{s}.quota_entries AS q WHERE q.key = t.key AND q.at > t.since) "
+            "AS used FROM unnest($3::text[], $4::timestamptz[]) "
+            "WITH ORDINALITY AS t(key, since, n) ORDER BY t.n"
+        )
+        # One entry per take, at one moment; the sequence numbers follow
+        # the takes' order.
+        self.quota_add_all = (
+            f"INSERT INTO {s}.quota_entries (key, at, at_text, amount, expires_at) "
+            "SELECT t.key, $2::timestamptz, $3::text, t.amount, t.expires_at FROM "
+            "unnest($1::text[], $4::float8[], $5::timestamptz[]) "
+            "WITH ORDINALITY AS t(key, amount, expires_at, n) ORDER BY t.n"
         )
         self.quota_entries = (
             f"SELECT at_text, amount FROM {s}.quota_entries WHERE key = $1 "

@@ -63,8 +63,12 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Quotas,
+    QuotaTake,
     Subscribers,
+    fit_takes,
     refused_quota,
+    refused_take,
     session_exists,
     session_missing,
     version_moved,
@@ -390,6 +394,64 @@ if used + amount <= tonumber(ARGV[3]) then
   return {1, string.format('%.17g', used + amount)}
 end
 return {0, string.format('%.17g', used), entries}
+"""
+
+# Several takes, every one or none. KEYS: each take's window (a key taken
+# twice is named twice), then seq:quota. ARGV: 1 at, 2 at ISO, then four a
+# take from 3: its window start, limit, amount and keep (ms). A key's
+# entries older than its widest window go first. Returns {1, what each
+# take's window held before} when every take fit and was recorded; {0, the
+# first take that did not fit, its key's entries oldest first} otherwise,
+# with nothing recorded.
+_CONSUME_ALL = """
+local n = #KEYS - 1
+local at = tonumber(ARGV[1])
+local widest = {}
+for i = 1, n do
+  local start = ARGV[4 * i - 1]
+  local known = widest[KEYS[i]]
+  if known == nil or tonumber(start) < tonumber(known) then
+    widest[KEYS[i]] = start
+  end
+end
+for i = 1, n do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', widest[KEYS[i]])
+end
+local held = {}
+local batch = {}
+for i = 1, n do
+  local key = KEYS[i]
+  local start = ARGV[4 * i - 1]
+  local used = 0
+  for _, entry in ipairs(redis.call('ZRANGEBYSCORE', key, '(' .. start, '+inf')) do
+    used = used + tonumber(string.match(entry, '^[^|]*|([^|]*)|'))
+  end
+  held[i] = used
+  local total = used
+  if at > tonumber(start) then
+    total = total + (batch[key] or 0)
+  end
+  local amount = tonumber(ARGV[4 * i + 1])
+  if total + amount > tonumber(ARGV[4 * i]) then
+    return {0, i, redis.call('ZRANGE', key, 0, -1)}
+  end
+  batch[key] = (batch[key] or 0) + amount
+end
+local keep = {}
+for i = 1, n do
+  local seq = redis.call('INCR', KEYS[n + 1])
+  redis.call('ZADD', KEYS[i], ARGV[1], seq .. '|' .. ARGV[4 * i + 1] .. '|' .. ARGV[2])
+  local ms = ARGV[4 * i + 2]
+  if keep[KEYS[i]] == nil or tonumber(ms) > tonumber(keep[KEYS[i]]) then
+    keep[KEYS[i]] = ms
+  end
+end
+local answer = {1}
+for i = 1, n do
+  redis.call('PEXPIRE', KEYS[i], keep[KEYS[i]])
+  answer[i + 1] = string.format('%.17g', held[i])
+end
+return answer
 """
 
 # KEYS: 1 the window. ARGV: 1 at, 2 amount. Removes the latest entry of that
@@ -895,6 +957,7 @@ class RedisStore(OpenableStore):
         self._claim_effects: _Run = self._script(_CLAIM_EFFECTS)
         self._extend_effects: _Run = self._script(_EXTEND_EFFECTS)
         self._consume: _Run = self._script(_CONSUME)
+        self._consume_all: _Run = self._script(_CONSUME_ALL)
         self._refund: _Run = self._script(_REFUND)
         self._put_value: _Run = self._script(_PUT_VALUE)
         self._delete_value: _Run = self._script(_DELETE_VALUE)
@@ -1500,6 +1563,40 @@ class RedisStore(OpenableStore):
             _, taken, when = _text(entry).split("|", 2)
             entries.append((datetime.fromisoformat(when), float(taken)))
         return refused_quota(used, entries, window=window, limit=limit, amount=amount)
+
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        takes = list(takes)
+        if not takes:
+            return Quotas()
+        args: list[str | int] = [_micros(at), at.isoformat()]
+        for take in takes:
+            args += [
+                _micros(at - timedelta(seconds=take.window)),
+                repr(float(take.limit)),
+                repr(float(take.amount)),
+                _keep(take.window),
+            ]
+        with self._errors():
+            answer = cast(
+                "list[Any]",
+                await self._consume_all(
+                    keys=[
+                        *(self._key("quota", take.key) for take in takes),
+                        self._key("seq", "quota"),
+                    ],
+                    args=args,
+                ),
+            )
+        if int(answer[0]):
+            quotas, _ = fit_takes(takes, [float(_text(used)) for used in answer[1:]])
+            return Quotas(quotas=quotas)
+        entries = []
+        for entry in answer[2]:
+            _, taken, when = _text(entry).split("|", 2)
+            entries.append((datetime.fromisoformat(when), float(taken)))
+        return refused_take(takes, int(answer[1]) - 1, entries, at=at)
 
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
         with self._errors():

@@ -50,12 +50,17 @@ from ._base import (
     PendingEffect,
     QueueItem,
     Quota,
+    Quotas,
+    QuotaTake,
     SerialisedWrites,
     Subscribers,
+    fit_takes,
     refused_quota,
+    refused_take,
     session_exists,
     session_missing,
     version_moved,
+    widest_windows,
     with_sessions,
 )
 
@@ -1108,6 +1113,61 @@ class SqliteStore(OpenableStore):
             )
 
         return await self._run(consume, write=True, inline=True)
+
+    async def consume_all(
+        self, takes: Sequence[QuotaTake], /, *, at: datetime
+    ) -> Quotas:
+        takes = list(takes)
+        now_key = _utc_key(at)
+
+        def since(window: float) -> str:
+            return _utc_key(at - timedelta(seconds=window))
+
+        def consume_all(db: sqlite3.Connection) -> Quotas:
+            # One transaction under the file's write lock: nobody else
+            # counts these keys until it commits, with every take or none.
+            db.executemany(
+                "DELETE FROM quota_entries WHERE key = ? AND at_utc <= ?",
+                [(key, since(w)) for key, w in widest_windows(takes).items()],
+            )
+            held = [
+                db.execute(
+                    "SELECT COALESCE(SUM(amount), 0.0) FROM quota_entries "
+                    "WHERE key = ? AND at_utc > ?",
+                    (take.key, since(take.window)),
+                ).fetchone()[0]
+                for take in takes
+            ]
+            quotas, refused = fit_takes(takes, held)
+            if refused is not None:
+                entries = db.execute(
+                    "SELECT at, amount FROM quota_entries WHERE key = ? "
+                    "ORDER BY at_utc, seq",
+                    (takes[refused].key,),
+                ).fetchall()
+                return refused_take(
+                    takes,
+                    refused,
+                    [(datetime.fromisoformat(when), taken) for when, taken in entries],
+                    at=at,
+                )
+            db.executemany(
+                "INSERT INTO quota_entries (key, at_utc, at, amount, expires_utc) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        take.key,
+                        now_key,
+                        at.isoformat(),
+                        take.amount,
+                        _utc_key(at + timedelta(seconds=take.window)),
+                    )
+                    for take in takes
+                ],
+            )
+            return Quotas(quotas=quotas)
+
+        return await self._run(consume_all, write=True, inline=True)
 
     async def refund(self, key: str, /, *, at: datetime, amount: float = 1.0) -> bool:
         deleted = await self._write(

@@ -17,6 +17,12 @@ from ..exceptions import WebhookFormatError
 __all__ = ["WebhookHandler", "WebhookRequest", "WebhookResponse"]
 
 
+#: The most fields a form callback may have. Twilio's carry a few dozen;
+#: parsing and signing hundreds of thousands (a forged megabyte of ``a=&``)
+#: would hold the event loop for a second.
+_MAX_FORM_FIELDS = 1000
+
+
 def _lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
@@ -55,11 +61,17 @@ class WebhookRequest:
         """The body as ``application/x-www-form-urlencoded`` pairs, in order.
 
         Raises:
-            WebhookFormatError: the body is not valid UTF-8 form data.
+            WebhookFormatError: the body is not valid UTF-8 form data, or has
+                more than 1000 fields.
         """
         try:
             text = self.body.decode("utf-8")
-            return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+            return parse_qsl(
+                text,
+                keep_blank_values=True,
+                strict_parsing=bool(text),
+                max_num_fields=_MAX_FORM_FIELDS,
+            )
         except (UnicodeDecodeError, ValueError) as exc:
             raise WebhookFormatError(
                 message=f"{vendor} callback body is not form data: {exc}",

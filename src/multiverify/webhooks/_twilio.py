@@ -108,9 +108,10 @@ class TwilioSignature:
         body with ``request.json``.
 
         Raises:
-            WebhookSignatureError: no signature, a wrong one, or a JSON body
-                whose hash does not match ``bodySHA256``.
-            WebhookFormatError: the body is not form data.
+            WebhookSignatureError: no signature, a wrong one, a JSON body
+                whose hash does not match ``bodySHA256``, or a body that is
+                neither form data nor covered by ``bodySHA256``.
+            WebhookFormatError: an unknown signature algorithm.
         """
         signature = request.header("x-twilio-signature")
         if not signature:
@@ -122,7 +123,16 @@ class TwilioSignature:
         body_hash = query.get("bodySHA256")
         params: list[tuple[str, str]] = []
         if body_hash is None and request.method.upper() == "POST":
-            params = request.form(_VENDOR)
+            try:
+                params = request.form(_VENDOR)
+            except WebhookFormatError as exc:
+                # Twilio signs a form body's parameters, or a JSON body through
+                # bodySHA256: a body that is neither cannot be Twilio's.
+                raise WebhookSignatureError(
+                    message="callback URL has no bodySHA256 and its body is not "
+                    f"form data, so no signature can cover it: {exc}",
+                    vendor=_VENDOR,
+                ) from None
         # Compared as bytes: a header may hold any character, and
         # compare_digest refuses non-ASCII strings.
         given = signature.encode()
