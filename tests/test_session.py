@@ -1197,6 +1197,39 @@ class TestDeadline:
             "sms": StepState.CANCELLED,
         }
 
+    @pytest.mark.parametrize("late", [3600, 7200])
+    def test_an_input_at_or_past_the_deadline_finds_the_session_expired(
+        self, late: float
+    ) -> None:
+        """The deadline decides even when its timer has not fired yet (no worker ran it): a late result is not applied."""
+        session = after_bureau()
+        step = transition(POLICY, session, finished("sms", "passed", seconds=late))
+        verdict = step.session.verdict
+        assert verdict is not None
+        assert (verdict.outcome, verdict.decided_by) == (Outcome.EXPIRED, "deadline")
+        assert verdict.decided_at == at(3600)  # when the session expired
+        assert step.session.step("sms").state is StepState.CANCELLED
+        assert step.session.inputs == session.inputs + 1
+        fired = transition(
+            POLICY, step.session, TimerFired(timer_id="deadline", at=at(late + 1))
+        )
+        assert (
+            fired.session.verdict == verdict
+        )  # the timer that fires later changes nothing
+
+    def test_an_input_just_before_the_deadline_still_applies(self) -> None:
+        """One microsecond before the deadline, the result counts as always."""
+        session = after_bureau()
+        early = finished("sms", "passed", seconds=3600 - 1e-6)
+        step = transition(POLICY, session, early)
+        assert step.session.step("sms").state is StepState.DONE
+
+    def test_a_cancel_after_the_deadline_finds_the_session_expired(self) -> None:
+        """A cancel that comes after the deadline is too late: the session expired first."""
+        step = transition(POLICY, after_bureau(), Cancel(at=at(4000)))
+        assert step.session.verdict is not None
+        assert step.session.verdict.outcome is Outcome.EXPIRED
+
     def test_on_deadline_outcome(self) -> None:
         """``on_deadline`` chooses the outcome at the deadline."""
         policy = make_policy(on_deadline="review")

@@ -1792,6 +1792,46 @@ class TestCancel:
         assert "cancelling step sms" in caplog.text
 
 
+class TestLateInput:
+    async def test_a_code_typed_after_the_deadline_on_a_replica_with_no_worker_expires_the_session(
+        self, clock: FakeClock, applicant: Applicant
+    ) -> None:
+        """The deadline decides even when no replica fired its timer: a code typed two hours late does not approve."""
+        policy = Policy(
+            name="late",
+            version="1",
+            steps=[Step(id="sms", channel="sms_code", timeout="10m")],
+            rules=[
+                Rule(
+                    outcome="approved",
+                    when="steps.sms.status == 'passed'",
+                    reason="sms.confirmed",
+                )
+            ],
+            deadline="30m",
+        )
+        store = MemoryStore()
+
+        def sms() -> ScriptedChannel:
+            return ScriptedChannel("sms_code", [Scripted.waits(Scripted.passes())])
+
+        first = Verifier(policy, channels=[sms()], store=store, clock=clock)
+        started = await first.start(applicant)
+        await first.wait_idle()
+        await first.aclose()  # its timers went with it, and no worker runs
+        await clock.advance(2 * 3600)
+
+        async with Verifier(
+            policy, channels=[sms()], store=store, clock=clock
+        ) as other:
+            with pytest.raises(SessionFinishedError):
+                await other.submit(started.session_id, "sms", {"code": "123456"})
+            session = await other.get(started.session_id)
+        assert session.verdict is not None
+        assert session.verdict.outcome is Outcome.EXPIRED
+        assert session.verdict.decided_at == started.created_at + timedelta(minutes=30)
+
+
 class TestOnVerdict:
     async def test_a_replica_stopped_during_a_hook_leaves_the_verdict_to_announce_again(
         self, clock: FakeClock, applicant: Applicant

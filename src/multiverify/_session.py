@@ -1068,6 +1068,20 @@ class _Run:
     def apply(self, event: Input) -> None:
         """Apply one input to the working state."""
         in_review = self.status is SessionStatus.REVIEW
+        deadline = self.base.deadline_at
+        when: datetime | None = getattr(event, "at", None)  # None: not an input
+        if (
+            deadline is not None
+            and when is not None
+            and when >= deadline
+            and self.status is SessionStatus.ACTIVE
+            and not (isinstance(event, TimerFired) and event.timer_id == DEADLINE_TIMER)
+        ):
+            # The deadline's timer has not fired yet (no replica or worker
+            # was there to fire it): the session expired at its deadline,
+            # and this input comes too late to count.
+            self.expire(deadline)
+            return
         match event:
             case Start(at=at):
                 if in_review:
@@ -1436,7 +1450,8 @@ class _Run:
                 self.base.deadline_at is not None
                 and self.status is SessionStatus.ACTIVE
             ):
-                self.expire(at)
+                # At its deadline, however late the timer fired.
+                self.expire(min(at, self.base.deadline_at))
             return
         if timer_id in (REVIEW_ESCALATE_TIMER, REVIEW_FALLBACK_TIMER):
             if self.status is SessionStatus.REVIEW:

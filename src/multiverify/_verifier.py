@@ -29,6 +29,7 @@ from ._results import Challenge, Outcome, Verdict
 from ._review import ReviewEvent, run_queue_effect
 from ._serde import converter
 from ._session import (
+    DEADLINE_TIMER,
     Cancel,
     CancelStep,
     CancelTimer,
@@ -43,6 +44,7 @@ from ._session import (
     ReviewDecided,
     ScheduleTimer,
     Session,
+    SessionStatus,
     Start,
     StartStep,
     StepErrored,
@@ -125,6 +127,15 @@ def _starting(session: Session, event: ProviderEvent) -> bool:
 
 def _finished(session: Session) -> Session | None:
     return session if session.finished else None
+
+
+def _past_deadline(session: Session, now: datetime) -> bool:
+    """Whether an active session's deadline has passed."""
+    return (
+        session.deadline_at is not None
+        and now >= session.deadline_at
+        and session.status is SessionStatus.ACTIVE
+    )
 
 
 @attrs.frozen
@@ -967,28 +978,38 @@ class Verifier:
         async with self._lock(session_id):
             session, version = await self._store.load(session_id)
             policy = self._policy_of(session)
-            record = require_input(session, step_id, attempt)
-            name = policy.step(step_id).channel
-            channel = self._registry.get(name)
-            context = self._context(session, policy, record)
-            event: Input
-            try:
-                outcome = await channel.handle(
-                    context, load_state(channel, record.channel_state), message
-                )
-            except MultiverifyError:
-                raise  # the channel's typed refusal (a malformed code) is the caller's
-            except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged
-                log_crash(log, exc, name, context, "handling input for")
-                event = handle_crash(exc, record, context, at=self._clock.now())
+            now = self._clock.now()
+            late = _past_deadline(session, now)
+            if late:
+                # Its timer has not fired yet (no replica or worker did): the
+                # session expires first, before a channel spends the input
+                # (a vendor's check of the code).
+                event: Input = TimerFired(timer_id=DEADLINE_TIMER, at=now)
+                result = transition(policy, session, event)
             else:
-                event = outcome_input(record, outcome, at=self._clock.now())
-            result = transition(policy, session, event)
+                record = require_input(session, step_id, attempt)
+                name = policy.step(step_id).channel
+                channel = self._registry.get(name)
+                context = self._context(session, policy, record)
+                try:
+                    outcome = await channel.handle(
+                        context, load_state(channel, record.channel_state), message
+                    )
+                except MultiverifyError:
+                    raise  # the channel's typed refusal (a malformed code) is the caller's
+                except Exception as exc:  # noqa: BLE001 - a channel bug ends its step in error, logged
+                    log_crash(log, exc, name, context, "handling input for")
+                    event = handle_crash(exc, record, context, at=self._clock.now())
+                else:
+                    event = outcome_input(record, outcome, at=self._clock.now())
+                result = transition(policy, session, event)
             saved, new_version = await self._save(
                 result.session, version, event, result.effects, completed=completed
             )
             verdicts = await self._dispatch(saved, result.effects)
         await self._after(saved, new_version, verdicts)
+        if late:
+            require_input(saved, step_id, attempt)  # raises: the session expired
         return saved
 
     async def _after(

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -1307,6 +1307,17 @@ class TestRuntimeErrors:
         assert response.json() == body
         if status == 503:
             assert response.headers["retry-after"] == "5"
+
+    async def test_a_quota_refusal_says_when_to_try_again(self) -> None:
+        """A 429 carries ``Retry-After``: the seconds until the quota frees, by the app's clock."""
+        error = QuotaExceededError(message="slow down", quota="phone", retry_at=T0)
+        app = create_app(
+            Unreachable(error), clock=FakeClock(T0 - timedelta(seconds=89.5))
+        )
+        async with transport(app) as http:
+            response = await http.post("/sessions/s1/steps/sms/submit", json={})
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "90"
 
     async def test_body_limit_is_configurable_and_streamed(self) -> None:
         """``max_body`` bounds both routes; a body sent without a length is refused as it streams, not read to its end."""

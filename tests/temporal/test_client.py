@@ -13,6 +13,7 @@ import attrs
 import pytest
 from conftest import running_worker
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from multiverify import (
     AuditTrail,
@@ -36,6 +37,7 @@ from multiverify.exceptions import (
     SessionNotFoundError,
     StepNotFoundError,
     StepNotWaitingError,
+    StoreUnavailableError,
 )
 from multiverify.sandbox import (
     get_persona,
@@ -119,6 +121,27 @@ class TestTemporalVerifier:
         verifier = TemporalVerifier(client, load_default_policy())
         with pytest.raises(InvalidInputError, match="no longer legal tender"):
             await verifier.start(attrs.evolve(HONEST.applicant, loan=loan))
+
+    @pytest.mark.parametrize(
+        "status",
+        [
+            RPCStatusCode.UNAVAILABLE,
+            RPCStatusCode.DEADLINE_EXCEEDED,
+            RPCStatusCode.RESOURCE_EXHAUSTED,
+        ],
+    )
+    async def test_temporal_out_of_reach_is_a_store_outage(
+        self, client: Client, status: RPCStatusCode
+    ) -> None:
+        """A Temporal server that cannot answer now is a StoreUnavailableError, so the webhook app asks the vendor to deliver again."""
+        verifier = TemporalVerifier(client, load_default_policy())
+
+        async def down() -> None:
+            raise RPCError("the frontend is restarting", status, b"")
+
+        with pytest.raises(StoreUnavailableError, match="restarting") as info:
+            await verifier._guard("s1", down())
+        assert info.value.store == "temporal"
 
     async def test_a_session_id_starts_once(self, verifier: TemporalVerifier) -> None:
         """Starting a taken session id is a ConcurrentUpdateError, and leaves no unretrieved error behind."""

@@ -365,7 +365,7 @@ _SUBMIT_ERRORS: tuple[tuple[type[MultiverifyError], int, str], ...] = (
 )
 
 
-def _submit_error(exc: MultiverifyError) -> JSONResponse | None:
+def _submit_error(exc: MultiverifyError, *, now: datetime) -> JSONResponse | None:
     if isinstance(exc, ProviderError):
         # A vendor the channel could not reach (checking a vendor's own
         # code): nothing changed, so the applicant may simply try again.
@@ -377,11 +377,17 @@ def _submit_error(exc: MultiverifyError) -> JSONResponse | None:
             fields: dict[str, Any] = {}
             if isinstance(exc, InvalidInputError):
                 fields["field"] = exc.field
+            headers = None
             if isinstance(exc, QuotaExceededError):
                 fields["quota"] = exc.quota
                 if exc.retry_at is not None:
                     fields["retry_at"] = exc.retry_at.isoformat()
-            return _error(status, code, **fields)
+                    wait = (exc.retry_at - now).total_seconds()
+                    headers = {"retry-after": str(max(1, math.ceil(wait)))}
+            response = _error(status, code, **fields)
+            if headers is not None:
+                response.headers.update(headers)
+            return response
     return None
 
 
@@ -569,7 +575,11 @@ class _App:
         try:
             session = await self.runtime.submit(session_id, step_id, payload)
         except Exception as exc:
-            refused = _submit_error(exc) if isinstance(exc, MultiverifyError) else None
+            refused = (
+                _submit_error(exc, now=self.clock.now())
+                if isinstance(exc, MultiverifyError)
+                else None
+            )
             if refused is None:
                 log.exception("submission to %s of %s failed", step_id, session_id)
                 return _error(500, "internal")

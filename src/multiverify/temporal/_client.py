@@ -38,6 +38,7 @@ from ..exceptions import (
     MultiverifyError,
     SessionFinishedError,
     SessionNotFoundError,
+    StoreUnavailableError,
 )
 from ..policy import Policy
 from ..stores import SessionStore
@@ -462,6 +463,11 @@ class TemporalVerifier:
         except WorkflowQueryFailedError as exc:
             raise MultiverifyError(message=str(exc)) from None
         except RPCError as exc:
+            if exc.status in _OUT_OF_REACH:
+                raise StoreUnavailableError(
+                    message=f"Temporal cannot answer now ({exc.status.name}): {exc}",
+                    store="temporal",
+                ) from exc
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise
             raise await self._gone(session_id) from None
@@ -479,6 +485,17 @@ class TemporalVerifier:
         return SessionFinishedError(
             message=f"session {session_id} has finished", session_id=session_id
         )
+
+
+# What Temporal answers when a later try may pass: the server is down or
+# restarting, too slow, or shedding load.
+_OUT_OF_REACH = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 def _error(failure: BaseException | None) -> MultiverifyError:
