@@ -1197,16 +1197,15 @@ class Verifier:
                     if task is not None and task is not asyncio.current_task():
                         task.cancel()
                 case RecordVerdict():
-                    # Done once its hooks returned (``_after``).
-                    verdicts.append(_Announcement(effect.verdict, effect.effect_id))
+                    verdicts.append(self._announcement(sid, effect, effect.verdict))
                 case QueueReview() | DequeueReview() | EscalateReview():
                     event = await run_queue_effect(
                         self._store, session, effect, now=self._clock.now()
                     )
                     if event is None:
                         self._completed(sid, effect.effect_id)
-                    else:  # done once its hooks returned (``_announce``)
-                        verdicts.append(_Announcement(event, effect.effect_id))
+                    else:
+                        verdicts.append(self._announcement(sid, effect, event))
                 case _:
                     key = (sid, effect.step_id, effect.attempt)
                     if isinstance(effect, CancelStep):
@@ -1234,20 +1233,28 @@ class Verifier:
             await self._call_hooks(session, announcement.event)
             return
         running = (session.session_id, announcement.effect_id)
-        verdict = isinstance(announcement.event, Verdict)
-        if self._hooks if verdict else self._review_hooks:
-            self._inflight.add(running)
-            if self._renewer is None and not self._closed:
-                self._renewer = asyncio.ensure_future(self._renew_claims())
-            try:
-                await self._call_hooks(session, announcement.event)
-            except asyncio.CancelledError:
-                if self._closed:
-                    await self._give_back([running])
-                raise
-            finally:
-                self._inflight.discard(running)
+        self._inflight.add(running)
+        if self._renewer is None and not self._closed:
+            self._renewer = asyncio.ensure_future(self._renew_claims())
+        try:
+            await self._call_hooks(session, announcement.event)
+        except asyncio.CancelledError:
+            if self._closed:
+                await self._give_back([running])
+            raise
+        finally:
+            self._inflight.discard(running)
         self._completed(*running)
+
+    def _announcement(
+        self, session_id: str, effect: Effect, event: Verdict | ReviewEvent
+    ) -> _Announcement:
+        """What ``effect`` announces; the effect is done now if no hook hears it, else after the hooks."""
+        hooks = self._hooks if isinstance(event, Verdict) else self._review_hooks
+        if not hooks:
+            self._completed(session_id, effect.effect_id)
+            return _Announcement(event)
+        return _Announcement(event, effect.effect_id)
 
     async def _call_hooks(
         self, session: Session, announcement: Verdict | ReviewEvent
