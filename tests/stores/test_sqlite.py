@@ -619,6 +619,24 @@ def thread_of(_: sqlite3.Connection) -> int:
     return threading.get_ident()
 
 
+def held_checkpoints(
+    monkeypatch: pytest.MonkeyPatch, *, every: int
+) -> tuple[threading.Event, threading.Event]:
+    """Checkpoint every ``every`` commits, each held until released: (copying, release)."""
+    copying = threading.Event()
+    release = threading.Event()
+    checkpoint = _sqlite._checkpoint
+
+    def held(db: sqlite3.Connection) -> None:
+        copying.set()
+        release.wait(5)
+        checkpoint(db)
+
+    monkeypatch.setattr(_sqlite, "_CHECKPOINT_EVERY", every)
+    monkeypatch.setattr(_sqlite, "_checkpoint", held)
+    return copying, release
+
+
 class TestCallsRunAtOnce:
     """Short calls run on the event loop's thread when they need not wait; the rest on the worker."""
 
@@ -773,17 +791,7 @@ class TestCallsRunAtOnce:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """A checkpoint waits for the disk on a thread of its own: writes run at once meanwhile, on the loop's connection."""
-        copying = threading.Event()
-        release = threading.Event()
-        checkpoint = _sqlite._checkpoint
-
-        def slow(db: sqlite3.Connection) -> None:
-            copying.set()
-            release.wait(5)
-            checkpoint(db)
-
-        monkeypatch.setattr(_sqlite, "_CHECKPOINT_EVERY", 2)
-        monkeypatch.setattr(_sqlite, "_checkpoint", slow)
+        copying, release = held_checkpoints(monkeypatch, every=2)
         async with SqliteStore(tmp_path / "busy.db") as store:
             await store.create(make_session("s0"))
             await store.create(make_session("s1"))  # starts the checkpoint
@@ -802,17 +810,7 @@ class TestCallsRunAtOnce:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """``aclose`` returns once the checkpoint's connection is closed too."""
-        copying = threading.Event()
-        release = threading.Event()
-        checkpoint = _sqlite._checkpoint
-
-        def slow(db: sqlite3.Connection) -> None:
-            copying.set()
-            release.wait(5)
-            checkpoint(db)
-
-        monkeypatch.setattr(_sqlite, "_CHECKPOINT_EVERY", 1)
-        monkeypatch.setattr(_sqlite, "_checkpoint", slow)
+        copying, release = held_checkpoints(monkeypatch, every=1)
         store = SqliteStore(tmp_path / "closing.db")
         await store.create(make_session("s0"))  # opens the connections
         await store.create(make_session("s1"))  # at once: starts the checkpoint
