@@ -712,6 +712,14 @@ def waiting_challenge(session: Session, step_id: str) -> Challenge | None:
     return None
 
 
+def lapsed_deadline(session: Session, at: datetime) -> datetime | None:
+    """The deadline of an active session if it has passed at ``at`` (its timer may not have fired), else ``None``."""
+    deadline = session.deadline_at
+    if deadline is None or at < deadline or session.status is not SessionStatus.ACTIVE:
+        return None
+    return deadline
+
+
 def transition(policy: Policy, session: Session, event: Input) -> Transition:
     """Apply one input to a session: the whole decision logic of multiverify.
 
@@ -1068,14 +1076,10 @@ class _Run:
     def apply(self, event: Input) -> None:
         """Apply one input to the working state."""
         in_review = self.status is SessionStatus.REVIEW
-        deadline = self.base.deadline_at
         when: datetime | None = getattr(event, "at", None)  # None: not an input
-        if (
-            deadline is not None
-            and when is not None
-            and when >= deadline
-            and self.status is SessionStatus.ACTIVE
-            and not (isinstance(event, TimerFired) and event.timer_id == DEADLINE_TIMER)
+        deadline = None if when is None else lapsed_deadline(self.base, when)
+        if deadline is not None and not (
+            isinstance(event, TimerFired) and event.timer_id == DEADLINE_TIMER
         ):
             # The deadline's timer has not fired yet (no replica or worker
             # was there to fire it): the session expired at its deadline,

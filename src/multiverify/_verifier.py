@@ -44,7 +44,6 @@ from ._session import (
     ReviewDecided,
     ScheduleTimer,
     Session,
-    SessionStatus,
     Start,
     StartStep,
     StepErrored,
@@ -56,6 +55,7 @@ from ._session import (
     TimerFired,
     check_decision,
     check_evidence,
+    lapsed_deadline,
     new_session,
     require_input,
     require_review,
@@ -127,15 +127,6 @@ def _starting(session: Session, event: ProviderEvent) -> bool:
 
 def _finished(session: Session) -> Session | None:
     return session if session.finished else None
-
-
-def _past_deadline(session: Session, now: datetime) -> bool:
-    """Whether an active session's deadline has passed."""
-    return (
-        session.deadline_at is not None
-        and now >= session.deadline_at
-        and session.status is SessionStatus.ACTIVE
-    )
 
 
 @attrs.frozen
@@ -979,7 +970,7 @@ class Verifier:
             session, version = await self._store.load(session_id)
             policy = self._policy_of(session)
             now = self._clock.now()
-            late = _past_deadline(session, now)
+            late = lapsed_deadline(session, now) is not None
             if late:
                 # Its timer has not fired yet (no replica or worker did): the
                 # session expires first, before a channel spends the input
