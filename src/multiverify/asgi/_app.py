@@ -251,9 +251,12 @@ def _without_port(address: str) -> str:
 
 
 def _error(
-    status: int, code: str, *, retry_after: str = _RETRY_AFTER, **fields: Any
+    status: int, code: str, *, retry_after: str | None = None, **fields: Any
 ) -> JSONResponse:
-    headers = {"retry-after": retry_after} if status == 503 else None  # noqa: PLR2004
+    """The app's error body; with ``Retry-After`` when given, and on every 503."""
+    if retry_after is None and status == 503:  # noqa: PLR2004
+        retry_after = _RETRY_AFTER
+    headers = None if retry_after is None else {"retry-after": retry_after}
     return JSONResponse({"error": code, **fields}, status_code=status, headers=headers)
 
 
@@ -377,17 +380,14 @@ def _submit_error(exc: MultiverifyError, *, now: datetime) -> JSONResponse | Non
             fields: dict[str, Any] = {}
             if isinstance(exc, InvalidInputError):
                 fields["field"] = exc.field
-            headers = None
+            retry_after = None
             if isinstance(exc, QuotaExceededError):
                 fields["quota"] = exc.quota
                 if exc.retry_at is not None:
                     fields["retry_at"] = exc.retry_at.isoformat()
                     wait = (exc.retry_at - now).total_seconds()
-                    headers = {"retry-after": str(max(1, math.ceil(wait)))}
-            response = _error(status, code, **fields)
-            if headers is not None:
-                response.headers.update(headers)
-            return response
+                    retry_after = str(max(1, math.ceil(wait)))
+            return _error(status, code, retry_after=retry_after, **fields)
     return None
 
 
