@@ -48,20 +48,15 @@ def _currencies() -> frozenset[str]:
 @functools.cache
 def _tender_until() -> dict[str, date | None]:
     """Per code that was ever legal tender, the last day it was (``None``: it still is)."""
-    until: dict[str, date | None] = {}
+    ends: dict[str, list[date | None]] = {}
     for entries in get_global("territory_currencies").values():
         for code, _start, end, tender in entries:
-            if not tender:
-                continue
-            last = None if end is None else date(*end)
-            if code not in until:
-                until[code] = last
-            else:
-                known = until[code]
-                until[code] = (
-                    None if known is None or last is None else max(known, last)
-                )
-    return until
+            if tender:
+                ends.setdefault(code, []).append(None if end is None else date(*end))
+    return {
+        code: None if None in days else max(day for day in days if day is not None)
+        for code, days in ends.items()
+    }
 
 
 def refuse_retired_currency(applicant: Applicant, *, on: date) -> None:
