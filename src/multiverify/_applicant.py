@@ -6,7 +6,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -59,8 +59,8 @@ def _tender_until() -> dict[str, date | None]:
     }
 
 
-def refuse_retired_currency(applicant: Applicant, *, on: date) -> None:
-    """Refuse a new session's loan in a currency that is legal tender nowhere ``on`` that day.
+def refuse_retired_currency(applicant: Applicant, *, at: datetime) -> None:
+    """Refuse a new session's loan in a currency that is legal tender nowhere on the day of ``at`` (UTC).
 
     ``Applicant`` accepts retired codes (BGN since the euro came to
     Bulgaria), so that sessions saved with one still load; a new
@@ -70,6 +70,7 @@ def refuse_retired_currency(applicant: Applicant, *, on: date) -> None:
         InvalidInputError: ``field`` is ``loan.currency``.
     """
     code = applicant.loan.currency
+    on = at.astimezone(UTC).date()
     last = _tender_until().get(code)
     if last is not None and last < on:
         raise InvalidInputError(

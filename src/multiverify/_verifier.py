@@ -14,7 +14,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
 
 import attrs
@@ -423,7 +423,7 @@ class Verifier:
             )
         chosen = self.policy(policy)
         now = self._clock.now()
-        refuse_retired_currency(applicant, on=now.astimezone(UTC).date())
+        refuse_retired_currency(applicant, at=now)
         if self._sweeper is not None:
             self._sweeper.due(now)
         session = new_session(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any, Self, TypeVar, cast
 
 from temporalio.client import (
@@ -176,7 +176,7 @@ class TemporalVerifier:
             InvalidInputError: the loan's currency is no longer legal tender.
         """
         chosen = self.policy(policy)
-        refuse_retired_currency(applicant, on=self._clock.now().astimezone(UTC).date())
+        refuse_retired_currency(applicant, at=self._clock.now())
         session_id = session_id or self._new_id()
         args = SessionArgs(
             session_id=session_id,
